@@ -1,0 +1,97 @@
+"""Fixed 2-D sine-cosine position embeddings (MAE, REFERENCES A.6) and their resizing.
+
+The table matches the official ``util/pos_embed.py`` exactly: the first half of the channels
+encodes the x (column) coordinate, the second half the y (row) coordinate, patches in
+row-major order, and an optional all-zero row in front for the cls token. We compute in
+float64 (like the official NumPy code) and return float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def get_1d_sincos_pos_embed(embed_dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """1-D sin-cos code.
+
+    Args:
+        embed_dim: output width E (even).
+        pos: (M,) positions.
+
+    Returns:
+        (M, E) tensor: ``concat(sin(pos * omega), cos(pos * omega))`` with
+        ``omega[i] = 1 / 10000 ** (i / (E / 2))``.
+    """
+    if embed_dim % 2:
+        raise ValueError(f"embed_dim must be even for a sin-cos code, got {embed_dim}")
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = 1.0 / 10000**omega
+    out = pos.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def get_2d_sincos_pos_embed(
+    embed_dim: int, grid_size: int | tuple[int, int], cls_token: bool = False
+) -> torch.Tensor:
+    """2-D sin-cos table for a grid of patches.
+
+    Args:
+        embed_dim: channel width D (divisible by 4).
+        grid_size: G or (Gh, Gw).
+        cls_token: prepend one all-zero row.
+
+    Returns:
+        float32 tensor (Gh*Gw [+1], D); rows in row-major patch order.
+    """
+    if embed_dim % 4:
+        raise ValueError(f"embed_dim must be divisible by 4 for a 2-D sin-cos table, got {embed_dim}")
+    gh, gw = _as_hw(grid_size)
+    rows = torch.arange(gh, dtype=torch.float64)
+    cols = torch.arange(gw, dtype=torch.float64)
+    # 'xy' indexing: grid_x[i, j] = j (column), grid_y[i, j] = i (row); the x code comes first.
+    grid_x, grid_y = torch.meshgrid(cols, rows, indexing="xy")
+    emb_x = get_1d_sincos_pos_embed(embed_dim // 2, grid_x)
+    emb_y = get_1d_sincos_pos_embed(embed_dim // 2, grid_y)
+    emb = torch.cat([emb_x, emb_y], dim=1)
+    if cls_token:
+        emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb], dim=0)
+    return emb.float()
+
+
+def resize_pos_embed(
+    pos_embed: torch.Tensor,
+    new_grid: tuple[int, int],
+    num_prefix_tokens: int = 1,
+    old_grid: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Resize a (1, prefix + Gh*Gw, D) position table to a new grid (REFERENCES A.6).
+
+    Bicubic, ``align_corners=False``, prefix (cls) rows kept in front, as the official
+    ``interpolate_pos_embed``. ``old_grid`` defaults to a square grid.
+
+    Returns:
+        (1, prefix + new_h*new_w, D) tensor.
+    """
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    n_old, dim = patches.shape[1], patches.shape[2]
+    if old_grid is None:
+        side = int(round(n_old**0.5))
+        if side * side != n_old:
+            raise ValueError(
+                f"cannot infer the grid of a position table with {n_old} patch rows; pass old_grid"
+            )
+        old_grid = (side, side)
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    grid = patches.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)

@@ -1,0 +1,84 @@
+"""Model registry: one decorator, one constructor, one listing (timm style).
+
+Every architecture is a function registered under one or more names. ``create_model`` is the
+only constructor the rest of maekit uses; it records the name and the resolved constructor
+arguments on the model (``model.model_name``, ``model.model_args``) so that
+``save_pretrained`` can rebuild it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from typing import Any, Callable
+
+import torch.nn as nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, aliases: tuple[str, ...] = ()):
+    """Register ``fn`` under its own name and ``aliases``."""
+
+    def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        for name in (f.__name__, *aliases):
+            if name in _MODELS:
+                raise ValueError(f"model name {name!r} registered twice")
+            _MODELS[name] = f
+            if name != f.__name__:
+                _ALIASES[name] = f.__name__
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def list_models(pattern: str | None = None, include_aliases: bool = True) -> list[str]:
+    """Registered names, sorted, optionally filtered by a shell-style pattern (``'mae_*'``)."""
+    names = sorted(n for n in _MODELS if include_aliases or n not in _ALIASES)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def canonical_name(name: str) -> str:
+    """The primary name behind an alias (``maevit_base_patch16`` -> ``vit_base_patch16``)."""
+    _check_known(name)
+    return _ALIASES.get(name, name)
+
+
+def is_model(name: str) -> bool:
+    return name in _MODELS
+
+
+def _check_known(name: str) -> None:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (maekit.list_models() lists all {len(_MODELS)} names)")
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a registered name or alias (see :func:`list_models`).
+        **overrides: constructor arguments that replace the preset's (``img_size``,
+            ``patch_size``, ``in_chans``, ``embed_dim``, ``norm_pix_loss``, ``num_classes``...).
+
+    Returns:
+        The model, with ``model_name`` (canonical) and ``model_args`` (overrides) attached.
+    """
+    _check_known(name)
+    fn = _MODELS[name]
+    try:
+        model = fn(**overrides)
+    except TypeError as e:
+        params = [p for p in inspect.signature(fn).parameters if p != "kwargs"]
+        raise ValueError(f"cannot build {name!r} with {sorted(overrides)}: {e}"
+                         + (f" (accepted: {params})" if params else "")) from e
+    model.model_name = canonical_name(name)
+    model.model_args = dict(overrides)
+    return model

@@ -1,0 +1,86 @@
+"""Classification ViTs for fine-tuning and linear probing (REFERENCES A.7).
+
+These are timm ``VisionTransformer`` models (the ecosystem's ViT, fused attention) in the
+configuration of the official ``models_vit.py``: qkv bias, LayerNorm eps 1e-6, learnable
+position embeddings with a cls row, and either global average pooling of the patch tokens
+followed by ``fc_norm`` (``global_pool=True``, the fine-tuning default) or the normed cls token
+(``global_pool=False``). State-dict keys are the official ones, so official fine-tuned files
+load strictly and our encoders load into ``timm.create_model('vit_*')``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models import VisionTransformer
+
+from .registry import register_model
+
+
+def _pool_name(global_pool: bool | str) -> str:
+    if isinstance(global_pool, str):
+        if global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool must be True/False or 'avg'/'token', got {global_pool!r}")
+        return global_pool
+    return "avg" if global_pool else "token"
+
+
+def build_vit(*, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+              mlp_ratio=4.0, num_classes=1000, global_pool: bool | str = True, drop_path_rate=0.0,
+              drop_rate=0.0, layer_norm_eps=1e-6) -> VisionTransformer:
+    """A reference fine-tuning ViT. ``img_size`` may be (H, W)."""
+    model = VisionTransformer(
+        img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+        global_pool=_pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        mlp_ratio=mlp_ratio, qkv_bias=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+        norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
+    )
+    # timm 0.3.2 (the reference) initialises the cls token like pos_embed: trunc-normal std .02.
+    trunc_normal_(model.cls_token, std=0.02)
+    return model
+
+
+def _vit(defaults: dict, overrides: dict) -> VisionTransformer:
+    return build_vit(**{**defaults, **overrides})
+
+
+_TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+_SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+_BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+_LARGE = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+_HUGE = dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16)
+
+
+@register_model(aliases=("maevit_tiny_patch16",))
+def vit_tiny_patch16(**kw) -> VisionTransformer:
+    """ViT-Ti/16 (192 wide, 12 blocks, 3 heads)."""
+    return _vit(_TINY, kw)
+
+
+@register_model(aliases=("maevit_small_patch16",))
+def vit_small_patch16(**kw) -> VisionTransformer:
+    """ViT-S/16 (384 wide, 12 blocks, 6 heads)."""
+    return _vit(_SMALL, kw)
+
+
+@register_model(aliases=("maevit_base_patch16", "vit_base_p16"))
+def vit_base_patch16(**kw) -> VisionTransformer:
+    """ViT-B/16 (768 wide, 12 blocks, 12 heads)."""
+    return _vit(_BASE, kw)
+
+
+@register_model(aliases=("maevit_large_patch16",))
+def vit_large_patch16(**kw) -> VisionTransformer:
+    """ViT-L/16 (1024 wide, 24 blocks, 16 heads)."""
+    return _vit(_LARGE, kw)
+
+
+@register_model(aliases=("maevit_huge_patch14",))
+def vit_huge_patch14(**kw) -> VisionTransformer:
+    """ViT-H/14 (1280 wide, 32 blocks, 16 heads)."""
+    return _vit(_HUGE, kw)
+
+
+ENCODER_PRESETS = {"tiny": _TINY, "small": _SMALL, "base": _BASE, "large": _LARGE, "huge": _HUGE}
