@@ -1,0 +1,7 @@
+"""``python -m maekit`` (and ``torchrun -m maekit``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""``maekit`` command line: parses arguments and dispatches; all work lives in ``tasks``/``api``.
+
+Usage: ``maekit <command> [options]`` or ``torchrun --nproc_per_node N -m maekit <command> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+COMMANDS: dict[str, str] = {
+    "pretrain": "MAE / ConvMAE pretraining on unlabelled images",
+    "finetune": "fine-tune a pretrained encoder on class folders",
+    "linprobe": "linear probe of a frozen pretrained encoder",
+    "eval": "top-1 / top-5 of a classifier on a validation set",
+    "predict": "classify images or reconstruct them, by model type",
+    "visualize": "reconstruction grid of one image",
+    "convert": "convert weights between official, PASSL, MindFormers, HF, timm and maekit formats",
+    "run": "run a MindFormers-style YAML (train / finetune / eval / predict)",
+    "demo": "pretrain a small MAE on built-in digits, probe it, write pictures and a report",
+    "bench": "measure training throughput",
+    "list-models": "list registered model names",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: maekit <command> [options]   (maekit <command> -h for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
+    # Imported lazily so `maekit -h` and small commands start fast.
+    if command in ("pretrain", "finetune", "linprobe", "eval"):
+        from .tasks import entry
+
+        return lambda argv: entry.run_training_command(command, argv)
+    if command == "demo":
+        from .tasks import demo
+
+        return demo.main
+    if command == "convert":
+        from .convert import cli as convert_cli
+
+        def run_convert(argv: Sequence[str]) -> int:
+            parser = argparse.ArgumentParser(prog="maekit convert", description=COMMANDS["convert"])
+            convert_cli.add_arguments(parser)
+            return convert_cli.run(parser.parse_args(argv))
+
+        return run_convert
+    if command in ("predict", "visualize", "run"):
+        from .api import commands
+
+        return getattr(commands, f"{command}_main")
+    if command == "bench":
+        from .tasks import bench
+
+        return bench.main
+    if command == "list-models":
+        return _list_models
+    raise KeyError(command)
+
+
+def _list_models(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="maekit list-models")
+    parser.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mae_*'")
+    args = parser.parse_args(argv)
+    from .models import list_models
+
+    print("\n".join(list_models(args.pattern)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``maekit`` script and ``python -m maekit``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"maekit {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        print(f"maekit: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("MAEKIT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(_dispatch(command)(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"maekit {command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        # A user mistake (bad path, bad option, wrong checkpoint): a message, not a traceback.
+        if os.environ.get("MAEKIT_DEBUG"):
+            raise
+        print(f"maekit {command}: error: {e}", file=sys.stderr)
+        return 2

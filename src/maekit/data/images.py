@@ -1,0 +1,156 @@
+"""Image files: which files count as images, decoding, and conversion to the model's channels.
+
+Every image that enters maekit goes through :func:`convert_image`, so a grayscale scan, a
+palette PNG, a CMYK JPEG and a 16-bit TIFF all reach the transforms as 8-bit PIL images
+with exactly ``in_chans`` channels.
+
+Channel rules (``in_chans`` -> PIL mode):
+
+- 1 -> ``'L'``; colour images use PIL's ITU-R 601 luma, alpha is dropped.
+- 2 -> ``'LA'`` (luma + alpha; opaque alpha 255 for images without one).
+- 3 -> ``'RGB'``; grayscale is replicated, CMYK/YCbCr/HSV are converted, **alpha is dropped**
+  (RGBA -> RGB keeps the colour under transparent pixels), exactly like the references'
+  ``ImageFolder`` loader, so ImageNet results are unchanged.
+- 4 -> ``'RGBA'`` (opaque alpha 255 for images without one).
+- anything else is rejected: image files hold at most 4 channels.
+
+Before that, modes PIL cannot convert to 8 bits sensibly are rescaled:
+
+- ``'I;16*'`` and ``'I'`` (16-bit PNG/TIFF) are taken as 16-bit data: value / 257, so that
+  65535 -> 255 (PIL's own ``convert('L')`` clips everything above 255 to white).
+- ``'F'`` (float TIFF): values all inside [0, 1] are intensities (x 255); any other range is
+  min-max stretched per image (floats have no standard range). NaN/inf become 0.
+- ``'P'`` with a ``transparency`` entry goes through ``'RGBA'`` (the palette's colours, then
+  the alpha rule above); ``'1'`` -> ``'L'``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""Lower-case suffixes recognised as images (matched case-insensitively)."""
+
+_MODE_FOR_CHANS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+class UndecodableImageWarning(UserWarning):
+    """A file with an image extension could not be decoded and was skipped."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` has an image suffix (any case) and is not a hidden file."""
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+def mode_for_chans(in_chans: int) -> str:
+    """PIL mode holding ``in_chans`` 8-bit channels: 1 'L', 2 'LA', 3 'RGB', 4 'RGBA'."""
+    try:
+        return _MODE_FOR_CHANS[int(in_chans)]
+    except KeyError:
+        raise ValueError(
+            f"in_chans={in_chans} is not supported for image files (1 L, 2 LA, 3 RGB or 4 RGBA); "
+            "image files hold at most 4 channels"
+        ) from None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Bring high-bit-depth, float, palette and bilevel images to an 8-bit mode."""
+    mode = img.mode
+    if mode == "I" or mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float64)
+        arr = np.clip(arr, 0, 65535) / 257.0
+        return Image.fromarray(np.rint(arr).astype(np.uint8), mode="L")
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        arr = np.where(np.isfinite(arr), arr, 0.0)
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0.0 and hi <= 1.0:
+            arr = arr * 255.0
+        elif hi > lo:
+            arr = (arr - lo) * (255.0 / (hi - lo))
+        else:
+            arr = np.zeros_like(arr)
+        return Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8), mode="L")
+    if mode == "P":
+        # Going through RGBA keeps the transparent index explicit (and avoids PIL's warning).
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode in ("PA", "RGBa", "RGBX"):
+        return img.convert("RGBA" if mode != "RGBX" else "RGB")
+    if mode in ("1", "La"):
+        return img.convert("L" if mode == "1" else "LA")
+    return img
+
+
+def convert_image(img: Image.Image, in_chans: int = 3) -> Image.Image:
+    """Convert any PIL image to the 8-bit mode with ``in_chans`` channels (module docstring).
+
+    Args:
+        img: a PIL image in any mode.
+        in_chans: 1, 2, 3 or 4.
+
+    Returns:
+        PIL image in mode ``'L'``, ``'LA'``, ``'RGB'`` or ``'RGBA'``; ``img`` itself when it
+        already has that mode.
+
+    Raises:
+        ValueError: unsupported ``in_chans``, or a mode PIL cannot convert (e.g. ``'LAB'``).
+    """
+    target = mode_for_chans(in_chans)
+    if img.mode == target:
+        return img
+    img = _to_8bit(img)
+    return img if img.mode == target else img.convert(target)
+
+
+def load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image:
+    """Open, fully decode and convert one image file (see :func:`convert_image`).
+
+    The pixels are decoded here (not lazily), so a truncated or corrupt file raises now.
+
+    Raises:
+        OSError / ValueError / PIL.UnidentifiedImageError: the file cannot be decoded.
+    """
+    with Image.open(path) as img:
+        img.load()
+        out = convert_image(img, in_chans)
+        # Detach from the file handle that the ``with`` block closes.
+        return out.copy() if out is img else out
+
+
+def try_load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image | None:
+    """:func:`load_image`, but warn (:class:`UndecodableImageWarning`, naming the file) and
+    return None when the file cannot be decoded. Used by the datasets so a bad file never
+    ends a run."""
+    try:
+        return load_image(path, in_chans)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        # OSError covers UnidentifiedImageError and truncated data; ValueError unsupported
+        # modes; SyntaxError/EOFError come from some PIL plugins on malformed headers.
+        warnings.warn(
+            f"skipping undecodable image {os.fspath(path)}: {type(err).__name__}: {err}",
+            UndecodableImageWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root``, recursively, in a deterministic sorted order.
+
+    Hidden files and folders (name starting with ``'.'``, e.g. ``.ipynb_checkpoints``) are
+    ignored; symbolic links to folders are followed. Paths are sorted by their path relative
+    to ``root`` (folder by folder), independent of the file system's listing order.
+    """
+    root = Path(root)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
