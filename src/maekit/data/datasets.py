@@ -13,8 +13,9 @@ happen in the constructor, before any work starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision.datasets import DatasetFolder
@@ -31,7 +32,8 @@ def _check_dir(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     if not path.is_dir():
-        raise NotADirectoryError(f"{what} {str(path)!r} is not a folder")
+        # FileNotFoundError (not NotADirectoryError) so callers catch one type for "no data here".
+        raise FileNotFoundError(f"{what} {str(path)!r} is a file, not a folder")
     return path
 
 
@@ -121,11 +123,14 @@ class ImageClassFolder(DatasetFolder):
         root = _check_dir(Path(root), "class folder root")
         self.in_chans = in_chans
         try:
-            super().__init__(str(root), loader=_unused_loader, transform=transform, is_valid_file=is_image_file)
+            super().__init__(
+                str(root), loader=_unused_loader, transform=transform, is_valid_file=is_image_file
+            )
         except FileNotFoundError as err:
             # torchvision's messages omit the root; ours name it and the expected layout.
             raise FileNotFoundError(
-                f"{str(root)!r} is not a usable class-folder dataset (expected {str(root)}/<class>/<images>): {err}"
+                f"{str(root)!r} is not a usable class-folder dataset "
+                f"(expected {root!s}/<class>/<images>): {err}"
             ) from None
 
     def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
@@ -180,7 +185,7 @@ def resolve_split_dir(
     if not path.is_dir():
         how = f"{split}_split={str(explicit)!r}" if explicit is not None else f"the {split!r} split"
         raise FileNotFoundError(
-            f"folder {str(path)!r} for {how} does not exist (expected {str(Path(data_path))}/{split}/<class>/<images>, "
-            f"or pass {split}_split=<folder>)"
+            f"folder {str(path)!r} for {how} does not exist "
+            f"(expected {Path(data_path)!s}/{split}/<class>/<images>, or pass {split}_split=<folder>)"
         )
     return path

@@ -66,7 +66,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if mode == "I" or mode.startswith("I;16"):
         arr = np.asarray(img).astype(np.float64)
         arr = np.clip(arr, 0, 65535) / 257.0
-        return Image.fromarray(np.rint(arr).astype(np.uint8), mode="L")
+        return Image.fromarray(np.rint(arr).astype(np.uint8))
     if mode == "F":
         arr = np.asarray(img).astype(np.float64)
         arr = np.where(np.isfinite(arr), arr, 0.0)
@@ -77,7 +77,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
             arr = (arr - lo) * (255.0 / (hi - lo))
         else:
             arr = np.zeros_like(arr)
-        return Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8), mode="L")
+        return Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8))
     if mode == "P":
         # Going through RGBA keeps the transparent index explicit (and avoids PIL's warning).
         return img.convert("RGBA" if "transparency" in img.info else "RGB")

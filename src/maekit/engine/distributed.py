@@ -1,0 +1,168 @@
+"""Process-group set-up from torchrun or SLURM variables, and rank helpers (REFERENCES C.1).
+
+Launch with ``torchrun`` (single or multi node, ``--nnodes/--rdzv_endpoint``) or with ``srun``
+(one task per GPU). Everything here also works without ``torch.distributed`` initialised: the
+helpers then describe a single process (rank 0 of 1).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+
+DEFAULT_MASTER_PORT = "29500"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank, 0 .. world_size - 1.
+        world_size: number of processes.
+        local_rank: rank on this node; selects the GPU.
+        distributed: True when a process group is initialised (even for world_size 1 under torchrun,
+            as in the reference).
+        device: the device this process computes on.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    distributed: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def _launcher_env() -> tuple[int, int, int] | None:
+    """(rank, world_size, local_rank) from torchrun or SLURM variables, or None if not launched."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    # A plain `srun python ...` with one task is an ordinary single process.
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        local = int(env.get("SLURM_LOCALID", rank % max(torch.cuda.device_count(), 1)))
+        # env:// rendezvous needs these; SLURM does not export them.
+        env.setdefault("MASTER_ADDR", first_slurm_host(env.get("SLURM_NODELIST", "127.0.0.1")))
+        env.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
+        env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"] = str(rank), str(world), str(local)
+        return rank, world, local
+    return None
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list: ``'gpu[003-005,9],cpu1'`` -> ``'gpu003'``.
+
+    Handles the common ``prefix[range,...]`` form only; for anything fancier set MASTER_ADDR
+    yourself (e.g. ``export MASTER_ADDR=$(scontrol show hostnames | head -n1)``).
+    """
+    first = re.split(r",(?![^\[]*\])", nodelist.strip())[0]
+    m = re.fullmatch(r"([^\[]*)\[([^\],-]+)(?:-[^\],]*)?(?:,.*)?\]", first)
+    return m.group(1) + m.group(2) if m else first
+
+
+def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(backend: str | None = None, device: str | torch.device | None = None) -> DistInfo:
+    """Initialise ``torch.distributed`` if the process was started by torchrun or SLURM.
+
+    Args:
+        backend: ``'nccl'`` / ``'gloo'``; default NCCL on CUDA, gloo otherwise.
+        device: ``'cuda'``, ``'cpu'``, ``'cuda:1'`` ...; default CUDA if available. A bare
+            ``'cuda'`` becomes ``cuda:LOCAL_RANK``.
+
+    Returns:
+        DistInfo. Without launcher variables: rank 0 of 1, not distributed.
+    """
+    launched = _launcher_env()
+    if launched is None:
+        return DistInfo(device=_pick_device(device, 0))
+    rank, world, local = launched
+    dev = _pick_device(device, local)
+    if not torch_dist.is_initialized():
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        torch_dist.init_process_group(backend=backend, init_method="env://", world_size=world, rank=rank)
+    barrier()
+    return DistInfo(rank=rank, world_size=world, local_rank=local, distributed=True, device=dev)
+
+
+def is_dist() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+def get_rank() -> int:
+    return torch_dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return torch_dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        if torch_dist.get_backend() == "nccl":
+            # Without device_ids NCCL guesses the GPU from the rank and warns.
+            torch_dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            torch_dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over all ranks (a new tensor; the input itself when not distributed)."""
+    if not is_dist():
+        return tensor
+    out = tensor.detach().clone()
+    torch_dist.all_reduce(out)
+    return out / get_world_size()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over all ranks (a new tensor; the input itself when not distributed)."""
+    if not is_dist():
+        return tensor
+    out = tensor.detach().clone()
+    torch_dist.all_reduce(out)
+    return out
+
+
+def all_gather_objects(obj: object) -> list:
+    """``[obj_rank0, obj_rank1, ...]``; ``[obj]`` when not distributed."""
+    if not is_dist():
+        return [obj]
+    out: list = [None] * get_world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def cleanup() -> None:
+    """Destroy the process group if one exists."""
+    if is_dist():
+        torch_dist.destroy_process_group()
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed torch (all devices), numpy and ``random`` with ``seed + rank`` (reference). Returns it."""
+    s = int(seed) + int(rank)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    return s

@@ -1,0 +1,168 @@
+"""Progress, JSON epoch log, TensorBoard and config writers; all silent on non-zero ranks.
+
+Named ``logs`` so that it does not shadow the standard ``logging`` module inside the package.
+Messages go through ``logging.getLogger('maekit...')``; the CLI calls :func:`setup_logging` once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .checkpoint import to_plain
+from .distributed import is_main_process
+
+logger = logging.getLogger("maekit.engine")
+_HANDLER_FLAG = "_maekit_handler"
+
+
+def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
+    """Send ``maekit.*`` log records to stdout as ``[HH:MM:SS] message``; warnings only on rank != 0.
+
+    Idempotent: a second call replaces the handler it added before.
+    """
+    root = logging.getLogger("maekit")
+    for h in list(root.handlers):
+        if getattr(h, _HANDLER_FLAG, False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    setattr(handler, _HANDLER_FLAG, True)
+    root.addHandler(handler)
+    root.setLevel(level if rank == 0 else logging.WARNING)
+    root.propagate = False
+
+
+def _fmt_seconds(s: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(s, 0))))
+
+
+class Progress:
+    """Per-step progress of one epoch on rank 0.
+
+    A tqdm bar (loss, lr, img/s, ETA) when stdout is a terminal; otherwise one log line every
+    ``log_every`` steps and at the last step, in the reference MetricLogger layout:
+    ``Epoch: [e]  [  i/N]  eta: 0:01:02  lr: 0.000123  loss: 0.1234 (0.2345)  img/s: 812.3``.
+    """
+
+    def __init__(self, total: int, *, epoch: int, start: int = 0, log_every: int = 20,
+                 enabled: bool | None = None, tty: bool | None = None):
+        self.total, self.epoch, self.start, self.log_every = total, epoch, start, max(int(log_every), 1)
+        self.enabled = is_main_process() if enabled is None else enabled
+        self.t0 = time.perf_counter()
+        self.bar = None
+        use_bar = sys.stdout.isatty() if tty is None else tty
+        if self.enabled and use_bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=f"Epoch {epoch}", file=sys.stdout,
+                            dynamic_ncols=True, leave=False)
+
+    def update(self, step: int, *, loss: float, loss_avg: float, lr: float, images_per_sec: float) -> None:
+        """Report that batch ``step`` (0-based, within the epoch) is done."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step + 1 - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", avg=f"{loss_avg:.4f}", lr=f"{lr:.2e}",
+                                 img_s=f"{images_per_sec:.1f}", refresh=False)
+            return
+        if (step - self.start) % self.log_every == 0 or step == self.total - 1:
+            done = step + 1 - self.start
+            eta = (time.perf_counter() - self.t0) / done * (self.total - step - 1)
+            width = len(str(self.total))
+            msg = (f"Epoch: [{self.epoch}]  [{step:>{width}}/{self.total}]  eta: {_fmt_seconds(eta)}  "
+                   f"lr: {lr:.6f}  loss: {loss:.4f} ({loss_avg:.4f})  img/s: {images_per_sec:.1f}")
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                msg += f"  max mem: {torch.cuda.max_memory_allocated() / 2**20:.0f}"
+            logger.info(msg)
+
+    def close(self) -> float:
+        """Close the bar; returns seconds since construction."""
+        if self.bar is not None:
+            self.bar.close()
+        return time.perf_counter() - self.t0
+
+
+class JsonLogWriter:
+    """Appends one JSON object per line to ``output_dir/log.txt`` (reference format)."""
+
+    def __init__(self, output_dir: str | os.PathLike | None, *, enabled: bool | None = None,
+                 filename: str = "log.txt"):
+        active = is_main_process() if enabled is None else enabled
+        self.path = Path(output_dir) / filename if (output_dir and active) else None
+
+    def write(self, stats: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(to_plain(stats)) + "\n")
+
+
+class TensorBoardWriter:
+    """``SummaryWriter`` on rank 0 when ``log_dir`` is set, otherwise a no-op.
+
+    Use x = ``int(epoch_float * 1000)`` as the reference ("epoch_1000x"), so curves of runs with
+    different batch sizes line up.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike | None, *, enabled: bool | None = None):
+        active = is_main_process() if enabled is None else enabled
+        self.writer = None
+        if log_dir and active:
+            from torch.utils.tensorboard import SummaryWriter
+
+            os.makedirs(log_dir, exist_ok=True)
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    @property
+    def active(self) -> bool:
+        return self.writer is not None
+
+    def add_scalars(self, values: dict[str, float], x: int) -> None:
+        if self.writer is not None:
+            for tag, v in values.items():
+                self.writer.add_scalar(tag, v, x)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def save_config(output_dir: str | os.PathLike | None, config: dict[str, Any], *,
+                enabled: bool | None = None, filename: str = "config.yaml") -> Path | None:
+    """Write the resolved run configuration as YAML (rank 0). Returns the path or None."""
+    if not output_dir or not (is_main_process() if enabled is None else enabled):
+        return None
+    path = Path(output_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = to_plain(config)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(_yaml_safe(plain), f, sort_keys=False)
+    return path
+
+
+def _yaml_safe(obj: Any) -> Any:
+    # safe_dump rejects tensors and tuples; configs should not contain them, but do not crash.
+    if isinstance(obj, dict):
+        return {k: _yaml_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_yaml_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj

@@ -1,0 +1,189 @@
+"""Optimiser parameter groups, the LR scaling rule, AdamW and LARS (REFERENCES C.1 - C.4, C.6).
+
+The group builders reproduce the references exactly, including the group ORDER, because the
+order is what an optimizer ``state_dict`` is keyed by: an official checkpoint's optimizer state
+only resumes into groups built the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+
+def effective_batch_and_lr(
+    batch_size: int, accum_iter: int, world_size: int, blr: float, lr: float | None = None
+) -> tuple[int, float]:
+    """The reference linear scaling rule.
+
+    Returns:
+        (eff_batch, lr) with ``eff_batch = batch_size * accum_iter * world_size`` and
+        ``lr = blr * eff_batch / 256`` unless an absolute ``lr`` is given.
+    """
+    eff_batch = batch_size * accum_iter * world_size
+    return eff_batch, (lr if lr is not None else blr * eff_batch / 256)
+
+
+def param_groups_weight_decay(
+    model: nn.Module, weight_decay: float, skip_list: Iterable[str] = ()
+) -> list[dict]:
+    """timm 0.3.2 ``add_weight_decay`` as used by the MAE pretraining script.
+
+    Returns:
+        ``[{'params': no_decay, 'weight_decay': 0.0}, {'params': decay, 'weight_decay': wd}]``.
+        No decay for 1-D params, names ending ``.bias`` and names in ``skip_list``; decay for the
+        rest, including ``cls_token`` / ``mask_token``. Frozen params are left out.
+    """
+    skip = set(skip_list)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim == 1 or name.endswith(".bias") or name in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """Layer index of a ViT parameter for layer decay (MAE ``get_layer_id_for_vit``).
+
+    ``cls_token``, ``pos_embed``, ``patch_embed*`` -> 0; ``blocks.k.*`` -> k + 1; the rest
+    (``norm``, ``fc_norm``, ``head``) -> ``num_layers``.
+    """
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks"):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+def convvit_layer_id(name: str, num_layers: int) -> int:
+    """Layer index of a ConvViT parameter (ConvMAE ``lr_decay.py``; num_layers = len(blocks3) + 1).
+
+    ``patch_embed1..4``, ``blocks1.*``, ``blocks2.*``, ``cls_token``, ``pos_embed`` -> 0;
+    ``blocks3.k.*`` -> k + 1; the rest -> ``num_layers``.
+    """
+    if name in ("cls_token", "pos_embed") or name.startswith(("patch_embed", "blocks1", "blocks2")):
+        return 0
+    if name.startswith("blocks3"):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+def param_groups_layer_decay(
+    model: nn.Module,
+    *,
+    weight_decay: float,
+    layer_decay: float,
+    num_layers: int,
+    layer_id_fn: Callable[[str, int], int] = vit_layer_id,
+    no_weight_decay: Iterable[str] = (),
+) -> list[dict]:
+    """MAE ``param_groups_lrd`` (BEiT-style layer-wise LR decay).
+
+    Args:
+        num_layers: ``len(blocks) + 1`` for ViT, ``len(blocks3) + 1`` for ConvViT.
+        layer_id_fn: :func:`vit_layer_id` or :func:`convvit_layer_id`.
+        no_weight_decay: names without decay besides the 1-D params (reference:
+            ``model.no_weight_decay()`` = {pos_embed, cls_token}).
+
+    Returns:
+        Groups in first-seen order of their names ``layer_{id}_{decay|no_decay}``, each
+        ``{'lr_scale': layer_decay ** (num_layers - id), 'weight_decay': wd or 0, 'params': [...]}``.
+        (The names are not stored in the groups, as in the reference; see
+        :func:`layer_decay_group_names`.)
+    """
+    return list(_layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn,
+                                    no_weight_decay).values())
+
+
+def layer_decay_group_names(
+    model: nn.Module,
+    *,
+    weight_decay: float,
+    layer_decay: float,
+    num_layers: int,
+    layer_id_fn: Callable[[str, int], int] = vit_layer_id,
+    no_weight_decay: Iterable[str] = (),
+) -> dict[str, list[str]]:
+    """``{'layer_{id}_{decay|no_decay}': [param names]}`` for :func:`param_groups_layer_decay`."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    groups = _layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn, no_weight_decay)
+    return {k: [name_of[id(p)] for p in g["params"]] for k, g in groups.items()}
+
+
+def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn, no_weight_decay):
+    skip = set(no_weight_decay)
+    scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
+    groups: dict[str, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim == 1 or name in skip:
+            kind, wd = "no_decay", 0.0
+        else:
+            kind, wd = "decay", weight_decay
+        layer_id = layer_id_fn(name, num_layers)
+        key = f"layer_{layer_id}_{kind}"
+        if key not in groups:
+            groups[key] = {"lr_scale": scales[layer_id], "weight_decay": wd, "params": []}
+        groups[key]["params"].append(p)
+    return groups
+
+
+def build_adamw(
+    param_groups: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` as in the references: pretrain betas (0.9, 0.95), fine-tune (0.9, 0.999).
+
+    Weight decay comes from the groups; groups without the key get 0 (not torch's 0.01 default).
+    """
+    return torch.optim.AdamW(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS of MoCo v3 / MAE ``util/lars.py`` (linear probing).
+
+    For each param with a gradient g: if ``p.ndim > 1``: ``g += wd * p`` then
+    ``g *= trust_coefficient * ||p|| / ||g||`` when both norms are > 0 (1-D params: no decay, no
+    trust ratio). Then ``mu = momentum * mu + g`` and ``p -= lr * mu``. State key ``mu``.
+
+    ``timm.optim.Lars`` is not the same: it adapts 1-D params too, adds an eps, uses dampening
+    and stores ``momentum_buffer``, so official LARS optimizer states would not resume into it.
+    """
+
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                        trust_coefficient=trust_coefficient)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad
+                if p.ndim > 1:
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    p_norm, d_norm = torch.norm(p), torch.norm(dp)
+                    one = torch.ones_like(p_norm)
+                    q = torch.where(p_norm > 0.0,
+                                    torch.where(d_norm > 0, g["trust_coefficient"] * p_norm / d_norm, one), one)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+        return loss
