@@ -88,7 +88,8 @@ def main(argv=None) -> None:
         elif p == "bf16":
             print(f"bf16 autocast not supported on {device}; skipped")
     print(f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"batch {args.batch}, {args.img}px, mask 0.75, median of {args.iters} steps after {args.warmup} warm-up")
+          f"batch {args.batch}, {args.img}px, mask 0.75, median of {args.iters} steps after "
+          f"{args.warmup} warm-up")
     results: dict[tuple[str, str], float] = {}
     for key in args.models.split(","):
         name, kw = MODELS[key]
@@ -96,9 +97,15 @@ def main(argv=None) -> None:
         for pname, dtype in precisions:
             sec = time_steps(model, imgs, args.iters, args.warmup, dtype)
             results[(key, pname)] = args.batch / sec
-            ratio = "" if ("mae_b", pname) not in results else f"  x{results[(key, pname)] / results[('mae_b', pname)]:.2f} of MAE-B"
-            print(f"{key:18s} {pname:5s} {sec * 1000:9.1f} ms/step {args.batch / sec:8.2f} img/s{ratio}", flush=True)
+            base = results.get(("mae_b", pname))
+            ratio = f"  x{results[(key, pname)] / base:.2f} of MAE-B" if base else ""
+            print(f"{key:18s} {pname:5s} {sec * 1000:9.1f} ms/step {args.batch / sec:8.2f} img/s{ratio}",
+                  flush=True)
         del model
+    for pname, _ in precisions:
+        if ("convmae_b", pname) in results and ("convmae_b_sparse", pname) in results:
+            gain = results[("convmae_b_sparse", pname)] / results[("convmae_b", pname)]
+            print(f"{pname}: sparse_stages=True gives x{gain:.2f} the throughput of dense ConvMAE-B")
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"maekit: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=os.environ.get("MAEKIT_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=os.environ.get("MAEKIT_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return int(_dispatch(command)(rest) or 0)

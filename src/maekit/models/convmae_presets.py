@@ -15,8 +15,10 @@ from __future__ import annotations
 from .convmae import ConvViT, MaskedAutoencoderConvViT
 from .registry import register_model
 
-_BASE = dict(patch_size=[4, 2, 2], embed_dim=[256, 384, 768], depth=[2, 2, 11], num_heads=12, mlp_ratio=[4, 4, 4])
-_SMALL = dict(patch_size=[4, 2, 2], embed_dim=[128, 256, 384], depth=[2, 2, 11], num_heads=6, mlp_ratio=[4, 4, 4])
+_BASE = dict(patch_size=[4, 2, 2], embed_dim=[256, 384, 768], depth=[2, 2, 11], num_heads=12,
+             mlp_ratio=[4, 4, 4])
+_SMALL = dict(patch_size=[4, 2, 2], embed_dim=[128, 256, 384], depth=[2, 2, 11], num_heads=6,
+              mlp_ratio=[4, 4, 4])
 
 
 @register_model
@@ -28,7 +30,7 @@ def convmae_convvit_small_patch16(**kw) -> MaskedAutoencoderConvViT:
 
 @register_model(aliases=("convmae_convvit_base_patch16",))
 def convmae_convvit_base_patch16_dec512d8b(**kw) -> MaskedAutoencoderConvViT:
-    """ConvMAE-B (paper): widths 256/384/768, depths 2/2/11, 12 heads; decoder 512 wide, 8 blocks, 16 heads."""
+    """ConvMAE-B (paper): widths 256/384/768, depths 2/2/11, 12 heads; decoder 512 / 8 blocks / 16 heads."""
     return MaskedAutoencoderConvViT(**{**_BASE, "decoder_embed_dim": 512, "decoder_depth": 8,
                                        "decoder_num_heads": 16, **kw})
 

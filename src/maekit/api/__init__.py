@@ -1,0 +1,25 @@
+"""High-level API (MindFormers / Hugging Face style): Auto classes, weights by name,
+``save_pretrained`` / ``from_pretrained``, pipelines, and the ``predict`` / ``visualize`` commands.
+
+>>> from maekit.api import AutoModel, pipeline
+>>> model = AutoModel.from_pretrained("mae_vit_large_patch16.visualize")  # doctest: +SKIP
+>>> pipe = pipeline("masked_image_modeling", model=model)                # doctest: +SKIP
+>>> out = pipe("cat.jpg", mask_ratio=0.75, seed=2)                        # doctest: +SKIP
+>>> out["grid"].save("cat_grid.png")                                      # doctest: +SKIP
+"""
+
+from .config import AutoConfig, MAEConfig
+from .hub import ChecksumError, WeightsUnavailableError, cache_dir, download
+from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
+from .pipelines import (
+    ImageClassificationPipeline, ImageFeatureExtractionPipeline, MaskedImageModelingPipeline, Pipeline, pipeline,
+)
+from .processor import AutoImageProcessor, ImageProcessor
+from .zoo import WeightsEntry, list_pretrained, register_weights
+
+__all__ = [
+    "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",
+    "ImageClassificationPipeline", "ImageFeatureExtractionPipeline", "ImageProcessor", "MAEConfig",
+    "MaskedImageModelingPipeline", "Pipeline", "WeightsEntry", "WeightsUnavailableError", "cache_dir", "download",
+    "from_pretrained", "list_pretrained", "pipeline", "register_weights", "save_pretrained",
+]

@@ -1,0 +1,381 @@
+"""``AutoModel`` / ``from_pretrained`` / ``save_pretrained``.
+
+``from_pretrained(x)`` accepts:
+
+- a registered name, optionally with a weights tag (``'mae_vit_base_patch16'``,
+  ``'mae_vit_large_patch16.visualize'``, ``'vit_base_p16'``; see :mod:`maekit.api.zoo`): the
+  model is built and, when the name has published weights, they are downloaded into the cache
+  (:mod:`maekit.api.hub`) and loaded. ``download=False`` builds without weights. A name without
+  published weights (``'mae_vit_tiny_patch16'``) gives a randomly initialised model;
+- a model folder (``config.json`` + ``model.safetensors``, written by :func:`save_pretrained`),
+  or another folder ``maekit.convert`` reads (Hugging Face);
+- a checkpoint file in any format ``maekit.convert`` reads (official ``.pth``, PASSL,
+  MindFormers, timm, safetensors); the model is inferred from the weights
+  (``maekit.convert.infer_model``). A file named like a published one
+  (``mae_visualize_vit_large.pth``) also takes that entry's ``norm_pix_loss``;
+- an http(s) URL of such a file (downloaded into the cache first).
+
+Loading rules. Pretraining models: an encoder-only file leaves the decoder random with a
+:class:`DecoderNotLoadedWarning`; the fixed sin-cos tables are rebuilt when the image size
+differs; anything else missing, unexpected or of another shape is a ``ValueError``.
+Classifiers: a file with the same head loads strictly; a pretraining file, or a head for
+another number of classes, goes through :func:`maekit.weights.load_pretrained_encoder` (head
+re-initialised, position table interpolated), with a warning.
+
+Models come back in eval mode, with ``model.save_pretrained(dir)`` attached (and
+``model.class_names`` when the config has them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from ..models import create_model, is_model
+from ..weights import load_pretrained_encoder
+from . import hub, zoo
+from .config import CONFIG_NAME, PROCESSOR_NAME, WEIGHTS_NAME, MAEConfig, is_pretraining_model
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".pdmodel", ".safetensors",
+                        ".npz", ".tar")
+_DECODER_PREFIXES = ("decoder_", "mask_token")
+_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
+
+
+class DecoderNotLoadedWarning(UserWarning):
+    """A pretraining model got encoder weights only: its decoder is random."""
+
+
+# ---------------------------------------------------------------------------- folders
+def write_model_folder(model: nn.Module, save_directory: str | os.PathLike, config: MAEConfig) -> Path:
+    """``config.json`` + ``model.safetensors`` (plain contiguous CPU tensors)."""
+    from safetensors.torch import save_file
+
+    out = Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()  # safetensors refuses shared storage
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        tensors[k] = t
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "model_name": config.model_name})
+    os.replace(tmp, out / WEIGHTS_NAME)
+    config.save_pretrained(out)
+    return out
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder with a maekit ``config.json`` (one that names ``model_name``)."""
+    cfg = path / CONFIG_NAME
+    if not cfg.is_file():
+        return False
+    try:
+        return "model_name" in json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def read_model_folder(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{path} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    return load_file(str(weights))
+
+
+# ---------------------------------------------------------------------------- files
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Weights under the official names from any file or folder ``maekit.convert`` reads."""
+    try:
+        from ..convert import load_state_dict
+    except ImportError:  # convert/__init__ not there: official / plain PyTorch files and safetensors
+        load_state_dict = None
+    if load_state_dict is not None:
+        return dict(load_state_dict(path))
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    from ..convert.official import read
+
+    return dict(read(path).state_dict)
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike | None = None,
+                 **overrides: Any) -> tuple[MAEConfig, list[str]]:
+    """The config whose model the weights fit (``maekit.convert.infer_model``).
+
+    ``norm_pix_loss`` is not in the weights: for a pretraining model in a file named like a
+    published one (``mae_visualize_vit_large.pth``) it is taken from that table entry.
+    """
+    try:
+        from ..convert import infer_model
+    except ImportError:
+        from ..convert.infer import infer_model
+    name, args, notes = infer_model(state_dict, **overrides)
+    notes = list(notes)
+    cfg = MAEConfig(name, args)
+    entry = _entry_for_filename(path) if path is not None else None
+    if entry is not None and "norm_pix_loss" not in overrides and cfg.task == "masked_image_modeling":
+        cfg.norm_pix_loss = entry.model_args["norm_pix_loss"]
+        cfg.weights = entry.name
+        notes.append(f"norm_pix_loss={entry.model_args['norm_pix_loss']}: the file is named like the published "
+                     f"{entry.name}")
+    for note in notes:
+        log.info("%s: %s", path or "weights", note)
+    return cfg, notes
+
+
+def _entry_for_filename(path: str | os.PathLike) -> zoo.WeightsEntry | None:
+    """A pretraining-model entry (one that fixes ``norm_pix_loss``) whose file has this name."""
+    name = Path(path).name
+    for entry_name in zoo.list_pretrained():
+        entry = zoo.lookup(entry_name)
+        if entry is not None and entry.filename == name and "norm_pix_loss" in entry.model_args:
+            return entry
+    return None
+
+
+# ---------------------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """What ``from_pretrained`` resolved its argument to."""
+
+    config: MAEConfig
+    kind: str  # 'name' | 'folder' | 'file' | 'url'
+    label: str  # for messages
+    entry: zoo.WeightsEntry | None = None
+    state_dict: dict[str, torch.Tensor] | None = None
+    folder: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES) or text.startswith("~")
+
+
+def resolve_source(name_or_path: str | os.PathLike, *, load_weights: bool = True, download: bool = True,
+                   base_url: str | None = None, progress: bool = True) -> Source:
+    """Resolve a name / folder / file / URL to a config and (if asked) its weights."""
+    text = os.fspath(name_or_path)
+    if hub.is_url(text):
+        entry = zoo.entry_for_url(text)
+        if not load_weights and entry is not None:
+            return Source(MAEConfig(entry.model_name, entry.model_args, weights=entry.name), "url", text, entry)
+        path = hub.fetch_url(text, progress=progress)
+        src = _file_source(path, text)
+        src.kind = "url"
+        return src
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if is_model_folder(path):
+            cfg = MAEConfig.from_json_file(path / CONFIG_NAME)
+            sd = read_model_folder(path) if load_weights else None
+            return Source(cfg, "folder", text, state_dict=sd, folder=path)
+        return _file_source(path, text)  # another format's folder (Hugging Face...)
+    if path.is_file():
+        return _file_source(path, text)
+    if _looks_like_path(text) and not is_model(zoo.split_name(text)[0]):
+        raise FileNotFoundError(f"no such file or folder: {text}")
+    try:
+        entry = zoo.lookup(text)
+    except ValueError as e:
+        raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
+    arch, _ = zoo.split_name(text)
+    if entry is None:
+        cfg = MAEConfig(arch)
+        if load_weights and download:
+            log.info("%s has no published weights: built with random weights", text)
+        return Source(cfg, "name", text)
+    cfg = MAEConfig(entry.model_name, entry.model_args, weights=entry.name)
+    src = Source(cfg, "name", text, entry)
+    if load_weights and download:
+        local = hub.fetch_weights(entry, base=base_url, progress=progress)
+        src.state_dict = read_checkpoint(local)
+        src.label = f"{entry.name} ({local})"
+    return src
+
+
+def _file_source(path: Path, label: str) -> Source:
+    sd = read_checkpoint(path)
+    cfg, notes = infer_config(sd, path)
+    return Source(cfg, "file", label, state_dict=sd, notes=notes)
+
+
+# ---------------------------------------------------------------------------- loading
+def _summ(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], label: str = "weights") -> None:
+    """Load official-name weights into a maekit model with the rules of the module docstring."""
+    sd = dict(state_dict)
+    own = model.state_dict()
+    if not is_pretraining_model(model):
+        head_ok = all(k in sd and sd[k].shape == own[k].shape for k in own if k.startswith("head."))
+        from_pretraining = any(k.startswith(_DECODER_PREFIXES) for k in sd)
+        if from_pretraining or not head_ok or not any(k.startswith("head.") for k in sd):
+            report = load_pretrained_encoder(model, sd)
+            if report.head_reinitialised:
+                warnings.warn(f"{label}: no classification head for this model in the weights; the head of "
+                              f"{getattr(model, 'model_name', type(model).__name__)} is randomly initialised "
+                              "(fine-tune it before classifying)", UserWarning, stacklevel=3)
+            return
+        result = model.load_state_dict(sd, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: "
+                             f"missing {_summ(result.missing_keys) or 'none'}; "
+                             f"unexpected {_summ(result.unexpected_keys) or 'none'}")
+        return
+    for key in _FIXED_TABLES:  # fixed sin-cos tables: the model's own are right for its grid
+        if key in sd and key in own and sd[key].shape != own[key].shape:
+            del sd[key]
+    bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+           if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: {_summ(bad)}")
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
+    decoder = [k for k in missing if k.startswith(_DECODER_PREFIXES)]
+    other = [k for k in missing if not k.startswith(_DECODER_PREFIXES)]
+    if other or result.unexpected_keys:
+        raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: "
+                         f"missing {_summ(other) or 'none'}; unexpected {_summ(result.unexpected_keys) or 'none'}")
+    if decoder:
+        warnings.warn(f"{label} holds encoder weights only: the decoder ({len(decoder)} tensors) is randomly "
+                      "initialised, so reconstructions are meaningless until it is trained (the '.visualize' or "
+                      "'.full' weights have a decoder)", DecoderNotLoadedWarning, stacklevel=3)
+
+
+class _SavePretrained:
+    """``model.save_pretrained(dir, processor=None)``: a callable attribute bound to one model
+    (pickles and deep-copies with it)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, save_directory: str | os.PathLike, processor: Any = None) -> Path:
+        return save_pretrained(self.model, save_directory, processor=processor)
+
+    def __reduce__(self):
+        return (_SavePretrained, (self.model,))
+
+
+def _finish(model: nn.Module, config: MAEConfig, device: Any) -> nn.Module:
+    if config.class_names is not None:
+        model.class_names = list(config.class_names)
+    if config.extra.get("weights"):
+        model.weights_name = config.extra["weights"]
+    model.save_pretrained = _SavePretrained(model)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "model_name"):
+            model = model.module  # DDP
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile
+        else:
+            return model
+
+
+# ---------------------------------------------------------------------------- public
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, processor: Any = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``.
+
+    Args:
+        model: a model built by ``create_model`` / ``AutoModel`` (DDP / compiled wrappers are
+            unwrapped); ``model.class_names`` is saved when set.
+        save_directory: created if needed.
+        processor: the :class:`~maekit.api.ImageProcessor` to save; default: the model's default one.
+
+    Returns:
+        The folder.
+    """
+    from .processor import ImageProcessor
+
+    model = _unwrap(model)
+    config = MAEConfig.from_model(model)
+    out = write_model_folder(model, save_directory, config)
+    (processor or ImageProcessor.from_model(model)).save_pretrained(out)
+    return out
+
+
+class AutoModel:
+    """Build maekit models by name, folder, file or URL (see the module docstring)."""
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike | nn.Module, *, download: bool = True,
+                        base_url: str | None = None, progress: bool = True, device: Any = None,
+                        **overrides: Any) -> nn.Module:
+        """Build a model and load its weights.
+
+        Args:
+            name_or_path: registered name (+ ``.tag``), model folder, checkpoint file or URL; an
+                ``nn.Module`` is returned as it is.
+            download: False builds a named model without fetching its weights.
+            base_url: replaces the weights table's base URL (default ``$MAEKIT_WEIGHTS_URL`` or
+                the official server).
+            progress: show a download progress bar.
+            device: move the model there.
+            **overrides: constructor arguments (aliases accepted: ``image_size=448``,
+                ``num_labels=10``); weights are adapted where the rules allow (new head,
+                interpolated position table).
+
+        Returns:
+            The model in eval mode.
+        """
+        if isinstance(name_or_path, nn.Module):
+            return name_or_path
+        src = resolve_source(name_or_path, load_weights=True, download=download, base_url=base_url,
+                             progress=progress)
+        config = src.config
+        for k, v in overrides.items():
+            setattr(config, k, v)
+        model = create_model(config.model_name, **config.model_args)
+        if src.state_dict is not None:
+            load_weights(model, src.state_dict, src.label)
+        return _finish(model, config, device)
+
+    @classmethod
+    def from_config(cls, config: MAEConfig | Mapping[str, Any], *, device: Any = None, **overrides: Any) -> nn.Module:
+        """A randomly initialised model of ``config`` (a :class:`MAEConfig` or its dict)."""
+        config = MAEConfig.from_dict(dict(config)) if isinstance(config, Mapping) else MAEConfig.from_dict(
+            config.to_dict())
+        for k, v in overrides.items():
+            setattr(config, k, v)
+        model = create_model(config.model_name, **config.model_args)
+        return _finish(model, config, device)
+
+    @staticmethod
+    def show_support_list() -> list[str]:
+        """Names with published weights (MindFormers' method name)."""
+        return zoo.list_pretrained()
+
+
+def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> nn.Module:
+    """:meth:`AutoModel.from_pretrained`."""
+    return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+__all__ = ["AutoModel", "DecoderNotLoadedWarning", "PROCESSOR_NAME", "Source", "from_pretrained", "load_weights",
+           "resolve_source", "save_pretrained"]

@@ -1,0 +1,309 @@
+"""``pipeline(task, model=...)``: masked image modeling, classification, feature extraction.
+
+Tasks (MindFormers snake case, Hugging Face hyphens also accepted):
+
+- ``masked_image_modeling``: per image a dict ``{'reconstruction', 'reconstruction_visible',
+  'masked', 'grid'}`` (PIL images at the model's input size; ``grid`` is the demo's four panels
+  original | masked | reconstruction | reconstruction + visible), ``'mask'`` (a (h, w) float
+  tensor on the patch grid, 1 = removed), ``'loss'`` (float, MSE over the removed patches in
+  the model's target units) and, with ``output_dir``, ``'files'`` (paths of the PNGs written).
+  ``mask_ratio`` (0.75) and ``seed``: the noise that draws the mask is
+  ``torch.rand(N, L, generator=torch.Generator().manual_seed(seed))``, so the same seed gives
+  the same mask, and ``seed=2`` on one image draws the official demo's mask
+  (``torch.manual_seed(2)``). ``seed=None`` draws from torch's global generator.
+  Norm-pix models (``norm_pix_loss=True``, e.g. the official pretrain weights) predict
+  per-patch normalised pixels; to show them, each patch's mean and std are taken from the
+  *original* image, removed patches included (``maekit.viz.reconstruct``; two numbers per
+  patch the model never saw, as the reference notebooks do). Pixel-target models
+  (``.visualize`` weights) are shown as predicted. Images are resized to the model's size
+  (no crop), as in the official demo.
+- ``image_classification``: per image a list of ``{'label', 'score', 'index'}``, ``top_k``
+  (5) best first, scores from the softmax. Labels: the model's ``class_names`` (saved by
+  maekit fine-tuning in ``config.json``), ImageNet-1k names for 1000-class models, else
+  ``'LABEL_i'``.
+- ``image_feature_extraction``: per image a float tensor, never masked, eval mode. ``pool=True``
+  (default): (D,) -- classifiers: their own pooling before the head
+  (``forward_head(pre_logits=True)``: mean + fc_norm, or the cls token); MAE pretraining
+  models: the cls token of ``forward_features``; ConvMAE pretraining models (no cls token): the
+  mean of the tokens. ``pool=False``: all tokens of ``forward_features`` (T, D).
+
+Inputs as :class:`~maekit.api.ImageProcessor` takes them; any size and mode. A single input
+gives a single result, a list (or 4-D batch) a list.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..viz.reconstruction import panels_grid, reconstruct
+from .config import is_pretraining_model
+from .modeling import AutoModel
+from .processor import AutoImageProcessor, ImageProcessor
+
+TASK_ALIASES: dict[str, str] = {
+    "masked_image_modeling": "masked_image_modeling",
+    "masked-image-modeling": "masked_image_modeling",
+    "mim": "masked_image_modeling",
+    "reconstruction": "masked_image_modeling",
+    "image_classification": "image_classification",
+    "image-classification": "image_classification",
+    "classification": "image_classification",
+    "image_feature_extraction": "image_feature_extraction",
+    "image-feature-extraction": "image_feature_extraction",
+    "feature_extraction": "image_feature_extraction",
+    "feature-extraction": "image_feature_extraction",
+}
+DEFAULT_MODELS = {
+    "masked_image_modeling": "mae_vit_base_patch16.visualize",
+    "image_classification": "vit_base_patch16.finetuned",
+    "image_feature_extraction": "mae_vit_base_patch16.pretrain",
+}
+
+
+def normalize_task(task: str) -> str:
+    key = task.strip().lower()
+    if key not in TASK_ALIASES:
+        raise ValueError(f"unknown task {task!r}; choose one of masked_image_modeling, image_classification, "
+                         "image_feature_extraction (hyphens accepted)")
+    return TASK_ALIASES[key]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _stem(item: Any, index: int) -> str:
+    if isinstance(item, (str, Path)) and not str(item).lower().startswith(("http://", "https://")):
+        return re.sub(r"[^\w.-]+", "_", Path(item).stem) or f"image{index}"
+    if isinstance(item, str):
+        return re.sub(r"[^\w.-]+", "_", item.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]) or f"image{index}"
+    return f"image{index}"
+
+
+class Pipeline:
+    """Base: model + processor + batching. Subclasses define ``_run(pixel_values, items, **kw)``."""
+
+    task = ""
+    resize_mode = "crop"  # default processor geometry: the evaluation crop
+    _call_params: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module, image_processor: ImageProcessor | None = None, *, device: Any = None,
+                 batch_size: int = 8, **defaults: Any):
+        unknown = set(defaults) - set(self._call_params)
+        if unknown:
+            raise ValueError(f"{self.task}: unknown argument(s) {sorted(unknown)}; accepted: "
+                             f"{sorted(self._call_params) + ['batch_size', 'device', 'image_processor']}")
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.device = _device_of(self.model)
+        self.image_processor = image_processor or ImageProcessor.from_model(model, resize_mode=self.resize_mode)
+        self.batch_size = int(batch_size)
+        self.defaults = defaults
+        self._check_model()
+
+    def _check_model(self) -> None:
+        pass
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        unknown = set(kwargs) - set(self._call_params) - {"batch_size"}
+        if unknown:
+            raise ValueError(f"{self.task}: unknown argument(s) {sorted(unknown)}; accepted: "
+                             f"{sorted(self._call_params) + ['batch_size']}")
+        options = {**self.defaults, **kwargs}
+        batch_size = int(options.pop("batch_size", self.batch_size))
+        raw = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        loaded, batched = self.image_processor.load(inputs)
+        items = raw if len(raw) == len(loaded) else [None] * len(loaded)
+        outputs: list = []
+        state = self._start(len(loaded), **options)
+        for start in range(0, len(loaded), batch_size):
+            chunk = loaded[start:start + batch_size]
+            pixel_values = self.image_processor.transform(chunk).to(self.device)
+            with torch.no_grad():
+                outputs.extend(self._run(pixel_values, items[start:start + batch_size], start, state, **options))
+        return outputs if batched else outputs[0]
+
+    def _start(self, count: int, **options: Any) -> Any:
+        return None
+
+    def _run(self, pixel_values: torch.Tensor, items: list, offset: int, state: Any, **options: Any) -> list:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        return f"{type(self).__name__}(task={self.task!r}, model={name!r}, device={str(self.device)!r})"
+
+
+class MaskedImageModelingPipeline(Pipeline):
+    """Reconstructions with the demo's four panels (module docstring)."""
+
+    task = "masked_image_modeling"
+    resize_mode = "resize"  # the whole image, as the official demo
+    _call_params = ("mask_ratio", "seed", "output_dir")
+
+    def _check_model(self) -> None:
+        if not is_pretraining_model(self.model):
+            name = getattr(self.model, "model_name", type(self.model).__name__)
+            raise ValueError(f"masked_image_modeling needs a pretraining model (mae_* / convmae_*); {name} is a "
+                             "classifier: use the image_classification or image_feature_extraction task")
+
+    def _start(self, count: int, *, mask_ratio: float = 0.75, seed: int | None = None,
+               output_dir: str | os.PathLike | None = None) -> torch.Tensor:
+        if not 0.0 <= float(mask_ratio) < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        # One noise table for all images, so a mask does not depend on the batch size.
+        return torch.rand(count, self.model.num_patches, generator=generator)
+
+    def _run(self, pixel_values, items, offset, noise, *, mask_ratio: float = 0.75, seed: int | None = None,
+             output_dir: str | os.PathLike | None = None) -> list:
+        n = pixel_values.shape[0]
+        panels = reconstruct(self.model, pixel_values, mask_ratio=float(mask_ratio),
+                             noise=noise[offset:offset + n].to(pixel_values.device))
+        proc = self.image_processor
+        gh, gw = self.model.grid_size
+        step = pixel_values.shape[-2] // gh, pixel_values.shape[-1] // gw
+        results = []
+        for i in range(n):
+            sl = slice(i, i + 1)
+            out = {
+                "reconstruction": proc.to_pil(panels.reconstruction[sl])[0],
+                "reconstruction_visible": proc.to_pil(panels.pasted[sl])[0],
+                "masked": proc.to_pil(panels.masked[sl])[0],
+                "grid": panels_grid(_slice_panels(panels, sl), mean=proc.image_mean, std=proc.image_std),
+                "mask": panels.mask[i, 0, :: step[0], :: step[1]].detach().cpu().float(),
+                "loss": float(panels.loss[i]),
+            }
+            if output_dir is not None:
+                out["files"] = _save(out, Path(output_dir), _stem(items[i], offset + i) if items[i] is not None
+                                     else f"image{offset + i}")
+            results.append(out)
+        return results
+
+
+def _slice_panels(panels, sl):
+    from dataclasses import replace
+
+    return replace(panels, original=panels.original[sl], masked=panels.masked[sl],
+                   reconstruction=panels.reconstruction[sl], pasted=panels.pasted[sl], mask=panels.mask[sl],
+                   loss=panels.loss[sl])
+
+
+def _save(out: dict, folder: Path, stem: str) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for key, suffix in (("grid", "grid"), ("reconstruction", "reconstruction"),
+                        ("reconstruction_visible", "reconstruction_visible")):
+        path = folder / f"{stem}_{suffix}.png"
+        out[key].save(path)
+        files[key] = str(path)
+    return files
+
+
+class ImageClassificationPipeline(Pipeline):
+    """Top-k labels and softmax scores (module docstring)."""
+
+    task = "image_classification"
+    _call_params = ("top_k", "topk")
+
+    def _check_model(self) -> None:
+        if is_pretraining_model(self.model) or int(getattr(self.model, "num_classes", 0) or 0) <= 0:
+            name = getattr(self.model, "model_name", type(self.model).__name__)
+            raise ValueError(f"image_classification needs a classifier with a head; {name} has none "
+                             "(a pretraining model or num_classes=0): use image_feature_extraction, or fine-tune it")
+        self.labels = class_names(self.model)
+
+    def _run(self, pixel_values, items, offset, state, *, top_k: int = 5, topk: int | None = None) -> list:
+        k = int(topk if topk is not None else top_k)
+        if k < 1:
+            raise ValueError(f"top_k must be at least 1, got {k}")
+        probs = self.model(pixel_values).float().softmax(dim=-1).cpu()
+        scores, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        return [[{"label": self.labels[j], "score": float(s), "index": int(j)} for s, j in zip(srow, jrow.tolist())]
+                for srow, jrow in zip(scores, indices)]
+
+
+def class_names(model: nn.Module) -> list[str]:
+    """``model.class_names``, ImageNet-1k names for 1000 classes, else ``LABEL_i``."""
+    n = int(getattr(model, "num_classes", 0) or 0)
+    names = getattr(model, "class_names", None)
+    if names is not None and len(names) == n:
+        return [str(x) for x in names]
+    if n == 1000:
+        try:
+            from timm.data import ImageNetInfo
+
+            info = ImageNetInfo()
+            return [info.index_to_description(i) for i in range(1000)]
+        except Exception:  # an old timm: fall through to LABEL_i
+            pass
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+class ImageFeatureExtractionPipeline(Pipeline):
+    """Unmasked, deterministic encoder features (module docstring)."""
+
+    task = "image_feature_extraction"
+    _call_params = ("pool",)
+
+    def _run(self, pixel_values, items, offset, state, *, pool: bool = True) -> list:
+        feats = extract_features(self.model, pixel_values, pool=pool).float().cpu()
+        return list(feats)
+
+
+def extract_features(model: nn.Module, pixel_values: torch.Tensor, *, pool: bool = True) -> torch.Tensor:
+    """(N, D) pooled or (N, T, D) token features, unmasked (module docstring for the pooling)."""
+    tokens = model.forward_features(pixel_values)
+    if not pool:
+        return tokens
+    if not is_pretraining_model(model) and hasattr(model, "forward_head"):
+        return model.forward_head(tokens, pre_logits=True)
+    if getattr(model, "cls_token", None) is not None:
+        return tokens[:, 0]
+    return tokens.mean(dim=1)
+
+
+_PIPELINES = {
+    "masked_image_modeling": MaskedImageModelingPipeline,
+    "image_classification": ImageClassificationPipeline,
+    "image_feature_extraction": ImageFeatureExtractionPipeline,
+}
+
+
+def pipeline(task: str, model: str | os.PathLike | nn.Module | None = None, *,
+             image_processor: ImageProcessor | str | os.PathLike | None = None, device: Any = None,
+             batch_size: int = 8, download: bool = True, **kwargs: Any) -> Pipeline:
+    """Build a pipeline.
+
+    Args:
+        task: ``masked_image_modeling``, ``image_classification`` or ``image_feature_extraction``
+            (hyphenated names accepted).
+        model: a registered name (+ ``.tag``), model folder, checkpoint file, URL, or an
+            ``nn.Module``; default: ``DEFAULT_MODELS[task]`` (published weights).
+        image_processor: an :class:`ImageProcessor` (used as it is) or where to read one;
+            default: the folder's ``preprocessor_config.json``, else the model's defaults; in
+            both cases with the task's geometry ('resize' for masked image modeling, the
+            evaluation crop otherwise).
+        device: where to run (default: where the model is; CPU for loaded models).
+        batch_size: images per forward pass.
+        download: fetch published weights for a name (False: random weights).
+        **kwargs: call defaults: ``mask_ratio``, ``seed``, ``output_dir`` (masked image
+            modeling), ``top_k`` (classification), ``pool`` (features).
+    """
+    task = normalize_task(task)
+    source = DEFAULT_MODELS[task] if model is None else model
+    net = source if isinstance(source, nn.Module) else AutoModel.from_pretrained(source, download=download)
+    if image_processor is not None and not isinstance(image_processor, ImageProcessor):
+        image_processor = AutoImageProcessor.from_pretrained(image_processor)
+    elif image_processor is None and isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        # The folder's size / channels / mean / std, with the task's geometry.
+        image_processor = AutoImageProcessor.from_pretrained(source, resize_mode=_PIPELINES[task].resize_mode)
+    return _PIPELINES[task](net, image_processor, device=device, batch_size=batch_size, **kwargs)

@@ -1,0 +1,34 @@
+"""Checkpoint conversion: official PyTorch, PASSL (Paddle), MindFormers (MindSpore), Hugging
+Face, timm and maekit model folders, read and written without their frameworks and without
+running code from any file.
+
+Everything is exchanged as a state dict under the official (R1 / R2) parameter names::
+
+    from maekit.convert import convert, load_state_dict, detect_format
+    convert("mae_pretrain_vit_base.pth", "mae_base/")          # -> maekit folder
+    convert("mae_base/", "vit-mae-base/", to_format="hf")       # -> transformers folder
+    sd = load_state_dict("checkpoint-1599.pd")                  # PASSL, official names
+"""
+
+from .api import (
+    FORMATS,
+    ConversionReport,
+    LoadedCheckpoint,
+    convert,
+    format_for_destination,
+    load_checkpoint,
+    load_state_dict,
+    resolve_model,
+    save_state_dict,
+)
+from .detect import detect_format
+from .errors import ConversionError
+from .infer import family_of, infer_model
+from ._util import fold_linprobe_head
+from .spec import ModelSpec, describe
+
+__all__ = [
+    "FORMATS", "ConversionError", "ConversionReport", "LoadedCheckpoint", "ModelSpec", "convert", "describe",
+    "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "infer_model",
+    "load_checkpoint", "load_state_dict", "resolve_model", "save_state_dict",
+]

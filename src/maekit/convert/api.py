@@ -1,0 +1,252 @@
+"""Reading, writing and converting checkpoints of every supported format.
+
+All readers return weights under the official (R1 / R2) parameter names and layouts; all
+writers take them. ``convert`` = detect -> read -> match a model -> write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import hf, maekit_format, mindformers, official, passl, timm_format
+from ._util import StateDict
+from .base import Loaded
+from .detect import detect_format
+from .errors import ConversionError
+from .infer import check_fit, family_of, fit_state_dict, infer_model
+from .spec import ModelSpec, describe
+
+FORMATS = ("maekit", "official", "passl", "mindformers", "hf", "timm")
+_READERS = {"maekit": maekit_format.read, "official": official.read, "passl": passl.read,
+            "mindformers": mindformers.read, "hf": hf.read, "timm": timm_format.read}
+_SUFFIXES = {".pth": "official", ".pt": "official", ".bin": "official", ".tar": "official", ".pd": "passl",
+             ".pdparams": "passl", ".ckpt": "mindformers", ".safetensors": "timm"}
+_DEFAULT_FILE = {"official": "model.pth", "passl": "model.pdparams", "mindformers": "model.ckpt",
+                 "timm": "model.safetensors"}
+_FOLDER_FORMATS = ("maekit", "hf")
+_LOSSLESS_HEADS = ("maekit", "official", "passl")  # formats that keep a linear-probe BatchNorm head
+
+
+def _check_format(fmt: str) -> str:
+    f = fmt.lower()
+    aliases = {"pytorch": "official", "torch": "official", "paddle": "passl", "mindspore": "mindformers",
+               "ms": "mindformers", "huggingface": "hf", "transformers": "hf", "safetensors": "timm"}
+    f = aliases.get(f, f)
+    if f not in FORMATS:
+        raise ConversionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return f
+
+
+def read(path: str | os.PathLike, format: str | None = None) -> tuple[str, Loaded]:
+    """(format, Loaded) for any supported file or folder."""
+    fmt = _check_format(format) if format else detect_format(path)
+    if not Path(path).exists():
+        raise ConversionError("no such file or folder", path)
+    return fmt, _READERS[fmt](path)
+
+
+def load_state_dict(path: str | os.PathLike, format: str | None = None) -> StateDict:
+    """The weights of any supported file or folder under the official parameter names.
+
+    Args:
+        path: a maekit / HF folder, an official ``.pth``, a PASSL ``.pd`` / ``.pdparams``, a
+            MindFormers ``.ckpt`` or a timm ``.safetensors``.
+        format: one of :data:`FORMATS`; detected from the content when None.
+
+    Raises:
+        ConversionError: unreadable, unsafe, corrupted or unrecognised input.
+    """
+    return read(path, format)[1].state_dict
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Weights plus the model they fit (what ``AutoModel.from_pretrained`` needs)."""
+
+    state_dict: StateDict
+    format: str
+    path: str
+    model_name: str
+    model_args: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def create_model(self) -> torch.nn.Module:
+        """Build the model and load the weights (non-strict only for absent decoder / head parts)."""
+        from ..models import create_model
+
+        model = create_model(self.model_name, **self.model_args)
+        result = model.load_state_dict(self.state_dict, strict=False)
+        if result.unexpected_keys:
+            raise ConversionError(f"unexpected weights {result.unexpected_keys[:5]}", self.path)
+        return model
+
+
+def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None,
+                  **overrides: Any) -> tuple[str, dict[str, Any], list[str], ModelSpec]:
+    """(model_name, model_args, notes, spec) of the model the weights go into.
+
+    ``model`` picks the registered model (its shape arguments still follow the weights);
+    otherwise it is inferred (:func:`infer_model`).
+    """
+    hints = dict(hints or {})
+    family = None
+    if model:
+        from ..models import canonical_name, is_model
+
+        if not is_model(model):
+            describe(model)  # raises the registry's "unknown model ... did you mean" error
+        family = describe(model).family
+        same = hints.get("model_name") and is_model(hints["model_name"]) and \
+            canonical_name(hints["model_name"]) == canonical_name(model)
+        if not same:
+            hints.pop("model_args", None)
+        hints["model_name"] = model
+    name, args, notes = infer_model(sd, hints=hints, family=family, **overrides)
+    return name, args, notes, describe(name, args)
+
+
+def load_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None,
+                    **overrides: Any) -> LoadedCheckpoint:
+    """Read any supported checkpoint and match it to a registered model.
+
+    The weights are fitted to the model: absent fixed sin-cos tables are filled, parts the model
+    has not (a decoder for a classifier...) are dropped, a linear-probe BatchNorm head is folded
+    into the Linear head when the model has a plain one. Every such step is in ``notes``.
+    """
+    fmt, loaded = read(path, format)
+    name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
+    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes)
+
+
+def format_for_destination(dst: str | os.PathLike) -> str:
+    """The format a destination path implies (its suffix; a folder or no suffix -> maekit)."""
+    p = Path(dst)
+    if p.suffix.lower() in _SUFFIXES:
+        return _SUFFIXES[p.suffix.lower()]
+    if p.is_dir() or not p.suffix:
+        return "maekit"
+    raise ConversionError(f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst)
+
+
+def _destination(dst: str | os.PathLike, fmt: str) -> Path:
+    p = Path(dst)
+    if fmt not in _FOLDER_FORMATS and p.is_dir():
+        return p / _DEFAULT_FILE[fmt]
+    if fmt in _FOLDER_FORMATS and p.exists() and not p.is_dir():
+        raise ConversionError(f"the {fmt} format is a folder, but this path is an existing file", p)
+    return p
+
+
+def _write(sd: StateDict, dst: Path, fmt: str, spec: ModelSpec | None) -> tuple[Path, list[str]]:
+    if fmt == "maekit":
+        if spec is None:
+            raise ConversionError("the maekit format needs a model name")
+        return maekit_format.write(sd, dst, spec.name, spec.args), []
+    if fmt == "hf":
+        return hf.write(sd, dst, spec)
+    if fmt == "timm":
+        return timm_format.write(sd, dst, spec)
+    if fmt == "mindformers":
+        if spec is not None and spec.family in ("convmae", "convvit"):
+            raise ConversionError("the MindFormers format holds MAE / ViT models only (no ConvMAE)", dst)
+        from ._util import fold_linprobe_head
+
+        sd, note = fold_linprobe_head(sd)
+        return mindformers.write(sd, dst), [note] if note else []
+    return (official.write if fmt == "official" else passl.write)(sd, dst), []
+
+
+def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, model_name: str | None = None,
+                    config: dict[str, Any] | None = None) -> Path:
+    """Write official-name weights in ``format``.
+
+    Args:
+        state_dict: weights under the official names (``model.state_dict()``).
+        dst: file or folder (a file format given an existing folder writes ``model.<ext>`` in it).
+        format: one of :data:`FORMATS`.
+        model_name, config: the model (``create_model(model_name, **config)``) the weights
+            belong to; needed by ``maekit`` and ``hf`` (inferred from the weights when None) and
+            checked against the weights (a shape mismatch raises ConversionError).
+
+    Returns:
+        The path written. Files and folders appear complete or not at all.
+    """
+    fmt = _check_format(format)
+    sd = {k: v for k, v in state_dict.items()}
+    spec: ModelSpec | None = None
+    if model_name:
+        spec = describe(model_name, config or {})
+        check_fit(sd, spec)
+    elif fmt in ("maekit", "hf", "timm"):
+        try:
+            name, args, _ = infer_model(sd, **(config or {}))
+            spec = describe(name, args)
+        except ConversionError:
+            if fmt != "timm":
+                raise
+    if fmt != "official":  # nothing but the official format keeps arbitrary keys; fail early and clearly
+        family_of(sd)
+    return _write(sd, _destination(dst, fmt), fmt, spec)[0]
+
+
+@dataclass
+class ConversionReport:
+    """What ``convert`` did."""
+
+    src: str
+    dst: str
+    from_format: str
+    to_format: str
+    model_name: str
+    model_args: dict[str, Any]
+    num_tensors: int
+    num_params: int
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_args.items()))
+        lines = [f"{self.src} ({self.from_format}) -> {self.dst} ({self.to_format})",
+                 f"model: {self.model_name}({args})",
+                 f"{self.num_tensors} tensors, {self.num_params:,} values"]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | None = None,
+            to_format: str | None = None, model: str | None = None, **overrides: Any) -> ConversionReport:
+    """Convert a checkpoint between formats.
+
+    Args:
+        src: input file or folder.
+        dst: output file or folder.
+        from_format / to_format: one of :data:`FORMATS`; detected from ``src``'s content /
+            implied by ``dst`` (suffix; folder -> maekit) when None.
+        model: registered model the weights are for; inferred from the weights when None.
+        **overrides: model arguments the weights cannot tell (``num_heads``, ``norm_pix_loss``,
+            ``layer_norm_eps``, ``img_size``...).
+
+    Returns:
+        A :class:`ConversionReport` (``print`` it).
+
+    Raises:
+        ConversionError: bad input, weights that fit no model (or not ``model``), or a model the
+            output format cannot hold. Nothing is written then.
+    """
+    fmt_in = _check_format(from_format) if from_format else detect_format(src)
+    fmt_out = _check_format(to_format) if to_format else format_for_destination(dst)
+    out = _destination(dst, fmt_out)
+    if out.exists() and Path(src).exists() and os.path.samefile(src, out):
+        raise ConversionError("source and destination are the same", out)
+    fmt_in, loaded = read(src, fmt_in)
+    name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
+    written, write_notes = _write(sd, out, fmt_out, spec)
+    n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
+    return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
+                            loaded.notes + notes + fit_notes + write_notes)

@@ -1,0 +1,392 @@
+"""Which registered model do these weights fit, and with which arguments?
+
+Read from the weights (exactly): the family (MAE / ConvMAE pretraining model or ViT / ConvViT
+classifier), widths, depths, patch sizes, input channels, MLP ratios, decoder width and depth,
+number of classes, pooling (``fc_norm`` = global average pool, ``norm`` = cls token), and the
+image size from the position table (a square grid; a non-square grid is recognised when the
+table is the fixed sin-cos one of MAE / ConvMAE pretraining).
+
+Not in the weights: the number of attention heads, ``norm_pix_loss`` and the LayerNorm epsilon.
+They come, in this order, from an explicit override (``num_heads=...``), the file's own
+metadata (HF ``config.json``, the ``args`` of a training checkpoint, a maekit ``config.json``),
+or the closest registered preset (same width -> the preset's head count; another width -> the
+preset's head width, 64 for the encoder, 32 for the decoder). Each such choice is reported in
+the notes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..models.pos_embed import get_2d_sincos_pos_embed
+from ._util import StateDict, count_blocks, describe_keys
+from .errors import ConversionError
+from .spec import PRETRAIN_FAMILIES, ModelSpec, describe, presets
+
+DECODER_PREFIXES = ("decoder_", "mask_token")
+FUSION_PREFIXES = ("stage1_output_decode.", "stage2_output_decode.")
+HEAD_PREFIXES = ("head.", "fc_norm.")
+FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
+
+# Arguments that weights determine, and those they cannot.
+_ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio",
+         "decoder_embed_dim", "decoder_depth", "num_classes", "global_pool")
+_SOFT = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
+
+
+def family_of(sd: Mapping[str, torch.Tensor]) -> str:
+    """'mae', 'vit', 'convmae' or 'convvit' from the key names (D.2, D.3)."""
+    keys = set(sd)
+    if "patch_embed1.proj.weight" in keys:
+        conv = True
+    elif "patch_embed.proj.weight" in keys:
+        conv = False
+    else:
+        raise ConversionError("these weights are not an MAE / ViT / ConvMAE state dict (no "
+                              "'patch_embed.proj.weight' or 'patch_embed1.proj.weight'); keys: "
+                              + describe_keys(sorted(keys)))
+    pretrain = any(k.startswith(DECODER_PREFIXES + FUSION_PREFIXES) for k in keys) or not any(
+        k.startswith(HEAD_PREFIXES) for k in keys)
+    return ("convmae" if pretrain else "convvit") if conv else ("mae" if pretrain else "vit")
+
+
+def _factor_pairs(n: int) -> list[tuple[int, int]]:
+    s = math.isqrt(n)
+    pairs = [(s, s)] if s * s == n else []
+    pairs += [(a, n // a) for a in range(1, n + 1) if n % a == 0 and a != n // a]
+    return pairs
+
+
+def grid_from_pos_embed(pos: torch.Tensor, cls_row: bool, fixed: bool) -> tuple[int, int] | None:
+    """Patch grid (Gh, Gw) of a position table (1, [1+] L, D), or None when it cannot be told."""
+    length = pos.shape[1] - int(cls_row)
+    if length <= 0:
+        return None
+    pairs = _factor_pairs(length)
+    if fixed and pos.shape[-1] % 4 == 0 and pos.device.type != "meta":
+        table = pos[0].float()
+        for gh, gw in pairs:
+            ref = get_2d_sincos_pos_embed(pos.shape[-1], (gh, gw), cls_row)
+            if torch.allclose(table, ref, atol=1e-4):
+                return gh, gw
+    side = math.isqrt(length)
+    return (side, side) if side * side == length else None
+
+
+def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
+    """The architecture numbers the weights determine (None where they do not)."""
+    keys = list(sd)
+    f: dict[str, Any] = dict.fromkeys(_ARCH)
+    conv = family in ("convmae", "convvit")
+    if conv:
+        ws = [sd.get(f"patch_embed{i}.proj.weight") for i in (1, 2, 3)]
+        if any(w is None or w.ndim != 4 for w in ws):
+            raise ConversionError("ConvMAE weights need patch_embed1/2/3.proj.weight (4-D convolutions)")
+        dims = tuple(int(w.shape[0]) for w in ws)
+        patches = tuple(int(w.shape[-1]) for w in ws)
+        depths = tuple(count_blocks(keys, f"blocks{i}") for i in (1, 2, 3))
+        ratios = []
+        for i, d in zip((1, 2, 3), dims):
+            w = sd.get(f"blocks{i}.0.mlp.fc1.weight")
+            ratios.append(None if w is None else w.shape[0] / d)
+        f.update(embed_dim=dims, patch_size=patches, depth=depths, in_chans=int(ws[0].shape[1]),
+                 mlp_ratio=tuple(ratios) if None not in ratios else None)
+        stride = patches[0] * patches[1] * patches[2]
+        width, cls_row = dims[2], False
+    else:
+        w = sd["patch_embed.proj.weight"]
+        if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
+            raise ConversionError(f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected a square "
+                                  "convolution kernel (D, C, p, p)")
+        width, stride, cls_row = int(w.shape[0]), int(w.shape[-1]), True
+        depth = count_blocks(keys, "blocks")
+        fc1 = sd.get("blocks.0.mlp.fc1.weight")
+        f.update(embed_dim=width, patch_size=stride, in_chans=int(w.shape[1]), depth=depth,
+                 mlp_ratio=None if fc1 is None else fc1.shape[0] / width)
+    pos = sd.get("pos_embed")
+    if pos is not None:
+        if pos.ndim != 3 or pos.shape[-1] != width:
+            raise ConversionError(f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, "
+                                  f"{width})")
+        grid = grid_from_pos_embed(pos, cls_row, fixed=family in PRETRAIN_FAMILIES)
+        f["grid_tokens"] = pos.shape[1] - int(cls_row)
+        if grid is not None:
+            f["img_size"] = (grid[0] * stride, grid[1] * stride)
+    if family in PRETRAIN_FAMILIES:
+        if "decoder_embed.weight" in sd:
+            f["decoder_embed_dim"] = int(sd["decoder_embed.weight"].shape[0])
+        elif "mask_token" in sd:
+            f["decoder_embed_dim"] = int(sd["mask_token"].shape[-1])
+        if f["decoder_embed_dim"] is not None:
+            f["decoder_depth"] = count_blocks(keys, "decoder_blocks")
+    else:
+        head = sd.get("head.weight", sd.get("head.1.weight"))
+        f["num_classes"] = 0 if head is None else int(head.shape[0])
+        if "fc_norm.weight" in sd:
+            f["global_pool"] = "avg"
+        elif "norm.weight" in sd:
+            f["global_pool"] = "token"
+    return f
+
+
+def _as_arg(key: str, value: Any) -> Any:
+    """Spec value -> constructor argument (JSON friendly)."""
+    if key == "img_size":
+        h, w = value
+        return int(h) if h == w else [int(h), int(w)]
+    if key == "global_pool":
+        return value == "avg"
+    if isinstance(value, tuple):
+        return [v for v in value]
+    return value
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "mlp_ratio":
+        a = a if isinstance(a, tuple) else (a,)
+        b = b if isinstance(b, tuple) else (b,)
+        return len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b))
+    return a == b
+
+
+def _pick_heads(width: int, preset: ModelSpec, preset_width: int, preset_heads: int, given: Any,
+                label: str, flag: str, notes: list[str], source: str | None) -> int:
+    if given is not None:
+        if source:
+            notes.append(f"{label}={given} ({source})")
+        return int(given)
+    if width == preset_width and preset_heads:
+        notes.append(f"{label}={preset_heads}: not stored in the weights; taken from preset {preset.name} "
+                     f"(pass {flag} to change)")
+        return preset_heads
+    head_dim = preset_width // preset_heads if preset_heads else 64
+    heads = width // head_dim if width % head_dim == 0 and width >= head_dim else 1
+    notes.append(f"{label}={heads}: not stored in the weights; width {width} is not that of a preset, so "
+                 f"{heads} heads of {width // heads} (as {preset.name}); pass {flag} if the model had another count")
+    return heads
+
+
+def _candidate_cost(facts: dict[str, Any], spec: ModelSpec) -> int:
+    arch = spec.arch()
+    cost = 0
+    for k in _ARCH:
+        if facts.get(k) is not None and not _same(k, facts[k], arch[k]):
+            cost += 3 if k in ("embed_dim", "decoder_embed_dim") else 1
+    return cost
+
+
+def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, Any] | None = None,
+                family: str | None = None, **overrides: Any) -> tuple[str, dict[str, Any], list[str]]:
+    """The registered model that ``state_dict`` (official names) fits.
+
+    Args:
+        state_dict: weights under the official parameter names.
+        hints: what the file itself says: ``model_name`` and ``model_args`` (maekit folders),
+            or loose facts ``num_heads``, ``decoder_num_heads``, ``norm_pix_loss``,
+            ``layer_norm_eps``, ``img_size`` (HF configs, training-checkpoint ``args``).
+        family: build a model of this family ('mae', 'vit', 'convmae', 'convvit') even if the
+            weights are of the sibling one (an MAE encoder for a ViT classifier...); the
+            classifier head / decoder shape then come from the preset.
+        **overrides: constructor arguments that win over everything (``num_heads=16``...).
+
+    Returns:
+        (model_name, model_args, notes): ``create_model(model_name, **model_args)`` builds a
+        model the weights fit; ``notes`` says what was not in the weights and where it came from.
+
+    Raises:
+        ConversionError: the weights are no MAE / ViT / ConvMAE state dict, or fit no model.
+    """
+    hints = dict(hints or {})
+    notes: list[str] = []
+    own_family = family_of(state_dict)
+    family = family or own_family
+    if {family, own_family} not in ({"mae", "vit"}, {"convmae", "convvit"}, {family}):
+        raise ConversionError(f"weights of a {own_family} model cannot make a {family} model")
+    name_hint = hints.get("model_name")
+
+    # A maekit folder says exactly which model it is: trust it if the weights fit.
+    if name_hint and "model_args" in hints:
+        args = {**hints["model_args"], **overrides}
+        try:
+            spec = describe(name_hint, args)
+            check_fit(state_dict, spec)
+            return name_hint, args, notes
+        except ConversionError as e:
+            notes.append(f"the file names model {name_hint} {hints['model_args']}, but: {e}; inferring from the weights")
+
+    facts = weight_facts(state_dict, family)
+    if family != own_family:  # head / decoder shape from the preset
+        facts.update(num_classes=None, global_pool=None, decoder_embed_dim=None, decoder_depth=None)
+    cands = presets(family)
+    if not cands:
+        raise ConversionError(f"no registered model of family {family!r}")
+    preferred = None
+    if name_hint:
+        from ..models import is_model
+
+        if is_model(name_hint):
+            try:
+                hinted = describe(name_hint)
+            except ConversionError:
+                hinted = None
+            if hinted is not None and hinted.family == family:
+                preferred = (name_hint, hinted)
+    name, preset = preferred if preferred else min(cands, key=lambda c: _candidate_cost(facts, c[1]))
+
+    # Forced values may settle what the weights leave open (a non-square image size).
+    soft = {k: overrides.pop(k) for k in list(overrides) if k in _SOFT}
+    if "img_size" in overrides:
+        forced = overrides.pop("img_size")
+        facts["img_size"] = tuple(forced) if isinstance(forced, (list, tuple)) else (forced, forced)
+    elif facts.get("img_size") is None and hints.get("img_size") is not None:
+        hs = hints["img_size"]
+        facts["img_size"] = tuple(hs) if isinstance(hs, (list, tuple)) else (hs, hs)
+    if facts.get("img_size") is None and facts.get("grid_tokens") is not None:
+        raise ConversionError(f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
+                              "patches, not a square grid; pass img_size=(H, W) (--img_size H W)")
+    if facts.get("img_size") is None:
+        notes.append(f"no position table in the weights: img_size={preset.img_size} from preset {name}")
+
+    args: dict[str, Any] = {}
+    arch = preset.arch()
+    for k in _ARCH:
+        if facts.get(k) is not None and not _same(k, facts[k], arch[k]):
+            args[k] = _as_arg(k, facts[k])
+
+    def given(key: str) -> tuple[Any, str | None]:
+        if key in soft:
+            return soft[key], "given"
+        if hints.get(key) is not None:
+            return hints[key], f"from {hints.get('source', 'the file')}"
+        return None, None
+
+    width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
+    value, src = given("num_heads")
+    heads = _pick_heads(width, preset, preset.width, preset.num_heads, value, "num_heads", "--num_heads",
+                        notes, src)
+    if heads != preset.num_heads:
+        args["num_heads"] = heads
+    if family in PRETRAIN_FAMILIES and facts.get("decoder_embed_dim") is not None:
+        value, src = given("decoder_num_heads")
+        dheads = _pick_heads(facts["decoder_embed_dim"], preset, preset.decoder_embed_dim or 0,
+                             preset.decoder_num_heads or 0, value, "decoder_num_heads", "--decoder_num_heads",
+                             notes, src)
+        if dheads != preset.decoder_num_heads:
+            args["decoder_num_heads"] = dheads
+    if family in PRETRAIN_FAMILIES:
+        value, src = given("norm_pix_loss")
+        if value is None:
+            notes.append(f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
+                         "--norm_pix_loss if the model was trained on normalised-pixel targets")
+        elif bool(value) != preset.norm_pix_loss:
+            args["norm_pix_loss"] = bool(value)
+    value, src = given("layer_norm_eps")
+    if value is not None and float(value) != preset.layer_norm_eps:
+        args["layer_norm_eps"] = float(value)
+        notes.append(f"layer_norm_eps={value} ({src}; the MAE references use 1e-6)")
+    if family not in PRETRAIN_FAMILIES and facts.get("num_classes") == 0:
+        notes.append("no classification head in the weights (num_classes=0: features out)")
+    args.update(overrides)  # anything else the caller asked for (drop_path_rate, ...)
+
+    spec = describe(name, args)
+    check_fit(state_dict, spec)
+    return name, args, notes
+
+
+# ----------------------------------------------------------------------------- fitting
+def _part(key: str, family: str) -> str:
+    """'encoder', 'decoder', 'fusion' or 'head' (the final ``norm`` belongs to the head of a
+    classifier, whose pooling decides between ``norm`` and ``fc_norm``)."""
+    if key.startswith(DECODER_PREFIXES):
+        return "decoder"
+    if key.startswith(FUSION_PREFIXES):
+        return "fusion"
+    if key.startswith(HEAD_PREFIXES) or (family not in PRETRAIN_FAMILIES and key.startswith("norm.")):
+        return "head"
+    return "encoder"
+
+
+def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str], list[str]]:
+    """Compare ``sd`` with the model's state dict.
+
+    Returns:
+        (missing, unexpected) key lists.
+
+    Raises:
+        ConversionError: a shared key has another shape, or an encoder weight is missing.
+    """
+    bad = [f"{k} {tuple(sd[k].shape)} (model: {s})" for k, s in spec.shapes.items()
+           if k in sd and tuple(sd[k].shape) != s]
+    if bad:
+        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: "
+                              f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}")
+    missing = [k for k in spec.shapes if k not in sd]
+    unexpected = [k for k in sd if k not in spec.shapes]
+    soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
+    hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
+    if hard:
+        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: missing "
+                              + describe_keys(hard))
+    return missing, unexpected
+
+
+def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ModelSpec, *,
+                   keep_linprobe: bool = True) -> tuple[StateDict, list[str]]:
+    """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
+    has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
+    fold a linear-probe head. Anything else that does not fit raises ConversionError."""
+    from ._util import fold_linprobe_head
+
+    out, notes = dict(sd), []
+    missing, unexpected = check_fit(out, spec)
+    linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
+    if linprobe and spec.family not in PRETRAIN_FAMILIES:
+        if keep_linprobe:
+            notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
+            unexpected = [k for k in unexpected if k not in linprobe]
+            missing = [k for k in missing if not k.startswith("head.")]
+        else:
+            out, note = fold_linprobe_head(out)
+            notes.append(note)
+            missing, unexpected = check_fit(out, spec)
+    fam = spec.family
+    dropped = [k for k in unexpected if _part(k, fam) != "encoder"
+               and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))]
+    if dropped:
+        for k in dropped:
+            out.pop(k)
+        parts = sorted({_part(k, fam) for k in dropped})
+        notes.append(f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
+                     + describe_keys(dropped, 3))
+    other = [k for k in unexpected if k not in dropped]
+    if other:
+        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: unexpected "
+                              + describe_keys(other))
+    if spec.family in PRETRAIN_FAMILIES:
+        cls_row = spec.family == "mae"
+        for k in FIXED_TABLES:
+            if k in missing and (k == "pos_embed" or any(m.startswith("decoder_") for m in out)):
+                shape = spec.shapes[k]
+                grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
+                dtype = next(iter(out.values())).dtype if out else torch.float32
+                out[k] = get_2d_sincos_pos_embed(shape[-1], grid, cls_row)[None].to(dtype)
+                missing.remove(k)
+                notes.append(f"{k} was absent; filled with the fixed sin-cos table")
+    parts = sorted({_part(k, fam) for k in missing})
+    if "decoder" in parts:
+        notes.append("no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
+                     "file starts from its initialisation")
+    if "fusion" in parts:
+        notes.append("no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)")
+    if "head" in parts and spec.family not in PRETRAIN_FAMILIES:
+        notes.append("no classification head weights: the head starts from its initialisation")
+    return out, notes
+
+
+def _stride(spec: ModelSpec) -> int:
+    p = spec.patch_size
+    return p[0] * p[1] * p[2] if isinstance(p, tuple) else p

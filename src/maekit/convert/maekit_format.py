@@ -1,0 +1,73 @@
+"""maekit model folders: ``config.json`` (``{"model_name", "model_args"}``) + ``model.safetensors``.
+
+The folder rebuilds its model with ``create_model(model_name, **model_args)``; the weights are
+the model's state dict under the official names. ``save_pretrained`` / ``from_pretrained`` of
+``maekit.api`` read and write the same layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ._util import atomic_write_dir, plain_tensors
+from .base import Loaded
+from .errors import ConversionError
+from .timm_format import read_safetensors
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def folder_of(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p.parent if p.is_file() else p
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    f = folder / CONFIG_NAME
+    try:
+        cfg = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise ConversionError(f"no {CONFIG_NAME} (a maekit model folder holds {CONFIG_NAME} + {WEIGHTS_NAME})",
+                              folder) from None
+    except ValueError as e:
+        raise ConversionError(f"invalid JSON ({e})", f) from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_name"), str):
+        raise ConversionError("not a maekit config (no 'model_name')", f)
+    if not isinstance(cfg.get("model_args", {}), dict):
+        raise ConversionError("'model_args' is not an object", f)
+    return cfg
+
+
+def read(path: str | os.PathLike) -> Loaded:
+    folder = folder_of(path)
+    cfg = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ConversionError(f"no {WEIGHTS_NAME}", folder)
+    sd, _ = read_safetensors(weights)
+    hints = {"model_name": cfg["model_name"], "model_args": dict(cfg.get("model_args", {})),
+             "source": "the maekit config.json"}
+    return Loaded(sd, hints, [])
+
+
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, model_name: str,
+          model_args: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the folder atomically (a temporary folder renamed into place)."""
+    tensors = plain_tensors(sd)
+    cfg = {"model_name": model_name, "model_args": dict(model_args or {}), **dict(extra or {})}
+    meta = {"format": "pt", "maekit.model_name": model_name,
+            "maekit.model_args": json.dumps(cfg["model_args"], sort_keys=True)}
+
+    def write_dir(tmp: Path) -> None:
+        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
+
+    return atomic_write_dir(dst, write_dir)

@@ -1,0 +1,98 @@
+"""Official PyTorch files (R1 MAE, R2 ConvMAE; REFERENCES D.1-D.3).
+
+Every kind the references publish or write: ``{'model': state_dict}`` (encoder-only pretrain,
+``_full``, ``visualize``, fine-tuned, linear-probed), training checkpoints with ``optimizer``,
+``epoch``, ``scaler`` and ``args`` (an ``argparse.Namespace``), a bare state dict, and
+``state_dict`` / DDP ``module.`` variants. Loaded with ``torch.load(weights_only=True)``: only
+tensors, plain containers and ``argparse.Namespace`` are unpickled, never code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._util import StateDict, atomic_write_file, describe_keys, plain_tensors, strip_prefix
+from .base import Loaded
+from .errors import ConversionError
+
+SAFE_GLOBALS = [argparse.Namespace]
+_CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "net")
+
+
+def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load`` that unpickles nothing but tensors, containers and ``argparse.Namespace``."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        raise ConversionError("refused to load: the file asks to unpickle something other than tensors, "
+                              f"containers and argparse.Namespace, and maekit never runs code from a file ({why.strip()})",
+                              path) from e
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise ConversionError(f"truncated or corrupted PyTorch file ({type(e).__name__}: {e})", path) from e
+    except RuntimeError as e:
+        raise ConversionError(f"truncated or corrupted PyTorch file ({str(e).splitlines()[0]})", path) from e
+    except (OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise ConversionError("no such file", path) from e
+        raise ConversionError(f"cannot read as a PyTorch file ({type(e).__name__}: {e})", path) from e
+
+
+def _args_hints(args: Any) -> dict[str, Any]:
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        return {}
+    hints: dict[str, Any] = {"source": "the checkpoint's args"}
+    if isinstance(args.get("model"), str):
+        hints["model_name"] = args["model"]
+    if isinstance(args.get("norm_pix_loss"), bool):
+        hints["norm_pix_loss"] = args["norm_pix_loss"]
+    if isinstance(args.get("input_size"), int):
+        hints["img_size"] = args["input_size"]
+    return hints
+
+
+def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
+    """The model weights inside a loaded checkpoint object, plus hints and notes."""
+    hints: dict[str, Any] = {}
+    notes: list[str] = []
+    if isinstance(obj, Mapping) and "args" in obj:
+        hints = _args_hints(obj["args"])
+    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
+        notes.append(f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
+                     if "optimizer" in obj else f"checkpoint of epoch {obj['epoch']}")
+    sd = obj
+    if isinstance(sd, Mapping) and not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        for key in _CONTAINER_KEYS:
+            if isinstance(sd.get(key), Mapping):
+                sd = sd[key]
+                break
+    if not isinstance(sd, Mapping) or not sd:
+        raise ConversionError("no state dict found (expected a dict of tensors, or one under 'model')", path)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConversionError("not a state dict: entries that are not tensors: " + describe_keys(bad), path)
+    sd = strip_prefix(sd, "module.")
+    return {str(k): v for k, v in sd.items()}, hints, notes
+
+
+def read(path: str | os.PathLike) -> Loaded:
+    sd, hints, notes = extract_state_dict(torch_load(path), path)
+    return Loaded(sd, hints, notes)
+
+
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> Path:
+    """``{'model': state_dict}`` with ``torch.save``, as the official scripts publish weights."""
+    tensors = plain_tensors(sd)
+    return atomic_write_file(dst, lambda tmp: torch.save({"model": tensors}, tmp))

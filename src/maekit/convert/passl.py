@@ -1,0 +1,206 @@
+"""PaddlePaddle / PASSL files (``.pd``, ``.pdparams``; REFERENCES D.4) without Paddle.
+
+A ``paddle.save`` file is a protocol-4 pickle of Python containers and NumPy arrays. It is read
+with a restricted unpickler that admits only NumPy arrays / dtypes / scalars (the NumPy 1.x
+``numpy.core`` and NumPy 2 ``numpy._core`` spellings), ``collections.OrderedDict``,
+``argparse.Namespace`` and plain containers; any other global is refused, so no code from the
+file ever runs. Paddle's ``eval('data', {'data': array})`` reduction of LoDTensors is served by a
+stand-in that only returns that array.
+
+Layouts read: a plain state dict ``{name: ndarray, 'StructuredToParameterName@@': {...}}``
+(``.pdparams``), ``{'model': {name: ndarray}}`` (the R3' converter, PASSL ``--finetune`` input),
+and PASSL training checkpoints where every tensor is a ``(paddle_name, ndarray)`` tuple and
+``args`` is a Namespace. Layout rules: names are the official ones; 2-D arrays (all Linear
+weights) are stored [in, out] and transposed; BatchNorm ``_mean`` / ``_variance`` are
+``running_mean`` / ``running_var``; Paddle's frozen BatchNorm weight / bias (1 / 0) of the
+linear-probe head have no PyTorch counterpart (``affine=False``).
+
+Written: ``.pdparams`` -> the plain layout with ``StructuredToParameterName@@`` (what
+``paddle.save(layer.state_dict())`` writes); ``.pd`` -> ``{'model': {...}}`` (what PASSL's
+fine-tuning / linear-probing scripts read with ``checkpoint['model']``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._util import atomic_write_file, describe_keys, plain_tensors
+from .base import Loaded
+from .errors import ConversionError
+from .official import _args_hints
+
+STRUCTURED_KEY = "StructuredToParameterName@@"
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    reconstruct = np.ndarray((0,)).__reduce__()[0]
+    scalar = np.float32(0).__reduce__()[0]
+    try:
+        from numpy._core.numeric import _frombuffer  # NumPy 2
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.numeric import _frombuffer
+    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        table[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        table[(f"{core}.multiarray", "scalar")] = scalar
+        table[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+    return table
+
+
+def _paddle_eval(expr: Any, scope: Any = None, *_: Any) -> Any:
+    """Stand-in for ``builtins.eval`` in Paddle's LoDTensor reduction ``(eval, ('data', {'data': a}))``:
+    returns that array and refuses anything else (nothing is evaluated)."""
+    if expr == "data" and isinstance(scope, dict) and isinstance(scope.get("data"), np.ndarray):
+        return scope["data"]
+    raise pickle.UnpicklingError("the pickle calls builtins.eval with something other than Paddle's "
+                                 "('data', {'data': ndarray}) tensor reduction")
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    **_numpy_globals(),
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "list"): list,
+    ("builtins", "dict"): dict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "eval"): _paddle_eval,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed (is this a PyTorch file? use --from official)")
+
+
+def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
+    """Unpickle ``data`` admitting only NumPy arrays, containers and Namespace."""
+    if not data:
+        raise ConversionError("empty file", path)
+    if data[:1] != b"\x80":
+        raise ConversionError("not a pickle (PaddlePaddle .pd / .pdparams files are pickles)", path)
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "not allowed" in msg or "eval" in msg:
+            raise ConversionError(f"refused to load: {msg}; a PASSL file holds only NumPy arrays and "
+                                  "containers, and maekit never runs code from a file", path) from e
+        raise ConversionError(f"truncated or corrupted pickle ({msg})", path) from e
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+        raise ConversionError(f"truncated or corrupted pickle ({type(e).__name__}: {e})", path) from e
+
+
+def _to_array(name: str, value: Any, path: str | os.PathLike) -> np.ndarray:
+    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], np.ndarray)):
+        value = value[1]  # a Paddle tensor pickled as (internal_name, ndarray)
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        raise ConversionError(f"entry {name!r} is a {type(value).__name__}, not an array", path)
+    return value
+
+
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    if a.dtype == np.uint16:  # Paddle keeps bfloat16 as uint16 bits
+        return torch.from_numpy(np.array(a, copy=True, order="C").view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(a, copy=True, order="C"))
+
+
+def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Paddle names / layouts -> official names / layouts."""
+    sd: dict[str, torch.Tensor] = {}
+    notes: list[str] = []
+    for name, value in arrays.items():
+        if name == STRUCTURED_KEY:
+            continue
+        a = _to_array(str(name), value, path)
+        if a.ndim == 2:
+            a = a.T
+        key = str(name)
+        if key.endswith("._mean"):
+            key = key[: -len("._mean")] + ".running_mean"
+        elif key.endswith("._variance"):
+            key = key[: -len("._variance")] + ".running_var"
+        sd[key] = _to_tensor(a)
+    for mean_key in [k for k in sd if k.endswith(".running_mean")]:
+        bn = mean_key[: -len(".running_mean")]
+        w, b = sd.get(f"{bn}.weight"), sd.get(f"{bn}.bias")
+        if w is not None and b is not None and w.ndim == 1 and bool((w == 1).all()) and bool((b == 0).all()):
+            del sd[f"{bn}.weight"], sd[f"{bn}.bias"]
+            notes.append(f"{bn}: Paddle's frozen BatchNorm weight/bias (1/0) dropped (PyTorch: affine=False)")
+        sd.setdefault(f"{bn}.num_batches_tracked", torch.tensor(0, dtype=torch.int64))
+    return sd, notes
+
+
+def to_paddle(sd: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Official names / layouts -> Paddle's."""
+    out: dict[str, np.ndarray] = {}
+    bns = {k[: -len(".running_mean")] for k in sd if k.endswith(".running_mean")}
+    for key, t in plain_tensors(sd).items():
+        if key.endswith(".num_batches_tracked"):
+            continue
+        if key.endswith(".running_mean"):
+            key = key[: -len(".running_mean")] + "._mean"
+        elif key.endswith(".running_var"):
+            key = key[: -len(".running_var")] + "._variance"
+        a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+        out[key] = np.ascontiguousarray(a.T) if a.ndim == 2 else a
+    for bn in sorted(bns):  # Paddle BatchNorm1D(weight_attr=False, bias_attr=False) still stores them
+        n = out[f"{bn}._mean"].shape[0]
+        out.setdefault(f"{bn}.weight", np.ones(n, np.float32))
+        out.setdefault(f"{bn}.bias", np.zeros(n, np.float32))
+    return out
+
+
+def read(path: str | os.PathLike) -> Loaded:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConversionError(f"cannot read ({e.strerror or e})", path) from e
+    obj = safe_unpickle(data, path)
+    hints, notes = {}, []
+    if isinstance(obj, Mapping) and "args" in obj:
+        hints = _args_hints(obj["args"])
+        hints["source"] = "the PASSL checkpoint's args"
+    arrays = obj
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        arrays = obj["model"]
+        if "optimizer" in obj:
+            notes.append("training checkpoint: optimizer / scaler state ignored")
+    if not isinstance(arrays, Mapping) or not [k for k in arrays if k != STRUCTURED_KEY]:
+        raise ConversionError("no state dict found (expected a dict of arrays, or one under 'model')", path)
+    bad = [str(k) for k in arrays if not isinstance(k, str)]
+    if bad:
+        raise ConversionError("not a state dict: non-string keys " + describe_keys(bad), path)
+    sd, more = from_paddle(arrays, path)
+    return Loaded(sd, hints, notes + more)
+
+
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> Path:
+    """``.pdparams``: plain state dict + ``StructuredToParameterName@@``; ``.pd``: ``{'model': ...}``."""
+    arrays = to_paddle(sd)
+    if Path(dst).suffix == ".pd":
+        obj: Any = {"model": arrays}
+    else:
+        obj = dict(arrays)
+        obj[STRUCTURED_KEY] = {k: k for k in arrays}
+    return atomic_write_file(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4)))

@@ -1,0 +1,94 @@
+"""timm ViT weights as one ``.safetensors`` file (ECOSYSTEM 1.2, REFERENCES D.7).
+
+timm's ``VisionTransformer`` uses the official names (``cls_token``, ``pos_embed``,
+``patch_embed.proj``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
+``norm`` / ``fc_norm``, ``head``), so the file is the state dict itself:
+
+* an MAE pretraining model exports its encoder (decoder and mask token dropped): it loads
+  with ``timm.create_model('vit_base_patch16_224', pretrained=True,
+  pretrained_cfg_overlay=dict(file=path, num_classes=0), num_classes=0)``;
+* a ViT classifier exports everything (a linear-probe BatchNorm head is folded into the
+  Linear): ``pretrained_cfg_overlay=dict(file=path, num_classes=K), num_classes=K,
+  global_pool='avg' | 'token'`` loads it strictly.
+
+Read: any such file (or ``timm.create_model(...).state_dict()`` saved with safetensors) with
+no timm-only parts (register tokens, layer scale, ...). maekit writes its model name and
+arguments into the safetensors metadata, and reads them back as hints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ._util import atomic_write_file, describe_keys, fold_linprobe_head, plain_tensors
+from .base import Loaded
+from .errors import ConversionError
+
+_VIT_KEY = re.compile(
+    r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|(norm|fc_norm|head)\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$")
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise ConversionError("no such file", path) from e
+        raise ConversionError(f"truncated or corrupted safetensors file ({e})", path) from e
+
+
+def metadata_hints(meta: Mapping[str, str]) -> dict:
+    if "maekit.model_name" not in meta:
+        return {}
+    try:
+        args = json.loads(meta.get("maekit.model_args", "{}"))
+    except ValueError:
+        args = {}
+    return {"model_name": meta["maekit.model_name"], "model_args": args, "source": "maekit metadata"}
+
+
+def read(path: str | os.PathLike) -> Loaded:
+    sd, meta = read_safetensors(path)
+    bad = [k for k in sd if not _VIT_KEY.match(k)]
+    if bad:
+        raise ConversionError("not a plain ViT (timm) state dict that MAE models can use; unsupported weights: "
+                              + describe_keys(bad), path)
+    return Loaded(sd, metadata_hints(meta), [])
+
+
+def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The part of ``sd`` that a timm ViT holds."""
+    notes: list[str] = []
+    if spec is not None and spec.family in ("convmae", "convvit"):
+        raise ConversionError("timm has no ConvMAE / ConvViT model; ConvMAE converts to maekit, official and passl")
+    out, note = fold_linprobe_head(sd)
+    if note:
+        notes.append(note)
+    dropped = [k for k in out if k.startswith(("decoder_", "mask_token"))]
+    if dropped:
+        out = {k: v for k, v in out.items() if k not in dropped}
+        notes.append(f"encoder exported; {len(dropped)} decoder weights dropped (timm has no MAE decoder)")
+    bad = [k for k in out if not _VIT_KEY.match(k)]
+    if bad:
+        raise ConversionError("timm's VisionTransformer has no place for: " + describe_keys(bad))
+    return out, notes
+
+
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
+    tensors, notes = export_state_dict(sd, spec)
+    tensors = plain_tensors(tensors)
+    meta = {"format": "pt"}
+    if spec is not None:
+        meta.update({"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)})
+    return atomic_write_file(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes

@@ -1,0 +1,303 @@
+"""The one training loop: ``train_one_epoch`` and the epoch driver ``Runner`` (REFERENCES C.1).
+
+The loop knows nothing about MAE: a task hands it ``step_fn(model, batch) -> (loss, n_samples)``,
+where ``batch = (images, targets, num_skipped)`` is already on the device and ``loss`` is a 0-d
+tensor (the mean over the batch). Differences from the reference engines, all deliberate:
+
+- DDP ``no_sync()`` on the non-final micro-steps of an accumulation window (the reference
+  all-reduces on every micro-step; the summed gradients are the same).
+- bf16 / fp16 / fp32 autocast (``engine.precision``); a GradScaler only for fp16.
+- A non-finite loss raises :class:`NonFiniteLossError` on every rank (the flags are summed across
+  ranks each micro-step), instead of ``sys.exit(1)`` on one rank.
+- An all-bad batch (0 images) is skipped on every rank; losses are weighted by ``n_samples``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.distributed as torch_dist
+import torch.nn as nn
+from torch.nn.utils import clip_grad_norm_
+from torch.utils.data import DataLoader, IterableDataset
+
+from .checkpoint import capture_rng_state, restore_rng_state
+from .distributed import is_dist
+from .logs import Progress, TensorBoardWriter
+from .metrics import autocast_context
+from .schedule import adjust_learning_rate
+
+StepFn = Callable[[nn.Module, tuple], "tuple[torch.Tensor, int]"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing after the last saved checkpoint was written."""
+
+    def __init__(self, value: float, epoch: int, step: int):
+        self.value, self.epoch, self.step = value, epoch, step
+        super().__init__(f"Loss is {value} at epoch {epoch}, step {step}; stopping training "
+                         "(checkpoints on disk are left as they were)")
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / SIGINT arrived; ``checkpoint`` (or None without output_dir) holds the saved state.
+
+    ``exit_code`` is the shell convention 128 + signal number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, checkpoint=None):
+        self.signum, self.checkpoint, self.exit_code = signum, checkpoint, 128 + int(signum)
+        super().__init__(f"training interrupted by signal {signum}; state saved to {checkpoint}")
+
+
+@dataclass
+class EpochStats:
+    """Running sums of one epoch, already summed over ranks (identical on every rank).
+
+    ``next_step`` is the index of the first batch not yet done; ``interrupted`` is True when the
+    epoch stopped early on a signal (then ``next_step < len(loader)``).
+    """
+
+    loss_sum: float = 0.0
+    n_samples: int = 0
+    skipped_files: int = 0
+    lr_sum: float = 0.0
+    steps: int = 0
+    elapsed: float = 0.0
+    next_step: int = 0
+    interrupted: bool = False
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.n_samples, 1)
+
+    @property
+    def lr(self) -> float:
+        return self.lr_sum / max(self.steps, 1)
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.n_samples / self.elapsed if self.elapsed > 0 else 0.0
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> EpochStats:
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
+
+
+def iterate_from(loader: Iterable, start: int) -> Iterable:
+    """Iterate ``loader`` from batch ``start`` on, without loading the batches before it.
+
+    For a map-style ``DataLoader`` the batch sampler is replayed (indices only, cheap) and a new
+    loader with the same settings runs the rest; other iterables are sliced (their skipped
+    batches are loaded and dropped).
+    """
+    if start <= 0:
+        return loader
+    # Creating a DataLoader iterator draws a seed from the global torch RNG. The RNG state restored
+    # from a mid-epoch checkpoint already includes that draw, so keep it out of the model's stream.
+    rng = torch.get_rng_state()
+    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+        rest = list(itertools.islice(iter(loader.batch_sampler), start, None))
+        workers = loader.num_workers
+        it = iter(DataLoader(loader.dataset, batch_sampler=rest, num_workers=workers,
+                             collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
+                             worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+                             multiprocessing_context=loader.multiprocessing_context if workers else None,
+                             prefetch_factor=loader.prefetch_factor if workers else None,
+                             pin_memory_device=loader.pin_memory_device))
+    else:
+        it = itertools.islice(iter(loader), start, None)
+    torch.set_rng_state(rng)
+    return it
+
+
+def _to_device(batch: tuple, device: torch.device) -> tuple:
+    images, targets, num_skipped = batch
+    images = images.to(device, non_blocking=True)
+    if isinstance(targets, torch.Tensor):
+        targets = targets.to(device, non_blocking=True)
+    return images, targets, num_skipped
+
+
+def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    if not is_dist():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch_dist.all_reduce(t)
+    return t.tolist()
+
+
+def _average_grads(params: list[torch.Tensor]) -> None:
+    # Used only when the last micro-step of a window was skipped, so DDP never all-reduced it.
+    world = torch_dist.get_world_size()
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch_dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
+class _EpochRun:
+    """State of one ``train_one_epoch`` call, split into small steps."""
+
+    def __init__(self, model, optimizer, step_fn, *, epoch, schedule, device, accum_iter, autocast_dtype,
+                 scaler, clip_grad, should_stop, tb, n_iters, stats):
+        self.model, self.optimizer, self.step_fn = model, optimizer, step_fn
+        self.epoch, self.schedule, self.device, self.accum_iter = epoch, schedule, device, accum_iter
+        self.autocast_dtype, self.scaler, self.clip_grad = autocast_dtype, scaler, clip_grad
+        self.should_stop, self.tb, self.n_iters, self.stats = should_stop, tb, n_iters, stats
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.ddp = is_dist() and hasattr(model, "no_sync")
+        self.accumulated = False  # a backward ran since the last optimizer step
+        self.lr = self.last_loss = 0.0
+        self.window_start_stats = dataclasses.replace(stats)
+        self.window_start_rng: dict = {}
+
+    def run(self, loader: Iterable, start: int, log_every: int) -> EpochStats:
+        st = self.stats
+        st.next_step, st.interrupted = start, False
+        self.model.train(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        progress = Progress(self.n_iters, epoch=self.epoch, start=start, log_every=log_every)
+        t0, elapsed0 = time.perf_counter(), st.elapsed
+        try:
+            for i, batch in enumerate(iterate_from(loader, start), start=start):
+                stop = self._micro_step(i, batch)
+                st.elapsed = elapsed0 + time.perf_counter() - t0
+                progress.update(i, loss=self.last_loss, loss_avg=st.loss, lr=self.lr,
+                                images_per_sec=st.images_per_sec)
+                if stop:
+                    break
+        finally:
+            progress.close()
+        # Gradients of trailing micro-batches (len % accum_iter) are discarded, as in the reference.
+        self.optimizer.zero_grad(set_to_none=True)
+        return st
+
+    def _micro_step(self, i: int, batch: tuple) -> bool:
+        """One micro-batch; returns True when the loop must stop (signal)."""
+        acc, st = self.accum_iter, self.stats
+        if i % acc == 0:
+            adjust_learning_rate(self.optimizer, self.schedule(i / self.n_iters + self.epoch))
+            self.lr = max(g["lr"] for g in self.optimizer.param_groups)
+            self.window_start_stats = dataclasses.replace(st)
+            if acc > 1:  # a signal inside the window rewinds to here, RNG included
+                self.window_start_rng = capture_rng_state()
+        update = (i + 1) % acc == 0
+        empty = len(batch[0]) == 0
+        loss, loss_value, n = None, 0.0, 0
+        if not empty:
+            with autocast_context(self.device, self.autocast_dtype):
+                loss, n = self.step_fn(self.model, _to_device(batch, self.device))
+            loss_value, n = float(loss.detach()), int(n)
+        stop, nonfinite, any_empty, loss_sum, n_sum, skipped = _sum_over_ranks(
+            [float(self.should_stop()), float(not math.isfinite(loss_value)), float(empty),
+             loss_value * n, float(n), float(batch[2])], self.device)
+        if nonfinite:
+            raise NonFiniteLossError(loss_value if not math.isfinite(loss_value) else math.nan, self.epoch, i)
+        if stop and not update:
+            # Drop the unfinished accumulation window; a resume redoes it from its first batch.
+            self._rewind(i - i % acc)
+            return True
+        st.skipped_files += int(skipped)
+        st.lr_sum, st.steps = st.lr_sum + self.lr, st.steps + 1
+        if not any_empty:
+            self._backward(loss / acc, sync=update)
+            st.loss_sum, st.n_samples = st.loss_sum + loss_sum, st.n_samples + int(n_sum)
+            self.last_loss = loss_sum / max(n_sum, 1.0)
+        if update:
+            self._optimizer_step(last_skipped=bool(any_empty))
+            if self.tb is not None:
+                x = int((i / self.n_iters + self.epoch) * 1000)
+                self.tb.add_scalars({"train_loss": self.last_loss, "lr": self.lr}, x)
+        st.next_step = i + 1
+        st.interrupted = bool(stop) and st.next_step < self.n_iters
+        return bool(stop)
+
+    def _rewind(self, window_start: int) -> None:
+        restore_rng_state(self.window_start_rng)
+        elapsed = self.stats.elapsed
+        for f in dataclasses.fields(EpochStats):
+            setattr(self.stats, f.name, getattr(self.window_start_stats, f.name))
+        self.stats.elapsed, self.stats.next_step, self.stats.interrupted = elapsed, window_start, True
+
+    def _backward(self, loss: torch.Tensor, sync: bool) -> None:
+        # Non-final micro-steps skip DDP's all-reduce; the final one reduces the summed gradients.
+        ctx = self.model.no_sync() if (self.ddp and not sync) else contextlib.nullcontext()
+        with ctx:
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self.accumulated = True
+
+    def _optimizer_step(self, last_skipped: bool) -> None:
+        if not self.accumulated:  # every micro-batch of the window was empty
+            return
+        if last_skipped and self.ddp:
+            _average_grads(self.params)
+        if self.scaler is not None:
+            if self.clip_grad is not None:
+                self.scaler.unscale_(self.optimizer)
+                clip_grad_norm_(self.params, self.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.clip_grad is not None:
+                clip_grad_norm_(self.params, self.clip_grad)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accumulated = False
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    step_fn: StepFn,
+    *,
+    epoch: int,
+    schedule: Callable[[float], float],
+    device: torch.device | str,
+    accum_iter: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad: float | None = None,
+    start_step: int = 0,
+    stats: EpochStats | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    tb: TensorBoardWriter | None = None,
+    log_every: int = 20,
+) -> EpochStats:
+    """Train one epoch with the reference semantics (REFERENCES C.1).
+
+    The LR is set at every micro-step ``i`` with ``i % accum_iter == 0`` to
+    ``schedule(epoch + i / len(loader))`` (times each group's ``lr_scale``); the loss is divided by
+    ``accum_iter`` and the optimizer steps when ``(i + 1) % accum_iter == 0``.
+
+    Args:
+        model: the (possibly DDP-wrapped) model handed to ``step_fn``.
+        loader: yields ``(images, targets, num_skipped)``; must have ``len``.
+        schedule: ``epoch_float -> lr``, e.g. :class:`~maekit.engine.schedule.LRSchedule`.
+        start_step: first batch to run (resuming inside an epoch; earlier batches are skipped).
+        stats: sums carried over from the interrupted part of this epoch.
+        should_stop: polled every micro-step; when it returns True (on any rank) the loop finishes
+            the current optimizer step, or drops the unfinished accumulation window, and returns
+            with ``stats.interrupted`` set.
+        tb: TensorBoard writer for per-step ``train_loss`` / ``lr``.
+
+    Raises:
+        NonFiniteLossError: the loss (before division by accum_iter) is NaN/inf on some rank.
+    """
+    run = _EpochRun(model, optimizer, step_fn, epoch=epoch, schedule=schedule, device=torch.device(device),
+                    accum_iter=max(int(accum_iter), 1), autocast_dtype=autocast_dtype, scaler=scaler,
+                    clip_grad=clip_grad, should_stop=should_stop or (lambda: False), tb=tb,
+                    n_iters=len(loader), stats=stats if stats is not None else EpochStats())
+    return run.run(loader, start_step, log_every)

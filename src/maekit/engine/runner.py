@@ -1,0 +1,299 @@
+"""``Runner``: epochs, DDP, evaluation, logs, checkpoints, resume and signals around the loop.
+
+Files written to ``output_dir`` (rank 0): ``config.yaml`` (before step 0), ``log.txt`` (one JSON
+line per epoch), ``checkpoint-last.pth`` (after every epoch and on SIGTERM/SIGINT),
+``checkpoint-{epoch}.pth`` (every ``save_every`` epochs and the last one) and
+``checkpoint-best.pth`` (when the eval metric improves). TensorBoard events go to ``log_dir``.
+
+Stopping on a signal: the handler only sets a flag. The loop finishes the optimizer step in
+progress (or drops an unfinished accumulation window), all ranks agree to stop at the same step,
+``checkpoint-last.pth`` is written with ``epoch`` = the last complete epoch and ``step_in_epoch`` =
+the number of batches of the next epoch already done, and :class:`TrainingInterrupted` is raised.
+Resuming calls ``sampler.set_epoch`` with the same epoch (same shuffle) and skips those batches,
+so every sample is seen exactly once per epoch. Data order and weights resume exactly; random
+draws (masks, augmentations) after a mid-epoch resume differ from an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, find_latest_checkpoint,
+                         load_checkpoint, restore_rng_state, save_checkpoint, to_plain)
+from .distributed import DistInfo, all_gather_objects
+from .logs import JsonLogWriter, TensorBoardWriter, save_config
+from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
+from .schedule import LRSchedule
+
+logger = logging.getLogger("maekit.engine")
+
+
+class Runner:
+    """Drives training from ``start_epoch`` to ``epochs`` (see the module docstring for files).
+
+    Args:
+        model: the bare model (not DDP-wrapped); moved to ``device`` and wrapped here.
+        optimizer: built by the task on ``model``'s parameters (groups may carry ``lr_scale``).
+        train_loader: yields ``(images, targets, num_skipped)``; its ``sampler.set_epoch`` is called.
+        step_fn: ``step_fn(model, batch) -> (loss, n_samples)``; receives the wrapped model and the
+            batch on ``device``, and runs under autocast.
+        epochs, lr, min_lr, warmup_epochs: the schedule; ``lr`` is the actual (scaled) LR.
+        accum_iter: micro-batches per optimizer step.
+        autocast_dtype / use_grad_scaler: from :func:`~maekit.engine.precision.resolve_amp`.
+        clip_grad: max global grad norm, or None.
+        save_every: numbered checkpoint when ``epoch % save_every == 0`` (and at the last epoch);
+            0 means only the last epoch.
+        resume: checkpoint path, ``'auto'`` (latest in output_dir; fresh start if none) or None.
+        start_epoch: first epoch when not resuming.
+        config: the resolved run configuration; saved as ``config.yaml`` and as ``args``.
+        eval_fn: ``eval_fn(bare_model) -> {'acc1': .., 'acc5': .., 'loss': ..}``, run after every
+            epoch on all ranks; logged as ``test_<key>``.
+        best_metric: eval key to maximise for ``checkpoint-best.pth`` (``'acc1'`` or ``'test_acc1'``).
+        extra_state: saved under ``extra`` (e.g. class names).
+        dist: from :func:`~maekit.engine.distributed.init_distributed`; default single process.
+        device: defaults to ``dist.device``.
+        find_unused_parameters: passed to DDP (the reference pretrains with True).
+        compile: wrap the (DDP) model in ``torch.compile``; checkpoints keep the plain names.
+        handle_signals: catch SIGTERM/SIGINT (main thread only).
+    """
+
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable,
+                 step_fn: StepFn, epochs: int, lr: float, min_lr: float = 0.0, warmup_epochs: float = 0.0,
+                 output_dir: str | os.PathLike | None = None, accum_iter: int = 1,
+                 autocast_dtype: torch.dtype | None = None, use_grad_scaler: bool = False,
+                 clip_grad: float | None = None, save_every: int = 1, resume: str | os.PathLike | None = None,
+                 start_epoch: int = 0, log_dir: str | os.PathLike | None = None,
+                 config: dict[str, Any] | None = None,
+                 eval_fn: Callable[[nn.Module], dict[str, float]] | None = None, best_metric: str = "acc1",
+                 extra_state: dict[str, Any] | None = None, dist: DistInfo | None = None,
+                 device: str | torch.device | None = None, find_unused_parameters: bool = False,
+                 compile: bool = False, log_every: int = 20, handle_signals: bool = True):
+        if device is None:
+            device = dist.device if dist is not None else next(model.parameters()).device
+        self.device = torch.device(device)
+        self.dist = dist or DistInfo(device=self.device)
+        self.model_without_ddp = model.to(self.device)
+        self.model = self._wrap(model, find_unused_parameters, compile)
+        self.optimizer, self.train_loader, self.step_fn = optimizer, train_loader, step_fn
+        self.epochs, self.accum_iter = int(epochs), max(int(accum_iter), 1)
+        self.schedule = LRSchedule(base_lr=lr, min_lr=min_lr, epochs=epochs, warmup_epochs=warmup_epochs)
+        self.autocast_dtype, self.clip_grad = autocast_dtype, clip_grad
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_grad_scaler else None
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.save_every, self.resume, self.log_dir = int(save_every or 0), resume, log_dir
+        self.config, self.eval_fn, self.extra_state = dict(config or {}), eval_fn, dict(extra_state or {})
+        self.best_metric = best_metric if best_metric.startswith("test_") else f"test_{best_metric}"
+        self.best_value: float | None = None
+        self.start_epoch, self.start_step = int(start_epoch), 0
+        self.partial: EpochStats | None = None
+        self.log_every, self.handle_signals = log_every, handle_signals
+        self.n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.stop_signal: int | None = None
+
+    def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
+        if self.dist.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+        return torch.compile(model) if compile else model
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.rank == 0
+
+    # ------------------------------------------------------------------ fit
+    def fit(self) -> dict[str, Any]:
+        """Train; returns the last epoch's log dict (``{}`` if no epoch ran).
+
+        Raises:
+            TrainingInterrupted: after saving, on SIGTERM / SIGINT.
+            NonFiniteLossError: NaN/inf loss; no checkpoint is written for the failed epoch.
+        """
+        self.load_resume()
+        self._announce()
+        save_config(self.output_dir, self.config, enabled=self.is_main)
+        json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
+        tb = TensorBoardWriter(self.log_dir, enabled=self.is_main)
+        t0, last = time.time(), {}
+        try:
+            with self._signal_handlers():
+                for epoch in range(self.start_epoch, self.epochs):
+                    last = self._run_epoch(epoch, json_log, tb)
+        finally:
+            tb.close()
+        logger.info("Training time %s", datetime.timedelta(seconds=int(time.time() - t0)))
+        return last
+
+    def _announce(self) -> None:
+        logger.info("actual lr: %.2e", self.schedule.base_lr)
+        logger.info("accumulate grad iterations: %d", self.accum_iter)
+        batch = getattr(self.train_loader, "batch_size", None)
+        if batch:
+            logger.info("effective batch size: %d", batch * self.accum_iter * self.dist.world_size)
+        logger.info("Start training for %d epochs (from epoch %d)", self.epochs, self.start_epoch)
+
+    def _run_epoch(self, epoch: int, json_log: JsonLogWriter, tb: TensorBoardWriter) -> dict[str, Any]:
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        first = epoch == self.start_epoch
+        stats = train_one_epoch(
+            self.model, self.train_loader, self.optimizer, self.step_fn, epoch=epoch, schedule=self.schedule,
+            device=self.device, accum_iter=self.accum_iter, autocast_dtype=self.autocast_dtype,
+            scaler=self.scaler, clip_grad=self.clip_grad, start_step=self.start_step if first else 0,
+            stats=self.partial if first else None, should_stop=lambda: self.stop_signal is not None,
+            tb=tb if tb.active else None, log_every=self.log_every)
+        if stats.interrupted:
+            path = self.save(epoch - 1, step_in_epoch=stats.next_step, partial=stats)
+            raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
+        log = self._epoch_log(epoch, stats)
+        improved = self._update_best(log)
+        self.save(epoch, numbered=self._numbered(epoch), best=improved)
+        json_log.write(log)
+        tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
+        tb.flush()
+        if self.stop_signal is not None:
+            raise TrainingInterrupted(self.stop_signal, self._last_path())
+        return log
+
+    def _epoch_log(self, epoch: int, stats: EpochStats) -> dict[str, Any]:
+        logger.info("Epoch: [%d] Total time: %s  Averaged stats: lr: %.6f  loss: %.4f  img/s: %.1f  skipped: %d",
+                    epoch, datetime.timedelta(seconds=int(stats.elapsed)), stats.lr, stats.loss,
+                    stats.images_per_sec, stats.skipped_files)
+        log: dict[str, Any] = {"train_lr": stats.lr, "train_loss": stats.loss,
+                               "train_images_per_sec": stats.images_per_sec, "skipped_files": stats.skipped_files}
+        if self.eval_fn is not None:
+            metrics = self.eval_fn(self.model_without_ddp)
+            log.update({(k if k.startswith("test_") else f"test_{k}"): v for k, v in metrics.items()})
+        log.update(epoch=epoch, n_parameters=self.n_parameters)
+        return log
+
+    def _update_best(self, log: dict[str, Any]) -> bool:
+        value = log.get(self.best_metric)
+        if value is None:
+            return False
+        improved = self.best_value is None or value > self.best_value
+        if improved:
+            self.best_value = float(value)
+        logger.info("Max %s: %.2f", self.best_metric, self.best_value)
+        return improved
+
+    def _numbered(self, epoch: int) -> bool:
+        return epoch + 1 == self.epochs or (self.save_every > 0 and epoch % self.save_every == 0)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self, epoch: int, step_in_epoch: int = 0, partial: EpochStats | None = None) -> dict:
+        """The checkpoint dict. Collective: every rank must call it (RNG states are gathered)."""
+        rng = all_gather_objects(capture_rng_state())
+        return {
+            "model": self.model_without_ddp.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": int(epoch),
+            "step_in_epoch": int(step_in_epoch),
+            "partial_epoch": partial.state_dict() if partial is not None else None,
+            "args": to_plain(self.config),
+            "rng": rng,
+            "world_size": self.dist.world_size,
+            "schedule": {"lr": self.schedule.base_lr, "min_lr": self.schedule.min_lr, "epochs": self.epochs,
+                         "warmup_epochs": self.schedule.warmup_epochs, "accum_iter": self.accum_iter},
+            "best": {"name": self.best_metric, "value": self.best_value},
+            "extra": to_plain(self.extra_state),
+        }
+
+    def _last_path(self) -> Path | None:
+        return self.output_dir / LAST_NAME if self.output_dir else None
+
+    def save(self, epoch: int, *, step_in_epoch: int = 0, partial: EpochStats | None = None,
+             numbered: bool = False, best: bool = False) -> Path | None:
+        """Write ``checkpoint-last.pth`` (+ numbered / best copies) on rank 0. Collective."""
+        state = self.state_dict(epoch, step_in_epoch, partial)
+        if not self.is_main or self.output_dir is None:
+            return self._last_path()
+        last = save_checkpoint(self.output_dir / LAST_NAME, state)
+        if numbered:
+            copy_checkpoint(last, self.output_dir / f"checkpoint-{epoch}.pth")
+        if best:
+            copy_checkpoint(last, self.output_dir / BEST_NAME)
+        return last
+
+    def load_resume(self) -> None:
+        """Apply ``resume``: model (strict), then optimizer, scaler, epoch, RNG and best metric if present."""
+        if not self.resume:
+            return
+        if str(self.resume) == "auto":
+            if self.output_dir is None:
+                raise ValueError("resume='auto' needs an output_dir to look in")
+            path = find_latest_checkpoint(self.output_dir)
+            if path is None:
+                logger.info("No checkpoint in %s: starting from scratch", self.output_dir)
+                return
+        else:
+            path = Path(self.resume)
+        ckpt = load_checkpoint(path)
+        self.model_without_ddp.load_state_dict(ckpt["model"])
+        logger.info("Resume checkpoint %s", path)
+        if "optimizer" in ckpt and "epoch" in ckpt:
+            self._resume_training_state(ckpt)
+            logger.info("With optim & sched! (epoch %d, batch %d)", self.start_epoch, self.start_step)
+
+    def _resume_training_state(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        same_world = ckpt.get("world_size", self.dist.world_size) == self.dist.world_size
+        self.start_step = int(ckpt.get("step_in_epoch") or 0)
+        if self.start_step and not same_world:
+            logger.warning("checkpoint was saved mid-epoch with another world size: redoing epoch %d",
+                           self.start_epoch)
+            self.start_step = 0
+        partial = ckpt.get("partial_epoch")
+        self.partial = EpochStats.from_state_dict(partial) if (partial and self.start_step) else None
+        best = ckpt.get("best") or {}
+        if best.get("name") == self.best_metric and best.get("value") is not None:
+            self.best_value = float(best["value"])
+        self._restore_rng(ckpt.get("rng"))
+
+    def _restore_rng(self, rng: Any) -> None:
+        if isinstance(rng, list) and len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        elif isinstance(rng, dict) and self.dist.world_size == 1:
+            restore_rng_state(rng)
+        elif rng is not None:
+            logger.warning("RNG state saved for %d ranks; keeping this run's seeds", len(rng))
+
+    # ---------------------------------------------------------------- signals
+    @contextlib.contextmanager
+    def _signal_handlers(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        pid = os.getpid()
+
+        def handler(signum, frame):
+            if os.getpid() != pid:  # a forked DataLoader worker inherited this handler: ignore
+                return
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl+C: stop now, without saving
+            self.stop_signal = signum
+            logger.warning("Received %s: finishing the current step, then saving %s",
+                           signal.Signals(signum).name, LAST_NAME)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -1,0 +1,92 @@
+"""Pieces every task shares: devices and ranks, model shapes from options, the lr printout."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..engine.distributed import DistInfo, init_distributed, seed_everything
+from ..engine.logs import setup_logging
+from ..engine.optim import effective_batch_and_lr
+from ..engine.precision import resolve_amp
+
+log = logging.getLogger("maekit.tasks")
+
+
+@dataclass
+class RunContext:
+    """Where and how a task runs."""
+
+    dist: DistInfo
+    autocast_dtype: torch.dtype | None
+    use_scaler: bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+
+def device_name(device: str | None) -> str | None:
+    """``auto`` -> None (engine picks CUDA if present); PASSL's ``gpu`` -> ``cuda``."""
+    if device in (None, "", "auto"):
+        return None
+    return "cuda" + device[3:] if device.startswith("gpu") else device
+
+
+def start_run(*, device: str | None, seed: int, amp: str) -> RunContext:
+    """Initialise distributed (torchrun / SLURM), logging, seeds and precision."""
+    name = device_name(device)
+    if name and name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} asked for a GPU, but torch sees none; use --device cpu")
+    dist = init_distributed(device=name)
+    setup_logging(dist.rank)
+    seed_everything(seed, dist.rank)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype, scaler = resolve_amp(amp, dist.device)
+    return RunContext(dist, dtype, scaler)
+
+
+def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int, int]:
+    """``--input_size S`` or ``--input_size H W`` -> S or (H, W)."""
+    if isinstance(input_size, int):
+        return input_size
+    sizes = [int(v) for v in input_size]
+    if len(sizes) == 1:
+        return sizes[0]
+    if len(sizes) == 2:
+        return sizes[0], sizes[1]
+    raise ValueError(f"--input_size takes one or two numbers (S or H W), got {sizes}")
+
+
+def shape_overrides(*, input_size, patch_size: int | None = None, in_chans: int | None = None) -> dict[str, Any]:
+    """Model constructor overrides from the shape options (only those given)."""
+    kw: dict[str, Any] = {"img_size": image_size(input_size)}
+    if patch_size is not None:
+        kw["patch_size"] = patch_size
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
+    return kw
+
+
+def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: float, lr: float | None) -> tuple[int, float]:
+    """Effective batch and actual lr, printed before the first step as the reference does."""
+    if batch_size < 1 or accum_iter < 1:
+        raise ValueError(f"--batch_size and --accum_iter must be >= 1, got {batch_size} and {accum_iter}")
+    eff, actual = effective_batch_and_lr(batch_size, accum_iter, world_size, blr, lr)
+    if lr is None:
+        log.info("base lr: %.2e", blr)
+    log.info("actual lr: %.2e", actual)
+    log.info("accumulate grad iterations: %d", accum_iter)
+    log.info("effective batch size: %d (= %d per process x %d accumulation x %d processes)",
+             eff, batch_size, accum_iter, world_size)
+    return eff, actual
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
