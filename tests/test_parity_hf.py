@@ -84,7 +84,7 @@ def test_hf_vitmae_encoder_parity_tiny(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm_pix_loss", [True])
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
 def test_hf_vitmae_parity_base(tmp_path, norm_pix_loss):
     torch.manual_seed(0)
     model = maekit.create_model("mae_vit_base_patch16", norm_pix_loss=norm_pix_loss)

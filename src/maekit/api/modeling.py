@@ -39,10 +39,10 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from ..models import create_model, is_model
+from ..models import canonical_name, create_model, is_model
 from ..weights import load_pretrained_encoder
 from . import hub, zoo
-from .config import CONFIG_NAME, PROCESSOR_NAME, WEIGHTS_NAME, MAEConfig, is_pretraining_model
+from .config import CONFIG_NAME, MAEConfig, is_pretraining_model
 
 log = logging.getLogger(__name__)
 
@@ -56,98 +56,41 @@ class DecoderNotLoadedWarning(UserWarning):
     """A pretraining model got encoder weights only: its decoder is random."""
 
 
-# ---------------------------------------------------------------------------- folders
+# ---------------------------------------------------------------------------- folders and files
 def write_model_folder(model: nn.Module, save_directory: str | os.PathLike, config: MAEConfig) -> Path:
-    """``config.json`` + ``model.safetensors`` (plain contiguous CPU tensors)."""
-    from safetensors.torch import save_file
+    """``config.json`` + ``model.safetensors``, written atomically by ``maekit.convert``."""
+    from ..convert import maekit_format
 
-    out = Path(save_directory)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    seen: set[int] = set()
-    for k, v in model.state_dict().items():
-        t = v.detach().cpu().contiguous()
-        if t.numel() and t.untyped_storage().data_ptr() in seen:
-            t = t.clone()  # safetensors refuses shared storage
-        if t.numel():
-            seen.add(t.untyped_storage().data_ptr())
-        tensors[k] = t
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "model_name": config.model_name})
-    os.replace(tmp, out / WEIGHTS_NAME)
-    config.save_pretrained(out)
-    return out
+    extra = {k: v for k, v in config.to_dict().items() if k not in ("model_name", "model_args")}
+    return maekit_format.write(model.state_dict(), save_directory, config.model_name, config.model_args, extra)
 
 
 def is_model_folder(path: Path) -> bool:
     """A folder with a maekit ``config.json`` (one that names ``model_name``)."""
-    cfg = path / CONFIG_NAME
-    if not cfg.is_file():
-        return False
+    from ..convert import ConversionError, maekit_format
+
     try:
-        return "model_name" in json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        maekit_format.read_config(path)
+        return True
+    except ConversionError:
         return False
 
 
-def read_model_folder(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{path} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
-    return load_file(str(weights))
-
-
-# ---------------------------------------------------------------------------- files
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Weights under the official names from any file or folder ``maekit.convert`` reads."""
-    try:
-        from ..convert import load_state_dict
-    except ImportError:  # convert/__init__ not there: official / plain PyTorch files and safetensors
-        load_state_dict = None
-    if load_state_dict is not None:
-        return dict(load_state_dict(path))
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from ..convert import load_state_dict
 
-        return load_file(str(path))
-    from ..convert.official import read
-
-    return dict(read(path).state_dict)
+    return dict(load_state_dict(path))
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike | None = None,
-                 **overrides: Any) -> tuple[MAEConfig, list[str]]:
-    """The config whose model the weights fit (``maekit.convert.infer_model``).
-
-    ``norm_pix_loss`` is not in the weights: for a pretraining model in a file named like a
-    published one (``mae_visualize_vit_large.pth``) it is taken from that table entry.
-    """
-    try:
-        from ..convert import infer_model
-    except ImportError:
-        from ..convert.infer import infer_model
-    name, args, notes = infer_model(state_dict, **overrides)
-    notes = list(notes)
-    cfg = MAEConfig(name, args)
-    entry = _entry_for_filename(path) if path is not None else None
-    if entry is not None and "norm_pix_loss" not in overrides and cfg.task == "masked_image_modeling":
-        cfg.norm_pix_loss = entry.model_args["norm_pix_loss"]
-        cfg.weights = entry.name
-        notes.append(f"norm_pix_loss={entry.model_args['norm_pix_loss']}: the file is named like the published "
-                     f"{entry.name}")
-    for note in notes:
-        log.info("%s: %s", path or "weights", note)
-    return cfg, notes
-
-
-def _entry_for_filename(path: str | os.PathLike) -> zoo.WeightsEntry | None:
-    """A pretraining-model entry (one that fixes ``norm_pix_loss``) whose file has this name."""
+def _entry_for_filename(path: str | os.PathLike, model_name: str) -> zoo.WeightsEntry | None:
+    """The pretraining-model entry (it fixes ``norm_pix_loss``) of the same model whose
+    published file has this name."""
     name = Path(path).name
     for entry_name in zoo.list_pretrained():
         entry = zoo.lookup(entry_name)
-        if entry is not None and entry.filename == name and "norm_pix_loss" in entry.model_args:
+        if (entry is not None and entry.filename == name and "norm_pix_loss" in entry.model_args
+                and canonical_name(entry.model_name) == canonical_name(model_name)):
             return entry
     return None
 
@@ -183,13 +126,9 @@ def resolve_source(name_or_path: str | os.PathLike, *, load_weights: bool = True
         src.kind = "url"
         return src
     path = Path(text).expanduser()
-    if path.is_dir():
-        if is_model_folder(path):
-            cfg = MAEConfig.from_json_file(path / CONFIG_NAME)
-            sd = read_model_folder(path) if load_weights else None
-            return Source(cfg, "folder", text, state_dict=sd, folder=path)
-        return _file_source(path, text)  # another format's folder (Hugging Face...)
-    if path.is_file():
+    if path.is_dir() and not load_weights and is_model_folder(path):
+        return Source(MAEConfig.from_json_file(path / CONFIG_NAME), "folder", text, folder=path)
+    if path.exists():
         return _file_source(path, text)
     if _looks_like_path(text) and not is_model(zoo.split_name(text)[0]):
         raise FileNotFoundError(f"no such file or folder: {text}")
@@ -213,9 +152,25 @@ def resolve_source(name_or_path: str | os.PathLike, *, load_weights: bool = True
 
 
 def _file_source(path: Path, label: str) -> Source:
-    sd = read_checkpoint(path)
-    cfg, notes = infer_config(sd, path)
-    return Source(cfg, "file", label, state_dict=sd, notes=notes)
+    """A checkpoint file or a folder of any format: weights fitted to the inferred model."""
+    from ..convert import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    notes = list(loaded.notes)
+    cfg = MAEConfig(loaded.model_name, loaded.model_args)
+    entry = _entry_for_filename(path, loaded.model_name) if path.is_file() else None
+    if entry is not None and "norm_pix_loss" not in loaded.model_args:
+        cfg.norm_pix_loss = entry.model_args["norm_pix_loss"]
+        cfg.weights = entry.name
+        notes.append(f"norm_pix_loss={cfg.norm_pix_loss}: the file is named like the published {entry.name}")
+    if path.is_dir():  # a maekit folder: its extras (class_names...) too
+        data = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")) if is_model_folder(path) else {}
+        for key in ("class_names", "weights"):
+            if key in data:
+                setattr(cfg, key, data[key])
+    for note in notes:
+        log.info("%s: %s", label, note)
+    return Source(cfg, "folder" if path.is_dir() else "file", label, state_dict=loaded.state_dict, notes=notes)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -377,5 +332,5 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> nn.Module
     return AutoModel.from_pretrained(name_or_path, **kwargs)
 
 
-__all__ = ["AutoModel", "DecoderNotLoadedWarning", "PROCESSOR_NAME", "Source", "from_pretrained", "load_weights",
+__all__ = ["AutoModel", "DecoderNotLoadedWarning", "Source", "from_pretrained", "load_weights",
            "resolve_source", "save_pretrained"]

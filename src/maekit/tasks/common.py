@@ -81,8 +81,6 @@ def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: flo
     eff, actual = effective_batch_and_lr(batch_size, accum_iter, world_size, blr, lr)
     if lr is None:
         log.info("base lr: %.2e", blr)
-    log.info("actual lr: %.2e", actual)
-    log.info("accumulate grad iterations: %d", accum_iter)
     log.info("effective batch size: %d (= %d per process x %d accumulation x %d processes)",
              eff, batch_size, accum_iter, world_size)
     return eff, actual

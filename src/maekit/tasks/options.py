@@ -41,7 +41,6 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--save_every", type=int, default=None, help="write checkpoint-{epoch}.pth every N epochs")
     g.add_argument("--print_freq", type=int, default=20, help="plain-text progress line every N steps (no TTY)")
-    g.add_argument("--max_train_step", type=int, default=None, help="stop after this many optimizer steps (debug)")
     g.add_argument("--mean", type=_str2floats, default=None, help="normalisation mean, e.g. '0.5' or '0.485,0.456,0.406'")
     g.add_argument("--std", type=_str2floats, default=None, help="normalisation std, one value per channel")
     # Accepted for command-line compatibility with the official scripts; torchrun sets these.

@@ -1,0 +1,1 @@
+"""Tasks: pretrain, finetune, linprobe, evaluate and demo, wiring models + data + engine."""

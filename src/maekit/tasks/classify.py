@@ -1,0 +1,222 @@
+"""``maekit finetune``, ``maekit linprobe`` and ``maekit eval`` (REFERENCES C.3, C.4, C.6).
+
+Both training tasks build a classifier (``vit_*`` or ``convvit_*``), load a pretrained encoder
+(:func:`maekit.weights.load_pretrained_encoder`), and train it with the engine's Runner, evaluating
+every epoch. Linear probing follows the reference exactly: a ``BatchNorm1d(affine=False, eps=1e-6)``
+in front of the linear head, everything but the head frozen, LARS, and the WHOLE model in train
+mode while training. Train mode matters only for that BatchNorm, which then normalises with batch
+statistics and updates its running statistics (used at evaluation); the frozen encoder has no
+dropout or drop-path, so its output is the same in either mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.data import Mixup
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from ..data import (build_eval_transform, build_finetune_transform, build_linprobe_transform, build_loader,
+                    resolve_dataset, resolve_mean_std)
+from ..engine.metrics import evaluate
+from ..engine.optim import LARS, build_adamw, convvit_layer_id, param_groups_layer_decay, vit_layer_id
+from ..engine.runner import Runner
+from ..models import create_model
+from ..weights import load_pretrained_encoder
+from .common import RunContext, count_parameters, learning_rate, shape_overrides, start_run
+
+log = logging.getLogger("maekit.tasks")
+
+
+# ----------------------------------------------------------------------------- data
+def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, train_transform):
+    """Train and validation datasets, and the class names; checks ``--nb_classes``."""
+    mean, std = resolve_mean_std(in_chans, args.mean, args.std)
+    common = dict(labelled=True, in_chans=in_chans, train_split=getattr(args, "train_split", None),
+                  val_split=getattr(args, "val_split", None))
+    train = resolve_dataset(args.data_path, "train", transform=train_transform, **common) if train_transform else None
+    val = resolve_dataset(args.data_path, "val", **common,
+                          transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std))
+    classes = list((train or val).classes)
+    if train is not None and list(val.classes) != classes:
+        raise ValueError(f"train and validation class folders differ: {classes} vs {list(val.classes)}")
+    if args.nb_classes is not None and args.nb_classes != len(classes):
+        raise ValueError(f"--nb_classes {args.nb_classes} but the data has {len(classes)} classes "
+                         f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
+    return train, val, classes
+
+
+# ----------------------------------------------------------------------------- model
+def _is_convvit(model: nn.Module) -> bool:
+    return hasattr(model, "blocks3")
+
+
+def build_classifier(*, model: str, num_classes: int, input_size, patch_size=None, in_chans=None,
+                     global_pool: bool = True, drop_path: float = 0.0) -> nn.Module:
+    """A registered classifier (``vit_*`` / ``convvit_*``) with the shape options applied."""
+    net = create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
+                       **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans))
+    if not hasattr(net, "head"):
+        raise ValueError(f"{model!r} is not a classifier; use a vit_* or convvit_* name "
+                         "(mae_* / convmae_* names are pretraining models)")
+    return net
+
+
+def model_in_chans(model: nn.Module) -> int:
+    if hasattr(model, "in_chans"):
+        return int(model.in_chans)
+    embed = model.patch_embed1 if hasattr(model, "patch_embed1") else model.patch_embed
+    return int(embed.proj.in_channels)
+
+
+def model_img_size(model: nn.Module):
+    size = getattr(model, "img_size", None) or model.patch_embed.img_size
+    size = tuple(size) if not isinstance(size, int) else (size, size)
+    return size[0] if size[0] == size[1] else size
+
+
+def load_encoder(model: nn.Module, source: str, head_init_std: float) -> None:
+    if not source:
+        log.warning("no --finetune checkpoint given: training from a random initialisation")
+        return
+    report = load_pretrained_encoder(model, source, head_init_std=head_init_std)
+    log.info("loaded pretrained weights from %s: %s", source, report)
+
+
+def add_linear_probe_head(model: nn.Module) -> nn.Module:
+    """Reference linear probe: head = BatchNorm1d(affine=False) + Linear; all else frozen."""
+    dim = model.head.in_features
+    model.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), model.head)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("head.")
+    return model
+
+
+# ----------------------------------------------------------------------------- steps
+def classification_criterion(*, mixup_fn, smoothing: float) -> nn.Module:
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()  # smoothing is folded into the mixed targets
+    if smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def build_mixup(args: argparse.Namespace, num_classes: int):
+    active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    if not active:
+        return None
+    if args.batch_size % 2:
+        raise ValueError(f"mixup/cutmix needs an even --batch_size, got {args.batch_size}")
+    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                 prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                 label_smoothing=args.smoothing, num_classes=num_classes)
+
+
+def make_step_fn(criterion: nn.Module, mixup_fn=None):
+    def step_fn(net, batch):
+        images, targets = batch[0], batch[1]
+        if mixup_fn is not None:
+            images, targets = mixup_fn(images, targets)
+        return criterion(net(images), targets), images.shape[0]
+
+    return step_fn
+
+
+def make_eval_fn(loader, ctx: RunContext):
+    def eval_fn(net):
+        stats = evaluate(net, loader, device=ctx.device, autocast_dtype=ctx.autocast_dtype)
+        log.info("* Acc@1 %.3f Acc@5 %.3f loss %.3f", stats["acc1"], stats["acc5"], stats["loss"])
+        return {k: stats[k] for k in ("acc1", "acc5", "loss")}
+
+    return eval_fn
+
+
+# ----------------------------------------------------------------------------- tasks
+def run_classification(args: argparse.Namespace, *, linprobe: bool) -> dict[str, Any]:
+    """Fine-tune (``linprobe=False``) or linear-probe from parsed options."""
+    task = "linprobe" if linprobe else "finetune"
+    ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
+    probe = build_classifier(model=args.model, num_classes=args.nb_classes or 1, input_size=args.input_size,
+                             patch_size=args.patch_size, in_chans=args.in_chans)
+    in_chans, img_size = model_in_chans(probe), model_img_size(probe)
+    mean, std = resolve_mean_std(in_chans, args.mean, args.std)
+    if linprobe:
+        train_tf = build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    else:
+        train_tf = build_finetune_transform(
+            img_size, in_chans=in_chans, mean=mean, std=std, color_jitter=args.color_jitter,
+            auto_augment=None if str(args.aa).lower() == "none" else args.aa, re_prob=args.reprob,
+            re_mode=args.remode, re_count=args.recount)
+    train_set, val_set, classes = labelled_datasets(args, in_chans=in_chans, img_size=img_size,
+                                                    train_transform=None if args.eval else train_tf)
+    model = build_classifier(model=args.model, num_classes=len(classes), input_size=args.input_size,
+                             patch_size=args.patch_size, in_chans=args.in_chans, global_pool=args.global_pool,
+                             drop_path=0.0 if linprobe else args.drop_path)
+    if not args.eval:
+        load_encoder(model, args.finetune, head_init_std=0.01 if linprobe else 2e-5)
+    if linprobe:
+        add_linear_probe_head(model)
+    val_loader = build_loader(val_set, batch_size=args.batch_size, train=False, num_workers=args.num_workers,
+                              pin_memory=args.pin_mem, dist_eval=args.dist_eval and ctx.dist.distributed)
+    eval_fn = make_eval_fn(val_loader, ctx)
+    extra = {"model_name": model.model_name, "model_args": dict(model.model_args), "class_names": classes,
+             "task": task}
+    if args.eval:
+        return evaluate_checkpoint(model, args.resume, eval_fn, ctx)
+
+    train_loader = build_loader(train_set, batch_size=args.batch_size, train=True, num_workers=args.num_workers,
+                                pin_memory=args.pin_mem, seed=args.seed)
+    eff_batch, lr = learning_rate(batch_size=args.batch_size, accum_iter=args.accum_iter,
+                                  world_size=ctx.dist.world_size, blr=args.blr, lr=args.lr)
+    if linprobe:
+        optimizer = LARS(model.head.parameters(), lr=lr, weight_decay=args.weight_decay)
+        criterion, mixup_fn = nn.CrossEntropyLoss(), None
+    else:
+        convvit = _is_convvit(model)
+        groups = param_groups_layer_decay(
+            model, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
+            num_layers=len(model.blocks3 if convvit else model.blocks) + 1,
+            layer_id_fn=convvit_layer_id if convvit else vit_layer_id, no_weight_decay=model.no_weight_decay())
+        optimizer = build_adamw(groups, lr=lr)  # default betas (0.9, 0.999), as the reference
+        mixup_fn = build_mixup(args, len(classes))
+        criterion = classification_criterion(mixup_fn=mixup_fn, smoothing=args.smoothing)
+    log.info("%s %s: %d classes, %d train / %d val images, %.2fM trainable parameters", task, args.model,
+             len(classes), len(train_set), len(val_set), count_parameters(model) / 1e6)
+    config = dict(vars(args), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
+                  nb_classes=len(classes), world_size=ctx.dist.world_size, task=task)
+    runner = Runner(
+        model=model, optimizer=optimizer, train_loader=train_loader, step_fn=make_step_fn(criterion, mixup_fn),
+        epochs=args.epochs, lr=lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
+        output_dir=args.output_dir, accum_iter=args.accum_iter, autocast_dtype=ctx.autocast_dtype,
+        use_grad_scaler=ctx.use_scaler, clip_grad=getattr(args, "clip_grad", None), save_every=args.save_every,
+        resume=args.resume or None, start_epoch=args.start_epoch, log_dir=args.log_dir, config=config,
+        eval_fn=eval_fn, best_metric="acc1", extra_state=extra, dist=ctx.dist, compile=args.compile,
+        log_every=args.print_freq,
+    )
+    last = runner.fit()
+    if runner.best_value is not None:
+        log.info("Max accuracy: %.2f%%", runner.best_value)
+    return last
+
+
+def evaluate_checkpoint(model: nn.Module, checkpoint: str, eval_fn, ctx: RunContext) -> dict[str, Any]:
+    """``--eval --resume X``: load a classifier strictly and evaluate it once."""
+    if not checkpoint:
+        raise ValueError("--eval needs --resume <checkpoint> (the classifier to evaluate)")
+    from ..convert import load_state_dict
+
+    state = load_state_dict(checkpoint)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{checkpoint} does not fit {model.model_name}: missing {missing[:6]}, "
+                         f"unexpected {unexpected[:6]}")
+    model.to(ctx.device)
+    stats = eval_fn(model)
+    log.info("Accuracy of the network on the validation images: %.1f%%", stats["acc1"])
+    return {f"test_{k}": v for k, v in stats.items()}
