@@ -80,6 +80,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _stem(item: Any, index: int) -> str:
+    if item is None:
+        return f"image{index}"
     if isinstance(item, (str, Path)) and not str(item).lower().startswith(("http://", "https://")):
         return re.sub(r"[^\w.-]+", "_", Path(item).stem) or f"image{index}"
     if isinstance(item, str):
@@ -156,18 +158,18 @@ class MaskedImageModelingPipeline(Pipeline):
                              "classifier: use the image_classification or image_feature_extraction task")
 
     def _start(self, count: int, *, mask_ratio: float = 0.75, seed: int | None = None,
-               output_dir: str | os.PathLike | None = None) -> torch.Tensor:
+               output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         if not 0.0 <= float(mask_ratio) < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         # One noise table for all images, so a mask does not depend on the batch size.
-        return torch.rand(count, self.model.num_patches, generator=generator)
+        return {"noise": torch.rand(count, self.model.num_patches, generator=generator), "names": set()}
 
-    def _run(self, pixel_values, items, offset, noise, *, mask_ratio: float = 0.75, seed: int | None = None,
+    def _run(self, pixel_values, items, offset, state, *, mask_ratio: float = 0.75, seed: int | None = None,
              output_dir: str | os.PathLike | None = None) -> list:
         n = pixel_values.shape[0]
         panels = reconstruct(self.model, pixel_values, mask_ratio=float(mask_ratio),
-                             noise=noise[offset:offset + n].to(pixel_values.device))
+                             noise=state["noise"][offset:offset + n].to(pixel_values.device))
         proc = self.image_processor
         gh, gw = self.model.grid_size
         step = pixel_values.shape[-2] // gh, pixel_values.shape[-1] // gw
@@ -183,8 +185,11 @@ class MaskedImageModelingPipeline(Pipeline):
                 "loss": float(panels.loss[i]),
             }
             if output_dir is not None:
-                out["files"] = _save(out, Path(output_dir), _stem(items[i], offset + i) if items[i] is not None
-                                     else f"image{offset + i}")
+                stem = _stem(items[i], offset + i)
+                if stem in state["names"]:  # two inputs with the same file name
+                    stem = f"{stem}_{offset + i}"
+                state["names"].add(stem)
+                out["files"] = _save(out, Path(output_dir), stem)
             results.append(out)
         return results
 

@@ -75,7 +75,7 @@ def _open_image(x: str | Path, in_chans: int) -> Image.Image:
 
 def _array_to_chw(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """One image as an array/tensor -> (C, H, W) float tensor in [0, 1] (layout guessed)."""
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x.detach().cpu()
+    t = torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x.detach().cpu()
     if t.dtype == torch.bool:
         t = t.float()
     elif t.dtype == torch.uint8:

@@ -90,24 +90,34 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
                   **overrides: Any) -> tuple[str, dict[str, Any], list[str], ModelSpec]:
     """(model_name, model_args, notes, spec) of the model the weights go into.
 
-    ``model`` picks the registered model (its shape arguments still follow the weights);
-    otherwise it is inferred (:func:`infer_model`).
+    ``model`` picks the registered model: its shape is the preset's plus ``overrides`` (and the
+    arguments a maekit folder of the same model records), and the weights must fit it;
+    otherwise the model is inferred from the weights (:func:`infer_model`).
     """
     hints = dict(hints or {})
-    family = None
-    if model:
-        from ..models import canonical_name, is_model
+    if not model:
+        name, args, notes = infer_model(sd, hints=hints, **overrides)
+        return name, args, notes, describe(name, args)
+    from ..models import canonical_name, is_model
 
-        if not is_model(model):
-            describe(model)  # raises the registry's "unknown model ... did you mean" error
-        family = describe(model).family
-        same = hints.get("model_name") and is_model(hints["model_name"]) and \
-            canonical_name(hints["model_name"]) == canonical_name(model)
-        if not same:
-            hints.pop("model_args", None)
-        hints["model_name"] = model
-    name, args, notes = infer_model(sd, hints=hints, family=family, **overrides)
-    return name, args, notes, describe(name, args)
+    preset = describe(model)  # an unknown name raises the registry's "did you mean" error
+    hinted = hints.get("model_name")
+    if hinted and "model_args" in hints and is_model(hinted) and canonical_name(hinted) == canonical_name(model):
+        args = dict(hints["model_args"])
+    else:  # the model's own shape; only what the file states beyond the weights is carried over
+        args = {}
+        arch = preset.arch()
+        for key in ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps"):
+            value = hints.get(key)
+            if value is not None and arch.get(key) is not None and value != arch[key]:
+                args[key] = value
+    args.update(overrides)
+    spec = describe(model, args)
+    try:
+        check_fit(sd, spec)
+    except ConversionError as e:
+        raise ConversionError(f"{e.problem} (without a model name the shape is taken from the weights)") from e
+    return model, args, [], spec
 
 
 def load_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None,

@@ -84,8 +84,7 @@ def load_encoder(model: nn.Module, source: str, head_init_std: float) -> None:
     if not source:
         log.warning("no --finetune checkpoint given: training from a random initialisation")
         return
-    report = load_pretrained_encoder(model, source, head_init_std=head_init_std)
-    log.info("loaded pretrained weights from %s: %s", source, report)
+    load_pretrained_encoder(model, source, head_init_std=head_init_std)  # logs its own report
 
 
 def add_linear_probe_head(model: nn.Module) -> nn.Module:
@@ -130,7 +129,6 @@ def make_step_fn(criterion: nn.Module, mixup_fn=None):
 def make_eval_fn(loader, ctx: RunContext):
     def eval_fn(net):
         stats = evaluate(net, loader, device=ctx.device, autocast_dtype=ctx.autocast_dtype)
-        log.info("* Acc@1 %.3f Acc@5 %.3f loss %.3f", stats["acc1"], stats["acc5"], stats["loss"])
         return {k: stats[k] for k in ("acc1", "acc5", "loss")}
 
     return eval_fn

@@ -1,0 +1,229 @@
+"""Weights by name and the download cache, against a loopback HTTP server (no internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import warnings
+
+import pytest
+import torch
+
+from maekit.api import hub, zoo
+from maekit.api.hub import ChecksumError, WeightsUnavailableError
+from maekit.models import create_model
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files`` (path -> bytes); honours ``Range: bytes=N-`` unless told not to."""
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        srv = self.server
+        srv.requests.append((self.path, self.headers.get("Range")))
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        if rng and srv.honor_range:
+            start = int(rng.split("=", 1)[1].split("-", 1)[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = data[start:]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            body = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("MAEKIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAEKIT_OFFLINE", raising=False)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.files, srv.requests, srv.honor_range = {}, [], True
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}/"
+    monkeypatch.setenv("MAEKIT_WEIGHTS_URL", srv.base)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _payload(n: int = 300_000) -> bytes:
+    g = torch.Generator().manual_seed(0)
+    return bytes(torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8).tolist())
+
+
+def _digests(data: bytes) -> tuple[str, str]:
+    return hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- downloads
+def test_download_verifies_and_caches(server, tmp_path):
+    data = _payload()
+    md5, sha = _digests(data)
+    server.files["/w/a.pth"] = data
+    dest = tmp_path / "cache" / "a.pth"
+    out = hub.download(server.base + "w/a.pth", dest, sha256=sha, md5_prefix=md5[:6], progress=False)
+    assert out == dest and dest.read_bytes() == data
+    assert not dest.with_name("a.pth.part").exists()
+    n = len(server.requests)
+    hub.download(server.base + "w/a.pth", dest, sha256=sha, progress=False)  # cached: no request
+    assert len(server.requests) == n
+
+
+def test_wrong_checksum_is_refused_and_not_kept(server, tmp_path):
+    server.files["/w/b.pth"] = _payload()
+    dest = tmp_path / "cache" / "b.pth"
+    with pytest.raises(ChecksumError, match="sha256"):
+        hub.download(server.base + "w/b.pth", dest, sha256="0" * 64, progress=False)
+    assert not dest.exists() and not dest.with_name("b.pth.part").exists()
+    with pytest.raises(ChecksumError, match="md5"):
+        hub.download(server.base + "w/b.pth", dest, md5_prefix="zzzzzz", progress=False)
+    assert not dest.exists() and not dest.with_name("b.pth.part").exists()
+
+
+def test_partial_download_resumes_with_range(server, tmp_path):
+    data = _payload()
+    md5, sha = _digests(data)
+    server.files["/w/c.pth"] = data
+    dest = tmp_path / "cache" / "c.pth"
+    dest.parent.mkdir(parents=True)
+    half = len(data) // 3
+    dest.with_name("c.pth.part").write_bytes(data[:half])
+    hub.download(server.base + "w/c.pth", dest, sha256=sha, md5_prefix=md5[:6], progress=False)
+    assert ("/w/c.pth", f"bytes={half}-") in server.requests
+    assert dest.read_bytes() == data
+
+
+def test_server_ignoring_range_restarts(server, tmp_path):
+    data = _payload()
+    _, sha = _digests(data)
+    server.files["/w/d.pth"] = data
+    server.honor_range = False
+    dest = tmp_path / "cache" / "d.pth"
+    dest.parent.mkdir(parents=True)
+    dest.with_name("d.pth.part").write_bytes(b"garbage that is not the start of the file")
+    hub.download(server.base + "w/d.pth", dest, sha256=sha, progress=False)
+    assert dest.read_bytes() == data
+
+
+def test_corrupt_cached_file_is_refused(server, tmp_path):
+    dest = tmp_path / "cache" / "e.pth"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"placed by hand, but wrong")
+    with pytest.raises(ChecksumError):
+        hub.download(server.base + "w/e.pth", dest, sha256="1" * 64, progress=False)
+    assert not dest.exists()
+
+
+def test_offline_without_cache_says_what_to_do(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAEKIT_OFFLINE", "1")
+    entry = zoo.lookup("mae_vit_base_patch16")
+    with pytest.raises(WeightsUnavailableError) as err:
+        hub.fetch_weights(entry, progress=False)
+    msg = str(err.value)
+    assert "MAEKIT_OFFLINE" in msg and server.base + "pretrain/mae_pretrain_vit_base.pth" in msg
+    assert str(tmp_path / "cache" / "weights" / "pretrain" / "mae_pretrain_vit_base.pth") in msg
+    assert "place it" in msg
+    assert server.requests == []
+
+
+def test_offline_with_cache_works(server, tmp_path, monkeypatch):
+    data = _payload(1000)
+    server.files["/w/f.pth"] = data
+    dest = tmp_path / "cache" / "f.pth"
+    hub.download(server.base + "w/f.pth", dest, sha256=_digests(data)[1], progress=False)
+    monkeypatch.setenv("MAEKIT_OFFLINE", "1")
+    n = len(server.requests)
+    assert hub.download(server.base + "w/f.pth", dest, sha256=_digests(data)[1]).read_bytes() == data
+    assert len(server.requests) == n
+
+
+def test_network_failure_is_a_clear_error(server, tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="404"):
+        hub.download(server.base + "missing.pth", tmp_path / "cache" / "m.pth", progress=False)
+
+
+# ---------------------------------------------------------------------------- names
+@pytest.fixture
+def tiny_entries(server, tmp_path):
+    """A tiny MAE served under two weights names: full (with decoder) and encoder only."""
+    model = create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=2, decoder_depth=1,
+                         norm_pix_loss=True)
+    full = {k: v for k, v in model.state_dict().items()}
+    enc = {k: v for k, v in full.items() if not k.startswith(("decoder_", "mask_token"))}
+    entries = []
+    for tag, sd in (("hubtest_full", full), ("hubtest_encoder", enc)):
+        path = tmp_path / f"{tag}.pth"
+        torch.save({"model": sd}, path)
+        data = path.read_bytes()
+        server.files[f"/tiny/{tag}.pth"] = data
+        entries.append(zoo.register_weights(zoo.WeightsEntry(
+            f"mae_vit_tiny_patch16.{tag}", "mae_vit_tiny_patch16", f"tiny/{tag}.pth",
+            "full" if tag.endswith("full") else "encoder",
+            dict(img_size=32, patch_size=8, depth=2, decoder_depth=1, norm_pix_loss=True),
+            md5_prefix=hashlib.md5(data).hexdigest()[:6]), default=False))
+    yield model.eval()
+    for e in entries:
+        zoo.unregister_weights(e.name)
+
+
+def test_from_pretrained_by_name_downloads_and_matches(tiny_entries, server):
+    from maekit.api import AutoConfig, AutoModel
+
+    cfg = AutoConfig.from_pretrained("mae_vit_tiny_patch16.hubtest_full")
+    assert cfg.norm_pix_loss is True and server.requests == []  # a config needs no download
+    model = AutoModel.from_pretrained("mae_vit_tiny_patch16.hubtest_full", progress=False)
+    x, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    assert torch.equal(model(x, noise=noise).pred, tiny_entries(x, noise=noise).pred)
+    assert ("/tiny/hubtest_full.pth", None) in server.requests
+    with pytest.warns(UserWarning, match="decoder"):
+        enc = AutoModel.from_pretrained("mae_vit_tiny_patch16.hubtest_encoder", progress=False)
+    assert torch.equal(enc.blocks[0].attn.qkv.weight, tiny_entries.blocks[0].attn.qkv.weight)
+    # A URL of a table file reuses the entry's checksum.
+    by_url = AutoModel.from_pretrained(server.base + "tiny/hubtest_full.pth", progress=False)
+    assert torch.equal(by_url(x, noise=noise).pred, tiny_entries(x, noise=noise).pred)
+
+
+def test_download_false_builds_without_network(server):
+    from maekit.api import AutoModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = AutoModel.from_pretrained("mae_vit_base_patch16", download=False)
+    assert model.norm_pix_loss is True and server.requests == []
+
+
+def test_weights_table_names():
+    e = zoo.lookup("mae_vit_base_patch16")
+    assert e.name == "mae_vit_base_patch16.pretrain" and e.contents == "encoder" and e.md5_prefix == "8cad7c"
+    assert zoo.lookup("mae_vit_base_p16") == e  # MindFormers name
+    assert zoo.lookup("vit_base_p16").name == "vit_base_patch16.finetuned"
+    assert zoo.lookup("vit_large_patch16").md5_prefix == "51f550"
+    assert zoo.lookup("mae_vit_huge_patch14.visualize").model_args == {"norm_pix_loss": False}
+    assert zoo.lookup("mae_vit_large_patch16.full").path == "pretrain/mae_pretrain_vit_large_full.pth"
+    assert zoo.lookup("convmae_convvit_base_patch16") is None  # Google Drive only: no entry
+    assert zoo.lookup("mae_vit_tiny_patch16") is None
+    assert all(zoo.lookup(n).sha256 is None for n in zoo.list_pretrained())
+    with pytest.raises(ValueError, match="visualize"):
+        zoo.lookup("mae_vit_base_patch16.nope")
+    with pytest.raises(ValueError, match="unknown model"):
+        zoo.lookup("mae_vit_gigantic_patch16")
