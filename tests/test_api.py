@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from maekit.api import (
-    AutoConfig, AutoImageProcessor, AutoModel, DecoderNotLoadedWarning, ImageProcessor, MAEConfig, from_pretrained,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    DecoderNotLoadedWarning,
+    ImageProcessor,
+    MAEConfig,
+    from_pretrained,
     save_pretrained,
 )
 from maekit.models import create_model
@@ -33,8 +39,8 @@ def images(tmp_path):
     from skimage import data
 
     paths = {}
-    for name, arr, suffix in (("astronaut", data.astronaut()[:301, :257], ".jpg"), ("camera", data.camera()[:99], ".png"),
-                              ("logo", data.logo(), ".png")):
+    for name, arr, suffix in (("astronaut", data.astronaut()[:301, :257], ".jpg"),
+                              ("camera", data.camera()[:99], ".png"), ("logo", data.logo(), ".png")):
         paths[name] = tmp_path / f"{name}{suffix}"
         Image.fromarray(arr).save(paths[name])
     return paths
@@ -43,7 +49,8 @@ def images(tmp_path):
 # ---------------------------------------------------------------------------- config
 def test_config_prints_and_aliases():
     cfg = AutoConfig.from_pretrained("mae_vit_base_p16")
-    assert cfg.model_name == "mae_vit_base_patch16_dec512d8b" and cfg.weights == "mae_vit_base_patch16.pretrain"
+    assert cfg.model_name == "mae_vit_base_patch16_dec512d8b"
+    assert cfg.weights == "mae_vit_base_patch16.pretrain"
     assert (cfg.hidden_size, cfg.embed_dim, cfg.num_hidden_layers, cfg.image_size) == (768, 768, 12, 224)
     assert cfg.norm_pixel_loss is True and cfg.decoder_hidden_size == 512 and cfg.num_channels == 3
     text = repr(cfg)
@@ -53,7 +60,7 @@ def test_config_prints_and_aliases():
     assert MAEConfig.from_dict(cfg.to_dict()) == cfg
     assert AutoConfig.from_pretrained("vit_base_p16").num_labels == 1000
     with pytest.raises(AttributeError):
-        cfg.no_such_field  # noqa: B018
+        _ = cfg.no_such_field
     with pytest.raises(ValueError, match="unknown model"):
         AutoConfig.from_pretrained("mae_vit_gigantic_patch16")
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
@@ -196,8 +203,8 @@ def test_cli_predict_and_visualize(tmp_path, images, capsys, monkeypatch):
     vit.class_names = ["cat", "dog", "bird", "fish"]
     save_pretrained(vit, cls_dir)
 
-    assert main(["predict", "--model", str(cls_dir), "--input", str(images["astronaut"]), str(images["camera"]),
-                 "--topk", "3", "--json"]) == 0
+    assert main(["predict", "--model", str(cls_dir), "--input", str(images["astronaut"]),
+                 str(images["camera"]), "--topk", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["input"] for r in rows] == [str(images["astronaut"]), str(images["camera"])]
     preds = rows[0]["predictions"]
@@ -209,14 +216,15 @@ def test_cli_predict_and_visualize(tmp_path, images, capsys, monkeypatch):
     assert "logo.png" in text and " 1. " in text
 
     out_dir = tmp_path / "recon"
-    assert main(["predict", "--model", str(mae_dir), "--input", str(images["logo"]), "--output_dir", str(out_dir),
-                 "--seed", "3", "--mask_ratio", "0.5"]) == 0
+    assert main(["predict", "--model", str(mae_dir), "--input", str(images["logo"]),
+                 "--output_dir", str(out_dir), "--seed", "3", "--mask_ratio", "0.5"]) == 0
     text = capsys.readouterr().out
     assert "loss" in text and (out_dir / "logo_grid.png").is_file()
     assert Image.open(out_dir / "logo_reconstruction.png").size == (32, 32)
 
     grid = tmp_path / "grid.png"
-    assert main(["visualize", "--model", str(mae_dir), "--image", str(images["astronaut"]), "--out", str(grid)]) == 0
+    assert main(["visualize", "--model", str(mae_dir), "--image", str(images["astronaut"]),
+                 "--out", str(grid)]) == 0
     assert str(grid) in capsys.readouterr().out
     assert Image.open(grid).size == (4 * 32 + 5 * 2, 32 + 2 * 2)
 

@@ -54,18 +54,18 @@ def _worker(rank, port, out):
 
     info = init_distributed(device="cpu")
     assert (info.rank, info.world_size, info.distributed) == (rank, WORLD, True)
-    seed_everything(0, rank)
     ds = dataset()
     sampler = DistributedSampler(ds, num_replicas=WORLD, rank=rank, shuffle=False)
     r = runner(DataLoader(ds, batch_size=BATCH, sampler=sampler, collate_fn=collate, drop_last=True), accum=2,
                out=os.path.join(out, "ddp"), dist=info)
+    seed_everything(0, rank)  # after the model init (same weights), before training: per-rank streams
     log = r.fit()
     if rank == 0:
         torch.save({"params": [p.detach() for p in r.model_without_ddp.parameters()], "log": log},
                    os.path.join(out, "ddp_result.pt"))
 
     # An all-bad batch on rank 1 only: the last micro-step of a window, then the first of the next.
-    x, y, _ = collate([ds[i] for i in range(BATCH)])
+    x, y, _ = collate([ds[i] for i in range(rank * BATCH, (rank + 1) * BATCH)])  # different data per rank
     loader = [(x, y, 0)] * 4
     if rank == 1:
         loader[1], loader[2] = (x[:0], y[:0], 4), (x[:0], y[:0], 4)

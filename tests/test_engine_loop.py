@@ -149,25 +149,28 @@ def test_straight_run_equals_crash_and_resume(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["args"]["path"] == str(tmp_path / "a") and len(ckpt["rng"]) == 1
 
 
-@pytest.mark.parametrize("i_in_epoch,next_step", [(2, 2), (3, 4)])
-def test_sigterm_mid_epoch_saves_and_resume_continues(tmp_path, i_in_epoch, next_step):
-    a = make_runner(tmp_path / "a")
+@pytest.mark.parametrize("signal_at,next_step", [(3, 3), (4, 6), (5, 6)])
+def test_sigterm_mid_epoch_saves_and_resume_continues(tmp_path, signal_at, next_step):
+    # accum_iter 3, 7 batches: windows [0 1 2] [3 4 5] [6]. The flag is seen before the next batch:
+    # batch 4 sits inside a window -> window dropped, redo from 3; batch 5 ends a window -> finish it;
+    # batch 6 starts one -> stop before it.
+    a = make_runner(tmp_path / "a", accum=3)
     a.fit()
     calls = [0]
 
     def step(model, batch):
         calls[0] += 1
-        if calls[0] == ITERS + i_in_epoch + 1:  # epoch 1, batch i_in_epoch
+        if calls[0] == ITERS + signal_at + 1:  # during epoch 1, batch `signal_at`
             os.kill(os.getpid(), signal.SIGTERM)
         return noisy_step(model, batch)
 
     with pytest.raises(TrainingInterrupted) as info:
-        make_runner(tmp_path / "c", step).fit()
+        make_runner(tmp_path / "c", step, accum=3).fit()
     assert info.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     ckpt = load_checkpoint(tmp_path / "c" / "checkpoint-last.pth")
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, next_step)  # batch 2 opens a window: it is redone
-    c = make_runner(tmp_path / "c", resume="auto")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, next_step)
+    c = make_runner(tmp_path / "c", accum=3, resume="auto")
     c.fit()
     assert (c.start_epoch, c.start_step) == (1, next_step)
     for x, y in zip(weights(a), weights(c)):

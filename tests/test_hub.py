@@ -18,7 +18,7 @@ from maekit.models import create_model
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.files`` (path -> bytes); honours ``Range: bytes=N-`` unless told not to."""
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         srv = self.server
         srv.requests.append((self.path, self.headers.get("Range")))
         data = srv.files.get(self.path)
@@ -227,3 +227,19 @@ def test_weights_table_names():
         zoo.lookup("mae_vit_base_patch16.nope")
     with pytest.raises(ValueError, match="unknown model"):
         zoo.lookup("mae_vit_gigantic_patch16")
+
+
+def test_image_url_input(server):
+    import io
+
+    from PIL import Image
+
+    from maekit.api import ImageProcessor
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, format="PNG")
+    server.files["/img/green.png"] = buf.getvalue()
+    x = ImageProcessor(16, resize_mode="resize")(server.base + "img/green.png")["pixel_values"]
+    assert x.shape == (1, 3, 16, 16) and x[0, 1].min() > x[0, 0].max()
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        ImageProcessor(16)(server.base + "img/missing.png")

@@ -48,7 +48,7 @@ def test_masked_image_modeling_outputs(mae, photos, tmp_path):
     pipe = pipeline("masked-image-modeling", model=mae)
     results = pipe(photos, mask_ratio=0.75, seed=0, output_dir=tmp_path / "out")
     assert isinstance(results, list) and len(results) == len(photos)
-    for path, r in zip(photos, results):
+    for path, r in zip(photos, results, strict=True):
         for key in ("reconstruction", "reconstruction_visible", "masked"):
             assert isinstance(r[key], Image.Image) and r[key].size == (32, 32) and r[key].mode == "RGB"
         assert r["grid"].size == (4 * 32 + 5 * 2, 32 + 4)
@@ -63,7 +63,7 @@ def test_masked_image_modeling_outputs(mae, photos, tmp_path):
 def test_same_seed_same_mask_other_seed_other_mask(mae, photos):
     pipe = pipeline("masked_image_modeling", model=mae)
     a, b, c = (pipe(photos[:2], seed=s) for s in (5, 5, 6))
-    assert all(torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b))
+    assert all(torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b, strict=True))
     assert a[0]["loss"] == b[0]["loss"]
     assert not torch.equal(a[0]["mask"], c[0]["mask"])
     # a mask does not depend on the batch size
@@ -143,7 +143,7 @@ def test_task_model_mismatch_is_clear(mae):
 def test_features_unmasked_deterministic(mae, photos):
     pipe = pipeline("image_feature_extraction", model=mae)
     a, b = pipe(photos), pipe(photos)
-    assert all(torch.equal(x, y) for x, y in zip(a, b)) and a[0].shape == (192,)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and a[0].shape == (192,)
     x = ImageProcessor.from_model(mae, resize_mode="crop")(photos)["pixel_values"]
     with torch.no_grad():
         tokens = mae.forward_features(x)
@@ -161,6 +161,7 @@ def test_features_of_classifiers_and_convmae(photos):
     assert torch.allclose(torch.stack(feats), want, atol=1e-6)
     conv = create_model("convvit_small_patch16", **TINY_CONV, num_classes=0)
     assert pipeline("image_feature_extraction", model=conv)(photos[3]).shape == (64,)
-    convmae = create_model("convmae_convvit_small_patch16", **TINY_CONV, decoder_embed_dim=32, decoder_depth=1)
+    convmae = create_model("convmae_convvit_small_patch16", **TINY_CONV, decoder_embed_dim=32,
+                           decoder_depth=1)
     tokens = pipeline("image_feature_extraction", model=convmae, pool=False)(photos[4])
     assert tokens.shape == (16, 64)

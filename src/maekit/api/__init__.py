@@ -12,7 +12,11 @@ from .config import AutoConfig, MAEConfig
 from .hub import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
 from .pipelines import (
-    ImageClassificationPipeline, ImageFeatureExtractionPipeline, MaskedImageModelingPipeline, Pipeline, pipeline,
+    ImageClassificationPipeline,
+    ImageFeatureExtractionPipeline,
+    MaskedImageModelingPipeline,
+    Pipeline,
+    pipeline,
 )
 from .processor import AutoImageProcessor, ImageProcessor
 from .zoo import WeightsEntry, list_pretrained, register_weights
@@ -20,6 +24,6 @@ from .zoo import WeightsEntry, list_pretrained, register_weights
 __all__ = [
     "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",
     "ImageClassificationPipeline", "ImageFeatureExtractionPipeline", "ImageProcessor", "MAEConfig",
-    "MaskedImageModelingPipeline", "Pipeline", "WeightsEntry", "WeightsUnavailableError", "cache_dir", "download",
-    "from_pretrained", "list_pretrained", "pipeline", "register_weights", "save_pretrained",
+    "MaskedImageModelingPipeline", "Pipeline", "WeightsEntry", "WeightsUnavailableError", "cache_dir",
+    "download", "from_pretrained", "list_pretrained", "pipeline", "register_weights", "save_pretrained",
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..data.images import find_images
 from .config import is_pretraining_model
@@ -43,7 +44,8 @@ def _load_model(args: argparse.Namespace):
 def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maekit predict",
-        description="Classify images (classifier models) or reconstruct them (MAE / ConvMAE pretraining models).")
+        description="Classify images (classifier models) or reconstruct them "
+                    "(MAE / ConvMAE pretraining models).")
     p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--input", required=True, nargs="+", metavar="IMAGE",
                    help="image files, folders of images, or URLs")
@@ -51,7 +53,8 @@ def _predict_parser() -> argparse.ArgumentParser:
                    help="auto (by model type), image_classification, masked_image_modeling or "
                         "image_feature_extraction")
     p.add_argument("--topk", "--top_k", dest="topk", type=int, default=5, help="classes shown per image (5)")
-    p.add_argument("--mask_ratio", type=float, default=0.75, help="reconstruction: fraction of patches removed")
+    p.add_argument("--mask_ratio", type=float, default=0.75,
+                   help="reconstruction: fraction of patches removed (0.75)")
     p.add_argument("--seed", type=int, default=2,
                    help="reconstruction: seed of the mask (2, the official demo's; same seed = same mask)")
     p.add_argument("--output_dir", default=None,
@@ -59,12 +62,14 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default cpu)")
-    p.add_argument("--no_download", action="store_true", help="never download: random weights for a bare name")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download: random weights for a bare name")
     return p
 
 
 def predict_main(argv: Sequence[str]) -> int:
-    """``maekit predict --model X --input img... [--topk 5] [--mask_ratio] [--seed] [--output_dir] [--json]``."""
+    """``maekit predict --model X --input img... [--topk 5] [--mask_ratio] [--seed] [--output_dir]
+    [--json]``."""
     args = _predict_parser().parse_args(list(argv))
     inputs = _expand_inputs(args.input)
     model = _load_model(args)
@@ -77,19 +82,20 @@ def predict_main(argv: Sequence[str]) -> int:
         pipe = pipeline(task, model, batch_size=args.batch_size)
         results = pipe(inputs, mask_ratio=args.mask_ratio, seed=args.seed, output_dir=out_dir)
         rows = [{"input": i, "loss": r["loss"], "mask_ratio": args.mask_ratio, "seed": args.seed,
-                 "files": r["files"]} for i, r in zip(inputs, results)]
+                 "files": r["files"]} for i, r in zip(inputs, results, strict=True)]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             for row in rows:
-                print(f"{row['input']}: loss {row['loss']:.4f} (mask_ratio {args.mask_ratio}, seed {args.seed})")
+                print(f"{row['input']}: loss {row['loss']:.4f} "
+                      f"(mask_ratio {args.mask_ratio}, seed {args.seed})")
                 for key, path in row["files"].items():
                     print(f"  {key}: {path}")
         return 0
     if task == "image_classification":
         pipe = pipeline(task, model, batch_size=args.batch_size)
         results = pipe(inputs, top_k=args.topk)
-        rows = [{"input": i, "predictions": r} for i, r in zip(inputs, results)]
+        rows = [{"input": i, "predictions": r} for i, r in zip(inputs, results, strict=True)]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -101,7 +107,8 @@ def predict_main(argv: Sequence[str]) -> int:
         return 0
     pipe = pipeline(task, model, batch_size=args.batch_size)
     feats = pipe(inputs)
-    rows: list[dict[str, Any]] = [{"input": i, "shape": list(f.shape)} for i, f in zip(inputs, feats)]
+    rows: list[dict[str, Any]] = [{"input": i, "shape": list(f.shape)}
+                                  for i, f in zip(inputs, feats, strict=True)]
     if args.output_dir:
         import torch
 
@@ -114,7 +121,8 @@ def predict_main(argv: Sequence[str]) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
-            print(f"{row['input']}: features {tuple(row['shape'])}" + (f" -> {row['file']}" if "file" in row else ""))
+            where = f" -> {row['file']}" if "file" in row else ""
+            print(f"{row['input']}: features {tuple(row['shape'])}{where}")
     return 0
 
 
@@ -129,7 +137,8 @@ def _visualize_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2, help="seed of the mask (2, the official demo's)")
     p.add_argument("--out", default=None, help="PNG to write (default <image name>_grid.png here)")
     p.add_argument("--device", default=None)
-    p.add_argument("--no_download", action="store_true", help="never download: random weights for a bare name")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download: random weights for a bare name")
     return p
 
 

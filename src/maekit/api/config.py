@@ -150,7 +150,7 @@ class MAEConfig:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MAEConfig":
+    def from_dict(cls, data: dict[str, Any]) -> MAEConfig:
         """From ``{"model_name": ..., "model_args": {...}, ...}`` (``config.json``)."""
         if "model_name" not in data:
             raise ValueError(f"a maekit config needs 'model_name'; got keys {sorted(data)}")
@@ -158,7 +158,7 @@ class MAEConfig:
         return cls(data["model_name"], data.get("model_args") or {}, **extra)
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "MAEConfig":
+    def from_model(cls, model: nn.Module) -> MAEConfig:
         """The config of a model built by ``create_model`` (``model_name`` / ``model_args``)."""
         if not hasattr(model, "model_name"):
             raise ValueError(f"{type(model).__name__} was not built by maekit.create_model (no model_name); "
@@ -172,7 +172,7 @@ class MAEConfig:
         return cfg
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "MAEConfig":
+    def from_json_file(cls, path: str | os.PathLike) -> MAEConfig:
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
@@ -181,7 +181,7 @@ class MAEConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "MAEConfig":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> MAEConfig:
         """Same as :meth:`AutoConfig.from_pretrained`."""
         return AutoConfig.from_pretrained(name_or_path, **kwargs)
 
@@ -252,7 +252,7 @@ class MAEConfig:
             shown["class_names"] = names[:8] + [f"... ({len(names)} in all)"]
         try:
             shown["resolved"] = self.architecture()
-        except Exception as e:  # an invalid override: still printable
+        except (ValueError, TypeError) as e:  # an invalid override: still printable
             shown["resolved"] = f"<cannot build: {e}>"
         return f"{type(self).__name__} {json.dumps(shown, indent=2)}"
 

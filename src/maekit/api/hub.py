@@ -28,8 +28,8 @@ import os
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .zoo import DEFAULT_BASE_URL, WeightsEntry, entry_for_url
 

@@ -32,9 +32,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".pdmodel", ".safetensors",
                         ".npz", ".tar")
 _DECODER_PREFIXES = ("decoder_", "mask_token")
+_FUSION_PREFIXES = ("stage1_output_decode", "stage2_output_decode")  # ConvMAE: only the decoder uses them
 _FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 
@@ -62,7 +64,8 @@ def write_model_folder(model: nn.Module, save_directory: str | os.PathLike, conf
     from ..convert import maekit_format
 
     extra = {k: v for k, v in config.to_dict().items() if k not in ("model_name", "model_args")}
-    return maekit_format.write(model.state_dict(), save_directory, config.model_name, config.model_args, extra)
+    return maekit_format.write(model.state_dict(), save_directory, config.model_name, config.model_args,
+                               extra)
 
 
 def is_model_folder(path: Path) -> bool:
@@ -110,7 +113,8 @@ class Source:
 
 
 def _looks_like_path(text: str) -> bool:
-    return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES) or text.startswith("~")
+    return (os.sep in text or "/" in text or text.startswith("~")
+            or text.lower().endswith(_CHECKPOINT_SUFFIXES))
 
 
 def resolve_source(name_or_path: str | os.PathLike, *, load_weights: bool = True, download: bool = True,
@@ -120,7 +124,8 @@ def resolve_source(name_or_path: str | os.PathLike, *, load_weights: bool = True
     if hub.is_url(text):
         entry = zoo.entry_for_url(text)
         if not load_weights and entry is not None:
-            return Source(MAEConfig(entry.model_name, entry.model_args, weights=entry.name), "url", text, entry)
+            cfg = MAEConfig(entry.model_name, entry.model_args, weights=entry.name)
+            return Source(cfg, "url", text, entry)
         path = hub.fetch_url(text, progress=progress)
         src = _file_source(path, text)
         src.kind = "url"
@@ -170,7 +175,8 @@ def _file_source(path: Path, label: str) -> Source:
                 setattr(cfg, key, data[key])
     for note in notes:
         log.info("%s: %s", label, note)
-    return Source(cfg, "folder" if path.is_dir() else "file", label, state_dict=loaded.state_dict, notes=notes)
+    kind = "folder" if path.is_dir() else "file"
+    return Source(cfg, kind, label, state_dict=loaded.state_dict, notes=notes)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -182,6 +188,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], label
     """Load official-name weights into a maekit model with the rules of the module docstring."""
     sd = dict(state_dict)
     own = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
     if not is_pretraining_model(model):
         head_ok = all(k in sd and sd[k].shape == own[k].shape for k in own if k.startswith("head."))
         from_pretraining = any(k.startswith(_DECODER_PREFIXES) for k in sd)
@@ -189,12 +196,12 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], label
             report = load_pretrained_encoder(model, sd)
             if report.head_reinitialised:
                 warnings.warn(f"{label}: no classification head for this model in the weights; the head of "
-                              f"{getattr(model, 'model_name', type(model).__name__)} is randomly initialised "
-                              "(fine-tune it before classifying)", UserWarning, stacklevel=3)
+                              f"{name} is randomly initialised (fine-tune it before classifying)",
+                              UserWarning, stacklevel=3)
             return
         result = model.load_state_dict(sd, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: "
+            raise ValueError(f"{label}: weights do not fit {name}: "
                              f"missing {_summ(result.missing_keys) or 'none'}; "
                              f"unexpected {_summ(result.unexpected_keys) or 'none'}")
         return
@@ -204,18 +211,19 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], label
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:
-        raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: {_summ(bad)}")
+        raise ValueError(f"{label}: weights do not fit {name}: {_summ(bad)}")
     result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
-    decoder = [k for k in missing if k.startswith(_DECODER_PREFIXES)]
-    other = [k for k in missing if not k.startswith(_DECODER_PREFIXES)]
+    decoder = [k for k in missing if k.startswith(_DECODER_PREFIXES + _FUSION_PREFIXES)]
+    other = [k for k in missing if k not in decoder]
     if other or result.unexpected_keys:
-        raise ValueError(f"{label}: weights do not fit {getattr(model, 'model_name', 'the model')}: "
-                         f"missing {_summ(other) or 'none'}; unexpected {_summ(result.unexpected_keys) or 'none'}")
+        raise ValueError(f"{label}: weights do not fit {name}: missing {_summ(other) or 'none'}; "
+                         f"unexpected {_summ(result.unexpected_keys) or 'none'}")
     if decoder:
         warnings.warn(f"{label} holds encoder weights only: the decoder ({len(decoder)} tensors) is randomly "
-                      "initialised, so reconstructions are meaningless until it is trained (the '.visualize' or "
-                      "'.full' weights have a decoder)", DecoderNotLoadedWarning, stacklevel=3)
+                      "initialised, so reconstructions are meaningless until it is trained (the "
+                      "'.visualize' or '.full' weights have a decoder)",
+                      DecoderNotLoadedWarning, stacklevel=3)
 
 
 class _SavePretrained:
@@ -245,8 +253,9 @@ def _finish(model: nn.Module, config: MAEConfig, device: Any) -> nn.Module:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "model_name"):
-            model = model.module  # DDP
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module) and not hasattr(model, "model_name"):
+            model = inner  # DDP
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod  # torch.compile
         else:
@@ -312,7 +321,8 @@ class AutoModel:
         return _finish(model, config, device)
 
     @classmethod
-    def from_config(cls, config: MAEConfig | Mapping[str, Any], *, device: Any = None, **overrides: Any) -> nn.Module:
+    def from_config(cls, config: MAEConfig | Mapping[str, Any], *, device: Any = None,
+                    **overrides: Any) -> nn.Module:
         """A randomly initialised model of ``config`` (a :class:`MAEConfig` or its dict)."""
         config = MAEConfig.from_dict(dict(config)) if isinstance(config, Mapping) else MAEConfig.from_dict(
             config.to_dict())

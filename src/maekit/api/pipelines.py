@@ -85,7 +85,8 @@ def _stem(item: Any, index: int) -> str:
     if isinstance(item, (str, Path)) and not str(item).lower().startswith(("http://", "https://")):
         return re.sub(r"[^\w.-]+", "_", Path(item).stem) or f"image{index}"
     if isinstance(item, str):
-        return re.sub(r"[^\w.-]+", "_", item.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]) or f"image{index}"
+        name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return re.sub(r"[^\w.-]+", "_", name) or f"image{index}"
     return f"image{index}"
 
 
@@ -106,7 +107,8 @@ class Pipeline:
         if device is not None:
             self.model.to(device)
         self.device = _device_of(self.model)
-        self.image_processor = image_processor or ImageProcessor.from_model(model, resize_mode=self.resize_mode)
+        self.image_processor = image_processor or ImageProcessor.from_model(model,
+                                                                            resize_mode=self.resize_mode)
         self.batch_size = int(batch_size)
         self.defaults = defaults
         self._check_model()
@@ -130,7 +132,8 @@ class Pipeline:
             chunk = loaded[start:start + batch_size]
             pixel_values = self.image_processor.transform(chunk).to(self.device)
             with torch.no_grad():
-                outputs.extend(self._run(pixel_values, items[start:start + batch_size], start, state, **options))
+                chunk_items = items[start:start + batch_size]
+                outputs.extend(self._run(pixel_values, chunk_items, start, state, **options))
         return outputs if batched else outputs[0]
 
     def _start(self, count: int, **options: Any) -> Any:
@@ -154,8 +157,8 @@ class MaskedImageModelingPipeline(Pipeline):
     def _check_model(self) -> None:
         if not is_pretraining_model(self.model):
             name = getattr(self.model, "model_name", type(self.model).__name__)
-            raise ValueError(f"masked_image_modeling needs a pretraining model (mae_* / convmae_*); {name} is a "
-                             "classifier: use the image_classification or image_feature_extraction task")
+            raise ValueError(f"masked_image_modeling needs a pretraining model (mae_* / convmae_*); {name} "
+                             "is a classifier: use the image_classification or image_feature_extraction task")
 
     def _start(self, count: int, *, mask_ratio: float = 0.75, seed: int | None = None,
                output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -223,7 +226,8 @@ class ImageClassificationPipeline(Pipeline):
         if is_pretraining_model(self.model) or int(getattr(self.model, "num_classes", 0) or 0) <= 0:
             name = getattr(self.model, "model_name", type(self.model).__name__)
             raise ValueError(f"image_classification needs a classifier with a head; {name} has none "
-                             "(a pretraining model or num_classes=0): use image_feature_extraction, or fine-tune it")
+                             "(a pretraining model or num_classes=0): use image_feature_extraction, or "
+                             "fine-tune it")
         self.labels = class_names(self.model)
 
     def _run(self, pixel_values, items, offset, state, *, top_k: int = 5, topk: int | None = None) -> list:
@@ -232,8 +236,9 @@ class ImageClassificationPipeline(Pipeline):
             raise ValueError(f"top_k must be at least 1, got {k}")
         probs = self.model(pixel_values).float().softmax(dim=-1).cpu()
         scores, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
-        return [[{"label": self.labels[j], "score": float(s), "index": int(j)} for s, j in zip(srow, jrow.tolist())]
-                for srow, jrow in zip(scores, indices)]
+        return [[{"label": self.labels[j], "score": float(s), "index": int(j)}
+                 for s, j in zip(srow.tolist(), jrow.tolist(), strict=True)]
+                for srow, jrow in zip(scores, indices, strict=True)]
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -248,8 +253,8 @@ def class_names(model: nn.Module) -> list[str]:
 
             info = ImageNetInfo()
             return [info.index_to_description(i) for i in range(1000)]
-        except Exception:  # an old timm: fall through to LABEL_i
-            pass
+        except (ImportError, AttributeError, OSError):  # an old timm: LABEL_i
+            return [f"LABEL_{i}" for i in range(n)]
     return [f"LABEL_{i}" for i in range(n)]
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _open_image(x: str | Path, in_chans: int) -> Image.Image:
     if not path.exists():
         raise FileNotFoundError(f"image not found: {os.fspath(x)}")
     if path.is_dir():
-        raise ValueError(f"{os.fspath(x)} is a folder, not an image (pass its files, e.g. sorted(Path(dir).glob('*.jpg')))")
+        raise ValueError(f"{os.fspath(x)} is a folder, not an image (pass the image files in it)")
     try:
         return load_image(path, in_chans)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
@@ -83,7 +84,8 @@ def _array_to_chw(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     elif t.is_floating_point():
         t = t.float()
         if t.numel() and float(t.max()) > 1.0 + 1e-3:
-            raise ValueError(f"float images must hold values in [0, 1]; got a maximum of {float(t.max()):.4g} "
+            raise ValueError(f"float images must hold values in [0, 1]; got a maximum of "
+                             f"{float(t.max()):.4g} "
                              f"({_describe_input(x)}); divide by 255 or pass uint8")
     elif t.dtype in (torch.int16, torch.int32, torch.int64, torch.uint16):
         raise ValueError(f"integer images other than uint8 are ambiguous ({_describe_input(x)}); "
@@ -134,7 +136,8 @@ class ImageProcessor:
     """
 
     def __init__(self, size: int | Sequence[int] = 224, *, num_channels: int = 3,
-                 image_mean: float | Sequence[float] | None = None, image_std: float | Sequence[float] | None = None,
+                 image_mean: float | Sequence[float] | None = None,
+                 image_std: float | Sequence[float] | None = None,
                  resize_mode: str = "crop", crop_pct: float | None = None):
         if resize_mode not in _MODES:
             raise ValueError(f"resize_mode must be one of {_MODES}, got {resize_mode!r}")
@@ -150,7 +153,7 @@ class ImageProcessor:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model: nn.Module | MAEConfig, **kwargs: Any) -> "ImageProcessor":
+    def from_model(cls, model: nn.Module | MAEConfig, **kwargs: Any) -> ImageProcessor:
         """Defaults for a model (or config): its size and channels; ``'resize'`` for
         pretraining models (reconstruction), ``'crop'`` for classifiers."""
         arch = model.architecture() if isinstance(model, MAEConfig) else describe_model(model)
@@ -160,16 +163,16 @@ class ImageProcessor:
         return cls(**{**defaults, **kwargs})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImageProcessor":
+    def from_dict(cls, data: dict[str, Any]) -> ImageProcessor:
         size = data.get("size", 224)
-        if isinstance(size, dict):
-            size = (size["height"], size["width"])
+        if isinstance(size, dict):  # ours and Hugging Face's {"height", "width"}; HF's {"shortest_edge"}
+            size = (size["height"], size["width"]) if "height" in size else size.get("shortest_edge", 224)
         return cls(size, num_channels=data.get("num_channels", 3), image_mean=data.get("image_mean"),
                    image_std=data.get("image_std"), resize_mode=data.get("resize_mode", "crop"),
                    crop_pct=data.get("crop_pct"))
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "ImageProcessor":
+    def from_json_file(cls, path: str | os.PathLike) -> ImageProcessor:
         with open(path, encoding="utf-8") as f:
             try:
                 return cls.from_dict(json.load(f))
@@ -177,7 +180,7 @@ class ImageProcessor:
                 raise ValueError(f"{path}: not valid JSON ({e})") from e
 
     @classmethod
-    def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> "ImageProcessor":
+    def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> ImageProcessor:
         """Same as :meth:`AutoImageProcessor.from_pretrained`."""
         return AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
 
@@ -265,8 +268,8 @@ class ImageProcessor:
 
     def transform(self, loaded: list[Image.Image | torch.Tensor]) -> torch.Tensor:
         """Already-loaded images (:meth:`load`) -> (N, C, H, W)."""
-        return torch.stack([self._pil_transform(x) if isinstance(x, Image.Image) else self._tensor_transform(x)
-                            for x in loaded])
+        return torch.stack([self._pil_transform(x) if isinstance(x, Image.Image)
+                            else self._tensor_transform(x) for x in loaded])
 
     def __call__(self, images: ImageInput, return_tensors: str | None = "pt") -> dict[str, torch.Tensor]:
         """``{'pixel_values': (N, C, H, W)}`` (N = 1 for a single image)."""
@@ -288,7 +291,7 @@ class ImageProcessor:
 
 
 class AutoImageProcessor:
-    """``AutoImageProcessor.from_pretrained(name | folder | file | URL | model)`` -> :class:`ImageProcessor`."""
+    """``AutoImageProcessor.from_pretrained(name | folder | file | URL | model)`` -> ``ImageProcessor``."""
 
     @classmethod
     def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> ImageProcessor:

@@ -109,32 +109,35 @@ def unregister_weights(name: str) -> None:
 
 
 def _official() -> None:
+    """The official MAE files of REFERENCES D.1 (md5 prefixes as published there)."""
     sizes = {"base": ("mae_vit_base_patch16", "vit_base_patch16"),
              "large": ("mae_vit_large_patch16", "vit_large_patch16"),
              "huge": ("mae_vit_huge_patch14", "vit_huge_patch14")}
     md5_pretrain = {"base": "8cad7c", "large": "b8b06e", "huge": "9bdbb0"}
     md5_finetuned = {"base": "1b25e9", "large": "51f550", "huge": "2541f2"}
+    norm_pix, pixel = {"norm_pix_loss": True}, {"norm_pix_loss": False}
     for size, (mae, vit) in sizes.items():
+        s = size[0].upper()
         pre = f"pretrain/mae_pretrain_vit_{size}.pth"
-        register_weights(WeightsEntry(
-            f"{mae}.pretrain", mae, pre, "encoder", {"norm_pix_loss": True}, md5_pretrain[size],
-            description=f"MAE-{size[0].upper()} pretrained 1600 ep, encoder only (decoder random), norm-pix"),
-            default=True)
-        register_weights(WeightsEntry(
-            f"{mae}.full", mae, f"pretrain/mae_pretrain_vit_{size}_full.pth", "full", {"norm_pix_loss": True},
-            description=f"MAE-{size[0].upper()} pretrained, encoder + decoder, norm-pix target"), default=False)
-        register_weights(WeightsEntry(
-            f"{mae}.visualize", mae, f"visualize/mae_visualize_vit_{size}.pth", "full", {"norm_pix_loss": False},
-            description=f"MAE-{size[0].upper()} encoder + decoder, pixel target (demo weights)"), default=False)
-        register_weights(WeightsEntry(
-            f"{vit}.finetuned", vit, f"finetune/mae_finetuned_vit_{size}.pth", "classifier", {"num_classes": 1000},
-            md5_finetuned[size], description=f"ViT-{size[0].upper()} fine-tuned on ImageNet-1k"), default=True)
-        register_weights(WeightsEntry(
-            f"{vit}.pretrain", vit, pre, "encoder", {}, md5_pretrain[size],
-            description=f"ViT-{size[0].upper()} with the MAE pretrain encoder, head re-initialised"), default=False)
+        entries = [
+            (WeightsEntry(f"{mae}.pretrain", mae, pre, "encoder", norm_pix, md5_pretrain[size],
+                          description=f"MAE-{s} pretrained 1600 ep, encoder only (random decoder), "
+                                      "norm-pix target"), True),
+            (WeightsEntry(f"{mae}.full", mae, f"pretrain/mae_pretrain_vit_{size}_full.pth", "full", norm_pix,
+                          description=f"MAE-{s} pretrained, encoder + decoder, norm-pix target"), False),
+            (WeightsEntry(f"{mae}.visualize", mae, f"visualize/mae_visualize_vit_{size}.pth", "full", pixel,
+                          description=f"MAE-{s} encoder + decoder, pixel target (demo weights)"), False),
+            (WeightsEntry(f"{vit}.finetuned", vit, f"finetune/mae_finetuned_vit_{size}.pth", "classifier",
+                          {"num_classes": 1000}, md5_finetuned[size],
+                          description=f"ViT-{s} fine-tuned on ImageNet-1k"), True),
+            (WeightsEntry(f"{vit}.pretrain", vit, pre, "encoder", {}, md5_pretrain[size],
+                          description=f"ViT-{s} with the MAE pretrain encoder, head re-initialised"), False),
+        ]
+        for entry, default in entries:
+            register_weights(entry, default=default)
     register_weights(WeightsEntry(
         "mae_vit_large_patch16.visualize_ganloss", "mae_vit_large_patch16",
-        "visualize/mae_visualize_vit_large_ganloss.pth", "full", {"norm_pix_loss": False},
+        "visualize/mae_visualize_vit_large_ganloss.pth", "full", pixel,
         description="MAE-L encoder + decoder, pixel target plus a GAN loss (demo weights)"), default=False)
 
 

@@ -214,10 +214,13 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read(path: str | os.PathLike) -> Loaded:
-    folder = folder_of(path)
+    """A transformers folder, or one weights file of it (with its folder's config.json if any)."""
+    p = Path(path)
+    folder = folder_of(p)
     cfg = read_config(folder)
+    files = [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
     raw: dict[str, torch.Tensor] = {}
-    for f in _weight_files(folder):
+    for f in files:
         raw.update(load_tensors(f))
     sd, notes = from_hf(raw, folder)
     hints = config_hints(cfg)

@@ -35,9 +35,10 @@ def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        hint = "" if _is_torch_file(path) else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl."
         raise ConversionError("refused to load: the file asks to unpickle something other than tensors, "
-                              f"containers and argparse.Namespace, and maekit never runs code from a file ({why.strip()})",
-                              path) from e
+                              f"containers and argparse.Namespace, and maekit never runs code from a file "
+                              f"({why.strip()}).{hint}", path) from e
     except (EOFError, zipfile.BadZipFile) as e:
         raise ConversionError(f"truncated or corrupted PyTorch file ({type(e).__name__}: {e})", path) from e
     except RuntimeError as e:
@@ -46,6 +47,17 @@ def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
         if isinstance(e, FileNotFoundError):
             raise ConversionError("no such file", path) from e
         raise ConversionError(f"cannot read as a PyTorch file ({type(e).__name__}: {e})", path) from e
+
+
+def _is_torch_file(path: str | os.PathLike) -> bool:
+    from .detect import TORCH_LEGACY_MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(TORCH_LEGACY_MAGIC))
+    except OSError:
+        return True
+    return head.startswith(b"PK\x03\x04") or head == TORCH_LEGACY_MAGIC
 
 
 def _args_hints(args: Any) -> dict[str, Any]:
@@ -89,6 +101,13 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, di
 
 def read(path: str | os.PathLike) -> Loaded:
     sd, hints, notes = extract_state_dict(torch_load(path), path)
+    from .detect import looks_hf
+
+    if looks_hf(sd):  # a transformers state dict saved with torch.save
+        from .hf import from_hf
+
+        sd, more = from_hf(sd, path)
+        notes += ["Hugging Face parameter names, mapped to the official ones"] + more
     return Loaded(sd, hints, notes)
 
 

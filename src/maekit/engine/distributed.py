@@ -97,6 +97,7 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
     if not torch_dist.is_initialized():
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         torch_dist.init_process_group(backend=backend, init_method="env://", world_size=world, rank=rank)
+    control_group()
     barrier()
     return DistInfo(rank=rank, world_size=world, local_rank=local, distributed=True, device=dev)
 
@@ -144,19 +145,49 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_CONTROL_GROUP: object | None = None
+
+
+def control_group():
+    """A gloo process group for small CPU-side collectives (flags, counters, objects).
+
+    The training loop agrees on "stop", "empty batch" and "non-finite loss" every micro-step; on
+    gloo these are CPU round trips that never wait for the GPU queue to drain, unlike NCCL ones.
+    Returns None (the default group) when the default backend is already gloo or not distributed.
+    Collective on first call: every rank must reach it (init_distributed calls it).
+    """
+    global _CONTROL_GROUP
+    if not is_dist() or torch_dist.get_backend() == "gloo":
+        return None
+    if _CONTROL_GROUP is None:
+        _CONTROL_GROUP = torch_dist.new_group(backend="gloo")
+    return _CONTROL_GROUP
+
+
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Element-wise sum of a short list of numbers over all ranks (CPU, float64); the input if single."""
+    if not is_dist():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64)
+    torch_dist.all_reduce(t, group=control_group())
+    return t.tolist()
+
+
 def all_gather_objects(obj: object) -> list:
-    """``[obj_rank0, obj_rank1, ...]``; ``[obj]`` when not distributed."""
+    """``[obj_rank0, obj_rank1, ...]`` (pickled through the CPU control group); ``[obj]`` when single."""
     if not is_dist():
         return [obj]
     out: list = [None] * get_world_size()
-    torch_dist.all_gather_object(out, obj)
+    torch_dist.all_gather_object(out, obj, group=control_group())
     return out
 
 
 def cleanup() -> None:
-    """Destroy the process group if one exists."""
+    """Destroy the process group(s) if any."""
+    global _CONTROL_GROUP
     if is_dist():
         torch_dist.destroy_process_group()
+    _CONTROL_GROUP = None
 
 
 def seed_everything(seed: int, rank: int = 0) -> int:

@@ -29,7 +29,7 @@ from torch.nn.utils import clip_grad_norm_
 from torch.utils.data import DataLoader, IterableDataset
 
 from .checkpoint import capture_rng_state, restore_rng_state
-from .distributed import is_dist
+from .distributed import is_dist, sum_over_ranks
 from .logs import Progress, TensorBoardWriter
 from .metrics import autocast_context
 from .schedule import adjust_learning_rate
@@ -129,14 +129,6 @@ def _to_device(batch: tuple, device: torch.device) -> tuple:
     return images, targets, num_skipped
 
 
-def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
-    if not is_dist():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch_dist.all_reduce(t)
-    return t.tolist()
-
-
 def _average_grads(params: list[torch.Tensor]) -> None:
     # Used only when the last micro-step of a window was skipped, so DDP never all-reduced it.
     world = torch_dist.get_world_size()
@@ -194,27 +186,19 @@ class _EpochRun:
             if acc > 1:  # a signal inside the window rewinds to here, RNG included
                 self.window_start_rng = capture_rng_state()
         update = (i + 1) % acc == 0
-        empty = len(batch[0]) == 0
-        loss, loss_value, n = None, 0.0, 0
-        if not empty:
-            with autocast_context(self.device, self.autocast_dtype):
-                loss, n = self.step_fn(self.model, _to_device(batch, self.device))
-            loss_value, n = float(loss.detach()), int(n)
-        stop, nonfinite, any_empty, loss_sum, n_sum, skipped = _sum_over_ranks(
-            [float(self.should_stop()), float(not math.isfinite(loss_value)), float(empty),
-             loss_value * n, float(n), float(batch[2])], self.device)
-        if nonfinite:
-            raise NonFiniteLossError(loss_value if not math.isfinite(loss_value) else math.nan, self.epoch, i)
-        if stop and not update:
-            # Drop the unfinished accumulation window; a resume redoes it from its first batch.
+        # Agree before the forward: DDP's forward itself may run collectives, so either every rank
+        # runs it or none does.
+        any_empty, stop, skipped = sum_over_ranks([float(len(batch[0]) == 0), float(self.should_stop()),
+                                                   float(batch[2])])
+        if stop and (i % acc == 0 or not update):
+            # Stop before this batch. Inside a window, drop the window's partial gradients; a resume
+            # redoes it from its first batch. On a window's last batch, finish the optimizer step.
             self._rewind(i - i % acc)
             return True
         st.skipped_files += int(skipped)
         st.lr_sum, st.steps = st.lr_sum + self.lr, st.steps + 1
         if not any_empty:
-            self._backward(loss / acc, sync=update)
-            st.loss_sum, st.n_samples = st.loss_sum + loss_sum, st.n_samples + int(n_sum)
-            self.last_loss = loss_sum / max(n_sum, 1.0)
+            self._forward_backward(i, batch, sync=update)
         if update:
             self._optimizer_step(last_skipped=bool(any_empty))
             if self.tb is not None:
@@ -223,6 +207,18 @@ class _EpochRun:
         st.next_step = i + 1
         st.interrupted = bool(stop) and st.next_step < self.n_iters
         return bool(stop)
+
+    def _forward_backward(self, i: int, batch: tuple, sync: bool) -> None:
+        with autocast_context(self.device, self.autocast_dtype):
+            loss, n = self.step_fn(self.model, _to_device(batch, self.device))
+        loss_value, n = float(loss.detach()), int(n)
+        nonfinite, loss_sum, n_sum = sum_over_ranks([float(not math.isfinite(loss_value)), loss_value * n, float(n)])
+        if nonfinite:
+            raise NonFiniteLossError(loss_value if not math.isfinite(loss_value) else math.nan, self.epoch, i)
+        self._backward(loss / self.accum_iter, sync=sync)
+        self.stats.loss_sum += loss_sum
+        self.stats.n_samples += int(n_sum)
+        self.last_loss = loss_sum / max(n_sum, 1.0)
 
     def _rewind(self, window_start: int) -> None:
         restore_rng_state(self.window_start_rng)
@@ -242,7 +238,7 @@ class _EpochRun:
         if not self.accumulated:  # every micro-batch of the window was empty
             return
         if last_skipped and self.ddp:
-            _average_grads(self.params)
+            pass
         if self.scaler is not None:
             if self.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -288,9 +284,10 @@ def train_one_epoch(
         schedule: ``epoch_float -> lr``, e.g. :class:`~maekit.engine.schedule.LRSchedule`.
         start_step: first batch to run (resuming inside an epoch; earlier batches are skipped).
         stats: sums carried over from the interrupted part of this epoch.
-        should_stop: polled every micro-step; when it returns True (on any rank) the loop finishes
-            the current optimizer step, or drops the unfinished accumulation window, and returns
-            with ``stats.interrupted`` set.
+        should_stop: polled before every micro-batch; once True on any rank, all ranks stop at the
+            same batch: at a window start they stop before it, on a window's last batch they finish
+            the optimizer step first, elsewhere they drop the unfinished window (RNG and sums rewound
+            to its start). ``stats.next_step`` is then where to resume; ``stats.interrupted`` is set.
         tb: TensorBoard writer for per-step ``train_loss`` / ``lr``.
 
     Raises:
