@@ -1,13 +1,70 @@
 import os
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 # Two cores: keep intra-op threads bounded so parallel test processes do not thrash.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def seed():
     torch.manual_seed(0)
     return 0
+
+
+def _digit_images(n: int, offset: int = 0):
+    from sklearn.datasets import load_digits
+    from PIL import Image
+
+    d = load_digits()
+    for i in range(offset, offset + n):
+        arr = (d.images[i] / 16.0 * 255).astype(np.uint8)
+        yield Image.fromarray(arr, mode="L").resize((32, 32), Image.BICUBIC), int(d.target[i])
+
+
+@pytest.fixture(scope="session")
+def digit_folders(tmp_path_factory) -> Path:
+    """Real image files on disk: root/train/<digit>/*.png (3 classes) and root/val/<digit>/*.png,
+    plus root/unlabelled (flat + nested, mixed formats) for pretraining."""
+    root = tmp_path_factory.mktemp("digits")
+    keep = {0: "zero", 1: "one", 2: "two"}
+    counts = {"train": 0, "val": 0}
+    for k, (img, label) in enumerate(_digit_images(400)):
+        if label not in keep:
+            continue
+        split = "val" if counts["val"] < 30 and k % 4 == 0 else "train"
+        if split == "train" and counts["train"] >= 72:
+            continue
+        counts[split] += 1
+        folder = root / split / keep[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"{k:04d}.png")
+    unl = root / "unlabelled"
+    (unl / "nested" / "deeper").mkdir(parents=True)
+    for k, (img, _) in enumerate(_digit_images(64, offset=500)):
+        target = unl if k % 3 == 0 else (unl / "nested" if k % 3 == 1 else unl / "nested" / "deeper")
+        ext = [".png", ".JPG", ".bmp", ".tif"][k % 4]
+        img.convert("RGB").save(target / f"img{k:03d}{ext}")
+    return root
+
+
+def run_cli(*argv: str) -> int:
+    from maekit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+PY = sys.executable

@@ -11,6 +11,7 @@ import torch
 import maekit
 from maekit.convert import (
     ConversionError,
+    cli,
     convert,
     describe,
     detect_format,
@@ -19,13 +20,18 @@ from maekit.convert import (
     load_state_dict,
     save_state_dict,
 )
-from maekit.convert import cli
 from maekit.models import canonical_name
 
 TINY = dict(img_size=32, patch_size=8, depth=2)
 CONV_TINY = dict(img_size=32, depth=[1, 1, 2], decoder_depth=1)
-FILE_OF = {"official": "m.pth", "passl": "m.pdparams", "mindformers": "m.ckpt", "timm": "m.safetensors",
-           "hf": "hf_dir", "maekit": "mk_dir"}
+FILE_OF = {
+    "official": "m.pth",
+    "passl": "m.pdparams",
+    "mindformers": "m.ckpt",
+    "timm": "m.safetensors",
+    "hf": "hf_dir",
+    "maekit": "mk_dir",
+}
 
 
 def _perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -51,8 +57,9 @@ def _assert_same(a: dict, b: dict) -> None:
 
 
 def _round_trip(model, fmt: str, tmp_path) -> tuple[dict, dict]:
-    src = save_state_dict(model.state_dict(), tmp_path / "src", "maekit", model_name=model.model_name,
-                          config=model.model_args)
+    src = save_state_dict(
+        model.state_dict(), tmp_path / "src", "maekit", model_name=model.model_name, config=model.model_args
+    )
     mid = tmp_path / FILE_OF[fmt]
     r1 = convert(src, mid, to_format=fmt)
     assert detect_format(mid) == fmt
@@ -101,8 +108,9 @@ def test_vit_global_pool_round_trip_bit_exact(tmp_path, fmt):
 def test_vit_global_pool_to_hf_is_refused(tmp_path):
     model = _model("vit_tiny_patch16", num_classes=5, **TINY)
     with pytest.raises(ConversionError, match="fc_norm"):
-        save_state_dict(model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name,
-                        config=model.model_args)
+        save_state_dict(
+            model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name, config=model.model_args
+        )
     assert not (tmp_path / "hf").exists()
 
 
@@ -120,8 +128,13 @@ def test_convmae_round_trip_bit_exact(tmp_path, name, fmt):
 def test_convmae_to_vit_only_formats_is_refused(tmp_path, fmt):
     model = _model("convmae_convvit_small_patch16", **CONV_TINY)
     with pytest.raises(ConversionError, match="ConvMAE"):
-        save_state_dict(model.state_dict(), tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name,
-                        config=model.model_args)
+        save_state_dict(
+            model.state_dict(),
+            tmp_path / FILE_OF[fmt],
+            fmt,
+            model_name=model.model_name,
+            config=model.model_args,
+        )
     assert not (tmp_path / FILE_OF[fmt]).exists()
 
 
@@ -130,7 +143,9 @@ def test_convmae_to_vit_only_formats_is_refused(tmp_path, fmt):
 def test_half_precision_round_trip(tmp_path, fmt, dtype):
     model = _model("mae_vit_tiny_patch16", **TINY)
     sd = {k: v.to(dtype) for k, v in model.state_dict().items()}
-    path = save_state_dict(sd, tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name, config=model.model_args)
+    path = save_state_dict(
+        sd, tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name, config=model.model_args
+    )
     _assert_same(load_state_dict(path), sd)
 
 
@@ -142,8 +157,9 @@ def test_shared_and_non_contiguous_tensors(tmp_path):
     sd["blocks.1.attn.proj.weight"] = base.t()  # shares storage with the one above
     sd["blocks.0.attn.proj.bias"] = torch.randn(2, 192)[1]  # view with an offset
     for fmt in ("maekit", "timm", "hf"):
-        path = save_state_dict(sd, tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name,
-                               config=model.model_args)
+        path = save_state_dict(
+            sd, tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name, config=model.model_args
+        )
         back = load_state_dict(path)
         for k in ("blocks.0.attn.proj.weight", "blocks.1.attn.proj.weight", "blocks.0.attn.proj.bias"):
             assert torch.equal(back[k], sd[k])
@@ -155,11 +171,17 @@ def _meta_sd(name: str, **kw) -> dict:
         return maekit.create_model(name, **kw).state_dict()
 
 
-@pytest.mark.parametrize("name,expect", [
-    ("mae_vit_base_patch16", "mae_vit_base_patch16"), ("mae_vit_large_patch16", "mae_vit_large_patch16"),
-    ("mae_vit_huge_patch14", "mae_vit_huge_patch14"), ("vit_large_patch16", "vit_large_patch16"),
-    ("convmae_convvit_base_patch16", "convmae_convvit_base_patch16"), ("convvit_base_patch16", "convvit_base_patch16"),
-])
+@pytest.mark.parametrize(
+    "name,expect",
+    [
+        ("mae_vit_base_patch16", "mae_vit_base_patch16"),
+        ("mae_vit_large_patch16", "mae_vit_large_patch16"),
+        ("mae_vit_huge_patch14", "mae_vit_huge_patch14"),
+        ("vit_large_patch16", "vit_large_patch16"),
+        ("convmae_convvit_base_patch16", "convmae_convvit_base_patch16"),
+        ("convvit_base_patch16", "convvit_base_patch16"),
+    ],
+)
 def test_infer_paper_models(name, expect):
     got, args, notes = infer_model(_meta_sd(name))
     assert got == expect and args == {}
@@ -172,14 +194,24 @@ def test_infer_encoder_only_and_finetuned_variants():
     assert infer_model(enc)[:2] == ("mae_vit_base_patch16", {})
     cls = _meta_sd("vit_base_patch16", global_pool=False, num_classes=100)
     assert infer_model(cls)[:2] == ("vit_base_patch16", {"global_pool": False, "num_classes": 100})
-    conv_enc = {k: v for k, v in _meta_sd("convmae_convvit_base_patch16").items()
-                if not k.startswith(("decoder_", "mask_token", "stage"))}
+    conv_enc = {
+        k: v
+        for k, v in _meta_sd("convmae_convvit_base_patch16").items()
+        if not k.startswith(("decoder_", "mask_token", "stage"))
+    }
     assert infer_model(conv_enc)[:2] == ("convmae_convvit_base_patch16", {})
 
 
 def test_infer_non_standard_width_reports_heads():
-    sd = _meta_sd("mae_vit_base_patch16", embed_dim=256, depth=3, num_heads=4, decoder_embed_dim=96,
-                  decoder_num_heads=3, decoder_depth=1)
+    sd = _meta_sd(
+        "mae_vit_base_patch16",
+        embed_dim=256,
+        depth=3,
+        num_heads=4,
+        decoder_embed_dim=96,
+        decoder_num_heads=3,
+        decoder_depth=1,
+    )
     name, args, notes = infer_model(sd)
     assert args["embed_dim"] == 256 and args["num_heads"] == 4 and args["decoder_num_heads"] == 3
     assert any("num_heads=4" in n and "--num_heads" in n for n in notes)
@@ -208,8 +240,13 @@ def test_wrong_model_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(ConversionError, match="shape mismatch"):
         convert(src, tmp_path / "out", model="mae_vit_small_patch16", **TINY)
     with pytest.raises(ConversionError, match="do not fit"):
-        save_state_dict(model.state_dict(), tmp_path / "x.pth", "official", model_name="mae_vit_small_patch16",
-                        config=TINY)
+        save_state_dict(
+            model.state_dict(),
+            tmp_path / "x.pth",
+            "official",
+            model_name="mae_vit_small_patch16",
+            config=TINY,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth"]
 
 
@@ -229,8 +266,9 @@ def test_model_flag_picks_a_sibling_family(tmp_path):
 
 def test_load_checkpoint_builds_the_model(tmp_path):
     model = _model("mae_vit_tiny_patch16", norm_pix_loss=True, **TINY)
-    path = save_state_dict(model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name,
-                           config=model.model_args)
+    path = save_state_dict(
+        model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name, config=model.model_args
+    )
     ck = load_checkpoint(path)
     assert ck.format == "hf" and ck.model_args["norm_pix_loss"] is True
     built = ck.create_model().eval()
@@ -243,8 +281,13 @@ def test_load_checkpoint_builds_the_model(tmp_path):
 def test_detect_every_format(tmp_path):
     model = _model("mae_vit_tiny_patch16", **TINY)
     for fmt in ("maekit", "official", "passl", "mindformers", "hf", "timm"):
-        p = save_state_dict(model.state_dict(), tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name,
-                            config=model.model_args)
+        p = save_state_dict(
+            model.state_dict(),
+            tmp_path / FILE_OF[fmt],
+            fmt,
+            model_name=model.model_name,
+            config=model.model_args,
+        )
         assert detect_format(p) == fmt
         if fmt in ("maekit", "hf"):
             assert detect_format(p / "model.safetensors") == fmt
@@ -265,8 +308,9 @@ def test_unknown_content_is_a_clear_error(tmp_path, content):
 @pytest.mark.parametrize("fmt", ["official", "passl", "mindformers", "timm", "maekit"])
 def test_truncated_files_are_clear_errors(tmp_path, fmt):
     model = _model("mae_vit_tiny_patch16", **TINY)
-    p = save_state_dict(model.state_dict(), tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name,
-                        config=model.model_args)
+    p = save_state_dict(
+        model.state_dict(), tmp_path / FILE_OF[fmt], fmt, model_name=model.model_name, config=model.model_args
+    )
     f = p / "model.safetensors" if p.is_dir() else p
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
@@ -296,8 +340,13 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mk, "save_file", boom)
     with pytest.raises(OSError):
-        save_state_dict(model.state_dict(), tmp_path / "out", "maekit", model_name=model.model_name,
-                        config=model.model_args)
+        save_state_dict(
+            model.state_dict(),
+            tmp_path / "out",
+            "maekit",
+            model_name=model.model_name,
+            config=model.model_args,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -334,8 +383,12 @@ def test_cli_module_runs(tmp_path):
 
     model = _model("vit_tiny_patch16", num_classes=3, **TINY)
     src = save_state_dict(model.state_dict(), tmp_path / "a.pth", "official")
-    proc = subprocess.run([sys.executable, "-m", "maekit.convert.cli", str(src), str(tmp_path / "b.pdparams")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "maekit.convert.cli", str(src), str(tmp_path / "b.pdparams")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "passl" in proc.stdout
 

@@ -8,16 +8,33 @@ import pytest
 import torch
 
 import maekit
-from maekit.convert import ConversionError, convert, detect_format, load_checkpoint, load_state_dict, save_state_dict
+from maekit.convert import (
+    ConversionError,
+    convert,
+    detect_format,
+    load_checkpoint,
+    load_state_dict,
+    save_state_dict,
+)
 
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
 TINY = dict(img_size=32, patch_size=8, depth=2)
-HF_TINY = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=768, image_size=32,
-               patch_size=8)
-HUB_NAMES = ("vit.embeddings.cls_token", "vit.encoder.layer.0.attention.attention.query.weight",
-             "vit.encoder.layer.1.output.dense.bias", "decoder.decoder_layers.0.intermediate.dense.weight")
+HF_TINY = dict(
+    hidden_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    intermediate_size=768,
+    image_size=32,
+    patch_size=8,
+)
+HUB_NAMES = (
+    "vit.embeddings.cls_token",
+    "vit.encoder.layer.0.attention.attention.query.weight",
+    "vit.encoder.layer.1.output.dense.bias",
+    "decoder.decoder_layers.0.intermediate.dense.weight",
+)
 
 
 def _perturb(model, seed=0):
@@ -33,12 +50,17 @@ def _perturb(model, seed=0):
 def test_hf_folder_uses_hub_names_and_mae_config(tmp_path):
     torch.manual_seed(0)
     mae = maekit.create_model("mae_vit_tiny_patch16", norm_pix_loss=True, **TINY)
-    folder = save_state_dict(mae.state_dict(), tmp_path / "hf", "hf", model_name=mae.model_name,
-                             config=mae.model_args)
+    folder = save_state_dict(
+        mae.state_dict(), tmp_path / "hf", "hf", model_name=mae.model_name, config=mae.model_args
+    )
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["architectures"] == ["ViTMAEForPreTraining"] and cfg["model_type"] == "vit_mae"
     assert cfg["layer_norm_eps"] == 1e-6 and cfg["norm_pix_loss"] is True
-    assert (cfg["num_attention_heads"], cfg["decoder_num_attention_heads"], cfg["decoder_hidden_size"]) == (3, 4, 128)
+    assert (cfg["num_attention_heads"], cfg["decoder_num_attention_heads"], cfg["decoder_hidden_size"]) == (
+        3,
+        4,
+        128,
+    )
     from safetensors import safe_open
 
     with safe_open(folder / "model.safetensors", "pt") as f:
@@ -60,9 +82,15 @@ def test_hf_folder_uses_hub_names_and_mae_config(tmp_path):
 def test_read_folder_saved_by_transformers(tmp_path, eps):
     """transformers 5 writes the decoder as ``decoder.decoder_encoder.layer.j``; eps comes back."""
     torch.manual_seed(0)
-    cfg = transformers.ViTMAEConfig(**HF_TINY, decoder_hidden_size=128, decoder_num_hidden_layers=1,
-                                    decoder_num_attention_heads=4, decoder_intermediate_size=512,
-                                    layer_norm_eps=eps, norm_pix_loss=True)
+    cfg = transformers.ViTMAEConfig(
+        **HF_TINY,
+        decoder_hidden_size=128,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=512,
+        layer_norm_eps=eps,
+        norm_pix_loss=True,
+    )
     ref = _perturb(transformers.ViTMAEForPreTraining(cfg)).eval()
     ref.save_pretrained(tmp_path / "hf")
     assert detect_format(tmp_path / "hf") == "hf"
@@ -79,8 +107,14 @@ def test_read_folder_saved_by_transformers(tmp_path, eps):
 
 def test_read_in_memory_names_and_pytorch_bin(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.ViTMAEConfig(**HF_TINY, decoder_hidden_size=128, decoder_num_hidden_layers=1,
-                                    decoder_num_attention_heads=4, decoder_intermediate_size=512, layer_norm_eps=1e-6)
+    cfg = transformers.ViTMAEConfig(
+        **HF_TINY,
+        decoder_hidden_size=128,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=512,
+        layer_norm_eps=1e-6,
+    )
     ref = _perturb(transformers.ViTMAEForPreTraining(cfg))
     folder = tmp_path / "bin"
     folder.mkdir()
@@ -104,8 +138,9 @@ def test_vitmae_model_folder_is_an_encoder(tmp_path):
 def test_vit_classifier_both_ways(tmp_path):
     torch.manual_seed(0)
     ours = _perturb(maekit.create_model("vit_tiny_patch16", num_classes=5, global_pool=False, **TINY)).eval()
-    folder = save_state_dict(ours.state_dict(), tmp_path / "cls", "hf", model_name=ours.model_name,
-                             config=ours.model_args)
+    folder = save_state_dict(
+        ours.state_dict(), tmp_path / "cls", "hf", model_name=ours.model_name, config=ours.model_args
+    )
     ref = transformers.ViTForImageClassification.from_pretrained(folder).eval()
     assert ref.config.num_labels == 5 and ref.config.layer_norm_eps == 1e-6
     x = torch.randn(2, 3, 32, 32)
@@ -122,12 +157,24 @@ def test_vit_classifier_both_ways(tmp_path):
 @pytest.mark.parametrize("global_pool", [True, False])
 def test_timm_pretrained_file_loads_classifier_strictly(tmp_path, global_pool):
     torch.manual_seed(0)
-    ours = _perturb(maekit.create_model("vit_tiny_patch16", num_classes=5, global_pool=global_pool, **TINY)).eval()
-    path = save_state_dict(ours.state_dict(), tmp_path / "cls.safetensors", "timm", model_name=ours.model_name,
-                           config=ours.model_args)
-    ref = timm.create_model("vit_tiny_patch16_224", pretrained=True,
-                            pretrained_cfg_overlay=dict(file=str(path), num_classes=5), num_classes=5,
-                            global_pool="avg" if global_pool else "token", **TINY).eval()
+    ours = _perturb(
+        maekit.create_model("vit_tiny_patch16", num_classes=5, global_pool=global_pool, **TINY)
+    ).eval()
+    path = save_state_dict(
+        ours.state_dict(),
+        tmp_path / "cls.safetensors",
+        "timm",
+        model_name=ours.model_name,
+        config=ours.model_args,
+    )
+    ref = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(path), num_classes=5),
+        num_classes=5,
+        global_pool="avg" if global_pool else "token",
+        **TINY,
+    ).eval()
     ref_sd, file_sd = ref.state_dict(), load_state_dict(path)
     assert sorted(ref_sd) == sorted(file_sd)  # nothing missing, nothing left over
     assert all(torch.equal(ref_sd[k], file_sd[k]) for k in ref_sd)
@@ -139,11 +186,20 @@ def test_timm_pretrained_file_loads_classifier_strictly(tmp_path, global_pool):
 def test_timm_pretrained_file_loads_mae_encoder(tmp_path):
     torch.manual_seed(0)
     mae = _perturb(maekit.create_model("mae_vit_tiny_patch16", **TINY)).eval()
-    path = save_state_dict(mae.state_dict(), tmp_path / "enc.safetensors", "timm", model_name=mae.model_name,
-                           config=mae.model_args)
-    ref = timm.create_model("vit_tiny_patch16_224", pretrained=True,
-                            pretrained_cfg_overlay=dict(file=str(path), num_classes=0), num_classes=0,
-                            **TINY).eval()
+    path = save_state_dict(
+        mae.state_dict(),
+        tmp_path / "enc.safetensors",
+        "timm",
+        model_name=mae.model_name,
+        config=mae.model_args,
+    )
+    ref = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(path), num_classes=0),
+        num_classes=0,
+        **TINY,
+    ).eval()
     assert sorted(ref.state_dict()) == sorted(load_state_dict(path))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

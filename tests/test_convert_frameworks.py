@@ -32,9 +32,13 @@ def _same(a, b):
 def test_paddle_written_files_read_by_maekit(tmp_path):
     paddle = pytest.importorskip("paddle")
     sd = _sd()
-    tensors = {k: paddle.to_tensor(np.ascontiguousarray(v.numpy().T) if v.ndim == 2 else v.numpy())
-               for k, v in sd.items()}
-    paddle.save(tensors, str(tmp_path / "m.pdparams"))  # pure state dict: ndarrays + StructuredToParameterName@@
+    tensors = {
+        k: paddle.to_tensor(np.ascontiguousarray(v.numpy().T) if v.ndim == 2 else v.numpy())
+        for k, v in sd.items()
+    }
+    paddle.save(
+        tensors, str(tmp_path / "m.pdparams")
+    )  # pure state dict: ndarrays + StructuredToParameterName@@
     _same(load_state_dict(tmp_path / "m.pdparams"), sd)
     ckpt = {"model": tensors, "epoch": 3, "args": argparse.Namespace(model="mae_vit_tiny_patch16")}
     paddle.save(ckpt, str(tmp_path / "checkpoint-3.pd"))  # nested: (name, ndarray) tuples

@@ -32,18 +32,40 @@ def _checkpoint_class():
     t.field.add(name="tensor_type", number=2, label=lab.LABEL_REQUIRED, type=typ.TYPE_STRING)
     t.field.add(name="tensor_content", number=3, label=lab.LABEL_REQUIRED, type=typ.TYPE_BYTES)
     m = f.message_type.add(name="MapTensorProto")
-    m.field.add(name="tensor", number=1, label=lab.LABEL_REPEATED, type=typ.TYPE_MESSAGE,
-                type_name=".mstest.TensorProto")
+    m.field.add(
+        name="tensor",
+        number=1,
+        label=lab.LABEL_REPEATED,
+        type=typ.TYPE_MESSAGE,
+        type_name=".mstest.TensorProto",
+    )
     c = f.message_type.add(name="Checkpoint")
     v = c.nested_type.add(name="Value")
     v.oneof_decl.add(name="value")
     v.field.add(name="tag", number=1, label=lab.LABEL_REQUIRED, type=typ.TYPE_STRING)
-    v.field.add(name="tensor", number=2, label=lab.LABEL_OPTIONAL, type=typ.TYPE_MESSAGE,
-                type_name=".mstest.TensorProto", oneof_index=0)
-    v.field.add(name="maptensor", number=3, label=lab.LABEL_OPTIONAL, type=typ.TYPE_MESSAGE,
-                type_name=".mstest.MapTensorProto", oneof_index=0)
-    c.field.add(name="value", number=1, label=lab.LABEL_REPEATED, type=typ.TYPE_MESSAGE,
-                type_name=".mstest.Checkpoint.Value")
+    v.field.add(
+        name="tensor",
+        number=2,
+        label=lab.LABEL_OPTIONAL,
+        type=typ.TYPE_MESSAGE,
+        type_name=".mstest.TensorProto",
+        oneof_index=0,
+    )
+    v.field.add(
+        name="maptensor",
+        number=3,
+        label=lab.LABEL_OPTIONAL,
+        type=typ.TYPE_MESSAGE,
+        type_name=".mstest.MapTensorProto",
+        oneof_index=0,
+    )
+    c.field.add(
+        name="value",
+        number=1,
+        label=lab.LABEL_REPEATED,
+        type=typ.TYPE_MESSAGE,
+        type_name=".mstest.Checkpoint.Value",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("mstest.Checkpoint"))
@@ -55,15 +77,29 @@ Checkpoint = _checkpoint_class()
 def _mf_entries(sd: dict) -> list[tuple[str, np.ndarray]]:
     """Official -> MindFormers names and layouts, straight from the D.5 table."""
     out = []
-    root = {"cls_token": "vit.cls_tokens", "pos_embed": "vit.pos_embed", "mask_token": "mask_tokens",
-            "norm.weight": "vit.norm.gamma", "norm.bias": "vit.norm.beta", "fc_norm.weight": "vit.fc_norm.gamma",
-            "fc_norm.bias": "vit.fc_norm.beta", "decoder_norm.weight": "decoder_norm.gamma",
-            "decoder_norm.bias": "decoder_norm.beta"}
-    sub = {"norm1.weight": "layernorm1.gamma", "norm1.bias": "layernorm1.beta", "norm2.weight": "layernorm2.gamma",
-           "norm2.bias": "layernorm2.beta", "attn.proj.weight": "attention.projection.weight",
-           "attn.proj.bias": "attention.projection.bias", "mlp.fc1.weight": "output.mapping.weight",
-           "mlp.fc1.bias": "output.mapping.bias", "mlp.fc2.weight": "output.projection.weight",
-           "mlp.fc2.bias": "output.projection.bias"}
+    root = {
+        "cls_token": "vit.cls_tokens",
+        "pos_embed": "vit.pos_embed",
+        "mask_token": "mask_tokens",
+        "norm.weight": "vit.norm.gamma",
+        "norm.bias": "vit.norm.beta",
+        "fc_norm.weight": "vit.fc_norm.gamma",
+        "fc_norm.bias": "vit.fc_norm.beta",
+        "decoder_norm.weight": "decoder_norm.gamma",
+        "decoder_norm.bias": "decoder_norm.beta",
+    }
+    sub = {
+        "norm1.weight": "layernorm1.gamma",
+        "norm1.bias": "layernorm1.beta",
+        "norm2.weight": "layernorm2.gamma",
+        "norm2.bias": "layernorm2.beta",
+        "attn.proj.weight": "attention.projection.weight",
+        "attn.proj.bias": "attention.projection.bias",
+        "mlp.fc1.weight": "output.mapping.weight",
+        "mlp.fc1.bias": "output.mapping.bias",
+        "mlp.fc2.weight": "output.projection.weight",
+        "mlp.fc2.bias": "output.projection.bias",
+    }
     for k, v in sd.items():
         a = v.numpy()
         if k in root:
@@ -78,8 +114,12 @@ def _mf_entries(sd: dict) -> list[tuple[str, np.ndarray]]:
                 for j, part in enumerate(np.split(a, 3, axis=0), 1):
                     out.append((f"{base}.attention.dense{j}.{kind}", part))
             else:
-                out.append((f"{base}.{sub[rest]}", a.T if rest.endswith(("proj.weight", "fc1.weight", "fc2.weight"))
-                            else a))
+                out.append(
+                    (
+                        f"{base}.{sub[rest]}",
+                        a.T if rest.endswith(("proj.weight", "fc1.weight", "fc2.weight")) else a,
+                    )
+                )
         else:  # decoder_pos_embed, decoder_embed.*, decoder_pred.*, head.*
             out.append((k, a))
     return out
@@ -143,13 +183,21 @@ def test_read_mindformers_file_with_optimizer_and_slices(tmp_path):
     sd = _mae().state_dict()
     entries = _mf_entries(sd)
     names = [n for n, _ in entries]
-    extra = [(f"adam_m.{n}", np.zeros_like(a)) for n, a in entries[:4]] + \
-            [(f"adam_v.{n}", np.ones_like(a)) for n, a in entries[:4]] + \
-            [("global_step", np.array([1000], np.int32)), ("learning_rate", np.array([1e-4], np.float32)),
-             ("epoch_num", np.array([800], np.int32)), ("step_num", np.array([5], np.int64)),
-             ("loss_scale", np.array([1024.0], np.float32))]
+    extra = (
+        [(f"adam_m.{n}", np.zeros_like(a)) for n, a in entries[:4]]
+        + [(f"adam_v.{n}", np.ones_like(a)) for n, a in entries[:4]]
+        + [
+            ("global_step", np.array([1000], np.int32)),
+            ("learning_rate", np.array([1e-4], np.float32)),
+            ("epoch_num", np.array([800], np.int32)),
+            ("step_num", np.array([5], np.int64)),
+            ("loss_scale", np.array([1024.0], np.float32)),
+        ]
+    )
     path = tmp_path / "mindformers_rank_0-800_5.ckpt"
-    _write_ckpt(path, entries + extra, slices={"vit.blocks.0.output.mapping.weight": 3, "decoder_pred.weight": 2})
+    _write_ckpt(
+        path, entries + extra, slices={"vit.blocks.0.output.mapping.weight": 3, "decoder_pred.weight": 2}
+    )
     assert len(names) == len(set(names))
     assert detect_format(path) == "mindformers"
     _same(load_state_dict(path), sd)
@@ -160,8 +208,11 @@ def test_read_mindformers_file_with_optimizer_and_slices(tmp_path):
 def test_read_dtypes(tmp_path):
     sd = {k: v.half() if k.startswith("blocks.0.") else v for k, v in _mae().state_dict().items()}
     entries = _mf_entries(sd)
-    bf16 = {"vit.blocks.1.attention.dense1.weight", "vit.blocks.1.attention.dense2.weight",
-            "vit.blocks.1.attention.dense3.weight"}
+    bf16 = {
+        "vit.blocks.1.attention.dense1.weight",
+        "vit.blocks.1.attention.dense2.weight",
+        "vit.blocks.1.attention.dense3.weight",
+    }
     _write_ckpt(tmp_path / "m.ckpt", entries, bf16=bf16)
     back = load_state_dict(tmp_path / "m.ckpt")
     assert back["blocks.0.attn.qkv.weight"].dtype == torch.float16

@@ -40,9 +40,15 @@ def _linprobe_sd(model, n_classes: int = 4) -> dict:
     """The official linear-probe layout: head = Sequential(BatchNorm1d(affine=False, eps=1e-6), Linear)."""
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     d = model.embed_dim
-    sd.update({"head.0.running_mean": torch.randn(d), "head.0.running_var": torch.rand(d) + 0.5,
-               "head.0.num_batches_tracked": torch.tensor(100), "head.1.weight": torch.randn(n_classes, d),
-               "head.1.bias": torch.randn(n_classes)})
+    sd.update(
+        {
+            "head.0.running_mean": torch.randn(d),
+            "head.0.running_var": torch.rand(d) + 0.5,
+            "head.0.num_batches_tracked": torch.tensor(100),
+            "head.1.weight": torch.randn(n_classes, d),
+            "head.1.bias": torch.randn(n_classes),
+        }
+    )
     return sd
 
 
@@ -73,7 +79,11 @@ def test_finetuned_files(tmp_path, global_pool):
     torch.save({"model": vit.state_dict()}, tmp_path / "ft.pth")
     report = convert(tmp_path / "ft.pth", tmp_path / "out")
     assert report.model_name == "vit_tiny_patch16"
-    expected = {**TINY, "num_classes": 10, **({} if global_pool else {"global_pool": False})}  # True: preset default
+    expected = {
+        **TINY,
+        "num_classes": 10,
+        **({} if global_pool else {"global_pool": False}),
+    }  # True: preset default
     assert report.model_args == expected
     _same(load_state_dict(tmp_path / "out"), vit.state_dict())
 
@@ -111,11 +121,28 @@ def test_training_checkpoint_with_namespace_args(tmp_path):
     opt = torch.optim.AdamW(mae.parameters(), lr=1e-3)
     mae(torch.randn(2, 3, 32, 32)).loss.backward()
     opt.step()
-    args = argparse.Namespace(model="mae_vit_tiny_patch16", norm_pix_loss=True, input_size=32, batch_size=64,
-                              blr=1.5e-4, output_dir="./out", device="cuda")
-    ckpt = {"model": mae.state_dict(), "optimizer": opt.state_dict(), "epoch": 799,
-            "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                       "_growth_tracker": 0}, "args": args}
+    args = argparse.Namespace(
+        model="mae_vit_tiny_patch16",
+        norm_pix_loss=True,
+        input_size=32,
+        batch_size=64,
+        blr=1.5e-4,
+        output_dir="./out",
+        device="cuda",
+    )
+    ckpt = {
+        "model": mae.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": 799,
+        "scaler": {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+            "_growth_tracker": 0,
+        },
+        "args": args,
+    }
     torch.save(ckpt, tmp_path / "checkpoint-799.pth")
     _same(load_state_dict(tmp_path / "checkpoint-799.pth"), mae.state_dict())
     report = convert(tmp_path / "checkpoint-799.pth", tmp_path / "out")
@@ -157,15 +184,26 @@ def test_official_never_runs_code(tmp_path):
 
 def test_convmae_official_files(tmp_path):
     torch.manual_seed(0)
-    model = maekit.create_model("convmae_convvit_small_patch16", img_size=32, depth=[1, 1, 2], decoder_depth=1)
-    enc = {k: v for k, v in model.state_dict().items()
-           if not k.startswith(("decoder_", "mask_token", "stage1_output_decode", "stage2_output_decode"))}
+    model = maekit.create_model(
+        "convmae_convvit_small_patch16", img_size=32, depth=[1, 1, 2], decoder_depth=1
+    )
+    enc = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(("decoder_", "mask_token", "stage1_output_decode", "stage2_output_decode"))
+    }
     torch.save({"model": enc}, tmp_path / "convmae_enc.pth")  # the released ConvMAE-B file is encoder-only
     report = convert(tmp_path / "convmae_enc.pth", tmp_path / "out")
     assert report.model_name == "convmae_convvit_small_patch16"
     assert report.model_args == {"img_size": 32, "depth": [1, 1, 2]}
     _same(load_state_dict(tmp_path / "out"), enc)
     # the same encoder builds a ConvViT classifier (fine-tuning start)
-    r2 = convert(tmp_path / "convmae_enc.pth", tmp_path / "cls", model="convvit_small_patch16", num_classes=3,
-                 img_size=32, depth=[1, 1, 2])
+    r2 = convert(
+        tmp_path / "convmae_enc.pth",
+        tmp_path / "cls",
+        model="convvit_small_patch16",
+        num_classes=3,
+        img_size=32,
+        depth=[1, 1, 2],
+    )
     assert r2.model_name == "convvit_small_patch16"

@@ -111,11 +111,20 @@ def test_training_checkpoint_with_tuple_tensors(tmp_path):
     sd = _sd()
     arrays = _paddle_arrays(sd)
     model = {k: _PaddleTensor(f"create_parameter_{i}.w_0", a) for i, (k, a) in enumerate(arrays.items())}
-    optimizer = {"state": {k: {"step": 10, "exp_avg": _PaddleTensor(f"m_{k}", np.zeros_like(a))}
-                           for k, a in list(arrays.items())[:3]},
-                 "param_groups": [{"lr": 1e-3, "params": list(arrays)}]}
-    ckpt = {"model": model, "optimizer": optimizer, "epoch": 1599, "scaler": {"scale": 1024.0},
-            "args": argparse.Namespace(model="mae_vit_tiny_patch16", norm_pix_loss=True, input_size=32)}
+    optimizer = {
+        "state": {
+            k: {"step": 10, "exp_avg": _PaddleTensor(f"m_{k}", np.zeros_like(a))}
+            for k, a in list(arrays.items())[:3]
+        },
+        "param_groups": [{"lr": 1e-3, "params": list(arrays)}],
+    }
+    ckpt = {
+        "model": model,
+        "optimizer": optimizer,
+        "epoch": 1599,
+        "scaler": {"scale": 1024.0},
+        "args": argparse.Namespace(model="mae_vit_tiny_patch16", norm_pix_loss=True, input_size=32),
+    }
     data = pickle.dumps(ckpt, protocol=4)
     assert "builtins.tuple" in _globals(data)
     (tmp_path / "checkpoint-1599.pd").write_bytes(data)
@@ -148,9 +157,15 @@ def test_linprobe_batchnorm_names(tmp_path):
     vit = maekit.create_model("vit_tiny_patch16", num_classes=4, global_pool=False, **TINY)
     sd = {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
     d = vit.embed_dim
-    sd.update({"head.0.running_mean": torch.randn(d), "head.0.running_var": torch.rand(d),
-               "head.0.num_batches_tracked": torch.tensor(0), "head.1.weight": torch.randn(4, d),
-               "head.1.bias": torch.randn(4)})
+    sd.update(
+        {
+            "head.0.running_mean": torch.randn(d),
+            "head.0.running_var": torch.rand(d),
+            "head.0.num_batches_tracked": torch.tensor(0),
+            "head.1.weight": torch.randn(4, d),
+            "head.1.bias": torch.randn(4),
+        }
+    )
     arrays = _paddle_arrays(sd)
     arrays["head.0.weight"] = np.ones(d, np.float32)  # BatchNorm1D(weight_attr=False) still stores them
     arrays["head.0.bias"] = np.zeros(d, np.float32)
@@ -191,8 +206,9 @@ def test_never_runs_code_from_the_file(tmp_path):
     with pytest.raises(ConversionError, match="not allowed"):
         load_state_dict(tmp_path / "evil.pd")
     assert not marker.exists()
-    bad_eval = pickle.dumps({"model": arrays, "x": type("E", (), {"__reduce__": lambda s: (eval, ("1+1",))})()},
-                            protocol=4)
+    bad_eval = pickle.dumps(
+        {"model": arrays, "x": type("E", (), {"__reduce__": lambda s: (eval, ("1+1",))})()}, protocol=4
+    )
     (tmp_path / "eval.pd").write_bytes(bad_eval)
     with pytest.raises(ConversionError, match="eval"):
         load_state_dict(tmp_path / "eval.pd")

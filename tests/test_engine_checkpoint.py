@@ -133,3 +133,25 @@ def test_init_distributed_without_launcher(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task srun is a plain single process
     assert init_distributed(device="cpu").distributed is False
     assert os.environ.get("RANK") is None
+
+
+def test_slurm_variables(monkeypatch):
+    from maekit.engine import distributed
+
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODELIST": "gpu[12-13]"}
+    monkeypatch.setattr(os, "environ", env)
+    assert distributed._launcher_env() == (5, 8, 1)
+    assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == (
+        "gpu12", "29500", "5", "8", "1")
+    env = {"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "SLURM_PROCID": "9", "SLURM_NTASKS": "16"}
+    monkeypatch.setattr(os, "environ", env)
+    assert distributed._launcher_env() == (2, 4, 0)  # torchrun wins over SLURM
+
+
+def test_seed_everything_is_rank_dependent():
+    from maekit.engine import seed_everything
+
+    assert seed_everything(3, rank=2) == 5
+    a = (torch.rand(1), np.random.rand(), random.random())
+    seed_everything(5)
+    assert (torch.rand(1), np.random.rand(), random.random()) == a

@@ -50,6 +50,8 @@ def _worker(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
     from maekit.engine import all_reduce_sum, cleanup, init_distributed, seed_everything
 
     info = init_distributed(device="cpu")
@@ -59,10 +61,17 @@ def _worker(rank, port, out):
     r = runner(DataLoader(ds, batch_size=BATCH, sampler=sampler, collate_fn=collate, drop_last=True), accum=2,
                out=os.path.join(out, "ddp"), dist=info)
     seed_everything(0, rank)  # after the model init (same weights), before training: per-rank streams
+    reductions = []
+
+    def counting_hook(state, bucket):
+        reductions.append(1)
+        return allreduce_hook(state, bucket)
+
+    r.model.register_comm_hook(None, counting_hook)
     log = r.fit()
     if rank == 0:
-        torch.save({"params": [p.detach() for p in r.model_without_ddp.parameters()], "log": log},
-                   os.path.join(out, "ddp_result.pt"))
+        torch.save({"params": [p.detach() for p in r.model_without_ddp.parameters()], "log": log,
+                    "reductions": len(reductions)}, os.path.join(out, "ddp_result.pt"))
 
     # An all-bad batch on rank 1 only: the last micro-step of a window, then the first of the next.
     x, y, _ = collate([ds[i] for i in range(rank * BATCH, (rank + 1) * BATCH)])  # different data per rank
@@ -115,6 +124,8 @@ def test_two_process_ddp_equals_single_process_accumulation(tmp_path):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
     assert ddp["log"]["train_loss"] == pytest.approx(log["train_loss"], rel=1e-5)
     assert ddp["log"]["skipped_files"] == log["skipped_files"] == N // BATCH
+    # no_sync: one gradient all-reduce per window (2 windows x 2 epochs), not one per micro-batch.
+    assert ddp["reductions"] == 4
 
     ckpt = torch.load(tmp_path / "ddp" / "checkpoint-last.pth", weights_only=True)
     assert len(ckpt["rng"]) == WORLD and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])

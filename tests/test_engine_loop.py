@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import signal
@@ -58,8 +59,9 @@ def make_runner(out, step_fn=noisy_step, *, model_seed=0, epochs=3, accum=2, bat
     model = make_model(model_seed)
     opt = build_adamw(param_groups_weight_decay(model, 0.05), lr=1e-2, betas=(0.9, 0.95))
     kw.setdefault("save_every", 2)
+    kw.setdefault("log_every", 1)
     return Runner(model=model, optimizer=opt, train_loader=make_loader(batch, n), step_fn=step_fn, epochs=epochs,
-                  lr=1e-2, min_lr=1e-4, warmup_epochs=1, output_dir=out, accum_iter=accum, log_every=1,
+                  lr=1e-2, min_lr=1e-4, warmup_epochs=1, output_dir=out, accum_iter=accum,
                   config={"note": "toy", "path": out}, **kw)
 
 
@@ -258,3 +260,13 @@ def test_evaluate_top1_top5_on_hand_made_logits():
     out = evaluate(nn.Identity(), loader, device="cpu")
     assert out["acc1"] == pytest.approx(50.0) and out["acc5"] == pytest.approx(75.0) and out["n"] == 4
     assert out["loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
+
+
+def test_plain_progress_lines_when_stdout_is_not_a_tty(caplog):
+    caplog.set_level(logging.INFO, logger="maekit.engine")
+    make_runner(None, mse_step, epochs=1, accum=1, log_every=3).fit()
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "actual lr: 1.00e-02" in msgs and "effective batch size: 4" in msgs
+    steps = [m.split("]  [")[1].split("]")[0] for m in msgs if m.startswith("Epoch: [0]  [")]
+    assert steps == ["0/7", "3/7", "6/7"]
+    assert any(m.startswith("Epoch: [0] Total time:") for m in msgs)

@@ -28,8 +28,9 @@ def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _hf_pretraining(model: torch.nn.Module, tmp_path, attn: str | None = None):
-    folder = save_state_dict(model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name,
-                             config=model.model_args)
+    folder = save_state_dict(
+        model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name, config=model.model_args
+    )
     kw = {"attn_implementation": attn} if attn else {}
     hf_model = transformers.ViTMAEForPreTraining.from_pretrained(folder, **kw).eval()
     return hf_model
@@ -73,7 +74,9 @@ def test_hf_vitmae_encoder_parity_tiny(tmp_path):
     model = maekit.create_model("mae_vit_tiny_patch16", **TINY).eval()
     _perturb(model)
     enc = {k: v for k, v in model.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
-    folder = save_state_dict(enc, tmp_path / "enc", "hf", model_name=model.model_name, config=model.model_args)
+    folder = save_state_dict(
+        enc, tmp_path / "enc", "hf", model_name=model.model_name, config=model.model_args
+    )
     hf_enc = transformers.ViTMAEModel.from_pretrained(folder).eval()
     imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
@@ -104,8 +107,13 @@ def test_timm_classifier_parity_tiny(global_pool):
     torch.manual_seed(0)
     ours = maekit.create_model("vit_tiny_patch16", num_classes=5, global_pool=global_pool, **TINY).eval()
     _perturb(ours)
-    ref = _timm_vit("vit_tiny_patch16_224", ours.state_dict(), num_classes=5,
-                    global_pool="avg" if global_pool else "token", **TINY)
+    ref = _timm_vit(
+        "vit_tiny_patch16_224",
+        ours.state_dict(),
+        num_classes=5,
+        global_pool="avg" if global_pool else "token",
+        **TINY,
+    )
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
@@ -116,7 +124,9 @@ def test_timm_loads_mae_encoder_strict_apart_from_head():
     mae = maekit.create_model("mae_vit_tiny_patch16", **TINY).eval()
     _perturb(mae)
     enc = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
-    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="token", **TINY)
+    ref = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="token", **TINY
+    )
     result = ref.load_state_dict(enc, strict=True)  # num_classes=0: no head, so strict holds
     assert not result.missing_keys and not result.unexpected_keys
     ref10 = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY)
@@ -124,7 +134,9 @@ def test_timm_loads_mae_encoder_strict_apart_from_head():
     assert sorted(result.missing_keys) == ["head.bias", "head.weight"] and not result.unexpected_keys
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(mae.forward_features(x), ref.eval().forward_features(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            mae.forward_features(x), ref.eval().forward_features(x), atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.slow
@@ -133,8 +145,12 @@ def test_timm_classifier_parity_base(global_pool):
     torch.manual_seed(0)
     ours = maekit.create_model("vit_base_patch16", num_classes=7, global_pool=global_pool).eval()
     _perturb(ours)
-    ref = _timm_vit("vit_base_patch16_224", ours.state_dict(), num_classes=7,
-                    global_pool="avg" if global_pool else "token")
+    ref = _timm_vit(
+        "vit_base_patch16_224",
+        ours.state_dict(),
+        num_classes=7,
+        global_pool="avg" if global_pool else "token",
+    )
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=2e-5, rtol=1e-5)

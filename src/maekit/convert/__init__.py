@@ -10,6 +10,7 @@ Everything is exchanged as a state dict under the official (R1 / R2) parameter n
     sd = load_state_dict("checkpoint-1599.pd")                  # PASSL, official names
 """
 
+from ._util import fold_linprobe_head
 from .api import (
     FORMATS,
     ConversionReport,
@@ -24,11 +25,23 @@ from .api import (
 from .detect import detect_format
 from .errors import ConversionError
 from .infer import family_of, infer_model
-from ._util import fold_linprobe_head
 from .spec import ModelSpec, describe
 
 __all__ = [
-    "FORMATS", "ConversionError", "ConversionReport", "LoadedCheckpoint", "ModelSpec", "convert", "describe",
-    "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "infer_model",
-    "load_checkpoint", "load_state_dict", "resolve_model", "save_state_dict",
+    "FORMATS",
+    "ConversionError",
+    "ConversionReport",
+    "LoadedCheckpoint",
+    "ModelSpec",
+    "convert",
+    "describe",
+    "detect_format",
+    "family_of",
+    "fold_linprobe_head",
+    "format_for_destination",
+    "infer_model",
+    "load_checkpoint",
+    "load_state_dict",
+    "resolve_model",
+    "save_state_dict",
 ]

@@ -32,7 +32,7 @@ def count_blocks(keys: Iterable[str], prefix: str) -> int:
 def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     """Drop ``prefix`` from every key when *all* keys carry it (``module.`` of DDP)."""
     if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
+        return {k[len(prefix) :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -43,8 +43,9 @@ def plain_tensors(sd: Mapping[str, torch.Tensor]) -> StateDict:
     for k, v in sd.items():
         t = v.detach().cpu().contiguous()
         st = t.untyped_storage()
-        if t.numel() and (t.storage_offset() or st.nbytes() != t.numel() * t.element_size()
-                          or st.data_ptr() in seen):
+        if t.numel() and (
+            t.storage_offset() or st.nbytes() != t.numel() * t.element_size() or st.data_ptr() in seen
+        ):
             t = t.clone()  # a view into a bigger or shared buffer
         if t.numel():
             seen.add(t.untyped_storage().data_ptr())
@@ -80,7 +81,8 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
     """Fill a temporary folder with ``write(tmp_dir)``, then move it to ``dst``.
 
     If ``dst`` already is a folder, the files written replace theirs and its other files are
-    kept; the swap is two renames, so ``dst`` is never a half-written folder.
+    kept (moved over); the swap is renames only, so ``dst`` is never a half-written folder, and
+    a failure puts the old folder back.
     """
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
@@ -90,17 +92,24 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
     tmp.mkdir()
     try:
         write(tmp)
-        if dst.exists():
-            written = {p.name for p in tmp.iterdir()}
-            for p in dst.iterdir():  # keep the user's other files
+        written = {p.name for p in tmp.iterdir()}
+        if not dst.exists():
+            os.replace(tmp, dst)
+            return dst
+        old = _tmp_name(dst, "old")
+        os.replace(dst, old)
+        try:
+            for p in old.iterdir():  # keep the user's other files
                 if p.name not in written:
                     os.replace(p, tmp / p.name)
-            old = _tmp_name(dst, "old")
-            os.replace(dst, old)
             os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        except BaseException:
+            for p in tmp.iterdir() if tmp.exists() else ():
+                if p.name not in written:
+                    os.replace(p, old / p.name)
+            os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -129,5 +138,7 @@ def fold_linprobe_head(sd: Mapping[str, torch.Tensor], eps: float = 1e-6) -> tup
         w, b = w * scale[None, :], b + w @ shift
     dtype = sd["head.1.weight"].dtype
     out["head.weight"], out["head.bias"] = w.to(dtype), b.to(dtype)
-    return out, ("the linear-probe head (BatchNorm1d without affine + Linear) was folded into one Linear "
-                 "'head' (same eval-mode outputs up to rounding; the BatchNorm statistics are not kept)")
+    return out, (
+        "the linear-probe head (BatchNorm1d without affine + Linear) was folded into one Linear "
+        "'head' (same eval-mode outputs up to rounding; the BatchNorm statistics are not kept)"
+    )

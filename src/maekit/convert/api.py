@@ -22,20 +22,46 @@ from .infer import check_fit, family_of, fit_state_dict, infer_model
 from .spec import ModelSpec, describe
 
 FORMATS = ("maekit", "official", "passl", "mindformers", "hf", "timm")
-_READERS = {"maekit": maekit_format.read, "official": official.read, "passl": passl.read,
-            "mindformers": mindformers.read, "hf": hf.read, "timm": timm_format.read}
-_SUFFIXES = {".pth": "official", ".pt": "official", ".bin": "official", ".tar": "official", ".pd": "passl",
-             ".pdparams": "passl", ".ckpt": "mindformers", ".safetensors": "timm"}
-_DEFAULT_FILE = {"official": "model.pth", "passl": "model.pdparams", "mindformers": "model.ckpt",
-                 "timm": "model.safetensors"}
+_READERS = {
+    "maekit": maekit_format.read,
+    "official": official.read,
+    "passl": passl.read,
+    "mindformers": mindformers.read,
+    "hf": hf.read,
+    "timm": timm_format.read,
+}
+_SUFFIXES = {
+    ".pth": "official",
+    ".pt": "official",
+    ".bin": "official",
+    ".tar": "official",
+    ".pd": "passl",
+    ".pdparams": "passl",
+    ".ckpt": "mindformers",
+    ".safetensors": "timm",
+}
+_DEFAULT_FILE = {
+    "official": "model.pth",
+    "passl": "model.pdparams",
+    "mindformers": "model.ckpt",
+    "timm": "model.safetensors",
+}
 _FOLDER_FORMATS = ("maekit", "hf")
 _LOSSLESS_HEADS = ("maekit", "official", "passl")  # formats that keep a linear-probe BatchNorm head
 
 
 def _check_format(fmt: str) -> str:
     f = fmt.lower()
-    aliases = {"pytorch": "official", "torch": "official", "paddle": "passl", "mindspore": "mindformers",
-               "ms": "mindformers", "huggingface": "hf", "transformers": "hf", "safetensors": "timm"}
+    aliases = {
+        "pytorch": "official",
+        "torch": "official",
+        "paddle": "passl",
+        "mindspore": "mindformers",
+        "ms": "mindformers",
+        "huggingface": "hf",
+        "transformers": "hf",
+        "safetensors": "timm",
+    }
     f = aliases.get(f, f)
     if f not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -86,8 +112,9 @@ class LoadedCheckpoint:
         return model
 
 
-def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None,
-                  **overrides: Any) -> tuple[str, dict[str, Any], list[str], ModelSpec]:
+def resolve_model(
+    sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None, **overrides: Any
+) -> tuple[str, dict[str, Any], list[str], ModelSpec]:
     """(model_name, model_args, notes, spec) of the model the weights go into.
 
     ``model`` picks the registered model: its shape is the preset's plus ``overrides`` (and the
@@ -102,7 +129,12 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
 
     preset = describe(model)  # an unknown name raises the registry's "did you mean" error
     hinted = hints.get("model_name")
-    if hinted and "model_args" in hints and is_model(hinted) and canonical_name(hinted) == canonical_name(model):
+    if (
+        hinted
+        and "model_args" in hints
+        and is_model(hinted)
+        and canonical_name(hinted) == canonical_name(model)
+    ):
         args = dict(hints["model_args"])
     else:  # the model's own shape; only what the file states beyond the weights is carried over
         args = {}
@@ -116,12 +148,15 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
     try:
         check_fit(sd, spec)
     except ConversionError as e:
-        raise ConversionError(f"{e.problem} (without a model name the shape is taken from the weights)") from e
+        raise ConversionError(
+            f"{e.problem} (without a model name the shape is taken from the weights)"
+        ) from e
     return model, args, [], spec
 
 
-def load_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None,
-                    **overrides: Any) -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | os.PathLike, format: str | None = None, model: str | None = None, **overrides: Any
+) -> LoadedCheckpoint:
     """Read any supported checkpoint and match it to a registered model.
 
     The weights are fitted to the model: absent fixed sin-cos tables are filled, parts the model
@@ -141,7 +176,9 @@ def format_for_destination(dst: str | os.PathLike) -> str:
         return _SUFFIXES[p.suffix.lower()]
     if p.is_dir() or not p.suffix:
         return "maekit"
-    raise ConversionError(f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst)
+    raise ConversionError(
+        f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst
+    )
 
 
 def _destination(dst: str | os.PathLike, fmt: str) -> Path:
@@ -172,8 +209,13 @@ def _write(sd: StateDict, dst: Path, fmt: str, spec: ModelSpec | None) -> tuple[
     return (official.write if fmt == "official" else passl.write)(sd, dst), []
 
 
-def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, model_name: str | None = None,
-                    config: dict[str, Any] | None = None) -> Path:
+def save_state_dict(
+    state_dict: StateDict,
+    dst: str | os.PathLike,
+    format: str,
+    model_name: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
     """Write official-name weights in ``format``.
 
     Args:
@@ -221,15 +263,23 @@ class ConversionReport:
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_args.items()))
-        lines = [f"{self.src} ({self.from_format}) -> {self.dst} ({self.to_format})",
-                 f"model: {self.model_name}({args})",
-                 f"{self.num_tensors} tensors, {self.num_params:,} values"]
+        lines = [
+            f"{self.src} ({self.from_format}) -> {self.dst} ({self.to_format})",
+            f"model: {self.model_name}({args})",
+            f"{self.num_tensors} tensors, {self.num_params:,} values",
+        ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | None = None,
-            to_format: str | None = None, model: str | None = None, **overrides: Any) -> ConversionReport:
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    from_format: str | None = None,
+    to_format: str | None = None,
+    model: str | None = None,
+    **overrides: Any,
+) -> ConversionReport:
     """Convert a checkpoint between formats.
 
     Args:
@@ -258,5 +308,14 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
     written, write_notes = _write(sd, out, fmt_out, spec)
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
-    return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
-                            loaded.notes + notes + fit_notes + write_notes)
+    return ConversionReport(
+        os.fspath(src),
+        os.fspath(written),
+        fmt_in,
+        fmt_out,
+        name,
+        args,
+        len(sd),
+        n_params,
+        loaded.notes + notes + fit_notes + write_notes,
+    )

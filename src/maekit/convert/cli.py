@@ -23,19 +23,43 @@ comes from the matching preset or the flags below, and is printed."""
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("src", metavar="SRC", help="input file or folder")
     parser.add_argument("dst", metavar="DST", help="output file or folder")
-    parser.add_argument("--from", dest="from_format", choices=FORMATS, default=None,
-                        help="input format (default: detected from the content)")
-    parser.add_argument("--to", dest="to_format", choices=FORMATS, default=None,
-                        help="output format (default: from DST: .pth official, .pd/.pdparams passl, .ckpt "
-                             "mindformers, .safetensors timm, a folder maekit)")
-    parser.add_argument("--model", default=None, help="registered model name (default: inferred from the weights)")
+    parser.add_argument(
+        "--from",
+        dest="from_format",
+        choices=FORMATS,
+        default=None,
+        help="input format (default: detected from the content)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="to_format",
+        choices=FORMATS,
+        default=None,
+        help="output format (default: from DST: .pth official, .pd/.pdparams passl, .ckpt "
+        "mindformers, .safetensors timm, a folder maekit)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="registered model name (default: inferred from the weights)"
+    )
     parser.add_argument("--num_heads", type=int, default=None, help="attention heads of the encoder")
-    parser.add_argument("--decoder_num_heads", type=int, default=None, help="attention heads of the MAE decoder")
-    parser.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=None,
-                        help="the model was trained on normalised-pixel targets")
+    parser.add_argument(
+        "--decoder_num_heads", type=int, default=None, help="attention heads of the MAE decoder"
+    )
+    parser.add_argument(
+        "--norm_pix_loss",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the model was trained on normalised-pixel targets",
+    )
     parser.add_argument("--layer_norm_eps", type=float, default=None, help="LayerNorm epsilon (MAE: 1e-6)")
-    parser.add_argument("--img_size", type=int, nargs="+", default=None, metavar="H [W]",
-                        help="input size, when the position table does not tell it (a non-square grid)")
+    parser.add_argument(
+        "--img_size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="H [W]",
+        help="input size, when the position table does not tell it (a non-square grid)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return parser
 
@@ -56,8 +80,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the conversion; print the report. Returns 0, or 2 with an ``error:`` line on stderr."""
     try:
-        report = convert(args.src, args.dst, from_format=args.from_format, to_format=args.to_format,
-                         model=args.model, **overrides_from_args(args))
+        report = convert(
+            args.src,
+            args.dst,
+            from_format=args.from_format,
+            to_format=args.to_format,
+            model=args.model,
+            **overrides_from_args(args),
+        )
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,11 +29,24 @@ from pathlib import Path
 from .errors import ConversionError
 
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-_HF_PREFIXES = ("vit.embeddings.", "vit.encoder.layer.", "vit.layers.", "embeddings.patch_embeddings.",
-                "encoder.layer.", "decoder.decoder_layers.", "decoder.decoder_encoder.", "classifier.",
-                "vit.layernorm.")
-_FOLDER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                 "pytorch_model.bin.index.json")
+_HF_PREFIXES = (
+    "vit.embeddings.",
+    "vit.encoder.layer.",
+    "vit.layers.",
+    "embeddings.patch_embeddings.",
+    "encoder.layer.",
+    "decoder.decoder_layers.",
+    "decoder.decoder_encoder.",
+    "classifier.",
+    "vit.layernorm.",
+)
+_FOLDER_FILES = (
+    "config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 def looks_hf(keys: Iterable[str]) -> bool:
@@ -77,7 +90,7 @@ def _looks_mindspore(head: bytes) -> bool:
         if head[i] != 0x0A:
             return False
         n, j = _varint(head, i + 1)
-        tag = head[j:j + n]
+        tag = head[j : j + n]
         return 0 < n <= 1024 and (len(tag) < n or bool(tag.decode("utf-8")))
     except (IndexError, UnicodeDecodeError):
         return False
@@ -98,7 +111,9 @@ def _folder_format(folder: Path) -> str | None:
         if (folder / name).is_file():
             inner = detect_format(folder / name, _in_folder=True)
             return "hf" if inner == "hf" else None
-    if (folder / "model.safetensors.index.json").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
+    if (folder / "model.safetensors.index.json").is_file() or (
+        folder / "pytorch_model.bin.index.json"
+    ).is_file():
         return "hf"
     return None
 
@@ -111,8 +126,11 @@ def detect_format(path: str | os.PathLike, _in_folder: bool = False) -> str:
     if p.is_dir():
         fmt = _folder_format(p)
         if fmt is None:
-            raise ConversionError("cannot tell the format of this folder: no config.json with 'model_name' "
-                                  "(maekit) or 'model_type' (Hugging Face), and no HF weights", p)
+            raise ConversionError(
+                "cannot tell the format of this folder: no config.json with 'model_name' "
+                "(maekit) or 'model_type' (Hugging Face), and no HF weights",
+                p,
+            )
         return fmt
     if not _in_folder and p.name in _FOLDER_FILES and (p.parent / "config.json").is_file():
         fmt = _folder_format(p.parent)
@@ -143,8 +161,11 @@ def detect_format(path: str | os.PathLike, _in_folder: bool = False) -> str:
         return "passl"
     if _looks_mindspore(head):
         return "mindformers"
-    raise ConversionError("cannot tell the format: not a PyTorch file, pickle (PaddlePaddle), safetensors "
-                          "file or MindSpore checkpoint; pass --from FORMAT if it is one of them", p)
+    raise ConversionError(
+        "cannot tell the format: not a PyTorch file, pickle (PaddlePaddle), safetensors "
+        "file or MindSpore checkpoint; pass --from FORMAT if it is one of them",
+        p,
+    )
 
 
 def _torch_kind(p: Path) -> str:

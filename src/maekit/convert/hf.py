@@ -34,25 +34,36 @@ from .base import Loaded
 from .errors import ConversionError
 
 _LAYER = {  # official block sub-key -> HF (hub) sub-key
-    "norm1.weight": "layernorm_before.weight", "norm1.bias": "layernorm_before.bias",
-    "norm2.weight": "layernorm_after.weight", "norm2.bias": "layernorm_after.bias",
-    "attn.proj.weight": "attention.output.dense.weight", "attn.proj.bias": "attention.output.dense.bias",
-    "mlp.fc1.weight": "intermediate.dense.weight", "mlp.fc1.bias": "intermediate.dense.bias",
-    "mlp.fc2.weight": "output.dense.weight", "mlp.fc2.bias": "output.dense.bias",
+    "norm1.weight": "layernorm_before.weight",
+    "norm1.bias": "layernorm_before.bias",
+    "norm2.weight": "layernorm_after.weight",
+    "norm2.bias": "layernorm_after.bias",
+    "attn.proj.weight": "attention.output.dense.weight",
+    "attn.proj.bias": "attention.output.dense.bias",
+    "mlp.fc1.weight": "intermediate.dense.weight",
+    "mlp.fc1.bias": "intermediate.dense.bias",
+    "mlp.fc2.weight": "output.dense.weight",
+    "mlp.fc2.bias": "output.dense.bias",
 }
 _LAYER_BACK = {v: k for k, v in _LAYER.items()}
 _QKV = ("query", "key", "value")
 _EMBED = {
-    "cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
+    "cls_token": "embeddings.cls_token",
+    "pos_embed": "embeddings.position_embeddings",
     "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
     "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-    "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias",
+    "norm.weight": "layernorm.weight",
+    "norm.bias": "layernorm.bias",
 }
 _DECODER = {
-    "decoder_embed.weight": "decoder.decoder_embed.weight", "decoder_embed.bias": "decoder.decoder_embed.bias",
-    "mask_token": "decoder.mask_token", "decoder_pos_embed": "decoder.decoder_pos_embed",
-    "decoder_norm.weight": "decoder.decoder_norm.weight", "decoder_norm.bias": "decoder.decoder_norm.bias",
-    "decoder_pred.weight": "decoder.decoder_pred.weight", "decoder_pred.bias": "decoder.decoder_pred.bias",
+    "decoder_embed.weight": "decoder.decoder_embed.weight",
+    "decoder_embed.bias": "decoder.decoder_embed.bias",
+    "mask_token": "decoder.mask_token",
+    "decoder_pos_embed": "decoder.decoder_pos_embed",
+    "decoder_norm.weight": "decoder.decoder_norm.weight",
+    "decoder_norm.bias": "decoder.decoder_norm.bias",
+    "decoder_pred.weight": "decoder.decoder_pred.weight",
+    "decoder_pred.bias": "decoder.decoder_pred.bias",
 }
 _HEAD = {"head.weight": "classifier.weight", "head.bias": "classifier.bias"}
 ARCHITECTURES = ("ViTMAEForPreTraining", "ViTMAEModel", "ViTForImageClassification")
@@ -112,7 +123,9 @@ def to_hf(sd: Mapping[str, torch.Tensor], arch: str, path: str | os.PathLike = "
     return out
 
 
-def from_hf(sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+def from_hf(
+    sd: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Hub (or transformers-5) names -> official names."""
     emb_back = {v: k for k, v in _EMBED.items()}
     dec_back = {v: k for k, v in _DECODER.items()}
@@ -148,7 +161,9 @@ def from_hf(sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tup
             raise ConversionError(f"{base}: query/key/value {kind} incomplete", path)
         out[f"{base}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in _QKV], dim=0)
     if unknown:
-        raise ConversionError("not a ViTMAE / ViT checkpoint: unknown weights " + describe_keys(unknown), path)
+        raise ConversionError(
+            "not a ViTMAE / ViT checkpoint: unknown weights " + describe_keys(unknown), path
+        )
     if not out:
         raise ConversionError("no weights found", path)
     notes = [f"skipped {describe_keys(skipped)} (no counterpart in MAE)"] if skipped else []
@@ -203,9 +218,13 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not cfg:
         return {}
     h: dict[str, Any] = {"source": "the HF config.json"}
-    for src, dst in (("num_attention_heads", "num_heads"), ("decoder_num_attention_heads", "decoder_num_heads"),
-                     ("layer_norm_eps", "layer_norm_eps"), ("norm_pix_loss", "norm_pix_loss"),
-                     ("image_size", "img_size")):
+    for src, dst in (
+        ("num_attention_heads", "num_heads"),
+        ("decoder_num_attention_heads", "decoder_num_heads"),
+        ("layer_norm_eps", "layer_norm_eps"),
+        ("norm_pix_loss", "norm_pix_loss"),
+        ("image_size", "img_size"),
+    ):
         if cfg.get(src) is not None:
             h[dst] = cfg[src]
     if cfg.get("hidden_act", "gelu") != "gelu":
@@ -218,7 +237,9 @@ def read(path: str | os.PathLike) -> Loaded:
     p = Path(path)
     folder = folder_of(p)
     cfg = read_config(folder)
-    files = [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
+    files = (
+        [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
+    )
     raw: dict[str, torch.Tensor] = {}
     for f in files:
         raw.update(load_tensors(f))
@@ -241,23 +262,36 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "architectures": [arch],
         "model_type": "vit" if arch == "ViTForImageClassification" else "vit_mae",
-        "hidden_size": spec.embed_dim, "num_hidden_layers": spec.depth, "num_attention_heads": spec.num_heads,
-        "intermediate_size": int(round(spec.embed_dim * spec.mlp_ratio)), "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
-        "layer_norm_eps": spec.layer_norm_eps, "image_size": _img_size(spec), "patch_size": spec.patch_size,
-        "num_channels": spec.in_chans, "qkv_bias": True, "dtype": str(dtype).replace("torch.", ""),
+        "hidden_size": spec.embed_dim,
+        "num_hidden_layers": spec.depth,
+        "num_attention_heads": spec.num_heads,
+        "intermediate_size": int(round(spec.embed_dim * spec.mlp_ratio)),
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": spec.layer_norm_eps,
+        "image_size": _img_size(spec),
+        "patch_size": spec.patch_size,
+        "num_channels": spec.in_chans,
+        "qkv_bias": True,
+        "dtype": str(dtype).replace("torch.", ""),
     }
     if arch == "ViTForImageClassification":
         n = spec.num_classes or 0
         cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
         cfg["label2id"] = {f"LABEL_{i}": i for i in range(n)}
     else:
-        cfg.update({
-            "decoder_hidden_size": spec.decoder_embed_dim, "decoder_num_hidden_layers": spec.decoder_depth,
-            "decoder_num_attention_heads": spec.decoder_num_heads,
-            "decoder_intermediate_size": int(round(spec.decoder_embed_dim * spec.mlp_ratio)),
-            "mask_ratio": 0.75, "norm_pix_loss": bool(spec.norm_pix_loss),
-        })
+        cfg.update(
+            {
+                "decoder_hidden_size": spec.decoder_embed_dim,
+                "decoder_num_hidden_layers": spec.decoder_depth,
+                "decoder_num_attention_heads": spec.decoder_num_heads,
+                "decoder_intermediate_size": int(round(spec.decoder_embed_dim * spec.mlp_ratio)),
+                "mask_ratio": 0.75,
+                "norm_pix_loss": bool(spec.norm_pix_loss),
+            }
+        )
     return cfg
 
 
@@ -265,19 +299,25 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple
     """A transformers folder: ``config.json`` + ``model.safetensors``."""
     notes: list[str] = []
     if spec.family in ("convmae", "convvit"):
-        raise ConversionError("transformers has no ConvMAE model; ConvMAE converts to maekit, official and passl",
-                              dst)
+        raise ConversionError(
+            "transformers has no ConvMAE model; ConvMAE converts to maekit, official and passl", dst
+        )
     if spec.family == "mae":
         arch = "ViTMAEForPreTraining" if any(k.startswith("decoder_") for k in sd) else "ViTMAEModel"
         if arch == "ViTMAEModel":
             notes.append("no decoder weights: written as ViTMAEModel (encoder only)")
     else:
         if "fc_norm.weight" in sd:
-            raise ConversionError("transformers' ViTForImageClassification classifies the cls token; this "
-                                  "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
-                                  "cannot express. Use --to timm, or a global_pool=False model", dst)
+            raise ConversionError(
+                "transformers' ViTForImageClassification classifies the cls token; this "
+                "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
+                "cannot express. Use --to timm, or a global_pool=False model",
+                dst,
+            )
         if "head.weight" not in sd:
-            raise ConversionError("a ViT classifier without a head has no ViTForImageClassification form", dst)
+            raise ConversionError(
+                "a ViT classifier without a head has no ViTForImageClassification form", dst
+            )
         arch = "ViTForImageClassification"
     if spec.family == "mae" and not isinstance(spec.mlp_ratio, (int, float)):
         raise ConversionError(f"unsupported mlp_ratio {spec.mlp_ratio}", dst)

@@ -33,8 +33,18 @@ HEAD_PREFIXES = ("head.", "fc_norm.")
 FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 # Arguments that weights determine, and those they cannot.
-_ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio",
-         "decoder_embed_dim", "decoder_depth", "num_classes", "global_pool")
+_ARCH = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depth",
+    "mlp_ratio",
+    "decoder_embed_dim",
+    "decoder_depth",
+    "num_classes",
+    "global_pool",
+)
 _SOFT = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
 
 
@@ -46,11 +56,13 @@ def family_of(sd: Mapping[str, torch.Tensor]) -> str:
     elif "patch_embed.proj.weight" in keys:
         conv = False
     else:
-        raise ConversionError("these weights are not an MAE / ViT / ConvMAE state dict (no "
-                              "'patch_embed.proj.weight' or 'patch_embed1.proj.weight'); keys: "
-                              + describe_keys(sorted(keys)))
+        raise ConversionError(
+            "these weights are not an MAE / ViT / ConvMAE state dict (no "
+            "'patch_embed.proj.weight' or 'patch_embed1.proj.weight'); keys: " + describe_keys(sorted(keys))
+        )
     pretrain = any(k.startswith(DECODER_PREFIXES + FUSION_PREFIXES) for k in keys) or not any(
-        k.startswith(HEAD_PREFIXES) for k in keys)
+        k.startswith(HEAD_PREFIXES) for k in keys
+    )
     return ("convmae" if pretrain else "convvit") if conv else ("mae" if pretrain else "vit")
 
 
@@ -93,25 +105,38 @@ def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
         for i, d in zip((1, 2, 3), dims):
             w = sd.get(f"blocks{i}.0.mlp.fc1.weight")
             ratios.append(None if w is None else w.shape[0] / d)
-        f.update(embed_dim=dims, patch_size=patches, depth=depths, in_chans=int(ws[0].shape[1]),
-                 mlp_ratio=tuple(ratios) if None not in ratios else None)
+        f.update(
+            embed_dim=dims,
+            patch_size=patches,
+            depth=depths,
+            in_chans=int(ws[0].shape[1]),
+            mlp_ratio=tuple(ratios) if None not in ratios else None,
+        )
         stride = patches[0] * patches[1] * patches[2]
         width, cls_row = dims[2], False
     else:
         w = sd["patch_embed.proj.weight"]
         if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
-            raise ConversionError(f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected a square "
-                                  "convolution kernel (D, C, p, p)")
+            raise ConversionError(
+                f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected a square "
+                "convolution kernel (D, C, p, p)"
+            )
         width, stride, cls_row = int(w.shape[0]), int(w.shape[-1]), True
         depth = count_blocks(keys, "blocks")
         fc1 = sd.get("blocks.0.mlp.fc1.weight")
-        f.update(embed_dim=width, patch_size=stride, in_chans=int(w.shape[1]), depth=depth,
-                 mlp_ratio=None if fc1 is None else fc1.shape[0] / width)
+        f.update(
+            embed_dim=width,
+            patch_size=stride,
+            in_chans=int(w.shape[1]),
+            depth=depth,
+            mlp_ratio=None if fc1 is None else fc1.shape[0] / width,
+        )
     pos = sd.get("pos_embed")
     if pos is not None:
         if pos.ndim != 3 or pos.shape[-1] != width:
-            raise ConversionError(f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, "
-                                  f"{width})")
+            raise ConversionError(
+                f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, {width})"
+            )
         grid = grid_from_pos_embed(pos, cls_row, fixed=family in PRETRAIN_FAMILIES)
         f["grid_tokens"] = pos.shape[1] - int(cls_row)
         if grid is not None:
@@ -153,20 +178,33 @@ def _same(key: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def _pick_heads(width: int, preset: ModelSpec, preset_width: int, preset_heads: int, given: Any,
-                label: str, flag: str, notes: list[str], source: str | None) -> int:
+def _pick_heads(
+    width: int,
+    preset: ModelSpec,
+    preset_width: int,
+    preset_heads: int,
+    given: Any,
+    label: str,
+    flag: str,
+    notes: list[str],
+    source: str | None,
+) -> int:
     if given is not None:
         if source:
             notes.append(f"{label}={given} ({source})")
         return int(given)
     if width == preset_width and preset_heads:
-        notes.append(f"{label}={preset_heads}: not stored in the weights; taken from preset {preset.name} "
-                     f"(pass {flag} to change)")
+        notes.append(
+            f"{label}={preset_heads}: not stored in the weights; taken from preset {preset.name} "
+            f"(pass {flag} to change)"
+        )
         return preset_heads
     head_dim = preset_width // preset_heads if preset_heads else 64
     heads = width // head_dim if width % head_dim == 0 and width >= head_dim else 1
-    notes.append(f"{label}={heads}: not stored in the weights; width {width} is not that of a preset, so "
-                 f"{heads} heads of {width // heads} (as {preset.name}); pass {flag} if the model had another count")
+    notes.append(
+        f"{label}={heads}: not stored in the weights; width {width} is not that of a preset, so "
+        f"{heads} heads of {width // heads} (as {preset.name}); pass {flag} if the model had another count"
+    )
     return heads
 
 
@@ -179,8 +217,13 @@ def _candidate_cost(facts: dict[str, Any], spec: ModelSpec) -> int:
     return cost
 
 
-def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, Any] | None = None,
-                family: str | None = None, **overrides: Any) -> tuple[str, dict[str, Any], list[str]]:
+def infer_model(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    hints: Mapping[str, Any] | None = None,
+    family: str | None = None,
+    **overrides: Any,
+) -> tuple[str, dict[str, Any], list[str]]:
     """The registered model that ``state_dict`` (official names) fits.
 
     Args:
@@ -216,7 +259,8 @@ def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, A
             check_fit(state_dict, spec)
             return name_hint, args, notes
         except ConversionError as e:
-            notes.append(f"the file names model {name_hint} {hints['model_args']}, but: {e}; inferring from the weights")
+            named = f"{name_hint} {hints['model_args']}"
+            notes.append(f"the file names model {named}, but: {e}; inferring from the weights")
 
     facts = weight_facts(state_dict, family)
     if family != own_family:  # head / decoder shape from the preset
@@ -246,8 +290,10 @@ def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, A
         hs = hints["img_size"]
         facts["img_size"] = tuple(hs) if isinstance(hs, (list, tuple)) else (hs, hs)
     if facts.get("img_size") is None and facts.get("grid_tokens") is not None:
-        raise ConversionError(f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
-                              "patches, not a square grid; pass img_size=(H, W) (--img_size H W)")
+        raise ConversionError(
+            f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
+            "patches, not a square grid; pass img_size=(H, W) (--img_size H W)"
+        )
     if facts.get("img_size") is None:
         notes.append(f"no position table in the weights: img_size={preset.img_size} from preset {name}")
 
@@ -266,22 +312,33 @@ def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, A
 
     width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
     value, src = given("num_heads")
-    heads = _pick_heads(width, preset, preset.width, preset.num_heads, value, "num_heads", "--num_heads",
-                        notes, src)
+    heads = _pick_heads(
+        width, preset, preset.width, preset.num_heads, value, "num_heads", "--num_heads", notes, src
+    )
     if heads != preset.num_heads:
         args["num_heads"] = heads
     if family in PRETRAIN_FAMILIES and facts.get("decoder_embed_dim") is not None:
         value, src = given("decoder_num_heads")
-        dheads = _pick_heads(facts["decoder_embed_dim"], preset, preset.decoder_embed_dim or 0,
-                             preset.decoder_num_heads or 0, value, "decoder_num_heads", "--decoder_num_heads",
-                             notes, src)
+        dheads = _pick_heads(
+            facts["decoder_embed_dim"],
+            preset,
+            preset.decoder_embed_dim or 0,
+            preset.decoder_num_heads or 0,
+            value,
+            "decoder_num_heads",
+            "--decoder_num_heads",
+            notes,
+            src,
+        )
         if dheads != preset.decoder_num_heads:
             args["decoder_num_heads"] = dheads
     if family in PRETRAIN_FAMILIES:
         value, src = given("norm_pix_loss")
         if value is None:
-            notes.append(f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
-                         "--norm_pix_loss if the model was trained on normalised-pixel targets")
+            notes.append(
+                f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
+                "--norm_pix_loss if the model was trained on normalised-pixel targets"
+            )
         elif bool(value) != preset.norm_pix_loss:
             args["norm_pix_loss"] = bool(value)
     value, src = given("layer_norm_eps")
@@ -319,23 +376,30 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str
     Raises:
         ConversionError: a shared key has another shape, or an encoder weight is missing.
     """
-    bad = [f"{k} {tuple(sd[k].shape)} (model: {s})" for k, s in spec.shapes.items()
-           if k in sd and tuple(sd[k].shape) != s]
+    bad = [
+        f"{k} {tuple(sd[k].shape)} (model: {s})"
+        for k, s in spec.shapes.items()
+        if k in sd and tuple(sd[k].shape) != s
+    ]
     if bad:
-        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: "
-                              f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}")
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: "
+            f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}"
+        )
     missing = [k for k in spec.shapes if k not in sd]
     unexpected = [k for k in sd if k not in spec.shapes]
     soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
     hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
     if hard:
-        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: missing "
-                              + describe_keys(hard))
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard)
+        )
     return missing, unexpected
 
 
-def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ModelSpec, *,
-                   keep_linprobe: bool = True) -> tuple[StateDict, list[str]]:
+def fit_state_dict(
+    sd: Mapping[str, torch.Tensor], spec: ModelSpec, *, keep_linprobe: bool = True
+) -> tuple[StateDict, list[str]]:
     """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
     has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
     fold a linear-probe head. Anything else that does not fit raises ConversionError."""
@@ -354,18 +418,25 @@ def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ModelSpec, *,
             notes.append(note)
             missing, unexpected = check_fit(out, spec)
     fam = spec.family
-    dropped = [k for k in unexpected if _part(k, fam) != "encoder"
-               and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))]
+    dropped = [
+        k
+        for k in unexpected
+        if _part(k, fam) != "encoder"
+        and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
+    ]
     if dropped:
         for k in dropped:
             out.pop(k)
         parts = sorted({_part(k, fam) for k in dropped})
-        notes.append(f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
-                     + describe_keys(dropped, 3))
+        notes.append(
+            f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
+            + describe_keys(dropped, 3)
+        )
     other = [k for k in unexpected if k not in dropped]
     if other:
-        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: unexpected "
-                              + describe_keys(other))
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: unexpected " + describe_keys(other)
+        )
     if spec.family in PRETRAIN_FAMILIES:
         cls_row = spec.family == "mae"
         for k in FIXED_TABLES:
@@ -378,8 +449,10 @@ def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ModelSpec, *,
                 notes.append(f"{k} was absent; filled with the fixed sin-cos table")
     parts = sorted({_part(k, fam) for k in missing})
     if "decoder" in parts:
-        notes.append("no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
-                     "file starts from its initialisation")
+        notes.append(
+            "no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
+            "file starts from its initialisation"
+        )
     if "fusion" in parts:
         notes.append("no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)")
     if "head" in parts and spec.family not in PRETRAIN_FAMILIES:

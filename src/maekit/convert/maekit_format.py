@@ -35,8 +35,9 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(f.read_text())
     except FileNotFoundError:
-        raise ConversionError(f"no {CONFIG_NAME} (a maekit model folder holds {CONFIG_NAME} + {WEIGHTS_NAME})",
-                              folder) from None
+        raise ConversionError(
+            f"no {CONFIG_NAME} (a maekit model folder holds {CONFIG_NAME} + {WEIGHTS_NAME})", folder
+        ) from None
     except ValueError as e:
         raise ConversionError(f"invalid JSON ({e})", f) from e
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_name"), str):
@@ -53,18 +54,29 @@ def read(path: str | os.PathLike) -> Loaded:
     if not weights.is_file():
         raise ConversionError(f"no {WEIGHTS_NAME}", folder)
     sd, _ = read_safetensors(weights)
-    hints = {"model_name": cfg["model_name"], "model_args": dict(cfg.get("model_args", {})),
-             "source": "the maekit config.json"}
+    hints = {
+        "model_name": cfg["model_name"],
+        "model_args": dict(cfg.get("model_args", {})),
+        "source": "the maekit config.json",
+    }
     return Loaded(sd, hints, [])
 
 
-def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, model_name: str,
-          model_args: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
+def write(
+    sd: Mapping[str, torch.Tensor],
+    dst: str | os.PathLike,
+    model_name: str,
+    model_args: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the folder atomically (a temporary folder renamed into place)."""
     tensors = plain_tensors(sd)
     cfg = {"model_name": model_name, "model_args": dict(model_args or {}), **dict(extra or {})}
-    meta = {"format": "pt", "maekit.model_name": model_name,
-            "maekit.model_args": json.dumps(cfg["model_args"], sort_keys=True)}
+    meta = {
+        "format": "pt",
+        "maekit.model_name": model_name,
+        "maekit.model_args": json.dumps(cfg["model_args"], sort_keys=True),
+    }
 
     def write_dir(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

@@ -49,18 +49,48 @@ from .base import Loaded
 from .errors import ConversionError
 
 DTYPES: dict[str, torch.dtype] = {
-    "Float32": torch.float32, "Float16": torch.float16, "BFloat16": torch.bfloat16, "Float64": torch.float64,
-    "Int8": torch.int8, "Int16": torch.int16, "Int32": torch.int32, "Int64": torch.int64,
-    "UInt8": torch.uint8, "Bool": torch.bool,
+    "Float32": torch.float32,
+    "Float16": torch.float16,
+    "BFloat16": torch.bfloat16,
+    "Float64": torch.float64,
+    "Int8": torch.int8,
+    "Int16": torch.int16,
+    "Int32": torch.int32,
+    "Int64": torch.int64,
+    "UInt8": torch.uint8,
+    "Bool": torch.bool,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's slice size
 
-OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "moments.", "accu_grads.", "accum_grads.",
-                      "global_norm", "scale_sense", "optimizer.")
-BOOKKEEPING = {"global_step", "learning_rate", "epoch_num", "step_num", "loss_scale", "current_iterator_step",
-               "last_overflow_iterator_step", "beta1_power", "beta2_power", "cur_step", "weight_decay",
-               "scale_sense", "current_epoch", "current_step"}
+OPTIMIZER_PREFIXES = (
+    "adam_m.",
+    "adam_v.",
+    "moment1.",
+    "moment2.",
+    "moments.",
+    "accu_grads.",
+    "accum_grads.",
+    "global_norm",
+    "scale_sense",
+    "optimizer.",
+)
+BOOKKEEPING = {
+    "global_step",
+    "learning_rate",
+    "epoch_num",
+    "step_num",
+    "loss_scale",
+    "current_iterator_step",
+    "last_overflow_iterator_step",
+    "beta1_power",
+    "beta2_power",
+    "cur_step",
+    "weight_decay",
+    "scale_sense",
+    "current_epoch",
+    "current_step",
+}
 
 
 class _Corrupt(Exception):
@@ -103,7 +133,7 @@ def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
             size = 8 if wire == 1 else 4
             if pos + size > end:
                 raise _Corrupt("truncated fixed-size field")
-            yield field, wire, bytes(buf[pos:pos + size])
+            yield field, wire, bytes(buf[pos : pos + size])
             pos += size
         else:
             raise _Corrupt(f"unsupported wire type {wire}")
@@ -158,7 +188,7 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
         for f2, w2, v2 in _fields(buf, vs, ve):
             if f2 == 1 and w2 == 2:
                 try:
-                    tag = bytes(buf[v2[0]:v2[1]]).decode("utf-8")
+                    tag = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
                 except UnicodeDecodeError:
                     raise _Corrupt("a tag that is not UTF-8") from None
             elif f2 == 2 and w2 == 2:
@@ -184,7 +214,7 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
                     d, p = _varint(buf, p, e)
                     dims.append(d)
             elif f3 == 2 and w3 == 2:
-                ttype = bytes(buf[v3[0]:v3[1]]).decode("utf-8", "replace")
+                ttype = bytes(buf[v3[0] : v3[1]]).decode("utf-8", "replace")
             elif f3 == 3 and w3 == 2:
                 content = v3
         if ttype is None or content is None:
@@ -209,8 +239,10 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
         numel = math.prod(e["dims"])
         itemsize = torch.empty((), dtype=dtype).element_size()
         if len(data) != numel * itemsize:
-            raise _Corrupt(f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
-                           f"{e['type']} ({numel * itemsize} expected)")
+            raise _Corrupt(
+                f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
+                f"{e['type']} ({numel * itemsize} expected)"
+            )
         t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
         out[tag] = t.reshape(e["dims"])
     if other_types:
@@ -218,8 +250,9 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
     return out, notes
 
 
-def write_entries(entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLike,
-                  slice_bytes: int = SLICE_BYTES) -> Path:
+def write_entries(
+    entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLike, slice_bytes: int = SLICE_BYTES
+) -> Path:
     """Write ``[(tag, tensor)]`` as MindSpore does: one Checkpoint message per slice."""
 
     def write(tmp: Path) -> None:
@@ -237,10 +270,12 @@ def write_entries(entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLik
                 head += _key(2, 2) + _enc_varint(len(dtype_name)) + dtype_name.encode()
                 tag_b = tag.encode("utf-8")
                 for i in range(n_slices):
-                    chunk = raw[i * per:(i + 1) * per].numpy() if per else raw.numpy()
+                    chunk = raw[i * per : (i + 1) * per].numpy() if per else raw.numpy()
                     tensor = head + _key(3, 2) + _enc_varint(chunk.nbytes)
                     tensor_len = len(tensor) + chunk.nbytes
-                    value = _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
+                    value = (
+                        _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
+                    )
                     f.write(_key(1, 2) + _enc_varint(len(value) + tensor_len))
                     f.write(value)
                     f.write(tensor)
@@ -251,24 +286,38 @@ def write_entries(entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLik
 
 # ------------------------------------------------------------------------ names
 _BLOCK_TO_MF = {
-    "norm1.weight": "layernorm1.gamma", "norm1.bias": "layernorm1.beta",
-    "norm2.weight": "layernorm2.gamma", "norm2.bias": "layernorm2.beta",
-    "attn.proj.weight": "attention.projection.weight", "attn.proj.bias": "attention.projection.bias",
-    "mlp.fc1.weight": "output.mapping.weight", "mlp.fc1.bias": "output.mapping.bias",
-    "mlp.fc2.weight": "output.projection.weight", "mlp.fc2.bias": "output.projection.bias",
+    "norm1.weight": "layernorm1.gamma",
+    "norm1.bias": "layernorm1.beta",
+    "norm2.weight": "layernorm2.gamma",
+    "norm2.bias": "layernorm2.beta",
+    "attn.proj.weight": "attention.projection.weight",
+    "attn.proj.bias": "attention.projection.bias",
+    "mlp.fc1.weight": "output.mapping.weight",
+    "mlp.fc1.bias": "output.mapping.bias",
+    "mlp.fc2.weight": "output.projection.weight",
+    "mlp.fc2.bias": "output.projection.bias",
 }
 _BLOCK_FROM_MF = {v: k for k, v in _BLOCK_TO_MF.items()}
 _TRANSPOSED = {"attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"}
 _ROOT_TO_MF = {
-    "cls_token": "vit.cls_tokens", "pos_embed": "vit.pos_embed",
-    "patch_embed.proj.weight": "vit.patch_embed.proj.weight", "patch_embed.proj.bias": "vit.patch_embed.proj.bias",
-    "norm.weight": "vit.norm.gamma", "norm.bias": "vit.norm.beta",
-    "fc_norm.weight": "vit.fc_norm.gamma", "fc_norm.bias": "vit.fc_norm.beta",
-    "head.weight": "head.weight", "head.bias": "head.bias",
-    "mask_token": "mask_tokens", "decoder_pos_embed": "decoder_pos_embed",
-    "decoder_embed.weight": "decoder_embed.weight", "decoder_embed.bias": "decoder_embed.bias",
-    "decoder_norm.weight": "decoder_norm.gamma", "decoder_norm.bias": "decoder_norm.beta",
-    "decoder_pred.weight": "decoder_pred.weight", "decoder_pred.bias": "decoder_pred.bias",
+    "cls_token": "vit.cls_tokens",
+    "pos_embed": "vit.pos_embed",
+    "patch_embed.proj.weight": "vit.patch_embed.proj.weight",
+    "patch_embed.proj.bias": "vit.patch_embed.proj.bias",
+    "norm.weight": "vit.norm.gamma",
+    "norm.bias": "vit.norm.beta",
+    "fc_norm.weight": "vit.fc_norm.gamma",
+    "fc_norm.bias": "vit.fc_norm.beta",
+    "head.weight": "head.weight",
+    "head.bias": "head.bias",
+    "mask_token": "mask_tokens",
+    "decoder_pos_embed": "decoder_pos_embed",
+    "decoder_embed.weight": "decoder_embed.weight",
+    "decoder_embed.bias": "decoder_embed.bias",
+    "decoder_norm.weight": "decoder_norm.gamma",
+    "decoder_norm.bias": "decoder_norm.beta",
+    "decoder_pred.weight": "decoder_pred.weight",
+    "decoder_pred.bias": "decoder_pred.bias",
 }
 _ROOT_FROM_MF = {v: k for k, v in _ROOT_TO_MF.items()}
 _ROOT_FROM_MF.update({"sincos_pos_embedding": "pos_embed", "vit.sincos_pos_embedding": "pos_embed"})
@@ -281,7 +330,9 @@ def _is_bookkeeping(name: str) -> bool:
     return name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)
 
 
-def from_mindformers(entries: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[dict, list[str]]:
+def from_mindformers(
+    entries: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
+) -> tuple[dict, list[str]]:
     """MindFormers names / layouts -> official."""
     sd: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
@@ -311,12 +362,16 @@ def from_mindformers(entries: Mapping[str, torch.Tensor], path: str | os.PathLik
         unknown.append(name)
     for (base, kind), parts in qkv.items():
         if sorted(parts) != ["1", "2", "3"]:
-            raise ConversionError(f"{base}: attention.dense1/2/3.{kind} incomplete (found dense{''.join(sorted(parts))})",
-                                  path)
+            raise ConversionError(
+                f"{base}: attention.dense1/2/3.{kind} incomplete (found dense{''.join(sorted(parts))})", path
+            )
         sd[f"{base}.attn.qkv.{kind}"] = torch.cat([parts["1"], parts["2"], parts["3"]], dim=0)
     if not sd:
-        raise ConversionError("no MindFormers MAE / ViT parameter in this checkpoint; entries: "
-                              + describe_keys(sorted(entries)), path)
+        raise ConversionError(
+            "no MindFormers MAE / ViT parameter in this checkpoint; entries: "
+            + describe_keys(sorted(entries)),
+            path,
+        )
     notes = []
     if ignored:
         notes.append(f"skipped {len(ignored)} optimizer / bookkeeping entries ({describe_keys(ignored, 3)})")
@@ -325,7 +380,9 @@ def from_mindformers(entries: Mapping[str, torch.Tensor], path: str | os.PathLik
     return sd, notes
 
 
-def to_mindformers(sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> list[tuple[str, torch.Tensor]]:
+def to_mindformers(
+    sd: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
+) -> list[tuple[str, torch.Tensor]]:
     """Official names / layouts -> MindFormers (encoder and decoder)."""
     out: list[tuple[str, torch.Tensor]] = []
     bad = []
@@ -347,8 +404,11 @@ def to_mindformers(sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "")
                 continue
         bad.append(key)
     if bad:
-        raise ConversionError("the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
-                              + describe_keys(bad), path)
+        raise ConversionError(
+            "the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
+            + describe_keys(bad),
+            path,
+        )
     return out
 
 
@@ -358,6 +418,7 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(sd, {}, notes + more)
 
 
-def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None,
-          slice_bytes: int = SLICE_BYTES) -> Path:
+def write(
+    sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None, slice_bytes: int = SLICE_BYTES
+) -> Path:
     return write_entries(to_mindformers(sd, dst), dst, slice_bytes)

@@ -35,10 +35,17 @@ def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
-        hint = "" if _is_torch_file(path) else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl."
-        raise ConversionError("refused to load: the file asks to unpickle something other than tensors, "
-                              f"containers and argparse.Namespace, and maekit never runs code from a file "
-                              f"({why.strip()}).{hint}", path) from e
+        hint = (
+            ""
+            if _is_torch_file(path)
+            else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl."
+        )
+        raise ConversionError(
+            "refused to load: the file asks to unpickle something other than tensors, "
+            f"containers and argparse.Namespace, and maekit never runs code from a file "
+            f"({why.strip()}).{hint}",
+            path,
+        ) from e
     except (EOFError, zipfile.BadZipFile) as e:
         raise ConversionError(f"truncated or corrupted PyTorch file ({type(e).__name__}: {e})", path) from e
     except RuntimeError as e:
@@ -82,8 +89,11 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, di
     if isinstance(obj, Mapping) and "args" in obj:
         hints = _args_hints(obj["args"])
     if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
-        notes.append(f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
-                     if "optimizer" in obj else f"checkpoint of epoch {obj['epoch']}")
+        notes.append(
+            f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
+            if "optimizer" in obj
+            else f"checkpoint of epoch {obj['epoch']}"
+        )
     sd = obj
     if isinstance(sd, Mapping) and not all(isinstance(v, torch.Tensor) for v in sd.values()):
         for key in _CONTAINER_KEYS:

@@ -62,8 +62,10 @@ def _paddle_eval(expr: Any, scope: Any = None, *_: Any) -> Any:
     returns that array and refuses anything else (nothing is evaluated)."""
     if expr == "data" and isinstance(scope, dict) and isinstance(scope.get("data"), np.ndarray):
         return scope["data"]
-    raise pickle.UnpicklingError("the pickle calls builtins.eval with something other than Paddle's "
-                                 "('data', {'data': ndarray}) tensor reduction")
+    raise pickle.UnpicklingError(
+        "the pickle calls builtins.eval with something other than Paddle's "
+        "('data', {'data': ndarray}) tensor reduction"
+    )
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -87,7 +89,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent ids are not allowed (is this a PyTorch file? use --from official)")
+        raise pickle.UnpicklingError(
+            "persistent ids are not allowed (is this a PyTorch file? use --from official)"
+        )
 
 
 def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
@@ -101,16 +105,23 @@ def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "not allowed" in msg or "eval" in msg:
-            raise ConversionError(f"refused to load: {msg}; a PASSL file holds only NumPy arrays and "
-                                  "containers, and maekit never runs code from a file", path) from e
+            raise ConversionError(
+                f"refused to load: {msg}; a PASSL file holds only NumPy arrays and "
+                "containers, and maekit never runs code from a file",
+                path,
+            ) from e
         raise ConversionError(f"truncated or corrupted pickle ({msg})", path) from e
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
         raise ConversionError(f"truncated or corrupted pickle ({type(e).__name__}: {e})", path) from e
 
 
 def _to_array(name: str, value: Any, path: str | os.PathLike) -> np.ndarray:
-    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], np.ndarray)):
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], np.ndarray)
+    ):
         value = value[1]  # a Paddle tensor pickled as (internal_name, ndarray)
     if isinstance(value, np.generic):
         value = np.asarray(value)
@@ -125,7 +136,9 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True, order="C"))
 
 
-def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+def from_paddle(
+    arrays: Mapping[str, Any], path: str | os.PathLike = ""
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Paddle names / layouts -> official names / layouts."""
     sd: dict[str, torch.Tensor] = {}
     notes: list[str] = []

@@ -55,9 +55,22 @@ class ModelSpec:
 
     def arch(self) -> dict[str, Any]:
         """The architecture numbers as a flat dict (keys of the constructor arguments)."""
-        keys = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-                "layer_norm_eps", "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss",
-                "num_classes", "global_pool")
+        keys = (
+            "img_size",
+            "patch_size",
+            "in_chans",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "mlp_ratio",
+            "layer_norm_eps",
+            "decoder_embed_dim",
+            "decoder_depth",
+            "decoder_num_heads",
+            "norm_pix_loss",
+            "num_classes",
+            "global_pool",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -78,31 +91,53 @@ def _facts(model: nn.Module) -> dict[str, Any]:
     f: dict[str, Any] = {}
     if isinstance(model, MaskedAutoencoderViT):
         d = model.cls_token.shape[-1]
-        f.update(family="mae", img_size=tuple(model.img_size), patch_size=int(model.patch_size),
-                 in_chans=model.in_chans, embed_dim=d, depth=len(model.blocks), layer_norm_eps=model.norm.eps,
-                 norm_pix_loss=bool(model.norm_pix_loss))
+        f.update(
+            family="mae",
+            img_size=tuple(model.img_size),
+            patch_size=int(model.patch_size),
+            in_chans=model.in_chans,
+            embed_dim=d,
+            depth=len(model.blocks),
+            layer_norm_eps=model.norm.eps,
+            norm_pix_loss=bool(model.norm_pix_loss),
+        )
         blocks = model.blocks
     elif isinstance(model, VisionTransformer):
         d = model.embed_dim
         pe = model.patch_embed
         norm = model.fc_norm if model.global_pool == "avg" else model.norm
-        f.update(family="vit", img_size=tuple(pe.img_size), patch_size=int(pe.patch_size[0]),
-                 in_chans=pe.proj.in_channels, embed_dim=d, depth=len(model.blocks),
-                 layer_norm_eps=getattr(norm, "eps", 1e-6), num_classes=model.num_classes,
-                 global_pool=model.global_pool)
+        f.update(
+            family="vit",
+            img_size=tuple(pe.img_size),
+            patch_size=int(pe.patch_size[0]),
+            in_chans=pe.proj.in_channels,
+            embed_dim=d,
+            depth=len(model.blocks),
+            layer_norm_eps=getattr(norm, "eps", 1e-6),
+            num_classes=model.num_classes,
+            global_pool=model.global_pool,
+        )
         blocks = model.blocks
     elif isinstance(model, (MaskedAutoencoderConvViT, ConvViT)):
         pre = isinstance(model, MaskedAutoencoderConvViT)
-        f.update(family="convmae" if pre else "convvit", img_size=tuple(model.img_size),
-                 patch_size=tuple(model.stage_patch_sizes), in_chans=model.in_chans,
-                 embed_dim=tuple(model.embed_dims), depth=tuple(model.depths),
-                 mlp_ratio=tuple(float(r) for r in model.mlp_ratios))
+        f.update(
+            family="convmae" if pre else "convvit",
+            img_size=tuple(model.img_size),
+            patch_size=tuple(model.stage_patch_sizes),
+            in_chans=model.in_chans,
+            embed_dim=tuple(model.embed_dims),
+            depth=tuple(model.depths),
+            mlp_ratio=tuple(float(r) for r in model.mlp_ratios),
+        )
         if pre:
             f.update(norm_pix_loss=bool(model.norm_pix_loss), layer_norm_eps=model.norm.eps)
         else:
             norm = model.fc_norm if model.global_pool == "avg" else model.norm
-            f.update(num_classes=model.num_classes, global_pool=model.global_pool,
-                     layer_norm_eps=getattr(norm, "eps", 1e-6))
+            f.update(
+                num_classes=model.num_classes,
+                global_pool=model.global_pool,
+                layer_norm_eps=getattr(norm, "eps", 1e-6),
+            )
         blocks = model.blocks3
         d = model.embed_dims[-1]
     else:
@@ -111,8 +146,11 @@ def _facts(model: nn.Module) -> dict[str, Any]:
     if "mlp_ratio" not in f:
         f["mlp_ratio"] = _ratio(blocks[0].mlp.fc1, d) if len(blocks) else 4.0
     if f["family"] in PRETRAIN_FAMILIES:
-        f.update(decoder_embed_dim=model.decoder_embed.out_features, decoder_depth=len(model.decoder_blocks),
-                 decoder_num_heads=model.decoder_blocks[0].attn.num_heads if len(model.decoder_blocks) else 0)
+        f.update(
+            decoder_embed_dim=model.decoder_embed.out_features,
+            decoder_depth=len(model.decoder_blocks),
+            decoder_num_heads=model.decoder_blocks[0].attn.num_heads if len(model.decoder_blocks) else 0,
+        )
     return f
 
 

@@ -34,7 +34,8 @@ from .errors import ConversionError
 
 _VIT_KEY = re.compile(
     r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|(norm|fc_norm|head)\.(weight|bias)"
-    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$")
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
+)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -62,8 +63,11 @@ def read(path: str | os.PathLike) -> Loaded:
     sd, meta = read_safetensors(path)
     bad = [k for k in sd if not _VIT_KEY.match(k)]
     if bad:
-        raise ConversionError("not a plain ViT (timm) state dict that MAE models can use; unsupported weights: "
-                              + describe_keys(bad), path)
+        raise ConversionError(
+            "not a plain ViT (timm) state dict that MAE models can use; unsupported weights: "
+            + describe_keys(bad),
+            path,
+        )
     return Loaded(sd, metadata_hints(meta), [])
 
 
@@ -71,7 +75,9 @@ def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, t
     """The part of ``sd`` that a timm ViT holds."""
     notes: list[str] = []
     if spec is not None and spec.family in ("convmae", "convvit"):
-        raise ConversionError("timm has no ConvMAE / ConvViT model; ConvMAE converts to maekit, official and passl")
+        raise ConversionError(
+            "timm has no ConvMAE / ConvViT model; ConvMAE converts to maekit, official and passl"
+        )
     out, note = fold_linprobe_head(sd)
     if note:
         notes.append(note)
@@ -90,5 +96,7 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
     tensors = plain_tensors(tensors)
     meta = {"format": "pt"}
     if spec is not None:
-        meta.update({"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)})
+        meta.update(
+            {"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
+        )
     return atomic_write_file(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes

@@ -1,15 +1,17 @@
-"""The one training loop: ``train_one_epoch`` and the epoch driver ``Runner`` (REFERENCES C.1).
+"""The one training loop, ``train_one_epoch`` (REFERENCES C.1); ``runner.Runner`` drives the epochs.
 
 The loop knows nothing about MAE: a task hands it ``step_fn(model, batch) -> (loss, n_samples)``,
 where ``batch = (images, targets, num_skipped)`` is already on the device and ``loss`` is a 0-d
-tensor (the mean over the batch). Differences from the reference engines, all deliberate:
+tensor (the mean over the batch). Differences from the reference engine, all deliberate:
 
 - DDP ``no_sync()`` on the non-final micro-steps of an accumulation window (the reference
   all-reduces on every micro-step; the summed gradients are the same).
 - bf16 / fp16 / fp32 autocast (``engine.precision``); a GradScaler only for fp16.
-- A non-finite loss raises :class:`NonFiniteLossError` on every rank (the flags are summed across
-  ranks each micro-step), instead of ``sys.exit(1)`` on one rank.
-- An all-bad batch (0 images) is skipped on every rank; losses are weighted by ``n_samples``.
+- Ranks agree every micro-step, through two tiny CPU (gloo) all-reduces, on "some batch is empty",
+  "stop requested" and "loss non-finite", so they never diverge: a non-finite loss raises
+  :class:`NonFiniteLossError` on every rank (the reference calls ``sys.exit(1)`` on one rank), and
+  an all-bad batch (0 images) on any rank is skipped by all ranks.
+- Train loss is weighted by ``n_samples`` and summed over ranks; skipped files are counted.
 """
 
 from __future__ import annotations
@@ -209,13 +211,20 @@ class _EpochRun:
         return bool(stop)
 
     def _forward_backward(self, i: int, batch: tuple, sync: bool) -> None:
-        with autocast_context(self.device, self.autocast_dtype):
-            loss, n = self.step_fn(self.model, _to_device(batch, self.device))
-        loss_value, n = float(loss.detach()), int(n)
-        nonfinite, loss_sum, n_sum = sum_over_ranks([float(not math.isfinite(loss_value)), loss_value * n, float(n)])
-        if nonfinite:
-            raise NonFiniteLossError(loss_value if not math.isfinite(loss_value) else math.nan, self.epoch, i)
-        self._backward(loss / self.accum_iter, sync=sync)
+        # Non-final micro-steps run under DDP's no_sync (forward included: DDP decides at forward
+        # time); the final one all-reduces the summed gradients of the window.
+        ctx = self.model.no_sync() if (self.ddp and not sync) else contextlib.nullcontext()
+        with ctx:
+            with autocast_context(self.device, self.autocast_dtype):
+                loss, n = self.step_fn(self.model, _to_device(batch, self.device))
+            loss_value, n = float(loss.detach()), int(n)
+            nonfinite, loss_sum, n_sum = sum_over_ranks([float(not math.isfinite(loss_value)), loss_value * n,
+                                                         float(n)])
+            if nonfinite:
+                raise NonFiniteLossError(loss_value if not math.isfinite(loss_value) else math.nan, self.epoch, i)
+            loss = loss / self.accum_iter
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self.accumulated = True
         self.stats.loss_sum += loss_sum
         self.stats.n_samples += int(n_sum)
         self.last_loss = loss_sum / max(n_sum, 1.0)
@@ -227,18 +236,11 @@ class _EpochRun:
             setattr(self.stats, f.name, getattr(self.window_start_stats, f.name))
         self.stats.elapsed, self.stats.next_step, self.stats.interrupted = elapsed, window_start, True
 
-    def _backward(self, loss: torch.Tensor, sync: bool) -> None:
-        # Non-final micro-steps skip DDP's all-reduce; the final one reduces the summed gradients.
-        ctx = self.model.no_sync() if (self.ddp and not sync) else contextlib.nullcontext()
-        with ctx:
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        self.accumulated = True
-
     def _optimizer_step(self, last_skipped: bool) -> None:
         if not self.accumulated:  # every micro-batch of the window was empty
             return
         if last_skipped and self.ddp:
-            pass
+            _average_grads(self.params)
         if self.scaler is not None:
             if self.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)

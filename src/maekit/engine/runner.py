@@ -10,8 +10,12 @@ progress (or drops an unfinished accumulation window), all ranks agree to stop a
 ``checkpoint-last.pth`` is written with ``epoch`` = the last complete epoch and ``step_in_epoch`` =
 the number of batches of the next epoch already done, and :class:`TrainingInterrupted` is raised.
 Resuming calls ``sampler.set_epoch`` with the same epoch (same shuffle) and skips those batches,
-so every sample is seen exactly once per epoch. Data order and weights resume exactly; random
-draws (masks, augmentations) after a mid-epoch resume differ from an uninterrupted run.
+so every sample is seen exactly once per epoch. The RNG state saved is the one at the stopping
+point (rewound to the window start when a window is dropped), and re-creating the DataLoader
+iterator does not consume it, so model-side randomness (masks, dropout) continues exactly as in an
+uninterrupted run; only augmentations drawn inside DataLoader worker processes differ (their seeds
+come from the new iterator). The per-epoch sums of the interrupted part are saved
+(``partial_epoch``), so the epoch's logged loss is the same as without interruption.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, find_latest_checkpoint,
                          load_checkpoint, restore_rng_state, save_checkpoint, to_plain)
-from .distributed import DistInfo, all_gather_objects
+from .distributed import DistInfo, all_gather_objects, sum_over_ranks
 from .logs import JsonLogWriter, TensorBoardWriter, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
 from .schedule import LRSchedule
@@ -101,6 +105,7 @@ class Runner:
         self.log_every, self.handle_signals = log_every, handle_signals
         self.n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.stop_signal: int | None = None
+        self._resumed = False
 
     def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
         if self.dist.distributed:
@@ -120,6 +125,7 @@ class Runner:
             TrainingInterrupted: after saving, on SIGTERM / SIGINT.
             NonFiniteLossError: NaN/inf loss; no checkpoint is written for the failed epoch.
         """
+        self.stop_signal = None
         self.load_resume()
         self._announce()
         save_config(self.output_dir, self.config, enabled=self.is_main)
@@ -163,8 +169,9 @@ class Runner:
         json_log.write(log)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
-        if self.stop_signal is not None:
-            raise TrainingInterrupted(self.stop_signal, self._last_path())
+        # A signal that arrived during eval / saving: every rank must agree, or one would hang.
+        if sum_over_ranks([float(self.stop_signal is not None)])[0] > 0:
+            raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, self._last_path())
         return log
 
     def _epoch_log(self, epoch: int, stats: EpochStats) -> dict[str, Any]:
@@ -193,7 +200,7 @@ class Runner:
         return epoch + 1 == self.epochs or (self.save_every > 0 and epoch % self.save_every == 0)
 
     # ------------------------------------------------------------ checkpoints
-    def state_dict(self, epoch: int, step_in_epoch: int = 0, partial: EpochStats | None = None) -> dict:
+    def checkpoint_state(self, epoch: int, step_in_epoch: int = 0, partial: EpochStats | None = None) -> dict:
         """The checkpoint dict. Collective: every rank must call it (RNG states are gathered)."""
         rng = all_gather_objects(capture_rng_state())
         return {
@@ -218,7 +225,7 @@ class Runner:
     def save(self, epoch: int, *, step_in_epoch: int = 0, partial: EpochStats | None = None,
              numbered: bool = False, best: bool = False) -> Path | None:
         """Write ``checkpoint-last.pth`` (+ numbered / best copies) on rank 0. Collective."""
-        state = self.state_dict(epoch, step_in_epoch, partial)
+        state = self.checkpoint_state(epoch, step_in_epoch, partial)
         if not self.is_main or self.output_dir is None:
             return self._last_path()
         last = save_checkpoint(self.output_dir / LAST_NAME, state)
@@ -230,8 +237,9 @@ class Runner:
 
     def load_resume(self) -> None:
         """Apply ``resume``: model (strict), then optimizer, scaler, epoch, RNG and best metric if present."""
-        if not self.resume:
+        if not self.resume or self._resumed:
             return
+        self._resumed = True  # idempotent: a task may call this before fit() to learn start_epoch
         if str(self.resume) == "auto":
             if self.output_dir is None:
                 raise ValueError("resume='auto' needs an output_dir to look in")

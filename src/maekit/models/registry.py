@@ -49,6 +49,11 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def is_pretraining_model(name: str) -> bool:
+    """True for masked-autoencoder names (``mae_*``, ``convmae_*``), False for classifiers."""
+    return canonical_name(name).startswith(("mae_", "convmae_"))
+
+
 def is_model(name: str) -> bool:
     return name in _MODELS
 

@@ -26,7 +26,7 @@ from ..data import (build_eval_transform, build_finetune_transform, build_linpro
 from ..engine.metrics import evaluate
 from ..engine.optim import LARS, build_adamw, convvit_layer_id, param_groups_layer_decay, vit_layer_id
 from ..engine.runner import Runner
-from ..models import create_model
+from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
 from .common import RunContext, count_parameters, learning_rate, shape_overrides, start_run
 
@@ -34,17 +34,36 @@ log = logging.getLogger("maekit.tasks")
 
 
 # ----------------------------------------------------------------------------- data
-def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, train_transform):
-    """Train and validation datasets, and the class names; checks ``--nb_classes``."""
+def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, train_transform,
+                      train_dataset=None, val_dataset=None):
+    """Train and validation datasets, and the class names; checks ``--nb_classes``.
+
+    ``train_dataset`` / ``val_dataset`` (torch Datasets of transformed ``(image, target)`` items)
+    replace the ones from ``--data_path``; the train set is only built when ``train_transform`` is
+    given (not for ``--eval``). Class names come from a dataset's ``classes`` attribute, else
+    from ``--nb_classes`` (``'0'``, ``'1'``, ...).
+    """
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
     common = dict(labelled=True, in_chans=in_chans, train_split=getattr(args, "train_split", None),
                   val_split=getattr(args, "val_split", None))
-    train = resolve_dataset(args.data_path, "train", transform=train_transform, **common) if train_transform else None
-    val = resolve_dataset(args.data_path, "val", **common,
-                          transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std))
-    classes = list((train or val).classes)
-    if train is not None and list(val.classes) != classes:
-        raise ValueError(f"train and validation class folders differ: {classes} vs {list(val.classes)}")
+    train = None
+    if train_transform is not None:
+        train = train_dataset if train_dataset is not None else resolve_dataset(
+            args.data_path, "train", transform=train_transform, **common)
+    val = val_dataset if val_dataset is not None else resolve_dataset(
+        args.data_path, "val", **common, transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean,
+                                                                         std=std))
+    train_classes = getattr(train, "classes", None) if train is not None else None
+    val_classes = getattr(val, "classes", None)
+    if train_classes is not None and val_classes is not None and list(val_classes) != list(train_classes):
+        raise ValueError(f"train and validation class folders differ: {list(train_classes)} vs {list(val_classes)}")
+    found = train_classes if train_classes is not None else val_classes
+    if found is None:
+        if args.nb_classes is None:
+            raise ValueError("the datasets have no 'classes' attribute: give the number of classes "
+                             "(--nb_classes, or TrainingArguments(nb_classes=...))")
+        return train, val, [str(i) for i in range(args.nb_classes)]
+    classes = list(found)
     if args.nb_classes is not None and args.nb_classes != len(classes):
         raise ValueError(f"--nb_classes {args.nb_classes} but the data has {len(classes)} classes "
                          f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
@@ -59,12 +78,11 @@ def _is_convvit(model: nn.Module) -> bool:
 def build_classifier(*, model: str, num_classes: int, input_size, patch_size=None, in_chans=None,
                      global_pool: bool = True, drop_path: float = 0.0) -> nn.Module:
     """A registered classifier (``vit_*`` / ``convvit_*``) with the shape options applied."""
-    net = create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
-                       **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans))
-    if not hasattr(net, "head"):
+    if is_pretraining_model(model):
         raise ValueError(f"{model!r} is not a classifier; use a vit_* or convvit_* name "
                          "(mae_* / convmae_* names are pretraining models)")
-    return net
+    return create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
+                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans))
 
 
 def model_in_chans(model: nn.Module) -> int:
@@ -135,8 +153,12 @@ def make_eval_fn(loader, ctx: RunContext):
 
 
 # ----------------------------------------------------------------------------- tasks
-def run_classification(args: argparse.Namespace, *, linprobe: bool) -> dict[str, Any]:
-    """Fine-tune (``linprobe=False``) or linear-probe from parsed options."""
+def run_classification(args: argparse.Namespace, *, linprobe: bool, train_dataset=None,
+                       val_dataset=None) -> dict[str, Any]:
+    """Fine-tune (``linprobe=False``) or linear-probe from parsed options.
+
+    ``train_dataset`` / ``val_dataset`` replace the ``--data_path`` ones (:func:`labelled_datasets`).
+    """
     task = "linprobe" if linprobe else "finetune"
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
     probe = build_classifier(model=args.model, num_classes=args.nb_classes or 1, input_size=args.input_size,
@@ -151,7 +173,8 @@ def run_classification(args: argparse.Namespace, *, linprobe: bool) -> dict[str,
             auto_augment=None if str(args.aa).lower() == "none" else args.aa, re_prob=args.reprob,
             re_mode=args.remode, re_count=args.recount)
     train_set, val_set, classes = labelled_datasets(args, in_chans=in_chans, img_size=img_size,
-                                                    train_transform=None if args.eval else train_tf)
+                                                    train_transform=None if args.eval else train_tf,
+                                                    train_dataset=train_dataset, val_dataset=val_dataset)
     model = build_classifier(model=args.model, num_classes=len(classes), input_size=args.input_size,
                              patch_size=args.patch_size, in_chans=args.in_chans, global_pool=args.global_pool,
                              drop_path=0.0 if linprobe else args.drop_path)

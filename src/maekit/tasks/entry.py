@@ -30,15 +30,18 @@ def parse(command: str, argv: Sequence[str]) -> argparse.Namespace:
     return options.parse_with_config(build_parser(command), argv)
 
 
-def run_parsed(command: str, args: argparse.Namespace) -> dict:
+def run_parsed(command: str, args: argparse.Namespace, *, train_dataset=None, val_dataset=None) -> dict:
+    """Run a parsed command. ``train_dataset`` / ``val_dataset`` (torch Datasets of transformed
+    ``(image, target)`` items) replace the ones ``--data_path`` would give (pretrain: train only)."""
     if command == "pretrain":
         from .pretrain import run_pretrain
 
-        return run_pretrain(args)
+        return run_pretrain(args, dataset=train_dataset)
     if command in ("finetune", "linprobe"):
         from .classify import run_classification
 
-        return run_classification(args, linprobe=command == "linprobe")
+        return run_classification(args, linprobe=command == "linprobe", train_dataset=train_dataset,
+                                  val_dataset=val_dataset)
     from .evaluate import run_eval
 
     return run_eval(args)

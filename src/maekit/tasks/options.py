@@ -88,6 +88,9 @@ def pretrain_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = p.add_argument_group("masked autoencoding")
     g.add_argument("--mask_ratio", type=float, default=0.75, help="fraction of patches removed")
     g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised pixel targets")
+    g.add_argument("--augment", default="reference", choices=["reference", "flip", "none"],
+                   help="reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; none: resize only "
+                        "(for data where crops or mirror images are wrong, e.g. text or some medical images)")
     add_schedule_args(p, batch_size=64, epochs=400, blr=1e-3, min_lr=0.0, warmup_epochs=40, weight_decay=0.05)
     add_data_args(p, labelled=False)
     add_run_args(p)

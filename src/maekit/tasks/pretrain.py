@@ -7,11 +7,14 @@ import logging
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
-from ..data import build_loader, build_pretrain_transform, resolve_dataset, resolve_mean_std
+from torchvision import transforms as T
+
+from ..data import build_eval_transform, build_loader, build_pretrain_transform, resolve_dataset, resolve_mean_std
 from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..engine.runner import Runner
-from ..models import create_model
+from ..models import create_model, is_pretraining_model
 from .common import count_parameters, learning_rate, shape_overrides, start_run
 
 log = logging.getLogger("maekit.tasks")
@@ -20,23 +23,37 @@ log = logging.getLogger("maekit.tasks")
 def build_pretrain_model(*, model: str, input_size, patch_size=None, in_chans=None, norm_pix_loss=False,
                          **extra: Any) -> torch.nn.Module:
     """A registered MAE / ConvMAE pretraining model with the shape options applied."""
-    net = create_model(model, norm_pix_loss=norm_pix_loss,
-                       **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
-    if not hasattr(net, "patchify") or not hasattr(net, "decoder_pred"):
+    if not is_pretraining_model(model):
         raise ValueError(f"{model!r} is not a pretraining model; use an mae_* or convmae_* name "
                          "(classifiers such as vit_* are for finetune / linprobe)")
-    return net
+    return create_model(model, norm_pix_loss=norm_pix_loss,
+                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
 
 
-def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
-    """Pretrain from parsed options; returns the last epoch's log record."""
+def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std):
+    """The reference augmentation, or a lighter one (``flip``: resize + flip; ``none``: resize only)."""
+    if augment == "reference":
+        return build_pretrain_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    if augment not in ("flip", "none"):
+        raise ValueError(f"unknown --augment {augment!r}; choose reference, flip or none")
+    resize = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0)
+    return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
+
+
+def run_pretrain(args: argparse.Namespace, *, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Pretrain from parsed options; returns the last epoch's log record.
+
+    ``dataset`` (optional) replaces ``--data_path``: a torch Dataset of ``(image tensor, target)``
+    items already transformed to the model's input (used by :class:`maekit.api.Trainer`).
+    """
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
     model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
                                  in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss)
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
-    transform = build_pretrain_transform(model.img_size, in_chans=in_chans, mean=mean, std=std)
-    dataset = resolve_dataset(args.data_path, "train", labelled=False, transform=transform, in_chans=in_chans)
+    transform = pretrain_transform(args.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)
+    if dataset is None:
+        dataset = resolve_dataset(args.data_path, "train", labelled=False, transform=transform, in_chans=in_chans)
     loader = build_loader(dataset, batch_size=args.batch_size, train=True, num_workers=args.num_workers,
                           pin_memory=args.pin_mem, seed=args.seed)
     log.info("pretraining %s (%.2fM trainable parameters) on %d images from %s",
