@@ -1,5 +1,6 @@
 """High-level API (MindFormers / Hugging Face style): Auto classes, weights by name,
-``save_pretrained`` / ``from_pretrained``, pipelines, and the ``predict`` / ``visualize`` commands.
+``save_pretrained`` / ``from_pretrained``, pipelines, ``Trainer`` / ``TrainingArguments``, and the
+``predict`` / ``visualize`` / ``run`` commands.
 
 >>> from maekit.api import AutoModel, pipeline
 >>> model = AutoModel.from_pretrained("mae_vit_large_patch16.visualize")  # doctest: +SKIP
@@ -19,11 +20,16 @@ from .pipelines import (
     pipeline,
 )
 from .processor import AutoImageProcessor, ImageProcessor
+from .run_config import RunConfig, RunConfigWarning, load_run_config
+from .trainer import Trainer
+from .training_args import TrainingArguments
 from .zoo import WeightsEntry, list_pretrained, register_weights
 
 __all__ = [
     "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",
     "ImageClassificationPipeline", "ImageFeatureExtractionPipeline", "ImageProcessor", "MAEConfig",
-    "MaskedImageModelingPipeline", "Pipeline", "WeightsEntry", "WeightsUnavailableError", "cache_dir",
-    "download", "from_pretrained", "list_pretrained", "pipeline", "register_weights", "save_pretrained",
+    "MaskedImageModelingPipeline", "Pipeline", "RunConfig", "RunConfigWarning", "Trainer", "TrainingArguments",
+    "WeightsEntry", "WeightsUnavailableError", "cache_dir",
+    "download", "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "register_weights",
+    "save_pretrained",
 ]

@@ -28,7 +28,8 @@ from ..engine.optim import LARS, build_adamw, convvit_layer_id, param_groups_lay
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
-from .common import RunContext, count_parameters, learning_rate, shape_overrides, start_run
+from .common import (RunContext, count_parameters, learning_rate, model_overrides, shape_overrides,
+                     start_run)
 
 log = logging.getLogger("maekit.tasks")
 
@@ -56,7 +57,8 @@ def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, trai
     train_classes = getattr(train, "classes", None) if train is not None else None
     val_classes = getattr(val, "classes", None)
     if train_classes is not None and val_classes is not None and list(val_classes) != list(train_classes):
-        raise ValueError(f"train and validation class folders differ: {list(train_classes)} vs {list(val_classes)}")
+        raise ValueError(f"train and validation class folders differ: {list(train_classes)} vs "
+                         f"{list(val_classes)}")
     found = train_classes if train_classes is not None else val_classes
     if found is None:
         if args.nb_classes is None:
@@ -76,13 +78,13 @@ def _is_convvit(model: nn.Module) -> bool:
 
 
 def build_classifier(*, model: str, num_classes: int, input_size, patch_size=None, in_chans=None,
-                     global_pool: bool = True, drop_path: float = 0.0) -> nn.Module:
+                     global_pool: bool = True, drop_path: float = 0.0, **extra: Any) -> nn.Module:
     """A registered classifier (``vit_*`` / ``convvit_*``) with the shape options applied."""
     if is_pretraining_model(model):
         raise ValueError(f"{model!r} is not a classifier; use a vit_* or convvit_* name "
                          "(mae_* / convmae_* names are pretraining models)")
     return create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
-                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans))
+                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
 
 
 def model_in_chans(model: nn.Module) -> int:
@@ -161,8 +163,9 @@ def run_classification(args: argparse.Namespace, *, linprobe: bool, train_datase
     """
     task = "linprobe" if linprobe else "finetune"
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
+    extra = model_overrides(args)
     probe = build_classifier(model=args.model, num_classes=args.nb_classes or 1, input_size=args.input_size,
-                             patch_size=args.patch_size, in_chans=args.in_chans)
+                             patch_size=args.patch_size, in_chans=args.in_chans, **extra)
     in_chans, img_size = model_in_chans(probe), model_img_size(probe)
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
     if linprobe:
@@ -177,7 +180,7 @@ def run_classification(args: argparse.Namespace, *, linprobe: bool, train_datase
                                                     train_dataset=train_dataset, val_dataset=val_dataset)
     model = build_classifier(model=args.model, num_classes=len(classes), input_size=args.input_size,
                              patch_size=args.patch_size, in_chans=args.in_chans, global_pool=args.global_pool,
-                             drop_path=0.0 if linprobe else args.drop_path)
+                             drop_path=0.0 if linprobe else args.drop_path, **extra)
     if not args.eval:
         load_encoder(model, args.finetune, head_init_std=0.01 if linprobe else 2e-5)
     if linprobe:

@@ -56,6 +56,7 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm_pix_loss", action="store_true", default=d["norm_pix_loss"])
     p.add_argument("--probe_epochs", type=int, default=d["probe_epochs"])
     p.add_argument("--probe_batch_size", type=int, default=d["probe_batch_size"])
+    p.add_argument("--probe_blr", type=float, default=d["probe_blr"], help="linear-probe base lr (LARS)")
     p.add_argument("--output_dir", default="demo_output")
     p.add_argument("--device", default="auto")
     p.add_argument("--num_workers", type=int, default=2)
@@ -84,6 +85,7 @@ def pretrain_argv(args, out: Path) -> list[str]:
 def linprobe_argv(args, checkpoint: Path, out: Path) -> list[str]:
     return ["--model", classifier_name(args.model), *_size_args(args), "--finetune", str(checkpoint),
             "--epochs", str(args.probe_epochs), "--warmup_epochs", "1", "--batch_size", str(args.probe_batch_size),
+            "--blr", str(args.probe_blr),
             "--global_pool", "--output_dir", str(out), "--save_every", "0", *_common(args)]
 
 
@@ -133,7 +135,6 @@ def main(argv: Sequence[str]) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    log_level = logging.getLogger("maekit").level
     # 1. the untrained control: the pretraining model exactly as initialised
     torch.manual_seed(args.seed)
     init = build_pretrain_model(model=args.model, input_size=[args.input_size],
@@ -159,7 +160,6 @@ def main(argv: Sequence[str]) -> int:
         "total_seconds": round(time.time() - t0, 1),
     }
     write_report(out, report)
-    logging.getLogger("maekit").setLevel(log_level)
     print(f"\nlinear probe top-1: pretrained {report['probe_top1_pretrained']:.2f}% vs untrained "
           f"{report['probe_top1_untrained']:.2f}%\nwrote {out}/reconstruction.png, loss_curve.png, report.json, report.md")
     return 0

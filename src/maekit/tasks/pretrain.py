@@ -15,7 +15,7 @@ from ..data import build_eval_transform, build_loader, build_pretrain_transform,
 from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
-from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .common import count_parameters, learning_rate, model_overrides, shape_overrides, start_run
 
 log = logging.getLogger("maekit.tasks")
 
@@ -45,10 +45,12 @@ def run_pretrain(args: argparse.Namespace, *, dataset: Dataset | None = None) ->
 
     ``dataset`` (optional) replaces ``--data_path``: a torch Dataset of ``(image tensor, target)``
     items already transformed to the model's input (used by :class:`maekit.api.Trainer`).
+    ``args.model_overrides`` (optional dict, not a flag) adds constructor arguments (``depth``...).
     """
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
     model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
-                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss)
+                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss,
+                                 **model_overrides(args))
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
     transform = pretrain_transform(args.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)

@@ -1,0 +1,711 @@
+"""``Trainer``: MindFormers-style training, evaluation and prediction (REFERENCES G.2, ECOSYSTEM 1.9).
+
+>>> from maekit.api import Trainer, TrainingArguments
+>>> args = TrainingArguments(output_dir="out", epochs=1, batch_size=8)            # doctest: +SKIP
+>>> trainer = Trainer(task="masked_image_modeling", model="mae_vit_base_p16",
+...                   train_dataset="images/", eval_dataset="images_val/", args=args)  # doctest: +SKIP
+>>> trainer.train()                      # maekit pretrain (same code path)       # doctest: +SKIP
+>>> trainer.evaluate()                   # {'test_loss': ..., 'test_n': ...}      # doctest: +SKIP
+>>> trainer.predict(input_data="cat.jpg")  # the masked_image_modeling pipeline     # doctest: +SKIP
+
+Nothing here trains by itself: ``train()`` / ``finetune()`` build the options of ``maekit
+pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) and run them
+through :func:`maekit.tasks.entry.run_parsed`, the function the CLI runs; the files are the
+CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
+
+Arguments:
+
+- ``task``: ``masked_image_modeling`` or ``image_classification`` (hyphens accepted); default:
+  from the YAML, else from the model (a pretraining model -> masked image modeling).
+- ``model``: a registered name (``mae_vit_base_p16``, ``vit_tiny_patch16``...), a name with a
+  weights tag (``mae_vit_base_patch16.pretrain``), a model folder or checkpoint file, a
+  :class:`~maekit.api.MAEConfig` (or its dict), or an ``nn.Module`` built by maekit. For
+  training, the architecture comes from it and so do the starting weights: a bare name starts
+  from a random initialisation, a tagged name / folder / file / module from its weights (for
+  classification through ``--finetune``: encoder loaded, head re-initialised, as the reference
+  does; for masked image modeling the whole model, decoder included when present). Image size,
+  patch size and channels follow the model unless ``args`` sets them. For image classification a
+  pretraining model stands for its encoder: ``mae_vit_base_p16`` trains ``vit_base_p16``.
+  Default: ``mae_vit_base_p16`` / ``vit_base_p16`` (MindFormers' names).
+- ``train_dataset`` / ``eval_dataset``: a folder, ``builtin:digits``, or a torch ``Dataset`` of
+  ``(image tensor, target)`` items already transformed to the model's input (normalised). Folders:
+  masked image modeling reads every image below the folder (or its ``train/``); classification
+  takes class folders (``<dir>/<class>/<images>``) or a root with ``train/`` and ``val/``.
+  Classification evaluates after every epoch, so it needs an evaluation set (``val/`` of the
+  root, ``builtin:digits``' test split, or ``eval_dataset``).
+- ``args``: :class:`~maekit.api.TrainingArguments`, its dict, or a MindFormers-shaped run YAML
+  (path or packaged name, :mod:`maekit.api.run_config`) that also gives the task, model and
+  dataset folders (the constructor's arguments win).
+
+After ``train()`` / ``finetune()`` the Trainer's model is the one in ``checkpoint-last.pth``:
+``evaluate()``, ``predict()``, ``model`` and ``save_pretrained()`` use it. Before any training they
+use the model as given; a bare name then means its published weights, as in MindFormers
+(downloaded unless ``args.download`` is False; random weights with a warning when none exist).
+
+``evaluate()``: classification -> ``{'test_acc1', 'test_acc5', 'test_loss'}`` (percent, and the
+cross-entropy), as ``maekit finetune --eval``; masked image modeling -> ``{'test_loss', 'test_n'}``,
+the mean reconstruction loss with fixed masks (``args.seed``, default 0;
+:mod:`maekit.tasks.reconstruction`), where MindFormers raises NotImplementedError.
+
+``predict(input_data=...)`` runs :func:`maekit.api.pipeline` for the task and returns its result
+(one input -> one result, a list or folder -> a list); masked image modeling also writes the
+pictures to ``output_dir`` (mask seed 2, the official demo's, unless ``seed=`` is given), and
+both write ``<task>_result.json`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint, save_checkpoint
+from ..models import canonical_name, create_model, is_model, is_pretraining_model
+from .config import MAEConfig, is_pretraining_model as is_pretraining_module
+from .pipelines import normalize_task
+from .training_args import TRAINER_ONLY, TrainingArguments
+
+log = logging.getLogger("maekit.api")
+
+TASKS = ("masked_image_modeling", "image_classification")
+DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
+COMMANDS = {"masked_image_modeling": "pretrain", "image_classification": "finetune"}
+INITIAL_WEIGHTS = "initial_weights.pth"
+
+# model_args that map to command options rather than constructor overrides
+_SHAPE_KEYS = ("img_size", "patch_size", "in_chans")
+_NOT_OVERRIDES = {*_SHAPE_KEYS, "norm_pix_loss", "num_classes", "global_pool", "drop_path_rate"}
+
+
+def classifier_name(name: str) -> str:
+    """The classifier of a pretraining model (``mae_vit_base_p16`` -> ``vit_base_patch16``,
+    ``convmae_convvit_base_patch16`` -> ``convvit_base_patch16``); classifiers are returned as they are."""
+    canon = canonical_name(name)
+    if not is_pretraining_model(canon):
+        return canon
+    short = canon.replace("_dec512d8b", "")
+    for prefix in ("convmae_", "mae_"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+            break
+    if not is_model(short):
+        raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
+    return canonical_name(short)
+
+
+def _is_dataset(obj: Any) -> bool:
+    return (not isinstance(obj, (str, os.PathLike, bytes)) and hasattr(obj, "__getitem__")
+            and hasattr(obj, "__len__"))
+
+
+def _builtin(path: str) -> bool:
+    return str(path).lower().startswith("builtin:")
+
+
+def _describe_dataset(ds: Any) -> str:
+    return f"<{type(ds).__name__} of {len(ds)} items>"
+
+
+@dataclass
+class _Spec:
+    """A model, resolved: what to build and which weights to start from."""
+
+    name: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    weights_path: str | None = None  # a file / folder maekit.convert reads
+    state_dict: dict[str, torch.Tensor] | None = None
+    module: nn.Module | None = None
+    label: str = ""
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights_path is not None or self.state_dict is not None
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> nn.Module | None:
+    """The model of a maekit training checkpoint (``extra.model_name`` / ``model_args`` saved by
+    the tasks), with its weights and class names; None for any other file."""
+    from ..engine.checkpoint import load_checkpoint
+    from ..weights import extract_state_dict
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(p)
+    except Exception:  # not a torch training checkpoint (safetensors, .ckpt, ...): other readers
+        return None
+    extra = ckpt.get("extra") if isinstance(ckpt, dict) else None
+    if not isinstance(extra, dict) or not extra.get("model_name") or "model" not in ckpt:
+        return None
+    model = create_model(extra["model_name"], **dict(extra.get("model_args") or {}))
+    model.load_state_dict(extract_state_dict(ckpt))
+    from .modeling import _finish
+
+    cfg = MAEConfig(model.model_name, dict(model.model_args), class_names=extra.get("class_names"))
+    return _finish(model, cfg, None)
+
+
+def _resolve_spec(source: Any, *, load_weights: bool, published: bool, download: bool) -> _Spec:
+    """``source`` (name, path, config, dict or module) -> :class:`_Spec`.
+
+    ``load_weights``: read the weights a path / tagged name / module carries. ``published``: a bare
+    name means its published weights too (inference), not a random initialisation (training).
+    """
+    if isinstance(source, nn.Module):
+        if not hasattr(source, "model_name"):
+            raise ValueError(f"{type(source).__name__} was not built by maekit (no model_name): build it with "
+                             "maekit.create_model or AutoModel so the Trainer can rebuild it")
+        sd = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()} if load_weights else None
+        return _Spec(canonical_name(source.model_name), dict(getattr(source, "model_args", {}) or {}),
+                     state_dict=sd, module=source, label=f"the given {source.model_name} module")
+    if isinstance(source, Mapping):
+        source = MAEConfig.from_dict(dict(source))
+    if isinstance(source, MAEConfig):
+        return _Spec(source.model_name, dict(source.model_args), label=f"config of {source.model_name}")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"model must be a name, a folder or file, a config or an nn.Module; got "
+                         f"{type(source).__name__}")
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        module = load_training_checkpoint(path)
+        if module is not None:
+            return _Spec(module.model_name, dict(module.model_args), weights_path=str(path), label=text)
+        from .modeling import resolve_source
+
+        cfg = resolve_source(path, load_weights=False).config
+        return _Spec(cfg.model_name, dict(cfg.model_args), weights_path=str(path) if load_weights else None,
+                     label=text)
+    from . import zoo
+
+    arch, tag = zoo.split_name(text)
+    entry = zoo.lookup(text)  # ValueError for an unknown model or tag
+    if load_weights and entry is not None and (tag is not None or published):
+        from .modeling import AutoModel
+
+        module = AutoModel.from_pretrained(text, download=download)
+        sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return _Spec(canonical_name(module.model_name), dict(module.model_args), state_dict=sd, module=module,
+                     label=text)
+    if tag is not None:  # weights asked for, but not loaded: still that entry's architecture
+        return _Spec(canonical_name(entry.model_name), dict(entry.model_args), label=text)
+    return _Spec(canonical_name(arch), {}, label=text)
+
+
+def _args_to_argv(parser: argparse.ArgumentParser, options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Options ``{dest: value}`` -> argv for ``parser``, and the names the parser does not have."""
+    by_dest: dict[str, list[argparse.Action]] = {}
+    for action in parser._actions:
+        if action.option_strings:
+            by_dest.setdefault(action.dest, []).append(action)
+    argv: list[str] = []
+    unknown: list[str] = []
+    for dest, value in options.items():
+        actions = by_dest.get(dest)
+        if not actions:
+            unknown.append(dest)
+            continue
+        if isinstance(value, bool):
+            want = argparse._StoreTrueAction if value else argparse._StoreFalseAction
+            match = [a for a in actions if isinstance(a, want)]
+            if match:
+                argv.append(match[0].option_strings[0])
+            elif not any(isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)) for a in actions):
+                argv.append(f"{actions[0].option_strings[0]}={value}")
+            # else: the flag's default already is `value` (e.g. norm_pix_loss=False)
+            continue
+        action = next(a for a in actions if not isinstance(a, argparse._StoreFalseAction))
+        flag = action.option_strings[0]
+        if isinstance(value, (list, tuple)):
+            if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+                argv += [flag, *(str(v) for v in value)]
+            else:
+                argv.append(f"{flag}={','.join(str(v) for v in value)}")
+        else:
+            argv.append(f"{flag}={value}")
+    return argv, unknown
+
+
+class Trainer:
+    """Train, fine-tune, evaluate and predict with the task commands (module docstring).
+
+    Args:
+        args: :class:`TrainingArguments`, a dict of its fields, or a run YAML (path or packaged
+            name such as ``mae/run_mae_vit_base_p16_224_800ep.yaml``, or its
+            :class:`~maekit.api.run_config.RunConfig`).
+        task: ``masked_image_modeling`` / ``image_classification`` (hyphens accepted).
+        model: name, tagged name, folder, checkpoint file, config or ``nn.Module``.
+        model_name: MindFormers' spelling of ``model`` for a name (used when ``model`` is None).
+        train_dataset, eval_dataset: folder, ``builtin:digits`` or a torch Dataset.
+    """
+
+    def __init__(self, args: TrainingArguments | Mapping[str, Any] | str | os.PathLike | None = None,
+                 task: str | None = None, model: Any = None, model_name: str | None = None,
+                 train_dataset: Any = None, eval_dataset: Any = None):
+        self.run_config = None
+        self._yaml_overrides: dict[str, Any] = {}
+        from .run_config import RunConfig, load_run_config
+
+        if isinstance(args, (str, os.PathLike, RunConfig)):
+            self.run_config = args if isinstance(args, RunConfig) else load_run_config(args)
+            rc = self.run_config
+            args = rc.args
+            self._yaml_overrides = dict(rc.model_overrides)
+            task = task or rc.task
+            if model is None and model_name is None:
+                model = rc.model
+            train_dataset = train_dataset if train_dataset is not None else rc.train_dataset
+            eval_dataset = eval_dataset if eval_dataset is not None else rc.eval_dataset
+        elif isinstance(args, Mapping):
+            args = TrainingArguments(**dict(args))
+        elif args is None:
+            args = TrainingArguments()
+        elif not isinstance(args, TrainingArguments):
+            raise ValueError(f"args must be TrainingArguments, a dict or a YAML path; got {type(args).__name__}")
+        self.args: TrainingArguments = args
+        if model is None:
+            model = model_name
+        self.task = self._infer_task(task, model)
+        self._default_model = model is None  # finetune(checkpoint) then takes the checkpoint's architecture
+        if model is None:
+            model = DEFAULT_MODELS[self.task]
+        self.model_source = model
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.checkpoint: Path | None = None  # checkpoint-last.pth of the last train() / finetune()
+        self.last_log: dict[str, Any] | None = None
+        self._model: nn.Module | None = None
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _infer_task(task: str | None, model: Any) -> str:
+        if task is not None:
+            name = normalize_task(task)
+            if name not in TASKS:
+                raise ValueError(f"the Trainer trains masked_image_modeling or image_classification, not {task!r}")
+            return name
+        pretraining = None
+        if isinstance(model, nn.Module):
+            pretraining = is_pretraining_module(model)
+        elif isinstance(model, MAEConfig):
+            pretraining = model.task == "masked_image_modeling"
+        elif isinstance(model, str) and not Path(model).exists():
+            from . import zoo
+
+            pretraining = is_pretraining_model(zoo.split_name(model)[0])
+        if pretraining is None:
+            raise ValueError("give task= (masked_image_modeling or image_classification)")
+        return "masked_image_modeling" if pretraining else "image_classification"
+
+    @property
+    def mim(self) -> bool:
+        return self.task == "masked_image_modeling"
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.args.output_dir)
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        """``checkpoint-best.pth`` of the last classification run (highest validation top-1)."""
+        p = self.output_dir / BEST_NAME
+        return p if self.checkpoint is not None and p.is_file() else None
+
+    def _checkpoint_arg(self, value: Any) -> Any:
+        """``True`` -> this output_dir's ``checkpoint-last.pth`` (MindFormers' meaning)."""
+        if value is True:
+            path = self.output_dir / LAST_NAME
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint=True means {path}, which does not exist (train first)")
+            return str(path)
+        if value is False or value == "":
+            return None
+        return value
+
+    # ------------------------------------------------------------------ options
+    def _parser(self, command: str) -> argparse.ArgumentParser:
+        from ..tasks import entry
+
+        return entry.build_parser(command)
+
+    def _parse(self, command: str, options: dict[str, Any], overrides: dict[str, Any]) -> argparse.Namespace:
+        from ..tasks import entry
+
+        argv, unknown = _args_to_argv(self._parser(command), options)
+        if unknown:
+            warnings.warn(f"TrainingArguments {sorted(unknown)} do not apply to {self.task} "
+                          f"(maekit {command}); ignored", UserWarning, stacklevel=4)
+        log.debug("maekit %s %s", command, " ".join(argv))
+        ns = entry.parse(command, argv)
+        if overrides:
+            ns.model_overrides = dict(overrides)
+        return ns
+
+    def _model_options(self, spec: _Spec) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(command options, constructor overrides) for ``spec`` adapted to the task."""
+        given = self.args.given()
+        name = spec.name if self.mim else classifier_name(spec.name)
+        if self.mim and not is_pretraining_model(name):
+            raise ValueError(f"masked_image_modeling trains a pretraining model (mae_* / convmae_*); {spec.name} "
+                             "is a classifier (use task='image_classification')")
+        opts: dict[str, Any] = {"model": name}
+        margs = spec.model_args
+        if "input_size" not in given and "img_size" in margs:
+            size = margs["img_size"]
+            opts["input_size"] = list(size) if isinstance(size, (list, tuple)) else [size]
+        for key in ("patch_size", "in_chans"):
+            if key not in given and margs.get(key) is not None:
+                opts[key] = margs[key]
+        if self.mim and "norm_pix_loss" not in given and "norm_pix_loss" in margs:
+            opts["norm_pix_loss"] = bool(margs["norm_pix_loss"])
+        if not self.mim and "global_pool" not in given and isinstance(margs.get("global_pool"), bool):
+            opts["global_pool"] = margs["global_pool"]
+        overrides = {k: v for k, v in margs.items() if k not in _NOT_OVERRIDES}
+        overrides.update(self._yaml_overrides)
+        if not self.mim:
+            overrides = {k: v for k, v in overrides.items() if not k.startswith("decoder_")}
+        return opts, overrides
+
+    def _data_options(self, *, train: bool) -> tuple[dict[str, Any], Any, Any]:
+        """Options (``data_path``, ``train_split``, ``val_split``) and injected datasets.
+
+        ``train``: for training (masked image modeling then needs no evaluation set); else for
+        evaluation only.
+        """
+        opts: dict[str, Any] = {}
+        train_ds = eval_ds = None
+        tr, ev = self.train_dataset, self.eval_dataset
+        root = self.args.data_path
+        class_dir = False
+        if tr is not None and _is_dataset(tr):
+            if train:
+                train_ds, root = tr, _describe_dataset(tr)
+        elif tr is not None:
+            root = os.fspath(tr)
+            if not self.mim and not _builtin(root) and not (Path(root) / "train").is_dir():
+                class_dir = True  # a folder of class folders, not a root with train/ and val/
+                if train:
+                    opts["train_split"] = os.path.abspath(root)
+        if train and root is None:
+            raise ValueError("give train_dataset (a folder, 'builtin:digits' or a torch Dataset) to train")
+        if not (train and self.mim):  # the evaluation set
+            if ev is not None and _is_dataset(ev):
+                eval_ds = ev
+            elif ev is not None:
+                ev = os.fspath(ev)
+                mixed = train and train_ds is None and root is not None and root != ev
+                if _builtin(ev):
+                    if mixed:
+                        raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; give the "
+                                         "evaluation set as a folder or a torch Dataset")
+                    root = ev
+                else:
+                    if mixed and _builtin(root):
+                        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give both as "
+                                         "folders, or the training set as a torch Dataset")
+                    sub = Path(ev) / "val"
+                    opts["val_split"] = os.path.abspath(sub if sub.is_dir() else ev)
+                    if not mixed:
+                        root = ev
+            else:
+                has_val = (root is not None and train_ds is None and not class_dir
+                           and (_builtin(root) or (Path(root) / "val").is_dir()))
+                if not has_val and not self.args.val_split:
+                    what = "evaluates after every epoch" if train else "evaluates"
+                    raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' or a "
+                                     "torch Dataset), or a train folder with train/ and val/")
+        if root is not None:
+            opts["data_path"] = root
+        return opts, train_ds, eval_ds
+
+    def _base_options(self) -> dict[str, Any]:
+        opts = {k: v for k, v in self.args.given().items() if k not in TRAINER_ONLY}
+        if self.args.seed is None:
+            opts["seed"] = 0
+        return opts
+
+    # ------------------------------------------------------------------ training
+    def _write_initial_weights(self, spec: _Spec, ns: argparse.Namespace) -> str:
+        """Pretraining: the starting weights as a full state dict of exactly the model the task
+        builds (fixed tables for its size, random decoder for an encoder-only source)."""
+        from ..tasks.common import model_overrides
+        from ..tasks.pretrain import build_pretrain_model
+        from .modeling import load_weights, read_checkpoint
+
+        model = build_pretrain_model(model=ns.model, input_size=ns.input_size, patch_size=ns.patch_size,
+                                     in_chans=ns.in_chans, norm_pix_loss=ns.norm_pix_loss, **model_overrides(ns))
+        state = spec.state_dict if spec.state_dict is not None else read_checkpoint(spec.weights_path)
+        load_weights(model, state, spec.label)
+        path = self.output_dir / INITIAL_WEIGHTS
+        save_checkpoint(path, {"model": model.state_dict()})
+        return str(path)
+
+    def _train(self, spec: _Spec, *, resume: Any) -> dict[str, Any]:
+        from ..tasks import entry
+
+        command = COMMANDS[self.task]
+        opts = self._base_options()
+        model_opts, overrides = self._model_options(spec)
+        opts.update(model_opts)
+        data_opts, train_ds, eval_ds = self._data_options(train=True)
+        opts.update(data_opts)
+        if resume is True:
+            resume = "auto"
+        if resume:
+            opts["resume"] = os.fspath(resume)
+        ns = self._parse(command, opts, overrides)
+        if spec.has_weights:
+            resuming = bool(ns.resume) and not (ns.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
+            if self.mim and not resuming:
+                # weights only (no optimizer state): the Runner loads them strictly and starts at epoch 0
+                ns.resume = self._write_initial_weights(spec, ns)
+            elif not self.mim:
+                if spec.weights_path is not None:
+                    ns.finetune = spec.weights_path
+                else:
+                    path = self.output_dir / INITIAL_WEIGHTS
+                    save_checkpoint(path, {"model": spec.state_dict})
+                    ns.finetune = str(path)
+            log.info("starting from the weights of %s", spec.label)
+        last = entry.run_parsed(command, ns, train_dataset=train_ds, val_dataset=eval_ds)
+        self.last_log = last
+        ckpt = self.output_dir / LAST_NAME
+        self.checkpoint = ckpt if ckpt.is_file() else None
+        self._model = None
+        return last
+
+    def _training_spec(self, checkpoint: Any) -> _Spec:
+        """The architecture of the Trainer's model (the checkpoint's when no model was given),
+        starting from ``checkpoint``'s weights when given, else from the model's own."""
+        dl = self.args.download
+        if checkpoint is None:
+            return _resolve_spec(self.model_source, load_weights=True, published=False, download=dl)
+        weights = _resolve_spec(checkpoint, load_weights=True, published=True, download=dl)
+        if not weights.has_weights:
+            raise ValueError(f"{checkpoint!r} has no weights to start from")
+        if self._default_model:
+            return weights
+        arch = _resolve_spec(self.model_source, load_weights=False, published=False, download=dl)
+        return _Spec(arch.name, arch.model_args, weights.weights_path, weights.state_dict, None, weights.label)
+
+    def train(self, train_checkpoint: Any = False, resume_training: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Masked image modeling: pretrain (``maekit pretrain``); image classification: fine-tune
+        (``maekit finetune``) from the model's weights or from scratch.
+
+        Args:
+            train_checkpoint: weights to start from (path, tagged name, or True: this output_dir's
+                ``checkpoint-last.pth``); default: the model's own.
+            resume_training: True resumes the full training state from the latest checkpoint in
+                ``output_dir`` (``--resume auto``); a path resumes from that file.
+
+        Returns:
+            The last epoch's log record (``train_loss``, ``test_acc1``...).
+        """
+        if kwargs:
+            raise TypeError(f"train() got unexpected arguments {sorted(kwargs)}")
+        return self._train(self._training_spec(self._checkpoint_arg(train_checkpoint)), resume=resume_training)
+
+    def finetune(self, finetune_checkpoint: Any = None, resume_training: Any = None, **kwargs: Any
+                 ) -> dict[str, Any]:
+        """Fine-tune from ``finetune_checkpoint`` (a pretraining or classifier checkpoint file,
+        model folder, tagged name, or True: this output_dir's ``checkpoint-last.pth``). Image
+        classification loads its encoder (head re-initialised); masked image modeling continues
+        pretraining from it. Default: the model's weights (a bare name: its published weights).
+        The architecture is the Trainer's model when one was given, else the checkpoint's.
+        """
+        if kwargs:
+            raise TypeError(f"finetune() got unexpected arguments {sorted(kwargs)}")
+        checkpoint = self._checkpoint_arg(finetune_checkpoint)
+        if checkpoint is None:
+            spec = _resolve_spec(self.model_source, load_weights=True, published=True, download=self.args.download)
+            if not spec.has_weights:
+                raise ValueError(f"finetune() needs finetune_checkpoint: {spec.label} has no published weights")
+        else:
+            spec = self._training_spec(checkpoint)
+        return self._train(spec, resume=resume_training)
+
+    # ------------------------------------------------------------------ models
+    def _inference_model(self, checkpoint: Any = None) -> nn.Module:
+        checkpoint = self._checkpoint_arg(checkpoint)
+        if checkpoint is not None:
+            model = self._load(checkpoint)
+        elif self.checkpoint is not None:
+            if self._model is None:
+                self._model = self._load(self.checkpoint)
+            model = self._model
+        else:
+            if self._model is None:
+                src = self.model_source
+                if isinstance(src, nn.Module):
+                    self._model = src
+                elif isinstance(src, (MAEConfig, Mapping)):
+                    from .modeling import AutoModel
+
+                    warnings.warn("the Trainer's model is a config: random weights (train it first)", UserWarning,
+                                  stacklevel=3)
+                    self._model = AutoModel.from_config(src)
+                else:
+                    self._model = self._load(src)
+            model = self._model
+        pretraining = is_pretraining_module(model)
+        if self.mim and not pretraining:
+            raise ValueError(f"masked_image_modeling needs a pretraining model; {model.model_name} is a classifier")
+        if not self.mim and pretraining:
+            raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining model "
+                             "(fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
+        return model
+
+    def _load(self, source: Any) -> nn.Module:
+        model = load_training_checkpoint(source) if isinstance(source, (str, os.PathLike)) else None
+        if model is not None:
+            return model
+        from .modeling import AutoModel
+
+        return AutoModel.from_pretrained(source, download=self.args.download)
+
+    @property
+    def model(self) -> nn.Module:
+        """The current model: trained (``checkpoint-last.pth``) or as given (module docstring)."""
+        return self._inference_model(None)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write the current model as a model folder (``config.json`` + ``model.safetensors``)."""
+        from .modeling import save_pretrained
+
+        return save_pretrained(self.model, save_directory)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, eval_checkpoint: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Evaluate the current model (or ``eval_checkpoint``) on ``eval_dataset``.
+
+        Returns:
+            image classification: ``{'test_acc1', 'test_acc5', 'test_loss'}``; masked image
+            modeling: ``{'test_loss', 'test_n'}`` (fixed masks from ``args.seed``).
+        """
+        if kwargs:
+            raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
+        model = self._inference_model(eval_checkpoint)
+        spec = _Spec(canonical_name(model.model_name), dict(model.model_args))
+        opts = self._base_options()
+        for key in ("resume", "start_epoch", "epochs"):
+            opts.pop(key, None)
+        model_opts, overrides = self._model_options(spec)
+        opts.update(model_opts)
+        data_opts, _, eval_ds = self._data_options(train=False)
+        opts.update(data_opts)
+        with tempfile.TemporaryDirectory(prefix="maekit-eval-") as tmp:
+            weights = Path(tmp) / "weights.pth"
+            save_checkpoint(weights, {"model": model.state_dict()})
+            opts["resume"] = str(weights)
+            if self.mim:
+                from ..tasks.reconstruction import run_reconstruction_eval
+
+                val_split = opts.pop("val_split", None)
+                ns = self._parse("pretrain", opts, overrides)
+                ns.val_split = val_split
+                return run_reconstruction_eval(ns, dataset=eval_ds)
+            from ..tasks.classify import run_classification
+
+            opts["eval"] = True
+            opts["global_pool"] = "fc_norm.weight" in model.state_dict()
+            if "nb_classes" not in opts:
+                opts["nb_classes"] = int(model.num_classes)
+            ns = self._parse("finetune", opts, overrides)
+            return run_classification(ns, linprobe=False, val_dataset=eval_ds)
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, input_data: Any = None, predict_checkpoint: Any = None, batch_size: int | None = None,
+                **kwargs: Any) -> Any:
+        """Run the task's pipeline on ``input_data`` (path, URL, folder, PIL image, array, tensor or a
+        list of them; default: the images of an ``eval_dataset`` folder) with the current model or
+        ``predict_checkpoint``. ``kwargs`` go to the pipeline (``mask_ratio``, ``seed``, ``output_dir``;
+        ``top_k``).
+
+        Returns:
+            The pipeline's result (:mod:`maekit.api.pipelines`): masked image modeling, per image a
+            dict with ``reconstruction`` / ``masked`` / ``grid`` (PIL), ``mask``, ``loss``, ``files``;
+            image classification, per image a list of ``{'label', 'score', 'index'}``.
+        """
+        from .pipelines import pipeline
+
+        inputs = self._predict_inputs(input_data)
+        model = self._inference_model(predict_checkpoint)
+        device = self.args.device
+        if device in (None, "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("gpu"):
+            device = "cuda" + device[3:]
+        pipe = pipeline(self.task, model, device=device, batch_size=batch_size or self.args.batch_size or 8)
+        if self.mim:
+            kwargs.setdefault("mask_ratio", self.args.mask_ratio if self.args.mask_ratio is not None else 0.75)
+            kwargs.setdefault("seed", 2)
+            kwargs.setdefault("output_dir", str(self.output_dir))
+        results = pipe(inputs, **kwargs)
+        self._write_predictions(inputs, results)
+        return results
+
+    def _predict_inputs(self, input_data: Any) -> Any:
+        from ..data.images import find_images
+
+        if input_data is None:
+            ev = self.eval_dataset
+            if isinstance(ev, (str, os.PathLike)) and Path(ev).is_dir():
+                input_data = ev
+            else:
+                raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or tensors)")
+        items = input_data if isinstance(input_data, (list, tuple)) else [input_data]
+        expanded: list = []
+        folder = False
+        for item in items:
+            if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+                found = [str(p) for p in find_images(Path(item))]
+                if not found:
+                    raise ValueError(f"no images found in folder {item}")
+                expanded.extend(found)
+                folder = True
+            else:
+                expanded.append(item)
+        if folder or isinstance(input_data, (list, tuple)):
+            return expanded
+        return input_data
+
+    def _write_predictions(self, inputs: Any, results: Any) -> Path | None:
+        from ..engine.distributed import get_rank
+
+        if get_rank() != 0:
+            return None
+        items = inputs if isinstance(inputs, list) else [inputs]
+        outs = results if isinstance(inputs, list) else [results]
+        rows = []
+        for i, (item, res) in enumerate(zip(items, outs, strict=False)):
+            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}"
+            if self.mim:
+                rows.append({"input": name, "loss": res["loss"], "files": res.get("files", {})})
+            else:
+                rows.append({"input": name, "predictions": res})
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{self.task}_result.json"
+        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        log.info("output result is saved at: %s", path)
+        return path
+
+    def __repr__(self) -> str:
+        model = getattr(self.model_source, "model_name", self.model_source)
+        if not isinstance(model, str):
+            model = type(model).__name__
+        return f"Trainer(task={self.task!r}, model={model!r}, output_dir={str(self.output_dir)!r})"
+
+
+__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments", "classifier_name",
+           "load_training_checkpoint"]

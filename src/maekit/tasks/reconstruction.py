@@ -1,0 +1,139 @@
+"""Evaluation of masked image modeling: the mean reconstruction loss over an evaluation set.
+
+MindFormers' Trainer raises ``NotImplementedError`` for ``evaluate()`` on masked image modeling
+(REFERENCES G.2). maekit reports the pretraining loss itself (REFERENCES B.4: MSE over the
+removed patches, in the model's target units, i.e. per-patch normalised pixels for norm-pix
+models), averaged over every image of the evaluation set, with the model in eval mode.
+
+The masks are fixed: the noise that draws the mask of image ``i`` (in dataset order) is row ``i``
+of ``torch.rand(N, L, generator=torch.Generator().manual_seed(seed))``, so two evaluations of the
+same weights give the same number, whatever the batch size. A batch with undecodable files
+(dropped by the loader) shifts the rows of that batch only.
+
+Images go through the evaluation transform (resize, centre crop, normalise), as classification
+evaluation does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..data import build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
+from ..engine.metrics import autocast_context
+from .common import model_overrides, start_run
+from .pretrain import build_pretrain_model
+
+log = logging.getLogger("maekit.tasks")
+
+_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
+
+
+def reconstruction_noise(num_images: int, num_patches: int, seed: int) -> torch.Tensor:
+    """The (num_images, num_patches) noise table of the fixed masks (module docstring)."""
+    return torch.rand(num_images, num_patches, generator=torch.Generator().manual_seed(int(seed)))
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | str, mask_ratio: float = 0.75,
+                            seed: int = 0, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Mean reconstruction loss of a pretraining model over a sequential loader.
+
+    Args:
+        model: an MAE / ConvMAE pretraining model (``model(imgs, mask_ratio=, noise=)`` -> ``.loss``).
+        loader: a sequential (not shuffled) loader of ``(images, targets, num_skipped)``.
+        mask_ratio: fraction of patches removed, in (0, 1).
+        seed: seed of the noise table (module docstring).
+
+    Returns:
+        ``{'loss': mean over images, 'n': images counted}``.
+    """
+    if not 0.0 < float(mask_ratio) < 1.0:
+        raise ValueError(f"the reconstruction loss needs a mask_ratio in (0, 1), got {mask_ratio}")
+    noise = reconstruction_noise(len(loader.dataset), int(model.num_patches), seed)
+    was_training = model.training
+    model.eval()
+    pos, n, loss_sum = 0, 0, 0.0
+    for images, _, num_skipped in loader:
+        b = images.shape[0]
+        rows = noise[pos:pos + b]
+        pos += b + int(num_skipped)
+        if b == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        with autocast_context(device, autocast_dtype):
+            out = model(images, mask_ratio=float(mask_ratio), noise=rows.to(images.device))
+        # every image has the same number of removed patches, so the batch mean weighs images equally
+        loss_sum += float(out.loss.float()) * b
+        n += b
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation set has no readable image")
+    return {"loss": loss_sum / n, "n": n}
+
+
+def load_pretrain_weights(model: nn.Module, source: str | os.PathLike) -> None:
+    """Load a full pretraining checkpoint (encoder and decoder, any format ``maekit.convert`` reads).
+
+    The fixed sin-cos tables are kept from the model when their shape differs (another image
+    size); anything else missing or unexpected is a ``ValueError`` (an encoder-only file has no
+    decoder, so it cannot reconstruct).
+    """
+    from ..convert import load_state_dict
+
+    state = dict(load_state_dict(source))
+    own = model.state_dict()
+    for key in _FIXED_TABLES:
+        if key in state and key in own and state[key].shape != own[key].shape:
+            del state[key]
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+           if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{source} does not fit {model.model_name}: {', '.join(bad[:6])}")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
+    if missing or result.unexpected_keys:
+        hint = " (an encoder-only file: the reconstruction needs the decoder)" if any(
+            k.startswith("decoder") for k in missing) else ""
+        raise ValueError(f"{source} does not fit {model.model_name}{hint}: missing {missing[:6]}, "
+                         f"unexpected {result.unexpected_keys[:6]}")
+
+
+def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[str, Any]:
+    """Evaluate ``args.resume`` (a pretraining checkpoint) on the validation split of
+    ``args.data_path`` (``args.val_split`` when set; ``builtin:digits``: its test split), or on
+    ``dataset`` (transformed ``(image, target)`` items). Uses the ``maekit pretrain`` options
+    (model, shape, ``mask_ratio``, ``norm_pix_loss``, ``batch_size``, ``seed`` = mask seed).
+
+    Returns:
+        ``{'test_loss', 'test_n'}``; also written to ``output_dir/eval.json`` when set.
+    """
+    if not getattr(args, "resume", None):
+        raise ValueError("evaluating a pretraining model needs its checkpoint (--resume / eval_checkpoint)")
+    ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
+    model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
+                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss, **model_overrides(args))
+    load_pretrain_weights(model, args.resume)
+    if dataset is None:
+        mean, std = resolve_mean_std(model.in_chans, args.mean, args.std)
+        transform = build_eval_transform(model.img_size, in_chans=model.in_chans, mean=mean, std=std)
+        dataset = resolve_dataset(args.data_path, "val", labelled=False, transform=transform,
+                                  in_chans=model.in_chans, val_split=getattr(args, "val_split", None))
+    loader = build_loader(dataset, batch_size=args.batch_size, train=False, num_workers=args.num_workers,
+                          pin_memory=args.pin_mem)
+    stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device, mask_ratio=args.mask_ratio,
+                                    seed=args.seed, autocast_dtype=ctx.autocast_dtype)
+    log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f", args.resume,
+             stats["n"], args.mask_ratio, args.seed, stats["loss"])
+    result = {"test_loss": stats["loss"], "test_n": stats["n"]}
+    if args.output_dir and ctx.dist.rank == 0:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "eval.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
