@@ -410,3 +410,21 @@ def test_digits_loader_end_to_end():
     images, targets, skipped = next(iter(build_loader(ds, batch_size=64, train=False)))
     assert images.shape == (64, 1, 32, 32) and targets.tolist() == ds.targets[:64] and skipped == 0
     assert os.fspath(ds.root) == "builtin:digits"
+
+
+def test_finetune_randaugment_never_posterizes_to_zero_bits():
+    """timm's PosterizeIncreasing at level 10 asks Pillow for 0 bits, which Pillow >= 11 refuses."""
+    import random
+
+    from PIL import Image
+
+    from maekit.data import build_finetune_transform
+
+    tf = build_finetune_transform(32, auto_augment="rand-m10-mstd0.5-inc1", re_prob=0.0)
+    ra = [t for t in tf.transforms[1].transforms if hasattr(t, "ops")][0]
+    poster = [op for op in ra.ops if "Posterize" in op.name][0]
+    assert poster.level_fn(10, poster.hparams) == (1,)
+    img = Image.new("RGB", (40, 40), (200, 100, 50))
+    random.seed(0)
+    for _ in range(200):
+        poster(img)  # magnitude noise drives the level to 10 regularly

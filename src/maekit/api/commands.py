@@ -217,6 +217,7 @@ def run_main(argv: Sequence[str]) -> int:
     mode = rc.run_mode
     trainer = Trainer(args=rc)
     checkpoint = rc.load_checkpoint
+    weights = checkpoint or _named_weights(rc.default_checkpoint)
     try:
         if mode == "train":
             last = trainer.train(train_checkpoint=checkpoint or False, resume_training=rc.resume_training or None)
@@ -227,7 +228,7 @@ def run_main(argv: Sequence[str]) -> int:
             last = trainer.finetune(finetune_checkpoint=checkpoint, resume_training=rc.resume_training or None)
             _print_training(trainer, last)
         elif mode == "eval":
-            metrics = trainer.evaluate(eval_checkpoint=checkpoint or rc.default_checkpoint)
+            metrics = trainer.evaluate(eval_checkpoint=weights)
             if rc.task == "image_classification":
                 print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  Top5 Accuracy = {metrics['test_acc5']:.2f}%  "
                       f"loss = {metrics['test_loss']:.4f}")
@@ -238,7 +239,7 @@ def run_main(argv: Sequence[str]) -> int:
             if not args.predict_data:
                 raise ValueError("--run_mode predict needs --predict_data (image files, folders or URLs)")
             inputs = _expand_inputs(args.predict_data)
-            results = trainer.predict(input_data=inputs, predict_checkpoint=checkpoint or rc.default_checkpoint,
+            results = trainer.predict(input_data=inputs, predict_checkpoint=weights,
                                       batch_size=args.predict_batch_size)
             for item, res in zip(inputs, results, strict=True):
                 if rc.task == "masked_image_modeling":
@@ -257,6 +258,17 @@ def run_main(argv: Sequence[str]) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _named_weights(name: str | None) -> str | None:
+    """``model_config.checkpoint_name_or_path`` for eval / predict: a path or a tagged name; a bare
+    model name means the model's published weights, which the Trainer uses anyway (and stays
+    right when ``trainer.model_name`` was changed)."""
+    from ..models import is_model
+
+    if not name or is_model(name):
+        return None
+    return name
 
 
 def _print_training(trainer, last: dict) -> None:

@@ -447,6 +447,8 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     if not mim:
         fields.pop("mask_ratio", None)
         fields.pop("norm_pix_loss", None)
+    elif fields.pop("drop_path", None):
+        _warn("model.model_config.drop_path_rate: pretraining uses no stochastic depth (as the references); ignored")
     arch_values = {}
     for key, name in _ARCH_FIELDS.items():
         if key in mc:
@@ -561,12 +563,8 @@ def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, tr
     if train and workers is not None:
         fields["num_workers"] = workers
     batch = ds.get("batch_size", "int")
-    if train and batch is not None:
-        if "batch_size" not in fields:
-            fields["batch_size"] = batch
-        elif fields["batch_size"] != batch:
-            _warn(f"{key}.batch_size {batch} differs from runner_config.batch_size {fields['batch_size']}; "
-                  "runner_config wins (as in MindFormers)")
+    if train and batch is not None and "batch_size" not in fields:
+        fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
     mean_std = None
     transforms = ds.get("transforms", "list") or []
     for i, t in enumerate(transforms):

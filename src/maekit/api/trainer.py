@@ -537,13 +537,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ models
     def _inference_model(self, checkpoint: Any = None) -> nn.Module:
+        return self._inference_source(checkpoint)[0]
+
+    def _inference_source(self, checkpoint: Any = None) -> tuple[nn.Module, Path | None]:
+        """(the model to evaluate / predict with, the maekit training checkpoint it comes from or None)."""
         checkpoint = self._checkpoint_arg(checkpoint)
+        path = None
         if checkpoint is not None:
-            model = self._load(checkpoint)
+            model = load_training_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+            if model is not None:
+                path = Path(checkpoint)
+            else:
+                model = self._load(checkpoint)
         elif self.checkpoint is not None:
             if self._model is None:
                 self._model = self._load(self.checkpoint)
-            model = self._model
+            model, path = self._model, self.checkpoint
         else:
             if self._model is None:
                 src = self.model_source
@@ -564,7 +573,7 @@ class Trainer:
         if not self.mim and pretraining:
             raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining model "
                              "(fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
-        return model
+        return model, path
 
     def _load(self, source: Any) -> nn.Module:
         model = load_training_checkpoint(source) if isinstance(source, (str, os.PathLike)) else None
@@ -595,7 +604,7 @@ class Trainer:
         """
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
-        model = self._inference_model(eval_checkpoint)
+        model, path = self._inference_source(eval_checkpoint)
         spec = _Spec(canonical_name(model.model_name), dict(model.model_args))
         opts = self._base_options()
         for key in ("resume", "start_epoch", "epochs"):
@@ -605,9 +614,10 @@ class Trainer:
         data_opts, _, eval_ds = self._data_options(train=False)
         opts.update(data_opts)
         with tempfile.TemporaryDirectory(prefix="maekit-eval-") as tmp:
-            weights = Path(tmp) / "weights.pth"
-            save_checkpoint(weights, {"model": model.state_dict()})
-            opts["resume"] = str(weights)
+            if path is None:  # weights in memory only: hand them to the task as a file
+                path = Path(tmp) / "weights.pth"
+                save_checkpoint(path, {"model": model.state_dict()})
+            opts["resume"] = str(path)
             if self.mim:
                 from ..tasks.reconstruction import run_reconstruction_eval
 
@@ -619,8 +629,10 @@ class Trainer:
 
             opts["eval"] = True
             opts["global_pool"] = "fc_norm.weight" in model.state_dict()
-            if "nb_classes" not in opts:
-                opts["nb_classes"] = int(model.num_classes)
+            if opts.get("nb_classes") not in (None, int(model.num_classes)):
+                raise ValueError(f"nb_classes is {opts['nb_classes']} but {model.model_name} predicts "
+                                 f"{model.num_classes} classes")
+            opts["nb_classes"] = int(model.num_classes)
             ns = self._parse("finetune", opts, overrides)
             return run_classification(ns, linprobe=False, val_dataset=eval_ds)
 

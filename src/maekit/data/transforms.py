@@ -198,6 +198,36 @@ def build_finetune_transform(
     (LA/RGBA): RandAugment and colour jitter do not support alpha, so they are left out with
     a warning; crop, flip and random erasing still apply.
     """
+    return guard_posterize(_finetune_transform(input_size, in_chans, mean, std, auto_augment, color_jitter,
+                                               re_prob, re_mode, re_count, interpolation))
+
+
+def _clamped_bits(level_fn):
+    def level_to_bits(*args, **kwargs):
+        return tuple(max(1, int(v)) for v in level_fn(*args, **kwargs))
+
+    return level_to_bits
+
+
+def guard_posterize(transform):
+    """Keep timm's increasing Posterize at >= 1 bit.
+
+    With ``mstd`` magnitude noise the level can reach 10, where timm asks for 0 bits; Pillow >= 11
+    raises ``ValueError: bits must be between or equal to 1 and 8`` and a fine-tuning run would die
+    at a random step (about 2% of Posterize draws at ``rand-m9-mstd0.5-inc1``). 1 bit is the
+    strongest posterization Pillow allows; every other op is unchanged.
+    """
+    for t in getattr(transform, "transforms", [transform]):
+        if hasattr(t, "transforms"):
+            guard_posterize(t)
+        for op in getattr(t, "ops", []):
+            if "Posterize" in getattr(op, "name", "") and not getattr(op, "_maekit_guarded", False):
+                op.level_fn, op._maekit_guarded = _clamped_bits(op.level_fn), True
+    return transform
+
+
+def _finetune_transform(input_size, in_chans, mean, std, auto_augment, color_jitter, re_prob, re_mode, re_count,
+                        interpolation):
     mode_for_chans(in_chans)
     mean, std = resolve_mean_std(in_chans, mean, std)
     common = {
