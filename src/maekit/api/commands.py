@@ -185,8 +185,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="resume from the latest checkpoint in output_dir, or from the file given")
     p.add_argument("--device", "--device_target", dest="device", default=None,
                    help="auto, cpu, cuda, cuda:N (MindFormers' CPU / GPU accepted)")
-    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override YAML keys, e.g. runner_config.epochs=1 lr_schedule.learning_rate=1e-4 amp=none")
+    p.add_argument("--options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override YAML keys, e.g. runner_config.epochs=1 lr_schedule.learning_rate=1e-4 "
+                        "amp=none")
     for flag in ("--mode", "--device_id", "--use_parallel", "--src_strategy_path_or_dir", "--auto_trans_ckpt",
                  "--only_save_strategy", "--strategy_load_checkpoint", "--remote_save_url", "--profile",
                  "--sink_mode", "--num_samples", "--do_eval"):
@@ -218,20 +219,21 @@ def run_main(argv: Sequence[str]) -> int:
     trainer = Trainer(args=rc)
     checkpoint = rc.load_checkpoint
     weights = checkpoint or _named_weights(rc.default_checkpoint)
+    resume = rc.resume_training or None
     try:
         if mode == "train":
-            last = trainer.train(train_checkpoint=checkpoint or False, resume_training=rc.resume_training or None)
+            last = trainer.train(train_checkpoint=checkpoint or False, resume_training=resume)
             _print_training(trainer, last)
         elif mode == "finetune":
             if not checkpoint:
                 raise ValueError("--run_mode finetune needs --load_checkpoint (the pretrained weights)")
-            last = trainer.finetune(finetune_checkpoint=checkpoint, resume_training=rc.resume_training or None)
+            last = trainer.finetune(finetune_checkpoint=checkpoint, resume_training=resume)
             _print_training(trainer, last)
         elif mode == "eval":
             metrics = trainer.evaluate(eval_checkpoint=weights)
             if rc.task == "image_classification":
-                print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  Top5 Accuracy = {metrics['test_acc5']:.2f}%  "
-                      f"loss = {metrics['test_loss']:.4f}")
+                print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
+                      f"Top5 Accuracy = {metrics['test_acc5']:.2f}%  loss = {metrics['test_loss']:.4f}")
             else:
                 print(f"Reconstruction loss = {metrics['test_loss']:.4f} over {metrics['test_n']} images")
             print(json.dumps(metrics))

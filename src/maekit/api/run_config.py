@@ -71,7 +71,6 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -244,7 +243,8 @@ class _Section:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: {data!r}")
+            raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: "
+                             f"{data!r}")
         self.data, self.where, self.used = dict(data), where, set(ignored)
 
     def __contains__(self, key: str) -> bool:
@@ -357,9 +357,9 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
         resume = _convert(resume, "str", "resume_training")
     resume = resume or False
 
-    context = top.section("context", ignored={"mode", "device_id", "enable_graph_kernel", "graph_kernel_flags",
-                                              "max_call_depth", "save_graphs", "save_graphs_path",
-                                              "max_device_memory", "jit_config", "runtime_num_threads"})
+    context = top.section("context", ignored={
+        "mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth", "save_graphs",
+        "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
     target = context.get("device_target", "str")
     if target is not None:
         low = target.lower()
@@ -393,11 +393,13 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
         raise ValueError(f"{where}: trainer.type {task_text!r} cannot be trained; use masked_image_modeling "
                          "or image_classification")
     if arch_task is not None and arch_task != task:
-        raise ValueError(f"{where}: model.arch.type {arch_type} is a {arch_task} model but trainer.type is {task}")
+        raise ValueError(f"{where}: model.arch.type {arch_type} is a {arch_task} model but trainer.type is "
+                         f"{task}")
     mim = task == "masked_image_modeling"
 
-    runner = top.section("runner_config", ignored={"sink_mode", "sink_size", "per_epoch_size", "initial_epoch",
-                                                   "has_trained_epoches", "has_trained_steps"})
+    runner = top.section("runner_config", ignored={
+        "sink_mode", "sink_size", "per_epoch_size", "initial_epoch", "has_trained_epoches",
+        "has_trained_steps"})
     if "epochs" in runner:
         fields["epochs"] = runner.get("epochs", "int")
     if "batch_size" in runner:
@@ -418,7 +420,8 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     elif eval_mean_std is not None:
         fields["mean"], fields["std"] = eval_mean_std
     if train_mean_std is not None and eval_mean_std is not None and train_mean_std != eval_mean_std:
-        _warn("train_dataset and eval_dataset normalise differently; maekit uses the train_dataset values for both")
+        _warn("train_dataset and eval_dataset normalise differently; maekit uses the train_dataset values "
+              "for both")
     if "mixup_op" in top:
         _mixup(top.section("mixup_op"), fields)
 
@@ -434,21 +437,24 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
         fields["input_size"] = image_size
     for key, name, kind in (("patch_size", "patch_size", "int"), ("num_channels", "in_chans", "int"),
                             ("in_chans", "in_chans", "int"), ("norm_pix_loss", "norm_pix_loss", "bool"),
-                            ("norm_pixel_loss", "norm_pix_loss", "bool"), ("drop_path_rate", "drop_path", "float"),
-                            ("use_mean_pooling", "global_pool", "bool"), ("num_labels", "nb_classes", "int"),
-                            ("num_classes", "nb_classes", "int")):
+                            ("norm_pixel_loss", "norm_pix_loss", "bool"),
+                            ("drop_path_rate", "drop_path", "float"),
+                            ("use_mean_pooling", "global_pool", "bool"),
+                            ("num_labels", "nb_classes", "int"), ("num_classes", "nb_classes", "int")):
         if key in mc:
             fields[name] = mc.get(key, kind)
     if "mask_ratio" in mc:
         if "mask_ratio" in fields and fields["mask_ratio"] != mc.data["mask_ratio"]:
-            _warn(f"model.model_config.mask_ratio {mc.data['mask_ratio']} and train_dataset.mask_policy.mask_ratio "
-                  f"{fields['mask_ratio']} differ; using {mc.data['mask_ratio']}")
+            _warn(f"model.model_config.mask_ratio {mc.data['mask_ratio']} and "
+                  f"train_dataset.mask_policy.mask_ratio {fields['mask_ratio']} differ; using "
+                  f"{mc.data['mask_ratio']}")
         fields["mask_ratio"] = mc.get("mask_ratio", "float")
     if not mim:
         fields.pop("mask_ratio", None)
         fields.pop("norm_pix_loss", None)
     elif fields.pop("drop_path", None):
-        _warn("model.model_config.drop_path_rate: pretraining uses no stochastic depth (as the references); ignored")
+        _warn("model.model_config.drop_path_rate: pretraining uses no stochastic depth (as the references); "
+              "ignored")
     arch_values = {}
     for key, name in _ARCH_FIELDS.items():
         if key in mc:
@@ -470,8 +476,8 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     sched = top.section("lr_schedule", ignored={"total_steps", "decay_steps"})
     stype = sched.get("type", "str")
     if stype is not None and stype.lower().replace("_", "") not in _SCHEDULES:
-        raise ValueError(f"{where}: lr_schedule.type {stype!r} is not available; maekit trains with linear warmup "
-                         "then half-cosine decay (type: cosine)")
+        raise ValueError(f"{where}: lr_schedule.type {stype!r} is not available; maekit trains with linear "
+                         "warmup then half-cosine decay (type: cosine)")
     lr = sched.get("learning_rate", "float")
     if lr is not None:
         if lr_scale:
@@ -502,7 +508,8 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     opt = top.section("optimizer", ignored={"learning_rate"})
     otype = opt.get("type", "str")
     if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
-        raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW (type: adamw)")
+        raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW "
+                         "(type: adamw)")
     if "weight_decay" in opt:
         fields["weight_decay"] = opt.get("weight_decay", "float")
     betas = _TASK_BETAS[task]
@@ -538,8 +545,9 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     rc = RunConfig(run_mode=run_mode, task=task, model=model_name, args=args, train_dataset=train_dir,
-                   eval_dataset=eval_dir, load_checkpoint=load_checkpoint, default_checkpoint=default_checkpoint,
-                   resume_training=resume, model_overrides=overrides, source=source, data=dict(data))
+                   eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
+                   default_checkpoint=default_checkpoint, resume_training=resume, model_overrides=overrides,
+                   source=source, data=dict(data))
     return rc
 
 
@@ -578,13 +586,14 @@ def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, tr
             if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
                 mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
             if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:
-                _warn(f"{here}: green mean/std 118.575 / 62.22 is MindFormers' typo; ImageNet's is 116.28 / 57.12 "
-                      "(the values are used as given)")
+                _warn(f"{here}: green mean/std 118.575 / 62.22 is MindFormers' typo; ImageNet's is "
+                      "116.28 / 57.12 (the values are used as given)")
             mean_std = ([round(m, 10) for m in mean], [round(s, 10) for s in std])
         elif ttype in ("randomerasing", "random_erasing"):
             if train:
-                if t.get("probability", t.get("prob")) is not None:
-                    fields["reprob"] = _convert(t.get("probability", t.get("prob")), "float", f"{here}.probability")
+                prob = t.get("probability", t.get("prob"))
+                if prob is not None:
+                    fields["reprob"] = _convert(prob, "float", f"{here}.probability")
                 if t.get("mode") is not None:
                     fields["remode"] = _convert(t["mode"], "str", f"{here}.mode")
                 if t.get("max_count") is not None:
@@ -628,18 +637,19 @@ def _check_sizes(size: Any, seen: list[tuple[str, Any]]) -> None:
     want = [size, size] if isinstance(size, int) else list(size)
     stale = []
     for where, value in seen:
-        got = [value, value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
+        got = ([value, value] if isinstance(value, int)
+               else list(value) if isinstance(value, (list, tuple)) else None)
         if got is not None and len(got) == 1:
             got = got * 2
         if got != want:
             stale.append(f"{where}={value}")
     if stale:
-        _warn(f"the image size is {size} (model.model_config.image_size); these sizes differ and are not used: "
-              f"{', '.join(stale)} (maekit's transforms and masks follow the model)")
+        _warn(f"the image size is {size} (model.model_config.image_size); these sizes differ and are not "
+              f"used: {', '.join(stale)} (maekit's transforms and masks follow the model)")
 
 
-def _architecture_overrides(model_name: str | None, task: str, values: dict[str, Any], intermediate: int | None,
-                            fields: dict[str, Any], where: str) -> dict[str, Any]:
+def _architecture_overrides(model_name: str | None, task: str, values: dict[str, Any],
+                            intermediate: int | None, fields: dict[str, Any], where: str) -> dict[str, Any]:
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}

@@ -164,8 +164,8 @@ def _resolve_spec(source: Any, *, load_weights: bool, published: bool, download:
     """
     if isinstance(source, nn.Module):
         if not hasattr(source, "model_name"):
-            raise ValueError(f"{type(source).__name__} was not built by maekit (no model_name): build it with "
-                             "maekit.create_model or AutoModel so the Trainer can rebuild it")
+            raise ValueError(f"{type(source).__name__} was not built by maekit (no model_name): build it "
+                             "with maekit.create_model or AutoModel so the Trainer can rebuild it")
         sd = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()} if load_weights else None
         return _Spec(canonical_name(source.model_name), dict(getattr(source, "model_args", {}) or {}),
                      state_dict=sd, module=source, label=f"the given {source.model_name} module")
@@ -221,7 +221,8 @@ def _args_to_argv(parser: argparse.ArgumentParser, options: dict[str, Any]) -> t
             match = [a for a in actions if isinstance(a, want)]
             if match:
                 argv.append(match[0].option_strings[0])
-            elif not any(isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)) for a in actions):
+            elif not any(isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                         for a in actions):
                 argv.append(f"{actions[0].option_strings[0]}={value}")
             # else: the flag's default already is `value` (e.g. norm_pix_loss=False)
             continue
@@ -272,7 +273,8 @@ class Trainer:
         elif args is None:
             args = TrainingArguments()
         elif not isinstance(args, TrainingArguments):
-            raise ValueError(f"args must be TrainingArguments, a dict or a YAML path; got {type(args).__name__}")
+            raise ValueError(f"args must be TrainingArguments, a dict or a YAML path; got "
+                             f"{type(args).__name__}")
         self.args: TrainingArguments = args
         if model is None:
             model = model_name
@@ -293,7 +295,8 @@ class Trainer:
         if task is not None:
             name = normalize_task(task)
             if name not in TASKS:
-                raise ValueError(f"the Trainer trains masked_image_modeling or image_classification, not {task!r}")
+                raise ValueError(f"the Trainer trains masked_image_modeling or image_classification, "
+                                 f"not {task!r}")
             return name
         pretraining = None
         if isinstance(model, nn.Module):
@@ -347,7 +350,10 @@ class Trainer:
             warnings.warn(f"TrainingArguments {sorted(unknown)} do not apply to {self.task} "
                           f"(maekit {command}); ignored", UserWarning, stacklevel=4)
         log.debug("maekit %s %s", command, " ".join(argv))
-        ns = entry.parse(command, argv)
+        try:
+            ns = entry.parse(command, argv)
+        except SystemExit as e:  # argparse rejected a value (its message is on stderr)
+            raise ValueError(f"invalid options for maekit {command}: {' '.join(argv)}") from e
         if overrides:
             ns.model_overrides = dict(overrides)
         return ns
@@ -357,8 +363,8 @@ class Trainer:
         given = self.args.given()
         name = spec.name if self.mim else classifier_name(spec.name)
         if self.mim and not is_pretraining_model(name):
-            raise ValueError(f"masked_image_modeling trains a pretraining model (mae_* / convmae_*); {spec.name} "
-                             "is a classifier (use task='image_classification')")
+            raise ValueError(f"masked_image_modeling trains a pretraining model (mae_* / convmae_*); "
+                             f"{spec.name} is a classifier (use task='image_classification')")
         opts: dict[str, Any] = {"model": name}
         margs = spec.model_args
         if "input_size" not in given and "img_size" in margs:
@@ -407,13 +413,13 @@ class Trainer:
                 mixed = train and train_ds is None and root is not None and root != ev
                 if _builtin(ev):
                     if mixed:
-                        raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; give the "
-                                         "evaluation set as a folder or a torch Dataset")
+                        raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; "
+                                         "give the evaluation set as a folder or a torch Dataset")
                     root = ev
                 else:
                     if mixed and _builtin(root):
-                        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give both as "
-                                         "folders, or the training set as a torch Dataset")
+                        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give "
+                                         "both as folders, or the training set as a torch Dataset")
                     sub = Path(ev) / "val"
                     opts["val_split"] = os.path.abspath(sub if sub.is_dir() else ev)
                     if not mixed:
@@ -423,8 +429,8 @@ class Trainer:
                            and (_builtin(root) or (Path(root) / "val").is_dir()))
                 if not has_val and not self.args.val_split:
                     what = "evaluates after every epoch" if train else "evaluates"
-                    raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' or a "
-                                     "torch Dataset), or a train folder with train/ and val/")
+                    raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' "
+                                     "or a torch Dataset), or a train folder with train/ and val/")
         if root is not None:
             opts["data_path"] = root
         return opts, train_ds, eval_ds
@@ -444,7 +450,8 @@ class Trainer:
         from .modeling import load_weights, read_checkpoint
 
         model = build_pretrain_model(model=ns.model, input_size=ns.input_size, patch_size=ns.patch_size,
-                                     in_chans=ns.in_chans, norm_pix_loss=ns.norm_pix_loss, **model_overrides(ns))
+                                     in_chans=ns.in_chans, norm_pix_loss=ns.norm_pix_loss,
+                                     **model_overrides(ns))
         state = spec.state_dict if spec.state_dict is not None else read_checkpoint(spec.weights_path)
         load_weights(model, state, spec.label)
         path = self.output_dir / INITIAL_WEIGHTS
@@ -466,7 +473,8 @@ class Trainer:
             opts["resume"] = os.fspath(resume)
         ns = self._parse(command, opts, overrides)
         if spec.has_weights:
-            resuming = bool(ns.resume) and not (ns.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
+            resuming = bool(ns.resume) and not (
+                ns.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
             if self.mim and not resuming:
                 # weights only (no optimizer state): the Runner loads them strictly and starts at epoch 0
                 ns.resume = self._write_initial_weights(spec, ns)
@@ -497,9 +505,11 @@ class Trainer:
         if self._default_model:
             return weights
         arch = _resolve_spec(self.model_source, load_weights=False, published=False, download=dl)
-        return _Spec(arch.name, arch.model_args, weights.weights_path, weights.state_dict, None, weights.label)
+        return _Spec(arch.name, arch.model_args, weights.weights_path, weights.state_dict, None,
+                     weights.label)
 
-    def train(self, train_checkpoint: Any = False, resume_training: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def train(self, train_checkpoint: Any = False, resume_training: Any = None,
+              **kwargs: Any) -> dict[str, Any]:
         """Masked image modeling: pretrain (``maekit pretrain``); image classification: fine-tune
         (``maekit finetune``) from the model's weights or from scratch.
 
@@ -514,7 +524,8 @@ class Trainer:
         """
         if kwargs:
             raise TypeError(f"train() got unexpected arguments {sorted(kwargs)}")
-        return self._train(self._training_spec(self._checkpoint_arg(train_checkpoint)), resume=resume_training)
+        spec = self._training_spec(self._checkpoint_arg(train_checkpoint))
+        return self._train(spec, resume=resume_training)
 
     def finetune(self, finetune_checkpoint: Any = None, resume_training: Any = None, **kwargs: Any
                  ) -> dict[str, Any]:
@@ -528,9 +539,11 @@ class Trainer:
             raise TypeError(f"finetune() got unexpected arguments {sorted(kwargs)}")
         checkpoint = self._checkpoint_arg(finetune_checkpoint)
         if checkpoint is None:
-            spec = _resolve_spec(self.model_source, load_weights=True, published=True, download=self.args.download)
+            spec = _resolve_spec(self.model_source, load_weights=True, published=True,
+                                 download=self.args.download)
             if not spec.has_weights:
-                raise ValueError(f"finetune() needs finetune_checkpoint: {spec.label} has no published weights")
+                raise ValueError(f"finetune() needs finetune_checkpoint: {spec.label} has no published "
+                                 "weights")
         else:
             spec = self._training_spec(checkpoint)
         return self._train(spec, resume=resume_training)
@@ -544,7 +557,8 @@ class Trainer:
         checkpoint = self._checkpoint_arg(checkpoint)
         path = None
         if checkpoint is not None:
-            model = load_training_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+            model = (load_training_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike))
+                     else None)
             if model is not None:
                 path = Path(checkpoint)
             else:
@@ -561,18 +575,19 @@ class Trainer:
                 elif isinstance(src, (MAEConfig, Mapping)):
                     from .modeling import AutoModel
 
-                    warnings.warn("the Trainer's model is a config: random weights (train it first)", UserWarning,
-                                  stacklevel=3)
+                    warnings.warn("the Trainer's model is a config: random weights (train it first)",
+                                  UserWarning, stacklevel=3)
                     self._model = AutoModel.from_config(src)
                 else:
                     self._model = self._load(src)
             model = self._model
         pretraining = is_pretraining_module(model)
         if self.mim and not pretraining:
-            raise ValueError(f"masked_image_modeling needs a pretraining model; {model.model_name} is a classifier")
+            raise ValueError(f"masked_image_modeling needs a pretraining model; {model.model_name} is a "
+                             "classifier")
         if not self.mim and pretraining:
-            raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining model "
-                             "(fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
+            raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining "
+                             "model (fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
         return model, path
 
     def _load(self, source: Any) -> nn.Module:
@@ -660,7 +675,7 @@ class Trainer:
             device = "cuda" + device[3:]
         pipe = pipeline(self.task, model, device=device, batch_size=batch_size or self.args.batch_size or 8)
         if self.mim:
-            kwargs.setdefault("mask_ratio", self.args.mask_ratio if self.args.mask_ratio is not None else 0.75)
+            kwargs.setdefault("mask_ratio", 0.75 if self.args.mask_ratio is None else self.args.mask_ratio)
             kwargs.setdefault("seed", 2)
             kwargs.setdefault("output_dir", str(self.output_dir))
         results = pipe(inputs, **kwargs)
@@ -675,7 +690,8 @@ class Trainer:
             if isinstance(ev, (str, os.PathLike)) and Path(ev).is_dir():
                 input_data = ev
             else:
-                raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or tensors)")
+                raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or "
+                                 "tensors)")
         items = input_data if isinstance(input_data, (list, tuple)) else [input_data]
         expanded: list = []
         folder = False

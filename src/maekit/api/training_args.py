@@ -62,7 +62,8 @@ ALIASES: dict[str, str] = {
 
 # Value kinds, checked by __post_init__ (so a wrong type is a ValueError here, not an argparse exit).
 _KINDS: dict[str, str] = {
-    "output_dir": "str", "log_dir": "str", "device": "str", "seed": "int", "resume": "str", "start_epoch": "int",
+    "output_dir": "str", "log_dir": "str", "device": "str", "seed": "int", "resume": "str",
+    "start_epoch": "int",
     "num_workers": "int", "pin_mem": "bool", "amp": "str", "compile": "bool", "save_every": "int",
     "print_freq": "int", "mean": "floats", "std": "floats",
     "epochs": "int", "batch_size": "int", "accum_iter": "int", "weight_decay": "float", "lr": "float",
@@ -74,6 +75,12 @@ _KINDS: dict[str, str] = {
     "color_jitter": "float", "aa": "str", "smoothing": "float", "reprob": "float", "remode": "str",
     "recount": "int", "mixup": "float", "cutmix": "float", "cutmix_minmax": "floats", "mixup_prob": "float",
     "mixup_switch_prob": "float", "mixup_mode": "str", "download": "bool",
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "amp": ("auto", "bf16", "fp16", "none"),
+    "mixup_mode": ("batch", "pair", "elem"),
+    "augment": ("reference", "flip", "none"),
 }
 
 TRAINER_ONLY = ("download",)
@@ -145,6 +152,9 @@ def _check(name: str, value: Any) -> Any:
     kind = _KINDS.get(name)
     if value is None or kind is None:
         return value
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(f"TrainingArguments.{name}: choose one of {', '.join(_CHOICES[name])}; "
+                         f"got {value!r}")
     bad = ValueError(f"TrainingArguments.{name}: expected {kind}, got {value!r} ({type(value).__name__})")
     if kind == "bool":
         if not isinstance(value, bool):

@@ -118,7 +118,8 @@ def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[s
         raise ValueError("evaluating a pretraining model needs its checkpoint (--resume / eval_checkpoint)")
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
     model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
-                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss, **model_overrides(args))
+                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss,
+                                 **model_overrides(args))
     load_pretrain_weights(model, args.resume)
     if dataset is None:
         mean, std = resolve_mean_std(model.in_chans, args.mean, args.std)
@@ -127,8 +128,9 @@ def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[s
                                   in_chans=model.in_chans, val_split=getattr(args, "val_split", None))
     loader = build_loader(dataset, batch_size=args.batch_size, train=False, num_workers=args.num_workers,
                           pin_memory=args.pin_mem)
-    stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device, mask_ratio=args.mask_ratio,
-                                    seed=args.seed, autocast_dtype=ctx.autocast_dtype)
+    stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device,
+                                    mask_ratio=args.mask_ratio, seed=args.seed,
+                                    autocast_dtype=ctx.autocast_dtype)
     log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f", args.resume,
              stats["n"], args.mask_ratio, args.seed, stats["loss"])
     result = {"test_loss": stats["loss"], "test_n": stats["n"]}
