@@ -78,11 +78,11 @@ def main() -> None:
     for prec in args.precision:
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if prec == "bf16" else contextlib.nullcontext
 
-        def step_ours(m):
+        def step_ours(m, ctx=ctx):
             with ctx():
                 return m(x, mask_ratio=0.75, noise=noise).loss
 
-        def step_theirs(m):
+        def step_theirs(m, ctx=ctx):
             with ctx():
                 return m(pixel_values=x, noise=noise).loss
 

@@ -166,3 +166,41 @@ def load_pretrained_encoder(
         report.head_reinitialised = True
     log.info("%s: %s", name, report)
     return report
+
+
+# Fixed sin-cos tables of a pretraining model: the model's own are right for its grid.
+_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
+_DECODER_KEYS = ("decoder_", "mask_token", "stage1_output_decode", "stage2_output_decode")
+
+
+def load_pretraining_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, label: str = "weights",
+                             allow_missing_decoder: bool = False) -> list[str]:
+    """Load official-name weights into a pretraining model (MAE / ConvMAE).
+
+    Fixed position tables of another grid are skipped (the model keeps its own). Anything else
+    missing, unexpected or of the wrong shape raises a ``ValueError`` naming ``label``, except
+    the decoder (and ConvMAE's fusion convs, which only the decoder uses) of an encoder-only
+    file when ``allow_missing_decoder``.
+
+    Returns:
+        The decoder keys left at their initialisation (empty for a full checkpoint).
+    """
+    sd, own = dict(state_dict), model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
+    for key in _FIXED_TABLES:
+        if key in sd and key in own and sd[key].shape != own[key].shape:
+            del sd[key]
+    bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+           if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{label}: weights do not fit {name}: {_summarise(bad)}")
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
+    decoder = [k for k in missing if k.startswith(_DECODER_KEYS)]
+    other = [k for k in missing if k not in decoder] + ([] if allow_missing_decoder else decoder)
+    if other or result.unexpected_keys:
+        hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and not allow_missing_decoder \
+            else ""
+        raise ValueError(f"{label}: weights do not fit {name}{hint}: missing {_summarise(other) or 'none'}; "
+                         f"unexpected {_summarise(list(result.unexpected_keys)) or 'none'}")
+    return decoder

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -198,8 +197,7 @@ def _run_parser() -> argparse.ArgumentParser:
 def run_main(argv: Sequence[str]) -> int:
     """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
     [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``."""
-    from ..engine.distributed import cleanup
-    from ..engine.loop import NonFiniteLossError, TrainingInterrupted
+    from ..tasks.entry import exit_code_of_run
     from .run_config import load_run_config
     from .trainer import Trainer
 
@@ -220,7 +218,8 @@ def run_main(argv: Sequence[str]) -> int:
     checkpoint = rc.load_checkpoint
     weights = checkpoint or _named_weights(rc.default_checkpoint)
     resume = rc.resume_training or None
-    try:
+
+    def run_mode() -> None:
         if mode == "train":
             last = trainer.train(train_checkpoint=checkpoint or False, resume_training=resume)
             _print_training(trainer, last)
@@ -251,15 +250,8 @@ def run_main(argv: Sequence[str]) -> int:
                     top = ", ".join(f"{p['label']} {p['score']:.4f}" for p in res)
                     print(f"{item}: {top}")
             print(f"output result is saved at: {trainer.output_dir / (rc.task + '_result.json')}")
-    except TrainingInterrupted as e:
-        print(f"maekit run: {e}", file=sys.stderr)
-        return e.exit_code
-    except NonFiniteLossError as e:
-        print(f"maekit run: error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        cleanup()
-    return 0
+
+    return exit_code_of_run("run", run_mode)
 
 
 def _named_weights(name: str | None) -> str | None:

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from ..models import canonical_name, create_model, is_model
-from ..weights import load_pretrained_encoder
+from ..weights import load_pretrained_encoder, load_pretraining_weights
 from . import hub, zoo
 from .config import CONFIG_NAME, MAEConfig, is_pretraining_model
 
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".pdmodel", ".safetensors",
                         ".npz", ".tar")
 _DECODER_PREFIXES = ("decoder_", "mask_token")
-_FUSION_PREFIXES = ("stage1_output_decode", "stage2_output_decode")  # ConvMAE: only the decoder uses them
-_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 
 class DecoderNotLoadedWarning(UserWarning):
@@ -205,20 +203,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], label
                              f"missing {_summ(result.missing_keys) or 'none'}; "
                              f"unexpected {_summ(result.unexpected_keys) or 'none'}")
         return
-    for key in _FIXED_TABLES:  # fixed sin-cos tables: the model's own are right for its grid
-        if key in sd and key in own and sd[key].shape != own[key].shape:
-            del sd[key]
-    bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-           if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{label}: weights do not fit {name}: {_summ(bad)}")
-    result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
-    decoder = [k for k in missing if k.startswith(_DECODER_PREFIXES + _FUSION_PREFIXES)]
-    other = [k for k in missing if k not in decoder]
-    if other or result.unexpected_keys:
-        raise ValueError(f"{label}: weights do not fit {name}: missing {_summ(other) or 'none'}; "
-                         f"unexpected {_summ(result.unexpected_keys) or 'none'}")
+    decoder = load_pretraining_weights(model, sd, label=label, allow_missing_decoder=True)
     if decoder:
         warnings.warn(f"{label} holds encoder weights only: the decoder ({len(decoder)} tensors) is randomly "
                       "initialised, so reconstructions are meaningless until it is trained (the "

@@ -76,6 +76,7 @@ from .mae import check_images
 from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
 from .outputs import MAEOutput
 from .pos_embed import _as_hw, get_2d_sincos_pos_embed
+from .vit import pool_name
 
 CONV_NORM_EPS = 1e-5  # the CBlock / PatchEmbed LayerNorms of the reference use PyTorch's default
 
@@ -485,12 +486,6 @@ class MaskedAutoencoderConvViT(nn.Module):
 
 
 # ---------------------------------------------------------------------------- classifier
-def _pool_name(global_pool: bool | str) -> str:
-    if isinstance(global_pool, str):
-        if global_pool not in ("avg", "token"):
-            raise ValueError(f"global_pool must be True/False or 'avg'/'token', got {global_pool!r}")
-        return global_pool
-    return "avg" if global_pool else "token"
 
 
 class ConvViT(nn.Module):
@@ -521,7 +516,7 @@ class ConvViT(nn.Module):
                        fusion=False, drop=drop_rate, drop_path_rate=drop_path_rate, pos_embed_trainable=True)
         self.pos_drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
-        self.global_pool = _pool_name(global_pool)
+        self.global_pool = pool_name(global_pool)
         norm_layer = layer_norm(layer_norm_eps)
         avg = self.global_pool == "avg"
         self.norm = nn.Identity() if avg else norm_layer(self.embed_dim)
@@ -562,7 +557,7 @@ class ConvViT(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: bool | str | None = None) -> None:
         """New ``head`` for ``num_classes`` (trunc-normal .02 / 0). The pooling is fixed at build time."""
-        if global_pool is not None and _pool_name(global_pool) != self.global_pool:
+        if global_pool is not None and pool_name(global_pool) != self.global_pool:
             raise ValueError(f"this ConvViT was built with global_pool={self.global_pool!r}; build a new "
                              "model to change the pooling (it decides between the norm and fc_norm weights)")
         self.num_classes = num_classes

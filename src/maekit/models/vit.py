@@ -19,7 +19,7 @@ from timm.models import VisionTransformer
 from .registry import register_model
 
 
-def _pool_name(global_pool: bool | str) -> str:
+def pool_name(global_pool: bool | str) -> str:
     if isinstance(global_pool, str):
         if global_pool not in ("avg", "token"):
             raise ValueError(f"global_pool must be True/False or 'avg'/'token', got {global_pool!r}")
@@ -33,7 +33,7 @@ def build_vit(*, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=1
     """A reference fine-tuning ViT. ``img_size`` may be (H, W)."""
     model = VisionTransformer(
         img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-        global_pool=_pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        global_pool=pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
         mlp_ratio=mlp_ratio, qkv_bias=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
         norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
     )

@@ -15,10 +15,8 @@ import argparse
 import logging
 from typing import Any
 
-import torch
 import torch.nn as nn
 from timm.data import Mixup
-from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from ..data import (build_eval_transform, build_finetune_transform, build_linprobe_transform, build_loader,

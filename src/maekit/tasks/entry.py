@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..engine.loop import NonFiniteLossError, TrainingInterrupted
 from . import options
@@ -47,11 +47,14 @@ def run_parsed(command: str, args: argparse.Namespace, *, train_dataset=None, va
     return run_eval(args)
 
 
-def run_training_command(command: str, argv: Sequence[str]) -> int:
-    """Parse, run, and turn the engine's stop conditions into exit codes."""
-    args = parse(command, argv)
+def exit_code_of_run(command: str, run: Callable[[], object]) -> int:
+    """Run a training job and turn the engine's stop conditions into exit codes.
+
+    SIGTERM / SIGINT (state saved): 128 + signal; a non-finite loss: 1; success: 0. The process
+    group is torn down in every case.
+    """
     try:
-        run_parsed(command, args)
+        run()
     except TrainingInterrupted as e:
         print(f"maekit {command}: {e}", file=sys.stderr)
         return e.exit_code
@@ -63,3 +66,9 @@ def run_training_command(command: str, argv: Sequence[str]) -> int:
 
         cleanup()
     return 0
+
+
+def run_training_command(command: str, argv: Sequence[str]) -> int:
+    """``maekit <command> argv``: parse, run, exit code."""
+    args = parse(command, argv)
+    return exit_code_of_run(command, lambda: run_parsed(command, args))

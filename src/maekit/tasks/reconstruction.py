@@ -28,11 +28,11 @@ import torch.nn as nn
 from ..data import build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
 from ..engine.metrics import autocast_context
 from .common import model_overrides, start_run
+from ..weights import load_pretraining_weights
 from .pretrain import build_pretrain_model
 
 log = logging.getLogger("maekit.tasks")
 
-_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 
 def reconstruction_noise(num_images: int, num_patches: int, seed: int) -> torch.Tensor:
@@ -87,22 +87,7 @@ def load_pretrain_weights(model: nn.Module, source: str | os.PathLike) -> None:
     """
     from ..convert import load_state_dict
 
-    state = dict(load_state_dict(source))
-    own = model.state_dict()
-    for key in _FIXED_TABLES:
-        if key in state and key in own and state[key].shape != own[key].shape:
-            del state[key]
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-           if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{source} does not fit {model.model_name}: {', '.join(bad[:6])}")
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
-    if missing or result.unexpected_keys:
-        hint = " (an encoder-only file: the reconstruction needs the decoder)" if any(
-            k.startswith("decoder") for k in missing) else ""
-        raise ValueError(f"{source} does not fit {model.model_name}{hint}: missing {missing[:6]}, "
-                         f"unexpected {result.unexpected_keys[:6]}")
+    load_pretraining_weights(model, load_state_dict(source), label=str(source))
 
 
 def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[str, Any]:
