@@ -88,6 +88,8 @@ def pretrain_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = p.add_argument_group("masked autoencoding")
     g.add_argument("--mask_ratio", type=float, default=0.75, help="fraction of patches removed")
     g.add_argument("--norm_pix_loss", action="store_true", help="per-patch normalised pixel targets")
+    g.add_argument("--sparse_stages", action="store_true",
+                   help="ConvMAE: run stages 1-2 on visible positions only (exact; 1.2-1.7x faster on CPU)")
     g.add_argument("--augment", default="reference", choices=["reference", "flip", "none"],
                    help="reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; none: resize only "
                         "(for data where crops or mirror images are wrong, e.g. text or some medical images)")

@@ -40,6 +40,15 @@ def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std):
     return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
 
 
+def sparse_stages_override(args: argparse.Namespace) -> dict[str, Any]:
+    """``--sparse_stages`` is a ConvMAE constructor argument; MAE has no conv stages."""
+    if not getattr(args, "sparse_stages", False):
+        return {}
+    if not args.model.startswith("convmae"):
+        raise ValueError("--sparse_stages applies to ConvMAE models (convmae_*) only")
+    return {"sparse_stages": True}
+
+
 def run_pretrain(args: argparse.Namespace, *, dataset: Dataset | None = None) -> dict[str, Any]:
     """Pretrain from parsed options; returns the last epoch's log record.
 
@@ -50,7 +59,7 @@ def run_pretrain(args: argparse.Namespace, *, dataset: Dataset | None = None) ->
     ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
     model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
                                  in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss,
-                                 **model_overrides(args))
+                                 **sparse_stages_override(args), **model_overrides(args))
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
     transform = pretrain_transform(args.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)
