@@ -33,7 +33,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="base seed; each rank uses seed + rank")
     g.add_argument("--resume", default="", help="checkpoint to resume from, or 'auto' for the latest in output_dir")
     g.add_argument("--start_epoch", type=int, default=0, help="first epoch when not resuming")
-    g.add_argument("--num_workers", type=int, default=10, help="data loader worker processes")
+    g.add_argument("--num_workers", type=int, default=min(10, os.cpu_count() or 1),
+                   help="data loader worker processes (reference: 10; capped at the CPU count)")
     g.add_argument("--pin_mem", action="store_true", default=True, help="pin host memory (default)")
     g.add_argument("--no_pin_mem", action="store_false", dest="pin_mem", help="do not pin host memory")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],

@@ -1,0 +1,85 @@
+"""``maekit bench``: training-step throughput of a registered model on random data.
+
+Times what ``maekit pretrain`` / ``finetune`` run per step (forward under the chosen precision,
+backward, the engine's AdamW) on this machine; peers are compared in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Sequence
+
+import torch
+
+from ..engine.metrics import autocast_context
+from ..engine.optim import build_adamw, param_groups_weight_decay
+from ..engine.precision import resolve_amp
+from ..models import create_model, is_pretraining_model
+from .common import device_name, image_size
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maekit bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="mae_vit_base_patch16", help="registered model name")
+    p.add_argument("--input_size", type=int, nargs="+", default=[224])
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--mask_ratio", type=float, default=0.75)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int, amp: str, mask_ratio: float,
+            device: str | None, compile: bool = False) -> dict:
+    """Median images/s of ``steps`` training steps; also peak CUDA memory when on a GPU."""
+    dev = torch.device(device_name(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pretrain = is_pretraining_model(model)
+    net = create_model(model, img_size=image_size(input_size)).to(dev).train()
+    dtype, use_scaler = resolve_amp(amp, dev)
+    scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
+    opt = build_adamw(param_groups_weight_decay(net, 0.05), lr=1e-4)
+    fwd = torch.compile(net) if compile else net
+    h, w = net.img_size if isinstance(net.img_size, tuple) else (net.img_size, net.img_size)
+    x = torch.randn(batch_size, net.in_chans, h, w, device=dev)
+    y = torch.randint(0, getattr(net, "num_classes", 1) or 1, (batch_size,), device=dev)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with autocast_context(dev, dtype):
+            loss = fwd(x, mask_ratio=mask_ratio).loss if pretrain else torch.nn.functional.cross_entropy(fwd(x), y)
+        (scaler.scale(loss) if scaler else loss).backward()
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    out = {"model": model, "device": str(dev), "precision": str(dtype or torch.float32).replace("torch.", ""),
+           "batch_size": batch_size, "images_per_sec": round(batch_size / statistics.median(times), 2)}
+    if dev.type == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    args = bench_parser().parse_args(argv)
+    if args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    res = measure(model=args.model, input_size=args.input_size, batch_size=args.batch_size, steps=args.steps,
+                  warmup=args.warmup, amp=args.amp, mask_ratio=args.mask_ratio, device=args.device,
+                  compile=args.compile)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in res.items()))
+    return 0
