@@ -228,3 +228,20 @@ def test_digits_finetune_from_short_pretrain_beats_chance(tmp_path):
                    "0", "--output_dir", ft, *FAST) == 0
     best = max(r["test_acc1"] for r in read_log(ft))
     assert best >= 25.0, best
+
+
+def test_eval_and_automodel_rebuild_non_preset_classifier(digit_folders, tmp_path, capsys):
+    """A classifier trained with constructor overrides (depth 2, via the Trainer's model_overrides)
+    is rebuilt exactly by `maekit eval` and `AutoModel`, with its class names."""
+    from maekit import AutoModel
+    from maekit.tasks import entry
+
+    args = entry.parse("finetune", [*TINY_VIT, "--data_path", str(digit_folders), "--output_dir", str(tmp_path / "ft"),
+                                    "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST])
+    args.model_overrides = {"depth": 2}
+    entry.run_parsed("finetune", args)
+    ckpt = tmp_path / "ft" / "checkpoint-last.pth"
+    assert run_cli("eval", "--resume", ckpt, "--data_path", digit_folders, "--num_workers", "0",
+                   "--device", "cpu") == 0
+    model = AutoModel.from_pretrained(str(ckpt))
+    assert len(model.blocks) == 2 and model.class_names == ["one", "two", "zero"]

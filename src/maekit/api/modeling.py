@@ -161,6 +161,8 @@ def _file_source(path: Path, label: str) -> Source:
     loaded = load_checkpoint(path)
     notes = list(loaded.notes)
     cfg = MAEConfig(loaded.model_name, loaded.model_args)
+    if loaded.class_names:
+        cfg.class_names = list(loaded.class_names)
     entry = _entry_for_filename(path, loaded.model_name) if path.is_file() else None
     if entry is not None and "norm_pix_loss" not in loaded.model_args:
         cfg.norm_pix_loss = entry.model_args["norm_pix_loss"]

@@ -100,6 +100,7 @@ class LoadedCheckpoint:
     model_name: str
     model_args: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    class_names: list[str] | None = None  # labels a maekit training checkpoint records
 
     def create_model(self) -> torch.nn.Module:
         """Build the model and load the weights (non-strict only for absent decoder / head parts)."""
@@ -166,7 +167,8 @@ def load_checkpoint(
     fmt, loaded = read(path, format)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
-    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes)
+    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
+                            class_names=loaded.hints.get("class_names"))
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:

@@ -88,6 +88,12 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, di
     notes: list[str] = []
     if isinstance(obj, Mapping) and "args" in obj:
         hints = _args_hints(obj["args"])
+    extra = obj.get("extra") if isinstance(obj, Mapping) else None
+    if isinstance(extra, Mapping):  # a maekit training checkpoint records its exact model and labels
+        if isinstance(extra.get("model_name"), str) and isinstance(extra.get("model_args"), Mapping):
+            hints.update(model_name=extra["model_name"], model_args=dict(extra["model_args"]))
+        if isinstance(extra.get("class_names"), (list, tuple)):
+            hints["class_names"] = [str(c) for c in extra["class_names"]]
     if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
         notes.append(
             f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"

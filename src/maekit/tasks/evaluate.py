@@ -57,7 +57,9 @@ def load_classifier(path: str, *, model_name: str | None = None, input_size=None
         args["img_size"] = image_size(input_size)
     model = build_classifier(model=name, num_classes=args.pop("num_classes"), input_size=args.pop("img_size", 224),
                              global_pool=args.pop("global_pool"), patch_size=args.pop("patch_size", None),
-                             in_chans=args.pop("in_chans", None))
+                             in_chans=args.pop("in_chans", None),
+                             # the rest of the recorded architecture (depth, widths...); no drop path at eval
+                             **{k: v for k, v in args.items() if k != "drop_path_rate"})
     if probe:
         add_linear_probe_head(model)
     missing, unexpected = model.load_state_dict(state, strict=False)
