@@ -19,14 +19,16 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
+from .convert import load_state_dict  # any supported format, official names
+from .convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
+from .convert.official import find_state_dict
 from .models.pos_embed import resize_pos_embed
 
 log = logging.getLogger(__name__)
 
-# Keys of a pretraining model that a classifier does not have.
-_PRETRAIN_ONLY_PREFIXES = ("decoder_", "mask_token", "stage1_output_decode", "stage2_output_decode")
-# Keys a classifier may legitimately lack in a pretraining file.
-_HEAD_PREFIXES = ("head.", "fc_norm.")
+# Keys of a pretraining model that a classifier does not have: the decoder and ConvMAE's fusion
+# convs (which only the decoder uses).
+_PRETRAIN_ONLY_PREFIXES = DECODER_PREFIXES + FUSION_PREFIXES
 
 
 @dataclass
@@ -58,24 +60,12 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """The weights inside a loaded checkpoint: ``obj['model']``, ``obj['state_dict']`` or ``obj``.
+    """The weights inside a loaded checkpoint: ``obj['model']``, ``obj['state_dict']`` (...) or ``obj``.
 
-    Also strips a DDP ``module.`` prefix.
+    Also strips a DDP ``module.`` prefix. Raises a ``ValueError`` (``ConversionError``) when no
+    non-empty dict of tensors is found.
     """
-    if isinstance(obj, Mapping):
-        for key in ("model", "state_dict", "model_state"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("no state dict of tensors found (expected a dict of tensors, or one under 'model')")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
-
-
-def _read_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from .convert import load_state_dict  # any supported format, official names
-
-    return load_state_dict(source)
+    return find_state_dict(obj)
 
 
 def _model_grid(model: nn.Module) -> tuple[int, int] | None:
@@ -136,7 +126,7 @@ def load_pretrained_encoder(
             nothing matched at all.
     """
     name = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
-    state = _read_weights(source) if isinstance(source, (str, os.PathLike)) else extract_state_dict(source)
+    state = load_state_dict(source) if isinstance(source, (str, os.PathLike)) else extract_state_dict(source)
     state = {k: v for k, v in state.items() if not k.startswith(_PRETRAIN_ONLY_PREFIXES)}
     own = model.state_dict()
     for key in [k for k in state if k.startswith("head.") and k in own and own[k].shape != state[k].shape]:
@@ -152,7 +142,7 @@ def load_pretrained_encoder(
     report.missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     report.unexpected = list(result.unexpected_keys)
     report.loaded = [k for k in state if k in own]
-    not_head = [k for k in report.missing if not k.startswith(_HEAD_PREFIXES)]
+    not_head = [k for k in report.missing if not k.startswith(HEAD_PREFIXES)]
     if not report.loaded or not_head:
         raise ValueError(
             f"{name}: the checkpoint does not hold this model's encoder "
@@ -166,11 +156,6 @@ def load_pretrained_encoder(
         report.head_reinitialised = True
     log.info("%s: %s", name, report)
     return report
-
-
-# Fixed sin-cos tables of a pretraining model: the model's own are right for its grid.
-_FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
-_DECODER_KEYS = ("decoder_", "mask_token", "stage1_output_decode", "stage2_output_decode")
 
 
 def load_pretraining_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, label: str = "weights",
@@ -187,7 +172,7 @@ def load_pretraining_weights(model: nn.Module, state_dict: Mapping[str, torch.Te
     """
     sd, own = dict(state_dict), model.state_dict()
     name = getattr(model, "model_name", type(model).__name__)
-    for key in _FIXED_TABLES:
+    for key in FIXED_TABLES:
         if key in sd and key in own and sd[key].shape != own[key].shape:
             del sd[key]
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
@@ -195,8 +180,8 @@ def load_pretraining_weights(model: nn.Module, state_dict: Mapping[str, torch.Te
     if bad:
         raise ValueError(f"{label}: weights do not fit {name}: {_summarise(bad)}")
     result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if k not in _FIXED_TABLES]
-    decoder = [k for k in missing if k.startswith(_DECODER_KEYS)]
+    missing = [k for k in result.missing_keys if k not in FIXED_TABLES]
+    decoder = [k for k in missing if k.startswith(_PRETRAIN_ONLY_PREFIXES)]
     other = [k for k in missing if k not in decoder] + ([] if allow_missing_decoder else decoder)
     if other or result.unexpected_keys:
         hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and not allow_missing_decoder \

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.images import find_images
 from .config import is_pretraining_model
 from .modeling import AutoModel
-from .pipelines import normalize_task, pipeline
+from .pipelines import expand_inputs, normalize_task, pipeline
 
 _MODEL_HELP = ("registered name (+ .tag for published weights, e.g. mae_vit_large_patch16.visualize, "
                "vit_base_patch16.finetuned), model folder, checkpoint file or URL")
@@ -24,17 +23,7 @@ _MODEL_HELP = ("registered name (+ .tag for published weights, e.g. mae_vit_larg
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Files and URLs as given; a folder stands for the images inside it (sorted)."""
-    out: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = [str(p) for p in find_images(path)]
-            if not found:
-                raise ValueError(f"no images found in folder {item}")
-            out.extend(found)
-        else:
-            out.append(item)
-    return out
+    return expand_inputs(list(inputs))
 
 
 def _load_model(args: argparse.Namespace):

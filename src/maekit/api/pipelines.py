@@ -74,6 +74,29 @@ def normalize_task(task: str) -> str:
     return TASK_ALIASES[key]
 
 
+def expand_inputs(inputs: Any) -> Any:
+    """Pipeline inputs with every folder replaced by the images inside it (sorted).
+
+    A list (or a folder) gives a list; any other single input (file, URL, PIL image, array) is
+    returned as it is, so a pipeline still answers it with a single result.
+    """
+    from ..data.images import find_images
+
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    expanded: list = []
+    folder = False
+    for item in items:
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            found = [str(p) for p in find_images(Path(item))]
+            if not found:
+                raise ValueError(f"no images found in folder {os.fspath(item)}")
+            expanded.extend(found)
+            folder = True
+        else:
+            expanded.append(item)
+    return expanded if folder or isinstance(inputs, (list, tuple)) else inputs
+
+
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

@@ -66,19 +66,17 @@ type that contradicts the task is a ``ValueError``.
 
 from __future__ import annotations
 
-import copy
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from .run_yaml import (DEFAULT_CONFIG, RunConfigWarning, Section, apply_options, convert_value,
+                       read_run_yaml, resolve_run_config_path)
+from .run_yaml import config_warning as _warn
 from .training_args import _KINDS, ALIASES, TrainingArguments
 
 RUN_MODES = ("train", "finetune", "eval", "predict")
-DEFAULT_CONFIG = "mae/run_mae_vit_base_p16_224_800ep.yaml"
 
 _ARCH_TASKS = {
     "vitmaeforpretraining": "masked_image_modeling",
@@ -124,14 +122,6 @@ _ARCH_FIELDS = {
 }
 
 
-class RunConfigWarning(UserWarning):
-    """A key of a run YAML that maekit ignores or cannot honour exactly."""
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, RunConfigWarning, stacklevel=4)
-
-
 @dataclass
 class RunConfig:
     """A run YAML mapped onto maekit (module docstring)."""
@@ -148,176 +138,6 @@ class RunConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     data: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-# ----------------------------------------------------------------------------- reading
-def resolve_run_config_path(path: str | os.PathLike) -> str:
-    """A YAML file, or a packaged run config (``mae/run_mae_vit_base_p16_224_800ep.yaml``)."""
-    from ..tasks.options import ConfigError, resolve_config_path
-
-    text = os.fspath(path)
-    candidates = [text]
-    if text.replace("\\", "/").startswith("configs/"):
-        candidates.append(text[len("configs/"):])
-    for candidate in candidates:
-        try:
-            return resolve_config_path(candidate)
-        except ConfigError:
-            continue
-    raise ValueError(f"run config not found: {text} (neither a file nor a packaged config such as "
-                     f"{DEFAULT_CONFIG})")
-
-
-def read_run_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
-    """(the YAML as a dict, its resolved path)."""
-    resolved = resolve_run_config_path(path)
-    try:
-        with open(resolved, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{resolved}: not valid YAML: {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{resolved}: a run config is a mapping of sections, got {type(data).__name__}")
-    return data, resolved
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_options(data: dict[str, Any], options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``runner_config.epochs=1``) in a copy of ``data``."""
-    data = copy.deepcopy(data)
-    items = list(options.items()) if isinstance(options, Mapping) else []
-    if not isinstance(options, Mapping):
-        for item in options:
-            if "=" not in item:
-                raise ValueError(f"--options takes key=value pairs, got {item!r}")
-            key, value = item.split("=", 1)
-            items.append((key.strip(), _parse_value(value)))
-    for key, value in items:
-        parts = [p for p in str(key).split(".")]
-        if not key or any(not p for p in parts):
-            raise ValueError(f"bad option key {key!r} (expected dotted names such as runner_config.epochs)")
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            where = ".".join(parts[:i + 1])
-            if isinstance(node, list):
-                node = node[_index(part, node, where)]
-            elif isinstance(node, dict):
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-            else:
-                raise ValueError(f"option {key}: {'.'.join(parts[:i]) or 'the config'} is not a section")
-            if not isinstance(node, (dict, list)):
-                raise ValueError(f"option {key}: {where} is a value ({node!r}), not a section")
-        last = parts[-1]
-        if isinstance(node, list):
-            node[_index(last, node, key)] = value
-        else:
-            node[last] = value
-    return data
-
-
-def _index(part: str, node: list, where: str) -> int:
-    try:
-        i = int(part)
-    except ValueError:
-        raise ValueError(f"option {where}: a list is indexed by a number, got {part!r}") from None
-    if not -len(node) <= i < len(node):
-        raise ValueError(f"option {where}: index {i} out of range (the list has {len(node)} items)")
-    return i
-
-
-# ----------------------------------------------------------------------------- typed access
-class _Section:
-    """Typed reads of one YAML mapping, remembering which keys were used."""
-
-    def __init__(self, data: Any, where: str, ignored: set[str] | frozenset[str] = frozenset()):
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: "
-                             f"{data!r}")
-        self.data, self.where, self.used = dict(data), where, set(ignored)
-
-    def __contains__(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def section(self, key: str, ignored: set[str] | frozenset[str] = frozenset()) -> _Section:
-        self.used.add(key)
-        return _Section(self.data.get(key), f"{self.where}.{key}" if self.where else key, ignored)
-
-    def get(self, key: str, kind: str, default: Any = None) -> Any:
-        self.used.add(key)
-        value = self.data.get(key)
-        if value is None:
-            return default
-        return _convert(value, kind, f"{self.where}.{key}" if self.where else key)
-
-    def warn_unknown(self) -> None:
-        unknown = sorted(str(k) for k in self.data if k not in self.used)
-        if unknown:
-            _warn(f"{self.where or 'run config'}: unknown key(s) {unknown} ignored")
-
-
-def _convert(value: Any, kind: str, where: str) -> Any:
-    bad = ValueError(f"{where}: expected {kind}, got {value!r}")
-    if kind == "any":
-        return value
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise bad
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if kind == "float":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if kind == "str":
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if kind == "floats":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return [float(value)]
-        if isinstance(value, (list, tuple)):
-            return [_convert(v, "float", where) for v in value]
-        raise bad
-    if kind == "size":
-        if isinstance(value, (list, tuple)):
-            sizes = [_convert(v, "int", where) for v in value]
-            if len(sizes) not in (1, 2):
-                raise bad
-            return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
-        return _convert(value, "int", where)
-    if kind == "list":
-        if isinstance(value, list):
-            return value
-        raise bad
-    raise AssertionError(kind)
 
 
 # ----------------------------------------------------------------------------- mapping
@@ -337,7 +157,7 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     from .pipelines import normalize_task
 
     where = os.path.basename(source) if source else ""
-    top = _Section(data, "")
+    top = Section(data, "")
     fields: dict[str, Any] = {}
 
     run_mode = top.get("run_mode", "str", "train")
@@ -351,28 +171,13 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     if load_checkpoint in (False, ""):
         load_checkpoint = None
     elif load_checkpoint is not None:
-        load_checkpoint = _convert(load_checkpoint, "str", "load_checkpoint")
+        load_checkpoint = convert_value(load_checkpoint, "str", "load_checkpoint")
     resume = top.get("resume_training", "any", False)
     if resume not in (True, False, None, ""):
-        resume = _convert(resume, "str", "resume_training")
+        resume = convert_value(resume, "str", "resume_training")
     resume = resume or False
 
-    context = top.section("context", ignored={
-        "mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth", "save_graphs",
-        "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
-    target = context.get("device_target", "str")
-    if target is not None:
-        low = target.lower()
-        if low in ("cpu",):
-            fields["device"] = "cpu"
-        elif low in ("gpu", "cuda"):
-            fields["device"] = "cuda"
-        elif low == "auto":
-            fields["device"] = "auto"
-        else:
-            _warn(f"context.device_target {target!r}: maekit runs on CUDA or the CPU; using auto")
-            fields["device"] = "auto"
-    context.warn_unknown()
+    _map_device(top, fields)
 
     trainer = top.section("trainer")
     task_text = trainer.get("type", "str")
@@ -470,7 +275,46 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
             model_name = split_name(default_checkpoint)[0]
     overrides = _architecture_overrides(model_name, task, arch_values, intermediate, fields, where)
 
-    # schedule and optimizer
+    _map_schedule(top, fields, mim=mim, where=where)
+    _map_optimizer(top, fields, task=task, where=where)
+
+    _map_processor(top, sizes_seen)
+    _map_maekit_fields(top, fields)
+
+    _check_sizes(fields.get("input_size"), sizes_seen)
+    try:
+        args = TrainingArguments(**fields)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    rc = RunConfig(run_mode=run_mode, task=task, model=model_name, args=args, train_dataset=train_dir,
+                   eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
+                   default_checkpoint=default_checkpoint, resume_training=resume, model_overrides=overrides,
+                   source=source, data=dict(data))
+    return rc
+
+
+def _map_device(top: Section, fields: dict[str, Any]) -> None:
+    """``context.device_target`` -> ``device`` (Ascend and others: auto, with a warning)."""
+    context = top.section("context", ignored={
+        "mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth", "save_graphs",
+        "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
+    target = context.get("device_target", "str")
+    if target is not None:
+        low = target.lower()
+        if low in ("cpu",):
+            fields["device"] = "cpu"
+        elif low in ("gpu", "cuda"):
+            fields["device"] = "cuda"
+        elif low == "auto":
+            fields["device"] = "auto"
+        else:
+            _warn(f"context.device_target {target!r}: maekit runs on CUDA or the CPU; using auto")
+            fields["device"] = "auto"
+    context.warn_unknown()
+
+
+def _map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str) -> None:
+    """``lr_schedule``, ``lr_scale`` and layer decay -> blr / lr, min_lr, warmup_epochs, layer_decay."""
     lr_scale = top.get("lr_scale", "bool", False)
     lr_scale_factor = top.get("lr_scale_factor", "float", 256.0)
     sched = top.section("lr_schedule", ignored={"total_steps", "decay_steps"})
@@ -505,6 +349,9 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
         elif layer_decay is not None:
             fields["layer_decay"] = layer_decay
 
+
+def _map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str) -> None:
+    """``optimizer`` -> weight_decay; the type must be AdamW, other betas / eps only warn."""
     opt = top.section("optimizer", ignored={"learning_rate"})
     otype = opt.get("type", "str")
     if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
@@ -519,6 +366,9 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
             _warn(f"optimizer.{key} {value} differs from the {task} recipe's {want}, which maekit uses")
     opt.warn_unknown()
 
+
+def _map_processor(top: Section, sizes_seen: list[tuple[str, Any]]) -> None:
+    """``processor.image_processor.size``: only checked against the image size."""
     proc = top.section("processor", ignored={"type", "tokenizer", "return_tensors"})
     ip = proc.section("image_processor", ignored={"type", "patch_size", "mask_ratio", "interpolation",
                                                    "image_mean", "image_std", "is_hwc"})
@@ -528,30 +378,21 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     ip.warn_unknown()
     proc.warn_unknown()
 
-    # maekit keys at the top level (TrainingArguments fields)
+
+def _map_maekit_fields(top: Section, fields: dict[str, Any]) -> None:
+    """Top-level keys named like TrainingArguments fields (``amp: none``...); then every key
+    MindFormers has but maekit ignores is marked read, and the rest is warned about."""
     field_names = set(TrainingArguments().to_dict()) | set(ALIASES)
     for key in list(top.data):
         if key in field_names and key not in ("seed", "output_dir", "layer_decay"):
             name = ALIASES.get(key, key)
-            kind = {"size": "size", "floats": "floats"}.get(_KINDS.get(name, "any"), _KINDS.get(name, "any"))
-            fields[name] = top.get(key, kind)
+            fields[name] = top.get(key, _KINDS.get(name, "any"))
     for key in _IGNORED_TOP:
         top.used.add(key)
     top.warn_unknown()
 
-    _check_sizes(fields.get("input_size"), sizes_seen)
-    try:
-        args = TrainingArguments(**fields)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    rc = RunConfig(run_mode=run_mode, task=task, model=model_name, args=args, train_dataset=train_dir,
-                   eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
-                   default_checkpoint=default_checkpoint, resume_training=resume, model_overrides=overrides,
-                   source=source, data=dict(data))
-    return rc
 
-
-def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
+def _dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
     """(dataset_dir, (mean, std) or None) of ``train_dataset`` / ``eval_dataset``."""
     if key not in top:
         top.used.add(key)
@@ -581,8 +422,8 @@ def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, tr
         ttype = str(t["type"]).lower()
         here = f"{key}.transforms[{i}]"
         if ttype == "normalize":
-            mean = _convert(t.get("mean"), "floats", f"{here}.mean")
-            std = _convert(t.get("std"), "floats", f"{here}.std")
+            mean = convert_value(t.get("mean"), "floats", f"{here}.mean")
+            std = convert_value(t.get("std"), "floats", f"{here}.std")
             if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
                 mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
             if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:
@@ -593,14 +434,14 @@ def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, tr
             if train:
                 prob = t.get("probability", t.get("prob"))
                 if prob is not None:
-                    fields["reprob"] = _convert(prob, "float", f"{here}.probability")
+                    fields["reprob"] = convert_value(prob, "float", f"{here}.probability")
                 if t.get("mode") is not None:
-                    fields["remode"] = _convert(t["mode"], "str", f"{here}.mode")
+                    fields["remode"] = convert_value(t["mode"], "str", f"{here}.mode")
                 if t.get("max_count") is not None:
-                    fields["recount"] = _convert(t["max_count"], "int", f"{here}.max_count")
+                    fields["recount"] = convert_value(t["max_count"], "int", f"{here}.max_count")
         elif ttype in ("rand_augment_transform", "randaugment", "auto_augment_transform"):
             if train and t.get("config_str") is not None:
-                fields["aa"] = _convert(t["config_str"], "str", f"{here}.config_str")
+                fields["aa"] = convert_value(t["config_str"], "str", f"{here}.config_str")
         elif ttype in ("randomcropdecoderesize", "randomresizedcrop", "centercrop", "resize"):
             if t.get("size") is not None and ttype != "resize":
                 sizes.append((f"{here}.size", t["size"]))
@@ -619,7 +460,7 @@ def _dataset(top: _Section, key: str, fields: dict[str, Any], sizes: list, *, tr
     return dataset_dir, mean_std
 
 
-def _mixup(section: _Section, fields: dict[str, Any]) -> None:
+def _mixup(section: Section, fields: dict[str, Any]) -> None:
     for key, name, kind in (("mixup_alpha", "mixup", "float"), ("cutmix_alpha", "cutmix", "float"),
                             ("prob", "mixup_prob", "float"), ("switch_prob", "mixup_switch_prob", "float"),
                             ("label_smoothing", "smoothing", "float"), ("mode", "mixup_mode", "str"),
@@ -653,8 +494,9 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}
-    from .trainer import DEFAULT_MODELS, classifier_name
+    from ..tasks.common import classifier_name
     from .config import MAEConfig
+    from .trainer import DEFAULT_MODELS
 
     name = model_name or DEFAULT_MODELS[task]
     try:
@@ -675,7 +517,7 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
         if key not in current:
             _warn(f"model.model_config: {key} does not apply to {name}; ignored")
             continue
-        value = _convert(value, "any", key)
+        value = convert_value(value, "any", key)
         if value != current[key]:
             overrides[key] = value
     hidden = overrides.get("embed_dim", current.get("embed_dim"))

@@ -62,7 +62,6 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +69,12 @@ import torch
 import torch.nn as nn
 
 from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint, save_checkpoint
-from ..models import canonical_name, create_model, is_model, is_pretraining_model
+from ..models import canonical_name, is_pretraining_model
+from ..tasks.common import classifier_name
 from .config import MAEConfig, is_pretraining_model as is_pretraining_module
 from .pipelines import normalize_task
+from .trainer_models import ModelSpec, load_training_checkpoint, resolve_spec
+from .trainer_options import args_to_argv, data_options, model_options
 from .training_args import TRAINER_ONLY, TrainingArguments
 
 log = logging.getLogger("maekit.api")
@@ -81,161 +83,6 @@ TASKS = ("masked_image_modeling", "image_classification")
 DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
 COMMANDS = {"masked_image_modeling": "pretrain", "image_classification": "finetune"}
 INITIAL_WEIGHTS = "initial_weights.pth"
-
-# model_args that map to command options rather than constructor overrides
-_SHAPE_KEYS = ("img_size", "patch_size", "in_chans")
-_NOT_OVERRIDES = {*_SHAPE_KEYS, "norm_pix_loss", "num_classes", "global_pool", "drop_path_rate"}
-
-
-def classifier_name(name: str) -> str:
-    """The classifier of a pretraining model (``mae_vit_base_p16`` -> ``vit_base_patch16``,
-    ``convmae_convvit_base_patch16`` -> ``convvit_base_patch16``); classifiers are returned as they are."""
-    canon = canonical_name(name)
-    if not is_pretraining_model(canon):
-        return canon
-    short = canon.replace("_dec512d8b", "")
-    for prefix in ("convmae_", "mae_"):
-        if short.startswith(prefix):
-            short = short[len(prefix):]
-            break
-    if not is_model(short):
-        raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
-    return canonical_name(short)
-
-
-def _is_dataset(obj: Any) -> bool:
-    return (not isinstance(obj, (str, os.PathLike, bytes)) and hasattr(obj, "__getitem__")
-            and hasattr(obj, "__len__"))
-
-
-def _builtin(path: str) -> bool:
-    return str(path).lower().startswith("builtin:")
-
-
-def _describe_dataset(ds: Any) -> str:
-    return f"<{type(ds).__name__} of {len(ds)} items>"
-
-
-@dataclass
-class _Spec:
-    """A model, resolved: what to build and which weights to start from."""
-
-    name: str
-    model_args: dict[str, Any] = field(default_factory=dict)
-    weights_path: str | None = None  # a file / folder maekit.convert reads
-    state_dict: dict[str, torch.Tensor] | None = None
-    module: nn.Module | None = None
-    label: str = ""
-
-    @property
-    def has_weights(self) -> bool:
-        return self.weights_path is not None or self.state_dict is not None
-
-
-def load_training_checkpoint(path: str | os.PathLike) -> nn.Module | None:
-    """The model of a maekit training checkpoint (``extra.model_name`` / ``model_args`` saved by
-    the tasks), with its weights and class names; None for any other file."""
-    from ..engine.checkpoint import load_checkpoint
-    from ..weights import extract_state_dict
-
-    p = Path(path)
-    if not p.is_file():
-        return None
-    try:
-        ckpt = load_checkpoint(p)
-    except Exception:  # not a torch training checkpoint (safetensors, .ckpt, ...): other readers
-        return None
-    extra = ckpt.get("extra") if isinstance(ckpt, dict) else None
-    if not isinstance(extra, dict) or not extra.get("model_name") or "model" not in ckpt:
-        return None
-    model = create_model(extra["model_name"], **dict(extra.get("model_args") or {}))
-    model.load_state_dict(extract_state_dict(ckpt))
-    from .modeling import _finish
-
-    cfg = MAEConfig(model.model_name, dict(model.model_args), class_names=extra.get("class_names"))
-    return _finish(model, cfg, None)
-
-
-def _resolve_spec(source: Any, *, load_weights: bool, published: bool, download: bool) -> _Spec:
-    """``source`` (name, path, config, dict or module) -> :class:`_Spec`.
-
-    ``load_weights``: read the weights a path / tagged name / module carries. ``published``: a bare
-    name means its published weights too (inference), not a random initialisation (training).
-    """
-    if isinstance(source, nn.Module):
-        if not hasattr(source, "model_name"):
-            raise ValueError(f"{type(source).__name__} was not built by maekit (no model_name): build it "
-                             "with maekit.create_model or AutoModel so the Trainer can rebuild it")
-        sd = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()} if load_weights else None
-        return _Spec(canonical_name(source.model_name), dict(getattr(source, "model_args", {}) or {}),
-                     state_dict=sd, module=source, label=f"the given {source.model_name} module")
-    if isinstance(source, Mapping):
-        source = MAEConfig.from_dict(dict(source))
-    if isinstance(source, MAEConfig):
-        return _Spec(source.model_name, dict(source.model_args), label=f"config of {source.model_name}")
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"model must be a name, a folder or file, a config or an nn.Module; got "
-                         f"{type(source).__name__}")
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if path.exists():
-        module = load_training_checkpoint(path)
-        if module is not None:
-            return _Spec(module.model_name, dict(module.model_args), weights_path=str(path), label=text)
-        from .modeling import resolve_source
-
-        cfg = resolve_source(path, load_weights=False).config
-        return _Spec(cfg.model_name, dict(cfg.model_args), weights_path=str(path) if load_weights else None,
-                     label=text)
-    from . import zoo
-
-    arch, tag = zoo.split_name(text)
-    entry = zoo.lookup(text)  # ValueError for an unknown model or tag
-    if load_weights and entry is not None and (tag is not None or published):
-        from .modeling import AutoModel
-
-        module = AutoModel.from_pretrained(text, download=download)
-        sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        return _Spec(canonical_name(module.model_name), dict(module.model_args), state_dict=sd, module=module,
-                     label=text)
-    if tag is not None:  # weights asked for, but not loaded: still that entry's architecture
-        return _Spec(canonical_name(entry.model_name), dict(entry.model_args), label=text)
-    return _Spec(canonical_name(arch), {}, label=text)
-
-
-def _args_to_argv(parser: argparse.ArgumentParser, options: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Options ``{dest: value}`` -> argv for ``parser``, and the names the parser does not have."""
-    by_dest: dict[str, list[argparse.Action]] = {}
-    for action in parser._actions:
-        if action.option_strings:
-            by_dest.setdefault(action.dest, []).append(action)
-    argv: list[str] = []
-    unknown: list[str] = []
-    for dest, value in options.items():
-        actions = by_dest.get(dest)
-        if not actions:
-            unknown.append(dest)
-            continue
-        if isinstance(value, bool):
-            want = argparse._StoreTrueAction if value else argparse._StoreFalseAction
-            match = [a for a in actions if isinstance(a, want)]
-            if match:
-                argv.append(match[0].option_strings[0])
-            elif not any(isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                         for a in actions):
-                argv.append(f"{actions[0].option_strings[0]}={value}")
-            # else: the flag's default already is `value` (e.g. norm_pix_loss=False)
-            continue
-        action = next(a for a in actions if not isinstance(a, argparse._StoreFalseAction))
-        flag = action.option_strings[0]
-        if isinstance(value, (list, tuple)):
-            if action.nargs in ("+", "*") or isinstance(action.nargs, int):
-                argv += [flag, *(str(v) for v in value)]
-            else:
-                argv.append(f"{flag}={','.join(str(v) for v in value)}")
-        else:
-            argv.append(f"{flag}={value}")
-    return argv, unknown
 
 
 class Trainer:
@@ -345,7 +192,7 @@ class Trainer:
     def _parse(self, command: str, options: dict[str, Any], overrides: dict[str, Any]) -> argparse.Namespace:
         from ..tasks import entry
 
-        argv, unknown = _args_to_argv(self._parser(command), options)
+        argv, unknown = args_to_argv(self._parser(command), options)
         if unknown:
             warnings.warn(f"TrainingArguments {sorted(unknown)} do not apply to {self.task} "
                           f"(maekit {command}); ignored", UserWarning, stacklevel=4)
@@ -358,82 +205,14 @@ class Trainer:
             ns.model_overrides = dict(overrides)
         return ns
 
-    def _model_options(self, spec: _Spec) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _model_options(self, spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         """(command options, constructor overrides) for ``spec`` adapted to the task."""
-        given = self.args.given()
-        name = spec.name if self.mim else classifier_name(spec.name)
-        if self.mim and not is_pretraining_model(name):
-            raise ValueError(f"masked_image_modeling trains a pretraining model (mae_* / convmae_*); "
-                             f"{spec.name} is a classifier (use task='image_classification')")
-        opts: dict[str, Any] = {"model": name}
-        margs = spec.model_args
-        if "input_size" not in given and "img_size" in margs:
-            size = margs["img_size"]
-            opts["input_size"] = list(size) if isinstance(size, (list, tuple)) else [size]
-        for key in ("patch_size", "in_chans"):
-            if key not in given and margs.get(key) is not None:
-                opts[key] = margs[key]
-        if self.mim and "norm_pix_loss" not in given and "norm_pix_loss" in margs:
-            opts["norm_pix_loss"] = bool(margs["norm_pix_loss"])
-        if not self.mim and "global_pool" not in given and isinstance(margs.get("global_pool"), bool):
-            opts["global_pool"] = margs["global_pool"]
-        overrides = {k: v for k, v in margs.items() if k not in _NOT_OVERRIDES}
-        overrides.update(self._yaml_overrides)
-        if not self.mim:
-            overrides = {k: v for k, v in overrides.items() if not k.startswith("decoder_")}
-        return opts, overrides
+        return model_options(spec, mim=self.mim, given=self.args.given(), yaml_overrides=self._yaml_overrides)
 
     def _data_options(self, *, train: bool) -> tuple[dict[str, Any], Any, Any]:
-        """Options (``data_path``, ``train_split``, ``val_split``) and injected datasets.
-
-        ``train``: for training (masked image modeling then needs no evaluation set); else for
-        evaluation only.
-        """
-        opts: dict[str, Any] = {}
-        train_ds = eval_ds = None
-        tr, ev = self.train_dataset, self.eval_dataset
-        root = self.args.data_path
-        class_dir = False
-        if tr is not None and _is_dataset(tr):
-            if train:
-                train_ds, root = tr, _describe_dataset(tr)
-        elif tr is not None:
-            root = os.fspath(tr)
-            if not self.mim and not _builtin(root) and not (Path(root) / "train").is_dir():
-                class_dir = True  # a folder of class folders, not a root with train/ and val/
-                if train:
-                    opts["train_split"] = os.path.abspath(root)
-        if train and root is None:
-            raise ValueError("give train_dataset (a folder, 'builtin:digits' or a torch Dataset) to train")
-        if not (train and self.mim):  # the evaluation set
-            if ev is not None and _is_dataset(ev):
-                eval_ds = ev
-            elif ev is not None:
-                ev = os.fspath(ev)
-                mixed = train and train_ds is None and root is not None and root != ev
-                if _builtin(ev):
-                    if mixed:
-                        raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; "
-                                         "give the evaluation set as a folder or a torch Dataset")
-                    root = ev
-                else:
-                    if mixed and _builtin(root):
-                        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give "
-                                         "both as folders, or the training set as a torch Dataset")
-                    sub = Path(ev) / "val"
-                    opts["val_split"] = os.path.abspath(sub if sub.is_dir() else ev)
-                    if not mixed:
-                        root = ev
-            else:
-                has_val = (root is not None and train_ds is None and not class_dir
-                           and (_builtin(root) or (Path(root) / "val").is_dir()))
-                if not has_val and not self.args.val_split:
-                    what = "evaluates after every epoch" if train else "evaluates"
-                    raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' "
-                                     "or a torch Dataset), or a train folder with train/ and val/")
-        if root is not None:
-            opts["data_path"] = root
-        return opts, train_ds, eval_ds
+        """(``data_path`` / ``train_split`` / ``val_split`` options, train Dataset, eval Dataset)."""
+        return data_options(task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
+                            data_path=self.args.data_path, val_split=self.args.val_split, train=train)
 
     def _base_options(self) -> dict[str, Any]:
         opts = {k: v for k, v in self.args.given().items() if k not in TRAINER_ONLY}
@@ -442,7 +221,7 @@ class Trainer:
         return opts
 
     # ------------------------------------------------------------------ training
-    def _write_initial_weights(self, spec: _Spec, ns: argparse.Namespace) -> str:
+    def _write_initial_weights(self, spec: ModelSpec, ns: argparse.Namespace) -> str:
         """Pretraining: the starting weights as a full state dict of exactly the model the task
         builds (fixed tables for its size, random decoder for an encoder-only source)."""
         from ..tasks.common import model_overrides
@@ -458,7 +237,7 @@ class Trainer:
         save_checkpoint(path, {"model": model.state_dict()})
         return str(path)
 
-    def _train(self, spec: _Spec, *, resume: Any) -> dict[str, Any]:
+    def _train(self, spec: ModelSpec, *, resume: Any) -> dict[str, Any]:
         from ..tasks import entry
 
         command = COMMANDS[self.task]
@@ -493,20 +272,20 @@ class Trainer:
         self._model = None
         return last
 
-    def _training_spec(self, checkpoint: Any) -> _Spec:
+    def _training_spec(self, checkpoint: Any) -> ModelSpec:
         """The architecture of the Trainer's model (the checkpoint's when no model was given),
         starting from ``checkpoint``'s weights when given, else from the model's own."""
         dl = self.args.download
         if checkpoint is None:
-            return _resolve_spec(self.model_source, load_weights=True, published=False, download=dl)
-        weights = _resolve_spec(checkpoint, load_weights=True, published=True, download=dl)
+            return resolve_spec(self.model_source, load_weights=True, published=False, download=dl)
+        weights = resolve_spec(checkpoint, load_weights=True, published=True, download=dl)
         if not weights.has_weights:
             raise ValueError(f"{checkpoint!r} has no weights to start from")
         if self._default_model:
             return weights
-        arch = _resolve_spec(self.model_source, load_weights=False, published=False, download=dl)
-        return _Spec(arch.name, arch.model_args, weights.weights_path, weights.state_dict, None,
-                     weights.label)
+        arch = resolve_spec(self.model_source, load_weights=False, published=False, download=dl)
+        return ModelSpec(arch.name, arch.model_args, weights.weights_path, weights.state_dict,
+                         weights.label)
 
     def train(self, train_checkpoint: Any = False, resume_training: Any = None,
               **kwargs: Any) -> dict[str, Any]:
@@ -539,7 +318,7 @@ class Trainer:
             raise TypeError(f"finetune() got unexpected arguments {sorted(kwargs)}")
         checkpoint = self._checkpoint_arg(finetune_checkpoint)
         if checkpoint is None:
-            spec = _resolve_spec(self.model_source, load_weights=True, published=True,
+            spec = resolve_spec(self.model_source, load_weights=True, published=True,
                                  download=self.args.download)
             if not spec.has_weights:
                 raise ValueError(f"finetune() needs finetune_checkpoint: {spec.label} has no published "
@@ -620,7 +399,7 @@ class Trainer:
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
         model, path = self._inference_source(eval_checkpoint)
-        spec = _Spec(canonical_name(model.model_name), dict(model.model_args))
+        spec = ModelSpec(canonical_name(model.model_name), dict(model.model_args))
         opts = self._base_options()
         for key in ("resume", "start_epoch", "epochs"):
             opts.pop(key, None)
@@ -668,11 +447,9 @@ class Trainer:
 
         inputs = self._predict_inputs(input_data)
         model = self._inference_model(predict_checkpoint)
-        device = self.args.device
-        if device in (None, "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("gpu"):
-            device = "cuda" + device[3:]
+        from ..tasks.common import device_name
+
+        device = device_name(self.args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = pipeline(self.task, model, device=device, batch_size=batch_size or self.args.batch_size or 8)
         if self.mim:
             kwargs.setdefault("mask_ratio", 0.75 if self.args.mask_ratio is None else self.args.mask_ratio)
@@ -683,30 +460,16 @@ class Trainer:
         return results
 
     def _predict_inputs(self, input_data: Any) -> Any:
-        from ..data.images import find_images
+        """``input_data`` with folders expanded; default: the ``eval_dataset`` folder's images."""
+        from .pipelines import expand_inputs
 
         if input_data is None:
             ev = self.eval_dataset
-            if isinstance(ev, (str, os.PathLike)) and Path(ev).is_dir():
-                input_data = ev
-            else:
+            if not (isinstance(ev, (str, os.PathLike)) and Path(ev).is_dir()):
                 raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or "
                                  "tensors)")
-        items = input_data if isinstance(input_data, (list, tuple)) else [input_data]
-        expanded: list = []
-        folder = False
-        for item in items:
-            if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
-                found = [str(p) for p in find_images(Path(item))]
-                if not found:
-                    raise ValueError(f"no images found in folder {item}")
-                expanded.extend(found)
-                folder = True
-            else:
-                expanded.append(item)
-        if folder or isinstance(input_data, (list, tuple)):
-            return expanded
-        return input_data
+            input_data = ev
+        return expand_inputs(input_data)
 
     def _write_predictions(self, inputs: Any, results: Any) -> Path | None:
         from ..engine.distributed import get_rank

@@ -1,16 +1,18 @@
-"""Small shared helpers: atomic writes, tensor hygiene, key bookkeeping."""
+"""Small shared helpers: atomic folder writes, tensor hygiene, key bookkeeping.
+
+Atomic *file* writes are :func:`maekit.fileio.atomic_write`, shared with the engine."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 
+from ..fileio import temp_sibling
 from .errors import ConversionError
 
 StateDict = dict[str, torch.Tensor]
@@ -53,30 +55,6 @@ def plain_tensors(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
-def _tmp_name(dst: Path, kind: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=f".{kind}.tmp", dir=dst.parent)
-    os.close(fd)
-    os.unlink(name)
-    return Path(name)
-
-
-def atomic_write_file(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``dst``, then rename it over ``dst``.
-
-    A failure (or interruption) leaves ``dst`` as it was and removes the temporary file.
-    """
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst, "file")
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dst
-
-
 def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Fill a temporary folder with ``write(tmp_dir)``, then move it to ``dst``.
 
@@ -88,7 +66,7 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
     if dst.exists() and not dst.is_dir():
         raise ConversionError("exists and is not a folder", dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst, "dir")
+    tmp = temp_sibling(dst, "dir")
     tmp.mkdir()
     try:
         write(tmp)
@@ -96,7 +74,7 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
         if not dst.exists():
             os.replace(tmp, dst)
             return dst
-        old = _tmp_name(dst, "old")
+        old = temp_sibling(dst, "old")
         os.replace(dst, old)
         try:
             for p in old.iterdir():  # keep the user's other files

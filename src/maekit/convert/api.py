@@ -14,11 +14,12 @@ from typing import Any
 import torch
 
 from . import hf, maekit_format, mindformers, official, passl, timm_format
-from ._util import StateDict
+from ._util import StateDict, fold_linprobe_head
 from .base import Loaded
 from .detect import detect_format
 from .errors import ConversionError
-from .infer import check_fit, family_of, fit_state_dict, infer_model
+from .fit import check_fit, fit_state_dict
+from .infer import family_of, infer_model
 from .spec import ModelSpec, describe
 
 FORMATS = ("maekit", "official", "passl", "mindformers", "hf", "timm")
@@ -204,8 +205,6 @@ def _write(sd: StateDict, dst: Path, fmt: str, spec: ModelSpec | None) -> tuple[
     if fmt == "mindformers":
         if spec is not None and spec.family in ("convmae", "convvit"):
             raise ConversionError("the MindFormers format holds MAE / ViT models only (no ConvMAE)", dst)
-        from ._util import fold_linprobe_head
-
         sd, note = fold_linprobe_head(sd)
         return mindformers.write(sd, dst), [note] if note else []
     return (official.write if fmt == "official" else passl.write)(sd, dst), []

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import ConversionError
+from .mindspore_ckpt import looks_like_ckpt
 
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _HF_PREFIXES = (
@@ -67,33 +68,6 @@ def _safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
     except ValueError:
         return None
     return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
-
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    v = shift = 0
-    while i < len(b):
-        c = b[i]
-        i += 1
-        v |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return v, i
-        shift += 7
-    raise IndexError
-
-
-def _looks_mindspore(head: bytes) -> bool:
-    """``0x0a len (0x0a taglen tag ...)``: Checkpoint.value[0].tag is a UTF-8 string."""
-    try:
-        if head[0] != 0x0A:
-            return False
-        _, i = _varint(head, 1)
-        if head[i] != 0x0A:
-            return False
-        n, j = _varint(head, i + 1)
-        tag = head[j : j + n]
-        return 0 < n <= 1024 and (len(tag) < n or bool(tag.decode("utf-8")))
-    except (IndexError, UnicodeDecodeError):
-        return False
 
 
 def _folder_format(folder: Path) -> str | None:
@@ -159,7 +133,7 @@ def detect_format(path: str | os.PathLike, _in_folder: bool = False) -> str:
         return "timm"
     if head[:1] == b"\x80" and 2 <= head[1] <= 5:
         return "passl"
-    if _looks_mindspore(head):
+    if looks_like_ckpt(head):
         return "mindformers"
     raise ConversionError(
         "cannot tell the format: not a PyTorch file, pickle (PaddlePaddle), safetensors "

@@ -176,9 +176,14 @@ def _weight_files(folder: Path) -> list[Path]:
         if (folder / index).is_file():
             try:
                 names = json.loads((folder / index).read_text())["weight_map"].values()
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError, AttributeError) as e:
                 raise ConversionError(f"unreadable shard index ({e})", folder / index) from e
-            return [folder / n for n in dict.fromkeys(names)]
+            names = list(dict.fromkeys(names))
+            # Shards are files of this folder: an index must not point elsewhere ('../x', '/x').
+            bad = [n for n in names if not isinstance(n, str) or not n or Path(n).name != n]
+            if bad:
+                raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", folder / index)
+            return [folder / n for n in names]
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).is_file():
             return [folder / single]

@@ -23,14 +23,11 @@ from typing import Any
 import torch
 
 from ..models.pos_embed import get_2d_sincos_pos_embed
-from ._util import StateDict, count_blocks, describe_keys
+from ._util import count_blocks, describe_keys
 from .errors import ConversionError
+from .fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit, fit_state_dict
 from .spec import PRETRAIN_FAMILIES, ModelSpec, describe, presets
 
-DECODER_PREFIXES = ("decoder_", "mask_token")
-FUSION_PREFIXES = ("stage1_output_decode.", "stage2_output_decode.")
-HEAD_PREFIXES = ("head.", "fc_norm.")
-FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 # Arguments that weights determine, and those they cannot.
 _ARCH = (
@@ -46,6 +43,9 @@ _ARCH = (
     "global_pool",
 )
 _SOFT = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
+# Re-exported: the fit checks used to live here.
+__all__ = ["DECODER_PREFIXES", "FIXED_TABLES", "FUSION_PREFIXES", "HEAD_PREFIXES", "check_fit", "family_of",
+           "fit_state_dict", "grid_from_pos_embed", "infer_model", "weight_facts"]
 
 
 def family_of(sd: Mapping[str, torch.Tensor]) -> str:
@@ -352,114 +352,3 @@ def infer_model(
     spec = describe(name, args)
     check_fit(state_dict, spec)
     return name, args, notes
-
-
-# ----------------------------------------------------------------------------- fitting
-def _part(key: str, family: str) -> str:
-    """'encoder', 'decoder', 'fusion' or 'head' (the final ``norm`` belongs to the head of a
-    classifier, whose pooling decides between ``norm`` and ``fc_norm``)."""
-    if key.startswith(DECODER_PREFIXES):
-        return "decoder"
-    if key.startswith(FUSION_PREFIXES):
-        return "fusion"
-    if key.startswith(HEAD_PREFIXES) or (family not in PRETRAIN_FAMILIES and key.startswith("norm.")):
-        return "head"
-    return "encoder"
-
-
-def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str], list[str]]:
-    """Compare ``sd`` with the model's state dict.
-
-    Returns:
-        (missing, unexpected) key lists.
-
-    Raises:
-        ConversionError: a shared key has another shape, or an encoder weight is missing.
-    """
-    bad = [
-        f"{k} {tuple(sd[k].shape)} (model: {s})"
-        for k, s in spec.shapes.items()
-        if k in sd and tuple(sd[k].shape) != s
-    ]
-    if bad:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: "
-            f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}"
-        )
-    missing = [k for k in spec.shapes if k not in sd]
-    unexpected = [k for k in sd if k not in spec.shapes]
-    soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
-    hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
-    if hard:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard)
-        )
-    return missing, unexpected
-
-
-def fit_state_dict(
-    sd: Mapping[str, torch.Tensor], spec: ModelSpec, *, keep_linprobe: bool = True
-) -> tuple[StateDict, list[str]]:
-    """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
-    has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
-    fold a linear-probe head. Anything else that does not fit raises ConversionError."""
-    from ._util import fold_linprobe_head
-
-    out, notes = dict(sd), []
-    missing, unexpected = check_fit(out, spec)
-    linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
-    if linprobe and spec.family not in PRETRAIN_FAMILIES:
-        if keep_linprobe:
-            notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
-            unexpected = [k for k in unexpected if k not in linprobe]
-            missing = [k for k in missing if not k.startswith("head.")]
-        else:
-            out, note = fold_linprobe_head(out)
-            notes.append(note)
-            missing, unexpected = check_fit(out, spec)
-    fam = spec.family
-    dropped = [
-        k
-        for k in unexpected
-        if _part(k, fam) != "encoder"
-        and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
-    ]
-    if dropped:
-        for k in dropped:
-            out.pop(k)
-        parts = sorted({_part(k, fam) for k in dropped})
-        notes.append(
-            f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
-            + describe_keys(dropped, 3)
-        )
-    other = [k for k in unexpected if k not in dropped]
-    if other:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: unexpected " + describe_keys(other)
-        )
-    if spec.family in PRETRAIN_FAMILIES:
-        cls_row = spec.family == "mae"
-        for k in FIXED_TABLES:
-            if k in missing and (k == "pos_embed" or any(m.startswith("decoder_") for m in out)):
-                shape = spec.shapes[k]
-                grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
-                dtype = next(iter(out.values())).dtype if out else torch.float32
-                out[k] = get_2d_sincos_pos_embed(shape[-1], grid, cls_row)[None].to(dtype)
-                missing.remove(k)
-                notes.append(f"{k} was absent; filled with the fixed sin-cos table")
-    parts = sorted({_part(k, fam) for k in missing})
-    if "decoder" in parts:
-        notes.append(
-            "no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
-            "file starts from its initialisation"
-        )
-    if "fusion" in parts:
-        notes.append("no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)")
-    if "head" in parts and spec.family not in PRETRAIN_FAMILIES:
-        notes.append("no classification head weights: the head starts from its initialisation")
-    return out, notes
-
-
-def _stride(spec: ModelSpec) -> int:
-    p = spec.patch_size
-    return p[0] * p[1] * p[2] if isinstance(p, tuple) else p

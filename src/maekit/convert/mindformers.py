@@ -1,12 +1,5 @@
-"""MindSpore / MindFormers ``.ckpt`` files (REFERENCES D.5) without MindSpore.
-
-File format: the protobuf (proto2) message ``Checkpoint { repeated Value value = 1; }`` with
-``Value { required string tag = 1; oneof value { TensorProto tensor = 2; MapTensorProto
-maptensor = 3; } }`` and ``TensorProto { repeated int64 dims = 1; required string tensor_type = 2;
-required bytes tensor_content = 3; }``. Contents are raw little-endian C-order bytes. MindSpore
-writes one ``Checkpoint`` message per slice and appends them, so a big tensor may appear as
-several values with the same tag whose contents concatenate (the dims are the full tensor's).
-Read and written here with a small wire-format codec: no code from the file runs.
+"""MindFormers names and layouts (REFERENCES D.5), on top of the ``.ckpt`` codec of
+:mod:`maekit.convert.mindspore_ckpt` (read and written without MindSpore).
 
 Names and layouts (MAE pretraining model and ViT classifier):
 
@@ -35,33 +28,20 @@ and bookkeeping scalars (``global_step``, ``learning_rate``, ...) are skipped.
 
 from __future__ import annotations
 
-import math
-import mmap
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ._util import atomic_write_file, describe_keys, plain_tensors
+from ._util import describe_keys, plain_tensors
 from .base import Loaded
 from .errors import ConversionError
+from .mindspore_ckpt import DTYPE_NAMES, DTYPES, SLICE_BYTES, read_entries, write_entries
 
-DTYPES: dict[str, torch.dtype] = {
-    "Float32": torch.float32,
-    "Float16": torch.float16,
-    "BFloat16": torch.bfloat16,
-    "Float64": torch.float64,
-    "Int8": torch.int8,
-    "Int16": torch.int16,
-    "Int32": torch.int32,
-    "Int64": torch.int64,
-    "UInt8": torch.uint8,
-    "Bool": torch.bool,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's slice size
+__all__ = ["DTYPES", "DTYPE_NAMES", "SLICE_BYTES", "from_mindformers", "read", "read_entries", "to_mindformers",
+           "write", "write_entries"]
 
 OPTIMIZER_PREFIXES = (
     "adam_m.",
@@ -91,197 +71,6 @@ BOOKKEEPING = {
     "current_epoch",
     "current_step",
 }
-
-
-class _Corrupt(Exception):
-    pass
-
-
-# ------------------------------------------------------------------------ wire format
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Corrupt("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _Corrupt("varint longer than 10 bytes")
-
-
-def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
-    """(field number, wire type, value) where LEN values are (start, stop) offsets."""
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        field, wire = key >> 3, key & 7
-        if field == 0:
-            raise _Corrupt("field number 0")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            yield field, wire, value
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            if pos + n > end:
-                raise _Corrupt(f"a field of {n} bytes runs past the end of its message")
-            yield field, wire, (pos, pos + n)
-            pos += n
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise _Corrupt("truncated fixed-size field")
-            yield field, wire, bytes(buf[pos : pos + size])
-            pos += size
-        else:
-            raise _Corrupt(f"unsupported wire type {wire}")
-
-
-def _enc_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _enc_varint(field << 3 | wire)
-
-
-# ------------------------------------------------------------------------ raw entries
-def read_entries(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """All tensor entries of a ``.ckpt`` as {tag: tensor} (slices joined), plus notes."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise ConversionError(f"cannot read ({e.strerror or e})", path) from e
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise ConversionError("empty file", path)
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            return _parse(buf, size, path)
-        except _Corrupt as e:
-            raise ConversionError(f"truncated or corrupted MindSpore checkpoint ({e})", path) from None
-        finally:
-            buf.close()
-
-
-def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    parts: dict[str, dict] = {}
-    notes: list[str] = []
-    skipped_maps = []
-    for field, wire, value in _fields(buf, 0, size):
-        if field != 1 or wire != 2:
-            raise _Corrupt(f"top-level field {field} (wire type {wire}); a Checkpoint only has field 1")
-        tag = tensor = None
-        is_map = False
-        vs, ve = value  # type: ignore[misc]
-        for f2, w2, v2 in _fields(buf, vs, ve):
-            if f2 == 1 and w2 == 2:
-                try:
-                    tag = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise _Corrupt("a tag that is not UTF-8") from None
-            elif f2 == 2 and w2 == 2:
-                tensor = v2
-            elif f2 == 3:
-                is_map = True
-        if tag is None:
-            raise _Corrupt("a value without a tag")
-        if is_map and tensor is None:
-            skipped_maps.append(tag)
-            continue
-        if tensor is None:
-            raise _Corrupt(f"value {tag!r} holds no tensor")
-        dims: list[int] = []
-        ttype = None
-        content = None
-        for f3, w3, v3 in _fields(buf, *tensor):
-            if f3 == 1 and w3 == 0:
-                dims.append(v3)  # type: ignore[arg-type]
-            elif f3 == 1 and w3 == 2:  # packed
-                p, e = v3  # type: ignore[misc]
-                while p < e:
-                    d, p = _varint(buf, p, e)
-                    dims.append(d)
-            elif f3 == 2 and w3 == 2:
-                ttype = bytes(buf[v3[0] : v3[1]]).decode("utf-8", "replace")
-            elif f3 == 3 and w3 == 2:
-                content = v3
-        if ttype is None or content is None:
-            raise _Corrupt(f"tensor {tag!r} lacks its type or content")
-        dims = [d - (1 << 64) if d >= 1 << 63 else d for d in dims]
-        entry = parts.setdefault(tag, {"dims": dims, "type": ttype, "chunks": []})
-        if entry["type"] != ttype:
-            raise _Corrupt(f"slices of {tag!r} have different types")
-        entry["chunks"].append(content)
-    if skipped_maps:
-        notes.append("skipped map tensors: " + describe_keys(skipped_maps))
-    out: dict[str, torch.Tensor] = {}
-    other_types = []
-    for tag, e in parts.items():
-        dtype = DTYPES.get(e["type"])
-        if dtype is None:
-            other_types.append(f"{tag} ({e['type']})")
-            continue
-        if any(d < 0 for d in e["dims"]):
-            raise _Corrupt(f"tensor {tag!r} has negative dims {e['dims']}")
-        data = bytearray().join(bytes(buf[s:t]) for s, t in e["chunks"])
-        numel = math.prod(e["dims"])
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if len(data) != numel * itemsize:
-            raise _Corrupt(
-                f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
-                f"{e['type']} ({numel * itemsize} expected)"
-            )
-        t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-        out[tag] = t.reshape(e["dims"])
-    if other_types:
-        notes.append("skipped entries of non-tensor types: " + describe_keys(other_types))
-    return out, notes
-
-
-def write_entries(
-    entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLike, slice_bytes: int = SLICE_BYTES
-) -> Path:
-    """Write ``[(tag, tensor)]`` as MindSpore does: one Checkpoint message per slice."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            for tag, t in entries:
-                dtype_name = DTYPE_NAMES.get(t.dtype)
-                if dtype_name is None:
-                    raise ConversionError(f"{tag}: dtype {t.dtype} has no MindSpore checkpoint type", dst)
-                flat = t.detach().cpu().contiguous().reshape(-1)
-                raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
-                nbytes = raw.numel()
-                n_slices = max(1, math.ceil(nbytes / slice_bytes))
-                per = math.ceil(flat.numel() / n_slices) * t.element_size() if flat.numel() else 0
-                head = b"".join(_key(1, 0) + _enc_varint(d) for d in t.shape)
-                head += _key(2, 2) + _enc_varint(len(dtype_name)) + dtype_name.encode()
-                tag_b = tag.encode("utf-8")
-                for i in range(n_slices):
-                    chunk = raw[i * per : (i + 1) * per].numpy() if per else raw.numpy()
-                    tensor = head + _key(3, 2) + _enc_varint(chunk.nbytes)
-                    tensor_len = len(tensor) + chunk.nbytes
-                    value = (
-                        _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
-                    )
-                    f.write(_key(1, 2) + _enc_varint(len(value) + tensor_len))
-                    f.write(value)
-                    f.write(tensor)
-                    f.write(memoryview(chunk))
-
-    return atomic_write_file(dst, write)
 
 
 # ------------------------------------------------------------------------ names

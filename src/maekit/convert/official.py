@@ -19,19 +19,19 @@ from typing import Any
 
 import torch
 
-from ._util import StateDict, atomic_write_file, describe_keys, plain_tensors, strip_prefix
+from ..fileio import SAFE_GLOBALS, atomic_write, safe_torch_load
+from ._util import StateDict, describe_keys, plain_tensors, strip_prefix
 from .base import Loaded
 from .errors import ConversionError
 
-SAFE_GLOBALS = [argparse.Namespace]
+__all__ = ["SAFE_GLOBALS", "extract_state_dict", "find_state_dict", "read", "torch_load", "write"]
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "net")
 
 
 def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     """``torch.load`` that unpickles nothing but tensors, containers and ``argparse.Namespace``."""
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return safe_torch_load(path, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
@@ -82,6 +82,29 @@ def _args_hints(args: Any) -> dict[str, Any]:
     return hints
 
 
+def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDict:
+    """The state dict inside a loaded checkpoint: ``obj`` itself when it is a dict of tensors, else
+    the one under ``model`` / ``state_dict`` / ``model_state`` / ``module`` / ``net``; a DDP
+    ``module.`` prefix (on every key) is stripped.
+
+    Raises:
+        ConversionError: no non-empty dict of tensors found (the message names ``path``).
+    """
+    sd = obj
+    if isinstance(sd, Mapping) and not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        for key in _CONTAINER_KEYS:
+            if isinstance(sd.get(key), Mapping):
+                sd = sd[key]
+                break
+    if not isinstance(sd, Mapping) or not sd:
+        raise ConversionError("no state dict found (expected a dict of tensors, or one under 'model')", path)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConversionError("not a state dict: entries that are not tensors: " + describe_keys(bad), path)
+    sd = strip_prefix(sd, "module.")
+    return {str(k): v for k, v in sd.items()}
+
+
 def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
     """The model weights inside a loaded checkpoint object, plus hints and notes."""
     hints: dict[str, Any] = {}
@@ -100,19 +123,7 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, di
             if "optimizer" in obj
             else f"checkpoint of epoch {obj['epoch']}"
         )
-    sd = obj
-    if isinstance(sd, Mapping) and not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        for key in _CONTAINER_KEYS:
-            if isinstance(sd.get(key), Mapping):
-                sd = sd[key]
-                break
-    if not isinstance(sd, Mapping) or not sd:
-        raise ConversionError("no state dict found (expected a dict of tensors, or one under 'model')", path)
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ConversionError("not a state dict: entries that are not tensors: " + describe_keys(bad), path)
-    sd = strip_prefix(sd, "module.")
-    return {str(k): v for k, v in sd.items()}, hints, notes
+    return find_state_dict(obj, path), hints, notes
 
 
 def read(path: str | os.PathLike) -> Loaded:
@@ -130,4 +141,4 @@ def read(path: str | os.PathLike) -> Loaded:
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> Path:
     """``{'model': state_dict}`` with ``torch.save``, as the official scripts publish weights."""
     tensors = plain_tensors(sd)
-    return atomic_write_file(dst, lambda tmp: torch.save({"model": tensors}, tmp))
+    return atomic_write(dst, lambda tmp: torch.save({"model": tensors}, tmp))

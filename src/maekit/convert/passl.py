@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._util import atomic_write_file, describe_keys, plain_tensors
+from ..fileio import atomic_write
+from ._util import describe_keys, plain_tensors
 from .base import Loaded
 from .errors import ConversionError
 from .official import _args_hints
@@ -216,4 +217,4 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
     else:
         obj = dict(arrays)
         obj[STRUCTURED_KEY] = {k: k for k in arrays}
-    return atomic_write_file(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4)))
+    return atomic_write(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4)))

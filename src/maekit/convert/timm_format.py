@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ._util import atomic_write_file, describe_keys, fold_linprobe_head, plain_tensors
+from ..fileio import atomic_write
+from ._util import describe_keys, fold_linprobe_head, plain_tensors
 from .base import Loaded
 from .errors import ConversionError
 
@@ -99,4 +100,4 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
         meta.update(
             {"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
         )
-    return atomic_write_file(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes
+    return atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes

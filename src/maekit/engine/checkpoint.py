@@ -12,15 +12,13 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-# Official MAE / ConvMAE training checkpoints pickle their args as an argparse.Namespace.
-_SAFE_GLOBALS = [argparse.Namespace]
+from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
 
 LAST_NAME = "checkpoint-last.pth"
 BEST_NAME = "checkpoint-best.pth"
@@ -30,42 +28,9 @@ class CheckpointError(RuntimeError):
     """A file that is not a readable training checkpoint (truncated, corrupt, foreign)."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every OS / filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync it, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` with ``torch.save`` atomically: readers see the old file or the new one."""
-    path = Path(path)
-    _write_atomic(path, lambda f: torch.save(state, f))
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -74,17 +39,14 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     A hard link stays valid when ``src`` is later replaced, because replacing makes a new inode.
     """
     src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    os.unlink(tmp)
+    tmp = temp_sibling(dst, "link")
     try:
         os.link(src, tmp)
         os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        with open(src, "rb") as fsrc:
-            _write_atomic(dst, lambda f: shutil.copyfileobj(fsrc, f, 16 << 20))
+        fsync_dir(dst.parent)
+    except OSError:  # no hard links here (another filesystem, FAT, some network mounts): copy
+        tmp.unlink(missing_ok=True)
+        atomic_write(dst, lambda t: shutil.copyfile(src, t))
     return dst
 
 
@@ -102,8 +64,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = safe_torch_load(path, map_location=map_location)
     except Exception as e:  # torch raises many types here (RuntimeError, UnpicklingError, IndexError...)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt, or not a plain-data "

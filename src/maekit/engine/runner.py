@@ -279,8 +279,10 @@ class Runner:
             restore_rng_state(rng[self.dist.rank])
         elif isinstance(rng, dict) and self.dist.world_size == 1:
             restore_rng_state(rng)
-        elif rng is not None:
-            logger.warning("RNG state saved for %d ranks; keeping this run's seeds", len(rng))
+        elif rng is not None:  # a single-process dict is one rank's state, not len(dict) ranks
+            n = len(rng) if isinstance(rng, list) else 1
+            logger.warning("RNG state saved for %d rank(s), this run has %d; keeping this run's seeds",
+                           n, self.dist.world_size)
 
     # ---------------------------------------------------------------- signals
     @contextlib.contextmanager

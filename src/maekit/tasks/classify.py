@@ -114,6 +114,19 @@ def add_linear_probe_head(model: nn.Module) -> nn.Module:
     return model
 
 
+def load_classifier_weights(model: nn.Module, state: dict, *, label: str) -> None:
+    """Load a whole classifier; anything missing or unexpected is a ``ValueError``.
+
+    Only BatchNorm's ``num_batches_tracked`` may be missing: a step counter that does not change
+    the output at evaluation.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ValueError(f"{label} does not fit {name}: missing {missing[:6]}, unexpected {unexpected[:6]}")
+
+
 # ----------------------------------------------------------------------------- steps
 def classification_criterion(*, mixup_fn, smoothing: float) -> nn.Module:
     if mixup_fn is not None:
@@ -232,12 +245,7 @@ def evaluate_checkpoint(model: nn.Module, checkpoint: str, eval_fn, ctx: RunCont
         raise ValueError("--eval needs --resume <checkpoint> (the classifier to evaluate)")
     from ..convert import load_state_dict
 
-    state = load_state_dict(checkpoint)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"{checkpoint} does not fit {model.model_name}: missing {missing[:6]}, "
-                         f"unexpected {unexpected[:6]}")
+    load_classifier_weights(model, load_state_dict(checkpoint), label=checkpoint)
     model.to(ctx.device)
     stats = eval_fn(model)
     log.info("Accuracy of the network on the validation images: %.1f%%", stats["acc1"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +14,7 @@ from ..engine.distributed import DistInfo, init_distributed, seed_everything
 from ..engine.logs import setup_logging
 from ..engine.optim import effective_batch_and_lr
 from ..engine.precision import resolve_amp
+from ..models import canonical_name, is_model, is_pretraining_model
 
 log = logging.getLogger("maekit.tasks")
 
@@ -50,6 +53,22 @@ def start_run(*, device: str | None, seed: int, amp: str) -> RunContext:
         torch.backends.cudnn.allow_tf32 = True
     dtype, scaler = resolve_amp(amp, dist.device)
     return RunContext(dist, dtype, scaler)
+
+
+def classifier_name(name: str) -> str:
+    """The classifier of a pretraining model (``mae_vit_base_p16`` -> ``vit_base_patch16``,
+    ``convmae_convvit_base_patch16`` -> ``convvit_base_patch16``); classifiers are returned as they are."""
+    canon = canonical_name(name)
+    if not is_pretraining_model(canon):
+        return canon
+    short = canon.replace("_dec512d8b", "")
+    for prefix in ("convmae_", "mae_"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+            break
+    if not is_model(short):
+        raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
+    return canonical_name(short)
 
 
 def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int, int]:
@@ -98,3 +117,12 @@ def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: flo
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def write_eval_json(output_dir: str | None, result: dict[str, Any], *, rank: int) -> None:
+    """``output_dir/eval.json`` (rank 0 only; nothing when ``output_dir`` is not set)."""
+    if not output_dir or rank != 0:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "eval.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)

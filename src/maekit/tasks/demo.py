@@ -26,18 +26,10 @@ from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
 from ..weights import extract_state_dict
 from . import entry, options
+from .common import classifier_name
 from .pretrain import build_pretrain_model
 
 log = logging.getLogger("maekit.tasks")
-
-
-def classifier_name(pretrain_name: str) -> str:
-    """``mae_vit_base_patch16`` -> ``vit_base_patch16``; ``convmae_convvit_small_patch16`` -> ``convvit_small_patch16``."""
-    name = pretrain_name.replace("_dec512d8b", "")
-    for prefix in ("convmae_", "mae_"):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    raise ValueError(f"{pretrain_name!r} is not a pretraining model name (mae_* or convmae_*)")
 
 
 def demo_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ import torch.nn as nn
 
 from ..engine.checkpoint import load_checkpoint
 from ..weights import extract_state_dict
-from .classify import add_linear_probe_head, build_classifier, labelled_datasets, make_eval_fn, model_img_size, \
-    model_in_chans
-from .common import start_run
+from .classify import (add_linear_probe_head, build_classifier, labelled_datasets, load_classifier_weights,
+                       make_eval_fn, model_img_size, model_in_chans)
+from .common import image_size, start_run, write_eval_json
 
 log = logging.getLogger("maekit.tasks")
 
@@ -52,8 +52,6 @@ def load_classifier(path: str, *, model_name: str | None = None, input_size=None
     args["num_classes"] = int(head_w.shape[0])
     args["global_pool"] = "fc_norm.weight" in state
     if input_size is not None:
-        from .common import image_size
-
         args["img_size"] = image_size(input_size)
     model = build_classifier(model=name, num_classes=args.pop("num_classes"), input_size=args.pop("img_size", 224),
                              global_pool=args.pop("global_pool"), patch_size=args.pop("patch_size", None),
@@ -62,10 +60,7 @@ def load_classifier(path: str, *, model_name: str | None = None, input_size=None
                              **{k: v for k, v in args.items() if k != "drop_path_rate"})
     if probe:
         add_linear_probe_head(model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit {name}: missing {missing[:6]}, unexpected {unexpected[:6]}")
+    load_classifier_weights(model, state, label=path)
     return model, meta.get("class_names")
 
 
@@ -87,8 +82,5 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     stats = make_eval_fn(loader, ctx)(model.to(ctx.device))
     log.info("Accuracy of the network on the %d validation images: %.1f%%", len(val), stats["acc1"])
     result = {f"test_{k}": v for k, v in stats.items()}
-    if args.output_dir and ctx.dist.rank == 0:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "eval.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    write_eval_json(args.output_dir, result, rank=ctx.dist.rank)
     return result

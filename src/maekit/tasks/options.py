@@ -1,9 +1,9 @@
 """Command-line options of the training commands, with the reference names and defaults.
 
 The official flags (REFERENCES C.2-C.4) are accepted unchanged, so the reference command lines
-run under ``torchrun ... -m maekit pretrain <same flags>``; the PASSL extras (``--device gpu``,
-``--print_freq``, ``--max_train_step``) are accepted too. ``--config file.yaml`` supplies
-defaults (flat keys named like the flags) and explicit flags win.
+run under ``torchrun ... -m maekit pretrain <same flags>``; the PASSL extras ``--device gpu``
+and ``--print_freq`` are accepted too (``--max_train_step``, a debug stop, is not).
+``--config file.yaml`` supplies defaults (flat keys named like the flags) and explicit flags win.
 """
 
 from __future__ import annotations
@@ -156,7 +156,10 @@ def eval_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name (default: read from the checkpoint)")
     p.add_argument("--input_size", type=int, nargs="+", default=None)
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--dist_eval", action="store_true", default=True, help="shard across processes (default)")
+    p.add_argument("--dist_eval", action="store_true", default=True,
+                   help="under torchrun, shard the validation set across processes (default; padding is dropped)")
+    p.add_argument("--no_dist_eval", action="store_false", dest="dist_eval",
+                   help="every process evaluates the whole set (the reference's default)")
     add_data_args(p, labelled=True)
     for flag, kw in [("--device", dict(default="auto")), ("--num_workers", dict(type=int, default=4)),
                      ("--amp", dict(default="auto", choices=["auto", "bf16", "fp16", "none"])),

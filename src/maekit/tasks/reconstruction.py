@@ -17,7 +17,6 @@ evaluation does.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any
@@ -27,12 +26,11 @@ import torch.nn as nn
 
 from ..data import build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
 from ..engine.metrics import autocast_context
-from .common import model_overrides, start_run
 from ..weights import load_pretraining_weights
+from .common import model_overrides, start_run, write_eval_json
 from .pretrain import build_pretrain_model
 
 log = logging.getLogger("maekit.tasks")
-
 
 
 def reconstruction_noise(num_images: int, num_patches: int, seed: int) -> torch.Tensor:
@@ -119,8 +117,5 @@ def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[s
     log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f", args.resume,
              stats["n"], args.mask_ratio, args.seed, stats["loss"])
     result = {"test_loss": stats["loss"], "test_n": stats["n"]}
-    if args.output_dir and ctx.dist.rank == 0:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "eval.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+    write_eval_json(args.output_dir, result, rank=ctx.dist.rank)
     return result

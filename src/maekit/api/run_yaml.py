@@ -1,0 +1,198 @@
+"""Reading a MindFormers-shaped run YAML: the file (path or packaged name), ``--options`` overrides,
+and typed access to its sections that remembers which keys were read (so that the rest can be
+reported). The mapping onto maekit is :mod:`maekit.api.run_config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = "mae/run_mae_vit_base_p16_224_800ep.yaml"
+
+
+class RunConfigWarning(UserWarning):
+    """A key of a run YAML that maekit ignores or cannot honour exactly."""
+
+
+def config_warning(message: str) -> None:
+    warnings.warn(message, RunConfigWarning, stacklevel=4)
+
+
+# ----------------------------------------------------------------------------- reading
+def resolve_run_config_path(path: str | os.PathLike) -> str:
+    """A YAML file, or a packaged run config (``mae/run_mae_vit_base_p16_224_800ep.yaml``)."""
+    from ..tasks.options import ConfigError, resolve_config_path
+
+    text = os.fspath(path)
+    candidates = [text]
+    if text.replace("\\", "/").startswith("configs/"):
+        candidates.append(text[len("configs/"):])
+    for candidate in candidates:
+        try:
+            return resolve_config_path(candidate)
+        except ConfigError:
+            continue
+    raise ValueError(f"run config not found: {text} (neither a file nor a packaged config such as "
+                     f"{DEFAULT_CONFIG})")
+
+
+def read_run_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """(the YAML as a dict, its resolved path)."""
+    resolved = resolve_run_config_path(path)
+    try:
+        with open(resolved, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{resolved}: not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{resolved}: a run config is a mapping of sections, got {type(data).__name__}")
+    return data, resolved
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_options(data: dict[str, Any], options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``runner_config.epochs=1``) in a copy of ``data``."""
+    data = copy.deepcopy(data)
+    items = list(options.items()) if isinstance(options, Mapping) else []
+    if not isinstance(options, Mapping):
+        for item in options:
+            if "=" not in item:
+                raise ValueError(f"--options takes key=value pairs, got {item!r}")
+            key, value = item.split("=", 1)
+            items.append((key.strip(), _parse_value(value)))
+    for key, value in items:
+        parts = [p for p in str(key).split(".")]
+        if not key or any(not p for p in parts):
+            raise ValueError(f"bad option key {key!r} (expected dotted names such as runner_config.epochs)")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                node = node[_index(part, node, where)]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise ValueError(f"option {key}: {'.'.join(parts[:i]) or 'the config'} is not a section")
+            if not isinstance(node, (dict, list)):
+                raise ValueError(f"option {key}: {where} is a value ({node!r}), not a section")
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(last, node, key)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _index(part: str, node: list, where: str) -> int:
+    try:
+        i = int(part)
+    except ValueError:
+        raise ValueError(f"option {where}: a list is indexed by a number, got {part!r}") from None
+    if not -len(node) <= i < len(node):
+        raise ValueError(f"option {where}: index {i} out of range (the list has {len(node)} items)")
+    return i
+
+
+# ----------------------------------------------------------------------------- typed access
+class Section:
+    """Typed reads of one YAML mapping, remembering which keys were used."""
+
+    def __init__(self, data: Any, where: str, ignored: set[str] | frozenset[str] = frozenset()):
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: "
+                             f"{data!r}")
+        self.data, self.where, self.used = dict(data), where, set(ignored)
+
+    def __contains__(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def section(self, key: str, ignored: set[str] | frozenset[str] = frozenset()) -> Section:
+        self.used.add(key)
+        return Section(self.data.get(key), f"{self.where}.{key}" if self.where else key, ignored)
+
+    def get(self, key: str, kind: str, default: Any = None) -> Any:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return default
+        return convert_value(value, kind, f"{self.where}.{key}" if self.where else key)
+
+    def warn_unknown(self) -> None:
+        unknown = sorted(str(k) for k in self.data if k not in self.used)
+        if unknown:
+            config_warning(f"{self.where or 'run config'}: unknown key(s) {unknown} ignored")
+
+
+def convert_value(value: Any, kind: str, where: str) -> Any:
+    bad = ValueError(f"{where}: expected {kind}, got {value!r}")
+    if kind == "any":
+        return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if kind == "str":
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    if kind == "floats":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [float(value)]
+        if isinstance(value, (list, tuple)):
+            return [convert_value(v, "float", where) for v in value]
+        raise bad
+    if kind == "size":
+        if isinstance(value, (list, tuple)):
+            sizes = [convert_value(v, "int", where) for v in value]
+            if len(sizes) not in (1, 2):
+                raise bad
+            return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
+        return convert_value(value, "int", where)
+    if kind == "list":
+        if isinstance(value, list):
+            return value
+        raise bad
+    raise AssertionError(kind)
+
+
+__all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "config_warning",
+           "convert_value", "read_run_yaml", "resolve_run_config_path"]

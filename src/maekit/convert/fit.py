@@ -1,0 +1,132 @@
+"""Does a state dict fit a model, and what must change so that it does?
+
+``check_fit`` compares official-name weights with a :class:`ModelSpec` (shapes, missing encoder
+weights); ``fit_state_dict`` fills absent fixed sin-cos tables, drops the parts the model has not
+(decoder / fusion convs of a classifier, head of a pretraining model) and keeps or folds a
+linear-probe head. Every such step is reported in the notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..models.pos_embed import get_2d_sincos_pos_embed
+from ._util import StateDict, describe_keys, fold_linprobe_head
+from .errors import ConversionError
+from .spec import PRETRAIN_FAMILIES, ModelSpec
+
+# Key families of the official state dicts (D.2, D.3).
+DECODER_PREFIXES = ("decoder_", "mask_token")
+FUSION_PREFIXES = ("stage1_output_decode.", "stage2_output_decode.")
+HEAD_PREFIXES = ("head.", "fc_norm.")
+FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
+
+
+def _part(key: str, family: str) -> str:
+    """'encoder', 'decoder', 'fusion' or 'head' (the final ``norm`` belongs to the head of a
+    classifier, whose pooling decides between ``norm`` and ``fc_norm``)."""
+    if key.startswith(DECODER_PREFIXES):
+        return "decoder"
+    if key.startswith(FUSION_PREFIXES):
+        return "fusion"
+    if key.startswith(HEAD_PREFIXES) or (family not in PRETRAIN_FAMILIES and key.startswith("norm.")):
+        return "head"
+    return "encoder"
+
+
+def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str], list[str]]:
+    """Compare ``sd`` with the model's state dict.
+
+    Returns:
+        (missing, unexpected) key lists.
+
+    Raises:
+        ConversionError: a shared key has another shape, or an encoder weight is missing.
+    """
+    bad = [
+        f"{k} {tuple(sd[k].shape)} (model: {s})"
+        for k, s in spec.shapes.items()
+        if k in sd and tuple(sd[k].shape) != s
+    ]
+    if bad:
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: "
+            f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}"
+        )
+    missing = [k for k in spec.shapes if k not in sd]
+    unexpected = [k for k in sd if k not in spec.shapes]
+    soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
+    hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
+    if hard:
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard)
+        )
+    return missing, unexpected
+
+
+def fit_state_dict(
+    sd: Mapping[str, torch.Tensor], spec: ModelSpec, *, keep_linprobe: bool = True
+) -> tuple[StateDict, list[str]]:
+    """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
+    has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
+    fold a linear-probe head. Anything else that does not fit raises ConversionError."""
+    out, notes = dict(sd), []
+    missing, unexpected = check_fit(out, spec)
+    linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
+    if linprobe and spec.family not in PRETRAIN_FAMILIES:
+        if keep_linprobe:
+            notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
+            unexpected = [k for k in unexpected if k not in linprobe]
+            missing = [k for k in missing if not k.startswith("head.")]
+        else:
+            out, note = fold_linprobe_head(out)
+            notes.append(note)
+            missing, unexpected = check_fit(out, spec)
+    fam = spec.family
+    dropped = [
+        k
+        for k in unexpected
+        if _part(k, fam) != "encoder"
+        and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
+    ]
+    if dropped:
+        for k in dropped:
+            out.pop(k)
+        parts = sorted({_part(k, fam) for k in dropped})
+        notes.append(
+            f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
+            + describe_keys(dropped, 3)
+        )
+    other = [k for k in unexpected if k not in dropped]
+    if other:
+        raise ConversionError(
+            f"the weights do not fit model {spec.name} {spec.args}: unexpected " + describe_keys(other)
+        )
+    if spec.family in PRETRAIN_FAMILIES:
+        cls_row = spec.family == "mae"
+        for k in FIXED_TABLES:
+            if k in missing and (k == "pos_embed" or any(m.startswith("decoder_") for m in out)):
+                shape = spec.shapes[k]
+                grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
+                dtype = next(iter(out.values())).dtype if out else torch.float32
+                out[k] = get_2d_sincos_pos_embed(shape[-1], grid, cls_row)[None].to(dtype)
+                missing.remove(k)
+                notes.append(f"{k} was absent; filled with the fixed sin-cos table")
+    parts = sorted({_part(k, fam) for k in missing})
+    if "decoder" in parts:
+        notes.append(
+            "no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
+            "file starts from its initialisation"
+        )
+    if "fusion" in parts:
+        notes.append("no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)")
+    if "head" in parts and spec.family not in PRETRAIN_FAMILIES:
+        notes.append("no classification head weights: the head starts from its initialisation")
+    return out, notes
+
+
+def _stride(spec: ModelSpec) -> int:
+    p = spec.patch_size
+    return p[0] * p[1] * p[2] if isinstance(p, tuple) else p
