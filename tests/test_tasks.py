@@ -245,3 +245,14 @@ def test_eval_and_automodel_rebuild_non_preset_classifier(digit_folders, tmp_pat
                    "--device", "cpu") == 0
     model = AutoModel.from_pretrained(str(ckpt))
     assert len(model.blocks) == 2 and model.class_names == ["one", "two", "zero"]
+
+
+def test_resume_from_a_non_training_file_is_a_message(digit_folders, tmp_path, capsys):
+    bad = tmp_path / "weights_only.pth"
+    torch.save({"state_dict_of_something": torch.zeros(2)}, bad)
+    assert pretrain(tmp_path / "o", digit_folders / "unlabelled", "--resume", bad) == 2
+    assert "not a training checkpoint" in capsys.readouterr().err
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 7)}}, other)
+    assert pretrain(tmp_path / "o2", digit_folders / "unlabelled", "--resume", other) == 2
+    assert "does not fit this model" in capsys.readouterr().err

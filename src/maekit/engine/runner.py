@@ -250,7 +250,17 @@ class Runner:
         else:
             path = Path(self.resume)
         ckpt = load_checkpoint(path)
-        self.model_without_ddp.load_state_dict(ckpt["model"])
+        weights = ckpt.get("model") if isinstance(ckpt, dict) else None
+        if not isinstance(weights, dict):
+            raise ValueError(f"{path}: not a training checkpoint (no 'model' state dict to resume from); "
+                             "to start from pretrained weights use --finetune (classifiers) instead of --resume")
+        # a checkpoint saved from a DDP-wrapped model: drop the wrapper's prefix
+        if weights and all(k.startswith("module.") for k in weights):
+            weights = {k[len("module."):]: v for k, v in weights.items()}
+        try:
+            self.model_without_ddp.load_state_dict(weights)
+        except RuntimeError as e:  # strict: another architecture or size
+            raise ValueError(f"{path} does not fit this model (resume loads strictly): {e}") from e
         logger.info("Resume checkpoint %s", path)
         if "optimizer" in ckpt and "epoch" in ckpt:
             self._resume_training_state(ckpt)
