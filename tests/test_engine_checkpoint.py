@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import argparse
 import os
 import random
@@ -155,3 +156,16 @@ def test_seed_everything_is_rank_dependent():
     a = (torch.rand(1), np.random.rand(), random.random())
     seed_everything(5)
     assert (torch.rand(1), np.random.rand(), random.random()) == a
+
+
+def test_json_log_drop_from_epoch(tmp_path):
+    from maekit.engine.logs import JsonLogWriter
+
+    log = JsonLogWriter(tmp_path, enabled=True)
+    for e in range(3):
+        log.write({"epoch": e, "train_loss": 1.0 / (e + 1)})
+    log.drop_from_epoch(2)  # the epoch-2 line was written but its checkpoint was not
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+    log.drop_from_epoch(5)
+    assert (tmp_path / "log.txt").read_text().splitlines() == lines

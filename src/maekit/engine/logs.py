@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..fileio import atomic_write
 from .checkpoint import to_plain
 from .distributed import is_main_process
 
@@ -107,6 +108,29 @@ class JsonLogWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(to_plain(stats)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def drop_from_epoch(self, epoch: int) -> None:
+        """Remove the lines of epochs >= ``epoch`` (work a resumed run is about to redo).
+
+        The epoch line is written before the epoch's checkpoint, so a run killed in between
+        leaves a line the resumed run would otherwise repeat.
+        """
+        if self.path is None or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        keep = [ln for ln in lines if ln.strip() and not _epoch_at_least(ln, epoch)]
+        if len(keep) != len([ln for ln in lines if ln.strip()]):
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8"))
+
+
+def _epoch_at_least(line: str, epoch: int) -> bool:
+    try:
+        value = json.loads(line).get("epoch")
+    except (ValueError, AttributeError):
+        return False  # not ours: keep it
+    return isinstance(value, int) and value >= epoch
 
 
 class TensorBoardWriter:

@@ -130,6 +130,8 @@ class Runner:
         self._announce()
         save_config(self.output_dir, self.config, enabled=self.is_main)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
+        if self.resume:
+            json_log.drop_from_epoch(self.start_epoch)
         tb = TensorBoardWriter(self.log_dir, enabled=self.is_main)
         t0, last = time.time(), {}
         try:
@@ -165,8 +167,8 @@ class Runner:
             raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
         log = self._epoch_log(epoch, stats)
         improved = self._update_best(log)
+        json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
-        json_log.write(log)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
         # A signal that arrived during eval / saving: every rank must agree, or one would hang.
