@@ -203,7 +203,12 @@ def test_torchrun_two_processes_equals_accumulation(digit_folders, tmp_path):
               "--mask_ratio", "0", "--augment", "none", *FAST]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert run_cli("pretrain", *common, "--accum_iter", "2", "--output_dir", single) == 0
-    res = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel runs on one machine do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    res = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                           "-m", "maekit", "pretrain", *common, "--output_dir", str(multi)],
                          env=python_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
