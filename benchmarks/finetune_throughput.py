@@ -15,10 +15,10 @@ import contextlib
 import json
 import platform
 import statistics
-import time
 
 import timm
 import torch
+from _timing import time_steps  # benchmarks/_timing.py (scripts run from this folder)
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
@@ -27,20 +27,14 @@ from maekit.engine.optim import build_adamw, param_groups_layer_decay, vit_layer
 
 
 def timed_steps(model, opt, x, y, mixup, ctx, iters, warmup):
-    crit, times = SoftTargetCrossEntropy(), []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
+    crit = SoftTargetCrossEntropy()
+
+    def step(net):
         xm, ym = mixup(x, y)
         with ctx():
-            loss = crit(model(xm), ym)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+            return crit(net(xm), ym)
+
+    return time_steps(model, step, iters, warmup, opt)
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import contextlib
 import json
 import platform
 import statistics
-import time
 
 import torch
+from _timing import time_steps  # benchmarks/_timing.py (scripts run from this folder)
 
 
 def build_pair(name: str, img_size: int):
@@ -50,21 +50,6 @@ def make_optimizer(model, native: bool):
         return build_adamw(param_groups_weight_decay(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95),
                              weight_decay=0.05)
-
-
-def time_steps(model, step, iters: int, warmup: int, opt) -> list[float]:
-    times = []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        loss = step(model)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
