@@ -104,14 +104,12 @@ def model_overrides(args: Any) -> dict[str, Any]:
 
 
 def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: float, lr: float | None) -> tuple[int, float]:
-    """Effective batch and actual lr, printed before the first step as the reference does."""
+    """Effective batch and actual lr (the Runner prints them, with the accumulation, before step 0)."""
     if batch_size < 1 or accum_iter < 1:
         raise ValueError(f"--batch_size and --accum_iter must be >= 1, got {batch_size} and {accum_iter}")
     eff, actual = effective_batch_and_lr(batch_size, accum_iter, world_size, blr, lr)
     if lr is None:
         log.info("base lr: %.2e", blr)
-    log.info("effective batch size: %d (= %d per process x %d accumulation x %d processes)",
-             eff, batch_size, accum_iter, world_size)
     return eff, actual
 
 
