@@ -148,9 +148,7 @@ class Runner:
         logger.info("accumulate grad iterations: %d", self.accum_iter)
         batch = getattr(self.train_loader, "batch_size", None)
         if batch:
-            logger.info("effective batch size: %d (= %d per process x %d accumulation x %d processes)",
-                        batch * self.accum_iter * self.dist.world_size, batch, self.accum_iter,
-                        self.dist.world_size)
+            logger.info("effective batch size: %d", batch * self.accum_iter * self.dist.world_size)
         logger.info("Start training for %d epochs (from epoch %d)", self.epochs, self.start_epoch)
 
     def _run_epoch(self, epoch: int, json_log: JsonLogWriter, tb: TensorBoardWriter) -> dict[str, Any]:
