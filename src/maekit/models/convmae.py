@@ -54,7 +54,7 @@ from timm.layers import trunc_normal_
 
 from .convmae_layers import (CONV_NORM_EPS, CBlock, CMlp, ConvPatchEmbed, VisibleMap, _regroup, build_encoder,
                              resolve_geometry, upsample_mask)
-from .layers import Block, init_mae_weights, layer_norm
+from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .mae import check_images
 from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
 from .outputs import MAEOutput
@@ -67,7 +67,7 @@ __all__ = ["CONV_NORM_EPS", "CBlock", "CMlp", "ConvPatchEmbed", "ConvViT", "Mask
 
 
 # ---------------------------------------------------------------------------- pretraining
-class MaskedAutoencoderConvViT(nn.Module):
+class MaskedAutoencoderConvViT(GradCheckpointMixin, nn.Module):
     """ConvMAE pretraining model (official ``MaskedAutoencoderConvViT``).
 
     Args:
@@ -147,12 +147,10 @@ class MaskedAutoencoderConvViT(nn.Module):
         """Stages 1-3 on the full maps. Returns stage-3 tokens (with pos), stage-1 and stage-2
         fusion tokens, all (N, L, D) in spatial order."""
         x = self.patch_embed1(imgs)
-        for blk in self.blocks1:
-            x = blk(x, vis1)
+        x = run_blocks(self.blocks1, x, vis1, checkpoint=self.grad_checkpointing)
         s1 = self.stage1_output_decode(x).flatten(2).transpose(1, 2)
         x = self.patch_embed2(x)
-        for blk in self.blocks2:
-            x = blk(x, vis2)
+        x = run_blocks(self.blocks2, x, vis2, checkpoint=self.grad_checkpointing)
         s2 = self.stage2_output_decode(x).flatten(2).transpose(1, 2)
         x = self.patch_embed3(x).flatten(2).transpose(1, 2)
         x = self.patch_embed4(x) + self.pos_embed
@@ -166,14 +164,12 @@ class MaskedAutoencoderConvViT(nn.Module):
         pix = gather_tokens(patchify(imgs, self.patch_size), ids_keep).reshape(n, k * self.patch_size**2, -1)
         x = self.patch_embed1.forward_rows(_regroup(pix, k, self.patch_size, p1))
         vmap = VisibleMap(ids_keep, self.grid_size, b1)
-        for blk in self.blocks1:
-            x = blk.forward_rows(x, vmap)
+        x = run_blocks([b.forward_rows for b in self.blocks1], x, vmap, checkpoint=self.grad_checkpointing)
         w = self.stage1_output_decode
         s1 = F.linear(_regroup(x, k, b1, b1), w.weight.flatten(1), w.bias)
         x = self.patch_embed2.forward_rows(_regroup(x, k, b1, p2))
         vmap = VisibleMap(ids_keep, self.grid_size, b2)
-        for blk in self.blocks2:
-            x = blk.forward_rows(x, vmap)
+        x = run_blocks([b.forward_rows for b in self.blocks2], x, vmap, checkpoint=self.grad_checkpointing)
         w = self.stage2_output_decode
         s2 = F.linear(_regroup(x, k, b2, b2), w.weight.flatten(1), w.bias)
         x = self.patch_embed3.forward_rows(_regroup(x, k, b2, p3))
@@ -196,8 +192,7 @@ class MaskedAutoencoderConvViT(nn.Module):
             m1, m2 = self.stage_masks(mask)
             x, s1, s2 = self._dense_stages(imgs, 1 - m1, 1 - m2)
             x, s1, s2 = (gather_tokens(t, ids_keep) for t in (x, s1, s2))
-        for blk in self.blocks3:
-            x = blk(x)
+        x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
         x = x + s1 + s2
         return self.norm(x), mask, ids_restore
 
@@ -205,8 +200,7 @@ class MaskedAutoencoderConvViT(nn.Module):
         """Encoder on all tokens, no masking: (N, L, D) in spatial order, fusion and norm applied."""
         check_images(imgs, self.in_chans, self.img_size)
         x, s1, s2 = self._dense_stages(imgs)
-        for blk in self.blocks3:
-            x = blk(x)
+        x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
         return self.norm(x + s1 + s2)
 
     # ------------------------------------------------------------- decoder
@@ -216,8 +210,7 @@ class MaskedAutoencoderConvViT(nn.Module):
         n_mask = ids_restore.shape[1] - x.shape[1]
         mask_tokens = self.mask_token.to(x.dtype).expand(x.shape[0], n_mask, -1)
         x = gather_tokens(torch.cat([x, mask_tokens], dim=1), ids_restore) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            x = blk(x)
+        x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
         return self.decoder_pred(self.decoder_norm(x))
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -245,7 +238,7 @@ class MaskedAutoencoderConvViT(nn.Module):
 # ---------------------------------------------------------------------------- classifier
 
 
-class ConvViT(nn.Module):
+class ConvViT(GradCheckpointMixin, nn.Module):
     """ConvViT classifier for fine-tuning and linear probing (official ``models_convvit.ConvViT``).
 
     Args:
@@ -326,15 +319,12 @@ class ConvViT(nn.Module):
         """(N, C, H, W) -> tokens (N, L, D) in spatial order (``norm`` applied for token pooling)."""
         check_images(x, self.in_chans, self.img_size)
         x = self.pos_drop(self.patch_embed1(x))
-        for blk in self.blocks1:
-            x = blk(x)
+        x = run_blocks(self.blocks1, x, checkpoint=self.grad_checkpointing)
         x = self.patch_embed2(x)
-        for blk in self.blocks2:
-            x = blk(x)
+        x = run_blocks(self.blocks2, x, checkpoint=self.grad_checkpointing)
         x = self.patch_embed3(x).flatten(2).transpose(1, 2)
         x = self.patch_embed4(x) + self.pos_embed
-        for blk in self.blocks3:
-            x = blk(x)
+        x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -13,6 +13,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from timm.layers import DropPath, Mlp
 
 
@@ -63,6 +64,29 @@ class Block(nn.Module):
         """(B, N, D) -> (B, N, D)."""
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class GradCheckpointMixin:
+    """timm's ``set_grad_checkpointing`` hook for models whose block loops use :func:`run_blocks`."""
+
+    grad_checkpointing = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them:
+        activation memory drops to about one block's worth plus the block inputs, for about
+        one more forward pass of compute. Gradients are unchanged (RNG state is replayed)."""
+        self.grad_checkpointing = bool(enable)
+
+
+def run_blocks(blocks, x: torch.Tensor, *args, checkpoint: bool = False) -> torch.Tensor:
+    """``x = blk(x, *args)`` for each callable in ``blocks``; with ``checkpoint`` (and autograd
+    recording) each call goes through ``torch.utils.checkpoint`` (non-reentrant, so it composes
+    with DDP, ``torch.compile`` and inputs that do not require grad)."""
+    ckpt = checkpoint and torch.is_grad_enabled()
+    for blk in blocks:
+        x = torch.utils.checkpoint.checkpoint(blk, x, *args, use_reentrant=False) if ckpt else blk(x, *args)
+    return x
 
 
 def init_mae_weights(module: nn.Module) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import Block, init_mae_weights, layer_norm
+from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
 from .outputs import MAEOutput
 from .pos_embed import _as_hw, get_2d_sincos_pos_embed
@@ -47,7 +47,7 @@ def check_images(imgs: torch.Tensor, in_chans: int, img_size: tuple[int, int]) -
                          f"img_size=({imgs.shape[2]}, {imgs.shape[3]})")
 
 
-class MaskedAutoencoderViT(nn.Module):
+class MaskedAutoencoderViT(GradCheckpointMixin, nn.Module):
     """Masked autoencoder with a ViT encoder and a light ViT decoder.
 
     Args:
@@ -139,8 +139,7 @@ class MaskedAutoencoderViT(nn.Module):
         x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
-        for blk in self.blocks:
-            x = blk(x)
+        x = run_blocks(self.blocks, x, checkpoint=self.grad_checkpointing)
         return self.norm(x), mask, ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
@@ -151,8 +150,7 @@ class MaskedAutoencoderViT(nn.Module):
         x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)
         x_ = gather_tokens(x_, ids_restore)  # back to spatial order
         x = torch.cat([x[:, :1, :], x_], dim=1) + self.decoder_pos_embed
-        for blk in self.decoder_blocks:
-            x = blk(x)
+        x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:, :]
 
@@ -186,6 +184,5 @@ class MaskedAutoencoderViT(nn.Module):
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
-        for blk in self.blocks:
-            x = blk(x)
+        x = run_blocks(self.blocks, x, checkpoint=self.grad_checkpointing)
         return self.norm(x)
