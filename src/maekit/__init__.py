@@ -5,8 +5,8 @@
 >>> out = model(images, mask_ratio=0.75)            # out.loss, out.pred, out.mask, out.ids_restore
 >>> pipe = maekit.pipeline("masked_image_modeling", model="mae_vit_large_patch16.visualize")
 
-Models, the registry and output types load eagerly; the high-level API (Auto classes, Trainer,
-pipelines) and the converters load on first use so that ``import maekit`` stays light.
+Every name loads on first use, so ``import maekit`` (and ``maekit -h``) imports neither torch,
+timm nor torchvision.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .models import MAEOutput, create_model, list_models
-
 __version__ = "0.1.0"
 
+# public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
+    "MAEOutput": "models", "create_model": "models", "list_models": "models",
+    "load_model": "hub", "load_pretrained_encoder": "weights",
     "AutoConfig": "api", "AutoModel": "api", "AutoImageProcessor": "api", "pipeline": "api",
     "save_pretrained": "api", "from_pretrained": "api", "list_pretrained": "api",
     "Trainer": "api", "TrainingArguments": "api",
     "load_state_dict": "convert", "detect_format": "convert",
-    "load_pretrained_encoder": "weights",
 }
 
-__all__ = ["MAEOutput", "__version__", "create_model", "list_models", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,3 +36,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'maekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

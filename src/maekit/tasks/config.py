@@ -1,0 +1,396 @@
+"""One config per task: the options of every command, their defaults, types, help and aliases.
+
+Every entry point fills one of these dataclasses and nothing else carries options:
+``maekit <command>`` flags and ``--config file.yaml`` (:mod:`maekit.tasks.flags`),
+``maekit.TrainingArguments`` / ``Trainer`` (:mod:`maekit.api.training_args`) and the MindFormers run
+YAML of ``maekit run`` (:mod:`maekit.compat.mindformers`). The task functions
+(``run_pretrain(cfg, ...)`` ...) read the config and pass explicit keyword arguments on.
+
+HOW TO ADD AN OPTION (the whole job):
+    Add ONE field to the dataclass of every task that uses it (or to a mixin below when several
+    share it), written ``name: type = opt(default, "help text")``. ``opt`` keywords:
+    ``flags=("--name", "--other-spelling")`` (default: ``--name``), ``choices=(...)``,
+    ``off="--no_name"`` (a bool: the flag that sets it False), ``off_help``, ``min=0`` (lower
+    bound, checked), ``metavar``, ``required=True``, ``cli=False`` (not a flag: YAML / Trainer
+    only), ``hidden=True`` (accepted, not shown in ``-h``). Supported types: ``bool``, ``int``,
+    ``float``, ``str``, ``X | None``, ``list[int]``, ``list[float]``, ``dict``. That is all: the
+    flag, ``--config`` key, ``TrainingArguments`` field and ``maekit run --options`` key follow.
+    Another name for the same option goes into ``ALIASES`` (the one alias table), never into a
+    second field. Help text is plain text (no RST backticks) and does not repeat the default
+    (``-h`` appends it once).
+
+Defaults are the reference's (docs/REFERENCE_RECIPES.md C.2 pretrain, C.3 fine-tune, C.4 linear
+probe). The same option has the same default in every command, except where the reference differs:
+``model``, ``batch_size`` (64 / 64 / 512; eval 128, predict 8), ``epochs`` (400 / 50 / 90),
+``blr`` (1e-3 / 1e-3 / 0.1), ``min_lr`` (0 / 1e-6 / 0), ``warmup_epochs`` (40 / 5 / 10),
+``weight_decay`` (0.05 / 0.05 / 0), ``global_pool`` (fine-tune True, linear probe False: the
+reference's cls token), ``save_every`` (pretrain 20, others 1), ``dist_eval`` (``maekit eval``
+shards by default; the fine-tune reference does not), ``seed`` (predict / visualize: 2, the
+official demo's mask seed) and ``nb_classes`` (reference 1000; here None = from the data).
+
+This module imports no torch: ``maekit <command> -h`` builds its parser from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or value the user must fix."""
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A config field: its default, help text and CLI metadata (module docstring)."""
+    meta["help"] = help
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# The one alias table: other spellings of an option (Hugging Face / MindFormers / timm / PASSL /
+# constructor names). Accepted as keys of --config YAML, TrainingArguments and as hidden flags.
+ALIASES: dict[str, str] = {
+    "img_size": "input_size", "image_size": "input_size",
+    "num_classes": "nb_classes", "num_labels": "nb_classes",
+    "drop_path_rate": "drop_path",
+    "num_channels": "in_chans",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+    "learning_rate": "lr", "lr_end": "min_lr",
+    "gradient_accumulation_steps": "accum_iter",
+    "dataloader_num_workers": "num_workers", "num_parallel_workers": "num_workers",
+    "label_smoothing": "smoothing", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
+    "norm_pixel_loss": "norm_pix_loss", "max_grad_norm": "clip_grad",
+    "dataset_dir": "data_path", "resume_from_checkpoint": "resume", "checkpoint": "resume",
+    "local-rank": "local_rank", "top_k": "topk",
+}
+
+_AMP = ("auto", "bf16", "fp16", "none")
+
+
+class ConfigMixin:
+    """Construction from dicts (aliases resolved), validation, and a plain-dict view."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Any:
+        """A validated config from ``{option or alias: value}`` (missing keys take the defaults)."""
+        cfg = cls(**resolve_keys(cls, dict(data), source=source))
+        missing = [f.name for f in dataclasses.fields(cls) if f.metadata.get("required") and not getattr(cfg, f.name)]
+        if missing:
+            flags = ", ".join("--" + m for m in missing)
+            raise ConfigError(f"{source}: {flags} {'is' if len(missing) == 1 else 'are'} required")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option (what output_dir/config.yaml and checkpoints store)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with some options changed (aliases accepted)."""
+        return type(self).from_dict({**self.to_dict(), **resolve_keys(type(self), changes, source="replace")})
+
+
+# ----------------------------------------------------------------------------- mixins
+@dataclass
+class ModelOptions:
+    """Which model and its shape (the constructor arguments the flags name)."""
+
+    model: str | None = opt(None, "registered model name (see maekit list-models)")
+    input_size: list[int] | None = opt(None, "image size: S or H W (default: the model's)", min=1,
+                                       metavar="S")
+    patch_size: int | None = opt(None, "patch size (default: the model's)", min=1)
+    in_chans: int | None = opt(None, "image channels (default: the model's, 3)", min=1)
+    model_args: dict = opt({}, "other constructor arguments (depth, embed_dim ...)", cli=False)
+
+
+@dataclass
+class DataOptions:
+    data_path: str = opt("builtin:digits", "image folder, ImageNet-style root (train/, val/) or builtin:digits")
+    train_split: str | None = opt(None, "train folder (default data_path/train)")
+    val_split: str | None = opt(None, "validation folder (default data_path/val)")
+    nb_classes: int | None = opt(None, "number of classes (default: from the data)", min=1)
+
+
+@dataclass
+class DeviceOptions:
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N (PASSL's gpu means cuda)")
+    num_workers: int = opt(min(10, os.cpu_count() or 1),
+                           "data loader worker processes (reference 10, capped at the CPU count)", min=0)
+    pin_mem: bool = opt(True, "pin host memory", off="--no_pin_mem", off_help="do not pin host memory")
+    amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU",
+                   choices=_AMP)
+    mean: list[float] | None = opt(None, "normalisation mean, e.g. 0.5 or 0.485,0.456,0.406")
+    std: list[float] | None = opt(None, "normalisation std, one value per channel")
+
+
+@dataclass
+class RunOptions(DeviceOptions):
+    output_dir: str = opt("./output_dir", "checkpoints, log.txt and config.yaml go here")
+    log_dir: str | None = opt(None, "TensorBoard folder (off when not set)")
+    seed: int = opt(0, "base seed; each rank uses seed + rank")
+    resume: str = opt("", "checkpoint to resume from, or auto for the latest in output_dir")
+    start_epoch: int = opt(0, "first epoch when not resuming", min=0)
+    compile: bool = opt(False, "torch.compile the model")
+    save_every: int | None = opt(None, "write checkpoint-{epoch}.pth every N epochs", min=0)
+    print_freq: int = opt(20, "plain-text progress line every N steps (no TTY)", min=1)
+    # Accepted for command-line compatibility with the official scripts; torchrun sets these.
+    world_size: int = opt(1, "", hidden=True)
+    local_rank: int = opt(-1, "", hidden=True, flags=("--local_rank", "--local-rank"))
+    dist_on_itp: bool = opt(False, "", hidden=True)
+    dist_url: str = opt("env://", "", hidden=True)
+
+
+@dataclass
+class ScheduleOptions:
+    batch_size: int = opt(64, "images per process per step", min=1)
+    epochs: int = opt(400, "training epochs", min=0)
+    accum_iter: int = opt(1, "gradient accumulation steps", min=1)
+    weight_decay: float = opt(0.05, "AdamW weight decay", min=0)
+    lr: float | None = opt(None, "absolute learning rate (overrides --blr)", min=0)
+    blr: float = opt(1e-3, "base lr: lr = blr * effective batch / 256", min=0)
+    min_lr: float = opt(0.0, "floor of the cosine schedule", min=0)
+    warmup_epochs: float = opt(40, "linear warm-up epochs", min=0)
+    clip_grad: float | None = opt(None, "clip the gradient norm to this value", min=0)
+
+
+# ----------------------------------------------------------------------------- task configs
+@dataclass
+class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
+    """maekit pretrain: MAE / ConvMAE pretraining (docs/REFERENCE_RECIPES.md C.2)."""
+
+    model: str = opt("mae_vit_large_patch16", "registered pretraining model (mae_* / convmae_*)")
+    input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
+    mask_ratio: float = opt(0.75, "fraction of patches removed", min=0)
+    norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
+    sparse_stages: bool = opt(False, "ConvMAE: run stages 1-2 on visible positions only (exact; faster)")
+    augment: str = opt("reference", "reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; "
+                       "none: resize only (for text or some medical images)", choices=("reference", "flip", "none"))
+    save_every: int | None = opt(20, "write checkpoint-{epoch}.pth every N epochs", min=0)
+
+
+@dataclass
+class _ClassifyOptions(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
+    model: str = opt("vit_large_patch16", "registered classifier (vit_* / convvit_*)")
+    input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
+    finetune: str = opt("", "pretrained weights: file, model folder or name")
+    eval: bool = opt(False, "only evaluate --resume on the validation set")
+    dist_eval: bool = opt(False, "shard evaluation across processes")
+    save_every: int | None = opt(1, "write checkpoint-{epoch}.pth every N epochs", min=0)
+
+
+@dataclass
+class FinetuneConfig(_ClassifyOptions):
+    """maekit finetune: layer decay, mixup, RandAugment (docs/REFERENCE_RECIPES.md C.3)."""
+
+    epochs: int = opt(50, "training epochs", min=0)
+    min_lr: float = opt(1e-6, "floor of the cosine schedule", min=0)
+    warmup_epochs: float = opt(5, "linear warm-up epochs", min=0)
+    drop_path: float = opt(0.1, "stochastic depth rate", min=0)
+    layer_decay: float = opt(0.75, "layer-wise lr decay", min=0)
+    global_pool: bool = opt(True, "mean-pool patch tokens", off="--cls_token", off_help="use the cls token")
+    color_jitter: float | None = opt(None, "colour jitter factor (off when not set; reference: off)")
+    aa: str = opt("rand-m9-mstd0.5-inc1", "RandAugment policy (none to disable)")
+    smoothing: float = opt(0.1, "label smoothing", min=0)
+    reprob: float = opt(0.25, "random-erasing probability", min=0)
+    remode: str = opt("pixel", "random-erasing mode")
+    recount: int = opt(1, "random-erasing count", min=0)
+    resplit: bool = opt(False, "", hidden=True)
+    mixup: float = opt(0.0, "mixup alpha (0 = off)", min=0)
+    cutmix: float = opt(0.0, "cutmix alpha (0 = off)", min=0)
+    cutmix_minmax: list[float] | None = opt(None, "cutmix min/max ratio (overrides alpha)")
+    mixup_prob: float = opt(1.0, "probability of mixup or cutmix per batch", min=0)
+    mixup_switch_prob: float = opt(0.5, "probability of cutmix instead of mixup", min=0)
+    mixup_mode: str = opt("batch", "per batch, pair or element", choices=("batch", "pair", "elem"))
+
+
+@dataclass
+class LinprobeConfig(_ClassifyOptions):
+    """maekit linprobe: LARS and a BatchNorm head on a frozen encoder (docs/REFERENCE_RECIPES.md C.4)."""
+
+    batch_size: int = opt(512, "images per process per step", min=1)
+    epochs: int = opt(90, "training epochs", min=0)
+    weight_decay: float = opt(0.0, "LARS weight decay", min=0)
+    blr: float = opt(0.1, "base lr: lr = blr * effective batch / 256", min=0)
+    warmup_epochs: float = opt(10, "linear warm-up epochs", min=0)
+    global_pool: bool = opt(False, "mean-pool patch tokens", off="--cls_token", off_help="use the cls token")
+
+
+@dataclass
+class EvalConfig(ConfigMixin, ModelOptions, DataOptions, DeviceOptions):
+    """maekit eval: top-1 / top-5 of a classifier checkpoint or saved model."""
+
+    resume: str = opt("", "classifier checkpoint file or saved model folder", required=True)
+    model: str | None = opt(None, "model name (default: read from the checkpoint)")
+    batch_size: int = opt(128, "images per process per step", min=1)
+    dist_eval: bool = opt(True, "under torchrun, shard the validation set across processes (padding dropped)",
+                          off="--no_dist_eval", off_help="every process evaluates the whole set (the reference)")
+    output_dir: str | None = opt(None, "eval.json goes here (off when not set)")
+    global_pool: bool | None = opt(None, "", hidden=True, off="--cls_token")
+
+
+@dataclass
+class _InferenceOptions(ConfigMixin, ModelOptions):
+    model: str = opt("", "registered name (+ .tag for published weights, e.g. mae_vit_large_patch16.visualize), "
+                     "model folder, checkpoint file or URL", required=True)
+    mask_ratio: float = opt(0.75, "reconstruction: fraction of patches removed", min=0)
+    seed: int = opt(2, "reconstruction: seed of the mask (the official demo's; same seed = same mask)")
+    device: str | None = opt(None, "cpu, cuda, cuda:1 ... (default cpu)")
+    no_download: bool = opt(False, "never download: random weights for a bare name")
+
+
+@dataclass
+class PredictConfig(_InferenceOptions):
+    """maekit predict: classify images (classifiers) or reconstruct them (pretraining models)."""
+
+    input: list[str] = opt([], "image files, folders of images, or URLs", required=True, metavar="IMAGE")
+    task: str = opt("auto", "auto (by model type), image_classification, masked_image_modeling or "
+                    "image_feature_extraction")
+    topk: int = opt(5, "classes shown per image", min=1)
+    output_dir: str | None = opt(None, "reconstruction: where the PNGs go (default ./output); "
+                                 "features: writes features.pt")
+    json: bool = opt(False, "print the results as JSON")
+    batch_size: int = opt(8, "images per forward pass", min=1)
+
+
+@dataclass
+class VisualizeConfig(_InferenceOptions):
+    """maekit visualize: four-panel reconstruction of one image, as the official demo."""
+
+    image: str = opt("", "image file or URL", required=True)
+    out: str | None = opt(None, "PNG to write (default <image name>_grid.png here)")
+
+
+TASK_CONFIGS: dict[str, type] = {
+    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "linprobe": LinprobeConfig, "eval": EvalConfig,
+    "predict": PredictConfig, "visualize": VisualizeConfig,
+}
+
+
+# ----------------------------------------------------------------------------- validation
+@functools.lru_cache(maxsize=None)
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field name: resolved type hint}`` of a config class."""
+    return typing.get_type_hints(cls)
+
+
+def _kind(hint: Any) -> tuple[Any, bool]:
+    """(the non-None type, whether None is allowed)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return hint, False
+
+
+def coerce(cls: type, key: str, value: Any) -> Any:
+    """``value`` as the type of field ``key`` of ``cls``; a ``ConfigError`` naming the key otherwise."""
+    hint, optional = _kind(field_types(cls)[key])
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: a value is required (null is not a {getattr(hint, '__name__', hint)})")
+    origin = typing.get_origin(hint)
+    name = f"list of {typing.get_args(hint)[0].__name__}" if origin is list else getattr(hint, "__name__", str(hint))
+    bad = ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if origin is list:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str) and item is float:
+            value = value.replace(",", " ").split()
+        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        try:
+            return [coerce_item(item, v) for v in value]
+        except (TypeError, ValueError):
+            raise bad from None
+    return value
+
+
+def coerce_item(item: type, v: Any) -> Any:
+    if item is str:
+        return os.fspath(v) if isinstance(v, os.PathLike) else str(v)
+    if isinstance(v, bool):
+        raise TypeError(v)
+    if item is int and isinstance(v, float) and not v.is_integer():
+        raise ValueError(v)
+    return item(v)
+
+
+def _validate(cfg: Any) -> None:
+    """Types, choices, lower bounds and the one or two sizes of input_size; called once per config."""
+    for f in dataclasses.fields(cfg):
+        value = coerce(type(cfg), f.name, getattr(cfg, f.name))
+        object.__setattr__(cfg, f.name, value)
+        meta = f.metadata
+        if value is None:
+            continue
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{f.name}: choose one of {', '.join(meta['choices'])}; got {value!r}")
+        low = meta.get("min")
+        if low is not None:
+            values = value if isinstance(value, list) else [value]
+            if any(v < low for v in values):
+                raise ConfigError(f"{f.name} must be >= {low}, got {value!r}")
+    size = getattr(cfg, "input_size", None)
+    if size is not None and len(size) not in (1, 2):
+        raise ConfigError(f"input_size takes one or two numbers (S or H W), got {size}")
+    ratio = getattr(cfg, "mask_ratio", None)
+    if ratio is not None and not 0 <= ratio < 1:
+        raise ConfigError(f"mask_ratio must be in [0, 1), got {ratio}")
+
+
+def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """``data`` with aliases replaced by field names; unknown keys are a ``ConfigError``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = ALIASES.get(key, key)
+        if name not in names:
+            close = difflib.get_close_matches(key, sorted(names | {a for a, t in ALIASES.items() if t in names}), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{source}: unknown option {key!r} for {cls.__name__}{hint}")
+        if name in out and key != name:
+            raise ConfigError(f"{source}: {key!r} given twice (it is another name of {name!r})")
+        out[name] = value
+    return out
+
+
+__all__ = ["ALIASES", "ConfigError", "EvalConfig", "FinetuneConfig", "LinprobeConfig", "PredictConfig",
+           "PretrainConfig", "TASK_CONFIGS", "VisualizeConfig", "opt"]
