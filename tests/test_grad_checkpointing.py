@@ -90,3 +90,23 @@ def test_no_checkpointing_without_autograd():
         model.set_grad_checkpointing(True)
         out = model(x)
     assert torch.equal(ref, out)
+
+
+def test_cli_grad_checkpointing_trains_the_same_weights(digit_folders, tmp_path):
+    """``maekit pretrain --grad_checkpointing`` reaches the same weights as the plain run."""
+    from conftest import run_cli
+
+    def train(out, *extra):
+        assert run_cli("pretrain", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8",
+                       "--data_path", digit_folders / "unlabelled", "--output_dir", out, "--batch_size", "16",
+                       "--epochs", "1", "--warmup_epochs", "0", "--num_workers", "0", "--amp", "none",
+                       "--device", "cpu", *extra) == 0
+        return torch.load(out / "checkpoint-last.pth", map_location="cpu", weights_only=True)["model"]
+
+    plain = train(tmp_path / "plain")
+    ckpt = train(tmp_path / "ckpt", "--grad_checkpointing")
+    assert "grad_checkpointing: true" in (tmp_path / "ckpt" / "config.yaml").read_text()
+    init = create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8).state_dict()
+    assert not torch.equal(plain["blocks.0.attn.qkv.weight"], init["blocks.0.attn.qkv.weight"])  # it trained
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
