@@ -151,11 +151,11 @@ def test_straight_run_equals_crash_and_resume(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["args"]["path"] == str(tmp_path / "a") and len(ckpt["rng"]) == 1
 
 
-@pytest.mark.parametrize("signal_at,next_step", [(3, 3), (4, 6), (5, 6)])
+@pytest.mark.parametrize("signal_at,next_step", [(3, 3), (4, 3), (5, 6)])
 def test_sigterm_mid_epoch_saves_and_resume_continues(tmp_path, signal_at, next_step):
-    # accum_iter 3, 7 batches: windows [0 1 2] [3 4 5] [6]. The flag is seen before the next batch:
-    # batch 4 sits inside a window -> window dropped, redo from 3; batch 5 ends a window -> finish it;
-    # batch 6 starts one -> stop before it.
+    # accum_iter 3, 7 batches: windows [0 1 2] [3 4 5] [6]. The flag is read before the next batch is
+    # fetched: batches 4 and 5 sit inside a window -> window dropped, redo from 3; batch 6 starts
+    # one -> stop before fetching it.
     a = make_runner(tmp_path / "a", accum=3)
     a.fit()
     calls = [0]

@@ -101,9 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"maekit {command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        # A user mistake (bad path, bad option, wrong checkpoint): a message, not a traceback.
-        if os.environ.get("MAEKIT_DEBUG"):
+    except Exception as e:
+        # One error boundary: an expected failure is a message (exit 2 usage, 1 runtime); a bug re-raises.
+        from .errors import handle_cli_error
+
+        code = handle_cli_error(command, e, rest)
+        if code is None:
             raise
-        print(f"maekit {command}: error: {e}", file=sys.stderr)
-        return 2
+        return code

@@ -8,6 +8,7 @@ A training checkpoint is a plain dict (``model``, ``optimizer``, ``scaler``, ``e
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import re
@@ -18,19 +19,59 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, write_failure
 from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
+
+logger = logging.getLogger("maekit.engine")
 
 LAST_NAME = "checkpoint-last.pth"
 BEST_NAME = "checkpoint-best.pth"
 
 
-class CheckpointError(RuntimeError):
-    """A file that is not a readable training checkpoint (truncated, corrupt, foreign)."""
+# Temporary names of fileio.temp_sibling: ".{name}.XXXXXXXX.{kind}.tmp".
+_TEMP_RE = re.compile(r"\..+\.[A-Za-z0-9_]+\.(file|link)\.tmp")
+
+
+def state_nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` with ``torch.save`` atomically: readers see the old file or the new one."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``state`` with ``torch.save`` atomically: readers see the old file or the new one.
+
+    Raises:
+        DiskFullError: no space (or a file-size limit); the message names the folder and the free
+            space. The previous file at ``path`` is left as it was.
+        RuntimeFailure: any other write failure (read-only folder...).
+    """
+    try:
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as a RuntimeError
+        raise write_failure(path, e, needed=state_nbytes(state)) from e
+
+
+def remove_orphan_temps(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left by saves that were killed (``.checkpoint-*.XXXX.file.tmp``).
+
+    Call only while holding the folder's lock: a live run's save in progress uses the same names.
+    Returns the removed paths.
+    """
+    d = Path(output_dir)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        if _TEMP_RE.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -82,16 +123,47 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     ``checkpoint-last.pth``, else the highest ``checkpoint-N.pth``, else ConvMAE's rolling
     ``checkpoint.pth``, else None.
     """
+    found = checkpoint_candidates(output_dir)
+    return found[0] if found else None
+
+
+def checkpoint_candidates(output_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``output_dir``, newest first: last, numbered (highest first), ``checkpoint.pth``.
+
+    ``--resume auto`` tries them in this order and takes the first that loads.
+    """
     d = Path(output_dir)
     if not d.is_dir():
-        return None
-    if (d / LAST_NAME).is_file():
-        return d / LAST_NAME
+        return []
+    found = [d / LAST_NAME] if (d / LAST_NAME).is_file() else []
     numbered = [(int(m.group(1)), p) for p in d.iterdir()
                 if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name)) and p.is_file()]
-    if numbered:
-        return max(numbered)[1]
-    return d / "checkpoint.pth" if (d / "checkpoint.pth").is_file() else None
+    found += [p for _, p in sorted(numbered, reverse=True)]
+    return found + ([d / "checkpoint.pth"] if (d / "checkpoint.pth").is_file() else [])
+
+
+def load_newest_checkpoint(output_dir: str | os.PathLike,
+                           map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """The newest checkpoint in ``output_dir`` that loads (``--resume auto``), or None if there is none.
+
+    Files that do not load (truncated by a full disk, corrupt) are skipped with a warning that
+    names them and the reason; if none loads, the first error is raised.
+    """
+    first: CheckpointError | None = None
+    for path in checkpoint_candidates(output_dir):
+        try:
+            ckpt = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as e:
+            logger.warning("--resume auto: skipping %s: %s", path.name, e)
+            first = first or e
+            continue
+        if not isinstance(ckpt.get("model"), dict):
+            logger.warning("--resume auto: skipping %s: no 'model' state dict in it", path.name)
+            continue
+        return path, ckpt
+    if first is not None:
+        raise CheckpointError(f"--resume auto: no checkpoint in {output_dir} loads; the newest failed with: {first}")
+    return None
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from ..errors import UsageError
+
 DEFAULT_MASTER_PORT = "29500"
 
 
@@ -70,7 +72,16 @@ def first_slurm_host(nodelist: str) -> str:
 def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"--device {device!r} is not a device torch knows: use cpu, cuda, cuda:N, mps or auto "
+                         f"({str(e).splitlines()[0][:120]})") from e
+    if device.type not in ("cpu", "cuda", "mps", "xpu", "meta") and not hasattr(torch, device.type):
+        raise UsageError(f"--device {device.type!r}: no backend for it in this torch build; use cpu, cuda, "
+                         "cuda:N, mps or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: this machine has no Apple GPU available to torch; use cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     if device.type == "cuda":

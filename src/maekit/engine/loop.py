@@ -30,16 +30,18 @@ import torch.nn as nn
 from torch.nn.utils import clip_grad_norm_
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..errors import TrainingDiverged
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import is_dist, sum_over_ranks
 from .logs import Progress, TensorBoardWriter
 from .metrics import autocast_context
+from .nonfinite import NonFiniteParametersError, all_finite, nonfinite_names
 from .schedule import adjust_learning_rate
 
 StepFn = Callable[[nn.Module, tuple], "tuple[torch.Tensor, int]"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingDiverged):
     """The loss became NaN or infinite; nothing after the last saved checkpoint was written."""
 
     def __init__(self, value: float, epoch: int, step: int):
@@ -164,51 +166,66 @@ class _EpochRun:
         self.optimizer.zero_grad(set_to_none=True)
         progress = Progress(self.n_iters, epoch=self.epoch, start=start, log_every=log_every)
         t0, elapsed0 = time.perf_counter(), st.elapsed
+        # Captured before the iterator exists: creating it draws a worker seed from the global RNG.
+        self._mark_window_start()
+        it = None
         try:
-            for i, batch in enumerate(iterate_from(loader, start), start=start):
-                stop = self._micro_step(i, batch)
+            for i in range(start, self.n_iters):
+                if i % self.accum_iter == 0 and i > start:
+                    self._mark_window_start()
+                # The stop flag is read before the batch is fetched, never after: fetching draws the
+                # augmentation randomness (num_workers 0), and after a group SIGTERM the workers
+                # may be gone. Inside a window the unfinished window is dropped (RNG, sums rewound).
+                if sum_over_ranks([float(self.should_stop())])[0]:
+                    self._rewind(i - i % self.accum_iter)
+                    break
+                if it is None:
+                    it = iter(iterate_from(loader, start))
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                except Exception:
+                    if not self.should_stop():
+                        raise
+                    # A stop request arrived during the fetch and took the DataLoader workers with
+                    # it (a signal to the whole process group): stop as if it came before the fetch.
+                    self._rewind(i - i % self.accum_iter)
+                    break
+                self._micro_step(i, batch)
                 st.elapsed = elapsed0 + time.perf_counter() - t0
                 progress.update(i, loss=self.last_loss, loss_avg=st.loss, lr=self.lr,
                                 images_per_sec=st.images_per_sec)
-                if stop:
-                    break
         finally:
             progress.close()
         # Gradients of trailing micro-batches (len % accum_iter) are discarded, as in the reference.
         self.optimizer.zero_grad(set_to_none=True)
         return st
 
-    def _micro_step(self, i: int, batch: tuple) -> bool:
-        """One micro-batch; returns True when the loop must stop (signal)."""
+    def _mark_window_start(self) -> None:
+        self.window_start_stats = dataclasses.replace(self.stats)
+        self.window_start_rng = capture_rng_state()
+
+    def _micro_step(self, i: int, batch: tuple) -> None:
+        """One micro-batch (its window's start was marked and the stop flag read before the fetch)."""
         acc, st = self.accum_iter, self.stats
         if i % acc == 0:
             adjust_learning_rate(self.optimizer, self.schedule(i / self.n_iters + self.epoch))
             self.lr = max(g["lr"] for g in self.optimizer.param_groups)
-            self.window_start_stats = dataclasses.replace(st)
-            if acc > 1:  # a signal inside the window rewinds to here, RNG included
-                self.window_start_rng = capture_rng_state()
         update = (i + 1) % acc == 0
         # Agree before the forward: DDP's forward itself may run collectives, so either every rank
         # runs it or none does.
-        any_empty, stop, skipped = sum_over_ranks([float(len(batch[0]) == 0), float(self.should_stop()),
-                                                   float(batch[2])])
-        if stop and (i % acc == 0 or not update):
-            # Stop before this batch. Inside a window, drop the window's partial gradients; a resume
-            # redoes it from its first batch. On a window's last batch, finish the optimizer step.
-            self._rewind(i - i % acc)
-            return True
+        any_empty, skipped = sum_over_ranks([float(len(batch[0]) == 0), float(batch[2])])
         st.skipped_files += int(skipped)
         st.lr_sum, st.steps = st.lr_sum + self.lr, st.steps + 1
         if not any_empty:
             self._forward_backward(i, batch, sync=update)
         if update:
-            self._optimizer_step(last_skipped=bool(any_empty))
+            self._optimizer_step(i, last_skipped=bool(any_empty))
             if self.tb is not None:
                 x = int((i / self.n_iters + self.epoch) * 1000)
                 self.tb.add_scalars({"train_loss": self.last_loss, "lr": self.lr}, x)
         st.next_step = i + 1
-        st.interrupted = bool(stop) and st.next_step < self.n_iters
-        return bool(stop)
 
     def _forward_backward(self, i: int, batch: tuple, sync: bool) -> None:
         # Non-final micro-steps run under DDP's no_sync (forward included: DDP decides at forward
@@ -236,23 +253,38 @@ class _EpochRun:
             setattr(self.stats, f.name, getattr(self.window_start_stats, f.name))
         self.stats.elapsed, self.stats.next_step, self.stats.interrupted = elapsed, window_start, True
 
-    def _optimizer_step(self, last_skipped: bool) -> None:
+    def _optimizer_step(self, i: int, last_skipped: bool) -> None:
         if not self.accumulated:  # every micro-batch of the window was empty
             return
         if last_skipped and self.ddp:
             _average_grads(self.params)
+        grad_norm = None
         if self.scaler is not None:
             if self.clip_grad is not None:
                 self.scaler.unscale_(self.optimizer)
-                clip_grad_norm_(self.params, self.clip_grad)
+                clip_grad_norm_(self.params, self.clip_grad)  # inf grads: the scaler skips the step
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             if self.clip_grad is not None:
-                clip_grad_norm_(self.params, self.clip_grad)
+                grad_norm = clip_grad_norm_(self.params, self.clip_grad)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.accumulated = False
+        self._check_finite(i, grad_norm)
+
+    def _check_finite(self, i: int, grad_norm: torch.Tensor | None) -> None:
+        # Parameters are identical on every rank after a DDP step, so every rank reaches the same
+        # verdict without a collective. One fused reduction and one sync per optimizer step.
+        grads_bad = grad_norm is not None and not bool(torch.isfinite(grad_norm))
+        if grads_bad or not all_finite(self.params):
+            model = getattr(self.model, "module", self.model)
+            model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+            what = "gradients (norm {})".format(float(grad_norm)) if grads_bad else "parameters"
+            raise NonFiniteParametersError(
+                f"non-finite {what} after the optimizer step at epoch {self.epoch}, step {i} "
+                f"({nonfinite_names(model.named_parameters())}) although the loss was finite; stopping "
+                "without saving (checkpoints on disk are left as they were)")
 
 
 def train_one_epoch(

@@ -20,12 +20,10 @@ come from the new iterator). The per-epoch sums of the interrupted part are save
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,12 +32,17 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, find_latest_checkpoint,
-                         load_checkpoint, restore_rng_state, save_checkpoint, to_plain)
+from ..errors import TrainingDiverged
+from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, load_checkpoint,
+                         load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, sum_over_ranks
 from .logs import JsonLogWriter, TensorBoardWriter, save_config
+from .lock import RunLock
 from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
+from .nonfinite import NonFiniteParametersError, advice, all_finite, nonfinite_names
+from .preflight import check_batches, check_epoch_data, check_schedule, check_settings, take_output_dir
 from .schedule import LRSchedule
+from .signals import stop_requests
 
 logger = logging.getLogger("maekit.engine")
 
@@ -70,7 +73,9 @@ class Runner:
         device: defaults to ``dist.device``.
         find_unused_parameters: passed to DDP (the reference pretrains with True).
         compile: wrap the (DDP) model in ``torch.compile``; checkpoints keep the plain names.
-        handle_signals: catch SIGTERM/SIGINT (main thread only).
+        handle_signals: catch SIGTERM/SIGINT/SIGUSR1 (main thread only); see ``engine.signals``.
+        overwrite: allow a run without ``resume`` into an output_dir holding checkpoints (they and
+            log.txt are deleted first); without it such a run is refused (``engine.lock``).
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable,
@@ -83,7 +88,7 @@ class Runner:
                  eval_fn: Callable[[nn.Module], dict[str, float]] | None = None, best_metric: str = "acc1",
                  extra_state: dict[str, Any] | None = None, dist: DistInfo | None = None,
                  device: str | torch.device | None = None, find_unused_parameters: bool = False,
-                 compile: bool = False, log_every: int = 20, handle_signals: bool = True):
+                 compile: bool = False, log_every: int = 20, handle_signals: bool = True, overwrite: bool = False):
         if device is None:
             device = dist.device if dist is not None else next(model.parameters()).device
         self.device = torch.device(device)
@@ -106,6 +111,9 @@ class Runner:
         self.n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.stop_signal: int | None = None
         self._resumed = False
+        check_settings(clip_grad=clip_grad, epochs=epochs, accum_iter=accum_iter)
+        self.overwrite, self.resumed_from = bool(overwrite), None
+        self.lock = RunLock(self.output_dir if self.is_main else None)
 
     def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
         if self.dist.distributed:
@@ -119,14 +127,34 @@ class Runner:
 
     # ------------------------------------------------------------------ fit
     def fit(self) -> dict[str, Any]:
-        """Train; returns the last epoch's log dict (``{}`` if no epoch ran).
+        """Train; returns the last epoch's log dict.
+
+        Holds ``output_dir/.maekit.lock`` while running (``engine.lock``).
 
         Raises:
-            TrainingInterrupted: after saving, on SIGTERM / SIGINT.
-            NonFiniteLossError: NaN/inf loss; no checkpoint is written for the failed epoch.
+            TrainingInterrupted: after saving, on SIGTERM / SIGINT / SIGUSR1.
+            TrainingDiverged: NaN/inf loss (NonFiniteLossError), parameters or clipped gradients
+                (NonFiniteParametersError); nothing is written for the failed epoch, and the
+                message says what to try.
+            UsageError / RunFolderError / DataError: see ``engine.preflight`` and ``engine.lock``.
         """
+        take_output_dir(self.lock, self.output_dir, resume=self.resume, overwrite=self.overwrite,
+                        is_main=self.is_main)
+        try:
+            return self._fit()
+        except TrainingDiverged as e:
+            tip = advice(self.output_dir if self.is_main else None, amp_dtype=self.autocast_dtype,
+                         clip_grad=self.clip_grad, use_scaler=self.scaler is not None)
+            e.args = (f"{e.args[0] if e.args else e}. To try: {tip}",)
+            raise
+        finally:
+            self.lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         self.stop_signal = None
         self.load_resume()
+        check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
+        check_batches(self.train_loader, self.accum_iter)
         self._announce()
         save_config(self.output_dir, self.config, enabled=self.is_main)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
@@ -135,7 +163,7 @@ class Runner:
         tb = TensorBoardWriter(self.log_dir, enabled=self.is_main)
         t0, last = time.time(), {}
         try:
-            with self._signal_handlers():
+            with stop_requests(self._on_signal, enabled=self.handle_signals):
                 for epoch in range(self.start_epoch, self.epochs):
                     last = self._run_epoch(epoch, json_log, tb)
         finally:
@@ -165,6 +193,7 @@ class Runner:
         if stats.interrupted:
             path = self.save(epoch - 1, step_in_epoch=stats.next_step, partial=stats)
             raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
+        check_epoch_data(n_samples=stats.n_samples, skipped_files=stats.skipped_files, epoch=epoch)
         log = self._epoch_log(epoch, stats)
         improved = self._update_best(log)
         json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
@@ -226,7 +255,15 @@ class Runner:
 
     def save(self, epoch: int, *, step_in_epoch: int = 0, partial: EpochStats | None = None,
              numbered: bool = False, best: bool = False) -> Path | None:
-        """Write ``checkpoint-last.pth`` (+ numbered / best copies) on rank 0. Collective."""
+        """Write ``checkpoint-last.pth`` (+ numbered / best copies) on rank 0. Collective.
+
+        Raises:
+            NonFiniteParametersError: the weights hold NaN/inf; nothing is written.
+        """
+        if not all_finite(self.model_without_ddp.parameters()):  # every rank holds the same weights
+            raise NonFiniteParametersError(
+                f"non-finite parameters at epoch {epoch} ({nonfinite_names(self.model_without_ddp.named_parameters())}):"
+                " not saving them (checkpoints on disk are left as they were)")
         state = self.checkpoint_state(epoch, step_in_epoch, partial)
         if not self.is_main or self.output_dir is None:
             return self._last_path()
@@ -245,13 +282,14 @@ class Runner:
         if str(self.resume) == "auto":
             if self.output_dir is None:
                 raise ValueError("resume='auto' needs an output_dir to look in")
-            path = find_latest_checkpoint(self.output_dir)
-            if path is None:
+            found = load_newest_checkpoint(self.output_dir)  # skips files that do not load, saying why
+            if found is None:
                 logger.info("No checkpoint in %s: starting from scratch", self.output_dir)
                 return
+            path, ckpt = found
         else:
             path = Path(self.resume)
-        ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path)
         weights = ckpt.get("model") if isinstance(ckpt, dict) else None
         if not isinstance(weights, dict):
             raise ValueError(f"{path}: not a training checkpoint (no 'model' state dict to resume from); "
@@ -264,6 +302,7 @@ class Runner:
         except RuntimeError as e:  # strict: another architecture or size
             raise ValueError(f"{path} does not fit this model (resume loads strictly): {e}") from e
         logger.info("Resume checkpoint %s", path)
+        self.resumed_from = path
         if "optimizer" in ckpt and "epoch" in ckpt:
             self._resume_training_state(ckpt)
             logger.info("With optim & sched! (epoch %d, batch %d)", self.start_epoch, self.start_step)
@@ -297,25 +336,10 @@ class Runner:
                            n, self.dist.world_size)
 
     # ---------------------------------------------------------------- signals
-    @contextlib.contextmanager
-    def _signal_handlers(self):
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        pid = os.getpid()
-
-        def handler(signum, frame):
-            if os.getpid() != pid:  # a forked DataLoader worker inherited this handler: ignore
-                return
-            if self.stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl+C: stop now, without saving
-            self.stop_signal = signum
-            logger.warning("Received %s: finishing the current step, then saving %s",
-                           signal.Signals(signum).name, LAST_NAME)
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+    def _on_signal(self, signum: int) -> None:
+        """Handler body (``engine.signals``): record the request; a second Ctrl+C stops at once."""
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl+C: stop now, without saving
+        self.stop_signal = signum
+        logger.warning("Received %s: finishing the current step, then saving %s",
+                       signal.Signals(signum).name, LAST_NAME)

@@ -1,0 +1,142 @@
+"""One run per ``--output_dir``: a lock file with the owner's PID and host, and the fresh-run check.
+
+Two runs writing into one folder interleave their log lines and overwrite each other's
+checkpoints, and a new run started without ``--resume`` into a used folder silently replaces
+``checkpoint-last.pth``. Rank 0 therefore takes ``output_dir/.maekit.lock`` (created with
+O_EXCL, so two starts cannot both win) before writing anything, and releases it on exit. A lock
+left by a dead process on this host (SIGKILL, a node crash...) is taken over with a message; one
+held by a live process, or by another host (whose processes cannot be checked), refuses the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from ..errors import RunFolderError, write_failure
+
+logger = logging.getLogger("maekit.engine")
+
+LOCK_NAME = ".maekit.lock"
+CHECKPOINT_RE = re.compile(r"checkpoint(-(\d+|last|best))?\.pth")
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks (Linux), to tell a PID reused by another process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+class RunLock:
+    """``with RunLock(output_dir):`` holds the folder for this process (a no-op for None)."""
+
+    def __init__(self, output_dir: str | os.PathLike | None):
+        self.path = Path(output_dir) / LOCK_NAME if output_dir else None
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        if self.path is None:
+            return self
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_failure(self.path, e) from e
+        for _ in range(3):  # a take-over races with another starter at most a couple of times
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._take_over_or_refuse()
+                continue
+            except OSError as e:
+                raise write_failure(self.path, e) from e
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise RunFolderError(f"could not take the lock {self.path}: another run keeps creating it")
+
+    def _take_over_or_refuse(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, ValueError, KeyError, TypeError):
+            owner, pid, host = {}, -1, "?"
+        here = host == socket.gethostname()
+        if here and pid > 0 and pid != os.getpid() and _alive(pid, owner.get("start")):
+            raise RunFolderError(
+                f"--output_dir {self.path.parent} is in use by a running maekit process (PID {pid} on this "
+                f"host, since {owner.get('since', '?')}); wait for it, stop it, or choose another --output_dir")
+        if not here and pid > 0:
+            raise RunFolderError(
+                f"--output_dir {self.path.parent} is locked by PID {pid} on host {host} "
+                f"(since {owner.get('since', '?')}), which cannot be checked from here; if that run has "
+                f"ended, delete {self.path} and start again")
+        if pid != os.getpid():  # this process's own leftover (an earlier fit that raised) needs no message
+            logger.warning("taking over the stale lock %s of PID %s (no longer running)", self.path, pid)
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held and self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def existing_checkpoints(output_dir: str | os.PathLike | None) -> list[str]:
+    """Names of checkpoint files in ``output_dir`` (sorted), ``[]`` for none or no folder."""
+    d = Path(output_dir) if output_dir else None
+    if d is None or not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if CHECKPOINT_RE.fullmatch(p.name))
+
+
+def check_fresh_run(output_dir: str | os.PathLike | None, *, resume: object, overwrite: bool,
+                    remove: bool) -> None:
+    """Refuse a run without ``--resume`` into a folder holding checkpoints, unless ``overwrite``.
+
+    With ``overwrite`` the earlier run's checkpoints and ``log.txt`` are deleted (``remove``: rank 0
+    only), so ``--resume auto`` later cannot mix the two runs.
+    """
+    if resume or not output_dir:
+        return
+    found = existing_checkpoints(output_dir)
+    if not found:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:4]) + (" ..." if len(found) > 4 else "")
+        raise RunFolderError(
+            f"--output_dir {output_dir} already holds checkpoints of an earlier run ({shown}); pass "
+            "--resume auto to continue it, --overwrite to start again and replace them, or choose "
+            "another --output_dir")
+    if remove:
+        for name in [*found, "log.txt"]:
+            (Path(output_dir) / name).unlink(missing_ok=True)
+        logger.warning("--overwrite: removed %s from %s", ", ".join(found + ["log.txt"]), output_dir)

@@ -1,0 +1,79 @@
+"""Cheap checks that the weights are still numbers, and what to tell the user when they are not.
+
+A finite loss does not prove finite weights: the last optimizer step of an epoch can overflow
+them, and a checkpoint of NaN weights makes ``--resume auto`` fail at once. So after every
+optimizer step (at the accumulation boundary) and before every save, the parameters are checked
+with one fused reduction (``torch._foreach_norm``: NaN and inf propagate into the norms) and a
+single host sync. The gradients are
+checked through the norm ``clip_grad_norm_`` already returns (no extra work).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..errors import TrainingDiverged
+
+
+class NonFiniteParametersError(TrainingDiverged):
+    """Parameters (or, when clipping, gradients) became NaN/inf; nothing was saved after that."""
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """True when no tensor holds a NaN or inf: one fused L2-norm launch per group, one sync.
+
+    A finite tensor whose norm overflows (values beyond ~1e19 in fp32) also reads as not finite:
+    weights that large have diverged as surely as NaN ones (:func:`nonfinite_names` tells which).
+    """
+    ts = [t.detach() for t in tensors if t is not None and t.numel() > 0]
+    if not ts:
+        return True
+    try:
+        norms = torch._foreach_norm(ts)
+    except (RuntimeError, TypeError, NotImplementedError):  # a dtype / device without the fused kernel
+        norms = [torch.linalg.vector_norm(t) for t in ts]
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for n in norms:
+        by_device.setdefault(n.device, []).append(n.float())
+    return all(bool(torch.isfinite(torch.stack(v).sum())) for v in by_device.values())
+
+
+def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> str:
+    """``'a (NaN/inf), b (|x| > 1e19)'`` for the first ``limit`` bad tensors (after a failed check)."""
+    bad = []
+    for name, t in named:
+        t = t.detach()
+        if not bool(torch.isfinite(t).all()):
+            bad.append(f"{name} (NaN/inf)")
+        elif not bool(torch.isfinite(torch.linalg.vector_norm(t.float()))):
+            bad.append(f"{name} (values beyond 1e19)")
+        if len(bad) == limit:
+            break
+    return ", ".join(bad) or "unknown tensors"
+
+
+def advice(output_dir: str | Path | None, *, amp_dtype: torch.dtype | None, clip_grad: float | None,
+           use_scaler: bool) -> str:
+    """What to try after a divergence, naming the newest numbered checkpoint to resume from."""
+    tips = ["lower the learning rate (--blr or --lr)"]
+    if clip_grad is None:
+        tips.append("clip gradients (--clip_grad 1.0)")
+    if amp_dtype == torch.float16 or use_scaler:
+        tips.append("use --amp bf16 instead of fp16 where the hardware has it")
+    tips.append(_resume_tip(output_dir))
+    return "; ".join(tips)
+
+
+def _resume_tip(output_dir: str | Path | None) -> str:
+    if not output_dir or not Path(output_dir).is_dir():
+        return "start again (no checkpoint was written)"
+    numbered = sorted((int(m.group(1)), p.name) for p in Path(output_dir).iterdir()
+                      if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name)))
+    if (Path(output_dir) / "checkpoint-last.pth").is_file():
+        hint = f" (or --resume {Path(output_dir) / numbered[-1][1]})" if numbered else ""
+        return f"then resume from the last good state with --resume auto{hint}"
+    return "start again (no checkpoint was written)"

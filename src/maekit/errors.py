@@ -1,0 +1,184 @@
+"""The failures maekit expects, and the one place that turns them into messages and exit codes.
+
+Every expected failure ends the command with a one-paragraph message on stderr, never a
+traceback. Exit code 2 is a usage or configuration mistake (a bad option, value, config file or
+input file: fix the command line); 1 is a failure at run time (disk full, read-only folder,
+network, training diverged, data that cannot be read). ``--debug`` or ``MAEKIT_DEBUG=1`` prints
+the traceback as well. Anything else is a bug and keeps its traceback.
+
+Imports only the standard library: every package (engine, models, tasks) may raise these.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+USAGE, RUNTIME = 2, 1
+
+
+class MaekitError(Exception):
+    """Base of maekit's expected failures; ``exit_code`` is what the CLI returns."""
+
+    exit_code = RUNTIME
+
+
+class UsageError(MaekitError, ValueError):
+    """A bad option or value on the command line (a ValueError, so older ``except ValueError`` holds)."""
+
+    exit_code = USAGE
+
+
+class ConfigError(UsageError):
+    """A bad value in a config file (config.json, YAML); the message names the key."""
+
+
+class RunFolderError(UsageError):
+    """``--output_dir`` is in use by another live run, or holds an earlier run's checkpoints."""
+
+
+class CheckpointError(MaekitError, RuntimeError):
+    """A file that is not a readable training checkpoint (truncated, corrupt, foreign).
+
+    Exit code 2: the file named on the command line (or found by ``--resume auto``) is unusable.
+    """
+
+    exit_code = USAGE
+
+
+class RuntimeFailure(MaekitError, RuntimeError):
+    """A failure at run time that the user can act on (the message says how)."""
+
+
+class DiskFullError(RuntimeFailure):
+    """A write failed for lack of space (or a file-size limit); names the folder and the free space."""
+
+
+class DataError(RuntimeFailure):
+    """The data gave nothing to train on (every image failed to decode, empty epoch)."""
+
+
+class TrainingDiverged(RuntimeFailure):
+    """Loss, gradients or parameters became NaN/inf; nothing was written after the last good save."""
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _existing_folder(path: str | os.PathLike) -> Path:
+    p = Path(path).absolute()
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def write_failure(path: str | os.PathLike, cause: BaseException, needed: int | None = None) -> MaekitError:
+    """The error to raise when writing ``path`` failed with ``cause``.
+
+    ``torch.save`` reports a full disk as a bare ``RuntimeError`` (``unexpected pos`` /
+    ``file write failed``), so the free space and the file-size limit are checked here.
+    """
+    folder = _existing_folder(Path(path).parent)
+    code = getattr(cause, "errno", None)
+    try:
+        usage = shutil.disk_usage(folder)
+        space = f"{human_bytes(usage.free)} free of {human_bytes(usage.total)}"
+    except OSError:
+        usage, space = None, "free space unknown"
+    need = f" (this file needs about {human_bytes(needed)})" if needed else ""
+    if code == errno.EFBIG or (needed and _fsize_limit() is not None and needed > _fsize_limit()):
+        return DiskFullError(f"cannot write {path}: larger than this process's file-size limit "
+                             f"(ulimit -f: {human_bytes(_fsize_limit() or 0)}){need}; raise the limit")
+    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or (
+        usage is not None and (usage.free < (needed or 1 << 20)))
+    if full:
+        return DiskFullError(f"no space left on device writing {path}: {folder} has {space}{need}. "
+                             "Free some space (old checkpoint-N.pth files, --save_every 0 keeps only the "
+                             "last) or choose another --output_dir; checkpoints already written are intact")
+    if code == errno.EROFS or isinstance(cause, PermissionError):
+        return RuntimeFailure(f"cannot write {path}: {folder} is read-only or not writable by this user; "
+                              "choose another --output_dir")
+    return RuntimeFailure(f"writing {path} failed ({type(cause).__name__}: {_first_line(cause)}); {folder} has "
+                          f"{space}")
+
+
+def _fsize_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _module_of(e: BaseException) -> set[str]:
+    return {c.__module__.split(".")[0] for c in type(e).__mro__}
+
+
+def describe(exc: BaseException) -> tuple[int, str] | None:
+    """``(exit_code, message)`` for an expected failure, None for an unexpected one (a bug)."""
+    if isinstance(exc, MaekitError):
+        return exc.exit_code, _first_paragraph(exc)
+    mods = _module_of(exc)
+    if "yaml" in mods:
+        return USAGE, f"cannot read the YAML config: {' '.join(str(exc).split())}"
+    if mods & {"requests", "urllib3", "httpx", "huggingface_hub"} or isinstance(exc, (ConnectionError, TimeoutError)) \
+            or type(exc).__name__ in ("URLError", "gaierror"):
+        return RUNTIME, (f"network failure ({type(exc).__name__}: {_first_line(exc)}). Check the connection, or "
+                         "use a local file or folder (HF_HUB_OFFLINE=1 uses only what is cached)")
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
+        return USAGE, str(exc)
+    if isinstance(exc, OSError):
+        code = exc.errno
+        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS) or isinstance(
+                exc, PermissionError):
+            return RUNTIME, str(write_failure(exc.filename or ".", exc))
+        return RUNTIME, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return RUNTIME, (f"out of memory ({_first_line(exc)}): lower --batch_size (and raise --accum_iter to "
+                         "keep the effective batch), use --amp bf16, or a smaller --input_size")
+    if isinstance(exc, ValueError):  # maekit raises ValueError for bad arguments throughout
+        return USAGE, str(exc)
+    return None
+
+
+def _first_paragraph(exc: BaseException) -> str:
+    return str(exc).strip().split("\n\n")[0]
+
+
+def debug_requested(argv: Sequence[str] = ()) -> bool:
+    """``--debug`` on the command line or ``MAEKIT_DEBUG`` set to anything but 0/false/empty."""
+    env = os.environ.get("MAEKIT_DEBUG", "").strip().lower()
+    return "--debug" in argv or env not in ("", "0", "false", "no")
+
+
+def handle_cli_error(command: str, exc: BaseException, argv: Sequence[str] = ()) -> int | None:
+    """Print the message of an expected failure and return its exit code; None (re-raise) for a bug.
+
+    With ``--debug`` / ``MAEKIT_DEBUG=1`` the traceback is printed before the message.
+    """
+    described = describe(exc)
+    if described is None:
+        return None
+    code, message = described
+    if debug_requested(argv):
+        traceback.print_exception(exc)
+    else:
+        message += " (--debug or MAEKIT_DEBUG=1 shows the traceback)" if code == RUNTIME else ""
+    print(f"maekit {command}: error: {message}", file=sys.stderr)
+    return code
