@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "demo": "pretrain a small MAE on built-in digits, probe it, write pictures and a report",
     "bench": "measure training throughput",
     "list-models": "list registered model names",
+    "app": "local web page + HTTP API to look at models (needs maekit[app])",
 }
 
 
@@ -62,6 +63,10 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
         return bench.main
     if command == "list-models":
         return _list_models
+    if command == "app":
+        from .app import cli as app_cli
+
+        return app_cli.main
     raise KeyError(command)
 
 
