@@ -23,7 +23,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
 import maekit
-from maekit.engine.optim import build_adamw, param_groups_layer_decay, vit_layer_id
+from maekit.engine.optim import build_adamw, param_groups_layer_decay
 
 
 def timed_steps(model, opt, x, y, mixup, ctx, iters, warmup):
@@ -53,7 +53,7 @@ def main() -> None:
     theirs = timm.create_model("vit_base_patch16_224", num_classes=1000, global_pool="avg",
                                drop_path_rate=0.1).to(dev).train()
     opt_ours = build_adamw(param_groups_layer_decay(ours, weight_decay=0.05, layer_decay=0.65, num_layers=13,
-                                                    layer_id_fn=vit_layer_id, no_weight_decay=ours.no_weight_decay()),
+                                                    no_weight_decay=ours.no_weight_decay()),
                            lr=1e-4)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.05)
     mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=1000)

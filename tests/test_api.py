@@ -98,13 +98,12 @@ def test_save_and_load_round_trip_pretraining(tmp_path, name, args):
 def test_save_and_load_round_trip_classifier_with_class_names(tmp_path):
     model = create_model("vit_tiny_patch16", **TINY_VIT).eval()
     model.class_names = ["cat", "dog", "bird", "fish"]
-    model.save_pretrained = None  # not attached: the function works on any create_model model
     save_pretrained(model, tmp_path / "cls")
     loaded = from_pretrained(str(tmp_path / "cls"))
     assert loaded.class_names == ["cat", "dog", "bird", "fish"]
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
-    # model.save_pretrained is attached by from_pretrained; it survives deepcopy and pickling.
+    # model.save_pretrained survives deepcopy and pickling (the config travels with the model).
     for m in (loaded, copy.deepcopy(loaded), pickle.loads(pickle.dumps(loaded))):
         m.save_pretrained(tmp_path / "again")
         assert torch.equal(from_pretrained(tmp_path / "again")(x), model(x))
@@ -125,10 +124,10 @@ def test_from_pretrained_official_pth_files(tmp_path):
         AutoModel.from_pretrained(tmp_path / "enc.pth")
     # A pretraining file into a classifier: encoder loaded, head re-initialised (with a warning).
     vit = create_model("vit_tiny_patch16", **TINY_VIT)
-    from maekit.api.modeling import load_weights
+    from maekit.hub import load_weights_into as load_weights
 
     with pytest.warns(UserWarning, match="head"):
-        load_weights(vit, sd, "full.pth")
+        load_weights(vit, sd, label="full.pth")
     assert torch.equal(vit.blocks[1].mlp.fc1.weight, model.blocks[1].mlp.fc1.weight)
 
 
@@ -138,10 +137,10 @@ def test_load_errors_are_clear(tmp_path):
         AutoModel.from_pretrained(tmp_path / "junk.pth")
     other = create_model("vit_tiny_patch16", **TINY_VIT).state_dict()
     model = create_model("mae_vit_tiny_patch16", **TINY_MAE)
-    from maekit.api.modeling import load_weights
+    from maekit.hub import load_weights_into as load_weights
 
     with pytest.raises(ValueError, match="do not fit"):
-        load_weights(model, other, "vit weights")
+        load_weights(model, other, label="vit weights")
 
 
 # ---------------------------------------------------------------------------- processor

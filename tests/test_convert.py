@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import maekit
+from maekit.hub import load_model
 from maekit.convert import (
     ConversionError,
     cli,
@@ -16,7 +17,7 @@ from maekit.convert import (
     describe,
     detect_format,
     infer_model,
-    load_checkpoint,
+    read_checkpoint,
     load_state_dict,
     save_state_dict,
 )
@@ -259,8 +260,8 @@ def test_model_flag_picks_a_sibling_family(tmp_path):
     report = convert(src, tmp_path / "vit", model="vit_tiny_patch16", num_classes=7, **TINY)
     assert report.model_args["num_classes"] == 7 and report.model_args["depth"] == 2
     assert any("dropped" in n for n in report.notes)
-    ck = load_checkpoint(tmp_path / "vit")
-    vit = ck.create_model()
+    ck = read_checkpoint(tmp_path / "vit")
+    vit = load_model(ck.path)
     assert torch.equal(vit.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight)
 
 
@@ -269,9 +270,9 @@ def test_load_checkpoint_builds_the_model(tmp_path):
     path = save_state_dict(
         model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name, config=model.model_args
     )
-    ck = load_checkpoint(path)
+    ck = read_checkpoint(path)
     assert ck.format == "hf" and ck.model_args["norm_pix_loss"] is True
-    built = ck.create_model().eval()
+    built = load_model(ck.path).eval()
     x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
     with torch.no_grad():
         torch.testing.assert_close(built(x, noise=noise).loss, model.eval()(x, noise=noise).loss)

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import maekit
+from maekit.hub import load_model
 from maekit.convert import (
     ConversionError,
     convert,
     detect_format,
-    load_checkpoint,
+    read_checkpoint,
     load_state_dict,
     save_state_dict,
 )
@@ -94,10 +95,10 @@ def test_read_folder_saved_by_transformers(tmp_path, eps):
     ref = _perturb(transformers.ViTMAEForPreTraining(cfg)).eval()
     ref.save_pretrained(tmp_path / "hf")
     assert detect_format(tmp_path / "hf") == "hf"
-    ck = load_checkpoint(tmp_path / "hf")
+    ck = read_checkpoint(tmp_path / "hf")
     assert ck.model_name == "mae_vit_tiny_patch16"
     assert ck.model_args.get("layer_norm_eps", 1e-6) == eps and ck.model_args["norm_pix_loss"] is True
-    ours = ck.create_model().eval()
+    ours = load_model(ck.path).eval()
     x, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
         a, b = ours(x, noise=noise), ref(pixel_values=x, noise=noise)
@@ -147,10 +148,10 @@ def test_vit_classifier_both_ways(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ref(pixel_values=x).logits, ours(x), atol=1e-5, rtol=1e-5)
     ref.save_pretrained(tmp_path / "by_hf")
-    ck = load_checkpoint(tmp_path / "by_hf")
+    ck = read_checkpoint(tmp_path / "by_hf")
     assert ck.model_name == "vit_tiny_patch16" and ck.model_args["global_pool"] is False
     with torch.no_grad():
-        torch.testing.assert_close(ck.create_model().eval()(x), ours(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_model(ck.path).eval()(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- timm
@@ -213,11 +214,11 @@ def test_import_timm_weights(tmp_path):
     ref = _perturb(timm.create_model("vit_tiny_patch16_224", num_classes=7, **TINY)).eval()
     save_file(ref.state_dict(), tmp_path / "timm.safetensors")
     assert detect_format(tmp_path / "timm.safetensors") == "timm"
-    ck = load_checkpoint(tmp_path / "timm.safetensors")
+    ck = read_checkpoint(tmp_path / "timm.safetensors")
     assert ck.model_name == "vit_tiny_patch16" and ck.model_args["global_pool"] is False
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(ck.create_model().eval()(x), ref(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_model(ck.path).eval()(x), ref(x), atol=1e-5, rtol=1e-5)
     # as an MAE encoder: the head goes, the decoder starts fresh
     report = convert(tmp_path / "timm.safetensors", tmp_path / "mae", model="mae_vit_tiny_patch16", **TINY)
     assert any("dropped" in n for n in report.notes)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import maekit
+from maekit.hub import load_model
 from maekit.convert import (
     ConversionError,
     convert,
     detect_format,
     fold_linprobe_head,
-    load_checkpoint,
+    read_checkpoint,
     load_state_dict,
 )
 
@@ -61,8 +62,8 @@ def test_encoder_only_pretrain_file(tmp_path):
     report = convert(tmp_path / "mae_pretrain_vit_tiny.pth", tmp_path / "out")
     assert report.model_name == "mae_vit_tiny_patch16"
     assert any("encoder-only" in n for n in report.notes)
-    ck = load_checkpoint(tmp_path / "out")
-    model = ck.create_model()
+    ck = read_checkpoint(tmp_path / "out")
+    model = load_model(ck.path)
     assert torch.equal(model.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
 
 
@@ -102,8 +103,8 @@ def test_linprobe_file(tmp_path):
         if k != "head.0.num_batches_tracked":  # Paddle has no counter: it comes back as 0
             assert torch.equal(back[k], sd[k]), k
     # a model with a plain Linear head gets the BatchNorm folded in, with the same eval outputs
-    ck = load_checkpoint(tmp_path / "lin.pth")
-    model = ck.create_model().eval()
+    ck = read_checkpoint(tmp_path / "lin.pth")
+    model = load_model(ck.path).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         feats = vit.forward_head(vit.forward_features(x), pre_logits=True)

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from maekit.engine import (LARS, LRSchedule, adjust_learning_rate, build_adamw, convvit_layer_id,
-                           effective_batch_and_lr, layer_decay_group_names, lr_at, param_groups_layer_decay,
-                           param_groups_weight_decay, resolve_amp, vit_layer_id)
+import maekit
+from maekit.engine import (LARS, LRSchedule, adjust_learning_rate, build_adamw, effective_batch_and_lr,
+                           layer_decay_group_names, layer_ids, lr_at, param_groups_layer_decay,
+                           param_groups_weight_decay, resolve_amp)
+from maekit.models.vit import VisionTransformer
 
 
 def closed_form(e, base, min_lr, epochs, warmup):
@@ -91,6 +93,8 @@ class ToyViTB(nn.Module):
         self.fc_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 3)
 
+    group_matcher = VisionTransformer.group_matcher  # the layer ids come from the model's matcher
+
 
 def test_layer_decay_groups_vit_base():
     m = ToyViTB()
@@ -120,13 +124,22 @@ def test_layer_decay_skips_frozen_and_layer_ids():
     m.pos_embed.requires_grad_(False)
     named = layer_decay_group_names(m, weight_decay=0.1, layer_decay=0.5, num_layers=3)
     assert "pos_embed" not in sum(named.values(), [])
-    assert vit_layer_id("blocks.10.attn.qkv.weight", 13) == 11
-    assert vit_layer_id("patch_embed.proj.weight", 13) == 0
-    assert vit_layer_id("norm.weight", 13) == 13
+    with pytest.raises(ValueError, match="num_layers=4 but"):
+        layer_decay_group_names(m, weight_decay=0.1, layer_decay=0.5, num_layers=4)
+    with torch.device("meta"):
+        vit = maekit.create_model("vit_base_patch16", global_pool=False)
+        convvit = maekit.create_model("convvit_base_patch16")
+    ids, n = layer_ids(vit)
+    assert n == 13
+    assert ids["blocks.10.attn.qkv.weight"] == 11
+    assert ids["patch_embed.proj.weight"] == 0 and ids["cls_token"] == 0
+    assert ids["norm.weight"] == 13 and ids["head.weight"] == 13
+    ids, n = layer_ids(convvit)
+    assert n == 12
     for name, want in [("patch_embed4.weight", 0), ("patch_embed1.norm.bias", 0), ("blocks1.0.conv1.weight", 0),
                        ("blocks2.1.mlp.fc1.bias", 0), ("pos_embed", 0), ("blocks3.0.attn.qkv.weight", 1),
                        ("blocks3.10.norm2.bias", 11), ("fc_norm.weight", 12), ("head.weight", 12)]:
-        assert convvit_layer_id(name, 12) == want, name
+        assert ids[name] == want, name
 
 
 def test_lars_one_step_matches_hand_formula():

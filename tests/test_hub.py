@@ -10,8 +10,9 @@ import warnings
 import pytest
 import torch
 
-from maekit.api import hub, zoo
-from maekit.api.hub import ChecksumError, WeightsUnavailableError
+from maekit.hub import cache as hub
+from maekit.hub import table as zoo
+from maekit.hub import ChecksumError, WeightsUnavailableError
 from maekit.models import create_model
 
 

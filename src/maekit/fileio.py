@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +74,60 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(dst.parent)
+    return dst
+
+
+def plain_tensors(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU tensors, contiguous, no two sharing storage (what safetensors requires)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in sd.items():
+        t = v.detach().cpu().contiguous()
+        st = t.untyped_storage()
+        if t.numel() and (
+            t.storage_offset() or st.nbytes() != t.numel() * t.element_size() or st.data_ptr() in seen
+        ):
+            t = t.clone()  # a view into a bigger or shared buffer
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
+
+
+def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary folder with ``write(tmp_dir)``, then move it to ``dst``.
+
+    If ``dst`` already is a folder, the files written replace theirs and its other files are
+    kept (moved over); the swap is renames only, so ``dst`` is never a half-written folder, and
+    a failure puts the old folder back.
+    """
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise NotADirectoryError(f"{dst}: exists and is not a folder")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(dst, "dir")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        written = {p.name for p in tmp.iterdir()}
+        if not dst.exists():
+            os.replace(tmp, dst)
+            return dst
+        old = temp_sibling(dst, "old")
+        os.replace(dst, old)
+        try:
+            for p in old.iterdir():  # keep the user's other files
+                if p.name not in written:
+                    os.replace(p, tmp / p.name)
+            os.replace(tmp, dst)
+        except BaseException:
+            for p in tmp.iterdir() if tmp.exists() else ():
+                if p.name not in written:
+                    os.replace(p, old / p.name)
+            os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dst

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import is_pretraining_model
+from ..models import is_pretraining_model
 from .modeling import AutoModel
 from .pipelines import expand_inputs, normalize_task, pipeline
 

@@ -37,10 +37,8 @@ import torch
 import torch.nn as nn
 
 from ..models import canonical_name, create_model
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-PROCESSOR_NAME = "preprocessor_config.json"
+from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported)
+from ..models.config import CONFIG_NAME, ModelConfig, jsonable
 
 FIELD_ALIASES: dict[str, str] = {
     "image_size": "img_size",
@@ -66,64 +64,6 @@ def official_field(name: str) -> str:
     return FIELD_ALIASES.get(name, name)
 
 
-def is_pretraining_model(model: nn.Module) -> bool:
-    """MAE / ConvMAE pretraining models (a decoder and ``unpatchify``), as opposed to classifiers."""
-    return hasattr(model, "forward_decoder") and hasattr(model, "unpatchify")
-
-
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    """The architecture fields of a built model (duck-typed over MAE, ConvMAE, ViT, ConvViT)."""
-    pe = getattr(model, "patch_embed", None)
-    d: dict[str, Any] = {"task": _TASK_MIM if is_pretraining_model(model) else _TASK_CLS}
-    img = getattr(model, "img_size", None) or getattr(pe, "img_size", None)
-    if img is not None:
-        h, w = (img, img) if isinstance(img, int) else tuple(img)[:2]
-        d["img_size"] = int(h) if h == w else [int(h), int(w)]
-    p = getattr(model, "patch_size", None) or getattr(pe, "patch_size", None)
-    if p is not None:
-        d["patch_size"] = int(p if isinstance(p, int) else p[0])
-    chans = getattr(model, "in_chans", None)
-    if chans is None and pe is not None and hasattr(pe, "proj"):
-        chans = pe.proj.in_channels
-    d["in_chans"] = int(chans) if chans is not None else None
-    dim = getattr(model, "embed_dim", None)
-    if dim is None and hasattr(model, "pos_embed"):
-        dim = model.pos_embed.shape[-1]
-    d["embed_dim"] = int(dim) if dim is not None else None
-    if hasattr(model, "blocks"):
-        d["depth"] = len(model.blocks)
-        blocks = model.blocks
-    elif hasattr(model, "blocks3"):
-        d["depth"] = [len(model.blocks1), len(model.blocks2), len(model.blocks3)]
-        blocks = model.blocks3
-    else:
-        blocks = []
-    if len(blocks) and hasattr(blocks[0], "attn"):
-        d["num_heads"] = int(blocks[0].attn.num_heads)
-    if hasattr(model, "decoder_embed"):
-        d["decoder_embed_dim"] = int(model.decoder_embed.out_features)
-        d["decoder_depth"] = len(model.decoder_blocks)
-        if len(model.decoder_blocks):
-            d["decoder_num_heads"] = int(model.decoder_blocks[0].attn.num_heads)
-    if hasattr(model, "norm_pix_loss"):
-        d["norm_pix_loss"] = bool(model.norm_pix_loss)
-    if not is_pretraining_model(model):
-        d["num_classes"] = int(getattr(model, "num_classes", 0))
-        if hasattr(model, "global_pool"):
-            d["global_pool"] = model.global_pool
-    return d
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
-
 class MAEConfig:
     """``model_name`` + ``model_args`` (+ ``class_names``, ``weights``); prints as JSON.
 
@@ -137,13 +77,13 @@ class MAEConfig:
 
     def __init__(self, model_name: str, model_args: dict[str, Any] | None = None, **extra: Any):
         object.__setattr__(self, "model_name", canonical_name(model_name))
-        args = {official_field(k): _jsonable(v) for k, v in (model_args or {}).items()}
+        args = {official_field(k): jsonable(v) for k, v in (model_args or {}).items()}
         ext: dict[str, Any] = {}
         for k, v in extra.items():
             if k in EXTRA_FIELDS:
-                ext[k] = _jsonable(v)
+                ext[k] = jsonable(v)
             elif v is not None:
-                args[official_field(k)] = _jsonable(v)
+                args[official_field(k)] = jsonable(v)
         object.__setattr__(self, "model_args", args)
         object.__setattr__(self, "extra", ext)
         object.__setattr__(self, "_resolved", None)
@@ -159,17 +99,14 @@ class MAEConfig:
 
     @classmethod
     def from_model(cls, model: nn.Module) -> MAEConfig:
-        """The config of a model built by ``create_model`` (``model_name`` / ``model_args``)."""
-        if not hasattr(model, "model_name"):
-            raise ValueError(f"{type(model).__name__} was not built by maekit.create_model (no model_name); "
-                             "build it with create_model(name, ...) to save or describe it")
-        extra = {}
-        names = getattr(model, "class_names", None)
-        if names is not None:
-            extra["class_names"] = list(names)
-        cfg = cls(model.model_name, dict(getattr(model, "model_args", {})), **extra)
-        object.__setattr__(cfg, "_resolved", describe_model(model))
+        """The config of a maekit model (``model.config``), resolved from the model itself."""
+        cfg = cls.from_dict(model.config.to_dict())
+        object.__setattr__(cfg, "_resolved", _resolved(model))
         return cfg
+
+    def model_config(self) -> ModelConfig:
+        """The plain :class:`~maekit.models.ModelConfig` (what ``model.config`` holds)."""
+        return ModelConfig.from_dict(self.to_dict())
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> MAEConfig:
@@ -187,11 +124,12 @@ class MAEConfig:
 
     # ------------------------------------------------------------------ access
     def architecture(self) -> dict[str, Any]:
-        """Every resolved architecture field (overrides applied), from a meta-device build."""
+        """Every resolved architecture field (overrides applied), as the model states it
+        (``model.architecture()``) when built on the meta device (no memory, no init)."""
         if self._resolved is None:
             with torch.device("meta"):
                 model = create_model(self.model_name, **self.model_args)
-            object.__setattr__(self, "_resolved", describe_model(model))
+            object.__setattr__(self, "_resolved", _resolved(model))
         return dict(self._resolved)
 
     @property
@@ -218,9 +156,9 @@ class MAEConfig:
         if name in ("model_name", "model_args", "extra"):
             raise AttributeError(f"{name} is read-only; build a new config")
         if name in EXTRA_FIELDS:
-            self.extra[name] = _jsonable(value)
+            self.extra[name] = jsonable(value)
         else:
-            self.model_args[official_field(name)] = _jsonable(value)
+            self.model_args[official_field(name)] = jsonable(value)
             object.__setattr__(self, "_resolved", None)
 
     def __eq__(self, other: object) -> bool:
@@ -266,10 +204,9 @@ class AutoConfig:
         ``'.visualize'``...), a model folder, a checkpoint file (architecture inferred from its
         keys) or a URL of one. ``overrides`` set constructor arguments (aliases accepted).
         """
-        from .modeling import resolve_source
+        from ..hub.load import load_config
 
-        source = resolve_source(name_or_path, load_weights=False)
-        cfg = source.config
+        cfg = MAEConfig.from_dict(load_config(name_or_path).to_dict())
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
@@ -282,6 +219,14 @@ class AutoConfig:
     @staticmethod
     def show_support_list() -> list[str]:
         """Names with published weights (MindFormers' method name)."""
-        from .zoo import list_pretrained
+        from ..hub.table import list_pretrained
 
         return list_pretrained()
+
+
+def _resolved(model: nn.Module) -> dict[str, Any]:
+    """``model.architecture()`` in config form: the task, JSON values, a square size as one int."""
+    arch = {k: jsonable(v) for k, v in model.architecture().items() if k != "family"}
+    h, w = arch["img_size"]
+    arch["img_size"] = h if h == w else [h, w]
+    return {"task": _TASK_MIM if model.is_pretraining else _TASK_CLS, **arch}

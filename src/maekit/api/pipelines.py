@@ -41,9 +41,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..hub.load import load_model
+from ..models import is_pretraining_model
 from ..viz.reconstruction import panels_grid, reconstruct
-from .config import is_pretraining_model
-from .modeling import AutoModel
 from .processor import AutoImageProcessor, ImageProcessor
 
 TASK_ALIASES: dict[str, str] = {
@@ -59,7 +59,7 @@ TASK_ALIASES: dict[str, str] = {
     "feature_extraction": "image_feature_extraction",
     "feature-extraction": "image_feature_extraction",
 }
-DEFAULT_MODELS = {
+PIPELINE_DEFAULTS = {
     "masked_image_modeling": "mae_vit_base_patch16.visualize",
     "image_classification": "vit_base_patch16.finetuned",
     "image_feature_extraction": "mae_vit_base_patch16.pretrain",
@@ -320,7 +320,7 @@ def pipeline(task: str, model: str | os.PathLike | nn.Module | None = None, *,
         task: ``masked_image_modeling``, ``image_classification`` or ``image_feature_extraction``
             (hyphenated names accepted).
         model: a registered name (+ ``.tag``), model folder, checkpoint file, URL, or an
-            ``nn.Module``; default: ``DEFAULT_MODELS[task]`` (published weights).
+            ``nn.Module``; default: ``PIPELINE_DEFAULTS[task]`` (published weights).
         image_processor: an :class:`ImageProcessor` (used as it is) or where to read one;
             default: the folder's ``preprocessor_config.json``, else the model's defaults; in
             both cases with the task's geometry ('resize' for masked image modeling, the
@@ -332,8 +332,8 @@ def pipeline(task: str, model: str | os.PathLike | nn.Module | None = None, *,
             modeling), ``top_k`` (classification), ``pool`` (features).
     """
     task = normalize_task(task)
-    source = DEFAULT_MODELS[task] if model is None else model
-    net = source if isinstance(source, nn.Module) else AutoModel.from_pretrained(source, download=download)
+    source = PIPELINE_DEFAULTS[task] if model is None else model
+    net = load_model(source, download=download)
     if image_processor is not None and not isinstance(image_processor, ImageProcessor):
         image_processor = AutoImageProcessor.from_pretrained(image_processor)
     elif image_processor is None and isinstance(source, (str, os.PathLike)) and Path(source).is_dir():

@@ -36,9 +36,11 @@ from torchvision.transforms import functional as TF
 
 from ..data.images import convert_image, load_image, mode_for_chans
 from ..data.transforms import ResizeCover, build_eval_transform, default_crop_pct, resolve_mean_std, to_size
+from ..hub.cache import is_url, read_url_bytes
+from ..models import create_model
+from ..models.base import PROCESSOR_NAME
 from ..viz.reconstruction import tensor_to_pil, to_pixels
-from .config import PROCESSOR_NAME, MAEConfig, describe_model
-from .hub import is_url, read_url_bytes
+from .config import MAEConfig
 
 ImageInput = Any  # str | Path | PIL.Image | np.ndarray | torch.Tensor | a list of them
 _MODES = ("crop", "resize")
@@ -156,10 +158,12 @@ class ImageProcessor:
     def from_model(cls, model: nn.Module | MAEConfig, **kwargs: Any) -> ImageProcessor:
         """Defaults for a model (or config): its size and channels; ``'resize'`` for
         pretraining models (reconstruction), ``'crop'`` for classifiers."""
-        arch = model.architecture() if isinstance(model, MAEConfig) else describe_model(model)
-        pretraining = arch["task"] == "masked_image_modeling"
-        defaults = dict(size=arch.get("img_size") or 224, num_channels=arch.get("in_chans") or 3,
-                        resize_mode="resize" if pretraining else "crop")
+        if isinstance(model, MAEConfig):
+            with torch.device("meta"):
+                model = create_model(model.model_name, **model.model_args)
+        pre = model.preprocessor_config()
+        defaults = dict(size=(pre["size"]["height"], pre["size"]["width"]), num_channels=pre["num_channels"],
+                        resize_mode=pre["resize_mode"])
         return cls(**{**defaults, **kwargs})
 
     @classmethod

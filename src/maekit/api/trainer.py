@@ -71,7 +71,8 @@ import torch.nn as nn
 from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint, save_checkpoint
 from ..models import canonical_name, is_pretraining_model
 from ..tasks.common import classifier_name
-from .config import MAEConfig, is_pretraining_model as is_pretraining_module
+from ..models import is_pretraining_model as is_pretraining_module
+from .config import MAEConfig
 from .pipelines import normalize_task
 from .trainer_models import ModelSpec, load_training_checkpoint, resolve_spec
 from .trainer_options import args_to_argv, data_options, model_options

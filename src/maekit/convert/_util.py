@@ -1,18 +1,15 @@
-"""Small shared helpers: atomic folder writes, tensor hygiene, key bookkeeping.
+"""Small shared helpers of the converters: key bookkeeping and the linear-probe head fold.
 
-Atomic *file* writes are :func:`maekit.fileio.atomic_write`, shared with the engine."""
+File writes (atomic files and folders, safetensors-ready tensors) live in :mod:`maekit.fileio`."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import torch
 
-from ..fileio import temp_sibling
+from ..fileio import atomic_write_dir, plain_tensors  # noqa: F401  (re-exported for the format modules)
 from .errors import ConversionError
 
 StateDict = dict[str, torch.Tensor]
@@ -36,62 +33,6 @@ def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     if sd and all(k.startswith(prefix) for k in sd):
         return {k[len(prefix) :]: v for k, v in sd.items()}
     return dict(sd)
-
-
-def plain_tensors(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """Detached CPU tensors, contiguous, no two sharing storage (what safetensors requires)."""
-    out: StateDict = {}
-    seen: set[int] = set()
-    for k, v in sd.items():
-        t = v.detach().cpu().contiguous()
-        st = t.untyped_storage()
-        if t.numel() and (
-            t.storage_offset() or st.nbytes() != t.numel() * t.element_size() or st.data_ptr() in seen
-        ):
-            t = t.clone()  # a view into a bigger or shared buffer
-        if t.numel():
-            seen.add(t.untyped_storage().data_ptr())
-        out[k] = t
-    return out
-
-
-def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Fill a temporary folder with ``write(tmp_dir)``, then move it to ``dst``.
-
-    If ``dst`` already is a folder, the files written replace theirs and its other files are
-    kept (moved over); the swap is renames only, so ``dst`` is never a half-written folder, and
-    a failure puts the old folder back.
-    """
-    dst = Path(dst)
-    if dst.exists() and not dst.is_dir():
-        raise ConversionError("exists and is not a folder", dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(dst, "dir")
-    tmp.mkdir()
-    try:
-        write(tmp)
-        written = {p.name for p in tmp.iterdir()}
-        if not dst.exists():
-            os.replace(tmp, dst)
-            return dst
-        old = temp_sibling(dst, "old")
-        os.replace(dst, old)
-        try:
-            for p in old.iterdir():  # keep the user's other files
-                if p.name not in written:
-                    os.replace(p, tmp / p.name)
-            os.replace(tmp, dst)
-        except BaseException:
-            for p in tmp.iterdir() if tmp.exists() else ():
-                if p.name not in written:
-                    os.replace(p, old / p.name)
-            os.replace(old, dst)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
 
 
 def describe_keys(keys: Iterable[str], limit: int = 6) -> str:

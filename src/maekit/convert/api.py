@@ -93,7 +93,7 @@ def load_state_dict(path: str | os.PathLike, format: str | None = None) -> State
 
 @dataclass
 class LoadedCheckpoint:
-    """Weights plus the model they fit (what ``AutoModel.from_pretrained`` needs)."""
+    """Weights plus the model they fit (what ``maekit.load_model`` builds from a file)."""
 
     state_dict: StateDict
     format: str
@@ -102,16 +102,6 @@ class LoadedCheckpoint:
     model_args: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     class_names: list[str] | None = None  # labels a maekit training checkpoint records
-
-    def create_model(self) -> torch.nn.Module:
-        """Build the model and load the weights (non-strict only for absent decoder / head parts)."""
-        from ..models import create_model
-
-        model = create_model(self.model_name, **self.model_args)
-        result = model.load_state_dict(self.state_dict, strict=False)
-        if result.unexpected_keys:
-            raise ConversionError(f"unexpected weights {result.unexpected_keys[:5]}", self.path)
-        return model
 
 
 def resolve_model(
@@ -156,7 +146,7 @@ def resolve_model(
     return model, args, [], spec
 
 
-def load_checkpoint(
+def read_checkpoint(
     path: str | os.PathLike, format: str | None = None, model: str | None = None, **overrides: Any
 ) -> LoadedCheckpoint:
     """Read any supported checkpoint and match it to a registered model.

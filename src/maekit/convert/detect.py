@@ -145,10 +145,10 @@ def detect_format(path: str | os.PathLike, _in_folder: bool = False) -> str:
 def _torch_kind(p: Path) -> str:
     """'official', or 'hf' for a pytorch_model.bin of transformers."""
     if p.name.startswith("pytorch_model"):
-        from .official import extract_state_dict, torch_load
+        from .official import unpack_checkpoint, torch_load
 
         try:
-            sd = extract_state_dict(torch_load(p, mmap=True), p)[0]
+            sd = unpack_checkpoint(torch_load(p, mmap=True), p)[0]
         except ConversionError:
             return "official"
         return "hf" if looks_hf(sd) else "official"

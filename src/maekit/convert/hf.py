@@ -197,9 +197,9 @@ def load_tensors(file: Path) -> dict[str, torch.Tensor]:
             return load_file(file)
         except (SafetensorError, OSError, ValueError) as e:
             raise ConversionError(f"truncated or corrupted safetensors file ({e})", file) from e
-    from .official import extract_state_dict, torch_load
+    from .official import unpack_checkpoint, torch_load
 
-    return extract_state_dict(torch_load(file), file)[0]
+    return unpack_checkpoint(torch_load(file), file)[0]
 
 
 def folder_of(path: str | os.PathLike) -> Path:

@@ -24,7 +24,7 @@ from ._util import StateDict, describe_keys, plain_tensors, strip_prefix
 from .base import Loaded
 from .errors import ConversionError
 
-__all__ = ["SAFE_GLOBALS", "extract_state_dict", "find_state_dict", "read", "torch_load", "write"]
+__all__ = ["SAFE_GLOBALS", "unpack_checkpoint", "find_state_dict", "read", "torch_load", "write"]
 _CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "net")
 
 
@@ -105,7 +105,7 @@ def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDic
     return {str(k): v for k, v in sd.items()}
 
 
-def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
+def unpack_checkpoint(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
     """The model weights inside a loaded checkpoint object, plus hints and notes."""
     hints: dict[str, Any] = {}
     notes: list[str] = []
@@ -127,7 +127,7 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> tuple[StateDict, di
 
 
 def read(path: str | os.PathLike) -> Loaded:
-    sd, hints, notes = extract_state_dict(torch_load(path), path)
+    sd, hints, notes = unpack_checkpoint(torch_load(path), path)
     from .detect import looks_hf
 
     if looks_hf(sd):  # a transformers state dict saved with torch.save

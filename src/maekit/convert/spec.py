@@ -1,8 +1,8 @@
-"""What a registered model looks like, read off a weight-less (meta-device) instance.
+"""What a registered model looks like: its ``architecture()`` and state-dict shapes.
 
 ``describe(name, args)`` builds the model on PyTorch's ``meta`` device (no memory, no init
-cost) and records its family, its architecture numbers and the shape of every state-dict
-entry. The format writers (HF ``config.json``) and the model inference / fit checks use it.
+cost) and records what it says about itself (``model.architecture()``: family and
+architecture numbers) and the shape of every state-dict entry. The format writers (HF ``config.json``) and the model inference / fit checks use it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from .errors import ConversionError
 
@@ -74,84 +73,9 @@ class ModelSpec:
         return {k: getattr(self, k) for k in keys}
 
 
-def _ratio(fc1: nn.Module, dim: int) -> float:
-    out = fc1.out_features if isinstance(fc1, nn.Linear) else fc1.out_channels
-    return out / dim
-
-
-def _facts(model: nn.Module) -> dict[str, Any]:
-    from ..models.mae import MaskedAutoencoderViT
-
-    try:
-        from ..models.convmae import ConvViT, MaskedAutoencoderConvViT
-    except ImportError:  # pragma: no cover - ConvMAE is part of the package
-        ConvViT = MaskedAutoencoderConvViT = ()  # type: ignore[assignment]
-    from timm.models import VisionTransformer
-
-    f: dict[str, Any] = {}
-    if isinstance(model, MaskedAutoencoderViT):
-        d = model.cls_token.shape[-1]
-        f.update(
-            family="mae",
-            img_size=tuple(model.img_size),
-            patch_size=int(model.patch_size),
-            in_chans=model.in_chans,
-            embed_dim=d,
-            depth=len(model.blocks),
-            layer_norm_eps=model.norm.eps,
-            norm_pix_loss=bool(model.norm_pix_loss),
-        )
-        blocks = model.blocks
-    elif isinstance(model, VisionTransformer):
-        d = model.embed_dim
-        pe = model.patch_embed
-        norm = model.fc_norm if model.global_pool == "avg" else model.norm
-        f.update(
-            family="vit",
-            img_size=tuple(pe.img_size),
-            patch_size=int(pe.patch_size[0]),
-            in_chans=pe.proj.in_channels,
-            embed_dim=d,
-            depth=len(model.blocks),
-            layer_norm_eps=getattr(norm, "eps", 1e-6),
-            num_classes=model.num_classes,
-            global_pool=model.global_pool,
-        )
-        blocks = model.blocks
-    elif isinstance(model, (MaskedAutoencoderConvViT, ConvViT)):
-        pre = isinstance(model, MaskedAutoencoderConvViT)
-        f.update(
-            family="convmae" if pre else "convvit",
-            img_size=tuple(model.img_size),
-            patch_size=tuple(model.stage_patch_sizes),
-            in_chans=model.in_chans,
-            embed_dim=tuple(model.embed_dims),
-            depth=tuple(model.depths),
-            mlp_ratio=tuple(float(r) for r in model.mlp_ratios),
-        )
-        if pre:
-            f.update(norm_pix_loss=bool(model.norm_pix_loss), layer_norm_eps=model.norm.eps)
-        else:
-            norm = model.fc_norm if model.global_pool == "avg" else model.norm
-            f.update(
-                num_classes=model.num_classes,
-                global_pool=model.global_pool,
-                layer_norm_eps=getattr(norm, "eps", 1e-6),
-            )
-        blocks = model.blocks3
-        d = model.embed_dims[-1]
-    else:
-        raise ConversionError(f"maekit.convert does not know models of type {type(model).__name__}")
-    f["num_heads"] = blocks[0].attn.num_heads if len(blocks) else 0
-    if "mlp_ratio" not in f:
-        f["mlp_ratio"] = _ratio(blocks[0].mlp.fc1, d) if len(blocks) else 4.0
-    if f["family"] in PRETRAIN_FAMILIES:
-        f.update(
-            decoder_embed_dim=model.decoder_embed.out_features,
-            decoder_depth=len(model.decoder_blocks),
-            decoder_num_heads=model.decoder_blocks[0].attn.num_heads if len(model.decoder_blocks) else 0,
-        )
-    return f
+_FIELDS = ("family", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
+           "layer_norm_eps", "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss",
+           "num_classes", "global_pool")
 
 
 def _key(args: dict[str, Any]) -> str:
@@ -169,7 +93,8 @@ def _describe(name: str, args_json: str) -> ModelSpec:
     except ValueError as e:
         raise ConversionError(f"cannot build model {name!r} with {args}: {e}") from e
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return ModelSpec(name=name, args=args, shapes=shapes, **_facts(model))
+    arch = model.architecture()  # the model says what it is (maekit.models.base.MaekitModel)
+    return ModelSpec(name=name, args=args, shapes=shapes, **{k: arch[k] for k in _FIELDS if k in arch})
 
 
 def describe(name: str, args: dict[str, Any] | None = None) -> ModelSpec:

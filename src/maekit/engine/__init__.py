@@ -10,8 +10,8 @@ from .distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, cl
 from .logs import JsonLogWriter, Progress, TensorBoardWriter, save_config, setup_logging
 from .loop import EpochStats, NonFiniteLossError, TrainingInterrupted, train_one_epoch
 from .metrics import autocast_context, evaluate
-from .optim import (LARS, build_adamw, convvit_layer_id, effective_batch_and_lr, layer_decay_group_names,
-                    param_groups_layer_decay, param_groups_weight_decay, vit_layer_id)
+from .optim import (LARS, build_adamw, effective_batch_and_lr, layer_decay_group_names, layer_ids,
+                    param_groups_layer_decay, param_groups_weight_decay)
 from .precision import resolve_amp
 from .runner import Runner
 from .schedule import LRSchedule, adjust_learning_rate, lr_at
@@ -20,8 +20,8 @@ __all__ = [
     "CheckpointError", "DistInfo", "EpochStats", "JsonLogWriter", "LARS", "LRSchedule", "NonFiniteLossError",
     "Progress", "Runner", "TensorBoardWriter", "TrainingInterrupted", "adjust_learning_rate", "all_reduce_mean",
     "all_reduce_sum", "autocast_context", "barrier", "build_adamw", "capture_rng_state", "cleanup",
-    "convvit_layer_id", "effective_batch_and_lr", "evaluate", "find_latest_checkpoint", "get_rank",
-    "get_world_size", "init_distributed", "is_main_process", "layer_decay_group_names", "load_checkpoint",
+    "effective_batch_and_lr", "evaluate", "find_latest_checkpoint", "get_rank",
+    "get_world_size", "init_distributed", "is_main_process", "layer_decay_group_names", "layer_ids", "load_checkpoint",
     "lr_at", "param_groups_layer_decay", "param_groups_weight_decay", "resolve_amp", "restore_rng_state",
-    "save_checkpoint", "save_config", "seed_everything", "setup_logging", "train_one_epoch", "vit_layer_id",
+    "save_checkpoint", "save_config", "seed_everything", "setup_logging", "train_one_epoch",
 ]

@@ -7,7 +7,7 @@ only resumes into groups built the same way.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -48,30 +48,25 @@ def param_groups_weight_decay(
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def vit_layer_id(name: str, num_layers: int) -> int:
-    """Layer index of a ViT parameter for layer decay (MAE ``get_layer_id_for_vit``).
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Layer index of every parameter for layer decay, from the model's timm ``group_matcher``.
 
-    ``cls_token``, ``pos_embed``, ``patch_embed*`` -> 0; ``blocks.k.*`` -> k + 1; the rest
-    (``norm``, ``fc_norm``, ``head``) -> ``num_layers``.
+    maekit models group as the references do (docs/REFERENCE_RECIPES.md C.3 for ViT, C.6 for
+    ConvViT): the stem (``cls_token``, ``pos_embed``, ``patch_embed*``; ConvViT also stages 1-2)
+    -> 0, attention block ``k`` -> k + 1, everything else (``norm``, ``fc_norm``, ``head``) -> the
+    last id.
+
+    Returns:
+        ({parameter name: id}, num_layers) where num_layers is the last id (``len(blocks) + 1``).
     """
-    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
-        return 0
-    if name.startswith("blocks"):
-        return int(name.split(".")[1]) + 1
-    return num_layers
+    from timm.models import group_parameters
 
-
-def convvit_layer_id(name: str, num_layers: int) -> int:
-    """Layer index of a ConvViT parameter (ConvMAE ``lr_decay.py``; num_layers = len(blocks3) + 1).
-
-    ``patch_embed1..4``, ``blocks1.*``, ``blocks2.*``, ``cls_token``, ``pos_embed`` -> 0;
-    ``blocks3.k.*`` -> k + 1; the rest -> ``num_layers``.
-    """
-    if name in ("cls_token", "pos_embed") or name.startswith(("patch_embed", "blocks1", "blocks2")):
-        return 0
-    if name.startswith("blocks3"):
-        return int(name.split(".")[1]) + 1
-    return num_layers
+    matcher = getattr(model, "group_matcher", None)
+    if matcher is None:
+        raise ValueError(f"{type(model).__name__} has no group_matcher(), so layer-wise lr decay cannot tell "
+                         "its layers; use a maekit or timm model")
+    ids = {name: int(i) for name, i in group_parameters(model, matcher(coarse=False), reverse=True).items()}
+    return ids, max(ids.values())
 
 
 def param_groups_layer_decay(
@@ -79,15 +74,14 @@ def param_groups_layer_decay(
     *,
     weight_decay: float,
     layer_decay: float,
-    num_layers: int,
-    layer_id_fn: Callable[[str, int], int] = vit_layer_id,
+    num_layers: int | None = None,
     no_weight_decay: Iterable[str] = (),
 ) -> list[dict]:
     """MAE ``param_groups_lrd`` (BEiT-style layer-wise LR decay).
 
     Args:
-        num_layers: ``len(blocks) + 1`` for ViT, ``len(blocks3) + 1`` for ConvViT.
-        layer_id_fn: :func:`vit_layer_id` or :func:`convvit_layer_id`.
+        num_layers: ``len(blocks) + 1`` for ViT, ``len(blocks3) + 1`` for ConvViT; taken from
+            the model (:func:`layer_ids`) and, when given, checked against it.
         no_weight_decay: names without decay besides the 1-D params (reference:
             ``model.no_weight_decay()`` = {pos_embed, cls_token}).
 
@@ -97,8 +91,7 @@ def param_groups_layer_decay(
         (The names are not stored in the groups, as in the reference; see
         :func:`layer_decay_group_names`.)
     """
-    return list(_layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn,
-                                    no_weight_decay).values())
+    return list(_layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay).values())
 
 
 def layer_decay_group_names(
@@ -106,19 +99,21 @@ def layer_decay_group_names(
     *,
     weight_decay: float,
     layer_decay: float,
-    num_layers: int,
-    layer_id_fn: Callable[[str, int], int] = vit_layer_id,
+    num_layers: int | None = None,
     no_weight_decay: Iterable[str] = (),
 ) -> dict[str, list[str]]:
     """``{'layer_{id}_{decay|no_decay}': [param names]}`` for :func:`param_groups_layer_decay`."""
     name_of = {id(p): n for n, p in model.named_parameters()}
-    groups = _layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn, no_weight_decay)
+    groups = _layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay)
     return {k: [name_of[id(p)] for p in g["params"]] for k, g in groups.items()}
 
 
-def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_fn, no_weight_decay):
+def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay):
+    ids, last = layer_ids(model)
+    if num_layers is not None and num_layers != last:
+        raise ValueError(f"num_layers={num_layers} but the model's group_matcher gives {last} layers")
     skip = set(no_weight_decay)
-    scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
+    scales = [layer_decay ** (last - i) for i in range(last + 1)]
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -127,7 +122,7 @@ def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, layer_id_f
             kind, wd = "no_decay", 0.0
         else:
             kind, wd = "decay", weight_decay
-        layer_id = layer_id_fn(name, num_layers)
+        layer_id = ids[name]
         key = f"layer_{layer_id}_{kind}"
         if key not in groups:
             groups[key] = {"lr_scale": scales[layer_id], "weight_decay": wd, "params": []}

@@ -54,6 +54,7 @@ from timm.layers import trunc_normal_
 
 from .convmae_layers import (CONV_NORM_EPS, CBlock, CMlp, ConvPatchEmbed, VisibleMap, _regroup, build_encoder,
                              resolve_geometry, upsample_mask)
+from .base import MaekitModel, stem_blocks_matcher
 from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .mae import check_images
 from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
@@ -66,8 +67,19 @@ __all__ = ["CONV_NORM_EPS", "CBlock", "CMlp", "ConvPatchEmbed", "ConvViT", "Mask
            "resolve_geometry", "upsample_mask"]
 
 
+_CONV_STEM = r"^pos_embed|^patch_embed|^blocks1\.|^blocks2\."
+
+
+def _stage_architecture(model) -> dict:
+    """``MaekitModel.architecture`` with the per-stage values as resolved 3-tuples."""
+    arch = MaekitModel.architecture(model)
+    arch.update(patch_size=tuple(model.stage_patch_sizes), embed_dim=tuple(model.embed_dims),
+                depth=tuple(model.depths), mlp_ratio=tuple(float(r) for r in model.mlp_ratios))
+    return arch
+
+
 # ---------------------------------------------------------------------------- pretraining
-class MaskedAutoencoderConvViT(GradCheckpointMixin, nn.Module):
+class MaskedAutoencoderConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
     """ConvMAE pretraining model (official ``MaskedAutoencoderConvViT``).
 
     Args:
@@ -111,6 +123,16 @@ class MaskedAutoencoderConvViT(GradCheckpointMixin, nn.Module):
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size**2 * in_chans, bias=True)
         self.initialize_weights()
+
+    family = "convmae"
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm parameter grouping with the ConvViT layer ids (stages 1-2 -> 0, ``blocks3.k`` -> k + 1,
+        the rest, decoder included, -> last; docs/REFERENCE_RECIPES.md C.6)."""
+        return stem_blocks_matcher(_CONV_STEM, r"^blocks3\.(\d+)", coarse)
+
+    architecture = _stage_architecture
 
     # ------------------------------------------------------------------ init
     def initialize_weights(self) -> None:
@@ -238,7 +260,7 @@ class MaskedAutoencoderConvViT(GradCheckpointMixin, nn.Module):
 # ---------------------------------------------------------------------------- classifier
 
 
-class ConvViT(GradCheckpointMixin, nn.Module):
+class ConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
     """ConvViT classifier for fine-tuning and linear probing (official ``models_convvit.ConvViT``).
 
     Args:
@@ -255,6 +277,8 @@ class ConvViT(GradCheckpointMixin, nn.Module):
     """
 
     num_prefix_tokens = 0  # no cls token
+    family = "convvit"
+    architecture = _stage_architecture
 
     def __init__(self, img_size=224, patch_size=(4, 2, 2), in_chans: int = 3, num_classes: int = 1000,
                  embed_dim=(256, 384, 768), depth=(2, 2, 11), num_heads: int = 12, mlp_ratio=(4.0, 4.0, 4.0),
@@ -299,8 +323,7 @@ class ConvViT(GradCheckpointMixin, nn.Module):
         """timm parameter grouping. With ``timm.optim.param_groups_layer_decay`` it gives the
         reference ConvMAE layer ids (C.6): ``patch_embed*``, ``blocks1``, ``blocks2``,
         ``pos_embed`` -> 0, ``blocks3.k`` -> k+1, ``norm`` / ``fc_norm`` / ``head`` -> last."""
-        return dict(stem=r"^pos_embed|^patch_embed|^blocks1\.|^blocks2\.",
-                    blocks=r"^blocks3\.(\d+)" if coarse else [(r"^blocks3\.(\d+)", None)])
+        return stem_blocks_matcher(_CONV_STEM, r"^blocks3\.(\d+)", coarse)
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .base import MaekitModel, stem_blocks_matcher
 from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
 from .outputs import MAEOutput
@@ -47,7 +48,7 @@ def check_images(imgs: torch.Tensor, in_chans: int, img_size: tuple[int, int]) -
                          f"img_size=({imgs.shape[2]}, {imgs.shape[3]})")
 
 
-class MaskedAutoencoderViT(GradCheckpointMixin, nn.Module):
+class MaskedAutoencoderViT(MaekitModel, GradCheckpointMixin, nn.Module):
     """Masked autoencoder with a ViT encoder and a light ViT decoder.
 
     Args:
@@ -94,6 +95,14 @@ class MaskedAutoencoderViT(GradCheckpointMixin, nn.Module):
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans, bias=True)
         self.initialize_weights()
+
+    family = "mae"
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm parameter grouping: ``cls_token`` / ``pos_embed`` / ``patch_embed`` -> 0, ``blocks.k``
+        -> k + 1, the rest (``norm``, the decoder) -> last (docs/REFERENCE_RECIPES.md C.3)."""
+        return stem_blocks_matcher(r"^cls_token|^pos_embed|^patch_embed", r"^blocks\.(\d+)", coarse)
 
     # ------------------------------------------------------------------ init
     def initialize_weights(self) -> None:

@@ -1,9 +1,9 @@
 """Model registry: one decorator, one constructor, one listing (timm style).
 
 Every architecture is a function registered under one or more names. ``create_model`` is the
-only constructor the rest of maekit uses; it records the name and the resolved constructor
-arguments on the model (``model.model_name``, ``model.model_args``) so that
-``save_pretrained`` can rebuild it.
+only constructor the rest of maekit uses; it records the name and the constructor arguments on
+the model as ``model.config`` (a :class:`~maekit.models.config.ModelConfig`), so that
+``model.save_pretrained`` can rebuild it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import inspect
 from typing import Any, Callable
 
 import torch.nn as nn
+
+
+from .config import ModelConfig
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -49,9 +52,24 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def is_pretraining_model(name: str) -> bool:
-    """True for masked-autoencoder names (``mae_*``, ``convmae_*``), False for classifiers."""
-    return canonical_name(name).startswith(("mae_", "convmae_"))
+def is_pretraining_model(name_or_model: str | nn.Module) -> bool:
+    """True for masked-autoencoder names or models (``mae_*``, ``convmae_*``), False for classifiers."""
+    if isinstance(name_or_model, nn.Module):
+        return bool(getattr(name_or_model, "is_pretraining", False))
+    return canonical_name(name_or_model).startswith(("mae_", "convmae_"))
+
+
+def classifier_name(name: str) -> str:
+    """The classifier of a pretraining model (``mae_vit_base_p16`` -> ``vit_base_patch16``,
+    ``convmae_convvit_base_patch16`` -> ``convvit_base_patch16``); classifiers are returned as they are."""
+    canon = canonical_name(name)
+    if not is_pretraining_model(canon):
+        return canon
+    short = canon.replace("_dec512d8b", "")
+    short = short[len("convmae_"):] if short.startswith("convmae_") else short[len("mae_"):]
+    if not is_model(short):
+        raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
+    return canonical_name(short)
 
 
 def is_model(name: str) -> bool:
@@ -74,7 +92,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
             ``patch_size``, ``in_chans``, ``embed_dim``, ``norm_pix_loss``, ``num_classes``...).
 
     Returns:
-        The model, with ``model_name`` (canonical) and ``model_args`` (overrides) attached.
+        The model; ``model.config`` records the canonical name and ``overrides``.
     """
     _check_known(name)
     fn = _MODELS[name]
@@ -84,6 +102,5 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         params = [p for p in inspect.signature(fn).parameters if p != "kwargs"]
         raise ValueError(f"cannot build {name!r} with {sorted(overrides)}: {e}"
                          + (f" (accepted: {params})" if params else "")) from e
-    model.model_name = canonical_name(name)
-    model.model_args = dict(overrides)
+    model.config = ModelConfig(canonical_name(name), dict(overrides))
     return model

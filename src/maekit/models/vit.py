@@ -5,17 +5,21 @@ configuration of the official ``models_vit.py``: qkv bias, LayerNorm eps 1e-6, l
 position embeddings with a cls row, and either global average pooling of the patch tokens
 followed by ``fc_norm`` (``global_pool=True``, the fine-tuning default) or the normed cls token
 (``global_pool=False``). State-dict keys are the official ones, so official fine-tuned files
-load strictly and our encoders load into ``timm.create_model('vit_*')``.
+load strictly and our encoders load into ``timm.create_model('vit_*')``. The class is a subclass
+of timm's that adds no module (so no key): only the :class:`~maekit.models.base.MaekitModel`
+facts and the reference layer-decay grouping.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
-from timm.models import VisionTransformer
+from timm.models import VisionTransformer as TimmVisionTransformer
 
+from .base import MaekitModel, stem_blocks_matcher
 from .registry import register_model
 
 
@@ -27,23 +31,56 @@ def pool_name(global_pool: bool | str) -> str:
     return "avg" if global_pool else "token"
 
 
-def build_vit(*, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
-              mlp_ratio=4.0, num_classes=1000, global_pool: bool | str = True, drop_path_rate=0.0,
-              drop_rate=0.0, layer_norm_eps=1e-6) -> VisionTransformer:
-    """A reference fine-tuning ViT. ``img_size`` may be (H, W)."""
-    model = VisionTransformer(
-        img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-        global_pool=pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-        mlp_ratio=mlp_ratio, qkv_bias=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
-    )
-    # timm 0.3.2 (the reference) initialises the cls token like pos_embed: trunc-normal std .02.
-    trunc_normal_(model.cls_token, std=0.02)
-    return model
+class VisionTransformer(MaekitModel, TimmVisionTransformer):
+    """timm's ``VisionTransformer`` in the reference fine-tuning configuration (family ``'vit'``).
+
+    Args:
+        img_size: int or (H, W).
+        patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio: the ViT shape.
+        num_classes: outputs of ``head`` (0: features out).
+        global_pool: True / ``'avg'`` (mean of the patch tokens, then ``fc_norm``) or False /
+            ``'token'`` (the normed cls token).
+        drop_path_rate, drop_rate: stochastic depth and dropout.
+        layer_norm_eps: epsilon of every LayerNorm (1e-6 in the reference).
+    """
+
+    family = "vit"
+
+    def __init__(self, *, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
+                 mlp_ratio=4.0, num_classes=1000, global_pool: bool | str = True, drop_path_rate=0.0,
+                 drop_rate=0.0, layer_norm_eps=1e-6):
+        super().__init__(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+            global_pool=pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            mlp_ratio=mlp_ratio, qkv_bias=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
+        )
+        # timm 0.3.2 (the reference) initialises the cls token like pos_embed: trunc-normal std .02.
+        trunc_normal_(self.cls_token, std=0.02)
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        """(H, W) of the input."""
+        return tuple(int(s) for s in self.patch_embed.img_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.patch_embed.patch_size[0])
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.patch_embed.grid_size)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The reference layer ids (docs/REFERENCE_RECIPES.md C.3): ``cls_token``, ``pos_embed``,
+        ``patch_embed`` -> 0, ``blocks.k`` -> k + 1, ``norm`` / ``fc_norm`` / ``head`` -> depth + 1.
+        (timm's own matcher puts ``norm`` with the last block, which the reference does not.)"""
+        return stem_blocks_matcher(r"^cls_token|^pos_embed|^patch_embed", r"^blocks\.(\d+)", coarse)
 
 
 def _vit(defaults: dict, overrides: dict) -> VisionTransformer:
-    return build_vit(**{**defaults, **overrides})
+    return VisionTransformer(**{**defaults, **overrides})
 
 
 _TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)

@@ -22,7 +22,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from ..data import (build_eval_transform, build_finetune_transform, build_linprobe_transform, build_loader,
                     resolve_dataset, resolve_mean_std)
 from ..engine.metrics import evaluate
-from ..engine.optim import LARS, build_adamw, convvit_layer_id, param_groups_layer_decay, vit_layer_id
+from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
@@ -71,10 +71,6 @@ def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, trai
 
 
 # ----------------------------------------------------------------------------- model
-def _is_convvit(model: nn.Module) -> bool:
-    return hasattr(model, "blocks3")
-
-
 def build_classifier(*, model: str, num_classes: int, input_size, patch_size=None, in_chans=None,
                      global_pool: bool = True, drop_path: float = 0.0, **extra: Any) -> nn.Module:
     """A registered classifier (``vit_*`` / ``convvit_*``) with the shape options applied."""
@@ -212,11 +208,9 @@ def run_classification(args: argparse.Namespace, *, linprobe: bool, train_datase
         optimizer = LARS(model.head.parameters(), lr=lr, weight_decay=args.weight_decay)
         criterion, mixup_fn = nn.CrossEntropyLoss(), None
     else:
-        convvit = _is_convvit(model)
-        groups = param_groups_layer_decay(
+        groups = param_groups_layer_decay(  # layer ids from model.group_matcher (reference C.3 / C.6)
             model, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
-            num_layers=len(model.blocks3 if convvit else model.blocks) + 1,
-            layer_id_fn=convvit_layer_id if convvit else vit_layer_id, no_weight_decay=model.no_weight_decay())
+            no_weight_decay=model.no_weight_decay())
         optimizer = build_adamw(groups, lr=lr)  # default betas (0.9, 0.999), as the reference
         mixup_fn = build_mixup(args, len(classes))
         criterion = classification_criterion(mixup_fn=mixup_fn, smoothing=args.smoothing)

@@ -1,0 +1,249 @@
+"""Weight cache and downloads.
+
+Files live under the cache directory ``$MAEKIT_HOME`` (default ``~/.cache/maekit``):
+table entries at ``weights/<path>`` (``weights/pretrain/mae_pretrain_vit_base.pth``: the same
+relative path as on the server, so a file can be placed there by hand), other URLs at
+``url/<hash>/<file name>``.
+
+A download goes to ``<file>.part`` with a tqdm progress bar; an interrupted download is
+resumed with an HTTP ``Range`` request (a server that ignores it is read from the start).
+The complete file is checked against the entry's ``sha256`` and/or ``md5_prefix``: a
+mismatch deletes the file and raises :class:`ChecksumError`. Only then is it renamed into
+place. A file already in the cache (downloaded, or placed by hand) is checked once, and a
+``<file>.verified`` marker records that. A file lock serialises concurrent downloads of the
+same file (several ranks of one job).
+
+``MAEKIT_OFFLINE=1`` forbids the network: a cached file is used, a missing one raises
+:class:`WeightsUnavailableError` naming the URL, the cache path and how to place the file.
+The same error (with the network error) is raised when a download fails.
+``MAEKIT_WEIGHTS_URL`` replaces the base URL of the table (a mirror, or a test server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from .table import DEFAULT_BASE_URL, WeightsEntry, entry_for_url
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_TRUE = ("1", "true", "yes", "on")
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Weights are not cached and cannot be downloaded (offline, or the network failed)."""
+
+
+class ChecksumError(ValueError):
+    """A downloaded or cached file does not match its published checksum (the file is deleted)."""
+
+
+def cache_dir() -> Path:
+    """``$MAEKIT_HOME`` or ``~/.cache/maekit``."""
+    home = os.environ.get("MAEKIT_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "maekit"
+
+
+def is_offline() -> bool:
+    """True when ``MAEKIT_OFFLINE`` is set to 1/true/yes/on."""
+    return os.environ.get("MAEKIT_OFFLINE", "").strip().lower() in _TRUE
+
+
+def base_url(override: str | None = None) -> str:
+    """The table's base URL: ``override``, else ``$MAEKIT_WEIGHTS_URL``, else the official one."""
+    url = override or os.environ.get("MAEKIT_WEIGHTS_URL") or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def entry_url(entry: WeightsEntry, base: str | None = None) -> str:
+    return entry.url or base_url(base) + entry.path
+
+
+def entry_cache_path(entry: WeightsEntry) -> Path:
+    return cache_dir() / "weights" / entry.path
+
+
+def url_cache_path(url: str) -> Path:
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    return cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+# ---------------------------------------------------------------------------- checksums
+def file_digests(path: str | os.PathLike) -> tuple[str, str]:
+    """(md5, sha256) hex digests of a file."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            md5.update(chunk)
+            sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def verify_file(path: str | os.PathLike, *, sha256: str | None = None, md5_prefix: str | None = None,
+                what: str = "") -> bool:
+    """Check a file against a full sha256 and/or an md5 prefix.
+
+    Returns:
+        True when a checksum was checked, False when none is known (nothing to check).
+
+    Raises:
+        ChecksumError: a mismatch (the file is left in place; callers delete it).
+    """
+    if not sha256 and not md5_prefix:
+        return False
+    md5, sha = file_digests(path)
+    label = what or os.fspath(path)
+    if sha256 and sha.lower() != sha256.lower():
+        raise ChecksumError(f"{label}: sha256 {sha} does not match the published {sha256}")
+    if md5_prefix and not md5.lower().startswith(md5_prefix.lower()):
+        raise ChecksumError(f"{label}: md5 {md5} does not start with the published prefix {md5_prefix}")
+    return True
+
+
+# ---------------------------------------------------------------------------- download
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    lock = path.with_name(path.name + ".lock")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock (one process per file is the user's job)
+        yield
+        return
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _unavailable(url: str, dest: Path, reason: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"{reason}: {url} is not in the cache. Download it yourself and place it at {dest} "
+        f"(the cache is $MAEKIT_HOME, now {cache_dir()}), or pass the local file path instead of the name"
+    )
+
+
+def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (HTTP Range when ``part`` is not empty)."""
+    from tqdm.auto import tqdm
+
+    from .. import __version__
+
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": f"maekit/{__version__}"})
+    if start:
+        request.add_header("Range", f"bytes={start}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # nothing left to send: the part file is complete
+            return
+        raise
+    with response:
+        if start and response.status != 206:  # Range ignored: the body is the whole file
+            start = 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        if start:
+            log.info("resuming %s at byte %d", url, start)
+        with open(part, "ab" if start else "wb") as f, tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
+        ) as bar:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and part.stat().st_size != total:
+        raise OSError(f"download of {url} ended after {part.stat().st_size} of {total} bytes "
+                      f"(kept {part} to resume)")
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md5_prefix: str | None = None,
+             progress: bool = True, timeout: float = 60.0) -> Path:
+    """Return ``dest``, downloading ``url`` there first unless it is already present.
+
+    See the module docstring for resumption, checksums, locking and ``MAEKIT_OFFLINE``.
+
+    Raises:
+        WeightsUnavailableError: offline, or the transfer failed (a ``.part`` file is kept
+            for the next attempt to resume).
+        ChecksumError: the file does not match ``sha256`` / ``md5_prefix`` (it is deleted).
+    """
+    dest = Path(dest)
+    marker = dest.with_name(dest.name + ".verified")
+    if dest.is_file() and (marker.exists() or not (sha256 or md5_prefix)):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(dest):
+        if dest.is_file():  # placed by hand, or by another process while we waited
+            if not marker.exists():
+                try:
+                    if verify_file(dest, sha256=sha256, md5_prefix=md5_prefix, what=str(dest)):
+                        marker.write_text("ok\n")
+                except ChecksumError:
+                    dest.unlink()
+                    raise
+            return dest
+        if is_offline():
+            raise _unavailable(url, dest, "MAEKIT_OFFLINE is set")
+        part = dest.with_name(dest.name + ".part")
+        try:
+            _transfer(url, part, progress=progress, timeout=timeout)
+        except (urllib.error.URLError, OSError) as e:
+            raise _unavailable(url, dest, f"downloading failed ({e})") from e
+        try:
+            checked = verify_file(part, sha256=sha256, md5_prefix=md5_prefix, what=url)
+        except ChecksumError:
+            part.unlink()
+            raise
+        if not checked:
+            warnings.warn(f"{url}: no published checksum; only the transfer length was checked", stacklevel=2)
+        os.replace(part, dest)
+        if checked:
+            marker.write_text("ok\n")
+    log.info("downloaded %s to %s", url, dest)
+    return dest
+
+
+def fetch_weights(entry: WeightsEntry, *, base: str | None = None, progress: bool = True) -> Path:
+    """The local path of a table entry's file, downloaded into the cache if needed."""
+    return download(entry_url(entry, base), entry_cache_path(entry), sha256=entry.sha256,
+                    md5_prefix=entry.md5_prefix, progress=progress)
+
+
+def fetch_url(url: str, *, progress: bool = True) -> Path:
+    """The local path of any http(s) URL, downloaded into the cache if needed (the table's
+    checksum applies when the URL is one of its files)."""
+    entry = entry_for_url(url)
+    if entry is not None:
+        return download(url, url_cache_path(url), sha256=entry.sha256, md5_prefix=entry.md5_prefix,
+                        progress=progress)
+    return download(url, url_cache_path(url), progress=progress)
+
+
+def read_url_bytes(url: str, *, timeout: float = 30.0) -> bytes:
+    """The body of a small URL (an image), honouring ``MAEKIT_OFFLINE``; errors name the URL."""
+    if is_offline():
+        raise WeightsUnavailableError(f"cannot read {url}: MAEKIT_OFFLINE is set")
+    from .. import __version__
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"maekit/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise FileNotFoundError(f"cannot read {url}: {e}") from e
+
+
+def is_url(value: object) -> bool:
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))

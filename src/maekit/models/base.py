@@ -1,0 +1,211 @@
+"""``MaekitModel``: what every maekit model says about itself, and its own save / load.
+
+Every registered class (``MaskedAutoencoderViT``, ``MaskedAutoencoderConvViT``, the ViT
+classifier, ``ConvViT``) mixes this in. ``create_model`` records the :class:`ModelConfig`, so a
+model knows its registered name and arguments (``model.config``), its ``family``, whether it is
+a pretraining model, the classifier its encoder goes into, and can write itself as a model
+folder (``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``) that
+``Class.from_pretrained(folder)`` and ``maekit.load_model(folder)`` read back.
+
+Why our own mixin and not ``huggingface_hub.PyTorchModelHubMixin``: that mixin rebuilds a model
+by passing ``config.json`` to the class constructor (``cls(**config)``) and records the
+constructor's arguments when an instance is made. Our models are built by *registered
+functions* over a few classes (``mae_vit_base_patch16`` = ``MaskedAutoencoderViT`` with a
+preset), and our ``config.json`` is ``{"model_name", "model_args"}`` so that existing folders
+keep loading; the timm classifier's constructor also takes a ``norm_layer`` callable that is not
+JSON. Its ``save_pretrained`` would also write a ``README.md`` into every folder and import
+huggingface_hub with the models. What the Hub mixin adds (downloads by repo id, ``push_to_hub``)
+is done in :mod:`maekit.hub` with huggingface_hub's own functions, on top of this layout.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..fileio import atomic_write_dir, plain_tensors
+from .config import CONFIG_NAME, ModelConfig
+
+WEIGHTS_NAME = "model.safetensors"
+PROCESSOR_NAME = "preprocessor_config.json"
+PRETRAINING_FAMILIES = ("mae", "convmae")
+FAMILIES = ("mae", "convmae", "vit", "convvit")
+
+# ImageNet statistics for RGB; their channel means for any other channel count. The same rule as
+# maekit.data.transforms.resolve_mean_std (the data package may not be imported by the models).
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def default_preprocessing(img_size: tuple[int, int], in_chans: int, pretraining: bool) -> dict[str, Any]:
+    """The ``preprocessor_config.json`` of a model: its input size and channels, the reference
+    normalisation, ``'resize'`` (whole image) for reconstruction models and the evaluation
+    centre crop (0.875 up to 224 px, else 1) for classifiers (docs/REFERENCE_RECIPES.md C.3)."""
+    h, w = img_size
+    mean = _MEAN if in_chans == 3 else (round(sum(_MEAN) / 3, 3),) * in_chans
+    std = _STD if in_chans == 3 else (round(sum(_STD) / 3, 3),) * in_chans
+    return {
+        "image_processor_type": "ImageProcessor",
+        "size": {"height": int(h), "width": int(w)},
+        "num_channels": int(in_chans),
+        "resize_mode": "resize" if pretraining else "crop",
+        "crop_pct": 0.875 if max(h, w) <= 224 else 1.0,
+        "resample": "bicubic",
+        "image_mean": list(mean),
+        "image_std": list(std),
+    }
+
+
+class MaekitModel:
+    """Mixin of every maekit model (module docstring). Subclasses set ``family``."""
+
+    family: str = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # Record the resolved constructor arguments (defaults applied): they are the model's
+        # architecture, so nothing has to be read back from module attributes (architecture()).
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        except TypeError:
+            return self  # __init__ raises its own, clearer error
+        bound.apply_defaults()
+        self.__dict__["_init_args"] = dict(list(bound.arguments.items())[1:])
+        return self
+
+    def architecture(self) -> dict[str, Any]:
+        """``family`` plus the resolved constructor arguments (``embed_dim``, ``depth``,
+        ``num_heads``...), ``img_size`` as (H, W) and ``global_pool`` as ``'avg'`` / ``'token'``."""
+        arch = {"family": self.family, **self.__dict__.get("_init_args", {})}
+        arch.update(img_size=tuple(self.img_size), in_chans=int(self.in_chans))
+        if "global_pool" in arch:
+            arch["global_pool"] = self.global_pool
+        return arch
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def config(self) -> ModelConfig:
+        """The :class:`ModelConfig` that rebuilds this model (set by ``create_model``)."""
+        cfg = self.__dict__.get("_maekit_config")
+        if cfg is None:
+            raise AttributeError(f"this {type(self).__name__} was built directly, not by maekit.create_model, "
+                                 "so it has no config; build it with maekit.create_model(name, ...)")
+        return cfg
+
+    @config.setter
+    def config(self, value: ModelConfig) -> None:
+        if not isinstance(value, ModelConfig):
+            raise TypeError(f"model.config must be a ModelConfig, got {type(value).__name__}")
+        self.__dict__["_maekit_config"] = value
+
+    @property
+    def model_name(self) -> str:
+        """The canonical registered name (``config.model_name``)."""
+        return self.config.model_name
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """The ``create_model`` arguments (``config.model_args``)."""
+        return self.config.model_args
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Labels of a classifier's outputs, when known (``config.class_names``)."""
+        cfg = self.__dict__.get("_maekit_config")
+        return None if cfg is None else cfg.class_names
+
+    @class_names.setter
+    def class_names(self, names: list[str] | None) -> None:
+        self.config.class_names = None if names is None else [str(n) for n in names]
+
+    @property
+    def is_pretraining(self) -> bool:
+        """True for MAE / ConvMAE pretraining models, False for classifiers."""
+        return self.family in PRETRAINING_FAMILIES
+
+    @property
+    def classifier_name(self) -> str:
+        """The registered classifier that this model's encoder goes into (itself for classifiers)."""
+        from .registry import classifier_name
+
+        return classifier_name(self.model_name)
+
+    def preprocessor_config(self) -> dict[str, Any]:
+        """The default ``preprocessor_config.json`` for this model (:func:`default_preprocessing`)."""
+        return default_preprocessing(self.img_size, self.in_chans, self.is_pretraining)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, save_directory: str | os.PathLike, processor: Any = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``.
+
+        Args:
+            save_directory: the folder (created; an existing one keeps its other files). The
+                folder appears complete or not at all (written next to it, then renamed).
+            processor: an image processor with ``to_dict()`` to save instead of the default.
+
+        Returns:
+            The folder.
+        """
+        cfg = self.config
+        tensors = plain_tensors(self.state_dict())
+        meta = {"format": "pt", "maekit.model_name": cfg.model_name,
+                "maekit.model_args": json.dumps(cfg.model_args, sort_keys=True)}
+        pre = processor.to_dict() if processor is not None else self.preprocessor_config()
+
+        def write(tmp: Path) -> None:
+            from safetensors.torch import save_file
+
+            (tmp / CONFIG_NAME).write_text(cfg.to_json_string(), encoding="utf-8")
+            save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
+            (tmp / PROCESSOR_NAME).write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
+
+        return atomic_write_dir(save_directory, write)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, *, device: Any = None) -> Any:
+        """Rebuild a model from a folder written by :meth:`save_pretrained` (weights loaded strictly).
+
+        Other sources (names, hub ids, checkpoint files of other formats, URLs) go through
+        ``maekit.load_model``, which adapts weights where needed.
+
+        Returns:
+            The model, in eval mode.
+        """
+        from safetensors.torch import load_file
+
+        from .registry import create_model
+
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{folder} is not a maekit model folder (it needs {CONFIG_NAME} and "
+                                    f"{WEIGHTS_NAME}); maekit.load_model reads other layouts")
+        cfg = ModelConfig.from_json_file(folder / CONFIG_NAME)
+        model = create_model(cfg.model_name, **cfg.model_args)
+        if cls is not MaekitModel and not isinstance(model, cls):
+            raise ValueError(f"{folder} holds a {type(model).__name__} ({cfg.model_name}), not a {cls.__name__}")
+        model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
+        model.config = cfg
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+
+def stem_blocks_matcher(stem: str, blocks: str, coarse: bool) -> dict[str, Any]:
+    """A timm ``group_matcher`` dict: ``stem`` -> layer 0, block ``k`` of ``blocks`` -> k + 1, every
+    other parameter -> the last layer (the reference layer ids, docs/REFERENCE_RECIPES.md C.3/C.6)."""
+    return dict(stem=stem, blocks=blocks if coarse else [(blocks, None)])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(getattr(model, "module", None), torch.nn.Module) and not isinstance(model, MaekitModel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
