@@ -36,9 +36,11 @@ from ..errors import TrainingDiverged
 from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, load_checkpoint,
                          load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, sum_over_ranks
+from .guards import archive_config, check_resume_args, check_warmup
 from .logs import JsonLogWriter, TensorBoardWriter, save_config
 from .lock import RunLock
 from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
+from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
 from .nonfinite import NonFiniteParametersError, advice, all_finite, nonfinite_names
 from .preflight import check_batches, check_epoch_data, check_schedule, check_settings, take_output_dir
 from .schedule import LRSchedule
@@ -75,7 +77,10 @@ class Runner:
         compile: wrap the (DDP) model in ``torch.compile``; checkpoints keep the plain names.
         handle_signals: catch SIGTERM/SIGINT/SIGUSR1 (main thread only); see ``engine.signals``.
         overwrite: allow a run without ``resume`` into an output_dir holding checkpoints (they and
-            log.txt are deleted first); without it such a run is refused (``engine.lock``).
+            log.txt are deleted first); without it such a run is refused (``engine.lock``). None: the
+            ``overwrite`` key of ``config`` (the task configs carry ``--overwrite`` there).
+        monitors: ``monitor(model, epoch, ctx) -> dict`` after each epoch (engine.monitors).
+        reporter: an engine.report.Reporter (TensorBoard / CSV / wandb); default TensorBoard on log_dir.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable,
@@ -88,7 +93,8 @@ class Runner:
                  eval_fn: Callable[[nn.Module], dict[str, float]] | None = None, best_metric: str = "acc1",
                  extra_state: dict[str, Any] | None = None, dist: DistInfo | None = None,
                  device: str | torch.device | None = None, find_unused_parameters: bool = False,
-                 compile: bool = False, log_every: int = 20, handle_signals: bool = True, overwrite: bool = False):
+                 compile: bool = False, log_every: int = 20, handle_signals: bool = True, overwrite: bool | None = None,
+                 monitors: list | None = None, reporter: Any = None):
         if device is None:
             device = dist.device if dist is not None else next(model.parameters()).device
         self.device = torch.device(device)
@@ -112,8 +118,10 @@ class Runner:
         self.stop_signal: int | None = None
         self._resumed = False
         check_settings(clip_grad=clip_grad, epochs=epochs, accum_iter=accum_iter)
-        self.overwrite, self.resumed_from = bool(overwrite), None
+        self.overwrite = bool(self.config.get("overwrite")) if overwrite is None else bool(overwrite)
+        self.resumed_from: Path | None = None
         self.lock = RunLock(self.output_dir if self.is_main else None)
+        self.monitors, self.reporter = list(monitors or []), reporter
 
     def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
         if self.dist.distributed:
@@ -156,11 +164,12 @@ class Runner:
         check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
         check_batches(self.train_loader, self.accum_iter)
         self._announce()
+        archive_config(self.output_dir, self.config, enabled=self.is_main)
         save_config(self.output_dir, self.config, enabled=self.is_main)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
         if self.resume:
             json_log.drop_from_epoch(self.start_epoch)
-        tb = TensorBoardWriter(self.log_dir, enabled=self.is_main)
+        tb = self.reporter if self.reporter is not None else TensorBoardWriter(self.log_dir, enabled=self.is_main)
         t0, last = time.time(), {}
         try:
             with stop_requests(self._on_signal, enabled=self.handle_signals):
@@ -178,6 +187,7 @@ class Runner:
         if batch:
             logger.info("effective batch size: %d", batch * self.accum_iter * self.dist.world_size)
         logger.info("Start training for %d epochs (from epoch %d)", self.epochs, self.start_epoch)
+        check_warmup(warmup_epochs=self.schedule.warmup_epochs, epochs=self.epochs)
 
     def _run_epoch(self, epoch: int, json_log: JsonLogWriter, tb: TensorBoardWriter) -> dict[str, Any]:
         sampler = getattr(self.train_loader, "sampler", None)
@@ -195,8 +205,12 @@ class Runner:
             raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
         check_epoch_data(n_samples=stats.n_samples, skipped_files=stats.skipped_files, epoch=epoch)
         log = self._epoch_log(epoch, stats)
+        log.update(run_monitors(self.monitors, self.model_without_ddp, epoch, MonitorContext(
+            self.output_dir, self.dist, tb, self.epochs, self.device, self.autocast_dtype, dict(log))))
         improved = self._update_best(log)
         json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
+        if hasattr(tb, "log_epoch"):
+            tb.log_epoch(log)
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
@@ -248,6 +262,7 @@ class Runner:
                          "warmup_epochs": self.schedule.warmup_epochs, "accum_iter": self.accum_iter},
             "best": {"name": self.best_metric, "value": self.best_value},
             "extra": to_plain(self.extra_state),
+            "monitors": monitor_states(self.monitors),
         }
 
     def _last_path(self) -> Path | None:
@@ -297,6 +312,7 @@ class Runner:
         # a checkpoint saved from a DDP-wrapped model: drop the wrapper's prefix
         if weights and all(k.startswith("module.") for k in weights):
             weights = {k[len("module."):]: v for k, v in weights.items()}
+        check_resume_args(ckpt.get("args"), self.config, path=path, ignore=bool(self.config.get("resume_ignore_args")))
         try:
             self.model_without_ddp.load_state_dict(weights)
         except RuntimeError as e:  # strict: another architecture or size
@@ -324,6 +340,7 @@ class Runner:
         if best.get("name") == self.best_metric and best.get("value") is not None:
             self.best_value = float(best["value"])
         self._restore_rng(ckpt.get("rng"))
+        load_monitor_states(self.monitors, ckpt.get("monitors"))
 
     def _restore_rng(self, rng: Any) -> None:
         if isinstance(rng, list) and len(rng) == self.dist.world_size:

@@ -1,0 +1,155 @@
+"""Monitors of a pretraining run (wired by ``maekit pretrain``): k-NN accuracy, an online linear
+probe, reconstructions of fixed images and the loss / k-NN curves, every few epochs.
+
+The generic monitors live in :mod:`maekit.engine.monitors`; the MAE-specific ones (reconstruction
+grids) and the data wiring (which images, which transform) are here. Building them draws nothing
+from the training RNG streams (state saved and restored), so a run with monitors trains exactly
+like one without.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset, Subset
+
+from ..data import build_eval_transform, resolve_dataset
+from ..engine.checkpoint import capture_rng_state, restore_rng_state
+from ..engine.knn import dataset_targets, frozen_eval
+from ..engine.monitors import KnnMonitor, LabelledFeatures, MonitorContext, OnlineProbe, is_due
+from ..viz import panels_grid, plot_curves, read_log, reconstruct
+
+log = logging.getLogger("maekit.tasks")
+RECON_IMAGES = 8
+
+
+class ReconstructionMonitor:
+    """Four-panel grid (original | masked | reconstruction | reconstruction + visible) of fixed
+    images with a fixed mask, every ``every`` epochs: ``output_dir/reconstructions/epoch_XXXX.png``
+    and the image ``reconstructions`` in TensorBoard / wandb (rank 0 only). Logs ``recon_loss``
+    (loss over the removed patches of these images)."""
+
+    name = "reconstructions"
+
+    def __init__(self, images: torch.Tensor, *, every: int, mask_ratio: float, mean: Sequence[float],
+                 std: Sequence[float], num_patches: int, seed: int = 0):
+        self.images, self.every, self.mask_ratio, self.mean, self.std = images, every, mask_ratio, mean, std
+        self.noise = torch.rand(images.shape[0], num_patches, generator=torch.Generator().manual_seed(seed))
+
+    def __call__(self, model: nn.Module, epoch: int, ctx: MonitorContext) -> dict[str, float]:
+        if not ctx.is_main or not is_due(epoch, self.every, ctx.epochs):
+            return {}
+        with frozen_eval(model):
+            panels = reconstruct(model, self.images.to(ctx.device), mask_ratio=self.mask_ratio,
+                                 noise=self.noise.to(ctx.device))
+        grid = panels_grid(panels, mean=self.mean, std=self.std)
+        if grid.width < 512:  # small images (digits): enlarge for viewing, nearest neighbour
+            scale = max(512 // grid.width, 1)
+            grid = grid.resize((grid.width * scale, grid.height * scale), resample=0)
+        if ctx.output_dir:
+            folder = Path(ctx.output_dir) / "reconstructions"
+            folder.mkdir(parents=True, exist_ok=True)
+            grid.save(folder / f"epoch_{epoch:04d}.png")
+        if hasattr(ctx.reporter, "add_image"):
+            ctx.reporter.add_image("reconstructions", grid, epoch)
+        return {"recon_loss": float(panels.loss.mean())}
+
+
+class CurvesMonitor:
+    """Refreshes ``loss_curve.png`` (and ``knn_curve.png`` once k-NN numbers exist) in output_dir
+    each epoch, from ``log.txt`` plus this epoch's record. Run it last."""
+
+    name = "curves"
+
+    def __call__(self, model: nn.Module, epoch: int, ctx: MonitorContext) -> dict[str, float]:
+        if not ctx.is_main or not ctx.output_dir:
+            return {}
+        out = Path(ctx.output_dir)
+        path = out / "log.txt"
+        records = [r for r in (read_log(path) if path.is_file() else []) if r.get("epoch", -1) < epoch]
+        records.append({**ctx.log, "epoch": epoch})
+        plot_curves(records, out / "loss_curve.png", title="pretraining loss")
+        if any("knn_top1" in r for r in records):
+            plot_curves(records, out / "knn_curve.png", keys=("knn_top1", "knn_top5"), title="k-NN accuracy (%)")
+        return {}
+
+
+def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std) -> tuple[Dataset, Dataset]:
+    """(bank, queries) of a labelled source: its train and val splits; without a val split, every
+    10th image of each class of the train split is held out as a query."""
+    tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    try:
+        bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"--knn_data_path {data_path}: needs labelled images (class folders, an ImageNet-style "
+                         f"root with train/ and val/, or builtin:digits): {e}") from e
+    try:
+        return bank, resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans)
+    except FileNotFoundError:
+        targets, counts, held, kept = dataset_targets(bank), {}, [], []
+        for i, t in enumerate(targets):
+            counts[t] = counts.get(t, 0) + 1
+            (held if counts[t] % 10 == 0 else kept).append(i)
+        if not held:
+            raise ValueError(f"--knn_data_path {data_path}: no val/ split and too few images to hold out queries")
+        log.info("k-NN: %s has no val split; holding out %d of %d images as queries", data_path, len(held),
+                 len(targets))
+        return Subset(bank, kept), Subset(bank, held)
+
+
+def fixed_images(data_path: str, train_dataset: Dataset | None, *, img_size, in_chans: int, mean, std,
+                 n: int = RECON_IMAGES) -> torch.Tensor:
+    """(n, C, H, W) normalised: the first validation images of ``data_path``, else the first
+    training images (from ``train_dataset`` when given: the Trainer's already-transformed set)."""
+    tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0)
+    source: Any = None
+    try:
+        source = resolve_dataset(data_path, "val", labelled=False, transform=tf, in_chans=in_chans)
+    except (FileNotFoundError, ValueError, TypeError):
+        try:
+            source = resolve_dataset(data_path, "train", labelled=False, transform=tf, in_chans=in_chans)
+        except (FileNotFoundError, ValueError, TypeError):
+            source = train_dataset
+    items = [source[i] for i in range(min(len(source), n * 2))] if source is not None else []
+    images = [it[0] for it in items if it is not None][:n]
+    if not images:
+        raise ValueError(f"no decodable image in {data_path} for the reconstruction monitor")
+    return torch.stack(images)
+
+
+def build_pretrain_monitors(opts: Any, model: nn.Module, *, mean, std, train_dataset: Dataset | None = None,
+                            seed: int = 0) -> list:
+    """Monitors from the pretrain options (``knn_data_path``, ``knn_every``, ``knn_k``,
+    ``knn_temperature``, ``knn_bank_per_class``, ``knn_max_queries``, ``online_probe``,
+    ``recon_every``); attributes missing from ``opts`` take their defaults."""
+    get = lambda name, default=None: getattr(opts, name, default)  # noqa: E731
+    rng = capture_rng_state()  # dataset transforms / inits below must not move the training streams
+    try:
+        monitors: list = []
+        img_size, in_chans = model.img_size, model.in_chans
+        if get("knn_data_path"):
+            bank, queries = knn_datasets(get("knn_data_path"), img_size=img_size, in_chans=in_chans, mean=mean,
+                                         std=std)
+            feats = LabelledFeatures(bank, queries, bank_per_class=get("knn_bank_per_class", 100),
+                                     max_queries=get("knn_max_queries", 1000), batch_size=min(get("batch_size", 64), 256),
+                                     num_workers=min(get("num_workers", 0) or 0, 4))
+            monitors.append(KnnMonitor(feats, every=get("knn_every") or 1, k=get("knn_k", 20),
+                                       temperature=get("knn_temperature", 0.07)))
+            if get("online_probe"):
+                monitors.append(OnlineProbe(feats, every=get("knn_every") or 1, seed=seed))
+        elif get("online_probe"):
+            raise ValueError("--online_probe trains on labelled images: give them with --knn_data_path")
+        every = get("recon_every", 1)
+        if every:
+            images = fixed_images(get("data_path"), train_dataset, img_size=img_size, in_chans=in_chans,
+                                  mean=mean, std=std)
+            monitors.append(ReconstructionMonitor(images, every=every, mask_ratio=get("mask_ratio", 0.75), mean=mean,
+                                                  std=std, num_patches=model.num_patches, seed=seed))
+        monitors.append(CurvesMonitor())
+        return monitors
+    finally:
+        restore_rng_state(rng)
