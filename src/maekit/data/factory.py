@@ -1,4 +1,5 @@
-"""One entry point from a ``--data_path`` value to a dataset: folders or ``builtin:<name>``."""
+"""One entry point from a ``--data_path`` value to a dataset: folders, tar shards, ``hf:<name>`` or
+``builtin:<name>``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from torch.utils.data import Dataset
 
 from .builtin import BUILTIN_DATASETS, BUILTIN_PREFIX, DIGITS_DEFAULT_SIZE, DigitsDataset
 from .datasets import ImageClassFolder, UnlabeledImageFolder, resolve_split_dir
+from .hf_datasets import is_hf_source
+from .shards import is_shard_source
 
 
 def is_builtin(data_path: str | os.PathLike | None) -> bool:
@@ -28,6 +31,7 @@ def resolve_dataset(
     train_split: str | os.PathLike | None = None,
     val_split: str | os.PathLike | None = None,
     builtin_size: int | tuple[int, int] = DIGITS_DEFAULT_SIZE,
+    **source_options: Any,
 ) -> Dataset:
     """The dataset behind ``data_path`` for one split.
 
@@ -38,6 +42,10 @@ def resolve_dataset(
     - unlabelled folders (pretraining), ``split='train'``: ``train_split`` if given, else
       ``data_path/train`` when it exists, else every image under ``data_path`` (flat or
       nested). ``split='val'``: the val folder, which must exist.
+
+    - tar shards (:mod:`maekit.data.shards`) and ``hf:NAME_OR_PATH`` (:mod:`maekit.data.hf_datasets`),
+      with ``source_options`` from :func:`source_options` (``num_samples``, ``seed``;
+      ``image_column``, ``label_column``, ``split_name``).
 
     Items are ``(transform(image), target)`` (target -1 when ``labelled=False``) or None for
     an undecodable file. Labelled datasets have ``classes`` and ``class_to_idx``.
@@ -50,6 +58,9 @@ def resolve_dataset(
         split = "val"
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if is_hf_source(data_path) or is_shard_source(data_path):
+        return _source_dataset(data_path, split, labelled=labelled, transform=transform, in_chans=in_chans,
+                               **source_options)
     if is_builtin(data_path):
         name = str(data_path)[len(BUILTIN_PREFIX) :].lower()
         if name != "digits":
@@ -67,3 +78,40 @@ def resolve_dataset(
         return UnlabeledImageFolder(Path(data_path), transform=transform, in_chans=in_chans, split="train")
     root = resolve_split_dir(data_path, split, train_split=train_split, val_split=val_split)
     return UnlabeledImageFolder(root, transform=transform, in_chans=in_chans, split=None)
+
+
+def source_options(cfg: Any, split: str = "train") -> dict[str, Any]:
+    """The options of tar-shard and ``hf:`` sources in a task config (absent fields: defaults).
+
+    Hugging Face split names: ``cfg.split`` is the split the command trains on (``split='train'``),
+    or, for a config without training (``maekit eval``), the split it evaluates; otherwise
+    ``train_split`` / ``val_split`` name them; unset, the defaults of :func:`~.hf_datasets.pick_split`.
+    """
+    trains = hasattr(cfg, "epochs")
+    if split == "train":
+        name = getattr(cfg, "split", None) or getattr(cfg, "train_split", None)
+    else:
+        name = getattr(cfg, "val_split", None) or (None if trains else getattr(cfg, "split", None))
+    return {
+        "image_column": getattr(cfg, "image_column", None),
+        "label_column": getattr(cfg, "label_column", None),
+        "num_samples": getattr(cfg, "num_samples", None),
+        "seed": getattr(cfg, "seed", 0),
+        "split_name": name,
+    }
+
+
+def _source_dataset(data_path: Any, split: str, *, labelled: bool, transform: Any, in_chans: int,
+                    image_column: str | None = None, label_column: str | None = None,
+                    split_name: str | None = None, num_samples: int | None = None, seed: int = 0) -> Dataset:
+    """Tar shards or a Hugging Face dataset (the modules are imported only when used)."""
+    if is_hf_source(data_path):
+        from .hf_datasets import hf_dataset
+
+        return hf_dataset(data_path, split, split_name=split_name, image_column=image_column,
+                          label_column=label_column, labelled=labelled, transform=transform,
+                          in_chans=in_chans)
+    from .shard_dataset import shard_dataset
+
+    return shard_dataset(data_path, split, num_samples=num_samples if split == "train" else None,
+                         labelled=labelled, transform=transform, in_chans=in_chans, seed=seed)

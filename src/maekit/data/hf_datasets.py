@@ -1,0 +1,216 @@
+"""Hugging Face ``datasets`` as a ``--data_path``: ``hf:NAME_OR_PATH``.
+
+``NAME_OR_PATH`` is, in this order:
+
+- a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``
+  (``datasets.load_from_disk``);
+- any other local folder: the ``imagefolder`` builder (``load_dataset("imagefolder",
+  data_dir=...)``: class sub-folders become a ``label`` ClassLabel, ``train/`` ``val/`` ``test/``
+  sub-folders become splits);
+- a Hub dataset name (``load_dataset(NAME)``; downloads to the ``datasets`` cache).
+
+Columns: the image column is the only ``datasets.Image`` feature (or the one named ``image`` /
+``img`` when there are several); the label column is the only ``ClassLabel`` feature (or one
+named ``label`` / ``labels``). ``image_column`` / ``label_column`` override the choice; an
+ambiguous or missing column is an error naming the columns. Splits: ``split`` when given, else
+``train`` for training and the first of ``validation``, ``val``, ``test`` for evaluation.
+
+Any ``datasets.Dataset`` object (e.g. handed to the Trainer) goes through :func:`wrap_hf_dataset`.
+Items are ``(transform(image), target)`` like the folder datasets (target -1 when unlabelled),
+or ``None`` for an image that cannot be decoded (warned, then dropped and counted by the loader).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .images import UndecodableImageWarning, convert_image, mode_for_chans
+
+HF_PREFIX = "hf:"
+_IMAGE_NAMES = ("image", "img", "images", "pixel_values")
+_LABEL_NAMES = ("label", "labels", "fine_label", "class", "target")
+_EVAL_SPLITS = ("validation", "val", "valid", "test")
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:  # optional extra
+        raise ImportError(
+            "hf: data paths need the datasets package: pip install 'maekit[hf]' (or pip install datasets)"
+        ) from None
+    return datasets
+
+
+def is_hf_source(data_path: Any) -> bool:
+    """True for ``'hf:<name or folder>'`` data paths."""
+    return isinstance(data_path, str) and data_path.startswith(HF_PREFIX)
+
+
+def load_hf(spec: str) -> Any:
+    """The ``Dataset`` or ``DatasetDict`` behind ``hf:NAME_OR_PATH`` (module docstring)."""
+    ds = _datasets()
+    name = spec.removeprefix(HF_PREFIX)
+    if not name:
+        raise ValueError("hf: needs a dataset name or folder, e.g. hf:cifar10 or hf:/data/my_saved_dataset")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return ds.load_from_disk(str(path))
+        return ds.load_dataset("imagefolder", data_dir=str(path))
+    if path.exists():
+        raise ValueError(f"hf:{name} is a file; give a save_to_disk folder, an image folder or a Hub "
+                         "dataset name")
+    try:
+        return ds.load_dataset(name)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types (not found, HTTP, config errors)
+        raise FileNotFoundError(
+            f"cannot load the Hugging Face dataset {name!r}: it is not a local folder and the Hub said "
+            f"{type(err).__name__}: {err}"
+        ) from None
+
+
+def pick_split(data: Any, split: str, split_name: str | None = None) -> Any:
+    """One ``Dataset`` from a ``DatasetDict`` (or the ``Dataset`` itself for training)."""
+    if not hasattr(data, "keys"):  # a single Dataset: it is the training split
+        if split_name is not None or split == "train":
+            return data
+        raise ValueError("this Hugging Face dataset has no splits, so there is no evaluation split; "
+                         "save it as a DatasetDict with a validation split")
+    names = list(data.keys())
+    wanted = [split_name] if split_name else (["train"] if split == "train" else list(_EVAL_SPLITS))
+    for name in wanted:
+        if name in data:
+            return data[name]
+    raise ValueError(f"the Hugging Face dataset has splits {names}, none of {wanted}; "
+                     "choose one with --split")
+
+
+def _pick(columns: list[str], typed: list[str], names: tuple[str, ...], what: str, flag: str) -> str | None:
+    if len(typed) == 1:
+        return typed[0]
+    pool = typed or columns
+    named = [c for c in pool if c.lower() in names]
+    if len(named) == 1:
+        return named[0]
+    if typed:
+        raise ValueError(f"several {what} columns {typed}; choose one with {flag}")
+    return None
+
+
+def detect_columns(features: Any, image_column: str | None = None,
+                   label_column: str | None = None, *, labelled: bool = True) -> tuple[str, str | None]:
+    """(image column, label column or None) of a dataset's ``features`` (module docstring rules)."""
+    ds = _datasets()
+    columns = list(features)
+    for given, flag in ((image_column, "--image_column"), (label_column, "--label_column")):
+        if given is not None and given not in columns:
+            raise ValueError(f"{flag} {given!r} is not a column of this dataset; columns: {columns}")
+    image = image_column or _pick(columns, [c for c in columns if isinstance(features[c], ds.Image)],
+                                  _IMAGE_NAMES, "image", "--image_column")
+    if image is None:
+        raise ValueError(f"no image column found among {columns}; name it with --image_column")
+    label = label_column
+    if label is None:
+        others = [c for c in columns if c != image]
+        label = _pick(others, [c for c in others if isinstance(features[c], ds.ClassLabel)],
+                      _LABEL_NAMES, "label", "--label_column")
+    if labelled and label is None:
+        raise ValueError(f"no label column found among {columns}; name it with --label_column")
+    return image, label
+
+
+class HFImageDataset(Dataset):
+    """A ``datasets.Dataset`` of images as maekit items ``(transform(image), target)``.
+
+    Args:
+        data: a ``datasets.Dataset``.
+        image_column, label_column: the columns (:func:`detect_columns` picks them when None).
+        labelled: return the label column as target (else -1).
+        transform: applied to the converted PIL image; ``in_chans``: its channels.
+
+    Attributes: ``classes`` (ClassLabel names, or the sorted distinct label values as strings),
+    ``class_to_idx``, ``targets``.
+    """
+
+    def __init__(self, data: Any, *, image_column: str | None = None, label_column: str | None = None,
+                 labelled: bool = True, transform: Callable[[Any], Any] | None = None,
+                 in_chans: int = 3) -> None:
+        mode_for_chans(in_chans)
+        image, label = detect_columns(data.features, image_column, label_column, labelled=labelled)
+        self.image_column, self.label_column = image, (label if labelled else None)
+        self.data = data.select_columns([c for c in (image, self.label_column) if c is not None])
+        self.transform, self.in_chans = transform, in_chans
+        if self.label_column is not None:
+            feature = data.features[self.label_column]
+            self.targets = [int(t) for t in self.data[self.label_column]]
+            names = getattr(feature, "names", None)
+            self.classes = list(names) if names else [str(i) for i in range(max(self.targets) + 1)]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        else:
+            self.targets = [-1] * len(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        try:
+            row = self.data[int(index)]
+            img = _as_pil(row[self.image_column])
+            img = convert_image(img, self.in_chans)
+        except (OSError, ValueError, SyntaxError, EOFError, TypeError, Image.DecompressionBombError) as err:
+            warnings.warn(f"skipping undecodable image at row {index} of the Hugging Face dataset: "
+                          f"{type(err).__name__}: {err}", UndecodableImageWarning, stacklevel=2)
+            return None
+        target = int(row[self.label_column]) if self.label_column is not None else -1
+        return (self.transform(img) if self.transform is not None else img), target
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(rows={len(self)}, image_column={self.image_column!r}, "
+                f"label_column={self.label_column!r})")
+
+
+def _as_pil(value: Any) -> Image.Image:
+    """The image cell as PIL: decoded ``Image`` features are PIL already; arrays are HWC uint8."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict) and value.get("bytes") is not None:  # Image(decode=False)
+        import io
+
+        with Image.open(io.BytesIO(value["bytes"])) as img:
+            img.load()
+            return img.copy()
+    if isinstance(value, dict) and value.get("path"):
+        with Image.open(value["path"]) as img:
+            img.load()
+            return img.copy()
+    arr = np.asarray(value)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise TypeError(f"image cell of type {type(value).__name__} is not an image "
+                        "(PIL, bytes or HWC uint8)")
+    return Image.fromarray(arr)
+
+
+def wrap_hf_dataset(data: Any, **kwargs: Any) -> HFImageDataset:
+    """:class:`HFImageDataset` over any ``datasets.Dataset`` object (keyword arguments as the class)."""
+    return HFImageDataset(data, **kwargs)
+
+
+def is_hf_dataset_object(obj: Any) -> bool:
+    """True for a ``datasets.Dataset`` (checked by module name, so ``datasets`` is not imported)."""
+    return type(obj).__module__.startswith("datasets.") and hasattr(obj, "features")
+
+
+def hf_dataset(data_path: str | os.PathLike, split: str = "train", *, split_name: str | None = None,
+               **kwargs: Any) -> HFImageDataset:
+    """:class:`HFImageDataset` for one split (``'train'`` or ``'val'``) of an ``hf:`` source."""
+    data = pick_split(load_hf(os.fspath(data_path)), split, split_name)
+    return HFImageDataset(data, **kwargs)

@@ -1,0 +1,224 @@
+"""Reading tar shards for training and evaluation: :class:`ShardDataset`.
+
+Sources and indexes: :mod:`maekit.data.shards`.
+
+**Equal steps on every rank.** An epoch has a fixed length, the same on every rank: each rank
+takes ``num_samples // world_size`` samples, rounded down to whole batches (the loader sets the
+batch size through :meth:`ShardDataset.set_batch_size`), split over its workers in whole
+batches. Shards are dealt round-robin to ranks, then to workers, after a shuffle seeded by
+``(seed, epoch)`` (the same on every rank, new every epoch), so ranks read disjoint shards. A
+rank whose shards run out before its quota starts over on them (reshuffled), so no rank runs dry
+when shard sizes or counts do not divide evenly; this follows webdataset's advice for multi-node
+training (a fixed epoch length, as ``with_epoch`` gives), with repetition limited to the rank's
+own shards. With fewer shards than ranks (or workers), every rank (worker) reads the shards and
+keeps every k-th sample instead, which stays disjoint. Evaluation splits (``train=False``) are
+read once, in order, by every rank.
+
+**Corrupt members** (undecodable image bytes, a sample without an image, a truncated shard)
+are skipped with an :class:`~maekit.data.images.UndecodableImageWarning` naming the shard and
+key; undecodable images yield ``None``, which the loader's collate drops and counts like a
+corrupt file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .images import UndecodableImageWarning, load_image, mode_for_chans
+from .shards import IMAGE_MEMBER_EXTS, ShardIndex, resolve_shards, webdataset_module
+
+
+def plan_slot(num_shards: int, world: int, rank: int, workers: int,
+              worker: int) -> tuple[list[int], int, int]:
+    """Which shards one (rank, worker) slot reads, and which of their samples it keeps.
+
+    Returns ``(shard_indices, stride, offset)``: the slot keeps sample ``j`` of its stream when
+    ``j % stride == offset``. Shards are dealt round-robin (rank first, then worker) while there
+    are enough of them; below that, slots share shards and split them by sample.
+    """
+    shards, stride, offset = list(range(num_shards)), 1, 0
+    for parts, part in ((world, rank), (workers, worker)):
+        if len(shards) >= parts:
+            shards = shards[part::parts]
+        else:
+            offset, stride = offset + stride * part, stride * parts
+    return shards, stride, offset
+
+
+def _split_quota(total: int, parts: int, part: int) -> int:
+    return total // parts + (1 if part < total % parts else 0)
+
+
+class ShardDataset(IterableDataset):
+    """Samples of tar shards as ``(transform(image), target)`` items (or ``None`` for a corrupt one).
+
+    Args:
+        index: shards and counts (:func:`resolve_shards`).
+        train: fixed-length, shuffled, repeating epochs split over ranks (module docstring);
+            False: one ordered pass over every shard on every rank (evaluation).
+        transform: applied to the converted PIL image.
+        in_chans: channels of the images handed to ``transform``.
+        labelled: read ``.cls`` members as targets (-1 when absent); False: every target is -1.
+        seed: shard-order and shuffle-buffer seed (same on every rank; workers and ranks derive
+            their own buffer seeds from it).
+        shuffle_buffer: samples held by webdataset's shuffle buffer (0: no sample shuffle).
+        num_replicas, rank: override torch.distributed (tests, custom launchers).
+
+    Attributes: ``classes`` (class names when known), ``urls``, ``num_samples`` (whole set).
+    ``len(dataset)`` is the number of items one rank yields per epoch.
+    """
+
+    def __init__(self, index: ShardIndex, *, train: bool = True,
+                 transform: Callable[[Any], Any] | None = None,
+                 in_chans: int = 3, labelled: bool = True, seed: int = 0, shuffle_buffer: int = 1000,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        mode_for_chans(in_chans)
+        webdataset_module()
+        self.urls = list(index.urls)
+        self.num_samples = int(index.num_samples or 0)
+        self.classes = index.classes
+        if self.classes is not None:
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.train, self.transform, self.in_chans, self.labelled = train, transform, in_chans, labelled
+        self.seed, self.shuffle_buffer = seed, shuffle_buffer
+        self._replicas, self._rank = num_replicas, rank
+        self.batch_size = 1
+        self.epoch = 0
+        self._iters = 0
+
+    # -- epoch plan ---------------------------------------------------------------------------
+    def set_batch_size(self, batch_size: int) -> None:
+        """Make each worker's quota whole batches (called by :func:`maekit.data.build_loader`)."""
+        self.batch_size = max(1, int(batch_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle the shard order for ``epoch`` (like ``DistributedSampler.set_epoch``)."""
+        self.epoch = int(epoch)
+
+    def _world(self) -> tuple[int, int]:
+        if self._replicas is not None:
+            return self._replicas, self._rank or 0
+        from .loader import dist_info
+
+        return dist_info()
+
+    def _rank_quota(self) -> int:
+        world, _ = self._world()
+        per_rank = self.num_samples // world
+        return per_rank // self.batch_size * self.batch_size
+
+    def __len__(self) -> int:
+        return self._rank_quota() if self.train else self.num_samples
+
+    # -- reading ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[Any, int] | None]:
+        world, rank = self._world()
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        # Persistent workers keep their own copy of the dataset, so set_epoch() in the main process
+        # does not reach them: they count their passes instead.
+        epoch = self.epoch + (self._iters if info is not None else 0)
+        self._iters += 1
+        shards, stride, offset = plan_slot(len(self.urls), world if self.train else 1,
+                                           rank if self.train else 0, workers, worker)
+        if self.train:  # a new deal of shards to ranks every epoch, the same on every rank
+            deal = list(range(len(self.urls)))
+            random.Random(hash((self.seed, epoch, -1))).shuffle(deal)
+            shards = [deal[i] for i in shards]
+        if self.train:
+            batches = self._rank_quota() // self.batch_size
+            quota = _split_quota(batches, workers, worker) * self.batch_size
+        else:
+            quota = None
+        rng = random.Random(hash((self.seed, epoch, rank, worker)))
+        for sample in islice(self._samples(shards, epoch, stride, offset, rng), quota):
+            yield self._decode(sample)
+
+    def _samples(self, shards: list[int], epoch: int, stride: int, offset: int,
+                 rng: random.Random) -> Iterator[dict[str, Any]]:
+        """This slot's samples: pass after pass over its shards (one pass when not training), each
+        pass in a new seeded shard order and shuffled within the pass by webdataset's buffer, so
+        an epoch that fits in one pass reads every sample of the slot once."""
+        shuffle = webdataset_module().filters.shuffle
+        counter = iter(range(1 << 62))  # position in the slot's stream (+1 per pass boundary)
+        cycle = 0
+        while True:
+            order = [self.urls[i] for i in shards]
+            if self.train:
+                random.Random(hash((self.seed, epoch, cycle))).shuffle(order)
+            before = next(counter)
+            raw = (s for url in order for s in _shard_samples(url))
+            mine = (s for s in raw if next(counter) % stride == offset)
+            if self.train and self.shuffle_buffer > 1:
+                mine = shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(mine)
+            yield from mine
+            if not self.train:
+                return
+            if next(counter) == before + 1:  # the pass read nothing at all: no progress possible
+                raise RuntimeError(f"the shards {order[:3]} yielded no sample; they are empty or unreadable")
+            cycle += 1
+
+    def _decode(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
+        where = f"{sample.get('__url__')}:{sample.get('__key__')}"
+        ext = next((e for e in IMAGE_MEMBER_EXTS if e in sample), None)
+        if ext is None:
+            warnings.warn(f"skipping shard sample {where}: no image member ({'/'.join(IMAGE_MEMBER_EXTS)})",
+                          UndecodableImageWarning, stacklevel=2)
+            return None
+        try:
+            img = load_image(io.BytesIO(sample[ext]), self.in_chans)
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            warnings.warn(f"skipping undecodable image {where}.{ext}: {type(err).__name__}: {err}",
+                          UndecodableImageWarning, stacklevel=2)
+            return None
+        target = -1
+        if self.labelled and "cls" in sample:
+            try:
+                target = int(sample["cls"].decode().strip())
+            except ValueError:
+                warnings.warn(f"skipping shard sample {where}: .cls is not an integer",
+                              UndecodableImageWarning, stacklevel=2)
+                return None
+        return (self.transform(img) if self.transform is not None else img), target
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(shards={len(self.urls)}, samples={self.num_samples}, "
+                f"train={self.train}, in_chans={self.in_chans})")
+
+
+def _shard_samples(url: str) -> Iterator[dict[str, Any]]:
+    """The samples of one shard (webdataset's tar reader and key grouping). The stream is opened
+    here, in a ``with`` block, so it is closed even when the epoch stops in the middle of a shard."""
+    wds = webdataset_module()
+    try:
+        stream = wds.gopen(url, "rb")
+    except Exception as err:  # noqa: BLE001 - gopen raises whatever the scheme's opener raises
+        _warn_and_continue(err)
+        return
+    with stream:
+        files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}],
+                                                   handler=_warn_and_continue)
+        yield from wds.tariterators.group_by_keys(files, handler=_warn_and_continue)
+
+
+def _warn_and_continue(exn: Exception) -> bool:
+    """webdataset error handler: a truncated or unreadable shard is warned about and skipped."""
+    warnings.warn(f"skipping unreadable shard data: {type(exn).__name__}: {exn}", UndecodableImageWarning,
+                  stacklevel=2)
+    return True
+
+
+def shard_dataset(data_path: str | os.PathLike, split: str = "train", *, num_samples: int | None = None,
+                  **kwargs: Any) -> ShardDataset:
+    """:class:`ShardDataset` for one split (``'train'`` or ``'val'``) of a shard source."""
+    index = resolve_shards(data_path, split, num_samples=num_samples)
+    return ShardDataset(index, train=split == "train", **kwargs)

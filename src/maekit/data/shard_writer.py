@@ -1,0 +1,112 @@
+"""``maekit shard``: write an image folder into WebDataset tar shards (webdataset's ``ShardWriter``).
+
+Layouts of ``SRC`` (the ones ``--data_path`` reads as a folder):
+
+- ``SRC/train/...`` and ``SRC/val/...``: each split is written to ``DST/train`` / ``DST/val``;
+- class folders ``SRC/<class>/**/<image>``: samples get a ``.cls`` member (the class index, in
+  sorted class-name order, as torchvision's ``ImageFolder`` numbers them);
+- anything else (flat or nested folders without a class layout, or ``labelled=False``):
+  unlabelled samples, image member only.
+
+Each sample is the original file bytes under a sequential key (no re-encoding, so the pixels are
+exactly the folder's), with the suffix lower-cased (``.JPEG`` -> ``.jpeg``). The sample order is
+shuffled with ``seed`` before writing: class folders are sorted, and shards of one class each
+would defeat the shuffle buffer. Next to the shards, ``shards.json`` (webdataset's ``wids``
+index) lists every shard with its sample count and the class names, so a reader knows the epoch
+length without scanning the shards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from .images import find_images
+from .shards import webdataset_module, write_index
+
+SHARD_PATTERN = "shard-%06d.tar"
+
+
+def _layout(src: Path, labelled: bool | None) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """(image files, their class indices or None, class names or None) of one folder."""
+    classes = sorted(e.name for e in os.scandir(src) if e.is_dir() and not e.name.startswith("."))
+    loose = find_images_flat(src)
+    class_layout = bool(classes) and not loose
+    if labelled and not class_layout:
+        raise ValueError(f"{str(src)!r} is not a class-folder layout ({src}/<class>/<images>); "
+                         "shard it unlabelled (drop --labelled)")
+    if labelled is False or not class_layout:
+        return find_images(src), None, None
+    files, targets = [], []
+    for idx, name in enumerate(classes):
+        found = find_images(src / name)
+        files += found
+        targets += [idx] * len(found)
+    return files, targets, classes
+
+
+def find_images_flat(folder: Path) -> list[Path]:
+    """Images directly inside ``folder`` (not in sub-folders)."""
+    from .images import is_image_file
+
+    return [p for p in folder.iterdir() if p.is_file() and is_image_file(p.name)]
+
+
+def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None = None, seed: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the images under ``src`` into ``dst/shard-NNNNNN.tar`` + ``dst/shards.json``.
+
+    Returns:
+        ``{"dst", "shards", "samples", "classes"}``.
+    """
+    files, targets, classes = _layout(src, labelled)
+    if not files:
+        raise FileNotFoundError(f"no image files found under {str(src)!r}")
+    order = list(range(len(files)))
+    random.Random(seed).shuffle(order)
+    dst.mkdir(parents=True, exist_ok=True)
+    counts: list[int] = []
+    names: list[str] = []
+
+    def finished(fname: str) -> None:
+        names.append(os.path.basename(fname))
+
+    wds = webdataset_module()
+    with wds.ShardWriter(str(dst / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0,
+                         post=finished) as sink:
+        for done, i in enumerate(order, 1):
+            path = files[i]
+            sample = {"__key__": f"{done - 1:09d}", path.suffix[1:].lower(): path.read_bytes()}
+            if targets is not None:
+                sample["cls"] = str(targets[i]).encode()
+            sink.write(sample)
+            if progress is not None:
+                progress(done, len(files))
+    counts = [shard_size] * (len(names) - 1) + [len(files) - shard_size * (len(names) - 1)]
+    write_index(dst, names, counts, classes)
+    return {"dst": str(dst), "shards": len(names), "samples": len(files), "classes": classes}
+
+
+def write_shards(src: str | os.PathLike, dst: str | os.PathLike, *, shard_size: int = 1000,
+                 labelled: bool | None = None, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Write ``src`` (module docstring layouts) into shards under ``dst``; one summary per split.
+
+    Raises:
+        FileNotFoundError: ``src`` missing or without images. ValueError: ``shard_size`` < 1,
+            ``dst`` already holds shards, or ``labelled=True`` on a folder without classes.
+    """
+    src, dst = Path(src), Path(dst)
+    if shard_size < 1:
+        raise ValueError(f"--shard_size must be >= 1, got {shard_size}")
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {str(src)!r} does not exist")
+    if dst.exists() and any(p.name.endswith(".tar") or p.name == "shards.json" for p in dst.rglob("*")):
+        raise ValueError(f"{str(dst)!r} already holds shards; choose an empty or new folder")
+    splits = [s for s in ("train", "val") if (src / s).is_dir()]
+    if splits:
+        return [write_split(src / s, dst / s, shard_size=shard_size, labelled=labelled, seed=seed,
+                            progress=progress) for s in splits]
+    return [write_split(src, dst, shard_size=shard_size, labelled=labelled, seed=seed, progress=progress)]

@@ -1,0 +1,221 @@
+"""WebDataset tar shards as a ``--data_path``: local files, brace patterns or http(s) URLs.
+
+Accepted sources (:func:`is_shard_source`):
+
+- a brace pattern or list of shard files/URLs: ``data/train-{000000..000127}.tar``,
+  ``https://host/d/train-{0000..0099}.tar``, several patterns joined with ``::``;
+- a folder written by ``maekit shard`` (or any folder of ``*.tar`` files); when it holds
+  ``train/`` and ``val/`` sub-folders of shards, those are the two splits;
+- a shard index ``shards.json`` (local or URL) in webdataset's ``wids`` format:
+  ``{"__kind__": "wids-shard-index-v1", "shardlist": [{"url": ..., "nsamples": N}], ...}``,
+  with relative URLs resolved against the index. ``maekit shard`` writes one next to the shards,
+  plus ``"classes"`` for labelled data.
+
+A sample is the group of tar members sharing a key (webdataset convention): one image member
+(``.jpg .jpeg .png .webp`` and the other suffixes of :data:`~maekit.data.images.IMG_EXTENSIONS`)
+and an optional ``.cls`` member holding the class index as text. Reading, brace expansion, URL
+opening and grouping are webdataset's (``tarfile_samples``, ``expand_urls``, ``gopen``).
+
+The dataset that reads them, with equal steps per rank, is
+:class:`maekit.data.shard_dataset.ShardDataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .images import IMG_EXTENSIONS
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+INDEX_NAME = "shards.json"
+INDEX_KIND = "wids-shard-index-v1"
+IMAGE_MEMBER_EXTS = tuple(e[1:] for e in IMG_EXTENSIONS)
+_URL_PREFIXES = ("http://", "https://", "pipe:", "gs://", "s3://")
+
+
+def webdataset_module():
+    try:
+        import webdataset
+    except ImportError:  # optional extra
+        raise ImportError(
+            "tar shards need the webdataset package: pip install 'maekit[shards]' (or pip install webdataset)"
+        ) from None
+    return webdataset
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(_URL_PREFIXES)
+
+
+def is_shard_source(data_path: Any) -> bool:
+    """True when ``data_path`` names tar shards (see the module docstring), without reading them."""
+    if not isinstance(data_path, (str, os.PathLike)):
+        return False
+    s = os.fspath(data_path)
+    if s.startswith(("hf:", "builtin:")):
+        return False
+    first = s.split("::")[0]
+    if first.endswith(SHARD_SUFFIXES) or first.endswith(INDEX_NAME):
+        return True
+    if "{" in first and first.split("}")[-1].endswith(SHARD_SUFFIXES):
+        return True
+    path = Path(s)
+    if path.is_dir():
+        return bool(_tars_in(path)) or bool(_tars_in(path / "train"))
+    return False
+
+
+def _tars_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name.endswith(SHARD_SUFFIXES) and not p.name.startswith("."))
+
+
+@dataclass
+class ShardIndex:
+    """Shard URLs with their sample counts (None when unknown) and class names (None when unknown)."""
+
+    urls: list[str]
+    counts: list[int] | None
+    classes: list[str] | None = None
+    epoch_samples: int | None = None
+    """Samples per epoch given by the user (``--num_samples``); overrides the counts."""
+
+    @property
+    def num_samples(self) -> int | None:
+        if self.epoch_samples is not None:
+            return self.epoch_samples
+        return None if self.counts is None else sum(self.counts)
+
+
+def read_index(path_or_url: str) -> ShardIndex:
+    """A ``wids`` shard index (``shards.json``), URLs resolved against its location."""
+    wds = webdataset_module()
+    try:
+        with wds.gopen(path_or_url, "rb") as f:
+            spec = json.load(f)
+        entries = spec["shardlist"]
+        base = path_or_url.rsplit("/", 1)[0] if "/" in path_or_url else "."
+        urls = [e["url"] if _is_url(e["url"]) or os.path.isabs(e["url"]) else f"{base}/{e['url']}"
+                for e in entries]
+        counts = [int(e["nsamples"]) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path_or_url!r} is not a readable shard index ({type(err).__name__}: {err}); expected JSON "
+            '{"shardlist": [{"url": ..., "nsamples": N}, ...]}'
+        ) from None
+    return ShardIndex(urls, counts, spec.get("classes"))
+
+
+def write_index(folder: Path, names: list[str], counts: list[int], classes: list[str] | None) -> Path:
+    """Write ``folder/shards.json`` (wids format, URLs relative to the folder)."""
+    spec: dict[str, Any] = {
+        "__kind__": INDEX_KIND,
+        "wids_version": 1,
+        "name": folder.name,
+        "shardlist": [{"url": n, "nsamples": c} for n, c in zip(names, counts)],
+    }
+    if classes is not None:
+        spec["classes"] = classes
+    path = folder / INDEX_NAME
+    path.write_text(json.dumps(spec, indent=1))
+    return path
+
+
+def _scan_local(paths: list[str]) -> tuple[list[int], list[str] | None]:
+    """Samples per local shard (keys with an image member) and the class indices seen, by
+    reading the tar headers (and only the small ``.cls`` members)."""
+    base_plus_ext = webdataset_module().tariterators.base_plus_ext
+    counts, labels = [], set()
+    for p in paths:
+        keys = set()
+        try:
+            with tarfile.open(p) as tar:
+                for m in tar:
+                    key, ext = base_plus_ext(m.name)
+                    if key is None or not m.isreg():
+                        continue
+                    if ext.lower() in IMAGE_MEMBER_EXTS:
+                        keys.add(key)
+                    elif ext.lower() == "cls":
+                        labels.add(int(tar.extractfile(m).read().strip() or -1))
+        except (tarfile.TarError, OSError, ValueError) as err:
+            raise ValueError(f"cannot read shard {p!r}: {type(err).__name__}: {err}") from None
+        counts.append(len(keys))
+    classes = [str(i) for i in range(max(labels) + 1)] if labels and min(labels) >= 0 else None
+    return counts, classes
+
+
+def resolve_shards(data_path: str | os.PathLike, split: str = "train", *,
+                   num_samples: int | None = None) -> ShardIndex:
+    """The shards of one split of ``data_path``, with sample counts.
+
+    Counts come from a ``shards.json`` index when there is one, else from reading the headers of
+    local shards; remote shards without an index need ``num_samples`` (the epoch length).
+
+    Raises:
+        FileNotFoundError: a local shard or folder is missing. ValueError: no shards, an
+            unreadable index or shard, or remote shards without ``num_samples``.
+    """
+    s = os.fspath(data_path)
+    folder = Path(s)
+    if not _is_url(s) and folder.is_dir():
+        if (folder / split).is_dir() and (_tars_in(folder / split) or (folder / split / INDEX_NAME).exists()):
+            folder = folder / split
+        elif split != "train":
+            raise FileNotFoundError(
+                f"shard folder {s!r} has no {split!r} sub-folder of shards; write one with "
+                f"`maekit shard SRC {s}` on a source with a {split}/ folder"
+            )
+        if (folder / INDEX_NAME).exists():
+            index = read_index(str(folder / INDEX_NAME))
+        else:
+            index = ShardIndex([str(p) for p in _tars_in(folder)], None)
+    elif s.endswith(".json"):
+        index = read_index(s)
+    else:
+        index = ShardIndex(webdataset_module().shardlists.expand_urls(s), None)
+    if not index.urls:
+        raise ValueError(f"no tar shards ({', '.join(SHARD_SUFFIXES)}) found in {s!r}")
+    local = [u for u in index.urls if not _is_url(u)]
+    missing = [u for u in local if not os.path.isfile(u)]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FileNotFoundError(f"shard file(s) not found: {', '.join(missing[:3])}{more} (from {s!r})")
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        index.epoch_samples = num_samples
+        return index
+    if index.counts is None:
+        index = _sibling_index(index)
+    if index.counts is None:
+        if len(local) < len(index.urls):
+            raise ValueError(
+                f"cannot count the samples of remote shards {s!r}: pass --num_samples (samples per epoch) "
+                f"or point --data_path at a {INDEX_NAME} index that lists them"
+            )
+        index.counts, scanned = _scan_local(index.urls)
+        index.classes = index.classes or scanned
+    if not index.num_samples:
+        raise ValueError(f"the shards of {s!r} hold no image samples ({'/'.join(IMAGE_MEMBER_EXTS)} members)")
+    return index
+
+
+def _sibling_index(index: ShardIndex) -> ShardIndex:
+    """Counts and classes from a ``shards.json`` next to local shards, when it lists all of them."""
+    folders = {os.path.dirname(u) for u in index.urls if not _is_url(u)}
+    if len(folders) != 1 or not os.path.isfile(os.path.join(folders.pop() or ".", INDEX_NAME)):
+        return index
+    folder = os.path.dirname(index.urls[0])
+    listed = read_index(os.path.join(folder or ".", INDEX_NAME))
+    by_name = {os.path.basename(u): c for u, c in zip(listed.urls, listed.counts or [])}
+    if not all(os.path.basename(u) in by_name for u in index.urls):
+        return index
+    return ShardIndex(index.urls, [by_name[os.path.basename(u)] for u in index.urls], listed.classes)

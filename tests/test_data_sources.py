@@ -1,0 +1,273 @@
+"""Data sources other than folders: WebDataset tar shards (``maekit shard``, brace patterns, shard
+indexes, splitting over ranks and workers) and Hugging Face ``datasets`` (``hf:``), read with the
+real webdataset and datasets clients and trained on through the CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PY, python_env, run_cli
+from PIL import Image
+from torchvision import transforms as T
+
+wds = pytest.importorskip("webdataset")
+datasets = pytest.importorskip("datasets")
+
+from maekit.data import UndecodableImageWarning, build_loader, resolve_dataset, set_epoch
+from maekit.data.hf_datasets import HFImageDataset, detect_columns
+from maekit.data.shard_dataset import ShardDataset, plan_slot
+from maekit.data.shards import resolve_shards
+
+TINY_MAE = ["--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8"]
+FAST = ["--num_workers", "0", "--amp", "none", "--device", "cpu"]
+
+
+def _image(i: int) -> Image.Image:
+    """A 24x20 picture whose red channel is ``i`` everywhere (so any crop still says which it is)."""
+    rng = np.random.default_rng(i)
+    arr = np.empty((20, 24, 3), np.uint8)
+    arr[..., 0] = i
+    arr[..., 1:] = rng.integers(0, 255, (20, 24, 2), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+def image_id(x: torch.Tensor) -> int:
+    """The id of :func:`_image` from a ToTensor() image (C, H, W)."""
+    return round(float(x[0, 0, 0]) * 255)
+
+
+def make_class_folders(root: Path, counts: dict[str, int], start: int = 0) -> dict[int, str]:
+    """PNG class folders; returns id -> class name."""
+    ids, i = {}, start
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            _image(i).save(root / name / f"img{i:03d}.png")
+            ids[i] = name
+            i += 1
+    return ids
+
+
+@pytest.fixture
+def class_folders(tmp_path) -> tuple[Path, dict[int, str]]:
+    root = tmp_path / "photos"
+    return root, make_class_folders(root, {"cat": 7, "dog": 5, "eel": 6})
+
+
+def test_shard_command_writes_original_bytes_labels_and_index(class_folders, tmp_path, capsys):
+    src, _ = class_folders
+    dst = tmp_path / "shards"
+    assert run_cli("shard", src, dst, "--shard_size", "5") == 0
+    assert "18 images in 4 shards, 3 classes" in capsys.readouterr().out
+    index = json.loads((dst / "shards.json").read_text())
+    assert index["__kind__"] == "wids-shard-index-v1" and index["classes"] == ["cat", "dog", "eel"]
+    assert [e["nsamples"] for e in index["shardlist"]] == [5, 5, 5, 3]
+    # Read back with webdataset itself: every file once, byte for byte, with its class index.
+    originals = {p.read_bytes(): p.parent.name for p in src.rglob("*.png")}
+    seen = []
+    for sample in wds.WebDataset(str(dst / "shard-{000000..000003}.tar"), shardshuffle=False):
+        assert originals[sample["png"]] == index["classes"][int(sample["cls"])]
+        seen.append(sample["png"])
+    assert sorted(seen) == sorted(originals)
+    assert run_cli("shard", src, dst) == 2  # never overwrites shards
+    assert "already holds shards" in capsys.readouterr().err
+
+
+def test_shard_splits_and_eval_pass_reads_every_sample_once(tmp_path):
+    src = tmp_path / "imagenet"
+    train_ids = make_class_folders(src / "train", {"a": 4, "b": 4})
+    val_ids = make_class_folders(src / "val", {"a": 3, "b": 2}, start=100)
+    assert run_cli("shard", src, tmp_path / "sh", "--shard_size", "3") == 0
+    tf = T.ToTensor()
+    val = resolve_dataset(tmp_path / "sh", "val", transform=tf)
+    assert isinstance(val, ShardDataset) and len(val) == 5 and val.classes == ["a", "b"]
+    got = {image_id(x): val.classes[t] for x, t in val}
+    assert got == val_ids
+    train = resolve_dataset(tmp_path / "sh", "train", transform=tf)
+    assert {image_id(x) for x, _ in train} <= set(train_ids) and len(train) == 8
+
+
+def test_plan_slots_cover_every_sample_exactly_once():
+    for shards in (1, 2, 3, 5, 8):
+        for world in (1, 2, 3):
+            for workers in (1, 2, 4):
+                per_shard = 7
+                taken = []
+                for r in range(world):
+                    for w in range(workers):
+                        mine, stride, offset = plan_slot(shards, world, r, workers, w)
+                        stream = [(s, k) for s in mine for k in range(per_shard)]
+                        taken += [x for j, x in enumerate(stream) if j % stride == offset]
+                expected = [(s, k) for s in range(shards) for k in range(per_shard)]
+                assert sorted(taken) == expected, (shards, world, workers)
+
+
+def test_ranks_get_disjoint_shards_equal_length_and_no_rank_runs_dry(class_folders, tmp_path):
+    src, _ = class_folders
+    assert run_cli("shard", src, tmp_path / "sh", "--shard_size", "4", "--no-labelled") == 0  # 4,4,4,4,2
+    index = resolve_shards(tmp_path / "sh")
+    assert index.counts == [4, 4, 4, 4, 2] and index.classes is None
+    per_rank = []
+    for rank in range(2):
+        ds = ShardDataset(index, transform=T.ToTensor(), num_replicas=2, rank=rank, seed=3)
+        ds.set_batch_size(4)
+        assert len(ds) == 8  # 18 // 2 = 9 per rank, whole batches of 4
+        loader = build_loader(ds, batch_size=4, train=True, num_workers=2)
+        for epoch in range(2):
+            set_epoch(loader, epoch)
+            batches = [(images, targets) for images, targets, _ in loader]
+            assert len(batches) == len(loader) == 2  # every rank, every epoch
+            assert all((t == -1).all() for _, t in batches)
+        per_rank.append({image_id(x) for images, _ in batches for x in images})
+    assert not per_rank[0] & per_rank[1]
+
+
+def test_corrupt_member_is_skipped_and_counted_in_pretraining(class_folders, tmp_path, capsys):
+    src, _ = class_folders
+    (src / "dog" / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # 19 samples
+    shards = tmp_path / "sh"
+    assert run_cli("shard", src, shards, "--shard_size", "6") == 0
+    with pytest.warns(UndecodableImageWarning, match=r"shard-00000\d\.tar:\d+\.jpg"):
+        items = list(resolve_dataset(shards, "train", transform=T.ToTensor(), seed=0))
+    assert len(items) == 19 and sum(item is None for item in items) == 1  # one pass: each sample once
+    assert sorted(image_id(x) for x, _ in filter(None, items)) == list(range(18))
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndecodableImageWarning)
+        assert run_cli("pretrain", *TINY_MAE, "--data_path", shards / "shard-{000000..000003}.tar",
+                       "--output_dir", out, "--batch_size", "19", "--epochs", "1", "--warmup_epochs", "0",
+                       *FAST) == 0
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert log[0]["epoch"] == 0 and log[0]["skipped_files"] == 1 and np.isfinite(log[0]["train_loss"])
+
+
+def test_shard_source_errors_are_messages(tmp_path, capsys):
+    common = [*TINY_MAE, "--output_dir", tmp_path / "o", *FAST]
+    assert run_cli("pretrain", "--data_path", tmp_path / "d-{0..3}.tar", *common) == 2
+    assert "shard file(s) not found" in capsys.readouterr().err
+    assert run_cli("pretrain", "--data_path", "https://example.invalid/d-{0..3}.tar", *common) == 2
+    assert "--num_samples" in capsys.readouterr().err
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar at all" * 100)
+    assert run_cli("pretrain", "--data_path", bad, *common) == 2
+    assert "cannot read shard" in capsys.readouterr().err
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    with pytest.raises(ValueError, match="hold no image samples"):
+        resolve_shards(tmp_path / "empty.tar")
+
+
+def _hf_dataset(n: int = 16, two_images: bool = False) -> datasets.Dataset:
+    feats = {"picture": datasets.Image(), "kind": datasets.ClassLabel(names=["x", "y"]),
+             "caption": datasets.Value("string")}
+    data = {"picture": [_image(i) for i in range(n)], "kind": [i % 2 for i in range(n)], "caption": ["c"] * n}
+    if two_images:
+        feats["thumb"] = datasets.Image()
+        data["thumb"] = [_image(i) for i in range(n)]
+    return datasets.Dataset.from_dict(data, features=datasets.Features(feats))
+
+
+def test_hf_columns_are_detected_or_named(monkeypatch):
+    ds = _hf_dataset(4)
+    assert detect_columns(ds.features) == ("picture", "kind")
+    item = HFImageDataset(ds, transform=T.ToTensor())
+    assert item.classes == ["x", "y"] and image_id(item[3][0]) == 3 and item[3][1] == 1
+    two = _hf_dataset(4, two_images=True)
+    with pytest.raises(ValueError, match="several image columns.*--image_column"):
+        detect_columns(two.features)
+    assert detect_columns(two.features, image_column="thumb") == ("thumb", "kind")
+    with pytest.raises(ValueError, match="'photo' is not a column"):
+        detect_columns(two.features, image_column="photo")
+    unl = ds.remove_columns("kind")
+    with pytest.raises(ValueError, match="no label column.*--label_column"):
+        detect_columns(unl.features)
+    assert detect_columns(unl.features, labelled=False) == ("picture", None)
+
+
+def test_pretrain_and_finetune_from_hf_dataset_saved_to_disk(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    saved = tmp_path / "saved"
+    data = _hf_dataset(16, two_images=True)
+    datasets.DatasetDict({"train": data, "test": data.select(range(6))}).save_to_disk(str(saved))
+    out = tmp_path / "pre"
+    run = [*TINY_MAE, "--data_path", f"hf:{saved}", "--output_dir", out, "--batch_size", "8", "--epochs", "1",
+           "--warmup_epochs", "0", *FAST]
+    assert run_cli("pretrain", *run) == 2  # two Image columns: ambiguous
+    assert "--image_column" in capsys.readouterr().err
+    assert run_cli("pretrain", *run, "--image_column", "picture") == 0
+    log = json.loads((out / "log.txt").read_text().splitlines()[0])
+    assert log["epoch"] == 0 and log["skipped_files"] == 0 and np.isfinite(log["train_loss"])
+    ft = tmp_path / "ft"
+    assert run_cli("finetune", "--model", "vit_tiny_patch16", "--input_size", "32", "--patch_size", "8",
+                   "--data_path", f"hf:{saved}", "--image_column", "thumb", "--val_split", "test",
+                   "--finetune", out / "checkpoint-last.pth", "--output_dir", ft, "--batch_size", "8",
+                   "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
+    assert "test_acc1" in (ft / "log.txt").read_text()
+
+
+def test_hf_imagefolder_matches_class_folders(class_folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    src, ids = class_folders
+    ds = resolve_dataset(f"hf:{src}", "train", transform=T.ToTensor())
+    assert ds.classes == ["cat", "dog", "eel"] and len(ds) == len(ids)
+    assert {image_id(x): ds.classes[t] for x, t in ds} == ids
+
+
+TORCHRUN_SCRIPT = r"""
+import json, sys, torch, torch.distributed as dist
+from torchvision import transforms as T
+from maekit.data import build_loader, resolve_dataset, set_epoch
+from maekit.cli import main
+
+shards, out, pre_out = sys.argv[1:4]
+dist.init_process_group("gloo")
+ds = resolve_dataset(shards, "train", labelled=False, transform=T.ToTensor(), seed=0)
+loader = build_loader(ds, batch_size=2, train=True, num_workers=2)
+epochs = []
+for epoch in range(2):
+    set_epoch(loader, epoch)
+    ids = [int(round(float(x[0, 0, 0]) * 255)) for images, _, _ in loader for x in images]
+    epochs.append({"ids": ids, "len": len(loader)})
+gathered = [None, None]
+dist.all_gather_object(gathered, epochs)
+if dist.get_rank() == 0:
+    json.dump(gathered, open(out, "w"))
+dist.destroy_process_group()
+sys.exit(main(["pretrain", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8",
+               "--data_path", shards, "--output_dir", pre_out, "--batch_size", "2", "--epochs", "1",
+               "--warmup_epochs", "0", "--num_workers", "2", "--amp", "none", "--device", "cpu"]))
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_disjoint_samples_equal_steps(class_folders, tmp_path):
+    """5 uneven shards (4, 4, 4, 4, 2 images) over 2 gloo ranks x 2 workers each, then a real
+    pretraining run on them (unequal step counts would hang DDP)."""
+    src, ids = class_folders
+    assert run_cli("shard", src, tmp_path / "sh", "--shard_size", "4", "--no-labelled") == 0  # 4,4,4,4,2
+    script = tmp_path / "check.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    res = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                          str(script), str(tmp_path / "sh"), str(tmp_path / "ids.json"),
+                          str(tmp_path / "pre")], check=False, env=python_env(), capture_output=True, text=True,
+                         timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ids.json").read_text())
+    for epoch in range(2):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert len(a["ids"]) == len(b["ids"]) == 8 and a["len"] == b["len"] == 4  # 18 // 2 -> 4 batches of 2
+        assert not set(a["ids"]) & set(b["ids"]) and set(a["ids"]) | set(b["ids"]) <= set(ids)
+    log = [json.loads(line) for line in (tmp_path / "pre" / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0] and np.isfinite(log[0]["train_loss"])
