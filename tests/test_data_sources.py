@@ -211,6 +211,10 @@ def test_pretrain_and_finetune_from_hf_dataset_saved_to_disk(tmp_path, monkeypat
                    "--finetune", out / "checkpoint-last.pth", "--output_dir", ft, "--batch_size", "8",
                    "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
     assert "test_acc1" in (ft / "log.txt").read_text()
+    ev = tmp_path / "ev"
+    assert run_cli("eval", "--resume", ft / "checkpoint-last.pth", "--data_path", f"hf:{saved}", "--split", "test",
+                   "--image_column", "thumb", "--output_dir", ev, "--batch_size", "4", *FAST) == 0
+    assert capsys.readouterr().out.count("Acc@1") >= 1
 
 
 def test_hf_imagefolder_matches_class_folders(class_folders, tmp_path, monkeypatch):
