@@ -244,3 +244,65 @@ def test_image_url_input(server):
     assert x.shape == (1, 3, 16, 16) and x[0, 1].min() > x[0, 0].max()
     with pytest.raises(FileNotFoundError, match="missing.png"):
         ImageProcessor(16)(server.base + "img/missing.png")
+
+
+# ---------------------------------------------------------------------------- load_model
+def _training_checkpoint(path, model, extra_args, class_names=None):
+    """What the tasks write: weights under 'model', optimizer / epoch, and the model's identity in 'extra'."""
+    extra = {"model_name": model.model_name, "model_args": extra_args}
+    if class_names is not None:
+        extra["class_names"] = class_names
+    torch.save({"model": model.state_dict(), "optimizer": {}, "epoch": 3, "extra": extra}, path)
+    return path
+
+
+def test_load_model_training_checkpoint_with_linear_probe_head(tmp_path):
+    import maekit
+
+    args = dict(img_size=32, patch_size=8, depth=1, num_classes=3, global_pool=False)
+    torch.manual_seed(0)
+    probe = create_model("vit_tiny_patch16", **args)
+    bn = torch.nn.BatchNorm1d(probe.embed_dim, affine=False, eps=1e-6)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    probe.head = torch.nn.Sequential(bn, probe.head)  # the official linear-probe head
+    path = _training_checkpoint(tmp_path / "checkpoint-3.pth", probe.eval(), args, ["a", "b", "c"])
+    model = maekit.load_model(path)
+    assert model.model_name == "vit_tiny_patch16" and model.model_args == args
+    assert model.class_names == ["a", "b", "c"] and isinstance(model.head, torch.nn.Linear)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), probe(x), atol=1e-5, rtol=1e-5)  # head folded, same outputs
+    with pytest.warns(UserWarning, match="head"):
+        five = maekit.load_model(path, num_classes=5)
+    assert five.num_classes == 5 and five.class_names is None
+    assert torch.equal(five.blocks[0].mlp.fc1.weight, model.blocks[0].mlp.fc1.weight)
+    assert maekit.load_model(model) is model
+
+
+def test_load_model_pretraining_checkpoint_and_errors(tmp_path):
+    import maekit
+
+    args = dict(img_size=32, patch_size=8, depth=1, decoder_depth=1)
+    torch.manual_seed(0)
+    mae = create_model("mae_vit_tiny_patch16", **args).eval()
+    path = _training_checkpoint(tmp_path / "checkpoint-0.pth", mae, args)
+    loaded = maekit.load_model(path)
+    x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, noise=noise).pred, mae(x, noise=noise).pred)
+    # The encoder of the same checkpoint into a built classifier at another input size (fine-tuning start).
+    from maekit.hub import load_weights_into
+
+    vit = create_model("vit_tiny_patch16", img_size=48, patch_size=8, depth=1, num_classes=2)
+    with pytest.warns(UserWarning, match="head"):
+        load_weights_into(vit, path)
+    assert torch.equal(vit.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+    assert vit.pos_embed.shape == (1, 37, 192)
+    with pytest.raises(ValueError, match="encoder-only file: reconstructions need the decoder"):
+        enc = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+        load_weights_into(create_model("mae_vit_tiny_patch16", **args), enc, require_decoder=True)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        maekit.load_model(tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="unknown model 'mae_vit_gigantic'"):
+        maekit.load_model("mae_vit_gigantic")

@@ -6,10 +6,14 @@ from .mae import MaskedAutoencoderViT
 from .masking import patchify, random_masking, random_masking_indices, unpatchify
 from .outputs import MAEOutput
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
-from .registry import canonical_name, create_model, is_model, is_pretraining_model, list_models, register_model
+from .base import MaekitModel
+from .config import ModelConfig
+from .registry import (canonical_name, classifier_name, create_model, is_model, is_pretraining_model, list_models,
+                       register_model)
 
 __all__ = [
-    "MAEOutput", "MaskedAutoencoderViT", "canonical_name", "create_model", "get_2d_sincos_pos_embed",
+    "MAEOutput", "MaekitModel", "MaskedAutoencoderViT", "ModelConfig", "canonical_name", "classifier_name",
+    "create_model", "get_2d_sincos_pos_embed",
     "is_model", "is_pretraining_model", "list_models", "patchify", "random_masking", "random_masking_indices", "register_model",
     "resize_pos_embed", "unpatchify",
 ]
