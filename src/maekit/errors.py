@@ -96,18 +96,19 @@ def write_failure(path: str | os.PathLike, cause: BaseException, needed: int | N
     except OSError:
         usage, space = None, "free space unknown"
     need = f" (this file needs about {human_bytes(needed)})" if needed else ""
-    if code == errno.EFBIG or (needed and _fsize_limit() is not None and needed > _fsize_limit()):
-        return DiskFullError(f"cannot write {path}: larger than this process's file-size limit "
-                             f"(ulimit -f: {human_bytes(_fsize_limit() or 0)}){need}; raise the limit")
-    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or (
-        usage is not None and (usage.free < (needed or 1 << 20)))
-    if full:
-        return DiskFullError(f"no space left on device writing {path}: {folder} has {space}{need}. "
-                             "Free some space (old checkpoint-N.pth files, --save_every 0 keeps only the "
-                             "last) or choose another --output_dir; checkpoints already written are intact")
+    limit = _fsize_limit()
     if code == errno.EROFS or isinstance(cause, PermissionError):
         return RuntimeFailure(f"cannot write {path}: {folder} is read-only or not writable by this user; "
                               "choose another --output_dir")
+    if code == errno.EFBIG or (code is None and needed and limit is not None and needed > limit):
+        return DiskFullError(f"cannot write {path}: larger than this process's file-size limit "
+                             f"(ulimit -f: {human_bytes(limit or 0)}){need}; raise the limit")
+    # torch.save loses the errno of a full disk: compare the free space with what the file needs
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or (
+            code is None and usage is not None and usage.free < (needed or 1 << 20)):
+        return DiskFullError(f"no space left on device writing {path}: {folder} has {space}{need}. "
+                             "Free some space (old checkpoint-N.pth files, --save_every 0 keeps only the "
+                             "last) or choose another --output_dir; checkpoints already written are intact")
     return RuntimeFailure(f"writing {path} failed ({type(cause).__name__}: {_first_line(cause)}); {folder} has "
                           f"{space}")
 

@@ -101,8 +101,9 @@ class EpochStats:
 def iterate_from(loader: Iterable, start: int) -> Iterable:
     """Iterate ``loader`` from batch ``start`` on, without loading the batches before it.
 
-    For a map-style ``DataLoader`` the batch sampler is replayed (indices only, cheap) and a new
-    loader with the same settings runs the rest; other iterables are sliced (their skipped
+    For a map-style ``DataLoader`` (bare, or inside a ``maekit.data.DeviceLoader``) the batch
+    sampler is replayed (indices only, cheap) and a new loader with the same settings runs the
+    rest; other iterables are sliced (their skipped
     batches are loaded and dropped).
     """
     if start <= 0:
@@ -110,15 +111,21 @@ def iterate_from(loader: Iterable, start: int) -> Iterable:
     # Creating a DataLoader iterator draws a seed from the global torch RNG. The RNG state restored
     # from a mid-epoch checkpoint already includes that draw, so keep it out of the model's stream.
     rng = torch.get_rng_state()
-    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
-        rest = list(itertools.islice(iter(loader.batch_sampler), start, None))
-        workers = loader.num_workers
-        it = iter(DataLoader(loader.dataset, batch_sampler=rest, num_workers=workers,
-                             collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
-                             worker_init_fn=loader.worker_init_fn, generator=loader.generator,
-                             multiprocessing_context=loader.multiprocessing_context if workers else None,
-                             prefetch_factor=loader.prefetch_factor if workers else None,
-                             pin_memory_device=loader.pin_memory_device))
+    # maekit.data.DeviceLoader wraps the DataLoader and finishes replayed raw batches itself.
+    wrapper = loader if hasattr(loader, "iter_batches") and isinstance(getattr(loader, "loader", None),
+                                                                       DataLoader) else None
+    dl = wrapper.loader if wrapper is not None else loader
+    if isinstance(dl, DataLoader) and not isinstance(dl.dataset, IterableDataset):
+        rest = list(itertools.islice(iter(dl.batch_sampler), start, None))
+        workers = dl.num_workers
+        it = iter(DataLoader(dl.dataset, batch_sampler=rest, num_workers=workers,
+                             collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
+                             worker_init_fn=dl.worker_init_fn, generator=dl.generator,
+                             multiprocessing_context=dl.multiprocessing_context if workers else None,
+                             prefetch_factor=dl.prefetch_factor if workers else None,
+                             pin_memory_device=dl.pin_memory_device))
+        if wrapper is not None:
+            it = wrapper.iter_batches(it)
     else:
         it = itertools.islice(iter(loader), start, None)
     torch.set_rng_state(rng)

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 
 from .config import ModelConfig
+from .limits import check_model_args
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -95,6 +96,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         The model; ``model.config`` records the canonical name and ``overrides``.
     """
     _check_known(name)
+    overrides = check_model_args(name, overrides)  # before anything is allocated: depth 1e9, patch_size 0 ...
     fn = _MODELS[name]
     try:
         model = fn(**overrides)

@@ -80,6 +80,8 @@ class ModelOptions:
     patch_size: int | None = opt(None, "patch size (default: the model's)", min=1)
     in_chans: int | None = opt(None, "image channels (default: the model's, 3)", min=1)
     model_args: dict = opt({}, "other constructor arguments (depth, embed_dim ...)", cli=False)
+    # Here because every command has these options; maekit.errors reads it (as MAEKIT_DEBUG=1).
+    debug: bool = opt(False, "on an error, show the full traceback as well as the message")
 
 
 @dataclass
@@ -108,6 +110,8 @@ class RunOptions(DeviceOptions):
     log_dir: str | None = opt(None, "TensorBoard folder (off when not set)")
     seed: int = opt(0, "base seed; each rank uses seed + rank")
     resume: str = opt("", "checkpoint to resume from, or auto for the latest in output_dir")
+    overwrite: bool = opt(False, "start a new run in an output_dir that holds an earlier run's checkpoints "
+                          "(deletes them and log.txt); without it such a run is refused")
     start_epoch: int = opt(0, "first epoch when not resuming", min=0)
     compile: bool = opt(False, "torch.compile the model")
     grad_checkpointing: bool = opt(False, "activation checkpointing: recompute each block in the backward pass "

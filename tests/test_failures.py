@@ -1,0 +1,307 @@
+"""The failure cases a long run meets (issue 15), through the CLI: real processes, real signals,
+real files. Process and signal behaviour runs the CLI in a subprocess; messages run it in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PY, python_env, run_cli
+
+# A 1-block MAE at 16 px: a step is milliseconds, so a test is dominated by process start-up.
+TINY_YAML = ("model: mae_vit_tiny_patch16\ninput_size: 16\npatch_size: 8\n"
+             "model_args: {depth: 1, embed_dim: 48, num_heads: 3, decoder_depth: 1, decoder_embed_dim: 32, "
+             "decoder_num_heads: 2}\n")
+FAST = ["--num_workers", "0", "--amp", "none", "--device", "cpu", "--print_freq", "1"]
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_YAML)
+    return cfg
+
+
+def args(tiny: Path, data: Path, out: Path, *extra, epochs: int = 1) -> list[str]:
+    return ["pretrain", "--config", str(tiny), "--data_path", str(data), "--output_dir", str(out),
+            "--batch_size", "8", "--epochs", str(epochs), "--warmup_epochs", "1", "--blr", "1e-3", *FAST,
+            *map(str, extra)]
+
+
+def cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "maekit", *map(str, argv)], env=python_env(), capture_output=True, text=True,
+                          timeout=600)
+
+
+def epochs_logged(out: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines() if line.strip()]
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def all_finite(path: Path) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in weights(path).values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------------------------------ NaN
+def test_huge_lr_stops_without_writing_nonfinite_weights(digit_folders, tmp_path, tiny):
+    out = tmp_path / "out"
+    res = cli(*args(tiny, digit_folders / "unlabelled", out, "--blr", "1e6", "--warmup_epochs", "0", epochs=3))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert "non-finite" in res.stderr.lower() or "is nan" in res.stderr.lower()
+    assert "lower the learning rate" in res.stderr and "--clip_grad" in res.stderr
+    for ckpt in out.glob("checkpoint*.pth"):  # whatever was written before the divergence is usable
+        assert all_finite(ckpt), ckpt.name
+
+
+# -------------------------------------------------------------------------------------- signals
+def _start(argv: list[str]) -> subprocess.Popen:
+    # Own process group, as under a shell job or SLURM step: the group is what gets signalled.
+    return subprocess.Popen([PY, "-m", "maekit", *argv], env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_for(proc: subprocess.Popen, needle: str, count: int = 1) -> list[str]:
+    seen, lines = 0, []
+    for line in proc.stdout:
+        lines.append(line)
+        if needle in line:
+            seen += 1
+            if seen == count:
+                return lines
+    raise AssertionError("run ended before " + needle + ":\n" + "".join(lines[-30:]))
+
+
+def test_group_sigterm_with_two_workers_saves_and_exits_143(digit_folders, tmp_path, tiny):
+    out = tmp_path / "out"
+    argv = args(tiny, digit_folders / "unlabelled", out, "--num_workers", "2", epochs=2)
+    proc = _start(argv)
+    _wait_for(proc, "Epoch: [0]  [2/8]")
+    os.killpg(proc.pid, signal.SIGTERM)  # main process and both DataLoader workers
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, rest[-3000:]
+    assert "DataLoader worker" not in rest and "Traceback" not in rest
+    ckpt = torch.load(out / "checkpoint-last.pth", weights_only=True)
+    assert ckpt["epoch"] == -1 and 0 < ckpt["step_in_epoch"] < 8
+    assert not (out / ".maekit.lock").exists()
+    res = cli(*argv, "--resume", "auto")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert epochs_logged(out) == [0, 1]
+
+
+def test_sigusr1_saves_and_exits(digit_folders, tmp_path, tiny):
+    out = tmp_path / "out"
+    proc = _start(args(tiny, digit_folders / "unlabelled", out, epochs=2))
+    _wait_for(proc, "Epoch: [0]  [1/8]")
+    proc.send_signal(signal.SIGUSR1)  # SLURM --signal=USR1@120: pre-emption is near
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGUSR1, rest[-3000:]
+    assert torch.load(out / "checkpoint-last.pth", weights_only=True)["step_in_epoch"] > 0
+
+
+def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp_path, tiny):
+    # --augment reference draws crops and flips from the global RNG in the main process
+    # (num_workers 0): no batch may be fetched after the stop flag is seen.
+    data = digit_folders / "unlabelled"
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    extra = ["--augment", "reference", "--save_every", "0"]
+    res = cli(*args(tiny, data, straight, *extra, epochs=2))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rng = random.Random(15)
+    stops = sorted(rng.sample(range(1, 15), 2))  # global steps (8 per epoch) to stop after
+    done, resume = 0, []
+    for stop in stops:
+        proc = _start(args(tiny, data, split, *extra, *resume, epochs=2))
+        _wait_for(proc, "]  [", count=stop - done)  # progress lines of this run
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 143, rest[-3000:]
+        ckpt = torch.load(split / "checkpoint-last.pth", weights_only=True)
+        done = (ckpt["epoch"] + 1) * 8 + ckpt["step_in_epoch"]
+        resume = ["--resume", "auto"]
+    res = cli(*args(tiny, data, split, *extra, *resume, epochs=2))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = weights(straight / "checkpoint-last.pth"), weights(split / "checkpoint-last.pth")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert epochs_logged(split) == [0, 1]
+
+
+# ------------------------------------------------------------------------------ output folder
+def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_path, tiny):
+    out = tmp_path / "out"
+    argv = args(tiny, digit_folders / "unlabelled", out, epochs=50)
+    first = _start(argv)
+    _wait_for(first, "Epoch: [0]  [0/8]")
+    assert json.loads((out / ".maekit.lock").read_text())["pid"] == first.pid
+    second = cli(*argv, "--resume", "auto")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"in use by a running maekit process (PID {first.pid}" in second.stderr
+    first.kill()  # SIGKILL: no handler runs, the lock stays behind
+    first.communicate()
+    assert (out / ".maekit.lock").exists()
+    third = cli(*args(tiny, digit_folders / "unlabelled", out, "--resume", "auto", epochs=1))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"stale lock {out / '.maekit.lock'} of PID {first.pid}" in third.stderr
+    assert not (out / ".maekit.lock").exists()
+
+
+def test_new_run_into_used_folder_refuses_then_overwrite(digit_folders, tmp_path, tiny, capsys):
+    out = tmp_path / "out"
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out)) == 0
+    before = (out / "checkpoint-last.pth").read_bytes()
+    capsys.readouterr()
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out)) == 2
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "--resume auto" in err and "--overwrite" in err
+    assert (out / "checkpoint-last.pth").read_bytes() == before and epochs_logged(out) == [0]
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out, "--overwrite", "--seed", "1")) == 0
+    assert epochs_logged(out) == [0]
+    assert (out / "checkpoint-last.pth").read_bytes() != before
+
+
+def test_resume_auto_skips_truncated_checkpoint_and_removes_orphans(digit_folders, tmp_path, tiny, caplog):
+    out = tmp_path / "out"
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out, "--save_every", "1", epochs=2)) == 0
+    last = out / "checkpoint-last.pth"
+    last.write_bytes(last.read_bytes()[:1000])  # a save cut short by a full disk, before atomic writes
+    orphan = out / ".checkpoint-last.pth.k2j4h5g6.file.tmp"
+    orphan.write_bytes(b"\0" * 4096)  # what a SIGKILL during torch.save leaves behind
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out, "--resume", "auto", "--save_every", "1",
+                         epochs=3)) == 0
+    text = caplog.text
+    assert "skipping checkpoint-last.pth" in text and "removed .checkpoint-last.pth.k2j4h5g6.file.tmp" in text
+    assert not orphan.exists()
+    assert epochs_logged(out) == [0, 1, 2]
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------- error boundary
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_checkpoint_unknown_device_and_debug(digit_folders, tmp_path, tiny, capsys, monkeypatch):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a torch file at all")
+    data = digit_folders / "unlabelled"
+    assert run_cli(*args(tiny, data, tmp_path / "o", "--resume", bad)) == 2
+    assert "cannot read checkpoint" in _err(capsys)
+    assert run_cli("eval", "--resume", bad, "--data_path", digit_folders, *FAST[:6]) == 2
+    assert "bad.pth" in _err(capsys)
+    assert run_cli(*args(tiny, data, tmp_path / "o2", "--device", "tpu")) == 2
+    assert "--device 'tpu'" in _err(capsys)
+    assert run_cli("convert", tmp_path / "missing.pth", tmp_path / "conv") == 2
+    assert "missing.pth" in _err(capsys)
+    monkeypatch.setenv("MAEKIT_DEBUG", "1")
+    assert run_cli(*args(tiny, data, tmp_path / "o3", "--device", "tpu")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "--device 'tpu'" in err
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_full_disk_names_folder_and_free_space(digit_folders, tmp_path, tiny):
+    disk = tmp_path / "disk"
+    argv = args(tiny, digit_folders / "unlabelled", disk / "out")
+    if _mount_tmpfs(disk, "size=256k"):
+        try:
+            res = cli(*argv)
+        finally:
+            subprocess.run(["umount", str(disk)], check=False)
+        assert res.returncode == 1, res.stderr[-3000:]
+        assert "no space left on device" in res.stderr and f"{disk / 'out'}" in res.stderr
+        assert " free of 256.0 KiB" in res.stderr
+    elif sys.platform == "linux":  # not root: a file-size limit makes the checkpoint write fail
+        cmd = " ".join([PY, "-m", "maekit", *argv])
+        res = subprocess.run(["bash", "-c", f"ulimit -f 256; exec {cmd}"], env=python_env(), capture_output=True,
+                             text=True, timeout=600)
+        assert res.returncode == 1, res.stderr[-3000:]
+        assert "file-size limit" in res.stderr
+    else:
+        pytest.skip("needs Linux (tmpfs mount as root, or ulimit -f)")
+    assert "Traceback" not in res.stderr
+
+
+def test_read_only_output_folder(digit_folders, tmp_path, tiny):
+    ro = tmp_path / "ro"
+    if not _mount_tmpfs(ro, "ro,size=64k"):
+        pytest.skip("a read-only folder needs a read-only mount (root): chmod does not stop root")
+    try:
+        res = cli(*args(tiny, digit_folders / "unlabelled", ro / "out"))
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "read-only" in res.stderr and "Traceback" not in res.stderr
+
+
+# --------------------------------------------------------------------------- silent no-ops
+@pytest.mark.parametrize("extra,needle", [
+    (["--clip_grad", "-1"], "clip_grad"),
+    (["--clip_grad", "0"], "clip_grad"),
+    (["--accum_iter", "9"], "--accum_iter 9 is more than the 8 batches"),
+    (["--epochs", "0"], "epochs"),
+    (["--start_epoch", "3", "--epochs", "2"], "--start_epoch 3 is not before --epochs 2"),
+])
+def test_silent_no_ops_are_refused(digit_folders, tmp_path, tiny, capsys, extra, needle):
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", tmp_path / "o"), *extra) == 2
+    assert needle in _err(capsys)
+    assert not list((tmp_path / "o").glob("checkpoint*"))
+
+
+def test_resume_of_finished_run_and_undecodable_data(digit_folders, tmp_path, tiny, capsys):
+    out = tmp_path / "out"
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out)) == 0
+    capsys.readouterr()
+    assert run_cli(*args(tiny, digit_folders / "unlabelled", out, "--resume", "auto")) == 2
+    assert "nothing left to train; raise --epochs" in _err(capsys)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(16):
+        (broken / f"img{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n but nothing else")
+    with pytest.warns(UserWarning):
+        code = run_cli(*args(tiny, broken, tmp_path / "o2"))
+    assert code != 0
+    assert "decode" in _err(capsys)
+
+
+# -------------------------------------------------------------------------- model config
+@pytest.mark.parametrize("key,value,needle", [
+    ("depth", 1e9, "depth = 1000000000 is out of range; it must be between 1 and 1024"),
+    ("img_size", -32, "img_size = -32 is out of range"),
+    ("patch_size", 0, "patch_size = 0 is out of range"),
+])
+def test_model_config_out_of_range_is_refused_before_allocation(tmp_path, key, value, needle):
+    from maekit.errors import ConfigError
+    from maekit.models import create_model
+    from maekit.models.base import MaekitModel
+
+    folder = tmp_path / "model"
+    create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1).save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model_args"][key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    t0 = time.time()
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        MaekitModel.from_pretrained(folder)
+    assert time.time() - t0 < 30  # refused before building 1e9 blocks
