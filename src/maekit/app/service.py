@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
-from ..api.config import describe_model, is_pretraining_model
 from ..api.pipelines import Pipeline, pipeline
 from ..data.images import convert_image, mode_for_chans
+from ..hub import load_model
 
 RECONSTRUCTION_PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 
@@ -47,20 +47,6 @@ class Limits:
     max_side: int = 4096  # longer side reduced to this before the model's own resize
 
 
-def load_source(source: str, *, download: bool = True, device: str | None = None) -> nn.Module:
-    """One model through the project's loader (``maekit.load_model`` once it exists, else
-    ``AutoModel.from_pretrained``, which becomes a thin wrapper over it)."""
-    try:
-        from ..hub.load import load_model as loader
-    except ModuleNotFoundError as e:  # before the hub package lands
-        if not (e.name or "").startswith("maekit.hub"):
-            raise
-        from ..api.modeling import AutoModel
-
-        loader = AutoModel.from_pretrained
-    return loader(source, download=download, device=device).eval()
-
-
 def _model_id(source: str, taken: set[str]) -> str:
     base = os.path.basename(os.path.normpath(source)) if os.sep in source or "/" in source else source
     base = base or "model"
@@ -71,9 +57,7 @@ def _model_id(source: str, taken: set[str]) -> str:
 
 
 def _grid_size(model: nn.Module) -> tuple[int, int] | None:
-    grid = getattr(model, "grid_size", None)
-    if grid is None:
-        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    grid = getattr(model, "grid_size", None)  # every maekit model has one; a plain module may not
     return (int(grid[0]), int(grid[1])) if grid is not None else None
 
 
@@ -89,11 +73,11 @@ class ModelSlot:
 
     @property
     def pretraining(self) -> bool:
-        return is_pretraining_model(self.model)
+        return bool(self.model.is_pretraining)
 
     @property
     def in_chans(self) -> int:
-        return int(describe_model(self.model).get("in_chans") or 3)
+        return int(self.model.in_chans)
 
     def __post_init__(self) -> None:
         # Built once, from the module, as the commands build theirs (maekit.api.commands), so the
@@ -109,24 +93,19 @@ class ModelSlot:
 
     def info(self) -> dict[str, Any]:
         """What ``GET /api/models`` shows for this model."""
-        arch = describe_model(self.model)
-        config = getattr(self.model, "config", None)
-        config_dict = config.to_dict() if hasattr(config, "to_dict") else None
-        if config_dict is None:
-            from ..api.config import MAEConfig
-
-            config_dict = MAEConfig.from_model(self.model).to_dict()
-        num_classes = int(getattr(self.model, "num_classes", 0) or 0)
+        m = self.model
+        num_classes = int(getattr(m, "num_classes", 0) or 0)
+        patch = m.patch_size
         return {
-            "id": self.id, "source": self.source,
-            "model_name": getattr(self.model, "model_name", type(self.model).__name__),
-            "task": arch["task"], "family": getattr(self.model, "family", None),
-            "img_size": arch.get("img_size"), "patch_size": arch.get("patch_size"),
-            "in_chans": arch.get("in_chans"), "grid_size": _grid_size(self.model),
+            "id": self.id, "source": self.source, "model_name": m.model_name,
+            "task": "masked_image_modeling" if self.pretraining else "image_classification",
+            "family": m.family, "img_size": list(m.img_size),
+            "patch_size": list(patch) if isinstance(patch, (tuple, list)) else int(patch),
+            "in_chans": int(m.in_chans), "grid_size": _grid_size(m),
             "norm_pix_loss": bool(getattr(self.model, "norm_pix_loss", False)) if self.pretraining else None,
             "num_classes": None if self.pretraining else num_classes,
             "views": [_VIEW_OF_TASK[t] for t in self.pipes],
-            "config": config_dict,
+            "config": m.config.to_dict(),
         }
 
 
@@ -142,7 +121,7 @@ class ModelRegistry:
     def load(cls, sources: list[str], *, download: bool = True, device: str | None = None) -> ModelRegistry:
         slots: list[ModelSlot] = []
         for source in sources:
-            model = load_source(source, download=download, device=device)
+            model = load_model(source, download=download, device=device)
             slots.append(ModelSlot(_model_id(source, {s.id for s in slots}), source, model))
         return cls(slots)
 

@@ -93,7 +93,7 @@ async function classifyCard(model) {
 async function featureCard(model) {
   const box = card(model, `${model.model_name}, features: input | first 3 principal components as RGB`);
   const work = call("/api/features", imageForm({ model: model.id })).then(async (response) => {
-    const img = el("img", { class: "result", alt: `patch features of ${model.id}` });
+    const img = el("img", { class: "result features", alt: `patch features of ${model.id}` });
     img.src = URL.createObjectURL(await response.blob());
     return [img, response];
   });
@@ -166,11 +166,13 @@ async function init() {
     const samples = await (await call("/api/samples")).json();
     for (const model of state.models) {
       const kind = model.task === "masked_image_modeling" ? "pretraining" : "classifier";
+      const [h, w] = model.img_size;
+      const size = h === w ? `${h}` : `${h}x${w}`;
       const box = el("input", { type: "checkbox", id: `use_${model.id}` });
       box.checked = true;
       box.addEventListener("change", schedule);
       $("models").append(el("label", { class: "model", title: model.source }, box, ` ${model.id}`,
-        el("span", { class: "badge" }, kind), el("span", { class: "badge" }, `${model.img_size} px`)));
+        el("span", { class: "badge" }, kind), el("span", { class: "badge" }, `${size} px`)));
     }
     for (const sample of samples) {
       const button = el("button", { type: "button", title: sample.name },
@@ -198,7 +200,16 @@ async function init() {
     });
     $("same_mask").addEventListener("change", schedule);
     $("show_features").addEventListener("change", schedule);
-    if (samples.length) chooseSample(samples[0], $("samples").querySelector("button"));
+    // Start-up values from the address, so a view can be shared: ?mask_ratio=0.5&seed=3&features=1&sample=coffee.jpg
+    const query = new URLSearchParams(window.location.search);
+    if (query.has("mask_ratio")) {
+      $("mask_ratio").value = query.get("mask_ratio");
+      $("mask_ratio_value").textContent = parseFloat($("mask_ratio").value).toFixed(2);
+    }
+    if (query.has("seed")) $("seed").value = parseInt(query.get("seed"), 10) || 0;
+    if (query.get("features") === "1") $("show_features").checked = true;
+    const first = Math.max(0, samples.findIndex((s) => s.name === query.get("sample")));
+    if (samples.length) chooseSample(samples[first], $("samples").querySelectorAll("button")[first]);
   } catch (err) {
     showError(`cannot reach the server: ${err.message}`);
   }
