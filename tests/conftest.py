@@ -11,6 +11,24 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 REPO = Path(__file__).resolve().parents[1]
 
+# ---------------------------------------------------------------- the tiny test configuration
+# Full-size architectures (registered names) shrunk by constructor arguments: seconds per test on a CPU.
+TINY_MAE_NAME, TINY_VIT_NAME = "mae_vit_tiny_patch16", "vit_tiny_patch16"
+TINY_ARGS = dict(img_size=32, patch_size=8, depth=2)  # any ViT encoder (classifier or MAE)
+TINY_MAE_ARGS = dict(TINY_ARGS, decoder_depth=1)  # plus a one-block decoder
+FAST_ARGS = dict(num_workers=0, amp="none", device="cpu")  # no worker processes, fp32, CPU
+
+
+def cli_flags(**options) -> list[str]:
+    """``{"input_size": 32, "amp": "none"}`` -> ``["--input_size", "32", "--amp", "none"]``."""
+    return [item for key, value in options.items() for item in (f"--{key}", str(value))]
+
+
+# The same on the command line (the depth is a preset's: CLI flags name the shape only).
+TINY_MAE = cli_flags(model=TINY_MAE_NAME, input_size=TINY_ARGS["img_size"], patch_size=TINY_ARGS["patch_size"])
+TINY_VIT = cli_flags(model=TINY_VIT_NAME, input_size=TINY_ARGS["img_size"], patch_size=TINY_ARGS["patch_size"])
+FAST = cli_flags(**FAST_ARGS)
+
 
 @pytest.fixture
 def seed():

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from maekit.api import RunConfigWarning, Trainer, load_run_config
-from maekit.api.run_config import apply_options, resolve_run_config_path
+from maekit.compat.mindformers import apply_options, resolve_run_config_path
 from maekit.cli import main
 
 MAE_YAML = "mae/run_mae_vit_base_p16_224_800ep.yaml"

@@ -11,11 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PY, python_env, run_cli
-
-TINY_MAE = ["--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8"]
-TINY_VIT = ["--model", "vit_tiny_patch16", "--input_size", "32", "--patch_size", "8"]
-FAST = ["--num_workers", "0", "--amp", "none", "--device", "cpu"]
+from conftest import FAST, PY, TINY_MAE, TINY_VIT, python_env, run_cli
 
 
 def read_log(out: Path) -> list[dict]:
@@ -236,15 +232,14 @@ def test_digits_finetune_from_short_pretrain_beats_chance(tmp_path):
 
 
 def test_eval_and_automodel_rebuild_non_preset_classifier(digit_folders, tmp_path, capsys):
-    """A classifier trained with constructor overrides (depth 2, via the Trainer's model_overrides)
-    is rebuilt exactly by `maekit eval` and `AutoModel`, with its class names."""
+    """A classifier trained with constructor overrides (depth 2, the config's model_args) is rebuilt
+    exactly by `maekit eval` and `AutoModel`, with its class names."""
     from maekit import AutoModel
     from maekit.tasks import entry
 
-    args = entry.parse("finetune", [*TINY_VIT, "--data_path", str(digit_folders), "--output_dir", str(tmp_path / "ft"),
-                                    "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST])
-    args.model_overrides = {"depth": 2}
-    entry.run_parsed("finetune", args)
+    cfg = entry.parse("finetune", [*TINY_VIT, "--data_path", str(digit_folders), "--output_dir", str(tmp_path / "ft"),
+                                   "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST])
+    entry.run("finetune", cfg.replace(model_args={"depth": 2}))
     ckpt = tmp_path / "ft" / "checkpoint-last.pth"
     assert run_cli("eval", "--resume", ckpt, "--data_path", digit_folders, "--num_workers", "0",
                    "--device", "cpu") == 0

@@ -22,7 +22,9 @@ COMMANDS: dict[str, str] = {
     "run": "run a MindFormers-style YAML (train / finetune / eval / predict)",
     "demo": "pretrain a small MAE on built-in digits, probe it, write pictures and a report",
     "bench": "measure training throughput",
+    "knn": "weighted k-NN accuracy of a model's frozen features on labelled images",
     "list-models": "list registered model names",
+    "shard": "write an image folder into WebDataset tar shards (needs maekit[shards])",
     "app": "local web page + HTTP API to look at models (needs maekit[app])",
 }
 
@@ -35,15 +37,12 @@ def _usage() -> str:
 
 
 def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
-    # Imported lazily so `maekit -h` and small commands start fast.
-    if command in ("pretrain", "finetune", "linprobe", "eval"):
+    # Imported lazily so `maekit -h` and small commands start fast; the task commands parse their
+    # config (tasks/config.py) without torch and import the task only to run it.
+    if command in ("pretrain", "finetune", "linprobe", "eval", "predict", "visualize", "demo", "bench", "knn"):
         from .tasks import entry
 
-        return lambda argv: entry.run_training_command(command, argv)
-    if command == "demo":
-        from .tasks import demo
-
-        return demo.main
+        return lambda argv: entry.run_command(command, argv)
     if command == "convert":
         from .convert import cli as convert_cli
 
@@ -53,16 +52,14 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
             return convert_cli.run(parser.parse_args(argv))
 
         return run_convert
-    if command in ("predict", "visualize", "run"):
-        from .api import commands
+    if command == "run":
+        from .compat import mindformers_cli
 
-        return getattr(commands, f"{command}_main")
-    if command == "bench":
-        from .tasks import bench
-
-        return bench.main
+        return mindformers_cli.run_main
     if command == "list-models":
         return _list_models
+    if command == "shard":
+        return _shard
     if command == "app":
         from .app import cli as app_cli
 
@@ -77,6 +74,31 @@ def _list_models(argv: Sequence[str]) -> int:
     from .models import list_models
 
     print("\n".join(list_models(args.pattern)))
+    return 0
+
+
+def _shard(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="maekit shard", description=COMMANDS["shard"] + ". SRC: class folders, a folder of images "
+        "(any depth), or a root with train/ and val/; DST gets shard-NNNNNN.tar files and shards.json, "
+        "usable as --data_path DST.")
+    parser.add_argument("src", metavar="SRC_FOLDER", help="image folder to write")
+    parser.add_argument("dst", metavar="DST", help="output folder (new or empty)")
+    parser.add_argument("--shard_size", type=int, default=1000, help="samples per shard (default 1000)")
+    parser.add_argument("--labelled", action=argparse.BooleanOptionalAction, default=None,
+                        help="write .cls labels from class folders (default: when SRC has class folders)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
+    args = parser.parse_args(argv)
+    from .data.shard_writer import write_shards
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 1000 == 0:
+            print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    for split in write_shards(args.src, args.dst, shard_size=args.shard_size, labelled=args.labelled,
+                              seed=args.seed, progress=progress):
+        classes = f", {len(split['classes'])} classes" if split["classes"] else ", unlabelled"
+        print(f"{split['dst']}: {split['samples']} images in {split['shards']} shards{classes}")
     return 0
 
 

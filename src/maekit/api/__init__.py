@@ -20,9 +20,8 @@ from .pipelines import (
     pipeline,
 )
 from .processor import AutoImageProcessor, ImageProcessor
-from .run_config import RunConfig, RunConfigWarning, load_run_config
 from .trainer import Trainer
-from .training_args import TrainingArguments
+from ..tasks.arguments import TrainingArguments
 from .zoo import WeightsEntry, list_pretrained, register_weights
 
 __all__ = [
@@ -33,3 +32,12 @@ __all__ = [
     "download", "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "register_weights",
     "save_pretrained",
 ]
+
+
+def __getattr__(name: str):
+    # The MindFormers run YAML lives in maekit.compat (which builds on the Trainer): loaded on first use.
+    if name in ("RunConfig", "RunConfigWarning", "load_run_config"):
+        from ..compat import mindformers
+
+        return getattr(mindformers, name)
+    raise AttributeError(f"module 'maekit.api' has no attribute {name!r}")

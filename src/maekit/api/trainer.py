@@ -1,4 +1,4 @@
-"""``Trainer``: MindFormers-style training, evaluation and prediction (REFERENCES G.2, ECOSYSTEM 1.9).
+"""``Trainer``: MindFormers-style training, evaluation and prediction (docs/REFERENCE_RECIPES.md G.2).
 
 >>> from maekit.api import Trainer, TrainingArguments
 >>> args = TrainingArguments(output_dir="out", epochs=1, batch_size=8)            # doctest: +SKIP
@@ -8,33 +8,27 @@
 >>> trainer.evaluate()                   # {'test_loss': ..., 'test_n': ...}      # doctest: +SKIP
 >>> trainer.predict(input_data="cat.jpg")  # the masked_image_modeling pipeline     # doctest: +SKIP
 
-Nothing here trains by itself: ``train()`` / ``finetune()`` build the options of ``maekit
-pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) and run them
-through :func:`maekit.tasks.entry.run_parsed`, the function the CLI runs; the files are the
-CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
+Nothing here trains by itself: ``train()`` / ``finetune()`` build the task config of ``maekit
+pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) from ``args`` and
+call the task function the CLI calls (``run_pretrain(cfg, model=..., train_dataset=...)``); the
+files are the CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
 
 Arguments:
 
 - ``task``: ``masked_image_modeling`` or ``image_classification`` (hyphens accepted); default:
   from the YAML, else from the model (a pretraining model -> masked image modeling).
-- ``model``: a registered name (``mae_vit_base_p16``, ``vit_tiny_patch16``...), a name with a
-  weights tag (``mae_vit_base_patch16.pretrain``), a model folder or checkpoint file, a
-  :class:`~maekit.api.MAEConfig` (or its dict), or an ``nn.Module`` built by maekit. For
-  training, the architecture comes from it and so do the starting weights: a bare name starts
-  from a random initialisation, a tagged name / folder / file / module from its weights (for
-  classification through ``--finetune``: encoder loaded, head re-initialised, as the reference
-  does; for masked image modeling the whole model, decoder included when present). Image size,
-  patch size and channels follow the model unless ``args`` sets them. For image classification a
-  pretraining model stands for its encoder: ``mae_vit_base_p16`` trains ``vit_base_p16``.
-  Default: ``mae_vit_base_p16`` / ``vit_base_p16`` (MindFormers' names).
+- ``model``: a registered name (``mae_vit_base_p16``, ``vit_tiny_patch16``...), a tagged name
+  (``mae_vit_base_patch16.pretrain``), a model folder or checkpoint file, a
+  :class:`~maekit.api.MAEConfig` (or its dict), or an ``nn.Module`` built by maekit. Training takes
+  the architecture and the starting weights from it (a bare name: random initialisation; a
+  classifier gets the encoder, head re-initialised; shape follows the model unless ``args`` sets
+  it). For image classification a pretraining model stands for its encoder. Default:
+  ``mae_vit_base_p16`` / ``vit_base_p16`` (MindFormers' names).
 - ``train_dataset`` / ``eval_dataset``: a folder, ``builtin:digits``, or a torch ``Dataset`` of
-  ``(image tensor, target)`` items already transformed to the model's input (normalised). Folders:
-  masked image modeling reads every image below the folder (or its ``train/``); classification
-  takes class folders (``<dir>/<class>/<images>``) or a root with ``train/`` and ``val/``.
-  Classification evaluates after every epoch, so it needs an evaluation set (``val/`` of the
-  root, ``builtin:digits``' test split, or ``eval_dataset``).
+  transformed ``(image tensor, target)`` items. Classification takes class folders or a root with
+  ``train/`` and ``val/``, and evaluates after every epoch, so it needs an evaluation set.
 - ``args``: :class:`~maekit.api.TrainingArguments`, its dict, or a MindFormers-shaped run YAML
-  (path or packaged name, :mod:`maekit.api.run_config`) that also gives the task, model and
+  (path or packaged name, :mod:`maekit.compat.mindformers`) that also gives the task, model and
   dataset folders (the constructor's arguments win).
 
 After ``train()`` / ``finetune()`` the Trainer's model is the one in ``checkpoint-last.pth``:
@@ -55,11 +49,9 @@ both write ``<task>_result.json`` there.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,22 +60,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint, save_checkpoint
+from ..compat.mindformers import DEFAULT_MODELS, RunConfig, load_run_config
+from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint
 from ..models import canonical_name, is_pretraining_model
-from ..tasks.common import classifier_name
+from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
+from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainConfig
 from ..models import is_pretraining_model as is_pretraining_module
 from .config import MAEConfig
 from .pipelines import normalize_task
 from .trainer_models import ModelSpec, load_training_checkpoint, resolve_spec
-from .trainer_options import args_to_argv, data_options, model_options
-from .training_args import TRAINER_ONLY, TrainingArguments
+from .trainer_options import data_options, model_options, predict_inputs, write_predictions
 
 log = logging.getLogger("maekit.api")
 
 TASKS = ("masked_image_modeling", "image_classification")
-DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
-COMMANDS = {"masked_image_modeling": "pretrain", "image_classification": "finetune"}
-INITIAL_WEIGHTS = "initial_weights.pth"
 
 
 class Trainer:
@@ -92,7 +82,7 @@ class Trainer:
     Args:
         args: :class:`TrainingArguments`, a dict of its fields, or a run YAML (path or packaged
             name such as ``mae/run_mae_vit_base_p16_224_800ep.yaml``, or its
-            :class:`~maekit.api.run_config.RunConfig`).
+            :class:`~maekit.compat.mindformers.RunConfig`).
         task: ``masked_image_modeling`` / ``image_classification`` (hyphens accepted).
         model: name, tagged name, folder, checkpoint file, config or ``nn.Module``.
         model_name: MindFormers' spelling of ``model`` for a name (used when ``model`` is None).
@@ -104,8 +94,6 @@ class Trainer:
                  train_dataset: Any = None, eval_dataset: Any = None):
         self.run_config = None
         self._yaml_overrides: dict[str, Any] = {}
-        from .run_config import RunConfig, load_run_config
-
         if isinstance(args, (str, os.PathLike, RunConfig)):
             self.run_config = args if isinstance(args, RunConfig) else load_run_config(args)
             rc = self.run_config
@@ -116,10 +104,8 @@ class Trainer:
                 model = rc.model
             train_dataset = train_dataset if train_dataset is not None else rc.train_dataset
             eval_dataset = eval_dataset if eval_dataset is not None else rc.eval_dataset
-        elif isinstance(args, Mapping):
-            args = TrainingArguments(**dict(args))
-        elif args is None:
-            args = TrainingArguments()
+        elif args is None or isinstance(args, Mapping):
+            args = TrainingArguments(**dict(args or {}))
         elif not isinstance(args, TrainingArguments):
             raise ValueError(f"args must be TrainingArguments, a dict or a YAML path; got "
                              f"{type(args).__name__}")
@@ -185,93 +171,65 @@ class Trainer:
         return value
 
     # ------------------------------------------------------------------ options
-    def _parser(self, command: str) -> argparse.ArgumentParser:
-        from ..tasks import entry
+    def _task_config(self, cls: type, spec: ModelSpec, *, train: bool, **values: Any) -> tuple[Any, Any, Any]:
+        """(the task config ``cls`` built from ``args`` + the model + the data, train Dataset, eval Dataset).
 
-        return entry.build_parser(command)
-
-    def _parse(self, command: str, options: dict[str, Any], overrides: dict[str, Any]) -> argparse.Namespace:
-        from ..tasks import entry
-
-        argv, unknown = args_to_argv(self._parser(command), options)
-        if unknown:
-            warnings.warn(f"TrainingArguments {sorted(unknown)} do not apply to {self.task} "
-                          f"(maekit {command}); ignored", UserWarning, stacklevel=4)
-        log.debug("maekit %s %s", command, " ".join(argv))
-        try:
-            ns = entry.parse(command, argv)
-        except SystemExit as e:  # argparse rejected a value (its message is on stderr)
-            raise ValueError(f"invalid options for maekit {command}: {' '.join(argv)}") from e
-        if overrides:
-            ns.model_overrides = dict(overrides)
-        return ns
-
-    def _model_options(self, spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(command options, constructor overrides) for ``spec`` adapted to the task."""
-        return model_options(spec, mim=self.mim, given=self.args.given(), yaml_overrides=self._yaml_overrides)
-
-    def _data_options(self, *, train: bool) -> tuple[dict[str, Any], Any, Any]:
-        """(``data_path`` / ``train_split`` / ``val_split`` options, train Dataset, eval Dataset)."""
-        return data_options(task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
-                            data_path=self.args.data_path, val_split=self.args.val_split, train=train)
-
-    def _base_options(self) -> dict[str, Any]:
+        ``values`` set options directly (they win); a set ``args`` field the task does not have is
+        ignored with a warning (evaluation ignores the training-only ones silently).
+        """
         opts = {k: v for k, v in self.args.given().items() if k not in TRAINER_ONLY}
-        if self.args.seed is None:
-            opts["seed"] = 0
-        return opts
+        model_opts, overrides = model_options(spec, mim=self.mim, given=opts, yaml_overrides=self._yaml_overrides)
+        data_opts, train_ds, eval_ds = data_options(
+            task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
+            data_path=self.args.data_path, val_split=self.args.val_split, train=train)
+        opts.update(model_opts, model_args=overrides, **data_opts, **values)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in opts if k not in names)
+        if unknown and train:
+            warnings.warn(f"TrainingArguments {unknown} do not apply to {self.task} "
+                          f"({cls.__name__}); ignored", UserWarning, stacklevel=4)
+        cfg = cls.from_dict({k: v for k, v in opts.items() if k in names}, source="TrainingArguments")
+        return cfg, train_ds, eval_ds
 
     # ------------------------------------------------------------------ training
-    def _write_initial_weights(self, spec: ModelSpec, ns: argparse.Namespace) -> str:
-        """Pretraining: the starting weights as a full state dict of exactly the model the task
-        builds (fixed tables for its size, random decoder for an encoder-only source)."""
-        from ..tasks.common import model_overrides
-        from ..tasks.pretrain import build_pretrain_model
-        from .modeling import load_weights, read_checkpoint
-
-        model = build_pretrain_model(model=ns.model, input_size=ns.input_size, patch_size=ns.patch_size,
-                                     in_chans=ns.in_chans, norm_pix_loss=ns.norm_pix_loss,
-                                     **model_overrides(ns))
-        state = spec.state_dict if spec.state_dict is not None else read_checkpoint(spec.weights_path)
-        load_weights(model, state, spec.label)
-        path = self.output_dir / INITIAL_WEIGHTS
-        save_checkpoint(path, {"model": model.state_dict()})
-        return str(path)
-
     def _train(self, spec: ModelSpec, *, resume: Any) -> dict[str, Any]:
         from ..tasks import entry
 
-        command = COMMANDS[self.task]
-        opts = self._base_options()
-        model_opts, overrides = self._model_options(spec)
-        opts.update(model_opts)
-        data_opts, train_ds, eval_ds = self._data_options(train=True)
-        opts.update(data_opts)
-        if resume is True:
-            resume = "auto"
+        command = "pretrain" if self.mim else "finetune"
+        values: dict[str, Any] = {}
         if resume:
-            opts["resume"] = os.fspath(resume)
-        ns = self._parse(command, opts, overrides)
+            values["resume"] = "auto" if resume is True else os.fspath(resume)
+        if spec.weights_path is not None and not self.mim:
+            values["finetune"] = spec.weights_path  # recorded in config.yaml
+        cfg, train_ds, eval_ds = self._task_config(PretrainConfig if self.mim else FinetuneConfig, spec,
+                                                   train=True, **values)
+        start = None
         if spec.has_weights:
-            resuming = bool(ns.resume) and not (
-                ns.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
+            resuming = bool(cfg.resume) and not (
+                cfg.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
             if self.mim and not resuming:
-                # weights only (no optimizer state): the Runner loads them strictly and starts at epoch 0
-                ns.resume = self._write_initial_weights(spec, ns)
-            elif not self.mim:
-                if spec.weights_path is not None:
-                    ns.finetune = spec.weights_path
-                else:
-                    path = self.output_dir / INITIAL_WEIGHTS
-                    save_checkpoint(path, {"model": spec.state_dict})
-                    ns.finetune = str(path)
+                start = self._starting_model(cfg, spec)  # weights only; a resume's state wins in the task
+            elif not self.mim and spec.weights_path is None:
+                start = spec.state_dict
             log.info("starting from the weights of %s", spec.label)
-        last = entry.run_parsed(command, ns, train_dataset=train_ds, val_dataset=eval_ds)
+        last = entry.run(command, cfg, model=start, train_dataset=train_ds, eval_dataset=eval_ds)
         self.last_log = last
         ckpt = self.output_dir / LAST_NAME
         self.checkpoint = ckpt if ckpt.is_file() else None
         self._model = None
         return last
+
+    @staticmethod
+    def _starting_model(cfg: PretrainConfig, spec: ModelSpec) -> nn.Module:
+        """Pretraining: exactly the model the task would build, with ``spec``'s weights (fixed tables
+        for its size, random decoder for an encoder-only source)."""
+        from ..tasks.pretrain import pretrain_model
+        from .modeling import load_weights, read_checkpoint
+
+        model = pretrain_model(cfg)
+        state = spec.state_dict if spec.state_dict is not None else read_checkpoint(spec.weights_path)
+        load_weights(model, state, spec.label)
+        return model
 
     def _training_spec(self, checkpoint: Any) -> ModelSpec:
         """The architecture of the Trainer's model (the checkpoint's when no model was given),
@@ -330,26 +288,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ models
     def _inference_model(self, checkpoint: Any = None) -> nn.Module:
-        return self._inference_source(checkpoint)[0]
-
-    def _inference_source(self, checkpoint: Any = None) -> tuple[nn.Module, Path | None]:
-        """(the model to evaluate / predict with, the maekit training checkpoint it comes from or None)."""
+        """The model to evaluate / predict with: ``checkpoint``'s, the trained one, or the one given."""
         checkpoint = self._checkpoint_arg(checkpoint)
-        path = None
         if checkpoint is not None:
-            model = (load_training_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike))
-                     else None)
-            if model is not None:
-                path = Path(checkpoint)
-            else:
-                model = self._load(checkpoint)
-        elif self.checkpoint is not None:
-            if self._model is None:
-                self._model = self._load(self.checkpoint)
-            model, path = self._model, self.checkpoint
+            model = self._load(checkpoint)
         else:
             if self._model is None:
-                src = self.model_source
+                src = self.checkpoint if self.checkpoint is not None else self.model_source
                 if isinstance(src, nn.Module):
                     self._model = src
                 elif isinstance(src, (MAEConfig, Mapping)):
@@ -368,7 +313,7 @@ class Trainer:
         if not self.mim and pretraining:
             raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining "
                              "model (fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
-        return model, path
+        return model
 
     def _load(self, source: Any) -> nn.Module:
         model = load_training_checkpoint(source) if isinstance(source, (str, os.PathLike)) else None
@@ -399,37 +344,20 @@ class Trainer:
         """
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
-        model, path = self._inference_source(eval_checkpoint)
+        from ..tasks import entry
+
+        model = self._inference_model(eval_checkpoint)
         spec = ModelSpec(canonical_name(model.model_name), dict(model.model_args))
-        opts = self._base_options()
-        for key in ("resume", "start_epoch", "epochs"):
-            opts.pop(key, None)
-        model_opts, overrides = self._model_options(spec)
-        opts.update(model_opts)
-        data_opts, _, eval_ds = self._data_options(train=False)
-        opts.update(data_opts)
-        with tempfile.TemporaryDirectory(prefix="maekit-eval-") as tmp:
-            if path is None:  # weights in memory only: hand them to the task as a file
-                path = Path(tmp) / "weights.pth"
-                save_checkpoint(path, {"model": model.state_dict()})
-            opts["resume"] = str(path)
-            if self.mim:
-                from ..tasks.reconstruction import run_reconstruction_eval
+        if self.mim:
+            from ..tasks.reconstruction import run_reconstruction_eval
 
-                val_split = opts.pop("val_split", None)
-                ns = self._parse("pretrain", opts, overrides)
-                ns.val_split = val_split
-                return run_reconstruction_eval(ns, dataset=eval_ds)
-            from ..tasks.classify import run_classification
-
-            opts["eval"] = True
-            opts["global_pool"] = "fc_norm.weight" in model.state_dict()
-            if opts.get("nb_classes") not in (None, int(model.num_classes)):
-                raise ValueError(f"nb_classes is {opts['nb_classes']} but {model.model_name} predicts "
-                                 f"{model.num_classes} classes")
-            opts["nb_classes"] = int(model.num_classes)
-            ns = self._parse("finetune", opts, overrides)
-            return run_classification(ns, linprobe=False, val_dataset=eval_ds)
+            cfg, _, eval_ds = self._task_config(PretrainConfig, spec, train=False, resume="")
+            return run_reconstruction_eval(cfg, model=model, eval_dataset=eval_ds)
+        nb = self.args.nb_classes
+        if nb not in (None, int(model.num_classes)):
+            raise ValueError(f"nb_classes is {nb} but {model.model_name} predicts {model.num_classes} classes")
+        cfg, _, eval_ds = self._task_config(EvalConfig, spec, train=False, nb_classes=int(model.num_classes))
+        return entry.run("eval", cfg, model=model, eval_dataset=eval_ds)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, input_data: Any = None, predict_checkpoint: Any = None, batch_size: int | None = None,
@@ -446,51 +374,20 @@ class Trainer:
         """
         from .pipelines import pipeline
 
-        inputs = self._predict_inputs(input_data)
+        inputs = predict_inputs(input_data, self.eval_dataset)
         model = self._inference_model(predict_checkpoint)
         from ..tasks.common import device_name
 
         device = device_name(self.args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = pipeline(self.task, model, device=device, batch_size=batch_size or self.args.batch_size or 8)
         if self.mim:
-            kwargs.setdefault("mask_ratio", 0.75 if self.args.mask_ratio is None else self.args.mask_ratio)
-            kwargs.setdefault("seed", 2)
+            given = self.args.mask_ratio
+            kwargs.setdefault("mask_ratio", PredictConfig.default("mask_ratio") if given is None else given)
+            kwargs.setdefault("seed", PredictConfig.default("seed"))
             kwargs.setdefault("output_dir", str(self.output_dir))
         results = pipe(inputs, **kwargs)
-        self._write_predictions(inputs, results)
+        write_predictions(self.output_dir, self.task, inputs, results)
         return results
-
-    def _predict_inputs(self, input_data: Any) -> Any:
-        """``input_data`` with folders expanded; default: the ``eval_dataset`` folder's images."""
-        from .pipelines import expand_inputs
-
-        if input_data is None:
-            ev = self.eval_dataset
-            if not (isinstance(ev, (str, os.PathLike)) and Path(ev).is_dir()):
-                raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or "
-                                 "tensors)")
-            input_data = ev
-        return expand_inputs(input_data)
-
-    def _write_predictions(self, inputs: Any, results: Any) -> Path | None:
-        from ..engine.distributed import get_rank
-
-        if get_rank() != 0:
-            return None
-        items = inputs if isinstance(inputs, list) else [inputs]
-        outs = results if isinstance(inputs, list) else [results]
-        rows = []
-        for i, (item, res) in enumerate(zip(items, outs, strict=False)):
-            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}"
-            if self.mim:
-                rows.append({"input": name, "loss": res["loss"], "files": res.get("files", {})})
-            else:
-                rows.append({"input": name, "predictions": res})
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"{self.task}_result.json"
-        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        log.info("output result is saved at: %s", path)
-        return path
 
     def __repr__(self) -> str:
         model = getattr(self.model_source, "model_name", self.model_source)
@@ -499,5 +396,4 @@ class Trainer:
         return f"Trainer(task={self.task!r}, model={model!r}, output_dir={str(self.output_dir)!r})"
 
 
-__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments", "classifier_name",
-           "load_training_checkpoint"]
+__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments", "load_training_checkpoint"]

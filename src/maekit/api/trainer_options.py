@@ -1,13 +1,11 @@
-"""What the :class:`~maekit.api.Trainer` hands to the task commands: argv and data options.
-
-The Trainer runs ``maekit pretrain`` / ``maekit finetune`` through the CLI's own parser, so a
-:class:`~maekit.api.TrainingArguments` and the constructor's datasets become command options here
-(:func:`args_to_argv`, :func:`model_options`, :func:`data_options`).
-"""
+"""What the :class:`~maekit.api.Trainer` puts into a task config besides its ``TrainingArguments``
+(the model's name and shape: :func:`model_options`; the data: :func:`data_options`), and the
+inputs and result file of ``Trainer.predict``."""
 
 from __future__ import annotations
 
-import argparse
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -33,41 +31,6 @@ def _builtin(path: str) -> bool:
 
 def _describe_dataset(ds: Any) -> str:
     return f"<{type(ds).__name__} of {len(ds)} items>"
-
-
-def args_to_argv(parser: argparse.ArgumentParser, options: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Options ``{dest: value}`` -> argv for ``parser``, and the names the parser does not have."""
-    by_dest: dict[str, list[argparse.Action]] = {}
-    for action in parser._actions:
-        if action.option_strings:
-            by_dest.setdefault(action.dest, []).append(action)
-    argv: list[str] = []
-    unknown: list[str] = []
-    for dest, value in options.items():
-        actions = by_dest.get(dest)
-        if not actions:
-            unknown.append(dest)
-            continue
-        if isinstance(value, bool):
-            want = argparse._StoreTrueAction if value else argparse._StoreFalseAction
-            match = [a for a in actions if isinstance(a, want)]
-            if match:
-                argv.append(match[0].option_strings[0])
-            elif not any(isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                         for a in actions):
-                argv.append(f"{actions[0].option_strings[0]}={value}")
-            # else: the flag's default already is `value` (e.g. norm_pix_loss=False)
-            continue
-        action = next(a for a in actions if not isinstance(a, argparse._StoreFalseAction))
-        flag = action.option_strings[0]
-        if isinstance(value, (list, tuple)):
-            if action.nargs in ("+", "*") or isinstance(action.nargs, int):
-                argv += [flag, *(str(v) for v in value)]
-            else:
-                argv.append(f"{flag}={','.join(str(v) for v in value)}")
-        else:
-            argv.append(f"{flag}={value}")
-    return argv, unknown
 
 
 def model_options(spec: ModelSpec, *, mim: bool, given: dict[str, Any],
@@ -165,4 +128,37 @@ def data_options(*, task: str, train_dataset: Any, eval_dataset: Any, data_path:
     return opts, train_ds, eval_ds
 
 
-__all__ = ["args_to_argv", "data_options", "is_dataset", "model_options"]
+def predict_inputs(input_data: Any, eval_dataset: Any) -> Any:
+    """``input_data`` with folders expanded; default: the ``eval_dataset`` folder's images."""
+    from .pipelines import expand_inputs
+
+    if input_data is None:
+        if not (isinstance(eval_dataset, (str, os.PathLike)) and Path(eval_dataset).is_dir()):
+            raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or tensors)")
+        input_data = eval_dataset
+    return expand_inputs(input_data)
+
+
+def write_predictions(output_dir: Path, task: str, inputs: Any, results: Any) -> Path | None:
+    """``output_dir/<task>_result.json`` (rank 0): per input its name and loss + files or predictions."""
+    from ..engine.distributed import get_rank
+
+    if get_rank() != 0:
+        return None
+    items = inputs if isinstance(inputs, list) else [inputs]
+    outs = results if isinstance(inputs, list) else [results]
+    rows = []
+    for i, (item, res) in enumerate(zip(items, outs, strict=False)):
+        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}"
+        if task == "masked_image_modeling":
+            rows.append({"input": name, "loss": res["loss"], "files": res.get("files", {})})
+        else:
+            rows.append({"input": name, "predictions": res})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{task}_result.json"
+    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    logging.getLogger("maekit.api").info("output result is saved at: %s", path)
+    return path
+
+
+__all__ = ["data_options", "is_dataset", "model_options", "predict_inputs", "write_predictions"]

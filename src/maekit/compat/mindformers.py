@@ -71,12 +71,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .run_yaml import (DEFAULT_CONFIG, RunConfigWarning, Section, apply_options, convert_value,
+from ..tasks.arguments import TrainingArguments
+from ..tasks.config import ALIASES
+from .run_yaml import (DEFAULT_CONFIG, RUN_MODES, RunConfigWarning, Section, apply_options, convert_value,
                        read_run_yaml, resolve_run_config_path)
 from .run_yaml import config_warning as _warn
-from .training_args import _KINDS, ALIASES, TrainingArguments
 
-RUN_MODES = ("train", "finetune", "eval", "predict")
+DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
+"""MindFormers' model names, the Trainer's default per task."""
 
 _ARCH_TASKS = {
     "vitmaeforpretraining": "masked_image_modeling",
@@ -154,7 +156,7 @@ def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONF
 
 def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunConfig:
     """Map a run-YAML dict onto maekit (module docstring)."""
-    from .pipelines import normalize_task
+    from ..api.pipelines import normalize_task
 
     where = os.path.basename(source) if source else ""
     top = Section(data, "")
@@ -269,7 +271,7 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None) -> RunCon
     model.warn_unknown()
     if model_name is None and default_checkpoint is not None:
         from ..models import is_model
-        from .zoo import split_name
+        from ..api.zoo import split_name
 
         if is_model(split_name(default_checkpoint)[0]):
             model_name = split_name(default_checkpoint)[0]
@@ -384,9 +386,9 @@ def _map_maekit_fields(top: Section, fields: dict[str, Any]) -> None:
     MindFormers has but maekit ignores is marked read, and the rest is warned about."""
     field_names = set(TrainingArguments().to_dict()) | set(ALIASES)
     for key in list(top.data):
-        if key in field_names and key not in ("seed", "output_dir", "layer_decay"):
+        if key in field_names and key not in _IGNORED_TOP:  # not MindFormers' own sections and keys
             name = ALIASES.get(key, key)
-            fields[name] = top.get(key, _KINDS.get(name, "any"))
+            fields[name] = top.get(key, "any")  # TrainingArguments checks the type
     for key in _IGNORED_TOP:
         top.used.add(key)
     top.warn_unknown()
@@ -494,9 +496,8 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}
+    from ..api.config import MAEConfig
     from ..tasks.common import classifier_name
-    from .config import MAEConfig
-    from .trainer import DEFAULT_MODELS
 
     name = model_name or DEFAULT_MODELS[task]
     try:
@@ -528,5 +529,5 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     return overrides
 
 
-__all__ = ["DEFAULT_CONFIG", "RUN_MODES", "RunConfig", "RunConfigWarning", "apply_options", "load_run_config",
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODELS", "RUN_MODES", "RunConfig", "RunConfigWarning", "apply_options", "load_run_config",
            "map_run_config", "read_run_yaml", "resolve_run_config_path"]

@@ -1,6 +1,6 @@
 """Reading a MindFormers-shaped run YAML: the file (path or packaged name), ``--options`` overrides,
 and typed access to its sections that remembers which keys were read (so that the rest can be
-reported). The mapping onto maekit is :mod:`maekit.api.run_config`.
+reported). The mapping onto maekit is :mod:`maekit.compat.mindformers`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG = "mae/run_mae_vit_base_p16_224_800ep.yaml"
+RUN_MODES = ("train", "finetune", "eval", "predict")
 
 
 class RunConfigWarning(UserWarning):
@@ -27,7 +28,8 @@ def config_warning(message: str) -> None:
 # ----------------------------------------------------------------------------- reading
 def resolve_run_config_path(path: str | os.PathLike) -> str:
     """A YAML file, or a packaged run config (``mae/run_mae_vit_base_p16_224_800ep.yaml``)."""
-    from ..tasks.options import ConfigError, resolve_config_path
+    from ..tasks.flags import resolve_config_path
+    from ..tasks.validate import ConfigError
 
     text = os.fspath(path)
     candidates = [text]

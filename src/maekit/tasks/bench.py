@@ -6,11 +6,9 @@ backward, the engine's AdamW) on this machine; peers are compared in ``benchmark
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
-from typing import Sequence
 
 import torch
 
@@ -19,22 +17,7 @@ from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..engine.precision import resolve_amp
 from ..models import create_model, is_pretraining_model
 from .common import device_name, image_size
-
-
-def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maekit bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="mae_vit_base_patch16", help="registered model name")
-    p.add_argument("--input_size", type=int, nargs="+", default=[224])
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
-    p.add_argument("--mask_ratio", type=float, default=0.75)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    return p
+from .config import BenchConfig
 
 
 def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int, amp: str, mask_ratio: float,
@@ -71,10 +54,8 @@ def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int,
     return out
 
 
-def main(argv: Sequence[str]) -> int:
-    args = bench_parser().parse_args(argv)
-    if args.steps < 1:
-        raise ValueError("--steps must be >= 1")
+def run_bench(args: BenchConfig) -> int:
+    """``maekit bench``: measure and print; returns the exit code."""
     res = measure(model=args.model, input_size=args.input_size, batch_size=args.batch_size, steps=args.steps,
                   warmup=args.warmup, amp=args.amp, mask_ratio=args.mask_ratio, device=args.device,
                   compile=args.compile)

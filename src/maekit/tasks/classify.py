@@ -11,7 +11,6 @@ dropout or drop-path, so its output is the same in either mode.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any
 
@@ -21,19 +20,20 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from ..data import (build_eval_transform, build_finetune_transform, build_linprobe_transform, build_loader,
                     resolve_dataset, resolve_mean_std)
+from ..data.factory import source_options
 from ..engine.metrics import evaluate
 from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
-from .common import (RunContext, count_parameters, learning_rate, model_overrides, shape_overrides,
-                     start_run)
+from .common import RunContext, count_parameters, learning_rate, shape_overrides, start_run
+from .config import FinetuneConfig, LinprobeConfig
 
 log = logging.getLogger("maekit.tasks")
 
 
 # ----------------------------------------------------------------------------- data
-def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, train_transform,
+def labelled_datasets(args, *, in_chans: int, img_size, train_transform,
                       train_dataset=None, val_dataset=None):
     """Train and validation datasets, and the class names; checks ``--nb_classes``.
 
@@ -48,9 +48,9 @@ def labelled_datasets(args: argparse.Namespace, *, in_chans: int, img_size, trai
     train = None
     if train_transform is not None:
         train = train_dataset if train_dataset is not None else resolve_dataset(
-            args.data_path, "train", transform=train_transform, **common)
+            args.data_path, "train", transform=train_transform, **common, **source_options(args))
     val = val_dataset if val_dataset is not None else resolve_dataset(
-        args.data_path, "val", **common, transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean,
+        args.data_path, "val", **common, **source_options(args, "val"), transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean,
                                                                          std=std))
     train_classes = getattr(train, "classes", None) if train is not None else None
     val_classes = getattr(val, "classes", None)
@@ -79,19 +79,6 @@ def build_classifier(*, model: str, num_classes: int, input_size, patch_size=Non
                          "(mae_* / convmae_* names are pretraining models)")
     return create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
                         **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
-
-
-def model_in_chans(model: nn.Module) -> int:
-    if hasattr(model, "in_chans"):
-        return int(model.in_chans)
-    embed = model.patch_embed1 if hasattr(model, "patch_embed1") else model.patch_embed
-    return int(embed.proj.in_channels)
-
-
-def model_img_size(model: nn.Module):
-    size = getattr(model, "img_size", None) or model.patch_embed.img_size
-    size = tuple(size) if not isinstance(size, int) else (size, size)
-    return size[0] if size[0] == size[1] else size
 
 
 def load_encoder(model: nn.Module, source: str, head_init_std: float) -> None:
@@ -132,7 +119,7 @@ def classification_criterion(*, mixup_fn, smoothing: float) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def build_mixup(args: argparse.Namespace, num_classes: int):
+def build_mixup(args, num_classes: int):
     active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
     if not active:
         return None
@@ -162,70 +149,83 @@ def make_eval_fn(loader, ctx: RunContext):
 
 
 # ----------------------------------------------------------------------------- tasks
-def run_classification(args: argparse.Namespace, *, linprobe: bool, train_dataset=None,
-                       val_dataset=None) -> dict[str, Any]:
-    """Fine-tune (``linprobe=False``) or linear-probe from parsed options.
+def train_transform(cfg: FinetuneConfig | LinprobeConfig, img_size, *, in_chans: int, mean, std, linprobe: bool):
+    """The reference training augmentation of the task."""
+    if linprobe:
+        return build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    return build_finetune_transform(
+        img_size, in_chans=in_chans, mean=mean, std=std, color_jitter=cfg.color_jitter,
+        auto_augment=None if str(cfg.aa).lower() == "none" else cfg.aa, re_prob=cfg.reprob,
+        re_mode=cfg.remode, re_count=cfg.recount)
 
-    ``train_dataset`` / ``val_dataset`` replace the ``--data_path`` ones (:func:`labelled_datasets`).
+
+def classifier_for(cfg, *, num_classes: int, linprobe: bool) -> nn.Module:
+    """The classifier ``cfg`` describes (name, shape flags, ``model_args``, pooling, drop path)."""
+    return build_classifier(model=cfg.model, num_classes=num_classes, input_size=cfg.input_size,
+                            patch_size=cfg.patch_size, in_chans=cfg.in_chans, global_pool=cfg.global_pool,
+                            drop_path=0.0 if linprobe else cfg.drop_path, **cfg.model_args)
+
+
+def optimizer_and_loss(cfg, model: nn.Module, *, lr: float, linprobe: bool, num_classes: int):
+    """(optimizer, criterion, mixup or None): LARS on the head (linear probe) or AdamW with layer decay."""
+    if linprobe:
+        return LARS(model.head.parameters(), lr=lr, weight_decay=cfg.weight_decay), nn.CrossEntropyLoss(), None
+    groups = param_groups_layer_decay(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                      no_weight_decay=model.no_weight_decay())
+    mixup_fn = build_mixup(cfg, num_classes)
+    # default betas (0.9, 0.999), as the reference
+    return build_adamw(groups, lr=lr), classification_criterion(mixup_fn=mixup_fn, smoothing=cfg.smoothing), mixup_fn
+
+
+def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, train_dataset=None,
+                       eval_dataset=None) -> dict[str, Any]:
+    """Fine-tune (``linprobe=False``) or linear-probe as ``cfg`` says; the last epoch's log record.
+
+    ``model`` (a pretraining model or classifier) replaces ``cfg.finetune``: its encoder starts the
+    classifier, whose head is re-initialised. ``train_dataset`` / ``eval_dataset`` replace the
+    ``cfg.data_path`` ones (:func:`labelled_datasets`).
     """
     task = "linprobe" if linprobe else "finetune"
-    ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
-    extra = model_overrides(args)
-    probe = build_classifier(model=args.model, num_classes=args.nb_classes or 1, input_size=args.input_size,
-                             patch_size=args.patch_size, in_chans=args.in_chans, **extra)
-    in_chans, img_size = model_in_chans(probe), model_img_size(probe)
-    mean, std = resolve_mean_std(in_chans, args.mean, args.std)
+    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    probe = classifier_for(cfg, num_classes=cfg.nb_classes or 1, linprobe=True)
+    in_chans, img_size = probe.in_chans, probe.img_size
+    mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
+    train_tf = None if cfg.eval else train_transform(cfg, img_size, in_chans=in_chans, mean=mean, std=std,
+                                                     linprobe=linprobe)
+    train_set, val_set, classes = labelled_datasets(cfg, in_chans=in_chans, img_size=img_size,
+                                                    train_transform=train_tf, train_dataset=train_dataset,
+                                                    val_dataset=eval_dataset)
+    net = classifier_for(cfg, num_classes=len(classes), linprobe=linprobe)
+    if cfg.grad_checkpointing:
+        net.set_grad_checkpointing(True)
+    if not cfg.eval:
+        source = {k: v for k, v in model.state_dict().items()} if model is not None else cfg.finetune
+        load_encoder(net, source, head_init_std=0.01 if linprobe else 2e-5)
     if linprobe:
-        train_tf = build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std)
-    else:
-        train_tf = build_finetune_transform(
-            img_size, in_chans=in_chans, mean=mean, std=std, color_jitter=args.color_jitter,
-            auto_augment=None if str(args.aa).lower() == "none" else args.aa, re_prob=args.reprob,
-            re_mode=args.remode, re_count=args.recount)
-    train_set, val_set, classes = labelled_datasets(args, in_chans=in_chans, img_size=img_size,
-                                                    train_transform=None if args.eval else train_tf,
-                                                    train_dataset=train_dataset, val_dataset=val_dataset)
-    model = build_classifier(model=args.model, num_classes=len(classes), input_size=args.input_size,
-                             patch_size=args.patch_size, in_chans=args.in_chans, global_pool=args.global_pool,
-                             drop_path=0.0 if linprobe else args.drop_path, **extra)
-    if not args.eval:
-        load_encoder(model, args.finetune, head_init_std=0.01 if linprobe else 2e-5)
-    if linprobe:
-        add_linear_probe_head(model)
-    val_loader = build_loader(val_set, batch_size=args.batch_size, train=False, num_workers=args.num_workers,
-                              pin_memory=args.pin_mem, dist_eval=args.dist_eval and ctx.dist.distributed)
+        add_linear_probe_head(net)
+    val_loader = build_loader(val_set, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
+                              pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed)
     eval_fn = make_eval_fn(val_loader, ctx)
-    extra = {"model_name": model.model_name, "model_args": dict(model.model_args), "class_names": classes,
-             "task": task}
-    if args.eval:
-        return evaluate_checkpoint(model, args.resume, eval_fn, ctx)
-
-    train_loader = build_loader(train_set, batch_size=args.batch_size, train=True, num_workers=args.num_workers,
-                                pin_memory=args.pin_mem, seed=args.seed)
-    eff_batch, lr = learning_rate(batch_size=args.batch_size, accum_iter=args.accum_iter,
-                                  world_size=ctx.dist.world_size, blr=args.blr, lr=args.lr)
-    if linprobe:
-        optimizer = LARS(model.head.parameters(), lr=lr, weight_decay=args.weight_decay)
-        criterion, mixup_fn = nn.CrossEntropyLoss(), None
-    else:
-        groups = param_groups_layer_decay(  # layer ids from model.group_matcher (reference C.3 / C.6)
-            model, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
-            no_weight_decay=model.no_weight_decay())
-        optimizer = build_adamw(groups, lr=lr)  # default betas (0.9, 0.999), as the reference
-        mixup_fn = build_mixup(args, len(classes))
-        criterion = classification_criterion(mixup_fn=mixup_fn, smoothing=args.smoothing)
-    log.info("%s %s: %d classes, %d train / %d val images, %.2fM trainable parameters", task, args.model,
-             len(classes), len(train_set), len(val_set), count_parameters(model) / 1e6)
-    config = dict(vars(args), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
-                  nb_classes=len(classes), world_size=ctx.dist.world_size, task=task)
+    if cfg.eval:
+        return evaluate_checkpoint(net, cfg.resume, eval_fn, ctx)
+    train_loader = build_loader(train_set, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
+                                pin_memory=cfg.pin_mem, seed=cfg.seed)
+    eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
+                                  world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
+    optimizer, criterion, mixup_fn = optimizer_and_loss(cfg, net, lr=lr, linprobe=linprobe, num_classes=len(classes))
+    log.info("%s %s: %d classes, %d train / %d val images, %.2fM trainable parameters", task, cfg.model,
+             len(classes), len(train_set), len(val_set), count_parameters(net) / 1e6)
+    resolved = dict(cfg.to_dict(), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
+                    nb_classes=len(classes), world_size=ctx.dist.world_size, task=task)
+    extra = {"model_name": net.model_name, "model_args": dict(net.model_args), "class_names": classes, "task": task}
     runner = Runner(
-        model=model, optimizer=optimizer, train_loader=train_loader, step_fn=make_step_fn(criterion, mixup_fn),
-        epochs=args.epochs, lr=lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
-        output_dir=args.output_dir, accum_iter=args.accum_iter, autocast_dtype=ctx.autocast_dtype,
-        use_grad_scaler=ctx.use_scaler, clip_grad=getattr(args, "clip_grad", None), save_every=args.save_every,
-        resume=args.resume or None, start_epoch=args.start_epoch, log_dir=args.log_dir, config=config,
-        eval_fn=eval_fn, best_metric="acc1", extra_state=extra, dist=ctx.dist, compile=args.compile,
-        log_every=args.print_freq,
+        model=net, optimizer=optimizer, train_loader=train_loader, step_fn=make_step_fn(criterion, mixup_fn),
+        epochs=cfg.epochs, lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
+        output_dir=cfg.output_dir, accum_iter=cfg.accum_iter, autocast_dtype=ctx.autocast_dtype,
+        use_grad_scaler=ctx.use_scaler, clip_grad=cfg.clip_grad, save_every=cfg.save_every,
+        resume=cfg.resume or None, start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=resolved,
+        eval_fn=eval_fn, best_metric="acc1", extra_state=extra, dist=ctx.dist, compile=cfg.compile,
+        log_every=cfg.print_freq,
     )
     last = runner.fit()
     if runner.best_value is not None:
@@ -233,6 +233,18 @@ def run_classification(args: argparse.Namespace, *, linprobe: bool, train_datase
     return last
 
 
+def run_finetune(cfg: FinetuneConfig, *, model: nn.Module | None = None, train_dataset=None,
+                 eval_dataset=None) -> dict[str, Any]:
+    """maekit finetune (docs/REFERENCE_RECIPES.md C.3); arguments as :func:`run_classification`."""
+    return run_classification(cfg, linprobe=False, model=model, train_dataset=train_dataset,
+                              eval_dataset=eval_dataset)
+
+
+def run_linprobe(cfg: LinprobeConfig, *, model: nn.Module | None = None, train_dataset=None,
+                 eval_dataset=None) -> dict[str, Any]:
+    """maekit linprobe (docs/REFERENCE_RECIPES.md C.4); arguments as :func:`run_classification`."""
+    return run_classification(cfg, linprobe=True, model=model, train_dataset=train_dataset,
+                              eval_dataset=eval_dataset)
 def evaluate_checkpoint(model: nn.Module, checkpoint: str, eval_fn, ctx: RunContext) -> dict[str, Any]:
     """``--eval --resume X``: load a classifier strictly and evaluate it once."""
     if not checkpoint:

@@ -93,16 +93,6 @@ def shape_overrides(*, input_size, patch_size: int | None = None, in_chans: int 
     return kw
 
 
-def model_overrides(args: Any) -> dict[str, Any]:
-    """Extra constructor arguments (``depth``, ``embed_dim``...) for ``create_model``: the optional
-    ``model_overrides`` attribute of parsed options. Not a command-line flag: the Trainer and
-    ``maekit run`` (YAML ``model_config``) set it; it is saved with the resolved config."""
-    extra = getattr(args, "model_overrides", None) or {}
-    if not isinstance(extra, dict):
-        raise ValueError(f"model_overrides must be a mapping of constructor arguments, got {extra!r}")
-    return dict(extra)
-
-
 def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: float, lr: float | None) -> tuple[int, float]:
     """Effective batch and actual lr (the Runner prints them, with the accumulation, before step 0)."""
     if batch_size < 1 or accum_iter < 1:

@@ -2,7 +2,7 @@
 
 Every entry point fills one of these dataclasses and nothing else carries options:
 ``maekit <command>`` flags and ``--config file.yaml`` (:mod:`maekit.tasks.flags`),
-``maekit.TrainingArguments`` / ``Trainer`` (:mod:`maekit.api.training_args`) and the MindFormers run
+``maekit.TrainingArguments`` / ``Trainer`` (:mod:`maekit.tasks.arguments`) and the MindFormers run
 YAML of ``maekit run`` (:mod:`maekit.compat.mindformers`). The task functions
 (``run_pretrain(cfg, ...)`` ...) read the config and pass explicit keyword arguments on.
 
@@ -86,10 +86,19 @@ class ModelOptions:
 
 @dataclass
 class DataOptions:
-    data_path: str = opt("builtin:digits", "image folder, ImageNet-style root (train/, val/) or builtin:digits")
+    data_path: str = opt("builtin:digits", "image folder, ImageNet-style root (train/, val/), tar shards "
+                         "(folder, data/train-{000000..000127}.tar or URLs), hf:NAME_OR_PATH (Hugging Face "
+                         "dataset) or builtin:digits")
     train_split: str | None = opt(None, "train folder (default data_path/train)")
     val_split: str | None = opt(None, "validation folder (default data_path/val)")
     nb_classes: int | None = opt(None, "number of classes (default: from the data)", min=1)
+    # Data sources other than folders (maekit.data.shards, maekit.data.hf_datasets).
+    image_column: str | None = opt(None, "hf: datasets: the image column (default: the only Image column)")
+    label_column: str | None = opt(None, "hf: datasets: the label column (default: the only ClassLabel column)")
+    split: str | None = opt(None, "hf: datasets: the split this command reads (default: train for training, "
+                            "validation/val/test for evaluation)")
+    num_samples: int | None = opt(None, "tar shards: samples per epoch (default: from shards.json or counted "
+                                  "in local shards; needed for remote shards without an index)", min=1)
 
 
 @dataclass
@@ -118,6 +127,10 @@ class RunOptions(DeviceOptions):
                                    "(far less activation memory, about a third more compute, same gradients)")
     save_every: int | None = opt(None, "write checkpoint-{epoch}.pth every N epochs", min=0)
     print_freq: int = opt(20, "plain-text progress line every N steps (no TTY)", min=1)
+    report_to: str | None = opt(None, "loggers, comma-separated: tensorboard, csv (output_dir/metrics.csv), wandb "
+                                "(pip install wandb), or none; default tensorboard when --log_dir is set")
+    resume_ignore_args: bool = opt(False, "resume even though options that change training (model, "
+                                   "norm_pix_loss, lr, batch, mask ratio ...) differ from the checkpoint's")
     # Accepted for command-line compatibility with the official scripts; torchrun sets these.
     world_size: int = opt(1, "", hidden=True)
     local_rank: int = opt(-1, "", hidden=True, flags=("--local_rank", "--local-rank"))
@@ -151,6 +164,19 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
     augment: str = opt("reference", "reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; "
                        "none: resize only (for text or some medical images)", choices=("reference", "flip", "none"))
     save_every: int | None = opt(20, "write checkpoint-{epoch}.pth every N epochs", min=0)
+    knn_data_path: str | None = opt(None, "labelled images (class folders, train/ + val/ root, builtin:digits) "
+                                    "for the weighted k-NN monitor (knn_top1 / knn_top5 in log.txt)")
+    knn_every: int = opt(1, "k-NN monitor (and online probe) every N epochs", min=1)
+    knn_k: int = opt(20, "k-NN neighbours", min=1)
+    knn_temperature: float = opt(0.07, "k-NN temperature of the exp(similarity / T) weights", min=0)
+    knn_bank_per_class: int | None = opt(100, "k-NN bank: first N images of each class of the train split "
+                                         "(0: all)", min=0)
+    knn_max_queries: int | None = opt(1000, "k-NN queries: at most N images of the val split, balanced over "
+                                      "classes (0: all)", min=0)
+    online_probe: bool = opt(False, "train a detached BatchNorm + linear head on the --knn_data_path features "
+                             "alongside (probe_top1 in log.txt; resumable)")
+    recon_every: int = opt(1, "reconstruction grid of 8 fixed images every N epochs (output_dir/reconstructions, "
+                           "TensorBoard); 0: off", min=0)
 
 
 @dataclass
@@ -245,11 +271,71 @@ class VisualizeConfig(_InferenceOptions):
     out: str | None = opt(None, "PNG to write (default <image name>_grid.png here)")
 
 
+@dataclass
+class DemoConfig(ConfigMixin):
+    """maekit demo: pretrain a small MAE on built-in digits, probe it, write pictures and a report."""
+
+    model: str = opt("mae_vit_tiny_patch16", "pretraining model (mae_* or convmae_*)")
+    input_size: int = opt(32, "digit image size (upsampled)", min=8)
+    patch_size: int = opt(4, "MAE patch size (ignored for ConvMAE)", min=1)
+    epochs: int = opt(25, "pretraining epochs", min=1)
+    warmup_epochs: float = opt(3, "pretraining warm-up epochs", min=0)
+    blr: float = opt(1.5e-3, "pretraining base lr", min=0)
+    batch_size: int = opt(64, "pretraining batch", min=1)
+    mask_ratio: float = opt(0.75, "fraction of patches removed", min=0)
+    norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
+    probe_epochs: int = opt(5, "linear-probe epochs", min=1)
+    probe_batch_size: int = opt(128, "linear-probe batch", min=1)
+    # LARS moves each weight by about trust_coefficient (0.001) x lr of its norm per step; the paper
+    # reaches lr 6.4 through batch 16384 (blr 0.1). With batch 128 and 5 epochs the demo needs blr 40.
+    probe_blr: float = opt(40.0, "linear-probe base lr (LARS; large because the batch is small)", min=0)
+    output_dir: str = opt("demo_output", "pictures, report and the runs go here")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N")
+    num_workers: int = opt(2, "data loader worker processes", min=0)
+    seed: int = opt(0, "base seed")
+
+
+@dataclass
+class BenchConfig(ConfigMixin):
+    """maekit bench: training-step throughput of a registered model on random data."""
+
+    model: str = opt("mae_vit_base_patch16", "registered model name")
+    input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
+    batch_size: int = opt(16, "images per step", min=1)
+    steps: int = opt(5, "timed steps (after --warmup)", min=1)
+    warmup: int = opt(2, "untimed steps first", min=0)
+    amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU", choices=_AMP)
+    mask_ratio: float = opt(0.75, "fraction of patches removed (pretraining models)", min=0)
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N")
+    compile: bool = opt(False, "torch.compile the model")
+    json: bool = opt(False, "print one JSON object")
+
+
+@dataclass
+class KnnConfig(ConfigMixin, DeviceOptions):
+    """maekit knn: weighted k-NN accuracy of a model's frozen features on labelled images."""
+
+    model: str = opt("", "registered name (+ .tag), model folder, checkpoint file (any supported format) or URL",
+                     required=True)
+    data_path: str = opt("builtin:digits", "labelled images: class folders, train/ + val/ root, or builtin:digits")
+    train_split: str | None = opt(None, "bank folder (default data_path/train)")
+    val_split: str | None = opt(None, "query folder (default data_path/val)")
+    input_size: list[int] | None = opt(None, "image size: S or H W (default: the model's)", min=1, metavar="S")
+    k: int = opt(20, "neighbours", min=1)
+    temperature: float = opt(0.07, "temperature of the exp(similarity / T) weights", min=0)
+    bank_per_class: int | None = opt(None, "bank: first N images of each class (default: all)", min=0)
+    max_queries: int | None = opt(None, "queries: at most N, balanced over classes (default: all)", min=0)
+    batch_size: int = opt(64, "images per forward pass", min=1)
+    output_dir: str | None = opt(None, "knn.json goes here (off when not set)")
+    no_download: bool = opt(False, "never download: random weights for a bare name")
+
+
 TASK_CONFIGS: dict[str, type] = {
     "pretrain": PretrainConfig, "finetune": FinetuneConfig, "linprobe": LinprobeConfig, "eval": EvalConfig,
-    "predict": PredictConfig, "visualize": VisualizeConfig,
+    "predict": PredictConfig, "visualize": VisualizeConfig, "demo": DemoConfig, "bench": BenchConfig,
+    "knn": KnnConfig,
 }
 
 
-__all__ = ["ALIASES", "ConfigError", "EvalConfig", "FinetuneConfig", "LinprobeConfig", "PredictConfig",
-           "PretrainConfig", "TASK_CONFIGS", "VisualizeConfig", "opt"]
+__all__ = ["ALIASES", "BenchConfig", "ConfigError", "DemoConfig", "EvalConfig", "FinetuneConfig", "LinprobeConfig",
+           "PredictConfig", "PretrainConfig", "TASK_CONFIGS", "VisualizeConfig", "opt"]

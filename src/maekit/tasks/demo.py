@@ -12,12 +12,10 @@ Every step goes through the same task code as ``maekit pretrain`` / ``maekit lin
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -25,63 +23,37 @@ from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resol
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
 from ..weights import extract_state_dict
-from . import entry, options
+from .classify import run_linprobe
 from .common import classifier_name
-from .pretrain import build_pretrain_model
+from .config import DemoConfig, LinprobeConfig, PretrainConfig
+from .pretrain import build_pretrain_model, run_pretrain
 
 log = logging.getLogger("maekit.tasks")
 
 
-def demo_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maekit demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = options.load_yaml_defaults("demo.yaml")
-    p.add_argument("--model", default=d["model"], help="pretraining model (mae_* or convmae_*)")
-    p.add_argument("--input_size", type=int, default=d["input_size"], help="digit image size (upsampled)")
-    p.add_argument("--patch_size", type=int, default=d["patch_size"], help="MAE patch size (ignored for ConvMAE)")
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="pretraining epochs")
-    p.add_argument("--warmup_epochs", type=int, default=d["warmup_epochs"])
-    p.add_argument("--blr", type=float, default=d["blr"])
-    p.add_argument("--batch_size", type=int, default=d["batch_size"])
-    p.add_argument("--mask_ratio", type=float, default=d["mask_ratio"])
-    p.add_argument("--norm_pix_loss", action="store_true", default=d["norm_pix_loss"])
-    p.add_argument("--probe_epochs", type=int, default=d["probe_epochs"])
-    p.add_argument("--probe_batch_size", type=int, default=d["probe_batch_size"])
-    p.add_argument("--probe_blr", type=float, default=d["probe_blr"], help="linear-probe base lr (LARS)")
-    p.add_argument("--output_dir", default="demo_output")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--num_workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    return p
+def _shape(cfg: DemoConfig) -> dict:
+    """The model options of every step (ConvMAE keeps its own patch sizes)."""
+    convmae = cfg.model.startswith("convmae")
+    return {"input_size": cfg.input_size, "patch_size": None if convmae else cfg.patch_size}
 
 
-def _size_args(args) -> list[str]:
-    convmae = args.model.startswith("convmae")
-    return ["--input_size", str(args.input_size)] + ([] if convmae else ["--patch_size", str(args.patch_size)])
+def _common(cfg: DemoConfig) -> dict:
+    return {"data_path": "builtin:digits", "device": cfg.device, "num_workers": cfg.num_workers, "seed": cfg.seed,
+            "amp": "none"}
 
 
-def _common(args) -> list[str]:
-    return ["--data_path", "builtin:digits", "--device", args.device, "--num_workers", str(args.num_workers),
-            "--seed", str(args.seed), "--amp", "none"]
+def pretrain_config(cfg: DemoConfig, out: Path) -> PretrainConfig:
+    """The pretraining step (resumable: a second ``maekit demo`` continues where a killed one stopped)."""
+    return PretrainConfig(model=cfg.model, **_shape(cfg), mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
+                          epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, blr=cfg.blr, batch_size=cfg.batch_size,
+                          output_dir=str(out), save_every=cfg.epochs, resume="auto", **_common(cfg))
 
 
-def pretrain_argv(args, out: Path) -> list[str]:
-    return ["--model", args.model, *_size_args(args), "--mask_ratio", str(args.mask_ratio),
-            *(["--norm_pix_loss"] if args.norm_pix_loss else []), "--epochs", str(args.epochs),
-            "--warmup_epochs", str(args.warmup_epochs), "--blr", str(args.blr), "--batch_size",
-            str(args.batch_size), "--output_dir", str(out), "--save_every", str(args.epochs), "--resume", "auto",
-            *_common(args)]
-
-
-def linprobe_argv(args, checkpoint: Path, out: Path) -> list[str]:
-    return ["--model", classifier_name(args.model), *_size_args(args), "--finetune", str(checkpoint),
-            "--epochs", str(args.probe_epochs), "--warmup_epochs", "1", "--batch_size", str(args.probe_batch_size),
-            "--blr", str(args.probe_blr),
-            "--global_pool", "--output_dir", str(out), "--save_every", "0", *_common(args)]
-
-
-def _run(command: str, argv: Sequence[str]) -> dict:
-    return entry.run_parsed(command, entry.parse(command, argv))
+def linprobe_config(cfg: DemoConfig, checkpoint: Path, out: Path) -> LinprobeConfig:
+    """A linear probe of ``checkpoint``'s encoder (mean-pooled, as the small model needs)."""
+    return LinprobeConfig(model=classifier_name(cfg.model), **_shape(cfg), finetune=str(checkpoint),
+                          epochs=cfg.probe_epochs, warmup_epochs=1, batch_size=cfg.probe_batch_size, blr=cfg.probe_blr,
+                          global_pool=True, output_dir=str(out), save_every=0, **_common(cfg))
 
 
 def save_reconstructions(args, checkpoint: Path, out_png: Path, n: int = 8) -> float:
@@ -121,8 +93,8 @@ def write_report(out: Path, report: dict) -> None:
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
 
-def main(argv: Sequence[str]) -> int:
-    args = demo_parser().parse_args(argv)
+def run_demo(args: DemoConfig) -> int:
+    """The whole demo (module docstring); returns the exit code."""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -132,12 +104,12 @@ def main(argv: Sequence[str]) -> int:
                                 patch_size=None if args.model.startswith("convmae") else args.patch_size)
     save_checkpoint(out / "untrained.pth", {"model": init.state_dict()})
     # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped)
-    last = _run("pretrain", pretrain_argv(args, out / "pretrain"))
+    last = run_pretrain(pretrain_config(args, out / "pretrain"))
     pretrain_seconds = time.time() - t0
     ckpt = out / "pretrain" / "checkpoint-last.pth"
     # 3. probes
-    pre = _run("linprobe", linprobe_argv(args, ckpt, out / "probe_pretrained"))
-    rnd = _run("linprobe", linprobe_argv(args, out / "untrained.pth", out / "probe_untrained"))
+    pre = run_linprobe(linprobe_config(args, ckpt, out / "probe_pretrained"))
+    rnd = run_linprobe(linprobe_config(args, out / "untrained.pth", out / "probe_untrained"))
     # 4. pictures and report
     records = read_log(out / "pretrain" / "log.txt")
     plot_curves(records, out / "loss_curve.png", title=f"{args.model} on builtin:digits")

@@ -78,17 +78,19 @@ class CurvesMonitor:
         return {}
 
 
-def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std) -> tuple[Dataset, Dataset]:
+def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_split=None,
+                 val_split=None) -> tuple[Dataset, Dataset]:
     """(bank, queries) of a labelled source: its train and val splits; without a val split, every
     10th image of each class of the train split is held out as a query."""
     tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    splits = dict(train_split=train_split, val_split=val_split)
     try:
-        bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans)
+        bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans, **splits)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"--knn_data_path {data_path}: needs labelled images (class folders, an ImageNet-style "
                          f"root with train/ and val/, or builtin:digits): {e}") from e
     try:
-        return bank, resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans)
+        return bank, resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans, **splits)
     except FileNotFoundError:
         targets, counts, held, kept = dataset_targets(bank), {}, [], []
         for i, t in enumerate(targets):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any
 
@@ -12,10 +11,12 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from ..data import build_eval_transform, build_loader, build_pretrain_transform, resolve_dataset, resolve_mean_std
+from ..data.factory import source_options
 from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
-from .common import count_parameters, learning_rate, model_overrides, shape_overrides, start_run
+from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .config import PretrainConfig
 
 log = logging.getLogger("maekit.tasks")
 
@@ -40,54 +41,71 @@ def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std):
     return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
 
 
-def sparse_stages_override(args: argparse.Namespace) -> dict[str, Any]:
+def sparse_stages_override(model: str, sparse_stages: bool) -> dict[str, Any]:
     """``--sparse_stages`` is a ConvMAE constructor argument; MAE has no conv stages."""
-    if not getattr(args, "sparse_stages", False):
+    if not sparse_stages:
         return {}
-    if not args.model.startswith("convmae"):
+    if not model.startswith("convmae"):
         raise ValueError("--sparse_stages applies to ConvMAE models (convmae_*) only")
     return {"sparse_stages": True}
 
 
-def run_pretrain(args: argparse.Namespace, *, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Pretrain from parsed options; returns the last epoch's log record.
+def pretrain_model(cfg: PretrainConfig) -> torch.nn.Module:
+    """The model ``cfg`` describes (name, shape flags, ``model_args``)."""
+    return build_pretrain_model(model=cfg.model, input_size=cfg.input_size, patch_size=cfg.patch_size,
+                                in_chans=cfg.in_chans, norm_pix_loss=cfg.norm_pix_loss,
+                                **sparse_stages_override(cfg.model, cfg.sparse_stages), **cfg.model_args)
 
-    ``dataset`` (optional) replaces ``--data_path``: a torch Dataset of ``(image tensor, target)``
-    items already transformed to the model's input (used by :class:`maekit.api.Trainer`).
-    ``args.model_overrides`` (optional dict, not a flag) adds constructor arguments (``depth``...).
+
+def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, train_dataset: Dataset | None = None,
+                 eval_dataset: Dataset | None = None) -> dict[str, Any]:
+    """Pretrain as ``cfg`` says; returns the last epoch's log record.
+
+    Args:
+        cfg: the options (:class:`maekit.tasks.config.PretrainConfig`).
+        model: the pretraining model to train (its weights are the start); default: built from
+            ``cfg.model`` and the shape options, randomly initialised. ``cfg.resume`` still wins.
+        train_dataset: replaces ``cfg.data_path``: a torch Dataset of ``(image tensor (C, H, W),
+            target)`` items already transformed to the model's input.
+        eval_dataset: unused (pretraining does not evaluate); accepted for a uniform signature.
     """
-    ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
-    model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
-                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss,
-                                 **sparse_stages_override(args), **model_overrides(args))
+    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    if model is None:
+        model = pretrain_model(cfg)
+    elif not is_pretraining_model(model):
+        raise ValueError(f"{type(model).__name__} is not a pretraining model (mae_* / convmae_*)")
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     in_chans = model.in_chans
-    mean, std = resolve_mean_std(in_chans, args.mean, args.std)
-    transform = pretrain_transform(args.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)
+    mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
+    transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)
+    dataset = train_dataset
     if dataset is None:
-        dataset = resolve_dataset(args.data_path, "train", labelled=False, transform=transform, in_chans=in_chans)
-    loader = build_loader(dataset, batch_size=args.batch_size, train=True, num_workers=args.num_workers,
-                          pin_memory=args.pin_mem, seed=args.seed)
+        dataset = resolve_dataset(cfg.data_path, "train", labelled=False, transform=transform, in_chans=in_chans,
+                                  **source_options(cfg))
+    loader = build_loader(dataset, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
+                          pin_memory=cfg.pin_mem, seed=cfg.seed)
     log.info("pretraining %s (%.2fM trainable parameters) on %d images from %s",
-             args.model, count_parameters(model) / 1e6, len(dataset), args.data_path)
-    eff_batch, lr = learning_rate(batch_size=args.batch_size, accum_iter=args.accum_iter,
-                                  world_size=ctx.dist.world_size, blr=args.blr, lr=args.lr)
-    optimizer = build_adamw(param_groups_weight_decay(model, args.weight_decay), lr=lr, betas=(0.9, 0.95))
-    mask_ratio = args.mask_ratio
+             model.model_name, count_parameters(model) / 1e6, len(dataset), cfg.data_path)
+    eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
+                                  world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
+    optimizer = build_adamw(param_groups_weight_decay(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    mask_ratio = cfg.mask_ratio
 
     def step_fn(net, batch):
         images = batch[0]
         return net(images, mask_ratio=mask_ratio).loss, images.shape[0]
 
-    config = dict(vars(args), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
-                  world_size=ctx.dist.world_size, task="pretrain")
+    resolved = dict(cfg.to_dict(), model=model.model_name, lr=lr, eff_batch_size=eff_batch, mean=list(mean),
+                    std=list(std), world_size=ctx.dist.world_size, task="pretrain")
     runner = Runner(
-        model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, epochs=args.epochs, lr=lr,
-        min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, output_dir=args.output_dir,
-        accum_iter=args.accum_iter, autocast_dtype=ctx.autocast_dtype, use_grad_scaler=ctx.use_scaler,
-        clip_grad=args.clip_grad, save_every=args.save_every, resume=args.resume or None,
-        start_epoch=args.start_epoch, log_dir=args.log_dir, config=config, dist=ctx.dist,
+        model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, epochs=cfg.epochs, lr=lr,
+        min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs, output_dir=cfg.output_dir,
+        accum_iter=cfg.accum_iter, autocast_dtype=ctx.autocast_dtype, use_grad_scaler=ctx.use_scaler,
+        clip_grad=cfg.clip_grad, save_every=cfg.save_every, resume=cfg.resume or None,
+        start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=resolved, dist=ctx.dist,
         # Every parameter takes part in the loss, except mask_token when nothing is masked.
-        find_unused_parameters=mask_ratio == 0, compile=args.compile, log_every=args.print_freq,
+        find_unused_parameters=mask_ratio == 0, compile=cfg.compile, log_every=cfg.print_freq,
         extra_state={"model_name": model.model_name, "model_args": dict(model.model_args)},
     )
     return runner.fit()

@@ -16,7 +16,6 @@ evaluation does.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any
@@ -27,8 +26,9 @@ import torch.nn as nn
 from ..data import build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
 from ..engine.metrics import autocast_context
 from ..weights import load_pretraining_weights
-from .common import model_overrides, start_run, write_eval_json
-from .pretrain import build_pretrain_model
+from .common import start_run, write_eval_json
+from .config import PretrainConfig
+from .pretrain import pretrain_model
 
 log = logging.getLogger("maekit.tasks")
 
@@ -88,34 +88,34 @@ def load_pretrain_weights(model: nn.Module, source: str | os.PathLike) -> None:
     load_pretraining_weights(model, load_state_dict(source), label=str(source))
 
 
-def run_reconstruction_eval(args: argparse.Namespace, *, dataset=None) -> dict[str, Any]:
-    """Evaluate ``args.resume`` (a pretraining checkpoint) on the validation split of
-    ``args.data_path`` (``args.val_split`` when set; ``builtin:digits``: its test split), or on
-    ``dataset`` (transformed ``(image, target)`` items). Uses the ``maekit pretrain`` options
-    (model, shape, ``mask_ratio``, ``norm_pix_loss``, ``batch_size``, ``seed`` = mask seed).
+def run_reconstruction_eval(cfg: PretrainConfig, *, model: nn.Module | None = None, train_dataset=None,
+                            eval_dataset=None) -> dict[str, Any]:
+    """Evaluate a pretraining model on the validation split of ``cfg.data_path`` (``cfg.val_split``
+    when set; ``builtin:digits``: its test split), or on ``eval_dataset`` (transformed ``(image,
+    target)`` items). ``model`` (with its weights) replaces ``cfg.resume`` (a checkpoint of the model
+    ``cfg`` describes). Uses ``mask_ratio``, ``batch_size`` and ``seed`` (the mask seed).
 
     Returns:
         ``{'test_loss', 'test_n'}``; also written to ``output_dir/eval.json`` when set.
     """
-    if not getattr(args, "resume", None):
-        raise ValueError("evaluating a pretraining model needs its checkpoint (--resume / eval_checkpoint)")
-    ctx = start_run(device=args.device, seed=args.seed, amp=args.amp)
-    model = build_pretrain_model(model=args.model, input_size=args.input_size, patch_size=args.patch_size,
-                                 in_chans=args.in_chans, norm_pix_loss=args.norm_pix_loss,
-                                 **model_overrides(args))
-    load_pretrain_weights(model, args.resume)
+    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    if model is None:
+        if not cfg.resume:
+            raise ValueError("evaluating a pretraining model needs its checkpoint (--resume / eval_checkpoint)")
+        model = pretrain_model(cfg)
+        load_pretrain_weights(model, cfg.resume)
+    dataset = eval_dataset
     if dataset is None:
-        mean, std = resolve_mean_std(model.in_chans, args.mean, args.std)
+        mean, std = resolve_mean_std(model.in_chans, cfg.mean, cfg.std)
         transform = build_eval_transform(model.img_size, in_chans=model.in_chans, mean=mean, std=std)
-        dataset = resolve_dataset(args.data_path, "val", labelled=False, transform=transform,
-                                  in_chans=model.in_chans, val_split=getattr(args, "val_split", None))
-    loader = build_loader(dataset, batch_size=args.batch_size, train=False, num_workers=args.num_workers,
-                          pin_memory=args.pin_mem)
-    stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device,
-                                    mask_ratio=args.mask_ratio, seed=args.seed,
-                                    autocast_dtype=ctx.autocast_dtype)
-    log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f", args.resume,
-             stats["n"], args.mask_ratio, args.seed, stats["loss"])
+        dataset = resolve_dataset(cfg.data_path, "val", labelled=False, transform=transform,
+                                  in_chans=model.in_chans, val_split=cfg.val_split)
+    loader = build_loader(dataset, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
+                          pin_memory=cfg.pin_mem)
+    stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device, mask_ratio=cfg.mask_ratio,
+                                    seed=cfg.seed, autocast_dtype=ctx.autocast_dtype)
+    log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f",
+             cfg.resume or model.model_name, stats["n"], cfg.mask_ratio, cfg.seed, stats["loss"])
     result = {"test_loss": stats["loss"], "test_n": stats["n"]}
-    write_eval_json(args.output_dir, result, rank=ctx.dist.rank)
+    write_eval_json(cfg.output_dir, result, rank=ctx.dist.rank)
     return result

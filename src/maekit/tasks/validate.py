@@ -26,12 +26,13 @@ class ConfigMixin:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Any:
         """A validated config from ``{option or alias: value}`` (missing keys take the defaults)."""
-        cfg = cls(**resolve_keys(cls, dict(data), source=source))
-        missing = [f.name for f in dataclasses.fields(cls) if f.metadata.get("required") and not getattr(cfg, f.name)]
-        if missing:
-            flags = ", ".join("--" + m for m in missing)
-            raise ConfigError(f"{source}: {flags} {'is' if len(missing) == 1 else 'are'} required")
-        return cfg
+        return cls(**resolve_keys(cls, dict(data), source=source))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of option ``name`` (so that no other module writes it again)."""
+        f = cls.__dataclass_fields__[name]
+        return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
     def to_dict(self) -> dict[str, Any]:
         """Every option (what output_dir/config.yaml and checkpoints store)."""
@@ -118,27 +119,28 @@ def coerce_item(item: type, v: Any) -> Any:
     return item(v)
 
 
+def check_value(cls: type, f: dataclasses.Field, value: Any) -> Any:
+    """``value`` of field ``f`` of ``cls``: coerced to its type, checked against its choices and bounds."""
+    value = coerce(cls, f.name, value)
+    meta = f.metadata
+    if value is None:
+        return None
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{f.name}: choose one of {', '.join(meta['choices'])}; got {value!r}")
+    low = meta.get("min")
+    if low is not None and any(v < low for v in (value if isinstance(value, list) else [value])):
+        raise ConfigError(f"{f.name} must be >= {low}, got {value!r}")
+    if f.name == "input_size" and isinstance(value, list) and len(value) not in (1, 2):
+        raise ConfigError(f"input_size takes one or two numbers (S or H W), got {value}")
+    if f.name == "mask_ratio" and not 0 <= value < 1:
+        raise ConfigError(f"mask_ratio must be in [0, 1), got {value}")
+    return value
+
+
 def _validate(cfg: Any) -> None:
-    """Types, choices, lower bounds and the one or two sizes of input_size; called once per config."""
+    """Every field of ``cfg`` through :func:`check_value`; called once per config."""
     for f in dataclasses.fields(cfg):
-        value = coerce(type(cfg), f.name, getattr(cfg, f.name))
-        object.__setattr__(cfg, f.name, value)
-        meta = f.metadata
-        if value is None:
-            continue
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{f.name}: choose one of {', '.join(meta['choices'])}; got {value!r}")
-        low = meta.get("min")
-        if low is not None:
-            values = value if isinstance(value, list) else [value]
-            if any(v < low for v in values):
-                raise ConfigError(f"{f.name} must be >= {low}, got {value!r}")
-    size = getattr(cfg, "input_size", None)
-    if size is not None and len(size) not in (1, 2):
-        raise ConfigError(f"input_size takes one or two numbers (S or H W), got {size}")
-    ratio = getattr(cfg, "mask_ratio", None)
-    if ratio is not None and not 0 <= ratio < 1:
-        raise ConfigError(f"mask_ratio must be in [0, 1), got {ratio}")
+        object.__setattr__(cfg, f.name, check_value(type(cfg), f, getattr(cfg, f.name)))
 
 
 def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, A
             close = difflib.get_close_matches(key, sorted(names | {a for a, t in ALIASES.items() if t in names}), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{source}: unknown option {key!r} for {cls.__name__}{hint}")
-        if name in out and key != name:
+        if name in out:
             raise ConfigError(f"{source}: {key!r} given twice (it is another name of {name!r})")
         out[name] = value
     return out
