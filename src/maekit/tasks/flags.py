@@ -1,0 +1,169 @@
+"""Command-line flags generated from the task configs (:mod:`maekit.tasks.config`), and ``--config``.
+
+The official flags (docs/REFERENCE_RECIPES.md C.2-C.4) are the field names, so the reference
+command lines run unchanged under ``torchrun ... -m maekit pretrain <same flags>``; PASSL's
+``--device gpu`` and ``--print_freq`` are accepted too. Precedence: the config's defaults, then
+``--config file.yaml`` (flat keys named like the flags, or their aliases), then explicit flags.
+Imports no torch, so ``maekit <command> -h`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from typing import Any, Sequence
+
+from .config import ALIASES
+from .validate import ConfigError, _kind, field_types, resolve_keys
+
+
+def _floats(text: str) -> list[float]:
+    """``0.5`` or ``0.485,0.456,0.406`` -> a list of floats (the official mean / std spelling)."""
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _help(f: dataclasses.Field, default: Any) -> str:
+    text = f.metadata.get("help", "")
+    if isinstance(default, bool):
+        return text + (" (default)" if default else "")
+    if default not in (None, "", [], {}):
+        return f"{text} (default: {_default_text(default)})"
+    return text
+
+
+def _add_field(group: Any, f: dataclasses.Field, hint: Any, default: Any) -> None:
+    meta = f.metadata
+    flags = list(meta.get("flags") or [f"--{f.name}"])
+    hidden = meta.get("hidden", False)
+    kw: dict[str, Any] = {"dest": f.name, "help": argparse.SUPPRESS if hidden else _help(f, default)}
+    base, _ = _kind(hint)
+    origin = typing.get_origin(base)
+    if base is bool:
+        group.add_argument(*flags, action="store_true", **kw)
+        if meta.get("off"):
+            off_help = meta.get("off_help", f"unset {flags[0]}") + ("" if default is not False else " (default)")
+            group.add_argument(meta["off"], action="store_false", dest=f.name,
+                               help=argparse.SUPPRESS if hidden else off_help)
+        return
+    if origin is list and typing.get_args(base)[0] is float:
+        kw["type"] = _floats
+    elif origin is list:
+        kw.update(nargs="+", type=typing.get_args(base)[0])
+    else:
+        kw["type"] = base
+    if meta.get("choices"):
+        kw["choices"] = meta["choices"]
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
+    group.add_argument(*flags, **kw)
+
+
+def build_parser(cls: type, *, prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per CLI field of ``cls`` (aliases as hidden flags).
+
+    Every default is ``SUPPRESS``: the namespace holds only what was typed, so ``--config`` values
+    can sit between the config's defaults and the flags.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").split("\n")[0],
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file of options (keys named like the flags), or a packaged "
+                                         "recipe such as pretrain/mae_vit_base; flags win")
+    types = field_types(cls)
+    defaults = cls()
+    names = set()
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        default = getattr(defaults, f.name)
+        _add_field(parser, f, types[f.name], default)
+        names.add(f.name)
+        names.update(flag.lstrip("-") for flag in f.metadata.get("flags") or ())
+    for alias, target in ALIASES.items():
+        if target in names and alias not in names:
+            parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS,
+                                **_alias_kwargs(types[target]))
+    return parser
+
+
+def _alias_kwargs(hint: Any) -> dict[str, Any]:
+    base, _ = _kind(hint)
+    origin = typing.get_origin(base)
+    if base is bool:
+        return {"action": "store_true"}
+    if origin is list and typing.get_args(base)[0] is float:
+        return {"type": _floats}
+    if origin is list:
+        return {"nargs": "+", "type": typing.get_args(base)[0]}
+    return {"type": base}
+
+
+def resolve_config_path(path: str) -> str:
+    """A YAML path, or the name of a packaged recipe (``pretrain/mae_vit_base``)."""
+    if os.path.isfile(path):
+        return path
+    packaged = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", path)
+    for candidate in (packaged, packaged + ".yaml"):
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError(f"config file not found: {path} (neither a file nor a packaged recipe under maekit/configs)")
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """A YAML mapping (a file or a packaged recipe name); bad YAML is a ``ConfigError``."""
+    import yaml
+
+    path = resolve_config_path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def flat_options(data: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``key: value`` options; sections (``optimisation: {blr: ...}``) are flattened by leaf key.
+    ``model_args`` stays a mapping (it is one option)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "model_args":
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def parse(cls: type, argv: Sequence[str], *, prog: str, description: str | None = None) -> Any:
+    """``argv`` (and its ``--config`` file) -> a validated ``cls`` instance; ``-h`` prints help and exits."""
+    given = vars(build_parser(cls, prog=prog, description=description).parse_args(list(argv)))
+    values: dict[str, Any] = {}
+    path = given.pop("config", None)
+    if path:
+        values.update(flat_options(read_yaml(path)))
+        source = path
+    else:
+        source = prog
+    # aliases in the file and flags are resolved by from_dict; flags win over the file
+
+    merged = {**resolve_keys(cls, values, source=source), **given}
+    missing = [f.name for f in dataclasses.fields(cls) if f.metadata.get("required") and not merged.get(f.name)]
+    if missing:
+        raise ConfigError(f"{prog}: {', '.join('--' + m for m in missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} required")
+    return cls.from_dict(merged, source=source)
+
+
+__all__ = ["build_parser", "flat_options", "parse", "read_yaml", "resolve_config_path"]
