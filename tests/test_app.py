@@ -238,6 +238,7 @@ BAD_REQUESTS = [
     ("reconstruct", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
     ("reconstruct", {"sample": "coffee.jpg", "mask_ratio": "abc"}, None, 422, "mask_ratio"),
     ("reconstruct", {"sample": "coffee.jpg", "mask_ratio": "1.0"}, None, 400, "mask_ratio must be in [0, 1)"),
+    ("reconstruct", {"sample": "coffee.jpg", "seed": str(2**70)}, None, 400, "seed must be an integer"),
     ("reconstruct", {"sample": "coffee.jpg", "model": "nope"}, None, 404, "no model 'nope'"),
     ("reconstruct", {"sample": "coffee.jpg", "model": "cls"}, None, 400, "is a classifier"),
     ("classify", {"sample": "coffee.jpg", "model": "mae_pix"}, None, 400, "is a pretraining model"),
@@ -346,6 +347,9 @@ def test_page_in_headless_chromium(server, chromium, tmp_path):
     assert dom.count('class="result"') == 2 and dom.count('src="blob:') >= 2  # two reconstructions
     assert dom.count("<li>") == 5 and len(re.findall(r"loss \d+\.\d{4}", dom)) == 2  # top-5, the losses
     assert 'class="error"' not in dom.replace('id="error" class="error" role="alert" hidden', "")
+    # A request the server refuses: its message is shown on the page, in the model's card and on the left.
+    dom = _browser(chromium, tmp_path, "--dump-dom", server["url"] + "/?seed=" + "1" + "0" * 23)
+    assert dom.count("seed must be an integer from 0 to 2**63 - 1") == 3  # two cards + the box on the left
     shot = tmp_path / "page.png"
     _browser(chromium, tmp_path, f"--screenshot={shot}", server["url"] + "/")
     img = np.asarray(Image.open(shot).convert("RGB"))

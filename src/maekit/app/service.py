@@ -207,6 +207,8 @@ def reconstruct(slot: ModelSlot, img: Image.Image, *, mask_ratio: float, seed: i
     """The masked-image-modeling pipeline's result (``grid`` PIL image, ``loss``, ``mask``) and seconds."""
     if not 0.0 <= mask_ratio < 1.0:
         raise AppError(400, f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    if not 0 <= seed < 2**63:
+        raise AppError(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
     image, notes = for_model(img, slot)
     with slot.lock:
         t0 = time.perf_counter()

@@ -56,8 +56,9 @@ function selectedModels() {
 }
 
 async function reconstructCard(model, index) {
-  const base = parseInt($("seed").value || "0", 10);
-  const seed = $("same_mask").checked ? base : base + index;
+  // The seed as typed (the server checks it); "same mask" off: seed + model index.
+  const typed = $("seed").value.trim() || "0";
+  const seed = $("same_mask").checked || index === 0 ? typed : String(parseInt(typed, 10) + index);
   const box = card(model, `${model.model_name}, reconstruction, seed ${seed}`);
   const fields = { model: model.id, mask_ratio: $("mask_ratio").value, seed };
   const work = call("/api/reconstruct", imageForm(fields)).then(async (response) => {
@@ -206,7 +207,7 @@ async function init() {
       $("mask_ratio").value = query.get("mask_ratio");
       $("mask_ratio_value").textContent = parseFloat($("mask_ratio").value).toFixed(2);
     }
-    if (query.has("seed")) $("seed").value = parseInt(query.get("seed"), 10) || 0;
+    if (query.has("seed")) $("seed").value = query.get("seed");
     if (query.get("features") === "1") $("show_features").checked = true;
     const first = Math.max(0, samples.findIndex((s) => s.name === query.get("sample")));
     if (samples.length) chooseSample(samples[first], $("samples").querySelectorAll("button")[first]);
