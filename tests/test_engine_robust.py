@@ -226,3 +226,35 @@ def test_checkpoint_write_failure_names_free_space(tmp_path, monkeypatch):
     monkeypatch.setattr("maekit.errors.shutil.disk_usage", lambda p: free)
     with pytest.raises(DiskFullError, match=r"no space left on device .* has 10 B free of 1.0 GiB"):
         checkpoint.save_checkpoint(tmp_path / "c.pth", {"w": torch.zeros(1000)})
+
+
+def test_stop_on_last_batch_saves_before_eval_and_resume_evaluates(tmp_path):
+    evals = []
+
+    def eval_fn(model):
+        evals.append(1)
+        return {"acc1": float(len(evals))}
+
+    straight = augmented_runner(tmp_path / "a", masked_step, epochs=2, eval_fn=eval_fn)
+    straight.fit()
+    evals.clear()
+    calls = [0]
+
+    def step(model, batch):
+        calls[0] += 1
+        if calls[0] == 12:  # the last batch of epoch 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return masked_step(model, batch)
+
+    with pytest.raises(TrainingInterrupted):
+        augmented_runner(tmp_path / "b", step, epochs=2, eval_fn=eval_fn).fit()
+    assert len(evals) == 1  # epoch 0 only: epoch 1's evaluation was left to the resumed run
+    ckpt = load_checkpoint(tmp_path / "b" / "checkpoint-last.pth")
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 6)
+    resumed = augmented_runner(tmp_path / "b", masked_step, epochs=2, eval_fn=eval_fn, resume="auto")
+    resumed.fit()
+    assert len(evals) == 2
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] and "test_acc1" in log[1]
+    for k, v in straight.model_without_ddp.state_dict().items():
+        assert torch.equal(v, resumed.model_without_ddp.state_dict()[k]), k

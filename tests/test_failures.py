@@ -142,7 +142,7 @@ def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp
 # ------------------------------------------------------------------------------ output folder
 def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_path, tiny):
     out = tmp_path / "out"
-    argv = args(tiny, digit_folders / "unlabelled", out, epochs=50)
+    argv = args(tiny, digit_folders / "unlabelled", out, epochs=100000)
     first = _start(argv)
     _wait_for(first, "Epoch: [0]  [0/8]")
     assert json.loads((out / ".maekit.lock").read_text())["pid"] == first.pid
@@ -152,10 +152,10 @@ def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_pa
     first.kill()  # SIGKILL: no handler runs, the lock stays behind
     first.communicate()
     assert (out / ".maekit.lock").exists()
-    third = cli(*args(tiny, digit_folders / "unlabelled", out, "--resume", "auto", epochs=1))
+    third = cli(*args(tiny, digit_folders / "unlabelled", out, "--overwrite", epochs=1))
     assert third.returncode == 0, third.stderr[-3000:]
-    assert f"stale lock {out / '.maekit.lock'} of PID {first.pid}" in third.stderr
-    assert not (out / ".maekit.lock").exists()
+    assert f"stale lock {out / '.maekit.lock'} of PID {first.pid}" in third.stdout + third.stderr
+    assert not (out / ".maekit.lock").exists() and epochs_logged(out) == [0]
 
 
 def test_new_run_into_used_folder_refuses_then_overwrite(digit_folders, tmp_path, tiny, capsys):
@@ -211,6 +211,21 @@ def test_bad_checkpoint_unknown_device_and_debug(digit_folders, tmp_path, tiny, 
     assert run_cli(*args(tiny, data, tmp_path / "o3", "--device", "tpu")) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "--device 'tpu'" in err
+
+
+def test_network_failure_is_a_runtime_message(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from PIL import Image
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MAEKIT_HOME", str(tmp_path / "cache"))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert run_cli("predict", "--model", f"http://127.0.0.1:{port}/w.pth", "--input", image) == 1
+    assert "Connection refused" in _err(capsys)
 
 
 def _mount_tmpfs(path: Path, options: str) -> bool:

@@ -131,17 +131,30 @@ def _module_of(e: BaseException) -> set[str]:
     return {c.__module__.split(".")[0] for c in type(e).__mro__}
 
 
+def _is_network(e: BaseException) -> bool:
+    return bool(_module_of(e) & {"requests", "urllib3", "httpx"}) or isinstance(e, (ConnectionError, TimeoutError)) \
+        or type(e).__name__ in ("URLError", "gaierror", "HfHubHTTPError", "OfflineModeIsEnabled")
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    out, seen = [], {id(e)}
+    while (e := e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        out.append(e)
+    return out
+
+
 def describe(exc: BaseException) -> tuple[int, str] | None:
     """``(exit_code, message)`` for an expected failure, None for an unexpected one (a bug)."""
     if isinstance(exc, MaekitError):
         return exc.exit_code, _first_paragraph(exc)
-    mods = _module_of(exc)
-    if "yaml" in mods:
+    if "yaml" in _module_of(exc):
         return USAGE, f"cannot read the YAML config: {' '.join(str(exc).split())}"
-    if mods & {"requests", "urllib3", "httpx", "huggingface_hub"} or isinstance(exc, (ConnectionError, TimeoutError)) \
-            or type(exc).__name__ in ("URLError", "gaierror"):
+    if _is_network(exc):
         return RUNTIME, (f"network failure ({type(exc).__name__}: {_first_line(exc)}). Check the connection, or "
                          "use a local file or folder (HF_HUB_OFFLINE=1 uses only what is cached)")
+    if any(_is_network(c) for c in _causes(exc)):  # e.g. "weights unavailable" raised from a URLError
+        return RUNTIME, str(exc)
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
         return USAGE, str(exc)
     if isinstance(exc, OSError):

@@ -200,7 +200,12 @@ class Runner:
             scaler=self.scaler, clip_grad=self.clip_grad, start_step=self.start_step if first else 0,
             stats=self.partial if first else None, should_stop=lambda: self.stop_signal is not None,
             tb=tb if tb.active else None, log_every=self.log_every)
-        if stats.interrupted:
+        # A stop requested during the epoch's last batch: save before evaluation and monitors (they
+        # may be long, and their DataLoader workers may have died of the same group signal). The
+        # checkpoint says "all batches done"; the resumed run evaluates, logs and saves the epoch.
+        late_stop = (self.eval_fn is not None or self.monitors) and not stats.interrupted and \
+            sum_over_ranks([float(self.stop_signal is not None)])[0] > 0
+        if stats.interrupted or late_stop:
             path = self.save(epoch - 1, step_in_epoch=stats.next_step, partial=stats)
             raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
         check_epoch_data(n_samples=stats.n_samples, skipped_files=stats.skipped_files, epoch=epoch)
