@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision.datasets import DatasetFolder
 
-from .images import IMG_EXTENSIONS, find_images, is_image_file, mode_for_chans, try_load_image
+from .images import IMG_EXTENSIONS, find_images, is_image_file, load_transformed, mode_for_chans
 
 UNLABELLED_TARGET = -1
 """Target returned by unlabelled datasets."""
@@ -84,10 +84,8 @@ class UnlabeledImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        img = try_load_image(self.files[index], self.in_chans)
-        if img is None:
-            return None
-        return (self.transform(img) if self.transform is not None else img), UNLABELLED_TARGET
+        img = load_transformed(self.files[index], self.in_chans, self.transform)
+        return None if img is None else (img, UNLABELLED_TARGET)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, images={len(self)}, in_chans={self.in_chans})"
@@ -139,13 +137,26 @@ class ImageClassFolder(DatasetFolder):
             raise FileNotFoundError(f"no class sub-folders in {str(directory)!r}")
         return classes, {c: i for i, c in enumerate(classes)}
 
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        """``[(path, class_index)]`` through :func:`find_images` (torchvision's own listing follows
+        symbolic links without a visited set and never ends on a link loop)."""
+        samples, empty = [], []
+        for name, idx in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
+            files = find_images(Path(directory) / name)
+            if not files:
+                empty.append(name)
+            samples.extend((str(p), idx) for p in files)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(sorted(empty))}. "
+                                    f"Supported extensions are: {', '.join(IMG_EXTENSIONS)}")
+        return samples
+
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
-        img = try_load_image(path, self.in_chans)
+        img = load_transformed(path, self.in_chans, self.transform)
         if img is None:
             return None
-        if self.transform is not None:
-            img = self.transform(img)
         if self.target_transform is not None:
             target = self.target_transform(target)
         return img, target

@@ -124,33 +124,92 @@ def load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image:
         return out.copy() if out is img else out
 
 
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _warn_undecodable(path: str | os.PathLike, err: BaseException) -> None:
+    warnings.warn(
+        f"skipping undecodable image {os.fspath(path)}: {type(err).__name__}: {err}",
+        UndecodableImageWarning,
+        stacklevel=3,
+    )
+
+
+def load_transformed(path: str | os.PathLike, in_chans: int = 3, transform=None):
+    """``transform(load_image(path, in_chans))``, or None (warned) for an undecodable file.
+
+    A transform with ``lazy_decode = True`` (crop-aware reduced decoding) receives the image
+    from ``Image.open`` before anything is decoded and decodes it itself; its decoding errors
+    are caught the same way.
+    """
+    if getattr(transform, "lazy_decode", False):
+        try:
+            with Image.open(path) as img:
+                return transform(img)
+        except _DECODE_ERRORS as err:
+            _warn_undecodable(path, err)
+            return None
+    img = try_load_image(path, in_chans)
+    if img is None or transform is None:
+        return img
+    return transform(img)
+
+
 def try_load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image | None:
     """:func:`load_image`, but warn (:class:`UndecodableImageWarning`, naming the file) and
     return None when the file cannot be decoded. Used by the datasets so a bad file never
     ends a run."""
     try:
         return load_image(path, in_chans)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+    except _DECODE_ERRORS as err:
         # OSError covers UnidentifiedImageError and truncated data; ValueError unsupported
         # modes; SyntaxError/EOFError come from some PIL plugins on malformed headers.
-        warnings.warn(
-            f"skipping undecodable image {os.fspath(path)}: {type(err).__name__}: {err}",
-            UndecodableImageWarning,
-            stacklevel=2,
-        )
+        _warn_undecodable(path, err)
         return None
+
+
+class SymlinkLoopWarning(UserWarning):
+    """A data folder holds symbolic links back to folders already listed (each file is listed once)."""
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
     """All image files under ``root``, recursively, in a deterministic sorted order.
 
     Hidden files and folders (name starting with ``'.'``, e.g. ``.ipynb_checkpoints``) are
-    ignored; symbolic links to folders are followed. Paths are sorted by their path relative
-    to ``root`` (folder by folder), independent of the file system's listing order.
+    ignored; symbolic links to folders are followed. Each real folder and each real file is
+    listed once: a link back to a folder already listed (a loop, or a second link to the same
+    folder) is skipped, and all such links are reported in one :class:`SymlinkLoopWarning`.
+    Paths are sorted by their path relative to ``root`` (folder by folder), independent of the
+    file system's listing order.
     """
     root = Path(root)
     found: list[Path] = []
+    seen_dirs = {os.path.realpath(root)}
+    seen_files: set[str] = set()
+    skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_image_file(f))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen_dirs:  # without this a link loop never ends (os.walk has no visited set)
+                skipped.append(f"{os.path.join(dirpath, d)} -> {real}")
+            else:
+                seen_dirs.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            if not is_image_file(f):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, f))
+            if real not in seen_files:
+                seen_files.add(real)
+                found.append(Path(dirpath) / f)
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(
+            f"{len(skipped)} symbolic link(s) under {os.fspath(root)} lead to folders already listed "
+            f"(loops or duplicates) and were skipped, so each image is read once: {shown}",
+            SymlinkLoopWarning,
+            stacklevel=2,
+        )
     return sorted(found, key=lambda p: p.relative_to(root).parts)

@@ -20,8 +20,10 @@ twice in the metrics (warned).
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,23 +32,33 @@ from torch.utils.data import (
     DataLoader,
     Dataset,
     DistributedSampler,
+    IterableDataset,
     Sampler,
     SequentialSampler,
     default_collate,
 )
 
+from .device import DeviceLoader
+from .seeding import SeededDataset, SeededSampler
 
-def collate_skip_none(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Collate ``(image, target)`` items, dropping ``None`` (undecodable files).
+
+def collate_skip_none(batch: Sequence[Any]) -> tuple:
+    """Collate ``(image, target)`` or ``(image, target, mask_seed)`` items, dropping ``None``
+    (undecodable files).
 
     Returns:
-        ``(images (B, ...), targets (B,) int64, num_skipped)``; empty tensors and
-        ``num_skipped = len(batch)`` when every item is None.
+        ``(images (B, ...), targets (B,) int64, num_skipped)``, plus ``mask_seeds (B,) int64``
+        when the items carry them (:class:`~maekit.data.seeding.SeededDataset`); empty tensors
+        and ``num_skipped = len(batch)`` when every item is None.
     """
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    if len(good[0]) > 2:
+        images, targets = default_collate([item[:2] for item in good])
+        seeds = torch.tensor([item[2] for item in good], dtype=torch.int64)
+        return images, torch.as_tensor(targets, dtype=torch.int64), skipped, seeds
     images, targets = default_collate(good)
     return images, torch.as_tensor(targets, dtype=torch.int64), skipped
 
@@ -66,21 +78,25 @@ def build_sampler(
     dist_eval: bool = False,
     num_replicas: int | None = None,
     rank: int | None = None,
+    seeded: bool = False,
 ) -> Sampler:
     """The sampler :func:`build_loader` uses (see the module docstring).
 
     ``num_replicas`` / ``rank`` override the process group (tests, or custom launchers).
+    ``seeded``: a training sampler yields ``(index, epoch)`` keys for a
+    :class:`~maekit.data.seeding.SeededDataset` (same shuffling and sharding).
     """
     world, this_rank = dist_info()
     if num_replicas is not None:
         world, this_rank = num_replicas, (rank if rank is not None else 0)
     if train:
-        return DistributedSampler(dataset, num_replicas=world, rank=this_rank, shuffle=True, seed=seed)
+        cls = SeededSampler if seeded else DistributedSampler
+        return cls(dataset, num_replicas=world, rank=this_rank, shuffle=True, seed=seed)
     if dist_eval:
-        if len(dataset) % world:
+        if len(dataset) % world:  # type: ignore[arg-type]
             warnings.warn(
-                f"dist_eval with {len(dataset)} samples on {world} ranks: the sampler repeats "
-                f"{world - len(dataset) % world} sample(s) to even out the shards, "
+                f"dist_eval with {len(dataset)} samples on {world} ranks: the sampler repeats "  # type: ignore[arg-type]
+                f"{world - len(dataset) % world} sample(s) to even out the shards, "  # type: ignore[arg-type]
                 "which slightly changes the metrics",
                 UserWarning,
                 stacklevel=3,
@@ -89,33 +105,78 @@ def build_sampler(
     return SequentialSampler(dataset)
 
 
+def default_num_workers(local_world_size: int | None = None, cap: int = 10) -> int:
+    """Worker processes per training process: the CPUs this process may use, shared by the
+    processes of this node (``LOCAL_WORLD_SIZE``), one left for the main process, at most
+    ``cap`` (the references' 10). 0 on a single-CPU machine."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        cpus = os.cpu_count() or 1
+    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(0, min(cap, cpus // max(1, local) - 1))
+
+
+class _WorkerInit:
+    """``worker_init_fn``: workers ignore SIGTERM / SIGINT, so a signal sent to the whole process
+    group (``timeout``, ``kill -- -PGID``, SLURM) reaches the main process, which owns shutdown
+    and finishes its checkpoint, instead of killing the workers under it. torch seeds each
+    worker's ``torch`` / ``random`` / NumPy RNGs from the loader's base seed + worker id; samples
+    drawn through a SeededDataset reseed per sample anyway. Then ``user_fn`` runs, if any."""
+
+    def __init__(self, user_fn: Callable[[int], None] | None = None) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
 def build_loader(
     dataset: Dataset,
     *,
     batch_size: int,
     train: bool,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     pin_memory: bool = True,
     drop_last: bool | None = None,
     seed: int = 0,
     dist_eval: bool = False,
     num_replicas: int | None = None,
     rank: int | None = None,
-) -> DataLoader:
-    """A DataLoader yielding ``(images, targets, num_skipped)`` (module docstring).
+    device: torch.device | str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    per_sample_seeds: bool = True,
+    prefetch_factor: int = 4,
+    worker_init_fn: Callable[[int], None] | None = None,
+) -> DeviceLoader:
+    """A loader yielding ``(images, targets, num_skipped)`` (module docstring).
 
     Args:
-        dataset: a maekit dataset (items ``(tensor, target)`` or None).
+        dataset: a maekit dataset (items ``(image, target)`` or None), map-style or iterable
+            (iterable ones shard themselves over ranks and workers and need ``len``; see
+            :func:`maekit.data.as_dataset`).
         batch_size: per process.
         train: training (shuffled DistributedSampler, ``drop_last`` True by default) or
             evaluation (sequential, or sharded with ``dist_eval``; ``drop_last`` False).
-        num_workers: worker processes; workers persist across epochs when > 0.
+        num_workers: worker processes (None: :func:`default_num_workers`); they persist across
+            epochs, prefetch ``prefetch_factor`` batches each and ignore SIGTERM/SIGINT.
         pin_memory: pin batches, applied only when CUDA is available (no warning on CPU).
         drop_last: override the default above.
-        seed: shuffling seed of the DistributedSampler (same on every rank, as required).
-            Augmentation randomness follows the global torch seed (set it per rank).
+        seed: shuffling seed of the DistributedSampler (same on every rank, as required), and
+            the base of the per-sample seeds.
         dist_eval: shard evaluation over the ranks.
         num_replicas, rank: override torch.distributed (see :func:`build_sampler`).
+        device, mean, std: the result is a :class:`DeviceLoader` over the DataLoader
+            (``.loader``): it delivers batches on ``device`` (default CPU) and normalises uint8
+            images there with ``mean`` / ``std``.
+        per_sample_seeds: training augmentations (and the mask seeds carried with each batch)
+            depend only on ``(seed, epoch, sample index)`` (:mod:`maekit.data.seeding`);
+            False draws them from the global RNGs as the references do.
+        worker_init_fn: run in each worker after maekit's own init.
 
     The sampler is ``loader.sampler``; call :func:`set_epoch` every epoch.
 
@@ -125,17 +186,26 @@ def build_loader(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    sampler = build_sampler(
-        dataset, train=train, seed=seed, dist_eval=dist_eval, num_replicas=num_replicas, rank=rank
-    )
+    if num_workers is None:
+        num_workers = default_num_workers()
     drop_last = train if drop_last is None else drop_last
-    per_rank = len(sampler)  # type: ignore[arg-type]
-    if drop_last and per_rank < batch_size:
-        raise ValueError(
-            f"{len(dataset)} samples give {per_rank} per process, fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
-            "with drop_last every batch would be dropped; lower batch_size"
-        )
-    return DataLoader(
+    iterable = isinstance(dataset, IterableDataset)
+    if iterable and hasattr(dataset, "set_batch_size"):  # tar shards: per-worker quotas in whole batches
+        dataset.set_batch_size(batch_size)
+    sampler = None
+    if not iterable:
+        seeded = train and per_sample_seeds
+        if seeded and not isinstance(dataset, SeededDataset):
+            dataset = SeededDataset(dataset, seed)
+        sampler = build_sampler(dataset, train=train, seed=seed, dist_eval=dist_eval,
+                                num_replicas=num_replicas, rank=rank, seeded=seeded)
+        per_rank = len(sampler)  # type: ignore[arg-type]
+        if drop_last and per_rank < batch_size:
+            raise ValueError(
+                f"{len(dataset)} samples give {per_rank} per process, fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
+                "with drop_last every batch would be dropped; lower batch_size"
+            )
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -143,11 +213,20 @@ def build_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         drop_last=drop_last,
         collate_fn=collate_skip_none,
-        persistent_workers=num_workers > 0,
+        # An iterable dataset learns its epoch through set_epoch in this process: its workers must
+        # start afresh each epoch to see it.
+        persistent_workers=num_workers > 0 and not iterable,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        worker_init_fn=_WorkerInit(worker_init_fn) if num_workers > 0 else None,
     )
+    return DeviceLoader(loader, device if device is not None else "cpu", mean, std)
 
 
-def set_epoch(loader: DataLoader, epoch: int) -> None:
+def set_epoch(loader: DataLoader | DeviceLoader, epoch: int) -> None:
     """Reshuffle a training loader for ``epoch`` (no-op for sequential samplers)."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "set_epoch"):  # iterable datasets that reshuffle themselves
+        dataset.set_epoch(epoch)

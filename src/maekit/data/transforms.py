@@ -25,6 +25,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from .decode import RandomResizedCropDecode
 from .images import convert_image, mode_for_chans
 
 IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -145,9 +146,26 @@ class ResizeCover:
         return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation.value})"
 
 
-def _final(in_chans: int, mean, std) -> list:
+def _final(in_chans: int, mean, std, uint8: bool = False) -> list:
     mean, std = resolve_mean_std(in_chans, mean, std)
+    if uint8:  # normalised later, on the device (maekit.data.device.DeviceLoader)
+        return [transforms.PILToTensor()]
     return [transforms.ToTensor(), transforms.Normalize(mean, std)]
+
+
+def _crop(input_size: Size, in_chans: int, scale, fast_decode: bool, no_rejection: bool) -> list:
+    size = to_size(input_size)
+    cls = RandomResizedCropNoRejection if no_rejection else transforms.RandomResizedCrop
+    if fast_decode:
+        return [RandomResizedCropDecode(size, scale, in_chans=in_chans, crop_class=cls)]
+    return [ConvertImage(in_chans), cls(size, scale=scale, interpolation=InterpolationMode.BICUBIC)]
+
+
+def _compose(steps: list) -> transforms.Compose:
+    out = transforms.Compose(steps)
+    # Datasets hand a not-yet-decoded image to transforms that decode it themselves.
+    out.lazy_decode = bool(getattr(steps[0], "lazy_decode", False))  # type: ignore[attr-defined]
+    return out
 
 
 def build_pretrain_transform(
@@ -157,20 +175,19 @@ def build_pretrain_transform(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     scale: tuple[float, float] = (0.2, 1.0),
+    uint8: bool = False,
+    fast_decode: bool = False,
 ) -> transforms.Compose:
     """MAE pretraining (REFERENCES C.2): RandomResizedCrop(input_size, scale=(0.2, 1),
-    bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize. Returns (in_chans, H, W)."""
-    final = _final(in_chans, mean, std)
-    return transforms.Compose(
-        [
-            ConvertImage(in_chans),
-            transforms.RandomResizedCrop(
-                to_size(input_size), scale=scale, interpolation=InterpolationMode.BICUBIC
-            ),
-            transforms.RandomHorizontalFlip(),
-            *final,
-        ]
-    )
+    bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize. Returns (in_chans, H, W) float.
+
+    ``uint8=True`` ends with ``PILToTensor`` instead: (in_chans, H, W) uint8, normalised on the
+    training device by :class:`~maekit.data.DeviceLoader` (same values to float rounding).
+    ``fast_decode=True`` crops with crop-aware reduced JPEG decoding
+    (:class:`~maekit.data.decode.RandomResizedCropDecode`; pixels differ slightly, see there).
+    """
+    return _compose([*_crop(input_size, in_chans, scale, fast_decode, False), transforms.RandomHorizontalFlip(),
+                     *_final(in_chans, mean, std, uint8)])
 
 
 def build_finetune_transform(
@@ -281,12 +298,14 @@ def build_eval_transform(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     crop_pct: float | None = None,
+    uint8: bool = False,
 ) -> transforms.Compose:
     """Evaluation / validation (REFERENCES C.3, also the linear-probe val transform):
     Resize(int(input_size / crop_pct), bicubic; shorter side) -> CenterCrop(input_size) ->
     ToTensor -> Normalize, with ``crop_pct`` = :func:`default_crop_pct` (224 -> 256 -> 224;
     448 -> 448 -> 448). For (H, W) with H != W the image is resized, keeping its aspect
     ratio, to cover (int(H / crop_pct), int(W / crop_pct)), then centre-cropped to (H, W).
+    ``uint8`` as in :func:`build_pretrain_transform`.
     """
     h, w = to_size(input_size)
     crop_pct = default_crop_pct((h, w)) if crop_pct is None else crop_pct
@@ -297,7 +316,7 @@ def build_eval_transform(
     else:
         resize = ResizeCover((int(h / crop_pct), int(w / crop_pct)))
     return transforms.Compose(
-        [ConvertImage(in_chans), resize, transforms.CenterCrop((h, w)), *_final(in_chans, mean, std)]
+        [ConvertImage(in_chans), resize, transforms.CenterCrop((h, w)), *_final(in_chans, mean, std, uint8)]
     )
 
 
@@ -307,16 +326,12 @@ def build_linprobe_transform(
     in_chans: int = 3,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    uint8: bool = False,
+    fast_decode: bool = False,
 ) -> transforms.Compose:
     """Linear-probe train transform (REFERENCES C.4): :class:`RandomResizedCropNoRejection`
     (input_size, bicubic, scale 0.08-1) -> RandomHorizontalFlip -> ToTensor -> Normalize.
-    Use :func:`build_eval_transform` for its validation data."""
-    final = _final(in_chans, mean, std)
-    return transforms.Compose(
-        [
-            ConvertImage(in_chans),
-            RandomResizedCropNoRejection(to_size(input_size), interpolation=InterpolationMode.BICUBIC),
-            transforms.RandomHorizontalFlip(),
-            *final,
-        ]
-    )
+    Use :func:`build_eval_transform` for its validation data. ``uint8`` and ``fast_decode`` as
+    in :func:`build_pretrain_transform`."""
+    return _compose([*_crop(input_size, in_chans, (0.08, 1.0), fast_decode, True), transforms.RandomHorizontalFlip(),
+                     *_final(in_chans, mean, std, uint8)])

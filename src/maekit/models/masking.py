@@ -103,6 +103,31 @@ def random_masking_indices(
     return ids_keep, mask, ids_restore
 
 
+def per_sample_noise(seeds: torch.Tensor | list[int], length: int,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """Masking noise drawn per sample from its own seed, for ``noise=`` of the MAE forward.
+
+    Row i is ``torch.rand(length)`` from a CPU generator seeded with ``seeds[i]``, so a sample's
+    mask depends only on its seed (e.g. ``maekit.data.sample_seed(seed, epoch, index, 1)``), not
+    on the other samples of the batch, the batch size, the rank or the step it runs in.
+
+    Args:
+        seeds: (N,) int64 tensor or list of ints (non-negative, < 2**63).
+        length: L tokens per sample.
+        device: where the result goes (generated on the CPU, then copied).
+
+    Returns:
+        (N, L) float32 noise in [0, 1).
+    """
+    seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
+    out = torch.empty(len(seeds), length)
+    gen = torch.Generator()
+    for row, s in zip(out, seeds):
+        gen.manual_seed(int(s))
+        torch.rand(length, generator=gen, out=row)
+    return out.to(device) if device is not None else out
+
+
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Select tokens per sample: (N, L, D) and (N, K) -> (N, K, D)."""
     return torch.gather(x, dim=1, index=ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
