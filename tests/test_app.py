@@ -28,11 +28,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from maekit.api import save_pretrained  # noqa: E402
-from maekit.app import feature_pca  # noqa: E402
-from maekit.models import create_model  # noqa: E402
+from maekit.api import save_pretrained
+from maekit.app import feature_pca
+from maekit.models import create_model
 
-TINY_MAE = dict(img_size=32, patch_size=8, depth=2, decoder_depth=1)
+TINY_MAE = {"img_size": 32, "patch_size": 8, "depth": 2, "decoder_depth": 1}
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "maekit" / "app" / "static" / "samples"
 
 
@@ -45,7 +45,9 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     """Two tiny MAEs (norm-pix and pixel targets) and a tiny classifier with class names."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    save_pretrained(create_model("mae_vit_tiny_patch16", **TINY_MAE, norm_pix_loss=True), root / "mae_normpix")
+    save_pretrained(
+        create_model("mae_vit_tiny_patch16", **TINY_MAE, norm_pix_loss=True), root / "mae_normpix"
+    )
     save_pretrained(create_model("mae_vit_tiny_patch16", **TINY_MAE, norm_pix_loss=False), root / "mae_pix")
     cls = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=7)
     cls.class_names = ["cat", "dog", "cup", "tree", "car", "boat", "sky"]
@@ -67,8 +69,8 @@ def server(folders, tmp_path_factory):
     """`maekit app` on port 0 (it binds and prints the URL), small limits to test them."""
     tmp = tmp_path_factory.mktemp("server")
     log = tmp / "server.log"
-    cmd = [sys.executable, "-m", "maekit", "app", "--port", "0", "--max_upload_mb", "1", "--max_pixels", "2e6",
-           "--max_side", "1024"]
+    limits = "--port 0 --max_upload_mb 1 --max_pixels 2e6 --max_side 1024"
+    cmd = [sys.executable, "-m", "maekit", "app", *limits.split()]
     for name in ("mae_normpix", "mae_pix", "cls"):
         cmd += ["--model", str(folders[name])]
     with open(log, "w") as out:
@@ -97,10 +99,16 @@ def _request(url: str, fields: dict | None = None, files: dict | None = None, he
         boundary = uuid.uuid4().hex
         parts = []
         for key, value in (fields or {}).items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+            )
         for key, (filename, content) in (files or {}).items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'
-                         f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n".encode()
+                + content
+                + b"\r\n"
+            )
         data = b"".join(parts) + f"--{boundary}--\r\n".encode()
         headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
     req = urllib.request.Request(url, data=data, headers=headers)
@@ -112,8 +120,9 @@ def _request(url: str, fields: dict | None = None, files: dict | None = None, he
 
 
 def _cli(tmp: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "maekit", *args], capture_output=True, text=True, env=_env(tmp),
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "maekit", *args],
+        check=False, capture_output=True, text=True, env=_env(tmp), timeout=300)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -132,7 +141,8 @@ def test_page_models_and_samples(server):
     models = json.loads(_request(server["url"] + "/api/models")[2])
     assert [m["id"] for m in models] == ["mae_normpix", "mae_pix", "cls"]
     assert [m["norm_pix_loss"] for m in models] == [True, False, None]
-    assert models[0]["views"] == ["reconstruct", "features"] and models[2]["views"] == ["classify", "features"]
+    assert models[0]["views"] == ["reconstruct", "features"]
+    assert models[2]["views"] == ["classify", "features"]
     assert models[0]["config"]["model_name"] == "mae_vit_tiny_patch16" and models[0]["grid_size"] == [4, 4]
     assert models[2]["num_classes"] == 7 and models[2]["config"]["class_names"][0] == "cat"
     samples = json.loads(_request(server["url"] + "/api/samples")[2])
@@ -144,17 +154,18 @@ def test_page_models_and_samples(server):
 def test_reconstruct_equals_maekit_visualize(server, folders, photo, tmp_path):
     name = "mae_normpix"  # norm-pix targets: the panels need each patch's mean and std back
     fields = {"model": name, "mask_ratio": "0.6", "seed": "5"}
-    status, headers, body = _request(server["url"] + "/api/reconstruct", fields, {"image": (photo.name,
-                                                                                            photo.read_bytes())})
+    status, headers, body = _request(
+        server["url"] + "/api/reconstruct", fields, {"image": (photo.name, photo.read_bytes())}
+    )
     assert status == 200 and headers["Content-Type"] == "image/png", body[:300]
     out = tmp_path / "grid.png"
-    printed = _cli(tmp_path, "visualize", "--model", str(folders[name]), "--image", str(photo), "--mask_ratio",
-                   "0.6", "--seed", "5", "--out", str(out))
+    args = ["--model", str(folders[name]), "--image", str(photo), "--mask_ratio", "0.6", "--seed", "5"]
+    printed = _cli(tmp_path, "visualize", *args, "--out", str(out))
     api, cli = _png(body), np.asarray(Image.open(out).convert("RGB"))
     assert api.shape == cli.shape == (36, 4 * 32 + 5 * 2, 3)
     for k in range(4):  # original | masked | reconstruction | reconstruction + visible
         x = 2 + k * 34
-        assert np.array_equal(api[2:34, x:x + 32], cli[2:34, x:x + 32]), f"panel {k} differs"
+        assert np.array_equal(api[2:34, x : x + 32], cli[2:34, x : x + 32]), f"panel {k} differs"
     assert np.array_equal(api, cli)
     assert f"loss {float(headers['X-Maekit-Loss']):.4f}" in printed
     rows = headers["X-Maekit-Mask"].split("/")
@@ -165,11 +176,15 @@ def test_reconstruct_equals_maekit_visualize(server, folders, photo, tmp_path):
 def test_reconstruct_of_a_pixel_target_model_equals_the_pipeline(server, folders, photo):
     from maekit.api import AutoModel, pipeline
 
-    status, headers, body = _request(server["url"] + "/api/reconstruct", {"model": "mae_pix", "seed": "9"},
-                                     {"image": (photo.name, photo.read_bytes())})
+    status, headers, body = _request(
+        server["url"] + "/api/reconstruct",
+        {"model": "mae_pix", "seed": "9"},
+        {"image": (photo.name, photo.read_bytes())},
+    )
     assert status == 200 and headers["X-Maekit-Norm-Pix"] == "false"
     expected = pipeline("masked_image_modeling", AutoModel.from_pretrained(folders["mae_pix"]))(
-        str(photo), mask_ratio=0.75, seed=9)
+        str(photo), mask_ratio=0.75, seed=9
+    )
     assert np.array_equal(_png(body), np.asarray(expected["grid"]))
     assert float(headers["X-Maekit-Loss"]) == expected["loss"]
 
@@ -177,20 +192,22 @@ def test_reconstruct_of_a_pixel_target_model_equals_the_pipeline(server, folders
 def test_same_seed_gives_the_same_mask_for_every_model(server):
     masks = []
     for name, seed in (("mae_normpix", 7), ("mae_pix", 7), ("mae_pix", 8)):
-        status, headers, _ = _request(server["url"] + "/api/reconstruct",
-                                      {"model": name, "seed": seed, "sample": "coffee.jpg"})
+        status, headers, _ = _request(
+            server["url"] + "/api/reconstruct", {"model": name, "seed": seed, "sample": "coffee.jpg"}
+        )
         assert status == 200
         masks.append(headers["X-Maekit-Mask"])
     assert masks[0] == masks[1] != masks[2]
 
 
 def test_classify_equals_maekit_predict(server, folders, photo, tmp_path):
-    status, headers, body = _request(server["url"] + "/api/classify", {"model": "cls"},
-                                     {"image": (photo.name, photo.read_bytes())})
+    status, headers, body = _request(
+        server["url"] + "/api/classify", {"model": "cls"}, {"image": (photo.name, photo.read_bytes())}
+    )
     assert status == 200 and headers["Content-Type"] == "application/json", body[:300]
     api = json.loads(body)
     printed = _cli(tmp_path, "predict", "--model", str(folders["cls"]), "--input", str(photo), "--json")
-    cli = json.loads(printed[printed.index("["):])[0]["predictions"]
+    cli = json.loads(printed[printed.index("[") :])[0]["predictions"]
     assert len(api) == 5 and [p["label"] for p in api] == [p["label"] for p in cli]
     assert [p["index"] for p in api] == [p["index"] for p in cli]
     assert [p["score"] for p in api] == pytest.approx([p["score"] for p in cli], rel=1e-6, abs=1e-7)
@@ -199,15 +216,17 @@ def test_classify_equals_maekit_predict(server, folders, photo, tmp_path):
 def test_features_view_is_the_pca_of_the_pipeline_tokens(server, folders, photo):
     from maekit.api import AutoModel, pipeline
 
-    status, headers, body = _request(server["url"] + "/api/features", {"model": "mae_pix"},
-                                     {"image": (photo.name, photo.read_bytes())})
+    status, _, body = _request(
+        server["url"] + "/api/features", {"model": "mae_pix"}, {"image": (photo.name, photo.read_bytes())}
+    )
     assert status == 200, body[:300]
     img = _png(body)
     assert img.shape == (32, 66, 3)
     tokens = pipeline("image_feature_extraction", AutoModel.from_pretrained(folders["mae_pix"]))(
-        Image.open(photo), pool=False)
+        Image.open(photo), pool=False
+    )
     expected = (feature_pca(tokens, (4, 4)) * 255).round().permute(1, 2, 0).numpy()
-    shown = img[4::8, 34 + 4::8].astype(float)  # the centre of each 8x8 patch block
+    shown = img[4::8, 34 + 4 :: 8].astype(float)  # the centre of each 8x8 patch block
     assert np.abs(shown - expected).max() <= 1
 
 
@@ -230,9 +249,9 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-BAD_REQUESTS = [
-    # (route, fields, files, status, words in the message)
-    ("reconstruct", {}, {"image": ("notes.txt", b"not an image at all\n" * 50)}, 400, "cannot read the upload"),
+BAD_REQUESTS = [  # (route, fields, files, status, words in the message)
+    # fmt: off
+    ("reconstruct", {}, {"image": ("notes.txt", b"no image\n" * 50)}, 400, "cannot read the upload"),
     ("classify", {}, {"image": ("empty.png", b"")}, 400, "empty"),
     ("reconstruct", {"mask_ratio": "0.5"}, None, 400, "no image"),
     ("reconstruct", {"sample": "../../etc/passwd"}, None, 404, "no sample"),
@@ -246,12 +265,16 @@ BAD_REQUESTS = [
     ("reconstruct", {}, {"image": ("huge.png", _png_bytes(Image.new("RGB", (2000, 1500))))}, 413,
      "at most 2 megapixels"),
     ("reconstruct", {}, {"image": ("big.bin", os.urandom(1_300_000))}, 413, "at most 1 MB"),
-    ("classify", {}, {"image": ("cut.png", _png_bytes(Image.new("RGB", (64, 64), "red"))[:60])}, 400, "image"),
+    ("classify", {}, {"image": ("cut.png", _png_bytes(Image.new("RGB", (64, 64), "red"))[:60])}, 400, "imag"),
+    # fmt: on
 ]
 
 
-@pytest.mark.parametrize("route,fields,files,status,words", BAD_REQUESTS,
-                         ids=[f"{r[0]}-{r[3]}-{i}" for i, r in enumerate(BAD_REQUESTS)])
+@pytest.mark.parametrize(
+    "route,fields,files,status,words",
+    BAD_REQUESTS,
+    ids=[f"{r[0]}-{r[3]}-{i}" for i, r in enumerate(BAD_REQUESTS)],
+)
 def test_bad_requests_get_a_4xx_json_message(server, route, fields, files, status, words):
     got, headers, body = _request(f"{server['url']}/api/{route}", fields, files)
     assert got == status, body[:300]
@@ -267,16 +290,24 @@ def test_unusual_images_are_converted_or_resized_with_a_note(server):
     wide = _png_bytes(Image.new("RGB", (1100, 300), "blue"))
     status, headers, _ = _request(server["url"] + "/api/classify", {}, {"image": ("w.png", wide)})
     notes = json.loads(headers["X-Maekit-Notes"])
-    assert status == 200 and notes == ["resized from 1100x300 to 1024x279 before the model's own resize "
-                                       "(limit 1024 px on the longer side, maekit app --max_side)"]
+    assert status == 200 and notes == [
+        (
+            "resized from 1100x300 to 1024x279 before the model's own resize "
+            "(limit 1024 px on the longer side, maekit app --max_side)"
+        )
+    ]
 
 
 def test_body_without_length_over_the_limit_and_foreign_host_are_refused(server):
     host = server["url"].split("//", 1)[1]
     head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
     chunks = iter([head] + [b"x" * 65536] * 40)  # 2.5 MB, chunked: no Content-Length to check up front
-    req = urllib.request.Request(server["url"] + "/api/classify", data=chunks, method="POST",
-                                 headers={"Content-Type": "multipart/form-data; boundary=b"})
+    req = urllib.request.Request(
+        server["url"] + "/api/classify",
+        data=chunks,
+        method="POST",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=60)
     assert err.value.code == 413 and "over 1 MB" in json.loads(err.value.read())["detail"]
@@ -289,11 +320,16 @@ def test_body_without_length_over_the_limit_and_foreign_host_are_refused(server)
 # ---------------------------------------------------------------------------- concurrency
 def test_twenty_concurrent_requests_give_identical_results(server, photo):
     image = {"image": (photo.name, photo.read_bytes())}
-    jobs = [("reconstruct", {"model": "mae_normpix", "seed": "3", "mask_ratio": "0.5"}),
-            ("reconstruct", {"model": "mae_pix", "seed": "3", "mask_ratio": "0.5"}),
-            ("classify", {"model": "cls"}), ("features", {"model": "cls"})] * 5
-    serial = {(route, fields["model"]): _request(f"{server['url']}/api/{route}", fields, image)[2]
-              for route, fields in jobs[:4]}
+    jobs = [
+        ("reconstruct", {"model": "mae_normpix", "seed": "3", "mask_ratio": "0.5"}),
+        ("reconstruct", {"model": "mae_pix", "seed": "3", "mask_ratio": "0.5"}),
+        ("classify", {"model": "cls"}),
+        ("features", {"model": "cls"}),
+    ] * 5
+    serial = {
+        (route, fields["model"]): _request(f"{server['url']}/api/{route}", fields, image)[2]
+        for route, fields in jobs[:4]
+    }
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda job: _request(f"{server['url']}/api/{job[0]}", job[1], image), jobs))
     for (route, fields), (status, _, body) in zip(jobs, results, strict=True):
@@ -307,8 +343,9 @@ def test_busy_port_is_a_one_line_message(tmp_path, folders):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "maekit", "app", "--model", str(folders["cls"]), "--port",
-                            str(port)], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "maekit", "app", "--model", str(folders["cls"]), "--port", str(port)],
+            check=False, capture_output=True, text=True, env=_env(tmp_path), timeout=300)
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -322,8 +359,9 @@ def chromium() -> str:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("headless Chromium is not installed and cannot be installed here (not root / no apt-get)")
-    r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], capture_output=True,
-                       text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
+    r = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False, capture_output=True,
+        text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
     found = shutil.which("chromium")
     if r.returncode != 0 or not found:
         pytest.skip(f"apt-get install chromium failed (no registry?): {r.stderr.strip()[-300:]}")
@@ -331,9 +369,10 @@ def chromium() -> str:
 
 
 def _browser(chromium: str, tmp: Path, *args: str) -> str:
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,860", "--virtual-time-budget=15000", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    flags = "--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --window-size=1280,860"
+    cmd = [chromium, *flags.split(), f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=15000"]
+    cmd += args
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
@@ -342,7 +381,13 @@ def test_page_in_headless_chromium(server, chromium, tmp_path):
     """The page loads, fetches the models, runs the first sample through every model and shows the
     controls; the screenshot goes to $MAEKIT_APP_SCREENSHOT when set (docs/app_screenshot.png)."""
     dom = _browser(chromium, tmp_path, "--dump-dom", server["url"] + "/")
-    for control in ('id="mask_ratio"', 'id="seed"', 'id="use_mae_normpix"', 'id="use_cls"', "sample: astronaut.jpg"):
+    for control in (
+        'id="mask_ratio"',
+        'id="seed"',
+        'id="use_mae_normpix"',
+        'id="use_cls"',
+        "sample: astronaut.jpg",
+    ):
         assert control in dom
     assert dom.count('class="result"') == 2 and dom.count('src="blob:') >= 2  # two reconstructions
     assert dom.count("<li>") == 5 and len(re.findall(r"loss \d+\.\d{4}", dom)) == 2  # top-5, the losses

@@ -25,8 +25,14 @@ FastAPI application and routes), :mod:`.cli` (the command).
 
 from __future__ import annotations
 
-_EXPORTS = {"AppError": "service", "Limits": "service", "ModelRegistry": "service", "ModelSlot": "service",
-            "feature_pca": "service", "create_app": "server"}
+_EXPORTS = {
+    "AppError": "service",
+    "Limits": "service",
+    "ModelRegistry": "service",
+    "ModelSlot": "service",
+    "feature_pca": "service",
+    "create_app": "server",
+}
 
 
 def __getattr__(name: str):
@@ -38,4 +44,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["AppError", "Limits", "ModelRegistry", "ModelSlot", "create_app", "feature_pca"]

@@ -63,12 +63,22 @@ class Guard:
             message = None
             host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0].strip("[]")
             if self.loopback_only and host and host not in _LOOPBACK:
-                message = (403, f"this server only answers requests addressed to 127.0.0.1 or localhost, "
-                                f"not {host!r} (start it with --host to serve other names)")
+                message = (
+                    403,
+                    (
+                        f"this server only answers requests addressed to 127.0.0.1 or localhost, "
+                        f"not {host!r} (start it with --host 0.0.0.0 to serve the network)"
+                    ),
+                )
             length = headers.get(b"content-length", b"")
             if message is None and length.isdigit() and int(length) > self.max_bytes:
-                message = (413, f"the upload is {int(length) / 2**20:.1f} MB; this server accepts at most "
-                                f"{self.max_bytes / 2**20:g} MB per request (maekit app --max_upload_mb)")
+                message = (
+                    413,
+                    (
+                        f"the upload is {int(length) / 2**20:.1f} MB; this server accepts at most "
+                        f"{self.max_bytes / 2**20:g} MB per request (maekit app --max_upload_mb)"
+                    ),
+                )
             if message is not None:
                 await JSONResponse({"detail": message[1]}, status_code=message[0])(scope, receive, send)
                 return
@@ -76,8 +86,10 @@ class Guard:
 
 
 def _too_large(limits: Limits) -> str:
-    return (f"the request is over {limits.max_upload_bytes / 2**20:g} MB, the limit of this server "
-            "(maekit app --max_upload_mb)")
+    return (
+        f"the request is over {limits.max_upload_bytes / 2**20:g} MB, the limit of this server "
+        "(maekit app --max_upload_mb)"
+    )
 
 
 def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
@@ -87,8 +99,10 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-                 for e in exc.errors()]
+        parts = [
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     @app.exception_handler(ValueError)
@@ -104,36 +118,52 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("maekit app: %s %s failed", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); the server log has "
-                                       "the details"}, status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}: {exc}); the server log has the details"},
+            status_code=500,
+        )
 
 
-def create_app(registry: ModelRegistry, limits: Limits | None = None, *, loopback_only: bool = True) -> FastAPI:
+def create_app(
+    registry: ModelRegistry, limits: Limits | None = None, *, loopback_only: bool = True
+) -> FastAPI:
     """The application for a set of loaded models (see the module docstring for the routes)."""
     limits = limits or Limits()
     app = FastAPI(title="maekit app", docs_url=None, redoc_url=None)
     app.add_middleware(Guard, max_bytes=limits.max_upload_bytes, loopback_only=loopback_only)
     _install_error_handlers(app, limits)
-    # FastAPI's per-route limit stops bodies sent without a Content-Length (the Guard sees those).
-    post = functools.partial(app.post, max_body_size=limits.max_upload_bytes)
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    _add_files(app, registry)
+    _add_views(app, registry, limits)
+    return app
 
-    async def read_image(image: UploadFile | None, sample: str | None):
-        if image is not None and sample:
-            raise AppError(400, "send either an image file or a sample name, not both")
-        if image is None and not sample:
-            raise AppError(400, "no image: send a multipart file field 'image', or 'sample' with one of "
-                                f"{', '.join(SAMPLES)}")
-        if sample:
-            if sample not in SAMPLES:
-                raise AppError(404, f"no sample {sample!r}; available: {', '.join(SAMPLES)}")
-            data = SAMPLES[sample].read_bytes()
-        else:
-            data = await image.read(limits.max_upload_bytes + 1)
-            if len(data) > limits.max_upload_bytes:
-                raise AppError(413, f"the image file is over {limits.max_upload_bytes / 2**20:g} MB, the limit of "
-                                    "this server (maekit app --max_upload_mb)")
-        return await run_in_threadpool(service.decode_image, data, limits)
+
+async def _read_image(image: UploadFile | None, sample: str | None, limits: Limits):
+    """The uploaded file or the named sample, decoded (:func:`service.decode_image`) off the event loop."""
+    if image is not None and sample:
+        raise AppError(400, "send either an image file or a sample name, not both")
+    if image is None and not sample:
+        raise AppError(
+            400,
+            f"no image: send a multipart file field 'image', or 'sample' with one of {', '.join(SAMPLES)}",
+        )
+    if sample:
+        if sample not in SAMPLES:
+            raise AppError(404, f"no sample {sample!r}; available: {', '.join(SAMPLES)}")
+        data = SAMPLES[sample].read_bytes()
+    else:
+        data = await image.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise AppError(
+                413,
+                f"the image file is over {limits.max_upload_bytes / 2**20:g} MB, the limit of "
+                "this server (maekit app --max_upload_mb)",
+            )
+    return await run_in_threadpool(service.decode_image, data, limits)
+
+
+def _add_files(app: FastAPI, registry: ModelRegistry) -> None:
+    """The page, its assets, the samples and the two listings."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -159,48 +189,72 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, loopbac
     def models() -> list[dict[str, Any]]:
         return [slot.info() for slot in registry.slots.values()]
 
+
+def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
+    """``POST /api/reconstruct``, ``/api/classify``, ``/api/features``."""
+    # FastAPI's per-route limit stops bodies sent without a Content-Length (the Guard sees those).
+    post = functools.partial(app.post, max_body_size=limits.max_upload_bytes)
+
     @post("/api/reconstruct")
-    async def reconstruct(image: Annotated[UploadFile | None, File()] = None,
-                          sample: Annotated[str | None, Form()] = None,
-                          mask_ratio: Annotated[float, Form()] = 0.75, seed: Annotated[int, Form()] = 2,
-                          model: Annotated[str | None, Form()] = None) -> Response:
+    async def reconstruct(
+        image: Annotated[UploadFile | None, File()] = None,
+        sample: Annotated[str | None, Form()] = None,
+        mask_ratio: Annotated[float, Form()] = 0.75,
+        seed: Annotated[int, Form()] = 2,
+        model: Annotated[str | None, Form()] = None,
+    ) -> Response:
         slot = registry.get(model, "reconstruct")
-        img, notes = await read_image(image, sample)
+        img, notes = await _read_image(image, sample, limits)
         out = await run_in_threadpool(service.reconstruct, slot, img, mask_ratio=mask_ratio, seed=seed)
         mask = "/".join("".join(str(int(v)) for v in row) for row in out["mask"].tolist())
-        headers = {"X-Maekit-Loss": repr(out["loss"]), "X-Maekit-Mask": mask, "X-Maekit-Model": slot.id,
-                   "X-Maekit-Norm-Pix": str(bool(getattr(slot.model, "norm_pix_loss", False))).lower(),
-                   "X-Maekit-Mask-Ratio": repr(mask_ratio), "X-Maekit-Seed": str(seed)}
+        headers = {
+            "X-Maekit-Loss": repr(out["loss"]),
+            "X-Maekit-Mask": mask,
+            "X-Maekit-Model": slot.id,
+            "X-Maekit-Norm-Pix": str(bool(getattr(slot.model, "norm_pix_loss", False))).lower(),
+            "X-Maekit-Mask-Ratio": repr(mask_ratio),
+            "X-Maekit-Seed": str(seed),
+        }
         return _png(out["grid"], headers, out["seconds"], notes + out["notes"])
 
     @post("/api/classify")
-    async def classify(image: Annotated[UploadFile | None, File()] = None,
-                       sample: Annotated[str | None, Form()] = None, top_k: Annotated[int, Form()] = 5,
-                       model: Annotated[str | None, Form()] = None) -> Response:
+    async def classify(
+        image: Annotated[UploadFile | None, File()] = None,
+        sample: Annotated[str | None, Form()] = None,
+        top_k: Annotated[int, Form()] = 5,
+        model: Annotated[str | None, Form()] = None,
+    ) -> Response:
         slot = registry.get(model, "classify")
-        img, notes = await read_image(image, sample)
+        img, notes = await _read_image(image, sample, limits)
         out = await run_in_threadpool(service.classify, slot, img, top_k=top_k)
         return JSONResponse(out["predictions"], headers=_meta(slot.id, out["seconds"], notes + out["notes"]))
 
     @post("/api/features")
-    async def features(image: Annotated[UploadFile | None, File()] = None,
-                       sample: Annotated[str | None, Form()] = None,
-                       model: Annotated[str | None, Form()] = None) -> Response:
+    async def features(
+        image: Annotated[UploadFile | None, File()] = None,
+        sample: Annotated[str | None, Form()] = None,
+        model: Annotated[str | None, Form()] = None,
+    ) -> Response:
         slot = registry.get(model, "features")
-        img, notes = await read_image(image, sample)
+        img, notes = await _read_image(image, sample, limits)
         out = await run_in_threadpool(service.features, slot, img)
         return _png(out["image"], {"X-Maekit-Model": slot.id}, out["seconds"], notes + out["notes"])
-
-    return app
 
 
 def _meta(model_id: str, seconds: float, notes: list[str]) -> dict[str, str]:
     # json.dumps escapes non-ASCII, so the header stays latin-1 safe.
-    return {"X-Maekit-Model": model_id, "X-Maekit-Seconds": f"{seconds:.4f}", "X-Maekit-Notes": json.dumps(notes)}
+    return {
+        "X-Maekit-Model": model_id,
+        "X-Maekit-Seconds": f"{seconds:.4f}",
+        "X-Maekit-Notes": json.dumps(notes),
+    }
 
 
 def _png(img, headers: dict[str, str], seconds: float, notes: list[str]) -> Response:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return Response(buf.getvalue(), media_type="image/png",
-                    headers={**headers, **_meta(headers["X-Maekit-Model"], seconds, notes)})
+    return Response(
+        buf.getvalue(),
+        media_type="image/png",
+        headers={**headers, **_meta(headers["X-Maekit-Model"], seconds, notes)},
+    )

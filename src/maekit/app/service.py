@@ -82,8 +82,11 @@ class ModelSlot:
     def __post_init__(self) -> None:
         # Built once, from the module, as the commands build theirs (maekit.api.commands), so the
         # outputs are equal to `maekit visualize` / `maekit predict`.
-        tasks = ["masked_image_modeling"] if self.pretraining else (
-            ["image_classification"] if int(getattr(self.model, "num_classes", 0) or 0) > 0 else [])
+        tasks = (
+            ["masked_image_modeling"]
+            if self.pretraining
+            else (["image_classification"] if int(getattr(self.model, "num_classes", 0) or 0) > 0 else [])
+        )
         if _grid_size(self.model) is not None:
             tasks.append("image_feature_extraction")
         self.pipes = {task: pipeline(task, self.model) for task in tasks}
@@ -97,11 +100,15 @@ class ModelSlot:
         num_classes = int(getattr(m, "num_classes", 0) or 0)
         patch = m.patch_size
         return {
-            "id": self.id, "source": self.source, "model_name": m.model_name,
+            "id": self.id,
+            "source": self.source,
+            "model_name": m.model_name,
             "task": "masked_image_modeling" if self.pretraining else "image_classification",
-            "family": m.family, "img_size": list(m.img_size),
+            "family": m.family,
+            "img_size": list(m.img_size),
             "patch_size": list(patch) if isinstance(patch, (tuple, list)) else int(patch),
-            "in_chans": int(m.in_chans), "grid_size": _grid_size(m),
+            "in_chans": int(m.in_chans),
+            "grid_size": _grid_size(m),
             "norm_pix_loss": bool(getattr(self.model, "norm_pix_loss", False)) if self.pretraining else None,
             "num_classes": None if self.pretraining else num_classes,
             "views": [_VIEW_OF_TASK[t] for t in self.pipes],
@@ -140,11 +147,16 @@ class ModelRegistry:
         raise AppError(400, f"none of the loaded models offers {view}: {_VIEW_NEEDS[view]}")
 
 
-_VIEW_OF_TASK = {"masked_image_modeling": "reconstruct", "image_classification": "classify",
-                 "image_feature_extraction": "features"}
-_VIEW_NEEDS = {"reconstruct": "it needs a pretraining model (mae_* / convmae_*)",
-               "classify": "it needs a classifier with a head",
-               "features": "it needs a model with a patch grid"}
+_VIEW_OF_TASK = {
+    "masked_image_modeling": "reconstruct",
+    "image_classification": "classify",
+    "image_feature_extraction": "features",
+}
+_VIEW_NEEDS = {
+    "reconstruct": "it needs a pretraining model (mae_* / convmae_*)",
+    "classify": "it needs a classifier with a head",
+    "features": "it needs a model with a patch grid",
+}
 
 
 def _wrong_view(slot: ModelSlot, view: str) -> str:
@@ -168,18 +180,26 @@ def decode_image(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
         raise AppError(413, f"the image is too large to decode safely ({e})") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         why = "not a known image format" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise AppError(400, f"cannot read the upload as an image ({len(data)} bytes, {why}): send a PNG, JPEG, "
-                            "WebP, BMP, TIFF or GIF file") from e
+        raise AppError(
+            400,
+            f"cannot read the upload as an image ({len(data)} bytes, {why}): send a PNG, JPEG, "
+            "WebP, BMP, TIFF or GIF file",
+        ) from e
     w, h = img.size
     if w * h > limits.max_pixels:
-        raise AppError(413, f"the image is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server accepts at most "
-                            f"{limits.max_pixels / 1e6:g} megapixels (maekit app --max_pixels)")
+        raise AppError(
+            413,
+            f"the image is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server accepts at most "
+            f"{limits.max_pixels / 1e6:g} megapixels (maekit app --max_pixels)",
+        )
     notes: list[str] = []
     try:
         if max(w, h) > limits.max_side:
             img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
-            notes.append(f"resized from {w}x{h} to {img.size[0]}x{img.size[1]} before the model's own resize "
-                         f"(limit {limits.max_side} px on the longer side, maekit app --max_side)")
+            notes.append(
+                f"resized from {w}x{h} to {img.size[0]}x{img.size[1]} before the model's own resize "
+                f"(limit {limits.max_side} px on the longer side, maekit app --max_side)"
+            )
         img.load()
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise AppError(400, f"the image is truncated or corrupt and cannot be decoded: {e}") from e
@@ -192,13 +212,18 @@ def for_model(img: Image.Image, slot: ModelSlot) -> tuple[Image.Image, list[str]
     try:
         out = convert_image(img, slot.in_chans)
     except ValueError as e:
-        raise AppError(400, f"cannot convert an image of mode {img.mode} ({len(img.getbands())} channels) to "
-                            f"the {slot.in_chans} channels model {slot.id!r} takes: {e}") from e
+        raise AppError(
+            400,
+            f"cannot convert an image of mode {img.mode} ({len(img.getbands())} channels) to "
+            f"the {slot.in_chans} channels model {slot.id!r} takes: {e}",
+        ) from e
     notes = []
     if img.mode != target:
-        notes.append(f"converted from mode {img.mode} ({len(img.getbands())} channel"
-                     f"{'s' if len(img.getbands()) != 1 else ''}) to {target} for {slot.id} "
-                     f"({slot.in_chans} channel{'s' if slot.in_chans != 1 else ''})")
+        notes.append(
+            f"converted from mode {img.mode} ({len(img.getbands())} channel"
+            f"{'s' if len(img.getbands()) != 1 else ''}) to {target} for {slot.id} "
+            f"({slot.in_chans} channel{'s' if slot.in_chans != 1 else ''})"
+        )
     return out, notes
 
 
@@ -241,7 +266,7 @@ def feature_pca(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         loading is positive (so the colours do not flip between runs).
     """
     h, w = grid
-    x = tokens[-h * w:].double()
+    x = tokens[-h * w :].double()
     x = x - x.mean(0, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     comps = vh[:3]
