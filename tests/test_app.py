@@ -380,24 +380,20 @@ def _browser(chromium: str, tmp: Path, *args: str) -> str:
 def test_page_in_headless_chromium(server, chromium, tmp_path):
     """The page loads, fetches the models, runs the first sample through every model and shows the
     controls; the screenshot goes to $MAEKIT_APP_SCREENSHOT when set (docs/app_screenshot.png)."""
-    dom = _browser(chromium, tmp_path, "--dump-dom", server["url"] + "/")
-    for control in (
-        'id="mask_ratio"',
-        'id="seed"',
-        'id="use_mae_normpix"',
-        'id="use_cls"',
-        "sample: astronaut.jpg",
-    ):
+    shot = tmp_path / "page.png"
+    dom = _browser(chromium, tmp_path, "--dump-dom", f"--screenshot={shot}", server["url"] + "/")
+    for control in ('id="mask_ratio"', 'id="seed"', 'id="use_mae_normpix"', 'id="use_cls"', "astronaut.jpg"):
         assert control in dom
     assert dom.count('class="result"') == 2 and dom.count('src="blob:') >= 2  # two reconstructions
     assert dom.count("<li>") == 5 and len(re.findall(r"loss \d+\.\d{4}", dom)) == 2  # top-5, the losses
     assert 'class="error"' not in dom.replace('id="error" class="error" role="alert" hidden', "")
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (860, 1280) and img.std() > 20  # a rendered page, not a blank one
+    r, g, b = img[:, :310, 0], img[:, :310, 1], img[:, :310, 2]
+    accent = (b > 200) & (r < 80) & (g > 80) & (g < 170)  # the slider, checkboxes, chosen sample
+    assert accent.sum() > 500 and accent[400:700].sum() > 300, "the controls are not drawn on the left"
     # A request the server refuses: its message is shown on the page, in the model's card and on the left.
     dom = _browser(chromium, tmp_path, "--dump-dom", server["url"] + "/?seed=" + "1" + "0" * 23)
     assert dom.count("seed must be an integer from 0 to 2**63 - 1") == 3  # two cards + the box on the left
-    shot = tmp_path / "page.png"
-    _browser(chromium, tmp_path, f"--screenshot={shot}", server["url"] + "/")
-    img = np.asarray(Image.open(shot).convert("RGB"))
-    assert img.shape[:2] == (860, 1280) and img.std() > 20  # a rendered page, not a blank one
     if os.environ.get("MAEKIT_APP_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["MAEKIT_APP_SCREENSHOT"])
