@@ -21,7 +21,7 @@ from timm.layers import trunc_normal_
 
 from .convert import load_state_dict  # any supported format, official names
 from .convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
-from .convert.official import find_state_dict
+from .convert.torchfile import find_state_dict
 from .models.pos_embed import resize_pos_embed
 
 log = logging.getLogger(__name__)

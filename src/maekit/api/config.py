@@ -27,7 +27,6 @@ Setting an attribute (``config.image_size = 64``) sets the override of the offic
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -53,8 +52,6 @@ FIELD_ALIASES: dict[str, str] = {
     "norm_pixel_loss": "norm_pix_loss",
     "num_labels": "num_classes",
 }
-EXTRA_FIELDS = ("class_names", "weights")
-"""Top-level config entries that are not constructor arguments."""
 
 _TASK_MIM = "masked_image_modeling"
 _TASK_CLS = "image_classification"
@@ -64,44 +61,30 @@ def official_field(name: str) -> str:
     return FIELD_ALIASES.get(name, name)
 
 
-class MAEConfig:
-    """``model_name`` + ``model_args`` (+ ``class_names``, ``weights``); prints as JSON.
+class MAEConfig(ModelConfig):
+    """A :class:`~maekit.models.ModelConfig` that reads like a Hugging Face config: alias names
+    (table above) and every resolved architecture field as attributes; prints as JSON.
 
     Args:
         model_name: a registered name or alias (stored canonical).
         model_args: constructor overrides for ``create_model``; alias keys are translated.
-        **extra: ``class_names`` (list of labels), ``weights`` (the weights name it came
-            from), or constructor arguments given flat (``MAEConfig('vit_base_patch16',
-            num_labels=10)``).
+        class_names, weights: as :class:`~maekit.models.ModelConfig`.
+        **flat: constructor arguments given flat (``MAEConfig('vit_base_patch16', num_labels=10)``).
     """
 
-    def __init__(self, model_name: str, model_args: dict[str, Any] | None = None, **extra: Any):
-        object.__setattr__(self, "model_name", canonical_name(model_name))
-        args = {official_field(k): jsonable(v) for k, v in (model_args or {}).items()}
-        ext: dict[str, Any] = {}
-        for k, v in extra.items():
-            if k in EXTRA_FIELDS:
-                ext[k] = jsonable(v)
-            elif v is not None:
-                args[official_field(k)] = jsonable(v)
-        object.__setattr__(self, "model_args", args)
-        object.__setattr__(self, "extra", ext)
-        object.__setattr__(self, "_resolved", None)
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MAEConfig:
-        """From ``{"model_name": ..., "model_args": {...}, ...}`` (``config.json``)."""
-        if "model_name" not in data:
-            raise ValueError(f"a maekit config needs 'model_name'; got keys {sorted(data)}")
-        extra = {k: data[k] for k in EXTRA_FIELDS if k in data}
-        return cls(data["model_name"], data.get("model_args") or {}, **extra)
+    def __init__(self, model_name: str, model_args: dict[str, Any] | None = None,
+                 class_names: list[str] | None = None, weights: str | None = None, **flat: Any):
+        args = {official_field(k): v for k, v in {**(model_args or {}), **flat}.items() if v is not None}
+        state = dict(model_name=canonical_name(model_name), model_args=jsonable(args),
+                     class_names=None if class_names is None else [str(c) for c in class_names],
+                     weights=weights, _resolved=None)
+        self.__dict__.update(state)  # fields are read-only afterwards (__setattr__)
 
     @classmethod
     def from_model(cls, model: nn.Module) -> MAEConfig:
         """The config of a maekit model (``model.config``), resolved from the model itself."""
         cfg = cls.from_dict(model.config.to_dict())
-        object.__setattr__(cfg, "_resolved", _resolved(model))
+        cfg.__dict__["_resolved"] = _resolved(model)
         return cfg
 
     def model_config(self) -> ModelConfig:
@@ -109,27 +92,17 @@ class MAEConfig:
         return ModelConfig.from_dict(self.to_dict())
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> MAEConfig:
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(data)
-
-    @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> MAEConfig:
         """Same as :meth:`AutoConfig.from_pretrained`."""
         return AutoConfig.from_pretrained(name_or_path, **kwargs)
 
-    # ------------------------------------------------------------------ access
     def architecture(self) -> dict[str, Any]:
         """Every resolved architecture field (overrides applied), as the model states it
         (``model.architecture()``) when built on the meta device (no memory, no init)."""
         if self._resolved is None:
             with torch.device("meta"):
                 model = create_model(self.model_name, **self.model_args)
-            object.__setattr__(self, "_resolved", _resolved(model))
+            self.__dict__["_resolved"] = _resolved(model)
         return dict(self._resolved)
 
     @property
@@ -137,51 +110,32 @@ class MAEConfig:
         """``'masked_image_modeling'`` (pretraining models) or ``'image_classification'``."""
         return self.architecture()["task"]
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields
         if name.startswith("_"):
             raise AttributeError(name)
         key = official_field(name)
         if key in self.model_args:
             return self.model_args[key]
-        if key in self.extra:
-            return self.extra[key]
-        if key in EXTRA_FIELDS:
-            return None
         arch = self.architecture()
         if key in arch:
             return arch[key]
         raise AttributeError(f"{type(self).__name__} of {self.model_name!r} has no field {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("model_name", "model_args", "extra"):
+        if name in ("model_name", "model_args"):
             raise AttributeError(f"{name} is read-only; build a new config")
-        if name in EXTRA_FIELDS:
-            self.extra[name] = jsonable(value)
+        if name in ("class_names", "weights"):
+            self.__dict__[name] = jsonable(value)
         else:
             self.model_args[official_field(name)] = jsonable(value)
-            object.__setattr__(self, "_resolved", None)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MAEConfig) and self.to_dict() == other.to_dict()
-
-    def __deepcopy__(self, memo):
-        return MAEConfig.from_dict(copy.deepcopy(self.to_dict(), memo))
-
-    # ------------------------------------------------------------------ output
-    def to_dict(self) -> dict[str, Any]:
-        """``{"model_name", "model_args", **extra}``: what ``config.json`` holds."""
-        return {"model_name": self.model_name, "model_args": dict(self.model_args), **self.extra}
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+            self.__dict__["_resolved"] = None
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` into ``save_directory`` (created)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / CONFIG_NAME
-        path.write_text(self.to_json_string(), encoding="utf-8")
-        return path
+        (out / CONFIG_NAME).write_text(self.to_json_string(), encoding="utf-8")
+        return out / CONFIG_NAME
 
     def __repr__(self) -> str:
         shown = self.to_dict()

@@ -12,7 +12,6 @@ Everything is exchanged as a state dict under the official (R1 / R2) parameter n
 
 from ._util import fold_linprobe_head
 from .api import (
-    FORMATS,
     ConversionReport,
     LoadedCheckpoint,
     convert,
@@ -23,22 +22,25 @@ from .api import (
     save_state_dict,
 )
 from .detect import detect_format
+from .formats import FORMATS, TABLE, get_format
 from .errors import ConversionError
 from .infer import family_of, infer_model
-from .spec import ModelSpec, describe
+from .spec import ArchSpec, describe
 
 __all__ = [
     "FORMATS",
+    "TABLE",
     "ConversionError",
     "ConversionReport",
     "LoadedCheckpoint",
-    "ModelSpec",
+    "ArchSpec",
     "convert",
     "describe",
     "detect_format",
     "family_of",
     "fold_linprobe_head",
     "format_for_destination",
+    "get_format",
     "infer_model",
     "read_checkpoint",
     "load_state_dict",

@@ -11,70 +11,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from . import hf, maekit_format, mindformers, official, passl, timm_format
-from ._util import StateDict, fold_linprobe_head
+from ._util import StateDict
 from .base import Loaded
 from .detect import detect_format
+from .formats import TABLE, format_for_suffix, get_format
 from .errors import ConversionError
 from .fit import check_fit, fit_state_dict
 from .infer import family_of, infer_model
-from .spec import ModelSpec, describe
+from .spec import ArchSpec, describe
 
-FORMATS = ("maekit", "official", "passl", "mindformers", "hf", "timm")
-_READERS = {
-    "maekit": maekit_format.read,
-    "official": official.read,
-    "passl": passl.read,
-    "mindformers": mindformers.read,
-    "hf": hf.read,
-    "timm": timm_format.read,
-}
-_SUFFIXES = {
-    ".pth": "official",
-    ".pt": "official",
-    ".bin": "official",
-    ".tar": "official",
-    ".pd": "passl",
-    ".pdparams": "passl",
-    ".ckpt": "mindformers",
-    ".safetensors": "timm",
-}
-_DEFAULT_FILE = {
-    "official": "model.pth",
-    "passl": "model.pdparams",
-    "mindformers": "model.ckpt",
-    "timm": "model.safetensors",
-}
-_FOLDER_FORMATS = ("maekit", "hf")
 _LOSSLESS_HEADS = ("maekit", "official", "passl")  # formats that keep a linear-probe BatchNorm head
-
-
-def _check_format(fmt: str) -> str:
-    f = fmt.lower()
-    aliases = {
-        "pytorch": "official",
-        "torch": "official",
-        "paddle": "passl",
-        "mindspore": "mindformers",
-        "ms": "mindformers",
-        "huggingface": "hf",
-        "transformers": "hf",
-        "safetensors": "timm",
-    }
-    f = aliases.get(f, f)
-    if f not in FORMATS:
-        raise ConversionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return f
 
 
 def read(path: str | os.PathLike, format: str | None = None) -> tuple[str, Loaded]:
     """(format, Loaded) for any supported file or folder."""
-    fmt = _check_format(format) if format else detect_format(path)
+    fmt = get_format(format).name if format else detect_format(path)
     if not Path(path).exists():
         raise ConversionError("no such file or folder", path)
-    return fmt, _READERS[fmt](path)
+    return fmt, TABLE[fmt].read(Path(path))
 
 
 def load_state_dict(path: str | os.PathLike, format: str | None = None) -> StateDict:
@@ -106,7 +61,7 @@ class LoadedCheckpoint:
 
 def resolve_model(
     sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None, **overrides: Any
-) -> tuple[str, dict[str, Any], list[str], ModelSpec]:
+) -> tuple[str, dict[str, Any], list[str], ArchSpec]:
     """(model_name, model_args, notes, spec) of the model the weights go into.
 
     ``model`` picks the registered model: its shape is the preset's plus ``overrides`` (and the
@@ -121,12 +76,7 @@ def resolve_model(
 
     preset = describe(model)  # an unknown name raises the registry's "did you mean" error
     hinted = hints.get("model_name")
-    if (
-        hinted
-        and "model_args" in hints
-        and is_model(hinted)
-        and canonical_name(hinted) == canonical_name(model)
-    ):
+    if hinted and "model_args" in hints and is_model(hinted) and canonical_name(hinted) == canonical_name(model):
         args = dict(hints["model_args"])
     else:  # the model's own shape; only what the file states beyond the weights is carried over
         args = {}
@@ -140,9 +90,7 @@ def resolve_model(
     try:
         check_fit(sd, spec)
     except ConversionError as e:
-        raise ConversionError(
-            f"{e.problem} (without a model name the shape is taken from the weights)"
-        ) from e
+        raise ConversionError(f"{e.problem} (without a model name the shape is taken from the weights)") from e
     return model, args, [], spec
 
 
@@ -158,46 +106,39 @@ def read_checkpoint(
     fmt, loaded = read(path, format)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
-    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
-                            class_names=loaded.hints.get("class_names"))
+    return LoadedCheckpoint(
+        sd,
+        fmt,
+        os.fspath(path),
+        name,
+        args,
+        loaded.notes + notes + fit_notes,
+        class_names=loaded.hints.get("class_names"),
+    )
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:
     """The format a destination path implies (its suffix; a folder or no suffix -> maekit)."""
     p = Path(dst)
-    if p.suffix.lower() in _SUFFIXES:
-        return _SUFFIXES[p.suffix.lower()]
+    fmt = format_for_suffix(p.suffix)
+    if fmt is not None:
+        return fmt.name
     if p.is_dir() or not p.suffix:
         return "maekit"
-    raise ConversionError(
-        f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst
-    )
+    raise ConversionError(f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst)
 
 
 def _destination(dst: str | os.PathLike, fmt: str) -> Path:
-    p = Path(dst)
-    if fmt not in _FOLDER_FORMATS and p.is_dir():
-        return p / _DEFAULT_FILE[fmt]
-    if fmt in _FOLDER_FORMATS and p.exists() and not p.is_dir():
+    p, folder = Path(dst), TABLE[fmt].folder
+    if not folder and p.is_dir():
+        return p / TABLE[fmt].default_file
+    if folder and p.exists() and not p.is_dir():
         raise ConversionError(f"the {fmt} format is a folder, but this path is an existing file", p)
     return p
 
 
-def _write(sd: StateDict, dst: Path, fmt: str, spec: ModelSpec | None) -> tuple[Path, list[str]]:
-    if fmt == "maekit":
-        if spec is None:
-            raise ConversionError("the maekit format needs a model name")
-        return maekit_format.write(sd, dst, spec.name, spec.args), []
-    if fmt == "hf":
-        return hf.write(sd, dst, spec)
-    if fmt == "timm":
-        return timm_format.write(sd, dst, spec)
-    if fmt == "mindformers":
-        if spec is not None and spec.family in ("convmae", "convvit"):
-            raise ConversionError("the MindFormers format holds MAE / ViT models only (no ConvMAE)", dst)
-        sd, note = fold_linprobe_head(sd)
-        return mindformers.write(sd, dst), [note] if note else []
-    return (official.write if fmt == "official" else passl.write)(sd, dst), []
+def _write(sd: StateDict, dst: Path, fmt: str, spec: ArchSpec | None) -> tuple[Path, list[str]]:
+    return TABLE[fmt].write(sd, dst, spec)
 
 
 def save_state_dict(
@@ -220,9 +161,9 @@ def save_state_dict(
     Returns:
         The path written. Files and folders appear complete or not at all.
     """
-    fmt = _check_format(format)
+    fmt = get_format(format).name
     sd = {k: v for k, v in state_dict.items()}
-    spec: ModelSpec | None = None
+    spec: ArchSpec | None = None
     if model_name:
         spec = describe(model_name, config or {})
         check_fit(sd, spec)
@@ -289,8 +230,8 @@ def convert(
         ConversionError: bad input, weights that fit no model (or not ``model``), or a model the
             output format cannot hold. Nothing is written then.
     """
-    fmt_in = _check_format(from_format) if from_format else detect_format(src)
-    fmt_out = _check_format(to_format) if to_format else format_for_destination(dst)
+    fmt_in = get_format(from_format).name if from_format else detect_format(src)
+    fmt_out = get_format(to_format).name if to_format else format_for_destination(dst)
     out = _destination(dst, fmt_out)
     if out.exists() and Path(src).exists() and os.path.samefile(src, out):
         raise ConversionError("source and destination are the same", out)

@@ -1,11 +1,21 @@
-"""What every format reader returns."""
+"""What every format module provides: a :class:`Format` object, and :class:`Loaded` from its reader.
+
+A format module ends with ``FORMAT = Format(...)``; :mod:`.formats` collects them in one table,
+so a new format is one new module plus one line there.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from ._util import StateDict
+from .errors import ConversionError
 
 
 @dataclass
@@ -22,3 +32,50 @@ class Loaded:
     state_dict: StateDict
     hints: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+Writer = Callable[[Mapping[str, torch.Tensor], Path, Any], tuple[Path, list[str]]]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One checkpoint format.
+
+    Attributes:
+        name: what ``--from`` / ``--to`` take.
+        suffixes: file suffixes that imply this format for an output path (first: the default).
+        folder: the format is a folder (``config.json`` + weights), not one file.
+        sniff: ``sniff(path, head) -> bool``: is this file (``head`` = its first 4 KiB) or folder
+            (``head`` = b"") of this format? Asked in the table's order.
+        read: ``read(path) -> Loaded`` (official names).
+        write: ``write(state_dict, dst, spec) -> (path written, notes)``; ``spec`` is the
+            :class:`~maekit.convert.spec.ArchSpec` of the model, or None when unknown.
+        families: the model families the format can hold.
+        aliases: other names accepted for ``name`` (``pytorch``, ``paddle``...).
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    folder: bool
+    sniff: Callable[[Path, bytes], bool]
+    read: Callable[[Path], Loaded]
+    write: Writer
+    families: tuple[str, ...] = ("mae", "vit", "convmae", "convvit")
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def default_file(self) -> str | None:
+        """The file name written into an existing folder given as a file format's destination."""
+        return None if self.folder else "model" + self.suffixes[0]
+
+
+def read_json_config(folder: Path) -> dict[str, Any]:
+    """``folder/config.json`` as a dict ({} when absent or not an object)."""
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        return {}
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise ConversionError(f"invalid JSON ({e})", cfg_file) from e
+    return cfg if isinstance(cfg, dict) else {}

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Any
 
-from .api import FORMATS, convert
+from .api import convert
 from .errors import ConversionError
+from .formats import FORMATS
 
 DESCRIPTION = """Convert MAE / ConvMAE / ViT weights between formats: maekit (model folder),
 official (PyTorch .pth), passl (Paddle .pd/.pdparams), mindformers (MindSpore .ckpt), hf
@@ -38,13 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="output format (default: from DST: .pth official, .pd/.pdparams passl, .ckpt "
         "mindformers, .safetensors timm, a folder maekit)",
     )
-    parser.add_argument(
-        "--model", default=None, help="registered model name (default: inferred from the weights)"
-    )
+    parser.add_argument("--model", default=None, help="registered model name (default: inferred from the weights)")
     parser.add_argument("--num_heads", type=int, default=None, help="attention heads of the encoder")
-    parser.add_argument(
-        "--decoder_num_heads", type=int, default=None, help="attention heads of the MAE decoder"
-    )
+    parser.add_argument("--decoder_num_heads", type=int, default=None, help="attention heads of the MAE decoder")
     parser.add_argument(
         "--norm_pix_loss",
         action=argparse.BooleanOptionalAction,

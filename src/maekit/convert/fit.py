@@ -1,6 +1,6 @@
 """Does a state dict fit a model, and what must change so that it does?
 
-``check_fit`` compares official-name weights with a :class:`ModelSpec` (shapes, missing encoder
+``check_fit`` compares official-name weights with a :class:`ArchSpec` (shapes, missing encoder
 weights); ``fit_state_dict`` fills absent fixed sin-cos tables, drops the parts the model has not
 (decoder / fusion convs of a classifier, head of a pretraining model) and keeps or folds a
 linear-probe head. Every such step is reported in the notes.
@@ -15,7 +15,7 @@ import torch
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import StateDict, describe_keys, fold_linprobe_head
 from .errors import ConversionError
-from .spec import PRETRAIN_FAMILIES, ModelSpec
+from .spec import PRETRAIN_FAMILIES, ArchSpec
 
 # Key families of the official state dicts (D.2, D.3).
 DECODER_PREFIXES = ("decoder_", "mask_token")
@@ -36,7 +36,7 @@ def _part(key: str, family: str) -> str:
     return "encoder"
 
 
-def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str], list[str]]:
+def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str], list[str]]:
     """Compare ``sd`` with the model's state dict.
 
     Returns:
@@ -46,9 +46,7 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str
         ConversionError: a shared key has another shape, or an encoder weight is missing.
     """
     bad = [
-        f"{k} {tuple(sd[k].shape)} (model: {s})"
-        for k, s in spec.shapes.items()
-        if k in sd and tuple(sd[k].shape) != s
+        f"{k} {tuple(sd[k].shape)} (model: {s})" for k, s in spec.shapes.items() if k in sd and tuple(sd[k].shape) != s
     ]
     if bad:
         raise ConversionError(
@@ -60,14 +58,12 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[list[str
     soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
     hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
     if hard:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard)
-        )
+        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard))
     return missing, unexpected
 
 
 def fit_state_dict(
-    sd: Mapping[str, torch.Tensor], spec: ModelSpec, *, keep_linprobe: bool = True
+    sd: Mapping[str, torch.Tensor], spec: ArchSpec, *, keep_linprobe: bool = True
 ) -> tuple[StateDict, list[str]]:
     """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
     has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
@@ -88,8 +84,7 @@ def fit_state_dict(
     dropped = [
         k
         for k in unexpected
-        if _part(k, fam) != "encoder"
-        and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
+        if _part(k, fam) != "encoder" and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
     ]
     if dropped:
         for k in dropped:
@@ -127,6 +122,6 @@ def fit_state_dict(
     return out, notes
 
 
-def _stride(spec: ModelSpec) -> int:
+def _stride(spec: ArchSpec) -> int:
     p = spec.patch_size
     return p[0] * p[1] * p[2] if isinstance(p, tuple) else p

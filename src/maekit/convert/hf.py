@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,145 +28,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ._util import atomic_write_dir, describe_keys, plain_tensors
-from .base import Loaded
+from ._util import atomic_write_dir, plain_tensors
+from .base import Format, Loaded, read_json_config
 from .errors import ConversionError
-
-_LAYER = {  # official block sub-key -> HF (hub) sub-key
-    "norm1.weight": "layernorm_before.weight",
-    "norm1.bias": "layernorm_before.bias",
-    "norm2.weight": "layernorm_after.weight",
-    "norm2.bias": "layernorm_after.bias",
-    "attn.proj.weight": "attention.output.dense.weight",
-    "attn.proj.bias": "attention.output.dense.bias",
-    "mlp.fc1.weight": "intermediate.dense.weight",
-    "mlp.fc1.bias": "intermediate.dense.bias",
-    "mlp.fc2.weight": "output.dense.weight",
-    "mlp.fc2.bias": "output.dense.bias",
-}
-_LAYER_BACK = {v: k for k, v in _LAYER.items()}
-_QKV = ("query", "key", "value")
-_EMBED = {
-    "cls_token": "embeddings.cls_token",
-    "pos_embed": "embeddings.position_embeddings",
-    "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-    "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-    "norm.weight": "layernorm.weight",
-    "norm.bias": "layernorm.bias",
-}
-_DECODER = {
-    "decoder_embed.weight": "decoder.decoder_embed.weight",
-    "decoder_embed.bias": "decoder.decoder_embed.bias",
-    "mask_token": "decoder.mask_token",
-    "decoder_pos_embed": "decoder.decoder_pos_embed",
-    "decoder_norm.weight": "decoder.decoder_norm.weight",
-    "decoder_norm.bias": "decoder.decoder_norm.bias",
-    "decoder_pred.weight": "decoder.decoder_pred.weight",
-    "decoder_pred.bias": "decoder.decoder_pred.bias",
-}
-_HEAD = {"head.weight": "classifier.weight", "head.bias": "classifier.bias"}
-ARCHITECTURES = ("ViTMAEForPreTraining", "ViTMAEModel", "ViTForImageClassification")
-
-# transformers 5 in-memory / saved spellings -> hub spellings
-_NORMALISE = [
-    (re.compile(r"^decoder\.decoder_encoder\.layer\."), "decoder.decoder_layers."),
-    (re.compile(r"^(vit\.)?layers\."), r"\1encoder.layer."),
-    (re.compile(r"\.attention\.q_proj\."), ".attention.attention.query."),
-    (re.compile(r"\.attention\.k_proj\."), ".attention.attention.key."),
-    (re.compile(r"\.attention\.v_proj\."), ".attention.attention.value."),
-    (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
-    (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
-    (re.compile(r"\.mlp\.fc2\."), ".output.dense."),
-]
-_HF_LAYER_RE = re.compile(r"^(vit\.encoder\.layer|encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
-_HF_QKV_RE = re.compile(r"^attention\.attention\.(query|key|value)\.(weight|bias)$")
-
-
-def _normalise(name: str) -> str:
-    for pat, rep in _NORMALISE:
-        name = pat.sub(rep, name)
-    return name
-
-
-# ------------------------------------------------------------------------------ names
-def to_hf(sd: Mapping[str, torch.Tensor], arch: str, path: str | os.PathLike = "") -> dict[str, torch.Tensor]:
-    """Official names -> hub names of ``arch``."""
-    prefix = "" if arch == "ViTMAEModel" else "vit."
-    out: dict[str, torch.Tensor] = {}
-    bad = []
-    for key, t in sd.items():
-        m = re.match(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$", key)
-        if key in _EMBED:
-            out[prefix + _EMBED[key]] = t
-        elif key in _DECODER and arch == "ViTMAEForPreTraining":
-            out[_DECODER[key]] = t
-        elif key in _HEAD and arch == "ViTForImageClassification":
-            out[_HEAD[key]] = t
-        elif m:
-            group, i, sub = m.groups()
-            base = f"{prefix}encoder.layer.{i}" if group == "blocks" else f"decoder.decoder_layers.{i}"
-            if group == "decoder_blocks" and arch != "ViTMAEForPreTraining":
-                bad.append(key)
-            elif sub in ("attn.qkv.weight", "attn.qkv.bias"):
-                kind = sub.rsplit(".", 1)[1]
-                for name, part in zip(_QKV, t.chunk(3, dim=0)):
-                    out[f"{base}.attention.attention.{name}.{kind}"] = part
-            elif sub in _LAYER:
-                out[f"{base}.{_LAYER[sub]}"] = t
-            else:
-                bad.append(key)
-        else:
-            bad.append(key)
-    if bad:
-        raise ConversionError(f"no {arch} name for: " + describe_keys(bad), path)
-    return out
-
-
-def from_hf(
-    sd: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Hub (or transformers-5) names -> official names."""
-    emb_back = {v: k for k, v in _EMBED.items()}
-    dec_back = {v: k for k, v in _DECODER.items()}
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    skipped, unknown = [], []
-    for raw, t in sd.items():
-        name = _normalise(raw)
-        plain = name[4:] if name.startswith("vit.") else name
-        m = _HF_LAYER_RE.match(name)
-        if m:
-            group, i, sub = m.groups()
-            base = f"decoder_blocks.{i}" if group.startswith("decoder") else f"blocks.{i}"
-            q = _HF_QKV_RE.match(sub)
-            if q:
-                qkv.setdefault((base, q.group(2)), {})[q.group(1)] = t
-            elif sub in _LAYER_BACK:
-                out[f"{base}.{_LAYER_BACK[sub]}"] = t
-            else:
-                unknown.append(raw)
-        elif plain in emb_back:
-            out[emb_back[plain]] = t
-        elif name in dec_back:
-            out[dec_back[name]] = t
-        elif name in ("classifier.weight", "classifier.bias"):
-            out["head." + name.split(".")[1]] = t
-        elif plain.startswith(("pooler.", "embeddings.mask_token")):
-            skipped.append(raw)
-        else:
-            unknown.append(raw)
-    for (base, kind), parts in qkv.items():
-        if sorted(parts) != sorted(_QKV):
-            raise ConversionError(f"{base}: query/key/value {kind} incomplete", path)
-        out[f"{base}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in _QKV], dim=0)
-    if unknown:
-        raise ConversionError(
-            "not a ViTMAE / ViT checkpoint: unknown weights " + describe_keys(unknown), path
-        )
-    if not out:
-        raise ConversionError("no weights found", path)
-    notes = [f"skipped {describe_keys(skipped)} (no counterpart in MAE)"] if skipped else []
-    return out, notes
+from .hf_names import from_hf, looks_hf, to_hf
+from .torchfile import is_torch_head, safetensors_keys, torch_load, unpack_checkpoint
 
 
 # ------------------------------------------------------------------------------ files
@@ -197,25 +62,12 @@ def load_tensors(file: Path) -> dict[str, torch.Tensor]:
             return load_file(file)
         except (SafetensorError, OSError, ValueError) as e:
             raise ConversionError(f"truncated or corrupted safetensors file ({e})", file) from e
-    from .official import unpack_checkpoint, torch_load
-
     return unpack_checkpoint(torch_load(file), file)[0]
 
 
 def folder_of(path: str | os.PathLike) -> Path:
     p = Path(path)
     return p.parent if p.is_file() else p
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        return {}
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ConversionError(f"invalid JSON ({e})", cfg_file) from e
-    return cfg if isinstance(cfg, dict) else {}
 
 
 def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,7 +93,7 @@ def read(path: str | os.PathLike) -> Loaded:
     """A transformers folder, or one weights file of it (with its folder's config.json if any)."""
     p = Path(path)
     folder = folder_of(p)
-    cfg = read_config(folder)
+    cfg = read_json_config(folder)
     files = (
         [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
     )
@@ -263,7 +115,7 @@ def _img_size(spec) -> Any:
 
 
 def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
-    """config.json for ``arch`` from a :class:`~maekit.convert.spec.ModelSpec`."""
+    """config.json for ``arch`` from a :class:`~maekit.convert.spec.ArchSpec`."""
     cfg: dict[str, Any] = {
         "architectures": [arch],
         "model_type": "vit" if arch == "ViTForImageClassification" else "vit_mae",
@@ -335,3 +187,38 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
     return atomic_write_dir(dst, write_dir), notes
+
+
+def _hf_weights_file(path: Path, head: bytes) -> bool:
+    keys = safetensors_keys(path, head, path.stat().st_size)
+    if keys is not None:
+        return looks_hf(keys)
+    if is_torch_head(head) and path.name.startswith("pytorch_model"):  # transformers' torch.save
+        try:
+            return looks_hf(unpack_checkpoint(torch_load(path, mmap=True), path)[0])
+        except ConversionError:
+            return False
+    return False
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A folder whose config.json has ``model_type`` / ``architectures`` (or, without one, HF
+    weights or a shard index), or a weights file with transformers' names."""
+    if not path.is_dir():
+        return _hf_weights_file(path, head)
+    cfg = read_json_config(path)
+    if "model_type" in cfg or "architectures" in cfg:
+        return True
+    if "model_name" in cfg:
+        return False
+    if any((path / n).is_file() for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")):
+        return True
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            with open(path / name, "rb") as f:
+                return _hf_weights_file(path / name, f.read(4096))
+    return False
+
+
+FORMAT = Format("hf", (), folder=True, sniff=sniff, read=read, write=write, families=("mae", "vit"),
+                aliases=("huggingface", "transformers"))

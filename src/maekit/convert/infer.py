@@ -26,7 +26,7 @@ from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .errors import ConversionError
 from .fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit, fit_state_dict
-from .spec import PRETRAIN_FAMILIES, ModelSpec, describe, presets
+from .spec import PRETRAIN_FAMILIES, ArchSpec, describe, presets
 
 
 # Arguments that weights determine, and those they cannot.
@@ -89,72 +89,62 @@ def grid_from_pos_embed(pos: torch.Tensor, cls_row: bool, fixed: bool) -> tuple[
     return (side, side) if side * side == length else None
 
 
+def _conv_facts(sd: Mapping[str, torch.Tensor], keys: list[str]) -> dict[str, Any]:
+    ws = [sd.get(f"patch_embed{i}.proj.weight") for i in (1, 2, 3)]
+    if any(w is None or w.ndim != 4 for w in ws):
+        raise ConversionError("ConvMAE weights need patch_embed1/2/3.proj.weight (4-D convolutions)")
+    dims = tuple(int(w.shape[0]) for w in ws)
+    ratios = [None if (w := sd.get(f"blocks{i}.0.mlp.fc1.weight")) is None else w.shape[0] / d
+              for i, d in zip((1, 2, 3), dims)]
+    return dict(embed_dim=dims, patch_size=tuple(int(w.shape[-1]) for w in ws),
+                depth=tuple(count_blocks(keys, f"blocks{i}") for i in (1, 2, 3)), in_chans=int(ws[0].shape[1]),
+                mlp_ratio=tuple(ratios) if None not in ratios else None)
+
+
+def _vit_facts(sd: Mapping[str, torch.Tensor], keys: list[str]) -> dict[str, Any]:
+    w = sd["patch_embed.proj.weight"]
+    if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
+        raise ConversionError(f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected a square "
+                              "convolution kernel (D, C, p, p)")
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    return dict(embed_dim=int(w.shape[0]), patch_size=int(w.shape[-1]), in_chans=int(w.shape[1]),
+                depth=count_blocks(keys, "blocks"), mlp_ratio=None if fc1 is None else fc1.shape[0] / w.shape[0])
+
+
+def _part_facts(sd: Mapping[str, torch.Tensor], keys: list[str], family: str) -> dict[str, Any]:
+    """Decoder width / depth of a pretraining model, or head size and pooling of a classifier."""
+    if family in PRETRAIN_FAMILIES:
+        dec = sd.get("decoder_embed.weight")
+        width = int(dec.shape[0]) if dec is not None else (
+            int(sd["mask_token"].shape[-1]) if "mask_token" in sd else None)
+        return {} if width is None else dict(decoder_embed_dim=width,
+                                              decoder_depth=count_blocks(keys, "decoder_blocks"))
+    head = sd.get("head.weight", sd.get("head.1.weight"))
+    pool = "avg" if "fc_norm.weight" in sd else ("token" if "norm.weight" in sd else None)
+    return dict(num_classes=0 if head is None else int(head.shape[0]), global_pool=pool)
+
+
 def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
     """The architecture numbers the weights determine (None where they do not)."""
     keys = list(sd)
-    f: dict[str, Any] = dict.fromkeys(_ARCH)
     conv = family in ("convmae", "convvit")
+    f: dict[str, Any] = dict.fromkeys(_ARCH)
+    f.update(_conv_facts(sd, keys) if conv else _vit_facts(sd, keys))
     if conv:
-        ws = [sd.get(f"patch_embed{i}.proj.weight") for i in (1, 2, 3)]
-        if any(w is None or w.ndim != 4 for w in ws):
-            raise ConversionError("ConvMAE weights need patch_embed1/2/3.proj.weight (4-D convolutions)")
-        dims = tuple(int(w.shape[0]) for w in ws)
-        patches = tuple(int(w.shape[-1]) for w in ws)
-        depths = tuple(count_blocks(keys, f"blocks{i}") for i in (1, 2, 3))
-        ratios = []
-        for i, d in zip((1, 2, 3), dims):
-            w = sd.get(f"blocks{i}.0.mlp.fc1.weight")
-            ratios.append(None if w is None else w.shape[0] / d)
-        f.update(
-            embed_dim=dims,
-            patch_size=patches,
-            depth=depths,
-            in_chans=int(ws[0].shape[1]),
-            mlp_ratio=tuple(ratios) if None not in ratios else None,
-        )
-        stride = patches[0] * patches[1] * patches[2]
-        width, cls_row = dims[2], False
+        p = f["patch_size"]
+        stride, width, cls_row = p[0] * p[1] * p[2], f["embed_dim"][2], False
     else:
-        w = sd["patch_embed.proj.weight"]
-        if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
-            raise ConversionError(
-                f"patch_embed.proj.weight has shape {tuple(w.shape)}; expected a square "
-                "convolution kernel (D, C, p, p)"
-            )
-        width, stride, cls_row = int(w.shape[0]), int(w.shape[-1]), True
-        depth = count_blocks(keys, "blocks")
-        fc1 = sd.get("blocks.0.mlp.fc1.weight")
-        f.update(
-            embed_dim=width,
-            patch_size=stride,
-            in_chans=int(w.shape[1]),
-            depth=depth,
-            mlp_ratio=None if fc1 is None else fc1.shape[0] / width,
-        )
+        stride, width, cls_row = f["patch_size"], f["embed_dim"], True
     pos = sd.get("pos_embed")
     if pos is not None:
         if pos.ndim != 3 or pos.shape[-1] != width:
             raise ConversionError(
-                f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, {width})"
-            )
+                f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, {width})")
         grid = grid_from_pos_embed(pos, cls_row, fixed=family in PRETRAIN_FAMILIES)
         f["grid_tokens"] = pos.shape[1] - int(cls_row)
         if grid is not None:
             f["img_size"] = (grid[0] * stride, grid[1] * stride)
-    if family in PRETRAIN_FAMILIES:
-        if "decoder_embed.weight" in sd:
-            f["decoder_embed_dim"] = int(sd["decoder_embed.weight"].shape[0])
-        elif "mask_token" in sd:
-            f["decoder_embed_dim"] = int(sd["mask_token"].shape[-1])
-        if f["decoder_embed_dim"] is not None:
-            f["decoder_depth"] = count_blocks(keys, "decoder_blocks")
-    else:
-        head = sd.get("head.weight", sd.get("head.1.weight"))
-        f["num_classes"] = 0 if head is None else int(head.shape[0])
-        if "fc_norm.weight" in sd:
-            f["global_pool"] = "avg"
-        elif "norm.weight" in sd:
-            f["global_pool"] = "token"
+    f.update(_part_facts(sd, keys, family))
     return f
 
 
@@ -178,17 +168,10 @@ def _same(key: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def _pick_heads(
-    width: int,
-    preset: ModelSpec,
-    preset_width: int,
-    preset_heads: int,
-    given: Any,
-    label: str,
-    flag: str,
-    notes: list[str],
-    source: str | None,
-) -> int:
+def _pick_heads(width: int, preset: ArchSpec, preset_width: int, preset_heads: int, given: Any,
+                source: str | None, label: str, notes: list[str]) -> int:
+    """A head count: given / from the file, the preset's at the preset's width, else the preset's head width."""
+    flag = "--" + label
     if given is not None:
         if source:
             notes.append(f"{label}={given} ({source})")
@@ -208,13 +191,94 @@ def _pick_heads(
     return heads
 
 
-def _candidate_cost(facts: dict[str, Any], spec: ModelSpec) -> int:
+def _candidate_cost(facts: dict[str, Any], spec: ArchSpec) -> int:
     arch = spec.arch()
     cost = 0
     for k in _ARCH:
         if facts.get(k) is not None and not _same(k, facts[k], arch[k]):
             cost += 3 if k in ("embed_dim", "decoder_embed_dim") else 1
     return cost
+
+
+def _trusted(state_dict, hints: dict, overrides: dict, notes: list[str]):
+    """A maekit folder / checkpoint names its exact model: (name, args) if the weights fit it."""
+    name = hints.get("model_name")
+    if not (name and "model_args" in hints):
+        return None
+    args = {**hints["model_args"], **overrides}
+    try:
+        check_fit(state_dict, describe(name, args))
+        return name, args
+    except ConversionError as e:
+        notes.append(f"the file names model {name} {hints['model_args']}, but: {e}; inferring from the weights")
+        return None
+
+
+def _pick_preset(facts: dict, family: str, name_hint: str | None) -> tuple[str, ArchSpec]:
+    """The named model when it is of the family, else the registered preset closest to the facts."""
+    from ..models import is_model
+
+    if name_hint and is_model(name_hint):
+        try:
+            hinted = describe(name_hint)
+        except ConversionError:
+            hinted = None
+        if hinted is not None and hinted.family == family:
+            return name_hint, hinted
+    cands = presets(family)
+    if not cands:
+        raise ConversionError(f"no registered model of family {family!r}")
+    return min(cands, key=lambda c: _candidate_cost(facts, c[1]))
+
+
+def _settle_img_size(facts: dict, overrides: dict, hints: dict, name: str, preset: ArchSpec,
+                     notes: list[str]) -> None:
+    """A forced or hinted image size settles what the weights leave open (a non-square grid)."""
+    if "img_size" in overrides:
+        forced = overrides.pop("img_size")
+        facts["img_size"] = tuple(forced) if isinstance(forced, (list, tuple)) else (forced, forced)
+    elif facts.get("img_size") is None and hints.get("img_size") is not None:
+        hs = hints["img_size"]
+        facts["img_size"] = tuple(hs) if isinstance(hs, (list, tuple)) else (hs, hs)
+    if facts.get("img_size") is None and facts.get("grid_tokens") is not None:
+        raise ConversionError(f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
+                              "patches, not a square grid; pass img_size=(H, W) (--img_size H W)")
+    if facts.get("img_size") is None:
+        notes.append(f"no position table in the weights: img_size={preset.img_size} from preset {name}")
+
+
+def _soft_args(facts: dict, family: str, preset: ArchSpec, soft: dict, hints: dict,
+               notes: list[str]) -> dict[str, Any]:
+    """Head counts, ``norm_pix_loss``, LayerNorm eps: given, from the file, or from the preset."""
+    def given(key: str) -> tuple[Any, str | None]:
+        if key in soft:
+            return soft[key], "given"
+        if hints.get(key) is not None:
+            return hints[key], f"from {hints.get('source', 'the file')}"
+        return None, None
+
+    args: dict[str, Any] = {}
+    width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
+    heads = _pick_heads(width, preset, preset.width, preset.num_heads, *given("num_heads"), "num_heads", notes)
+    if heads != preset.num_heads:
+        args["num_heads"] = heads
+    pretrain = family in PRETRAIN_FAMILIES
+    if pretrain and facts.get("decoder_embed_dim") is not None:
+        dheads = _pick_heads(facts["decoder_embed_dim"], preset, preset.decoder_embed_dim or 0,
+                             preset.decoder_num_heads or 0, *given("decoder_num_heads"), "decoder_num_heads", notes)
+        if dheads != preset.decoder_num_heads:
+            args["decoder_num_heads"] = dheads
+    value, src = given("norm_pix_loss")
+    if pretrain and value is None:
+        notes.append(f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
+                     "--norm_pix_loss if the model was trained on normalised-pixel targets")
+    elif pretrain and bool(value) != preset.norm_pix_loss:
+        args["norm_pix_loss"] = bool(value)
+    value, src = given("layer_norm_eps")
+    if value is not None and float(value) != preset.layer_norm_eps:
+        args["layer_norm_eps"] = float(value)
+        notes.append(f"layer_norm_eps={value} ({src}; the MAE references use 1e-6)")
+    return args
 
 
 def infer_model(
@@ -249,102 +313,18 @@ def infer_model(
     family = family or own_family
     if {family, own_family} not in ({"mae", "vit"}, {"convmae", "convvit"}, {family}):
         raise ConversionError(f"weights of a {own_family} model cannot make a {family} model")
-    name_hint = hints.get("model_name")
-
-    # A maekit folder says exactly which model it is: trust it if the weights fit.
-    if name_hint and "model_args" in hints:
-        args = {**hints["model_args"], **overrides}
-        try:
-            spec = describe(name_hint, args)
-            check_fit(state_dict, spec)
-            return name_hint, args, notes
-        except ConversionError as e:
-            named = f"{name_hint} {hints['model_args']}"
-            notes.append(f"the file names model {named}, but: {e}; inferring from the weights")
-
+    trusted = _trusted(state_dict, hints, overrides, notes)
+    if trusted is not None:
+        return trusted[0], trusted[1], notes
     facts = weight_facts(state_dict, family)
     if family != own_family:  # head / decoder shape from the preset
         facts.update(num_classes=None, global_pool=None, decoder_embed_dim=None, decoder_depth=None)
-    cands = presets(family)
-    if not cands:
-        raise ConversionError(f"no registered model of family {family!r}")
-    preferred = None
-    if name_hint:
-        from ..models import is_model
-
-        if is_model(name_hint):
-            try:
-                hinted = describe(name_hint)
-            except ConversionError:
-                hinted = None
-            if hinted is not None and hinted.family == family:
-                preferred = (name_hint, hinted)
-    name, preset = preferred if preferred else min(cands, key=lambda c: _candidate_cost(facts, c[1]))
-
-    # Forced values may settle what the weights leave open (a non-square image size).
+    name, preset = _pick_preset(facts, family, hints.get("model_name"))
     soft = {k: overrides.pop(k) for k in list(overrides) if k in _SOFT}
-    if "img_size" in overrides:
-        forced = overrides.pop("img_size")
-        facts["img_size"] = tuple(forced) if isinstance(forced, (list, tuple)) else (forced, forced)
-    elif facts.get("img_size") is None and hints.get("img_size") is not None:
-        hs = hints["img_size"]
-        facts["img_size"] = tuple(hs) if isinstance(hs, (list, tuple)) else (hs, hs)
-    if facts.get("img_size") is None and facts.get("grid_tokens") is not None:
-        raise ConversionError(
-            f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
-            "patches, not a square grid; pass img_size=(H, W) (--img_size H W)"
-        )
-    if facts.get("img_size") is None:
-        notes.append(f"no position table in the weights: img_size={preset.img_size} from preset {name}")
-
-    args: dict[str, Any] = {}
+    _settle_img_size(facts, overrides, hints, name, preset, notes)
     arch = preset.arch()
-    for k in _ARCH:
-        if facts.get(k) is not None and not _same(k, facts[k], arch[k]):
-            args[k] = _as_arg(k, facts[k])
-
-    def given(key: str) -> tuple[Any, str | None]:
-        if key in soft:
-            return soft[key], "given"
-        if hints.get(key) is not None:
-            return hints[key], f"from {hints.get('source', 'the file')}"
-        return None, None
-
-    width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
-    value, src = given("num_heads")
-    heads = _pick_heads(
-        width, preset, preset.width, preset.num_heads, value, "num_heads", "--num_heads", notes, src
-    )
-    if heads != preset.num_heads:
-        args["num_heads"] = heads
-    if family in PRETRAIN_FAMILIES and facts.get("decoder_embed_dim") is not None:
-        value, src = given("decoder_num_heads")
-        dheads = _pick_heads(
-            facts["decoder_embed_dim"],
-            preset,
-            preset.decoder_embed_dim or 0,
-            preset.decoder_num_heads or 0,
-            value,
-            "decoder_num_heads",
-            "--decoder_num_heads",
-            notes,
-            src,
-        )
-        if dheads != preset.decoder_num_heads:
-            args["decoder_num_heads"] = dheads
-    if family in PRETRAIN_FAMILIES:
-        value, src = given("norm_pix_loss")
-        if value is None:
-            notes.append(
-                f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
-                "--norm_pix_loss if the model was trained on normalised-pixel targets"
-            )
-        elif bool(value) != preset.norm_pix_loss:
-            args["norm_pix_loss"] = bool(value)
-    value, src = given("layer_norm_eps")
-    if value is not None and float(value) != preset.layer_norm_eps:
-        args["layer_norm_eps"] = float(value)
-        notes.append(f"layer_norm_eps={value} ({src}; the MAE references use 1e-6)")
+    args = {k: _as_arg(k, facts[k]) for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k])}
+    args.update(_soft_args(facts, family, preset, soft, hints, notes))
     if family not in PRETRAIN_FAMILIES and facts.get("num_classes") == 0:
         notes.append("no classification head in the weights (num_classes=0: features out)")
     args.update(overrides)  # anything else the caller asked for (drop_path_rate, ...)

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 from ._util import atomic_write_dir, plain_tensors
-from .base import Loaded
+from .base import Format, Loaded, read_json_config
 from .errors import ConversionError
-from .timm_format import read_safetensors
+from .torchfile import read_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -83,3 +83,13 @@ def write(
         save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
 
     return atomic_write_dir(dst, write_dir)
+
+
+def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
+    if spec is None:
+        raise ConversionError("the maekit format needs a model name")
+    return write(sd, dst, spec.name, spec.args), []
+
+
+FORMAT = Format("maekit", (), folder=True, read=read, write=_write_format,
+                sniff=lambda p, head: p.is_dir() and "model_name" in read_json_config(p))

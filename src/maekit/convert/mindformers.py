@@ -35,42 +35,19 @@ from pathlib import Path
 
 import torch
 
-from ._util import describe_keys, plain_tensors
-from .base import Loaded
+from ._util import describe_keys, fold_linprobe_head, plain_tensors
+from .base import Format, Loaded
 from .errors import ConversionError
-from .mindspore_ckpt import DTYPE_NAMES, DTYPES, SLICE_BYTES, read_entries, write_entries
+from .mindspore_ckpt import DTYPE_NAMES, DTYPES, SLICE_BYTES, looks_like_ckpt, read_entries, write_entries
 
 __all__ = ["DTYPES", "DTYPE_NAMES", "SLICE_BYTES", "from_mindformers", "read", "read_entries", "to_mindformers",
            "write", "write_entries"]
 
-OPTIMIZER_PREFIXES = (
-    "adam_m.",
-    "adam_v.",
-    "moment1.",
-    "moment2.",
-    "moments.",
-    "accu_grads.",
-    "accum_grads.",
-    "global_norm",
-    "scale_sense",
-    "optimizer.",
-)
-BOOKKEEPING = {
-    "global_step",
-    "learning_rate",
-    "epoch_num",
-    "step_num",
-    "loss_scale",
-    "current_iterator_step",
-    "last_overflow_iterator_step",
-    "beta1_power",
-    "beta2_power",
-    "cur_step",
-    "weight_decay",
-    "scale_sense",
-    "current_epoch",
-    "current_step",
-}
+OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "moments.", "accu_grads.", "accum_grads.",
+                      "global_norm", "scale_sense", "optimizer.")
+BOOKKEEPING = {"global_step", "learning_rate", "epoch_num", "step_num", "loss_scale", "current_iterator_step",
+               "last_overflow_iterator_step", "beta1_power", "beta2_power", "cur_step", "weight_decay", "scale_sense",
+               "current_epoch", "current_step"}
 
 
 # ------------------------------------------------------------------------ names
@@ -211,3 +188,14 @@ def write(
     sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None, slice_bytes: int = SLICE_BYTES
 ) -> Path:
     return write_entries(to_mindformers(sd, dst), dst, slice_bytes)
+
+
+def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
+    if spec is not None and spec.family in ("convmae", "convvit"):
+        raise ConversionError("the MindFormers format holds MAE / ViT models only (no ConvMAE)", dst)
+    sd, note = fold_linprobe_head(sd)  # MindFormers' classifier head is one Linear
+    return write(sd, dst), [note] if note else []
+
+
+FORMAT = Format("mindformers", (".ckpt",), folder=False, sniff=lambda p, head: looks_like_ckpt(head), read=read,
+                write=_write_format, families=("mae", "vit"), aliases=("mindspore", "ms"))

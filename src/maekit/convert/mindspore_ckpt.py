@@ -38,6 +38,7 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's slice size
 
+
 class _Corrupt(Exception):
     pass
 
@@ -136,6 +137,62 @@ def read_entries(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list
             buf.close()
 
 
+def _value(buf, value) -> tuple[str, tuple[int, int] | None, bool]:
+    """One ``Checkpoint.value``: (tag, tensor span or None, is a map tensor)."""
+    tag = tensor = None
+    is_map = False
+    for f2, w2, v2 in _fields(buf, *value):
+        if f2 == 1 and w2 == 2:
+            try:
+                tag = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Corrupt("a tag that is not UTF-8") from None
+        elif f2 == 2 and w2 == 2:
+            tensor = v2
+        elif f2 == 3:
+            is_map = True
+    if tag is None:
+        raise _Corrupt("a value without a tag")
+    return tag, tensor, is_map
+
+
+def _tensor_fields(buf, tensor: tuple[int, int], tag: str) -> tuple[list[int], str, tuple[int, int]]:
+    """A ``TensorProto``: (dims, tensor_type, content span)."""
+    dims: list[int] = []
+    ttype = content = None
+    for f3, w3, v3 in _fields(buf, *tensor):
+        if f3 == 1 and w3 == 0:
+            dims.append(v3)  # type: ignore[arg-type]
+        elif f3 == 1 and w3 == 2:  # packed
+            p, e = v3  # type: ignore[misc]
+            while p < e:
+                d, p = _varint(buf, p, e)
+                dims.append(d)
+        elif f3 == 2 and w3 == 2:
+            ttype = bytes(buf[v3[0] : v3[1]]).decode("utf-8", "replace")
+        elif f3 == 3 and w3 == 2:
+            content = v3
+    if ttype is None or content is None:
+        raise _Corrupt(f"tensor {tag!r} lacks its type or content")
+    return [d - (1 << 64) if d >= 1 << 63 else d for d in dims], ttype, content
+
+
+def _assemble(buf, tag: str, e: dict, dtype: torch.dtype) -> torch.Tensor:
+    """The slices of one tensor joined and shaped (their byte count checked against the dims)."""
+    if any(d < 0 for d in e["dims"]):
+        raise _Corrupt(f"tensor {tag!r} has negative dims {e['dims']}")
+    data = bytearray().join(bytes(buf[s:t]) for s, t in e["chunks"])
+    numel = math.prod(e["dims"])
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(data) != numel * itemsize:
+        raise _Corrupt(
+            f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
+            f"{e['type']} ({numel * itemsize} expected)"
+        )
+    t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+    return t.reshape(e["dims"])
+
+
 def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
     parts: dict[str, dict] = {}
     notes: list[str] = []
@@ -143,44 +200,13 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
     for field, wire, value in _fields(buf, 0, size):
         if field != 1 or wire != 2:
             raise _Corrupt(f"top-level field {field} (wire type {wire}); a Checkpoint only has field 1")
-        tag = tensor = None
-        is_map = False
-        vs, ve = value  # type: ignore[misc]
-        for f2, w2, v2 in _fields(buf, vs, ve):
-            if f2 == 1 and w2 == 2:
-                try:
-                    tag = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise _Corrupt("a tag that is not UTF-8") from None
-            elif f2 == 2 and w2 == 2:
-                tensor = v2
-            elif f2 == 3:
-                is_map = True
-        if tag is None:
-            raise _Corrupt("a value without a tag")
+        tag, tensor, is_map = _value(buf, value)
         if is_map and tensor is None:
             skipped_maps.append(tag)
             continue
         if tensor is None:
             raise _Corrupt(f"value {tag!r} holds no tensor")
-        dims: list[int] = []
-        ttype = None
-        content = None
-        for f3, w3, v3 in _fields(buf, *tensor):
-            if f3 == 1 and w3 == 0:
-                dims.append(v3)  # type: ignore[arg-type]
-            elif f3 == 1 and w3 == 2:  # packed
-                p, e = v3  # type: ignore[misc]
-                while p < e:
-                    d, p = _varint(buf, p, e)
-                    dims.append(d)
-            elif f3 == 2 and w3 == 2:
-                ttype = bytes(buf[v3[0] : v3[1]]).decode("utf-8", "replace")
-            elif f3 == 3 and w3 == 2:
-                content = v3
-        if ttype is None or content is None:
-            raise _Corrupt(f"tensor {tag!r} lacks its type or content")
-        dims = [d - (1 << 64) if d >= 1 << 63 else d for d in dims]
+        dims, ttype, content = _tensor_fields(buf, tensor, tag)
         entry = parts.setdefault(tag, {"dims": dims, "type": ttype, "chunks": []})
         if entry["type"] != ttype:
             raise _Corrupt(f"slices of {tag!r} have different types")
@@ -188,26 +214,12 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
     if skipped_maps:
         notes.append("skipped map tensors: " + describe_keys(skipped_maps))
     out: dict[str, torch.Tensor] = {}
-    other_types = []
+    other = [f"{tag} ({e['type']})" for tag, e in parts.items() if e["type"] not in DTYPES]
     for tag, e in parts.items():
-        dtype = DTYPES.get(e["type"])
-        if dtype is None:
-            other_types.append(f"{tag} ({e['type']})")
-            continue
-        if any(d < 0 for d in e["dims"]):
-            raise _Corrupt(f"tensor {tag!r} has negative dims {e['dims']}")
-        data = bytearray().join(bytes(buf[s:t]) for s, t in e["chunks"])
-        numel = math.prod(e["dims"])
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if len(data) != numel * itemsize:
-            raise _Corrupt(
-                f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
-                f"{e['type']} ({numel * itemsize} expected)"
-            )
-        t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-        out[tag] = t.reshape(e["dims"])
-    if other_types:
-        notes.append("skipped entries of non-tensor types: " + describe_keys(other_types))
+        if e["type"] in DTYPES:
+            out[tag] = _assemble(buf, tag, e, DTYPES[e["type"]])
+    if other:
+        notes.append("skipped entries of non-tensor types: " + describe_keys(other))
     return out, notes
 
 
@@ -234,14 +246,10 @@ def write_entries(
                     chunk = raw[i * per : (i + 1) * per].numpy() if per else raw.numpy()
                     tensor = head + _key(3, 2) + _enc_varint(chunk.nbytes)
                     tensor_len = len(tensor) + chunk.nbytes
-                    value = (
-                        _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
-                    )
+                    value = _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
                     f.write(_key(1, 2) + _enc_varint(len(value) + tensor_len))
                     f.write(value)
                     f.write(tensor)
                     f.write(memoryview(chunk))
 
     return atomic_write(dst, write)
-
-

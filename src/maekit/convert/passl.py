@@ -36,9 +36,9 @@ import torch
 
 from ..fileio import atomic_write
 from ._util import describe_keys, plain_tensors
-from .base import Loaded
+from .base import Format, Loaded
 from .errors import ConversionError
-from .official import _args_hints
+from .torchfile import args_hints
 
 STRUCTURED_KEY = "StructuredToParameterName@@"
 
@@ -64,8 +64,7 @@ def _paddle_eval(expr: Any, scope: Any = None, *_: Any) -> Any:
     if expr == "data" and isinstance(scope, dict) and isinstance(scope.get("data"), np.ndarray):
         return scope["data"]
     raise pickle.UnpicklingError(
-        "the pickle calls builtins.eval with something other than Paddle's "
-        "('data', {'data': ndarray}) tensor reduction"
+        "the pickle calls builtins.eval with something other than Paddle's ('data', {'data': ndarray}) tensor reduction"
     )
 
 
@@ -90,9 +89,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(
-            "persistent ids are not allowed (is this a PyTorch file? use --from official)"
-        )
+        raise pickle.UnpicklingError("persistent ids are not allowed (is this a PyTorch file? use --from official)")
 
 
 def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
@@ -117,12 +114,7 @@ def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
 
 
 def _to_array(name: str, value: Any, path: str | os.PathLike) -> np.ndarray:
-    if (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], np.ndarray)
-    ):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], np.ndarray):
         value = value[1]  # a Paddle tensor pickled as (internal_name, ndarray)
     if isinstance(value, np.generic):
         value = np.asarray(value)
@@ -137,9 +129,7 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True, order="C"))
 
 
-def from_paddle(
-    arrays: Mapping[str, Any], path: str | os.PathLike = ""
-) -> tuple[dict[str, torch.Tensor], list[str]]:
+def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Paddle names / layouts -> official names / layouts."""
     sd: dict[str, torch.Tensor] = {}
     notes: list[str] = []
@@ -193,7 +183,7 @@ def read(path: str | os.PathLike) -> Loaded:
     obj = safe_unpickle(data, path)
     hints, notes = {}, []
     if isinstance(obj, Mapping) and "args" in obj:
-        hints = _args_hints(obj["args"])
+        hints = args_hints(obj["args"])
         hints["source"] = "the PASSL checkpoint's args"
     arrays = obj
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
@@ -209,7 +199,7 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(sd, hints, notes + more)
 
 
-def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> Path:
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
     """``.pdparams``: plain state dict + ``StructuredToParameterName@@``; ``.pd``: ``{'model': ...}``."""
     arrays = to_paddle(sd)
     if Path(dst).suffix == ".pd":
@@ -217,4 +207,12 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
     else:
         obj = dict(arrays)
         obj[STRUCTURED_KEY] = {k: k for k in arrays}
-    return atomic_write(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4)))
+    return atomic_write(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4))), []
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A plain pickle, protocol 2-5 (``paddle.save``; torch files were recognised before)."""
+    return head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
+
+
+FORMAT = Format("passl", (".pdparams", ".pd"), folder=False, sniff=sniff, read=read, write=write, aliases=("paddle",))

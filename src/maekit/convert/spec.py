@@ -21,7 +21,7 @@ CLASSIFIER_FAMILIES = ("vit", "convvit")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ArchSpec:
     """Architecture of a registered model (what a converter needs to know about it)."""
 
     name: str
@@ -54,23 +54,7 @@ class ModelSpec:
 
     def arch(self) -> dict[str, Any]:
         """The architecture numbers as a flat dict (keys of the constructor arguments)."""
-        keys = (
-            "img_size",
-            "patch_size",
-            "in_chans",
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "mlp_ratio",
-            "layer_norm_eps",
-            "decoder_embed_dim",
-            "decoder_depth",
-            "decoder_num_heads",
-            "norm_pix_loss",
-            "num_classes",
-            "global_pool",
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in _FIELDS[1:]}
 
 
 _FIELDS = ("family", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
@@ -83,7 +67,7 @@ def _key(args: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=256)
-def _describe(name: str, args_json: str) -> ModelSpec:
+def _describe(name: str, args_json: str) -> ArchSpec:
     from ..models import create_model
 
     args = json.loads(args_json)
@@ -94,16 +78,16 @@ def _describe(name: str, args_json: str) -> ModelSpec:
         raise ConversionError(f"cannot build model {name!r} with {args}: {e}") from e
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     arch = model.architecture()  # the model says what it is (maekit.models.base.MaekitModel)
-    return ModelSpec(name=name, args=args, shapes=shapes, **{k: arch[k] for k in _FIELDS if k in arch})
+    return ArchSpec(name=name, args=args, shapes=shapes, **{k: arch[k] for k in _FIELDS if k in arch})
 
 
-def describe(name: str, args: dict[str, Any] | None = None) -> ModelSpec:
-    """The :class:`ModelSpec` of ``create_model(name, **args)`` (built on the meta device, cached)."""
+def describe(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
+    """The :class:`ArchSpec` of ``create_model(name, **args)`` (built on the meta device, cached)."""
     return _describe(name, _key(dict(args or {})))
 
 
 @lru_cache(maxsize=1)
-def _presets() -> tuple[tuple[str, ModelSpec], ...]:
+def _presets() -> tuple[tuple[str, ArchSpec], ...]:
     from ..models import canonical_name, list_models
 
     names = list_models()
@@ -119,6 +103,6 @@ def _presets() -> tuple[tuple[str, ModelSpec], ...]:
     return tuple(out)
 
 
-def presets(family: str) -> list[tuple[str, ModelSpec]]:
+def presets(family: str) -> list[tuple[str, ArchSpec]]:
     """Registered models of one family as (name, spec), official names preferred over aliases."""
     return [(n, s) for n, s in _presets() if s.family == family]

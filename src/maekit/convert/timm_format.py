@@ -25,29 +25,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..fileio import atomic_write
 from ._util import describe_keys, fold_linprobe_head, plain_tensors
-from .base import Loaded
+from .base import Format, Loaded
 from .errors import ConversionError
+from .torchfile import read_safetensors, safetensors_keys
 
 _VIT_KEY = re.compile(
     r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|(norm|fc_norm|head)\.(weight|bias)"
     r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
 )
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
-    except (SafetensorError, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise ConversionError("no such file", path) from e
-        raise ConversionError(f"truncated or corrupted safetensors file ({e})", path) from e
 
 
 def metadata_hints(meta: Mapping[str, str]) -> dict:
@@ -101,3 +90,8 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
             {"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
         )
     return atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes
+
+
+FORMAT = Format("timm", (".safetensors",), folder=False, read=read, write=write, families=("mae", "vit"),
+                sniff=lambda p, head: safetensors_keys(p, head, p.stat().st_size) is not None,
+                aliases=("safetensors",))

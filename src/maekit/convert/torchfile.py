@@ -1,0 +1,157 @@
+"""Reading torch and safetensors files safely: the helpers every format module shares.
+
+``torch_load`` unpickles nothing but tensors, plain containers and ``argparse.Namespace``
+(:func:`maekit.fileio.safe_torch_load`); ``find_state_dict`` / ``unpack_checkpoint`` find the
+weights inside whatever a checkpoint holds (official ``{'model': ...}``, maekit training
+checkpoints with their ``extra``, DDP ``module.`` prefixes); ``read_safetensors`` and
+``safetensors_keys`` read a safetensors file or only its header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..fileio import safe_torch_load
+from ._util import StateDict, describe_keys, strip_prefix
+from .errors import ConversionError
+
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "net")
+
+
+def is_torch_head(head: bytes) -> bool:
+    """The first bytes of a ``torch.save`` file: a ZIP archive or the legacy pickle magic."""
+    return head.startswith(b"PK\x03\x04") or head.startswith(TORCH_LEGACY_MAGIC)
+
+
+def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load`` that unpickles nothing but tensors, containers and ``argparse.Namespace``."""
+    try:
+        return safe_torch_load(path, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
+        hint = (
+            ""
+            if _is_torch_file(path)
+            else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl."
+        )
+        raise ConversionError(
+            "refused to load: the file asks to unpickle something other than tensors, "
+            f"containers and argparse.Namespace, and maekit never runs code from a file "
+            f"({why.strip()}).{hint}",
+            path,
+        ) from e
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise ConversionError(f"truncated or corrupted PyTorch file ({type(e).__name__}: {e})", path) from e
+    except RuntimeError as e:
+        raise ConversionError(f"truncated or corrupted PyTorch file ({str(e).splitlines()[0]})", path) from e
+    except (OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise ConversionError("no such file", path) from e
+        raise ConversionError(f"cannot read as a PyTorch file ({type(e).__name__}: {e})", path) from e
+
+
+def _is_torch_file(path: str | os.PathLike) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return is_torch_head(f.read(len(TORCH_LEGACY_MAGIC)))
+    except OSError:
+        return True
+
+
+def args_hints(args: Any) -> dict[str, Any]:
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        return {}
+    hints: dict[str, Any] = {"source": "the checkpoint's args"}
+    if isinstance(args.get("model"), str):
+        hints["model_name"] = args["model"]
+    if isinstance(args.get("norm_pix_loss"), bool):
+        hints["norm_pix_loss"] = args["norm_pix_loss"]
+    if isinstance(args.get("input_size"), int):
+        hints["img_size"] = args["input_size"]
+    return hints
+
+
+def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDict:
+    """The state dict inside a loaded checkpoint: ``obj`` itself when it is a dict of tensors, else
+    the one under ``model`` / ``state_dict`` / ``model_state`` / ``module`` / ``net``; a DDP
+    ``module.`` prefix (on every key) is stripped.
+
+    Raises:
+        ConversionError: no non-empty dict of tensors found (the message names ``path``).
+    """
+    sd = obj
+    if isinstance(sd, Mapping) and not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        for key in _CONTAINER_KEYS:
+            if isinstance(sd.get(key), Mapping):
+                sd = sd[key]
+                break
+    if not isinstance(sd, Mapping) or not sd:
+        raise ConversionError("no state dict found (expected a dict of tensors, or one under 'model')", path)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConversionError("not a state dict: entries that are not tensors: " + describe_keys(bad), path)
+    sd = strip_prefix(sd, "module.")
+    return {str(k): v for k, v in sd.items()}
+
+
+def unpack_checkpoint(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
+    """The model weights inside a loaded checkpoint object, plus hints and notes."""
+    hints: dict[str, Any] = {}
+    notes: list[str] = []
+    if isinstance(obj, Mapping) and "args" in obj:
+        hints = args_hints(obj["args"])
+    extra = obj.get("extra") if isinstance(obj, Mapping) else None
+    if isinstance(extra, Mapping):  # a maekit training checkpoint records its exact model and labels
+        if isinstance(extra.get("model_name"), str) and isinstance(extra.get("model_args"), Mapping):
+            hints.update(model_name=extra["model_name"], model_args=dict(extra["model_args"]))
+        if isinstance(extra.get("class_names"), (list, tuple)):
+            hints["class_names"] = [str(c) for c in extra["class_names"]]
+    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
+        notes.append(
+            f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
+            if "optimizer" in obj
+            else f"checkpoint of epoch {obj['epoch']}"
+        )
+    return find_state_dict(obj, path), hints, notes
+
+
+def safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
+    if len(head) < 9:
+        return None
+    (n,) = struct.unpack("<Q", head[:8])
+    if not 2 <= n <= size - 8 or head[8:9] != b"{":
+        return None
+    with open(path, "rb") as f:
+        f.seek(8)
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        return None
+    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise ConversionError("no such file", path) from e
+        raise ConversionError(f"truncated or corrupted safetensors file ({e})", path) from e
