@@ -104,9 +104,9 @@ def test_eval_and_predict_take_the_shape_flags_of_finetune():
     assert (ev.input_size, ev.patch_size, ev.in_chans, ev.nb_classes) == ([48], 4, 1, 3)
     pr = entry.parse("predict", ["--model", "mae_vit_tiny_patch16", "--input", "a.png", *shape, "--top_k", "2"])
     assert (pr.input_size, pr.patch_size, pr.in_chans, pr.topk) == ([48], 4, 1, 2)
-    from maekit.api.commands import shape_overrides
+    from maekit.tasks.common import config_overrides
 
-    assert shape_overrides(pr) == {"img_size": 48, "patch_size": 4, "in_chans": 1}
+    assert config_overrides(pr) == {"img_size": 48, "patch_size": 4, "in_chans": 1}
 
 
 def test_predict_with_shape_flags_end_to_end(tmp_path, capsys):

@@ -102,8 +102,13 @@ def test_mapping_of_lr_architecture_and_maekit_keys(tmp_path):
 
 
 def test_warnings_for_unknown_keys_and_the_reference_typo(tmp_path):
-    with pytest.warns(RunConfigWarning, match=r"unknown key\(s\) \['colour'\]"):
-        load_run_config(MAE_YAML, ["runner_config.colour=1"])
+    data = yaml.safe_load(Path(resolve_run_config_path(MAE_YAML)).read_text())
+    data["runner_config"]["colour"] = 1
+    with pytest.warns(RunConfigWarning, match=r"unknown key\(s\) \['colour'\]"):  # in the file: a warning
+        load_run_config(data)
+    for key in ("runner_config.colour=1", "parallel.data_parallel=8", "model.model_config.qkv_bias=False"):
+        with pytest.raises(ValueError, match="does not take effect"):  # on the command line: an error
+            load_run_config(MAE_YAML, [key])
     with pytest.warns(RunConfigWarning, match="typo"):
         rc = load_run_config(MAE_YAML, ["train_dataset.transforms.2.mean=[123.675, 118.575, 103.53]",
                                         "train_dataset.transforms.2.std=[58.395, 62.22, 57.375]"])

@@ -90,6 +90,9 @@ def test_mim_train_writes_the_cli_files(pretrained):
     assert ckpt["extra"]["model_name"] == "mae_vit_tiny_patch16"
     assert ckpt["extra"]["model_args"]["depth"] == 2  # the module's architecture was trained
     assert ckpt["args"]["data_path"].startswith("<Subset of 32")
+    # the resolved task config: TrainingArguments as given, the module's architecture as model_args
+    assert ckpt["args"]["blr"] == 1e-3 and ckpt["args"]["mask_ratio"] == 0.75
+    assert ckpt["args"]["model_args"] == {"depth": 2, "decoder_depth": 1}
     # the trained model is the Trainer's model now
     assert torch.equal(trainer.model.state_dict()["blocks.0.attn.qkv.weight"], ckpt["model"]["blocks.0.attn.qkv.weight"])
 

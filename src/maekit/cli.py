@@ -39,10 +39,20 @@ def _usage() -> str:
 def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
     # Imported lazily so `maekit -h` and small commands start fast; the task commands parse their
     # config (tasks/config.py) without torch and import the task only to run it.
-    if command in ("pretrain", "finetune", "linprobe", "eval", "predict", "visualize", "demo", "bench", "knn"):
+    if command in ("pretrain", "finetune", "linprobe", "eval", "demo", "bench", "knn"):
         from .tasks import entry
 
         return lambda argv: entry.run_command(command, argv)
+    if command in ("predict", "visualize"):
+        from .tasks import entry
+
+        def run_pipeline(argv: Sequence[str]) -> int:
+            cfg = entry.parse(command, argv)  # tasks/config.py: no torch until the options are valid
+            from .api import commands
+
+            return getattr(commands, f"run_{command}")(cfg)
+
+        return run_pipeline
     if command == "convert":
         from .convert import cli as convert_cli
 

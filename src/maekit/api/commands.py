@@ -15,7 +15,8 @@ from typing import Any
 
 from ..tasks.config import PredictConfig, VisualizeConfig
 from ..models import is_pretraining_model
-from .modeling import AutoModel
+from ..hub import load_model
+from ..tasks.common import config_overrides
 from .pipelines import expand_inputs, normalize_task, pipeline
 
 
@@ -24,20 +25,8 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     return expand_inputs(list(inputs))
 
 
-def shape_overrides(cfg: Any) -> dict[str, Any]:
-    """The model / shape options that were set, as constructor overrides for the loader."""
-    out: dict[str, Any] = dict(cfg.model_args)
-    if cfg.input_size is not None:
-        out["img_size"] = cfg.input_size[0] if len(cfg.input_size) == 1 else tuple(cfg.input_size)
-    for key in ("patch_size", "in_chans"):
-        if getattr(cfg, key) is not None:
-            out[key] = getattr(cfg, key)
-    return out
-
-
 def _load_model(cfg: Any):
-    return AutoModel.from_pretrained(cfg.model, download=not cfg.no_download, device=cfg.device,
-                                     **shape_overrides(cfg))
+    return load_model(cfg.model, download=not cfg.no_download, device=cfg.device, **config_overrides(cfg))
 
 
 def run_predict(args: PredictConfig) -> int:

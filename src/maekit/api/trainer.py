@@ -68,7 +68,7 @@ from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainCo
 from ..models import is_pretraining_model as is_pretraining_module
 from .config import MAEConfig
 from .pipelines import normalize_task
-from .trainer_models import ModelSpec, load_training_checkpoint, resolve_spec
+from .trainer_models import ModelSpec, resolve_spec
 from .trainer_options import data_options, model_options, predict_inputs, write_predictions
 
 log = logging.getLogger("maekit.api")
@@ -223,12 +223,11 @@ class Trainer:
     def _starting_model(cfg: PretrainConfig, spec: ModelSpec) -> nn.Module:
         """Pretraining: exactly the model the task would build, with ``spec``'s weights (fixed tables
         for its size, random decoder for an encoder-only source)."""
+        from ..hub import load_weights_into
         from ..tasks.pretrain import pretrain_model
-        from .modeling import load_weights, read_checkpoint
 
         model = pretrain_model(cfg)
-        state = spec.state_dict if spec.state_dict is not None else read_checkpoint(spec.weights_path)
-        load_weights(model, state, spec.label)
+        load_weights_into(model, spec.weights, label=spec.label)
         return model
 
     def _training_spec(self, checkpoint: Any) -> ModelSpec:
@@ -316,12 +315,9 @@ class Trainer:
         return model
 
     def _load(self, source: Any) -> nn.Module:
-        model = load_training_checkpoint(source) if isinstance(source, (str, os.PathLike)) else None
-        if model is not None:
-            return model
-        from .modeling import AutoModel
+        from ..hub import load_model
 
-        return AutoModel.from_pretrained(source, download=self.args.download)
+        return load_model(source, download=self.args.download)
 
     @property
     def model(self) -> nn.Module:
@@ -396,4 +392,4 @@ class Trainer:
         return f"Trainer(task={self.task!r}, model={model!r}, output_dir={str(self.output_dir)!r})"
 
 
-__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments", "load_training_checkpoint"]
+__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import is_pretraining_model
-from ..tasks.common import classifier_name
+from ..models import classifier_name
 from .trainer_models import ModelSpec
 
 # model_args that map to command options rather than constructor overrides

@@ -46,17 +46,10 @@ def resolve_run_config_path(path: str | os.PathLike) -> str:
 
 def read_run_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """(the YAML as a dict, its resolved path)."""
+    from ..tasks.flags import read_yaml
+
     resolved = resolve_run_config_path(path)
-    try:
-        with open(resolved, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{resolved}: not valid YAML: {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{resolved}: a run config is a mapping of sections, got {type(data).__name__}")
-    return data, resolved
+    return read_yaml(resolved, expect="a run config: a mapping of sections"), resolved
 
 
 def _parse_value(text: str) -> Any:
@@ -101,6 +94,23 @@ def apply_options(data: dict[str, Any], options: Sequence[str] | Mapping[str, An
     return data
 
 
+def option_keys(options: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    """The dotted keys ``--options`` sets."""
+    if isinstance(options, Mapping):
+        return [str(k) for k in options]
+    return [item.split("=", 1)[0].strip() for item in options]
+
+
+def check_options_take_effect(options: Sequence[str] | Mapping[str, Any], read: set[str]) -> None:
+    """A ``--options`` key that nothing reads (a typo, or a MindSpore-only key) is a ``ValueError``."""
+    for key in option_keys(options):
+        parts = key.split(".")
+        if not any(".".join(parts[:i]) in read for i in range(1, len(parts) + 1)):
+            raise ValueError(f"--options {key}: this key does not take effect in maekit (unknown, or a "
+                             "MindSpore / Ascend setting maekit has no counterpart for); see "
+                             "maekit.compat.mindformers for the keys that are read")
+
+
 def _index(part: str, node: list, where: str) -> int:
     try:
         i = int(part)
@@ -115,23 +125,30 @@ def _index(part: str, node: list, where: str) -> int:
 class Section:
     """Typed reads of one YAML mapping, remembering which keys were used."""
 
-    def __init__(self, data: Any, where: str, ignored: set[str] | frozenset[str] = frozenset()):
+    def __init__(self, data: Any, where: str, ignored: set[str] | frozenset[str] = frozenset(),
+                 read: set[str] | None = None):
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: "
                              f"{data!r}")
         self.data, self.where, self.used = dict(data), where, set(ignored)
+        # dotted paths whose value was read (shared by the whole tree): what takes effect
+        self.read = read if read is not None else set()
 
     def __contains__(self, key: str) -> bool:
         return self.data.get(key) is not None
 
     def section(self, key: str, ignored: set[str] | frozenset[str] = frozenset()) -> Section:
         self.used.add(key)
-        return Section(self.data.get(key), f"{self.where}.{key}" if self.where else key, ignored)
+        return Section(self.data.get(key), self._path(key), ignored, self.read)
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
 
     def get(self, key: str, kind: str, default: Any = None) -> Any:
         self.used.add(key)
+        self.read.add(self._path(key))
         value = self.data.get(key)
         if value is None:
             return default
@@ -143,58 +160,30 @@ class Section:
             config_warning(f"{self.where or 'run config'}: unknown key(s) {unknown} ignored")
 
 
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "floats": list[float]}
+
+
 def convert_value(value: Any, kind: str, where: str) -> Any:
-    bad = ValueError(f"{where}: expected {kind}, got {value!r}")
+    """``value`` of the run YAML as ``kind`` (the task configs' type check, :func:`maekit.tasks.validate.to_type`);
+    also ``any``, ``list`` and ``size`` (S, [S], [H, W]: one number when square)."""
+    from ..tasks.validate import to_type
+
     if kind == "any":
         return value
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise bad
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if kind == "float":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if kind == "str":
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    if kind == "floats":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return [float(value)]
-        if isinstance(value, (list, tuple)):
-            return [convert_value(v, "float", where) for v in value]
-        raise bad
-    if kind == "size":
-        if isinstance(value, (list, tuple)):
-            sizes = [convert_value(v, "int", where) for v in value]
-            if len(sizes) not in (1, 2):
-                raise bad
-            return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
-        return convert_value(value, "int", where)
     if kind == "list":
-        if isinstance(value, list):
-            return value
-        raise bad
-    raise AssertionError(kind)
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected list, got {value!r}")
+        return value
+    if kind == "size":
+        sizes = to_type(list[int], where, value)
+        if len(sizes) not in (1, 2):
+            raise ValueError(f"{where}: expected one or two sizes, got {value!r}")
+        return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
+    if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # a name or path that YAML read as a number
+    return to_type(_KINDS[kind], where, value)
 
 
-__all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "config_warning",
+__all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "check_options_take_effect",
+           "config_warning",
            "convert_value", "read_run_yaml", "resolve_run_config_path"]

@@ -18,11 +18,13 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-from ..data import (build_eval_transform, build_finetune_transform, build_linprobe_transform, build_loader,
-                    resolve_dataset, resolve_mean_std)
+from ..data import (as_dataset, build_eval_transform, build_finetune_transform, build_linprobe_transform,
+                    build_loader, resolve_dataset, resolve_mean_std)
 from ..data.factory import source_options
 from ..engine.metrics import evaluate
+from ..engine.guards import check_lars_budget
 from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
+from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
@@ -34,10 +36,11 @@ log = logging.getLogger("maekit.tasks")
 
 # ----------------------------------------------------------------------------- data
 def labelled_datasets(args, *, in_chans: int, img_size, train_transform,
-                      train_dataset=None, val_dataset=None):
+                      train_dataset=None, val_dataset=None, world_size: int = 1, rank: int = 0):
     """Train and validation datasets, and the class names; checks ``--nb_classes``.
 
-    ``train_dataset`` / ``val_dataset`` (torch Datasets of transformed ``(image, target)`` items)
+    ``train_dataset`` / ``val_dataset`` (any dataset object, :func:`maekit.data.as_dataset`; maekit
+    applies the transforms; ``world_size`` / ``rank`` split an iterable train set)
     replace the ones from ``--data_path``; the train set is only built when ``train_transform`` is
     given (not for ``--eval``). Class names come from a dataset's ``classes`` attribute, else
     from ``--nb_classes`` (``'0'``, ``'1'``, ...).
@@ -45,13 +48,15 @@ def labelled_datasets(args, *, in_chans: int, img_size, train_transform,
     mean, std = resolve_mean_std(in_chans, args.mean, args.std)
     common = dict(labelled=True, in_chans=in_chans, train_split=getattr(args, "train_split", None),
                   val_split=getattr(args, "val_split", None))
+    eval_tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=True)
+    adapt = dict(in_chans=in_chans, input_size=img_size)
     train = None
     if train_transform is not None:
-        train = train_dataset if train_dataset is not None else resolve_dataset(
+        train = as_dataset(train_dataset, transform=train_transform, seed=args.seed, world_size=world_size,
+                           rank=rank, **adapt) if train_dataset is not None else resolve_dataset(
             args.data_path, "train", transform=train_transform, **common, **source_options(args))
-    val = val_dataset if val_dataset is not None else resolve_dataset(
-        args.data_path, "val", **common, **source_options(args, "val"), transform=build_eval_transform(img_size, in_chans=in_chans, mean=mean,
-                                                                         std=std))
+    val = as_dataset(val_dataset, transform=eval_tf, **adapt) if val_dataset is not None else resolve_dataset(
+        args.data_path, "val", **common, **source_options(args, "val"), transform=eval_tf)
     train_classes = getattr(train, "classes", None) if train is not None else None
     val_classes = getattr(val, "classes", None)
     if train_classes is not None and val_classes is not None and list(val_classes) != list(train_classes):
@@ -152,7 +157,8 @@ def make_eval_fn(loader, ctx: RunContext):
 def train_transform(cfg: FinetuneConfig | LinprobeConfig, img_size, *, in_chans: int, mean, std, linprobe: bool):
     """The reference training augmentation of the task."""
     if linprobe:
-        return build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+        return build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
+                                        fast_decode=cfg.fast_decode)
     return build_finetune_transform(
         img_size, in_chans=in_chans, mean=mean, std=std, color_jitter=cfg.color_jitter,
         auto_augment=None if str(cfg.aa).lower() == "none" else cfg.aa, re_prob=cfg.reprob,
@@ -194,7 +200,8 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
                                                      linprobe=linprobe)
     train_set, val_set, classes = labelled_datasets(cfg, in_chans=in_chans, img_size=img_size,
                                                     train_transform=train_tf, train_dataset=train_dataset,
-                                                    val_dataset=eval_dataset)
+                                                    val_dataset=eval_dataset, world_size=ctx.dist.world_size,
+                                                    rank=ctx.dist.rank)
     net = classifier_for(cfg, num_classes=len(classes), linprobe=linprobe)
     if cfg.grad_checkpointing:
         net.set_grad_checkpointing(True)
@@ -204,15 +211,19 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     if linprobe:
         add_linear_probe_head(net)
     val_loader = build_loader(val_set, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                              pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed)
+                              pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed,
+                              device=ctx.device, mean=mean, std=std)
     eval_fn = make_eval_fn(val_loader, ctx)
     if cfg.eval:
         return evaluate_checkpoint(net, cfg.resume, eval_fn, ctx)
     train_loader = build_loader(train_set, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                                pin_memory=cfg.pin_mem, seed=cfg.seed)
+                                pin_memory=cfg.pin_mem, seed=cfg.seed, device=ctx.device, mean=mean, std=std)
     eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
                                   world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
     optimizer, criterion, mixup_fn = optimizer_and_loss(cfg, net, lr=lr, linprobe=linprobe, num_classes=len(classes))
+    if linprobe:  # warn when LARS at this lr cannot move the head in the whole run (issue 12)
+        check_lars_budget(lr=lr, blr=None if cfg.lr else cfg.blr, eff_batch_size=eff_batch,
+                          steps=cfg.epochs * len(train_loader) // cfg.accum_iter)
     log.info("%s %s: %d classes, %d train / %d val images, %.2fM trainable parameters", task, cfg.model,
              len(classes), len(train_set), len(val_set), count_parameters(net) / 1e6)
     resolved = dict(cfg.to_dict(), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
@@ -226,6 +237,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
         resume=cfg.resume or None, start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=resolved,
         eval_fn=eval_fn, best_metric="acc1", extra_state=extra, dist=ctx.dist, compile=cfg.compile,
         log_every=cfg.print_freq,
+        reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to, config=resolved),
     )
     last = runner.fit()
     if runner.best_value is not None:

@@ -14,7 +14,6 @@ from ..engine.distributed import DistInfo, init_distributed, seed_everything
 from ..engine.logs import setup_logging
 from ..engine.optim import effective_batch_and_lr
 from ..engine.precision import resolve_amp
-from ..models import canonical_name, is_model, is_pretraining_model
 
 log = logging.getLogger("maekit.tasks")
 
@@ -55,22 +54,6 @@ def start_run(*, device: str | None, seed: int, amp: str) -> RunContext:
     return RunContext(dist, dtype, scaler)
 
 
-def classifier_name(name: str) -> str:
-    """The classifier of a pretraining model (``mae_vit_base_p16`` -> ``vit_base_patch16``,
-    ``convmae_convvit_base_patch16`` -> ``convvit_base_patch16``); classifiers are returned as they are."""
-    canon = canonical_name(name)
-    if not is_pretraining_model(canon):
-        return canon
-    short = canon.replace("_dec512d8b", "")
-    for prefix in ("convmae_", "mae_"):
-        if short.startswith(prefix):
-            short = short[len(prefix):]
-            break
-    if not is_model(short):
-        raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
-    return canonical_name(short)
-
-
 def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int, int]:
     """``--input_size S`` or ``--input_size H W`` -> S or (H, W)."""
     if isinstance(input_size, int):
@@ -85,12 +68,18 @@ def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int
 
 def shape_overrides(*, input_size, patch_size: int | None = None, in_chans: int | None = None) -> dict[str, Any]:
     """Model constructor overrides from the shape options (only those given)."""
-    kw: dict[str, Any] = {"img_size": image_size(input_size)}
+    kw: dict[str, Any] = {} if input_size is None else {"img_size": image_size(input_size)}
     if patch_size is not None:
         kw["patch_size"] = patch_size
     if in_chans is not None:
         kw["in_chans"] = in_chans
     return kw
+
+
+def config_overrides(cfg: Any) -> dict[str, Any]:
+    """Constructor overrides of a config's model options: ``model_args`` and the shape flags that were set."""
+    return {**cfg.model_args, **shape_overrides(input_size=cfg.input_size, patch_size=cfg.patch_size,
+                                                in_chans=cfg.in_chans)}
 
 
 def learning_rate(*, batch_size: int, accum_iter: int, world_size: int, blr: float, lr: float | None) -> tuple[int, float]:

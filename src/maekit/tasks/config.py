@@ -26,7 +26,10 @@ probe). The same option has the same default in every command, except where the 
 ``weight_decay`` (0.05 / 0.05 / 0), ``global_pool`` (fine-tune True, linear probe False: the
 reference's cls token), ``save_every`` (pretrain 20, others 1), ``dist_eval`` (``maekit eval``
 shards by default; the fine-tune reference does not), ``seed`` (predict / visualize: 2, the
-official demo's mask seed) and ``nb_classes`` (reference 1000; here None = from the data).
+official demo's mask seed), ``device`` (predict / visualize: None = cpu), ``output_dir`` (eval /
+predict: none unless given) and ``nb_classes`` (reference 1000; here None = from the data).
+``DemoConfig`` and ``BenchConfig`` have their own defaults (a tiny model on digits; a throughput
+probe).
 
 This module imports no torch: ``maekit <command> -h`` builds its parser from it.
 """
@@ -67,6 +70,15 @@ ALIASES: dict[str, str] = {
 }
 
 _AMP = ("auto", "bf16", "fp16", "none")
+MASK_RATIO = 0.75  # the one place of the reference mask ratio (docs/REFERENCE_RECIPES.md C.2)
+
+
+def _default_num_workers() -> int:
+    # Same rule as maekit.data.default_num_workers (not imported: this module stays torch-free).
+    # torchrun sets LOCAL_WORLD_SIZE before the process starts, so it is known here.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(10, cpus // local - 1))
 
 
 # ----------------------------------------------------------------------------- mixins
@@ -104,8 +116,9 @@ class DataOptions:
 @dataclass
 class DeviceOptions:
     device: str = opt("auto", "auto, cpu, cuda, cuda:N (PASSL's gpu means cuda)")
-    num_workers: int = opt(min(10, os.cpu_count() or 1),
-                           "data loader worker processes (reference 10, capped at the CPU count)", min=0)
+    num_workers: int = opt(_default_num_workers(),
+                           "data loader worker processes per process (default: this node's CPUs shared by its "
+                           "processes, one left for the main process, at most the reference's 10)", min=0)
     pin_mem: bool = opt(True, "pin host memory", off="--no_pin_mem", off_help="do not pin host memory")
     amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU",
                    choices=_AMP)
@@ -158,11 +171,14 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
 
     model: str = opt("mae_vit_large_patch16", "registered pretraining model (mae_* / convmae_*)")
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
-    mask_ratio: float = opt(0.75, "fraction of patches removed", min=0)
+    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed", min=0)
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     sparse_stages: bool = opt(False, "ConvMAE: run stages 1-2 on visible positions only (exact; faster)")
     augment: str = opt("reference", "reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; "
                        "none: resize only (for text or some medical images)", choices=("reference", "flip", "none"))
+    fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding: draw the crop box first, decode at 1/2, 1/4 or "
+                            "1/8 scale when the crop stays at least the input size (several times faster on large "
+                            "photos; pixels differ slightly from a full decode, PSNR above 35 dB)")
     save_every: int | None = opt(20, "write checkpoint-{epoch}.pth every N epochs", min=0)
     knn_data_path: str | None = opt(None, "labelled images (class folders, train/ + val/ root, builtin:digits) "
                                     "for the weighted k-NN monitor (knn_top1 / knn_top5 in log.txt)")
@@ -224,6 +240,7 @@ class LinprobeConfig(_ClassifyOptions):
     blr: float = opt(0.1, "base lr: lr = blr * effective batch / 256", min=0)
     warmup_epochs: float = opt(10, "linear warm-up epochs", min=0)
     global_pool: bool = opt(False, "mean-pool patch tokens", off="--cls_token", off_help="use the cls token")
+    fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding of the training crops (see maekit pretrain -h)")
 
 
 @dataclass
@@ -243,7 +260,7 @@ class EvalConfig(ConfigMixin, ModelOptions, DataOptions, DeviceOptions):
 class _InferenceOptions(ConfigMixin, ModelOptions):
     model: str = opt("", "registered name (+ .tag for published weights, e.g. mae_vit_large_patch16.visualize), "
                      "model folder, checkpoint file or URL", required=True)
-    mask_ratio: float = opt(0.75, "reconstruction: fraction of patches removed", min=0)
+    mask_ratio: float = opt(MASK_RATIO, "reconstruction: fraction of patches removed", min=0)
     seed: int = opt(2, "reconstruction: seed of the mask (the official demo's; same seed = same mask)")
     device: str | None = opt(None, "cpu, cuda, cuda:1 ... (default cpu)")
     no_download: bool = opt(False, "never download: random weights for a bare name")
@@ -282,7 +299,7 @@ class DemoConfig(ConfigMixin):
     warmup_epochs: float = opt(3, "pretraining warm-up epochs", min=0)
     blr: float = opt(1.5e-3, "pretraining base lr", min=0)
     batch_size: int = opt(64, "pretraining batch", min=1)
-    mask_ratio: float = opt(0.75, "fraction of patches removed", min=0)
+    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed", min=0)
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     probe_epochs: int = opt(5, "linear-probe epochs", min=1)
     probe_batch_size: int = opt(128, "linear-probe batch", min=1)
@@ -305,7 +322,7 @@ class BenchConfig(ConfigMixin):
     steps: int = opt(5, "timed steps (after --warmup)", min=1)
     warmup: int = opt(2, "untimed steps first", min=0)
     amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU", choices=_AMP)
-    mask_ratio: float = opt(0.75, "fraction of patches removed (pretraining models)", min=0)
+    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed (pretraining models)", min=0)
     device: str = opt("auto", "auto, cpu, cuda, cuda:N")
     compile: bool = opt(False, "torch.compile the model")
     json: bool = opt(False, "print one JSON object")

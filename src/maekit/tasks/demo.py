@@ -23,8 +23,8 @@ from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resol
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
 from ..weights import extract_state_dict
+from ..models import classifier_name
 from .classify import run_linprobe
-from .common import classifier_name
 from .config import DemoConfig, LinprobeConfig, PretrainConfig
 from .pretrain import build_pretrain_model, run_pretrain
 

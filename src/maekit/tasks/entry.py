@@ -19,13 +19,11 @@ RUNNERS: dict[str, tuple[str, str]] = {
     "finetune": ("maekit.tasks.classify", "run_finetune"),
     "linprobe": ("maekit.tasks.classify", "run_linprobe"),
     "eval": ("maekit.tasks.evaluate", "run_eval"),
-    "predict": ("maekit.api.commands", "run_predict"),
-    "visualize": ("maekit.api.commands", "run_visualize"),
     "demo": ("maekit.tasks.demo", "run_demo"),
     "bench": ("maekit.tasks.bench", "run_bench"),
     "knn": ("maekit.tasks.knn", "run_knn"),
 }
-_NO_TRAINING = ("predict", "visualize", "bench", "knn")  # no engine stop conditions to turn into exit codes
+_NO_TRAINING = ("bench", "knn")  # no engine stop conditions to turn into exit codes
 
 DESCRIPTIONS = {
     "pretrain": "MAE / ConvMAE pretraining (official main_pretrain.py flags)",

@@ -27,19 +27,27 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-def _default_text(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(map(str, value))
-    return str(value)
-
-
 def _help(f: dataclasses.Field, default: Any) -> str:
     text = f.metadata.get("help", "")
     if isinstance(default, bool):
         return text + (" (default)" if default else "")
     if default not in (None, "", [], {}):
-        return f"{text} (default: {_default_text(default)})"
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})"
     return text
+
+
+def _value_kwargs(hint: Any) -> dict[str, Any]:
+    """How argparse reads a value of type ``hint`` (a bool is a store_true flag)."""
+    base, _ = _kind(hint)
+    origin = typing.get_origin(base)
+    if base is bool:
+        return {"action": "store_true"}
+    if origin is list and typing.get_args(base)[0] is float:
+        return {"type": _floats}
+    if origin is list:
+        return {"nargs": "+", "type": typing.get_args(base)[0]}
+    return {"type": base}
 
 
 def _add_field(group: Any, f: dataclasses.Field, hint: Any, default: Any) -> None:
@@ -47,26 +55,12 @@ def _add_field(group: Any, f: dataclasses.Field, hint: Any, default: Any) -> Non
     flags = list(meta.get("flags") or [f"--{f.name}"])
     hidden = meta.get("hidden", False)
     kw: dict[str, Any] = {"dest": f.name, "help": argparse.SUPPRESS if hidden else _help(f, default)}
-    base, _ = _kind(hint)
-    origin = typing.get_origin(base)
-    if base is bool:
-        group.add_argument(*flags, action="store_true", **kw)
-        if meta.get("off"):
-            off_help = meta.get("off_help", f"unset {flags[0]}") + ("" if default is not False else " (default)")
-            group.add_argument(meta["off"], action="store_false", dest=f.name,
-                               help=argparse.SUPPRESS if hidden else off_help)
-        return
-    if origin is list and typing.get_args(base)[0] is float:
-        kw["type"] = _floats
-    elif origin is list:
-        kw.update(nargs="+", type=typing.get_args(base)[0])
-    else:
-        kw["type"] = base
-    if meta.get("choices"):
-        kw["choices"] = meta["choices"]
-    if meta.get("metavar"):
-        kw["metavar"] = meta["metavar"]
+    kw.update(_value_kwargs(hint), **{k: meta[k] for k in ("choices", "metavar") if meta.get(k)})
     group.add_argument(*flags, **kw)
+    if meta.get("off"):  # a bool's negative flag
+        off_help = meta.get("off_help", f"unset {flags[0]}") + ("" if default is not False else " (default)")
+        group.add_argument(meta["off"], action="store_false", dest=f.name,
+                           help=argparse.SUPPRESS if hidden else off_help)
 
 
 def build_parser(cls: type, *, prog: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -92,20 +86,8 @@ def build_parser(cls: type, *, prog: str, description: str | None = None) -> arg
     for alias, target in ALIASES.items():
         if target in names and alias not in names:
             parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS,
-                                **_alias_kwargs(types[target]))
+                                **_value_kwargs(types[target]))
     return parser
-
-
-def _alias_kwargs(hint: Any) -> dict[str, Any]:
-    base, _ = _kind(hint)
-    origin = typing.get_origin(base)
-    if base is bool:
-        return {"action": "store_true"}
-    if origin is list and typing.get_args(base)[0] is float:
-        return {"type": _floats}
-    if origin is list:
-        return {"nargs": "+", "type": typing.get_args(base)[0]}
-    return {"type": base}
 
 
 def resolve_config_path(path: str) -> str:
@@ -119,8 +101,9 @@ def resolve_config_path(path: str) -> str:
     raise ConfigError(f"config file not found: {path} (neither a file nor a packaged recipe under maekit/configs)")
 
 
-def read_yaml(path: str) -> dict[str, Any]:
-    """A YAML mapping (a file or a packaged recipe name); bad YAML is a ``ConfigError``."""
+def read_yaml(path: str, *, expect: str = "a mapping of option: value") -> dict[str, Any]:
+    """A YAML mapping (a file or a packaged recipe name); bad YAML is a ``ConfigError``. The one
+    YAML reader of both dialects (flat ``--config`` files and MindFormers run files)."""
     import yaml
 
     path = resolve_config_path(path)
@@ -130,7 +113,7 @@ def read_yaml(path: str) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected {expect}, got {type(data).__name__}")
     return data
 
 

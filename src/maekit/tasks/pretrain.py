@@ -10,13 +10,17 @@ from torch.utils.data import Dataset
 
 from torchvision import transforms as T
 
-from ..data import build_eval_transform, build_loader, build_pretrain_transform, resolve_dataset, resolve_mean_std
+from ..data import (as_dataset, batch_mask_seeds, build_eval_transform, build_loader, build_pretrain_transform,
+                    resolve_dataset, resolve_mean_std)
 from ..data.factory import source_options
 from ..engine.optim import build_adamw, param_groups_weight_decay
+from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
+from ..models.masking import per_sample_noise
 from .common import count_parameters, learning_rate, shape_overrides, start_run
 from .config import PretrainConfig
+from .monitoring import build_pretrain_monitors
 
 log = logging.getLogger("maekit.tasks")
 
@@ -31,13 +35,17 @@ def build_pretrain_model(*, model: str, input_size, patch_size=None, in_chans=No
                         **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
 
 
-def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std):
-    """The reference augmentation, or a lighter one (``flip``: resize + flip; ``none``: resize only)."""
+def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std, uint8: bool = False,
+                       fast_decode: bool = False):
+    """The reference augmentation, or a lighter one (``flip``: resize + flip; ``none``: resize only).
+    ``uint8``: uint8 output, normalised on the device by the loader; ``fast_decode``: crop-aware
+    reduced JPEG decoding (``reference`` only)."""
     if augment == "reference":
-        return build_pretrain_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+        return build_pretrain_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=uint8,
+                                        fast_decode=fast_decode)
     if augment not in ("flip", "none"):
         raise ValueError(f"unknown --augment {augment!r}; choose reference, flip or none")
-    resize = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0)
+    resize = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0, uint8=uint8)
     return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
 
 
@@ -65,8 +73,10 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         cfg: the options (:class:`maekit.tasks.config.PretrainConfig`).
         model: the pretraining model to train (its weights are the start); default: built from
             ``cfg.model`` and the shape options, randomly initialised. ``cfg.resume`` still wins.
-        train_dataset: replaces ``cfg.data_path``: a torch Dataset of ``(image tensor (C, H, W),
-            target)`` items already transformed to the model's input.
+        train_dataset: replaces ``cfg.data_path``: any map-style or iterable dataset of PIL images,
+            uint8/float tensors, dicts with an image key or ``(image, label)`` pairs; maekit applies
+            the transforms (float tensors of the model's input shape pass through:
+            :func:`maekit.data.as_dataset`).
         eval_dataset: unused (pretraining does not evaluate); accepted for a uniform signature.
     """
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
@@ -78,13 +88,16 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         model.set_grad_checkpointing(True)
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
-    transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std)
-    dataset = train_dataset
-    if dataset is None:
+    transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
+                                   fast_decode=cfg.fast_decode)
+    if train_dataset is not None:  # any dataset object; maekit applies the transform (maekit.data.adapt)
+        dataset = as_dataset(train_dataset, transform=transform, in_chans=in_chans, input_size=model.img_size,
+                             seed=cfg.seed, world_size=ctx.dist.world_size, rank=ctx.dist.rank)
+    else:
         dataset = resolve_dataset(cfg.data_path, "train", labelled=False, transform=transform, in_chans=in_chans,
                                   **source_options(cfg))
     loader = build_loader(dataset, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                          pin_memory=cfg.pin_mem, seed=cfg.seed)
+                          pin_memory=cfg.pin_mem, seed=cfg.seed, device=ctx.device, mean=mean, std=std)
     log.info("pretraining %s (%.2fM trainable parameters) on %d images from %s",
              model.model_name, count_parameters(model) / 1e6, len(dataset), cfg.data_path)
     eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
@@ -92,10 +105,20 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
     optimizer = build_adamw(param_groups_weight_decay(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
     mask_ratio = cfg.mask_ratio
 
+    num_patches = int(model.num_patches)
+
     def step_fn(net, batch):
         images = batch[0]
-        return net(images, mask_ratio=mask_ratio).loss, images.shape[0]
+        # Each image's mask comes from its own (seed, epoch, index) seed: independent of the batch
+        # it lands in, the worker count, the world size and of where a run was resumed.
+        seeds = batch_mask_seeds(images)
+        noise = per_sample_noise(seeds, num_patches, images.device) if seeds is not None else None
+        return net(images, mask_ratio=mask_ratio, noise=noise).loss, images.shape[0]
 
+    # The monitors' fallback images: the user's dataset with the float evaluation transform.
+    monitor_images = None if train_dataset is None else as_dataset(
+        train_dataset, transform=build_eval_transform(model.img_size, in_chans=in_chans, mean=mean, std=std,
+                                                      crop_pct=1.0), in_chans=in_chans, input_size=model.img_size)
     resolved = dict(cfg.to_dict(), model=model.model_name, lr=lr, eff_batch_size=eff_batch, mean=list(mean),
                     std=list(std), world_size=ctx.dist.world_size, task="pretrain")
     runner = Runner(
@@ -107,5 +130,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         # Every parameter takes part in the loss, except mask_token when nothing is masked.
         find_unused_parameters=mask_ratio == 0, compile=cfg.compile, log_every=cfg.print_freq,
         extra_state={"model_name": model.model_name, "model_args": dict(model.model_args)},
+        monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=monitor_images, seed=cfg.seed),
+        reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to, config=resolved),
     )
     return runner.fit()

@@ -17,15 +17,13 @@ evaluation does.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..data import build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
+from ..data import as_dataset, build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
 from ..engine.metrics import autocast_context
-from ..weights import load_pretraining_weights
 from .common import start_run, write_eval_json
 from .config import PretrainConfig
 from .pretrain import pretrain_model
@@ -76,18 +74,6 @@ def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | 
     return {"loss": loss_sum / n, "n": n}
 
 
-def load_pretrain_weights(model: nn.Module, source: str | os.PathLike) -> None:
-    """Load a full pretraining checkpoint (encoder and decoder, any format ``maekit.convert`` reads).
-
-    The fixed sin-cos tables are kept from the model when their shape differs (another image
-    size); anything else missing or unexpected is a ``ValueError`` (an encoder-only file has no
-    decoder, so it cannot reconstruct).
-    """
-    from ..convert import load_state_dict
-
-    load_pretraining_weights(model, load_state_dict(source), label=str(source))
-
-
 def run_reconstruction_eval(cfg: PretrainConfig, *, model: nn.Module | None = None, train_dataset=None,
                             eval_dataset=None) -> dict[str, Any]:
     """Evaluate a pretraining model on the validation split of ``cfg.data_path`` (``cfg.val_split``
@@ -102,12 +88,16 @@ def run_reconstruction_eval(cfg: PretrainConfig, *, model: nn.Module | None = No
     if model is None:
         if not cfg.resume:
             raise ValueError("evaluating a pretraining model needs its checkpoint (--resume / eval_checkpoint)")
+        from ..hub import load_weights_into
+
         model = pretrain_model(cfg)
-        load_pretrain_weights(model, cfg.resume)
-    dataset = eval_dataset
-    if dataset is None:
-        mean, std = resolve_mean_std(model.in_chans, cfg.mean, cfg.std)
-        transform = build_eval_transform(model.img_size, in_chans=model.in_chans, mean=mean, std=std)
+        # the decoder too: an encoder-only file cannot reconstruct (a ValueError, not a warning)
+        load_weights_into(model, cfg.resume, require_decoder=True)
+    mean, std = resolve_mean_std(model.in_chans, cfg.mean, cfg.std)
+    transform = build_eval_transform(model.img_size, in_chans=model.in_chans, mean=mean, std=std)
+    if eval_dataset is not None:  # any dataset object; maekit applies the transform
+        dataset = as_dataset(eval_dataset, transform=transform, in_chans=model.in_chans, input_size=model.img_size)
+    else:
         dataset = resolve_dataset(cfg.data_path, "val", labelled=False, transform=transform,
                                   in_chans=model.in_chans, val_split=cfg.val_split)
     loader = build_loader(dataset, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,

@@ -60,63 +60,45 @@ def _kind(hint: Any) -> tuple[Any, bool]:
 
 def coerce(cls: type, key: str, value: Any) -> Any:
     """``value`` as the type of field ``key`` of ``cls``; a ``ConfigError`` naming the key otherwise."""
-    hint, optional = _kind(field_types(cls)[key])
+    return to_type(field_types(cls)[key], key, value)
+
+
+def to_type(hint: Any, key: str, value: Any) -> Any:
+    """``value`` as ``hint`` (``bool``, ``int``, ``float``, ``str``, ``dict``, ``list[X]``, ``X | None``);
+    the one type check of every entry point. A list also takes one value or ``"a,b"``."""
+    hint, optional = _kind(hint)
     if value is None:
         if optional:
             return None
         raise ConfigError(f"{key}: a value is required (null is not a {getattr(hint, '__name__', hint)})")
-    origin = typing.get_origin(hint)
-    name = f"list of {typing.get_args(hint)[0].__name__}" if origin is list else getattr(hint, "__name__", str(hint))
-    bad = ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise bad
-    if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if hint is str:
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if hint is dict or origin is dict:
+    if hint is dict or typing.get_origin(hint) is dict:
         if not isinstance(value, dict):
-            raise bad
+            raise ConfigError(f"{key}: expected a mapping, got {value!r} ({type(value).__name__})")
         return dict(value)
-    if origin is list:
-        item = typing.get_args(hint)[0]
-        if isinstance(value, str) and item is float:
-            value = value.replace(",", " ").split()
-        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        try:
-            return [coerce_item(item, v) for v in value]
-        except (TypeError, ValueError):
-            raise bad from None
-    return value
+    if typing.get_origin(hint) is not list:
+        return _scalar(hint, key, value, value)
+    item = typing.get_args(hint)[0]
+    items = value.replace(",", " ").split() if isinstance(value, str) and item is float else value
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
+    return [_scalar(item, key, v, value, f"list of {item.__name__}") for v in items]
 
 
-def coerce_item(item: type, v: Any) -> Any:
-    if item is str:
-        return os.fspath(v) if isinstance(v, os.PathLike) else str(v)
-    if isinstance(v, bool):
-        raise TypeError(v)
-    if item is int and isinstance(v, float) and not v.is_integer():
-        raise ValueError(v)
-    return item(v)
+def _scalar(t: type, key: str, v: Any, whole: Any, name: str | None = None) -> Any:
+    """One bool / int / float / str; ``whole`` and ``name`` are for the message."""
+    v = os.fspath(v) if isinstance(v, os.PathLike) else v
+    if t is bool and isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if t is bool or not isinstance(v, bool):
+        if isinstance(v, t):
+            return v
+        if t is float and isinstance(v, (int, str)):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        if t is int and isinstance(v, float) and v.is_integer():
+            return int(v)
+    raise ConfigError(f"{key}: expected {name or t.__name__}, got {whole!r} ({type(whole).__name__})")
 
 
 def check_value(cls: type, f: dataclasses.Field, value: Any) -> Any:

@@ -1,0 +1,210 @@
+"""The sections of a MindFormers run YAML that need more than a copy (:mod:`maekit.compat.mindformers`):
+device, learning-rate schedule, optimizer, processor, datasets (folders, transforms, mixup) and
+the image sizes they name. Each reads its section and writes task options into ``fields``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .run_yaml import Section, convert_value
+from .run_yaml import config_warning as _warn
+
+_SCHEDULES = ("cosine", "cosinewithwarmuplr", "cosinewithwarmup", "warmupcosinedecaylr")
+_OPTIMIZERS = ("adamw", "adamweightdecay", "fp32adamw", "fusedadamweightdecay")
+TASK_BETAS = {"masked_image_modeling": (0.9, 0.95), "image_classification": (0.9, 0.999)}
+_IGNORED_DATASET = {
+    "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
+    "repeat", "numa_enable", "prefetch_size", "type", "do_eval", "auto_tune", "filepath_prefix",
+    "autotune_per_step", "profile", "tokenizer", "text_transforms", "eval_interval", "eval_offset",
+}
+
+
+def map_device(top: Section, fields: dict[str, Any]) -> None:
+    """``context.device_target`` -> ``device`` (Ascend and others: auto, with a warning)."""
+    context = top.section("context", ignored={
+        "mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth", "save_graphs",
+        "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
+    target = context.get("device_target", "str")
+    if target is not None:
+        low = target.lower()
+        if low in ("cpu",):
+            fields["device"] = "cpu"
+        elif low in ("gpu", "cuda"):
+            fields["device"] = "cuda"
+        elif low == "auto":
+            fields["device"] = "auto"
+        else:
+            _warn(f"context.device_target {target!r}: maekit runs on CUDA or the CPU; using auto")
+            fields["device"] = "auto"
+    context.warn_unknown()
+
+
+def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str) -> None:
+    """``lr_schedule``, ``lr_scale`` and layer decay -> blr / lr, min_lr, warmup_epochs, layer_decay."""
+    lr_scale = top.get("lr_scale", "bool", False)
+    lr_scale_factor = top.get("lr_scale_factor", "float", 256.0)
+    sched = top.section("lr_schedule", ignored={"total_steps", "decay_steps"})
+    stype = sched.get("type", "str")
+    if stype is not None and stype.lower().replace("_", "") not in _SCHEDULES:
+        raise ValueError(f"{where}: lr_schedule.type {stype!r} is not available; maekit trains with linear "
+                         "warmup then half-cosine decay (type: cosine)")
+    lr = sched.get("learning_rate", "float")
+    if lr is not None:
+        if lr_scale:
+            fields["blr"] = lr * 256.0 / lr_scale_factor
+        else:
+            fields["lr"] = lr
+    if "lr_end" in sched:
+        fields["min_lr"] = sched.get("lr_end", "float")
+    if "warmup_epochs" in sched:
+        fields["warmup_epochs"] = sched.get("warmup_epochs", "float")
+    if sched.get("warmup_lr_init", "float", 0.0):
+        _warn("lr_schedule.warmup_lr_init is not supported: the warmup starts at 0")
+    for key in ("warmup_steps", "warmup_ratio"):
+        if sched.get(key, "float"):
+            raise ValueError(f"{where}: lr_schedule.{key} is not supported; give warmup_epochs")
+    total = sched.data.get("total_steps")
+    if total not in (None, -1):
+        _warn("lr_schedule.total_steps is ignored: the schedule spans runner_config.epochs")
+    sched.warn_unknown()
+    layer_scale = top.get("layer_scale", "bool", None)
+    layer_decay = top.get("layer_decay", "float")
+    if not mim:
+        if layer_scale is False:
+            fields["layer_decay"] = 1.0
+        elif layer_decay is not None:
+            fields["layer_decay"] = layer_decay
+
+
+def map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str) -> None:
+    """``optimizer`` -> weight_decay; the type must be AdamW, other betas / eps only warn."""
+    opt = top.section("optimizer", ignored={"learning_rate"})
+    otype = opt.get("type", "str")
+    if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
+        raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW "
+                         "(type: adamw)")
+    if "weight_decay" in opt:
+        fields["weight_decay"] = opt.get("weight_decay", "float")
+    betas = TASK_BETAS[task]
+    for key, want in (("beta1", betas[0]), ("beta2", betas[1]), ("eps", 1e-8)):
+        value = opt.get(key, "float")
+        if value is not None and abs(value - want) > 1e-12:
+            _warn(f"optimizer.{key} {value} differs from the {task} recipe's {want}, which maekit uses")
+    opt.warn_unknown()
+
+
+def map_processor(top: Section, sizes_seen: list[tuple[str, Any]]) -> None:
+    """``processor.image_processor.size``: only checked against the image size."""
+    proc = top.section("processor", ignored={"type", "tokenizer", "return_tensors"})
+    ip = proc.section("image_processor", ignored={"type", "patch_size", "mask_ratio", "interpolation",
+                                                   "image_mean", "image_std", "is_hwc"})
+    psize = ip.get("size", "any")
+    if psize is not None:
+        sizes_seen.append(("processor.image_processor.size", psize))
+    ip.warn_unknown()
+    proc.warn_unknown()
+
+
+def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
+    """(dataset_dir, (mean, std) or None) of ``train_dataset`` / ``eval_dataset``."""
+    if key not in top:
+        top.used.add(key)
+        return None, None
+    ds = top.section(key, ignored=_IGNORED_DATASET)
+    loader = ds.section("data_loader", ignored={"type", "shuffle", "num_shards", "shard_id", "decode",
+                                                "class_indexing", "extensions"})
+    ltype = loader.data.get("type")
+    if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
+        _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")
+    dataset_dir = loader.get("dataset_dir", "str")
+    workers = loader.get("num_parallel_workers", "int")
+    loader.warn_unknown()
+    ds_workers = ds.get("num_parallel_workers", "int")
+    if workers is None:
+        workers = ds_workers
+    if train and workers is not None:
+        fields["num_workers"] = workers
+    batch = ds.get("batch_size", "int")
+    if train and batch is not None and "batch_size" not in fields:
+        fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
+    mean_std = _map_transforms(ds.get("transforms", "list") or [], key, fields, sizes, train=train)
+    mask = ds.section("mask_policy", ignored={"type", "patch_size", "input_size"})
+    if train and "mask_ratio" in mask:
+        fields["mask_ratio"] = mask.get("mask_ratio", "float")
+    if "input_size" in mask:
+        sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
+    mask.warn_unknown()
+    if "mixup_op" in ds:
+        if train:
+            map_mixup(ds.section("mixup_op"), fields)
+        else:
+            ds.used.add("mixup_op")
+    ds.warn_unknown()
+    return dataset_dir, mean_std
+
+
+def _map_transforms(transforms: list, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
+    """A dataset's ``transforms``: Normalize -> (mean, std) returned; RandomErasing and RandAugment
+    values -> options (train set only); crop sizes -> ``sizes`` (checked against the image size)."""
+    mean_std = None
+    for i, t in enumerate(transforms):
+        if not isinstance(t, Mapping) or "type" not in t:
+            raise ValueError(f"{key}.transforms[{i}] must be a mapping with a type, got {t!r}")
+        ttype = str(t["type"]).lower()
+        here = f"{key}.transforms[{i}]"
+        if ttype == "normalize":
+            mean = convert_value(t.get("mean"), "floats", f"{here}.mean")
+            std = convert_value(t.get("std"), "floats", f"{here}.std")
+            if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
+                mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
+            if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:
+                _warn(f"{here}: green mean/std 118.575 / 62.22 is MindFormers' typo; ImageNet's is "
+                      "116.28 / 57.12 (the values are used as given)")
+            mean_std = ([round(m, 10) for m in mean], [round(s, 10) for s in std])
+        elif ttype in ("randomerasing", "random_erasing"):
+            if train:
+                prob = t.get("probability", t.get("prob"))
+                if prob is not None:
+                    fields["reprob"] = convert_value(prob, "float", f"{here}.probability")
+                if t.get("mode") is not None:
+                    fields["remode"] = convert_value(t["mode"], "str", f"{here}.mode")
+                if t.get("max_count") is not None:
+                    fields["recount"] = convert_value(t["max_count"], "int", f"{here}.max_count")
+        elif ttype in ("rand_augment_transform", "randaugment", "auto_augment_transform"):
+            if train and t.get("config_str") is not None:
+                fields["aa"] = convert_value(t["config_str"], "str", f"{here}.config_str")
+        elif ttype in ("randomcropdecoderesize", "randomresizedcrop", "centercrop", "resize"):
+            if t.get("size") is not None and ttype != "resize":
+                sizes.append((f"{here}.size", t["size"]))
+    return mean_std
+
+
+def map_mixup(section: Section, fields: dict[str, Any]) -> None:
+    for key, name, kind in (("mixup_alpha", "mixup", "float"), ("cutmix_alpha", "cutmix", "float"),
+                            ("prob", "mixup_prob", "float"), ("switch_prob", "mixup_switch_prob", "float"),
+                            ("label_smoothing", "smoothing", "float"), ("mode", "mixup_mode", "str"),
+                            ("cutmix_minmax", "cutmix_minmax", "floats")):
+        value = section.get(key, kind)
+        if value is not None:
+            fields[name] = value
+    section.used.add("num_classes")
+    section.warn_unknown()
+
+
+def check_sizes(size: Any, seen: list[tuple[str, Any]]) -> None:
+    if size is None or not seen:
+        return
+    want = [size, size] if isinstance(size, int) else list(size)
+    stale = []
+    for where, value in seen:
+        got = ([value, value] if isinstance(value, int)
+               else list(value) if isinstance(value, (list, tuple)) else None)
+        if got is not None and len(got) == 1:
+            got = got * 2
+        if got != want:
+            stale.append(f"{where}={value}")
+    if stale:
+        _warn(f"the image size is {size} (model.model_config.image_size); these sizes differ and are not "
+              f"used: {', '.join(stale)} (maekit's transforms and masks follow the model)")
