@@ -37,6 +37,20 @@ def timed_steps(model, opt, x, y, mixup, ctx, iters, warmup):
     return time_steps(model, step, iters, warmup, opt)
 
 
+def build(dev: torch.device, **shape):
+    """maekit ViT-B and timm's ``vit_base_patch16_224`` (``shape`` overrides both, e.g. depth), their
+    optimizers (ours: the reference layer-decay groups, fused) and the reference Mixup/CutMix."""
+    ours = maekit.create_model("vit_base_patch16", num_classes=1000, drop_path_rate=0.1, **shape).to(dev).train()
+    theirs = timm.create_model("vit_base_patch16_224", num_classes=1000, global_pool="avg",
+                               drop_path_rate=0.1, **shape).to(dev).train()
+    opt_ours = build_adamw(param_groups_layer_decay(ours, weight_decay=0.05, layer_decay=0.65,
+                                                    num_layers=len(ours.blocks) + 1,
+                                                    no_weight_decay=ours.no_weight_decay()), lr=1e-4)
+    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.05)
+    mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=1000)
+    return ours, theirs, opt_ours, opt_theirs, mixup
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
@@ -49,14 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    ours = maekit.create_model("vit_base_patch16", num_classes=1000, drop_path_rate=0.1).to(dev).train()
-    theirs = timm.create_model("vit_base_patch16_224", num_classes=1000, global_pool="avg",
-                               drop_path_rate=0.1).to(dev).train()
-    opt_ours = build_adamw(param_groups_layer_decay(ours, weight_decay=0.05, layer_decay=0.65, num_layers=13,
-                                                    no_weight_decay=ours.no_weight_decay()),
-                           lr=1e-4)
-    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.05)
-    mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=1000)
+    ours, theirs, opt_ours, opt_theirs, mixup = build(dev)
     x = torch.randn(args.batch, 3, 224, 224, device=dev)
     y = torch.randint(0, 1000, (args.batch,), device=dev)
     res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,

@@ -24,12 +24,19 @@ import torch
 from _timing import time_steps  # benchmarks/_timing.py (scripts run from this folder)
 
 
-def build_pair(name: str, img_size: int):
-    import transformers
-
+def build_pair(name: str, img_size: int, **overrides):
+    """maekit's ``name`` and a transformers ViTMAEForPreTraining of the same shape."""
     import maekit
 
-    ours = maekit.create_model(name, img_size=img_size)
+    ours = maekit.create_model(name, img_size=img_size, **overrides)
+    return ours, vitmae_like(ours)
+
+
+def vitmae_like(ours):
+    """transformers ViTMAEForPreTraining with the shape of maekit MAE ``ours`` (SDPA attention)."""
+    import transformers
+
+    img_size = ours.img_size[0]
     blk, dec = ours.blocks[0], ours.decoder_blocks
     cfg = transformers.ViTMAEConfig(
         hidden_size=ours.cls_token.shape[-1], num_hidden_layers=len(ours.blocks),
@@ -39,8 +46,7 @@ def build_pair(name: str, img_size: int):
         image_size=img_size, patch_size=ours.patch_size, layer_norm_eps=1e-6, mask_ratio=0.75,
         attn_implementation="sdpa",
     )
-    theirs = transformers.ViTMAEForPreTraining(cfg)
-    return ours, theirs
+    return transformers.ViTMAEForPreTraining(cfg)
 
 
 def make_optimizer(model, native: bool):
