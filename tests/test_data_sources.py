@@ -139,6 +139,16 @@ def test_corrupt_member_is_skipped_and_counted_in_pretraining(class_folders, tmp
         items = list(resolve_dataset(shards, "train", transform=T.ToTensor(), seed=0))
     assert len(items) == 19 and sum(item is None for item in items) == 1  # one pass: each sample once
     assert sorted(image_id(x) for x, _ in filter(None, items)) == list(range(18))
+    # A truncated shard: the images it lost are warned about once and counted as skipped too.
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in shards.iterdir():
+        (cut / f.name).write_bytes(f.read_bytes())
+    (cut / "shard-000001.tar").write_bytes((shards / "shard-000001.tar").read_bytes()[:4096])
+    with pytest.warns(UndecodableImageWarning, match=r"shard-000001\.tar: \d of its 6 samples could be read"):
+        items = list(resolve_dataset(cut, "train", transform=T.ToTensor(), seed=0))
+    good = [image_id(x) for x, _ in filter(None, items)]
+    assert len(items) == 19 and len(good) < 18 and len(set(good)) == len(good)  # one pass, losses counted
     out = tmp_path / "out"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndecodableImageWarning)
@@ -147,6 +157,37 @@ def test_corrupt_member_is_skipped_and_counted_in_pretraining(class_folders, tmp
                        *FAST) == 0
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert log[0]["epoch"] == 0 and log[0]["skipped_files"] == 1 and np.isfinite(log[0]["train_loss"])
+
+
+def test_shards_over_http_by_brace_pattern_and_by_index_url(class_folders, tmp_path):
+    """Remote shards (webdataset opens http URLs with curl), served from a loopback HTTP server."""
+    import functools
+    import http.server
+    import threading
+
+    src, ids = class_folders
+    assert run_cli("shard", src, tmp_path / "sh", "--shard_size", "5") == 0  # 5, 5, 5, 3
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "sh"))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        by_index = resolve_shards(f"{base}/shards.json")
+        assert by_index.counts == [5, 5, 5, 3] and by_index.classes == ["cat", "dog", "eel"]
+        assert by_index.urls[0] == f"{base}/shard-000000.tar"
+        val = ShardDataset(by_index, train=False, transform=T.ToTensor())
+        assert {image_id(x): val.classes[t] for x, t in val} == ids
+        pattern = f"{base}/shard-{{000000..000003}}.tar"
+        with pytest.raises(ValueError, match="--num_samples"):
+            resolve_shards(pattern)
+        train = resolve_dataset(pattern, "train", labelled=False, transform=T.ToTensor(), num_samples=12)
+        train.set_batch_size(4)
+        got = [image_id(x) for x, t in train]
+        assert len(got) == len(train) == 12 and len(set(got)) == 12 and set(got) <= set(ids)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_shard_source_errors_are_messages(tmp_path, capsys):
@@ -245,7 +286,7 @@ gathered = [None, None]
 dist.all_gather_object(gathered, epochs)
 if dist.get_rank() == 0:
     json.dump(gathered, open(out, "w"))
-dist.destroy_process_group()
+# maekit pretrain joins the process group that is already up (a second init would race in gloo).
 sys.exit(main(["pretrain", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8",
                "--data_path", shards, "--output_dir", pre_out, "--batch_size", "2", "--epochs", "1",
                "--warmup_epochs", "0", "--num_workers", "2", "--amp", "none", "--device", "cpu"]))

@@ -84,6 +84,7 @@ class ShardDataset(IterableDataset):
         mode_for_chans(in_chans)
         webdataset_module()
         self.urls = list(index.urls)
+        self.counts = list(index.counts) if index.counts is not None else None
         self.num_samples = int(index.num_samples or 0)
         self.classes = index.classes
         if self.classes is not None:
@@ -152,11 +153,12 @@ class ShardDataset(IterableDataset):
         counter = iter(range(1 << 62))  # position in the slot's stream (+1 per pass boundary)
         cycle = 0
         while True:
-            order = [self.urls[i] for i in shards]
+            order = list(shards)
             if self.train:
                 random.Random(hash((self.seed, epoch, cycle))).shuffle(order)
             before = next(counter)
-            raw = (s for url in order for s in _shard_samples(url))
+            counts = self.counts or [None] * len(self.urls)
+            raw = (s for i in order for s in _shard_samples(self.urls[i], counts[i]))
             mine = (s for s in raw if next(counter) % stride == offset)
             if self.train and self.shuffle_buffer > 1:
                 mine = shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(mine)
@@ -164,10 +166,13 @@ class ShardDataset(IterableDataset):
             if not self.train:
                 return
             if next(counter) == before + 1:  # the pass read nothing at all: no progress possible
-                raise RuntimeError(f"the shards {order[:3]} yielded no sample; they are empty or unreadable")
+                names = [self.urls[i] for i in order[:3]]
+                raise RuntimeError(f"the shards {names} yielded no sample; they are empty or unreadable")
             cycle += 1
 
     def _decode(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
+        if sample.get("__missing__"):  # lost in a truncated shard (warned once per shard)
+            return None
         where = f"{sample.get('__url__')}:{sample.get('__key__')}"
         ext = next((e for e in IMAGE_MEMBER_EXTS if e in sample), None)
         if ext is None:
@@ -195,19 +200,32 @@ class ShardDataset(IterableDataset):
                 f"train={self.train}, in_chans={self.in_chans})")
 
 
-def _shard_samples(url: str) -> Iterator[dict[str, Any]]:
+def _shard_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any]]:
     """The samples of one shard (webdataset's tar reader and key grouping). The stream is opened
-    here, in a ``with`` block, so it is closed even when the epoch stops in the middle of a shard."""
+    here, in a ``with`` block, so it is closed even when the epoch stops in the middle of a shard.
+
+    With ``expected`` (the index's count), the samples a truncated or unreadable shard no longer
+    holds come out as placeholders that decode to None (warned once, counted like corrupt files),
+    so a shard always contributes its indexed number of items.
+    """
     wds = webdataset_module()
+    found = 0
     try:
         stream = wds.gopen(url, "rb")
     except Exception as err:  # noqa: BLE001 - gopen raises whatever the scheme's opener raises
         _warn_and_continue(err)
-        return
-    with stream:
-        files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}],
-                                                   handler=_warn_and_continue)
-        yield from wds.tariterators.group_by_keys(files, handler=_warn_and_continue)
+    else:
+        with stream:
+            files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}],
+                                                       handler=_warn_and_continue)
+            for sample in wds.tariterators.group_by_keys(files, handler=_warn_and_continue):
+                found += 1  # with or without its image: each sample becomes one item (or None)
+                yield sample
+    if expected is not None and found < expected:
+        warnings.warn(f"shard {url}: {found} of its {expected} samples could be read (truncated or "
+                      "corrupt); the rest count as skipped", UndecodableImageWarning, stacklevel=2)
+        for k in range(expected - found):
+            yield {"__url__": url, "__key__": f"missing-{k}", "__missing__": True}
 
 
 def _warn_and_continue(exn: Exception) -> bool:
