@@ -68,29 +68,16 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return find_state_dict(obj)
 
 
-def _model_grid(model: nn.Module) -> tuple[int, int] | None:
-    grid = getattr(model, "grid_size", None)
-    if grid is None and hasattr(model, "patch_embed"):
-        grid = getattr(model.patch_embed, "grid_size", None)
-    return tuple(grid) if grid is not None else None
-
-
-def _num_prefix_tokens(model: nn.Module) -> int:
-    if hasattr(model, "num_prefix_tokens"):
-        return int(model.num_prefix_tokens)
-    return 1 if getattr(model, "cls_token", None) is not None else 0
-
-
 def _resize_checkpoint_pos_embed(model: nn.Module, state: dict[str, torch.Tensor], report: LoadReport) -> None:
     if "pos_embed" not in state or not hasattr(model, "pos_embed"):
         return
     ours, theirs = model.pos_embed, state["pos_embed"]
     if ours.shape == theirs.shape or ours.shape[-1] != theirs.shape[-1]:
         return  # same grid, or another width (reported as a shape mismatch by the caller)
-    prefix, grid = _num_prefix_tokens(model), _model_grid(model)
+    prefix, grid = int(model.num_prefix_tokens), tuple(model.grid_size)  # the model says both
     n_old = theirs.shape[1] - prefix
     side = int(round(n_old**0.5))
-    if grid is None or side * side != n_old:
+    if side * side != n_old:
         raise ValueError(f"pos_embed of shape {tuple(theirs.shape)} cannot be resized to {tuple(ours.shape)}")
     state["pos_embed"] = resize_pos_embed(theirs, grid, num_prefix_tokens=prefix, old_grid=(side, side))
     report.pos_embed_resized = ((side, side), grid)

@@ -11,39 +11,14 @@ Everything is exchanged as a state dict under the official (R1 / R2) parameter n
 """
 
 from ._util import fold_linprobe_head
-from .api import (
-    ConversionReport,
-    LoadedCheckpoint,
-    convert,
-    format_for_destination,
-    read_checkpoint,
-    load_state_dict,
-    resolve_model,
-    save_state_dict,
-)
+from .api import (ConversionReport, LoadedCheckpoint, convert, format_for_destination, load_state_dict, read_checkpoint,
+                  resolve_model, save_state_dict)
 from .detect import detect_format
-from .formats import FORMATS, TABLE, get_format
 from .errors import ConversionError
+from .formats import FORMATS, TABLE, get_format
 from .infer import family_of, infer_model
 from .spec import ArchSpec, describe
 
-__all__ = [
-    "FORMATS",
-    "TABLE",
-    "ConversionError",
-    "ConversionReport",
-    "LoadedCheckpoint",
-    "ArchSpec",
-    "convert",
-    "describe",
-    "detect_format",
-    "family_of",
-    "fold_linprobe_head",
-    "format_for_destination",
-    "get_format",
-    "infer_model",
-    "read_checkpoint",
-    "load_state_dict",
-    "resolve_model",
-    "save_state_dict",
-]
+__all__ = ["FORMATS", "TABLE", "ArchSpec", "ConversionError", "ConversionReport", "LoadedCheckpoint", "convert",
+           "describe", "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "get_format",
+           "infer_model", "load_state_dict", "read_checkpoint", "resolve_model", "save_state_dict"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from ._util import StateDict
 from .base import Loaded
 from .detect import detect_format
@@ -59,9 +58,8 @@ class LoadedCheckpoint:
     class_names: list[str] | None = None  # labels a maekit training checkpoint records
 
 
-def resolve_model(
-    sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None, **overrides: Any
-) -> tuple[str, dict[str, Any], list[str], ArchSpec]:
+def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None,
+                  **overrides: Any) -> tuple[str, dict[str, Any], list[str], ArchSpec]:
     """(model_name, model_args, notes, spec) of the model the weights go into.
 
     ``model`` picks the registered model: its shape is the preset's plus ``overrides`` (and the
@@ -94,9 +92,8 @@ def resolve_model(
     return model, args, [], spec
 
 
-def read_checkpoint(
-    path: str | os.PathLike, format: str | None = None, model: str | None = None, **overrides: Any
-) -> LoadedCheckpoint:
+def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None,
+                    **overrides: Any) -> LoadedCheckpoint:
     """Read any supported checkpoint and match it to a registered model.
 
     The weights are fitted to the model: absent fixed sin-cos tables are filled, parts the model
@@ -106,15 +103,8 @@ def read_checkpoint(
     fmt, loaded = read(path, format)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
-    return LoadedCheckpoint(
-        sd,
-        fmt,
-        os.fspath(path),
-        name,
-        args,
-        loaded.notes + notes + fit_notes,
-        class_names=loaded.hints.get("class_names"),
-    )
+    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
+                            class_names=loaded.hints.get("class_names"))
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:
@@ -137,17 +127,8 @@ def _destination(dst: str | os.PathLike, fmt: str) -> Path:
     return p
 
 
-def _write(sd: StateDict, dst: Path, fmt: str, spec: ArchSpec | None) -> tuple[Path, list[str]]:
-    return TABLE[fmt].write(sd, dst, spec)
-
-
-def save_state_dict(
-    state_dict: StateDict,
-    dst: str | os.PathLike,
-    format: str,
-    model_name: str | None = None,
-    config: dict[str, Any] | None = None,
-) -> Path:
+def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, model_name: str | None = None,
+                    config: dict[str, Any] | None = None) -> Path:
     """Write official-name weights in ``format``.
 
     Args:
@@ -176,7 +157,7 @@ def save_state_dict(
                 raise
     if fmt != "official":  # nothing but the official format keeps arbitrary keys; fail early and clearly
         family_of(sd)
-    return _write(sd, _destination(dst, fmt), fmt, spec)[0]
+    return TABLE[fmt].write(sd, _destination(dst, fmt), spec)[0]
 
 
 @dataclass
@@ -195,23 +176,14 @@ class ConversionReport:
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.model_args.items()))
-        lines = [
-            f"{self.src} ({self.from_format}) -> {self.dst} ({self.to_format})",
-            f"model: {self.model_name}({args})",
-            f"{self.num_tensors} tensors, {self.num_params:,} values",
-        ]
+        lines = [f"{self.src} ({self.from_format}) -> {self.dst} ({self.to_format})",
+                 f"model: {self.model_name}({args})", f"{self.num_tensors} tensors, {self.num_params:,} values"]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def convert(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    from_format: str | None = None,
-    to_format: str | None = None,
-    model: str | None = None,
-    **overrides: Any,
-) -> ConversionReport:
+def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | None = None,
+            to_format: str | None = None, model: str | None = None, **overrides: Any) -> ConversionReport:
     """Convert a checkpoint between formats.
 
     Args:
@@ -238,16 +210,7 @@ def convert(
     fmt_in, loaded = read(src, fmt_in)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
-    written, write_notes = _write(sd, out, fmt_out, spec)
+    written, write_notes = TABLE[fmt_out].write(sd, out, spec)
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
-    return ConversionReport(
-        os.fspath(src),
-        os.fspath(written),
-        fmt_in,
-        fmt_out,
-        name,
-        args,
-        len(sd),
-        n_params,
-        loaded.notes + notes + fit_notes + write_notes,
-    )
+    return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
+                            loaded.notes + notes + fit_notes + write_notes)

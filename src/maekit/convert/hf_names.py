@@ -16,17 +16,8 @@ import torch
 from ._util import describe_keys
 from .errors import ConversionError
 
-_HF_PREFIXES = (
-    "vit.embeddings.",
-    "vit.encoder.layer.",
-    "vit.layers.",
-    "embeddings.patch_embeddings.",
-    "encoder.layer.",
-    "decoder.decoder_layers.",
-    "decoder.decoder_encoder.",
-    "classifier.",
-    "vit.layernorm.",
-)
+_HF_PREFIXES = ("vit.embeddings.", "vit.encoder.layer.", "vit.layers.", "embeddings.patch_embeddings.", "encoder.layer.",
+                "decoder.decoder_layers.", "decoder.decoder_encoder.", "classifier.", "vit.layernorm.")
 
 
 def looks_hf(keys: Iterable[str]) -> bool:

@@ -30,18 +30,8 @@ from .spec import PRETRAIN_FAMILIES, ArchSpec, describe, presets
 
 
 # Arguments that weights determine, and those they cannot.
-_ARCH = (
-    "img_size",
-    "patch_size",
-    "in_chans",
-    "embed_dim",
-    "depth",
-    "mlp_ratio",
-    "decoder_embed_dim",
-    "decoder_depth",
-    "num_classes",
-    "global_pool",
-)
+_ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "decoder_embed_dim", "decoder_depth",
+         "num_classes", "global_pool")
 _SOFT = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
 # Re-exported: the fit checks used to live here.
 __all__ = ["DECODER_PREFIXES", "FIXED_TABLES", "FUSION_PREFIXES", "HEAD_PREFIXES", "check_fit", "family_of",
