@@ -100,6 +100,10 @@ class ShardDataset(IterableDataset):
     def set_batch_size(self, batch_size: int) -> None:
         """Make each worker's quota whole batches (called by :func:`maekit.data.build_loader`)."""
         self.batch_size = max(1, int(batch_size))
+        if self.train and self._rank_quota() == 0:
+            world, _ = self._world()
+            raise ValueError(f"{self.num_samples} shard samples give {self.num_samples // world} per process, fewer "
+                             f"than batch_size={batch_size}: lower batch_size (or raise --num_samples)")
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle the shard order for ``epoch`` (like ``DistributedSampler.set_epoch``)."""
