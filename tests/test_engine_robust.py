@@ -258,3 +258,16 @@ def test_stop_on_last_batch_saves_before_eval_and_resume_evaluates(tmp_path):
     assert [r["epoch"] for r in log] == [0, 1] and "test_acc1" in log[1]
     for k, v in straight.model_without_ddp.state_dict().items():
         assert torch.equal(v, resumed.model_without_ddp.state_dict()[k]), k
+
+
+def test_epoch_where_every_image_failed_to_decode_is_an_error(tmp_path):
+    from maekit.errors import DataError
+
+    x, y = torch.zeros(0, 4), torch.zeros(0, 1)
+    loader = [(x, y, 4)] * 6  # what collate_skip_none gives for batches of undecodable files
+    model = make_model(0)
+    runner = Runner(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_loader=loader,
+                    step_fn=masked_step, epochs=2, lr=0.1, output_dir=tmp_path)
+    with pytest.raises(DataError, match=r"every image of epoch 0 failed to decode \(24 files skipped"):
+        runner.fit()
+    assert not list(tmp_path.glob("checkpoint*"))
