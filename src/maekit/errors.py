@@ -157,10 +157,12 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
         return RUNTIME, str(exc)
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
         return USAGE, str(exc)
+    if isinstance(exc, PermissionError):
+        return RUNTIME, (f"permission denied on {exc.filename or 'a file'}: this user may not read or write it; "
+                         "fix its permissions or choose another path")
     if isinstance(exc, OSError):
         code = exc.errno
-        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS) or isinstance(
-                exc, PermissionError):
+        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS):
             return RUNTIME, str(write_failure(exc.filename or ".", exc))
         return RUNTIME, f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
