@@ -63,9 +63,15 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
 
         return run_convert
     if command == "run":
-        from .compat import mindformers_cli
+        def run_yaml(argv: Sequence[str]) -> int:
+            from .compat.mindformers_cli import parse_run_args
 
-        return mindformers_cli.run_main
+            args = parse_run_args(argv)  # no torch until the flags are valid
+            from .api.commands import run_mindformers
+
+            return run_mindformers(args)
+
+        return run_yaml
     if command == "list-models":
         return _list_models
     if command == "shard":

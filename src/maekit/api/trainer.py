@@ -13,23 +13,12 @@ pretrain`` (masked image modeling) or ``maekit finetune`` (image classification)
 call the task function the CLI calls (``run_pretrain(cfg, model=..., train_dataset=...)``); the
 files are the CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
 
-Arguments:
-
-- ``task``: ``masked_image_modeling`` or ``image_classification`` (hyphens accepted); default:
-  from the YAML, else from the model (a pretraining model -> masked image modeling).
-- ``model``: a registered name (``mae_vit_base_p16``, ``vit_tiny_patch16``...), a tagged name
-  (``mae_vit_base_patch16.pretrain``), a model folder or checkpoint file, a
-  :class:`~maekit.api.MAEConfig` (or its dict), or an ``nn.Module`` built by maekit. Training takes
-  the architecture and the starting weights from it (a bare name: random initialisation; a
-  classifier gets the encoder, head re-initialised; shape follows the model unless ``args`` sets
-  it). For image classification a pretraining model stands for its encoder. Default:
-  ``mae_vit_base_p16`` / ``vit_base_p16`` (MindFormers' names).
-- ``train_dataset`` / ``eval_dataset``: a folder, ``builtin:digits``, or a torch ``Dataset`` of
-  transformed ``(image tensor, target)`` items. Classification takes class folders or a root with
-  ``train/`` and ``val/``, and evaluates after every epoch, so it needs an evaluation set.
-- ``args``: :class:`~maekit.api.TrainingArguments`, its dict, or a MindFormers-shaped run YAML
-  (path or packaged name, :mod:`maekit.compat.mindformers`) that also gives the task, model and
-  dataset folders (the constructor's arguments win).
+The constructor's arguments (class docstring): ``model`` gives the architecture and the starting
+weights (a bare name: random; a tagged name, folder, file or module: its weights; a classifier
+gets the encoder, head re-initialised); for image classification a pretraining model stands for
+its encoder. Datasets are folders, ``builtin:digits`` or torch Datasets; classification evaluates
+after every epoch, so it needs an evaluation set. ``args`` may be a MindFormers run YAML
+(:mod:`maekit.compat.mindformers`), which also gives the task, model and dataset folders.
 
 After ``train()`` / ``finetune()`` the Trainer's model is the one in ``checkpoint-last.pth``:
 ``evaluate()``, ``predict()``, ``model`` and ``save_pretrained()`` use it. Before any training they
@@ -63,9 +52,9 @@ import torch.nn as nn
 from ..compat.mindformers import DEFAULT_MODELS, RunConfig, load_run_config
 from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint
 from ..models import canonical_name, is_pretraining_model
+from ..models import is_pretraining_model as is_pretraining_module
 from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
 from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainConfig
-from ..models import is_pretraining_model as is_pretraining_module
 from .config import MAEConfig
 from .pipelines import normalize_task
 from .trainer_models import ModelSpec, resolve_spec
@@ -114,8 +103,9 @@ class Trainer:
             model = model_name
         self.task = self._infer_task(task, model)
         self._default_model = model is None  # finetune(checkpoint) then takes the checkpoint's architecture
-        if model is None:
-            model = DEFAULT_MODELS[self.task]
+        if model is None:  # pretraining with args.init: that source is the architecture (tasks/init_weights.py)
+            init = getattr(args, "init", None) if self.task == "masked_image_modeling" else None
+            model = init or DEFAULT_MODELS[self.task]
         self.model_source = model
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -182,7 +172,8 @@ class Trainer:
         data_opts, train_ds, eval_ds = data_options(
             task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
             data_path=self.args.data_path, val_split=self.args.val_split, train=train)
-        opts.update(model_opts, model_args=overrides, **data_opts, **values)
+        # constructor arguments: the model's own, then the YAML's, then TrainingArguments(model_args=...)
+        opts.update(model_opts, model_args={**overrides, **opts.get("model_args", {})}, **data_opts, **values)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in opts if k not in names)
         if unknown and train:
@@ -207,7 +198,7 @@ class Trainer:
         if spec.has_weights:
             resuming = bool(cfg.resume) and not (
                 cfg.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
-            if self.mim and not resuming:
+            if self.mim and not resuming and not cfg.init:  # with init the task loads (and reports) it
                 start = self._starting_model(cfg, spec)  # weights only; a resume's state wins in the task
             elif not self.mim and spec.weights_path is None:
                 start = spec.state_dict

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..models import is_pretraining_model
-from ..models import classifier_name
+from ..models import classifier_name, is_pretraining_model
 from .trainer_models import ModelSpec
 
 # model_args that map to command options rather than constructor overrides

@@ -71,10 +71,27 @@ from typing import Any
 
 from ..tasks.arguments import TrainingArguments
 from ..tasks.config import ALIASES
-from .mindformers_sections import (TASK_BETAS, check_sizes, map_dataset, map_device, map_mixup, map_optimizer,
-                                   map_processor, map_schedule)
-from .run_yaml import (DEFAULT_CONFIG, RUN_MODES, RunConfigWarning, Section, apply_options, check_options_take_effect,
-                       convert_value, read_run_yaml, resolve_run_config_path)
+from .mindformers_sections import (
+    TASK_BETAS,
+    check_sizes,
+    map_dataset,
+    map_device,
+    map_mixup,
+    map_optimizer,
+    map_processor,
+    map_schedule,
+)
+from .run_yaml import (
+    DEFAULT_CONFIG,
+    RUN_MODES,
+    RunConfigWarning,
+    Section,
+    apply_options,
+    check_options_take_effect,
+    convert_value,
+    read_run_yaml,
+    resolve_run_config_path,
+)
 from .run_yaml import config_warning as _warn
 
 DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
@@ -192,8 +209,6 @@ def _run_keys(top: Section, where: str) -> tuple[str, str | None, bool | str]:
 def _task_and_model(top: Section, where: str) -> tuple[str, str | None, Section]:
     """(task, trainer.model_name or None, the ``model`` section): ``trainer.type`` checked against
     ``model.arch.type``."""
-    from ..api.pipelines import normalize_task
-
     trainer = top.section("trainer")
     task_text = trainer.get("type", "str")
     model_name = trainer.get("model_name", "str")
@@ -208,9 +223,9 @@ def _task_and_model(top: Section, where: str) -> tuple[str, str | None, Section]
               f"{model_name or 'the default'}")
     if task_text is None and arch_task is None:
         raise ValueError(f"{where}: trainer.type (masked_image_modeling or image_classification) is missing")
-    task = normalize_task(task_text) if task_text is not None else arch_task
+    task = task_text.strip().lower().replace("-", "_") if task_text is not None else arch_task
     if task not in TASK_BETAS:
-        raise ValueError(f"{where}: trainer.type {task_text!r} cannot be trained; use masked_image_modeling "
+        raise ValueError(f"{where}: unknown task trainer.type {task_text!r}: maekit trains masked_image_modeling "
                          "or image_classification")
     if arch_task is not None and arch_task != task:
         raise ValueError(f"{where}: model.arch.type {arch_type} is a {arch_task} model but trainer.type is "
@@ -319,8 +334,9 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}
-    from ..api.config import MAEConfig
-    from ..models import classifier_name
+    import torch
+
+    from ..models import classifier_name, create_model
 
     name = model_name or DEFAULT_MODELS[task]
     try:
@@ -331,7 +347,8 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
             shape["patch_size"] = fields["patch_size"]
         if fields.get("in_chans") is not None:
             shape["in_chans"] = fields["in_chans"]
-        current = MAEConfig(name, shape).architecture()
+        with torch.device("meta"):  # the named model's architecture: no memory, no init
+            current = create_model(name, **shape).architecture()
     except ValueError as e:
         raise ValueError(f"{where}: trainer.model_name: {e}") from None
     overrides: dict[str, Any] = {}

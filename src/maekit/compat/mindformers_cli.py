@@ -1,8 +1,8 @@
-"""``maekit run``: a MindFormers-style run YAML (run_mindformer.py's interface) through the Trainer.
+"""The flags of ``maekit run`` (run_mindformer.py's interface); :func:`maekit.api.commands.run_mindformers`
+runs them through the Trainer.
 
-The flags are MindFormers' own; each one sets a key of the YAML (``--epochs`` is
-``runner_config.epochs``), which :mod:`maekit.compat.mindformers` maps onto the task config.
-Parsing imports no torch (``maekit run -h`` is instant).
+Each flag sets a key of the YAML (``--epochs`` is ``runner_config.epochs``), which
+:mod:`maekit.compat.mindformers` maps onto the task config. No torch here (``maekit run -h``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maekit run",
         description="Run a MindFormers-style YAML (run_mindformer.py's interface): train, finetune, eval or "
-                    "predict through maekit.Trainer. See maekit.api.run_config for the YAML mapping.")
+                    "predict through maekit.Trainer. See maekit.compat.mindformers for the YAML mapping.")
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"run YAML: a file or a packaged config (default {DEFAULT_CONFIG}; also "
                         "vit/run_vit_base_p16_224_100ep.yaml)")
@@ -58,76 +58,14 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_main(argv: Sequence[str]) -> int:
-    """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
-    [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``."""
-    args = _run_parser().parse_args(list(argv))  # before the imports below: -h needs no torch
-    from ..api.commands import expand_inputs
-    from ..api.trainer import Trainer
-    from ..tasks.entry import exit_code_of_run
-    from .mindformers import load_run_config
-
+def parse_run_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``maekit run`` argv -> its namespace; ``args.options`` then also holds the YAML keys the
+    flags set (``--epochs 1`` -> ``runner_config.epochs=1``). No torch: ``-h`` is instant."""
+    args = _run_parser().parse_args(list(argv))
     options = list(args.options)
     for flag, key in _FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:
             options.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-    rc = load_run_config(args.config, options)
-    mode = rc.run_mode
-    trainer = Trainer(args=rc)
-    checkpoint = rc.load_checkpoint
-    weights = checkpoint or _named_weights(rc.default_checkpoint)
-    resume = rc.resume_training or None
-
-    def run_mode() -> None:
-        if mode == "train":
-            last = trainer.train(train_checkpoint=checkpoint or False, resume_training=resume)
-            _print_training(trainer, last)
-        elif mode == "finetune":
-            if not checkpoint:
-                raise ValueError("--run_mode finetune needs --load_checkpoint (the pretrained weights)")
-            last = trainer.finetune(finetune_checkpoint=checkpoint, resume_training=resume)
-            _print_training(trainer, last)
-        elif mode == "eval":
-            metrics = trainer.evaluate(eval_checkpoint=weights)
-            if rc.task == "image_classification":
-                print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
-                      f"Top5 Accuracy = {metrics['test_acc5']:.2f}%  loss = {metrics['test_loss']:.4f}")
-            else:
-                print(f"Reconstruction loss = {metrics['test_loss']:.4f} over {metrics['test_n']} images")
-            print(json.dumps(metrics))
-        else:
-            if not args.predict_data:
-                raise ValueError("--run_mode predict needs --predict_data (image files, folders or URLs)")
-            inputs = expand_inputs(list(args.predict_data))
-            results = trainer.predict(input_data=inputs, predict_checkpoint=weights,
-                                      batch_size=args.predict_batch_size)
-            for item, res in zip(inputs, results, strict=True):
-                if rc.task == "masked_image_modeling":
-                    files = ", ".join(res.get("files", {}).values())
-                    print(f"{item}: loss {res['loss']:.4f} -> {files}")
-                else:
-                    top = ", ".join(f"{p['label']} {p['score']:.4f}" for p in res)
-                    print(f"{item}: {top}")
-            print(f"output result is saved at: {trainer.output_dir / (rc.task + '_result.json')}")
-
-    return exit_code_of_run("run", run_mode)
-
-
-def _named_weights(name: str | None) -> str | None:
-    """``model_config.checkpoint_name_or_path`` for eval / predict: a path or a tagged name; a bare
-    model name means the model's published weights, which the Trainer uses anyway (and stays
-    right when ``trainer.model_name`` was changed)."""
-    from ..models import is_model
-
-    if not name or is_model(name):
-        return None
-    return name
-
-
-def _print_training(trainer, last: dict) -> None:
-    shown = {k: v for k, v in last.items() if k.startswith(("train_loss", "test_")) or k == "epoch"}
-    text = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
-    print(f"{trainer.task}: {text}")
-    if trainer.checkpoint is not None:
-        print(f"checkpoint: {trainer.checkpoint}")
+    args.options = options
+    return args

@@ -11,6 +11,7 @@ dropout or drop-path, so its output is the same in either mode.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -102,19 +103,6 @@ def add_linear_probe_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_classifier_weights(model: nn.Module, state: dict, *, label: str) -> None:
-    """Load a whole classifier; anything missing or unexpected is a ``ValueError``.
-
-    Only BatchNorm's ``num_batches_tracked`` may be missing: a step counter that does not change
-    the output at evaluation.
-    """
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        name = getattr(model, "model_name", type(model).__name__)
-        raise ValueError(f"{label} does not fit {name}: missing {missing[:6]}, unexpected {unexpected[:6]}")
-
-
 # ----------------------------------------------------------------------------- steps
 def classification_criterion(*, mixup_fn, smoothing: float) -> nn.Module:
     if mixup_fn is not None:
@@ -191,13 +179,14 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     classifier, whose head is re-initialised. ``train_dataset`` / ``eval_dataset`` replace the
     ``cfg.data_path`` ones (:func:`labelled_datasets`).
     """
+    if cfg.eval:  # the reference's --eval: only evaluate the classifier --resume names
+        return _evaluate_only(cfg, eval_dataset)
     task = "linprobe" if linprobe else "finetune"
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
     probe = classifier_for(cfg, num_classes=cfg.nb_classes or 1, linprobe=True)
     in_chans, img_size = probe.in_chans, probe.img_size
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
-    train_tf = None if cfg.eval else train_transform(cfg, img_size, in_chans=in_chans, mean=mean, std=std,
-                                                     linprobe=linprobe)
+    train_tf = train_transform(cfg, img_size, in_chans=in_chans, mean=mean, std=std, linprobe=linprobe)
     train_set, val_set, classes = labelled_datasets(cfg, in_chans=in_chans, img_size=img_size,
                                                     train_transform=train_tf, train_dataset=train_dataset,
                                                     val_dataset=eval_dataset, world_size=ctx.dist.world_size,
@@ -205,17 +194,14 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     net = classifier_for(cfg, num_classes=len(classes), linprobe=linprobe)
     if cfg.grad_checkpointing:
         net.set_grad_checkpointing(True)
-    if not cfg.eval:
-        source = {k: v for k, v in model.state_dict().items()} if model is not None else cfg.finetune
-        load_encoder(net, source, head_init_std=0.01 if linprobe else 2e-5)
+    source = cfg.finetune if model is None else model.state_dict() if isinstance(model, nn.Module) else model
+    load_encoder(net, source, head_init_std=0.01 if linprobe else 2e-5)
     if linprobe:
         add_linear_probe_head(net)
     val_loader = build_loader(val_set, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
                               pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed,
                               device=ctx.device, mean=mean, std=std)
     eval_fn = make_eval_fn(val_loader, ctx)
-    if cfg.eval:
-        return evaluate_checkpoint(net, cfg.resume, eval_fn, ctx)
     train_loader = build_loader(train_set, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
                                 pin_memory=cfg.pin_mem, seed=cfg.seed, device=ctx.device, mean=mean, std=std)
     eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
@@ -245,6 +231,18 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     return last
 
 
+def _evaluate_only(cfg, eval_dataset) -> dict[str, Any]:
+    """``--eval --resume X``: ``maekit eval`` with this command's options."""
+    from .config import EvalConfig
+    from .evaluate import run_eval
+
+    if not cfg.resume:
+        raise ValueError("--eval needs --resume <checkpoint> (the classifier to evaluate)")
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    return run_eval(EvalConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in names}),
+                    eval_dataset=eval_dataset)
+
+
 def run_finetune(cfg: FinetuneConfig, *, model: nn.Module | None = None, train_dataset=None,
                  eval_dataset=None) -> dict[str, Any]:
     """maekit finetune (docs/REFERENCE_RECIPES.md C.3); arguments as :func:`run_classification`."""
@@ -257,14 +255,3 @@ def run_linprobe(cfg: LinprobeConfig, *, model: nn.Module | None = None, train_d
     """maekit linprobe (docs/REFERENCE_RECIPES.md C.4); arguments as :func:`run_classification`."""
     return run_classification(cfg, linprobe=True, model=model, train_dataset=train_dataset,
                               eval_dataset=eval_dataset)
-def evaluate_checkpoint(model: nn.Module, checkpoint: str, eval_fn, ctx: RunContext) -> dict[str, Any]:
-    """``--eval --resume X``: load a classifier strictly and evaluate it once."""
-    if not checkpoint:
-        raise ValueError("--eval needs --resume <checkpoint> (the classifier to evaluate)")
-    from ..convert import load_state_dict
-
-    load_classifier_weights(model, load_state_dict(checkpoint), label=checkpoint)
-    model.to(ctx.device)
-    stats = eval_fn(model)
-    log.info("Accuracy of the network on the validation images: %.1f%%", stats["acc1"])
-    return {f"test_{k}": v for k, v in stats.items()}
