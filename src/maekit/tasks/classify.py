@@ -29,6 +29,7 @@ from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
+from .arch_from_source import classifier_config
 from .common import RunContext, count_parameters, learning_rate, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
 
@@ -183,6 +184,8 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
         return _evaluate_only(cfg, eval_dataset)
     task = "linprobe" if linprobe else "finetune"
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    if model is None:  # the architecture --resume / --finetune records, where the flags give none
+        cfg = classifier_config(cfg)
     probe = classifier_for(cfg, num_classes=cfg.nb_classes or 1, linprobe=True)
     in_chans, img_size = probe.in_chans, probe.img_size
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)

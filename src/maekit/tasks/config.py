@@ -173,6 +173,10 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
     mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed", min=0)
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
+    init: str = opt("", "start from the weights of any source (official _full or encoder-only file, PASSL, "
+                    "MindFormers, transformers ViTMAE folder, maekit folder or checkpoint, name.tag, URL): the "
+                    "model is the source's, encoder and decoder are loaded when it has them and a report says "
+                    "what was not; optimizer and schedule start fresh (--resume continues a run)", metavar="SOURCE")
     sparse_stages: bool = opt(False, "ConvMAE: run stages 1-2 on visible positions only (exact; faster)")
     augment: str = opt("reference", "reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; "
                        "none: resize only (for text or some medical images)", choices=("reference", "flip", "none"))

@@ -80,8 +80,14 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         eval_dataset: unused (pretraining does not evaluate); accepted for a uniform signature.
     """
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
-    if model is None:
+    if model is None and cfg.init:  # the source's model and weights; its report is logged
+        from .init_weights import init_pretrain_model
+
+        model, cfg, _ = init_pretrain_model(cfg, pretrain_model)
+    elif model is None:
         model = pretrain_model(cfg)
+    elif cfg.init:
+        raise ValueError(f"--init {cfg.init} and a model object were both given: give one starting point")
     elif not is_pretraining_model(model):
         raise ValueError(f"{type(model).__name__} is not a pretraining model (mae_* / convmae_*)")
     if cfg.grad_checkpointing:

@@ -1,0 +1,176 @@
+"""The architecture a weights source records, as task options (issue 13 item 6; ``pretrain --init``).
+
+A maekit checkpoint or model folder records its model name and constructor arguments (patch size,
+input size, depth ...); official / PASSL / MindFormers / HF files tell them through their weights
+(:func:`maekit.hub.load_config`). ``finetune`` / ``linprobe`` / ``eval`` and ``pretrain --init``
+take them from there when the flags are not given, and say so. An option still at its default
+counts as not given (the configs do not record which flags were typed). An explicit flag that
+contradicts the source is refused with both values named -- except the input size, which a run may
+change on purpose (the position table is interpolated or, for MAE's fixed sin-cos table, rebuilt).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .validate import ConfigError
+
+log = logging.getLogger("maekit.tasks")
+
+# Constructor arguments one side has and the other has not.
+_PRETRAIN_ONLY = ("norm_pix_loss", "sparse_stages")
+_CLASSIFIER_ONLY = ("num_classes", "global_pool", "drop_path_rate", "drop_rate")
+_SHAPE_ARGS = ("img_size", "patch_size", "in_chans")
+
+
+@dataclass
+class SourceArch:
+    """What a source records, for a model of the wanted kind (classifier or pretraining model).
+
+    Attributes:
+        model: the registered name of the wanted kind (``mae_vit_base_patch16`` -> ``vit_base_patch16``).
+        input_size: ``[S]`` or ``[H, W]``.
+        patch_size: int for ViT; None for ConvMAE (its stage strides travel in ``model_args``).
+        in_chans: image channels.
+        model_args: the other constructor arguments to carry over (depth, embed_dim, decoder ...).
+    """
+
+    model: str
+    input_size: list[int]
+    patch_size: int | None
+    in_chans: int
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+
+def pretraining_name(name: str) -> str:
+    """The pretraining model whose encoder is classifier ``name`` (``vit_base_patch16`` ->
+    ``mae_vit_base_patch16``); pretraining names are returned canonical."""
+    from ..models import canonical_name, is_model, is_pretraining_model
+
+    canon = canonical_name(name)
+    if is_pretraining_model(canon):
+        return canon
+    for prefix in ("mae_", "convmae_"):
+        if is_model(prefix + canon):
+            return canonical_name(prefix + canon)
+    raise ConfigError(f"no pretraining model is registered for the classifier {name!r} (looked for mae_{canon} "
+                      f"and convmae_{canon}); give --model")
+
+
+def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str | None = None) -> SourceArch:
+    """The architecture ``source`` records (any source :func:`maekit.hub.load_config` reads), for a
+    pretraining model (``pretraining=True``) or a classifier. ``model_name`` (the user's ``--model``)
+    is used only for a file whose model cannot be told from its weights."""
+    from ..hub import load_config
+
+    try:
+        recorded = load_config(source)
+    except ValueError:
+        if not model_name:
+            raise
+        recorded = load_config(source, model_name=model_name)
+    return arch_of(recorded, pretraining=pretraining)
+
+
+def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
+    """:func:`source_arch` of a source's :class:`maekit.models.ModelConfig` (already resolved)."""
+    from ..convert.spec import describe
+    from ..models import classifier_name
+
+    spec = describe(recorded.model_name, recorded.model_args)
+    drop = _SHAPE_ARGS + (_CLASSIFIER_ONLY if pretraining else _PRETRAIN_ONLY)
+    args = {k: v for k, v in recorded.model_args.items()
+            if k not in drop and (pretraining or not k.startswith("decoder_"))}
+    patch = spec.patch_size if isinstance(spec.patch_size, int) else None
+    if patch is None and "patch_size" in recorded.model_args:  # ConvMAE stage strides
+        args["patch_size"] = recorded.model_args["patch_size"]
+    h, w = spec.img_size
+    target = pretraining_name(recorded.model_name) if pretraining else classifier_name(recorded.model_name)
+    return SourceArch(target, [h] if h == w else [h, w], patch, int(spec.in_chans), args)
+
+
+def _same_size(a: Any, b: Any) -> bool:
+    as_list = lambda v: [int(x) for x in (v if isinstance(v, (list, tuple)) else [v])]  # noqa: E731
+    sa, sb = as_list(a), as_list(b)
+    return (sa * 2 if len(sa) == 1 else sa) == (sb * 2 if len(sb) == 1 else sb)
+
+
+def _show(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> Any:
+    """``cfg`` with the model name, shape flags and ``model_args`` of ``arch`` where ``cfg`` does not
+    set them; logs what was taken. An explicit contradicting ``--model`` / ``--patch_size`` /
+    ``--in_chans`` (or ``model_args`` entry) is a :class:`ConfigError` naming both values; another
+    ``--input_size`` is logged (the run changes the resolution)."""
+    from ..models import canonical_name
+
+    cls, changes, taken = type(cfg), {}, []
+    for name, value in (("model", arch.model), ("input_size", arch.input_size), ("patch_size", arch.patch_size),
+                        ("in_chans", arch.in_chans)):
+        given = getattr(cfg, name)
+        if value is None:
+            continue
+        same = given is not None and (canonical_name(given) == value if name == "model" else
+                                      _same_size(given, value) if name == "input_size" else given == value)
+        if given is None or given == cls.default(name):  # not given (or given as the default)
+            if not same:
+                changes[name] = value
+                taken.append(f"--{name} {_show(value)}")
+            continue
+        if same:
+            continue
+        if name == "input_size":
+            log.info("--input_size %s differs from the %s recorded in %s (%s): the position table is resized",
+                     _show(given), _show(value), source, flag)
+            continue
+        raise ConfigError(f"--{name} {_show(given)} contradicts {flag} {source}, which records {name} "
+                          f"{_show(value)}: its weights do not fit a model with {name} {_show(given)}. Leave "
+                          f"--{name} out to use the recorded value, or give {flag} weights of such a model.")
+    merged = dict(cfg.model_args)
+    for key, value in arch.model_args.items():
+        if key in merged and merged[key] != value:
+            raise ConfigError(f"model_args {key}={merged[key]!r} contradicts {flag} {source}, which records "
+                              f"{key}={value!r}")
+        if key not in merged:
+            merged[key] = value
+            taken.append(f"{key}={_show(value)}")
+    if merged != cfg.model_args:
+        changes["model_args"] = merged
+    if taken:
+        log.info("architecture from %s (%s): %s", flag, source, ", ".join(taken))
+    return cfg.replace(**changes) if changes else cfg
+
+
+def arch_source(cfg: Any) -> tuple[str, str] | None:
+    """(source, flag) whose architecture a classification task takes: an existing ``--resume``
+    (``auto``: the latest checkpoint in ``output_dir``), else ``--finetune``; None when neither."""
+    resume = getattr(cfg, "resume", "") or ""
+    if resume == "auto":
+        from ..engine.checkpoint import find_latest_checkpoint
+
+        latest = find_latest_checkpoint(cfg.output_dir) if getattr(cfg, "output_dir", None) else None
+        resume = os.fspath(latest) if latest is not None else ""
+    if resume and os.path.exists(os.path.expanduser(resume)):
+        return resume, "--resume"
+    finetune = getattr(cfg, "finetune", "") or ""
+    return (finetune, "--finetune") if finetune else None
+
+
+def classifier_config(cfg: Any) -> Any:
+    """``cfg`` (finetune / linprobe / eval) with the architecture of its weights source where the
+    flags do not give one (:func:`apply_source_arch`); ``cfg`` itself when there is no source."""
+    found = arch_source(cfg)
+    if found is None:
+        return cfg
+    source, flag = found
+    given = cfg.model if cfg.model and cfg.model != type(cfg).default("model") else None
+    return apply_source_arch(cfg, source_arch(source, pretraining=False, model_name=given), source=source, flag=flag)
+
+
+__all__ = ["SourceArch", "apply_source_arch", "arch_of", "arch_source", "classifier_config", "pretraining_name",
+           "source_arch"]
