@@ -155,8 +155,8 @@ class OnlineProbe:
 
     name = "online_probe"
 
-    def __init__(self, features: LabelledFeatures, *, every: int = 1, passes: int = 10, lr: float = 1e-3,
-                 batch_size: int = 256, seed: int = 0):
+    def __init__(self, features: LabelledFeatures, *, every: int = 1, passes: int = 10, lr: float = 1e-2,
+                 batch_size: int = 64, seed: int = 0):
         self.features, self.every, self.passes, self.batch_size = features, every, passes, batch_size
         self.lr, self.head, self.optimizer = lr, None, None
         self.generator = torch.Generator().manual_seed(seed)
@@ -164,7 +164,8 @@ class OnlineProbe:
 
     def _build(self, dim: int) -> None:
         n = self.features.num_classes
-        self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, n))
+        # momentum=None: running statistics are the cumulative mean, right after a few steps
+        self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6, momentum=None), nn.Linear(dim, n))
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=0.0)
         if self._pending is not None:  # resumed: the saved head, no new draw from the generator
             self.head.load_state_dict(self._pending["head"])

@@ -9,6 +9,7 @@ like one without.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
 from ..data import build_eval_transform, resolve_dataset
+from ..data.factory import source_options
 from ..engine.checkpoint import capture_rng_state, restore_rng_state
 from ..engine.knn import dataset_targets, frozen_eval
 from ..engine.monitors import KnnMonitor, LabelledFeatures, MonitorContext, OnlineProbe, is_due
@@ -79,15 +81,18 @@ class CurvesMonitor:
 
 
 def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_split=None,
-                 val_split=None) -> tuple[Dataset, Dataset]:
+                 val_split=None, flag: str = "--knn_data_path") -> tuple[Dataset, Dataset]:
     """(bank, queries) of a labelled source: its train and val splits; without a val split, every
     10th image of each class of the train split is held out as a query."""
     tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std)
+    root = Path(str(data_path))
+    if train_split is None and root.is_dir() and not (root / "train").is_dir():
+        train_split = root  # a plain folder of class folders
     splits = dict(train_split=train_split, val_split=val_split)
     try:
         bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans, **splits)
     except (FileNotFoundError, ValueError) as e:
-        raise ValueError(f"--knn_data_path {data_path}: needs labelled images (class folders, an ImageNet-style "
+        raise ValueError(f"{flag} {data_path}: needs labelled images (class folders, an ImageNet-style "
                          f"root with train/ and val/, or builtin:digits): {e}") from e
     try:
         return bank, resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans, **splits)
@@ -97,30 +102,41 @@ def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_sp
             counts[t] = counts.get(t, 0) + 1
             (held if counts[t] % 10 == 0 else kept).append(i)
         if not held:
-            raise ValueError(f"--knn_data_path {data_path}: no val/ split and too few images to hold out queries")
+            raise ValueError(f"{flag} {data_path}: no val/ split and too few images to hold out queries")
         log.info("k-NN: %s has no val split; holding out %d of %d images as queries", data_path, len(held),
                  len(targets))
         return Subset(bank, kept), Subset(bank, held)
 
 
 def fixed_images(data_path: str, train_dataset: Dataset | None, *, img_size, in_chans: int, mean, std,
-                 n: int = RECON_IMAGES) -> torch.Tensor:
+                 n: int = RECON_IMAGES, options: Any = None) -> torch.Tensor:
     """(n, C, H, W) normalised: the first validation images of ``data_path``, else the first
-    training images (from ``train_dataset`` when given: the Trainer's already-transformed set)."""
+    training images (from ``train_dataset`` when given: the Trainer's already-transformed set).
+    ``options``: the task config, for the tar-shard / ``hf:`` options (image column, split ...)."""
     tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0)
     source: Any = None
     try:
-        source = resolve_dataset(data_path, "val", labelled=False, transform=tf, in_chans=in_chans)
+        source = resolve_dataset(data_path, "val", labelled=False, transform=tf, in_chans=in_chans,
+                                 **source_options(options, "val"))
     except (FileNotFoundError, ValueError, TypeError):
         try:
-            source = resolve_dataset(data_path, "train", labelled=False, transform=tf, in_chans=in_chans)
+            source = resolve_dataset(data_path, "train", labelled=False, transform=tf, in_chans=in_chans,
+                                     **source_options(options))
         except (FileNotFoundError, ValueError, TypeError):
             source = train_dataset
-    items = [source[i] for i in range(min(len(source), n * 2))] if source is not None else []
-    images = [it[0] for it in items if it is not None][:n]
+    images = [it[0] for it in _first_items(source, n * 2) if it is not None][:n]
     if not images:
         raise ValueError(f"no decodable image in {data_path} for the reconstruction monitor")
     return torch.stack(images)
+
+
+def _first_items(source: Any, n: int) -> list:
+    if source is None:
+        return []
+    try:
+        return [source[i] for i in range(min(len(source), n))]
+    except (TypeError, NotImplementedError):  # iterable-only sources (tar shards, streams)
+        return list(itertools.islice(iter(source), n))
 
 
 def build_pretrain_monitors(opts: Any, model: nn.Module, *, mean, std, train_dataset: Dataset | None = None,
@@ -148,7 +164,7 @@ def build_pretrain_monitors(opts: Any, model: nn.Module, *, mean, std, train_dat
         every = get("recon_every", 1)
         if every:
             images = fixed_images(get("data_path"), train_dataset, img_size=img_size, in_chans=in_chans,
-                                  mean=mean, std=std)
+                                  mean=mean, std=std, options=opts)
             monitors.append(ReconstructionMonitor(images, every=every, mask_ratio=get("mask_ratio", 0.75), mean=mean,
                                                   std=std, num_patches=model.num_patches, seed=seed))
         monitors.append(CurvesMonitor())
