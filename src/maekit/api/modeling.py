@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..hub import table
-from ..hub.load import DecoderNotLoadedWarning, load_model, load_weights_into, resolve
+from ..hub.load import DecoderNotLoadedWarning, load_model
 from ..models import create_model
 from ..models.base import unwrap
 from .config import MAEConfig, official_field
@@ -67,28 +67,6 @@ class AutoModel:
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> nn.Module:
     """:meth:`AutoModel.from_pretrained`."""
     return AutoModel.from_pretrained(name_or_path, **kwargs)
-
-
-# Kept only for H2's api/trainer*.py until they call maekit.load_model (removed at the merge).
-def load_weights(model: nn.Module, state_dict: Mapping, label: str = "weights") -> None:
-    load_weights_into(model, state_dict, label=label)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    from ..convert import load_state_dict
-
-    return dict(load_state_dict(path))
-
-
-def resolve_source(source: str | os.PathLike, *, load_weights: bool = True, **kwargs: Any):
-    src = resolve(source, weights=load_weights, **kwargs)
-    src.config = MAEConfig.from_dict(src.config.to_dict())
-    return src
-
-
-def _finish(model: nn.Module, config: Any, device: Any) -> nn.Module:
-    model.config = config.model_config() if isinstance(config, MAEConfig) else config
-    return (model.to(device) if device is not None else model).eval()
 
 
 __all__ = ["AutoModel", "DecoderNotLoadedWarning", "from_pretrained", "save_pretrained"]

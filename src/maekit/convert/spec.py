@@ -44,10 +44,6 @@ class ArchSpec:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def is_pretrain(self) -> bool:
-        return self.family in PRETRAIN_FAMILIES
-
-    @property
     def width(self) -> int:
         """Width of the attention blocks (stage 3 for ConvMAE)."""
         return self.embed_dim[-1] if isinstance(self.embed_dim, tuple) else self.embed_dim
