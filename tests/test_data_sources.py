@@ -25,7 +25,7 @@ datasets = pytest.importorskip("datasets")
 from maekit.data import UndecodableImageWarning, build_loader, resolve_dataset, set_epoch
 from maekit.data.hf_datasets import HFImageDataset, detect_columns
 from maekit.data.shard_dataset import ShardDataset, plan_slot
-from maekit.data.shards import resolve_shards
+from maekit.data.shards import is_shard_source, resolve_shards
 
 TINY_MAE = ["--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "8"]
 FAST = ["--num_workers", "0", "--amp", "none", "--device", "cpu"]
@@ -78,6 +78,9 @@ def test_shard_command_writes_original_bytes_labels_and_index(class_folders, tmp
         assert originals[sample["png"]] == index["classes"][int(sample["cls"])]
         seen.append(sample["png"])
     assert sorted(seen) == sorted(originals)
+    assert is_shard_source(dst) and is_shard_source(dst / "shard-{000000..000003}.tar")
+    (src / "backup.tar").write_bytes((dst / "shard-000000.tar").read_bytes())
+    assert not is_shard_source(src)  # an image folder with a stray tar stays an image folder
     assert run_cli("shard", src, dst) == 2  # never overwrites shards
     assert "already holds shards" in capsys.readouterr().err
 

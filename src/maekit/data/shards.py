@@ -65,9 +65,18 @@ def is_shard_source(data_path: Any) -> bool:
     if "{" in first and first.split("}")[-1].endswith(SHARD_SUFFIXES):
         return True
     path = Path(s)
-    if path.is_dir():
-        return bool(_tars_in(path)) or bool(_tars_in(path / "train"))
-    return False
+    return path.is_dir() and _is_shard_folder(path)
+
+
+def _is_shard_folder(path: Path) -> bool:
+    """A folder with a shard index, or holding nothing but shards (and train/ val/ folders of
+    shards): an image folder with a stray ``backup.tar`` stays an image folder."""
+    if (path / INDEX_NAME).is_file() or (path / "train" / INDEX_NAME).is_file():
+        return True
+    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+    shards = [e for e in entries if (e.is_file() and e.name.endswith(SHARD_SUFFIXES))
+              or (e.is_dir() and e.name in ("train", "val") and _tars_in(e))]
+    return bool(shards) and len(shards) == len(entries)
 
 
 def _tars_in(folder: Path) -> list[Path]:
