@@ -1,11 +1,7 @@
-"""WAITING FOR H7 (issue 15, data part: per-sample augmentation and mask seeds from (seed, epoch,
-index)). Not collected by pytest (the name does not match test_*.py); the lead renames it to
-tests/test_failures_workers.py once ``maekit pretrain`` draws its augmentations and masks from
-maekit.data.seeding. Until then it fails for a known reason: with DataLoader workers the crops
-and flips come from worker RNGs seeded by the new iterator after a resume.
-
-SIGTERM at random steps, then ``--resume auto``, with ``--num_workers 2`` and
-``--augment reference``: the weights equal an uninterrupted run's, bit for bit.
+"""Exact resume with DataLoader workers (issue 15, with H7's per-sample augmentation and mask
+seeds from (seed, epoch, index), maekit.data.seeding): SIGTERM at random steps, then
+``--resume auto``, with ``--num_workers 2`` and ``--augment reference``: the weights equal an
+uninterrupted run's, bit for bit.
 """
 
 from __future__ import annotations
