@@ -106,9 +106,12 @@ def _pick(columns: list[str], typed: list[str], names: tuple[str, ...], what: st
     return None
 
 
-def detect_columns(features: Any, image_column: str | None = None,
-                   label_column: str | None = None, *, labelled: bool = True) -> tuple[str, str | None]:
-    """(image column, label column or None) of a dataset's ``features`` (module docstring rules)."""
+def detect_columns(features: Any, image_column: str | None = None, label_column: str | None = None, *,
+                   labelled: bool = True, required: bool = True) -> tuple[str | None, str | None]:
+    """(image column, label column or None) of a dataset's ``features`` (module docstring rules).
+
+    ``required=False``: no image column gives None instead of an error (ambiguity still raises).
+    """
     ds = _datasets()
     columns = list(features)
     for given, flag in ((image_column, "--image_column"), (label_column, "--label_column")):
@@ -116,6 +119,8 @@ def detect_columns(features: Any, image_column: str | None = None,
             raise ValueError(f"{flag} {given!r} is not a column of this dataset; columns: {columns}")
     image = image_column or _pick(columns, [c for c in columns if isinstance(features[c], ds.Image)],
                                   _IMAGE_NAMES, "image", "--image_column")
+    if image is None and not required:
+        return None, label_column
     if image is None:
         raise ValueError(f"no image column found among {columns}; name it with --image_column")
     label = label_column
