@@ -249,8 +249,7 @@ def test_hf_columns_are_detected_or_named(monkeypatch):
     assert detect_columns(unl.features, labelled=False) == ("picture", None)
 
 
-def test_pretrain_and_finetune_from_hf_dataset_saved_to_disk(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def test_pretrain_and_finetune_from_hf_dataset_saved_to_disk(tmp_path, capsys):
     saved = tmp_path / "saved"
     data = _hf_dataset(16, two_images=True)
     datasets.DatasetDict({"train": data, "test": data.select(range(6))}).save_to_disk(str(saved))
@@ -275,8 +274,8 @@ def test_pretrain_and_finetune_from_hf_dataset_saved_to_disk(tmp_path, monkeypat
 
 
 def test_hf_imagefolder_matches_class_folders(class_folders, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # datasets reads its environment at import: point its config at a temporary cache directly.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     src, ids = class_folders
     ds = resolve_dataset(f"hf:{src}", "train", transform=T.ToTensor())
     assert ds.classes == ["cat", "dog", "eel"] and len(ds) == len(ids)
