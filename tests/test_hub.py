@@ -306,3 +306,55 @@ def test_load_model_pretraining_checkpoint_and_errors(tmp_path):
         maekit.load_model(tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="unknown model 'mae_vit_gigantic'"):
         maekit.load_model("mae_vit_gigantic")
+
+
+# ---------------------------------------------------------------------------- Hugging Face Hub ids
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An offline Hugging Face cache in huggingface_hub's own layout (models--org--name/snapshots/<sha>)."""
+    import shutil
+
+    import huggingface_hub.constants as hc
+
+    root = tmp_path / "hf_cache"
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def put(repo_id: str, folder, sha: str = "0" * 40):
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / sha)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(sha)
+
+    return put
+
+
+def test_hub_ids_load_maekit_and_transformers_folders(tmp_path, hf_cache):
+    import maekit
+    from maekit.convert import save_state_dict
+
+    torch.manual_seed(0)
+    mae = create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1).eval()
+    hf_cache("org/tiny-mae", mae.save_pretrained(tmp_path / "ours"))
+    save_state_dict(mae.state_dict(), tmp_path / "hf", "hf", mae.model_name, mae.model_args)
+    hf_cache("org/tiny-vitmae", tmp_path / "hf")
+    x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
+    want = mae(x, noise=noise).pred
+    for source in ("hf-hub:org/tiny-mae", "org/tiny-mae", "hf-hub:org/tiny-vitmae@main"):
+        model = maekit.load_model(source)
+        assert model.config.model_args == mae.model_args, source
+        assert torch.equal(model(x, noise=noise).pred, want), source
+    assert torch.equal(maekit.AutoModel.from_pretrained("hf-hub:org/tiny-mae")(x, noise=noise).pred,
+                       maekit.load_model(tmp_path / "ours")(x, noise=noise).pred)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+        maekit.load_model("hf-hub:org/absent")
+    with pytest.raises(ValueError, match="not a Hub id"):
+        maekit.load_model("hf-hub:no-slash")
+
+
+def test_a_missing_local_path_that_looks_like_a_hub_id_says_both(hf_cache):
+    import maekit
+
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: runs/ft \(and as a Hub id: .*not in the"):
+        maekit.load_model("runs/ft")

@@ -15,6 +15,8 @@ A source is one of:
   weights fit (``maekit.convert.infer_model``). A file named like a published one
   (``mae_visualize_vit_large.pth``) also takes that entry's ``norm_pix_loss``;
 - an http(s) URL of such a file (downloaded into the cache first);
+- a Hugging Face Hub repository, ``hf-hub:org/name[@revision]`` (or ``org/name`` when no such
+  local path exists) holding a maekit or transformers folder (:mod:`.remote`);
 - an ``nn.Module`` (returned as it is).
 
 Loading rules (:func:`load_weights_into`). Pretraining models: an encoder-only file leaves the
@@ -42,7 +44,7 @@ import torch.nn as nn
 from ..models import canonical_name, create_model, is_model
 from ..models.config import CONFIG_NAME, ModelConfig
 from ..weights import load_pretrained_encoder, load_pretraining_weights
-from . import cache, table
+from . import cache, remote, table
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,14 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
             return Resolved(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
         return _read_path(cache.fetch_url(text, progress=progress), text, model_name)
     path = Path(text).expanduser()
+    repo = remote.hub_id(text, exists_locally=path.exists())
+    if repo is not None:
+        try:
+            return _read_path(remote.snapshot(*repo), text, model_name)
+        except FileNotFoundError as e:
+            if text.startswith(remote.PREFIX):
+                raise
+            raise FileNotFoundError(f"no such file or folder: {text} (and as a Hub id: {e})") from e
     if path.exists():
         return _read_path(path, text, model_name)
     if _looks_like_path(text) and not is_model(table.split_name(text)[0]):
