@@ -65,6 +65,38 @@ def pretrain_model(cfg: PretrainConfig) -> torch.nn.Module:
                                 **sparse_stages_override(cfg.model, cfg.sparse_stages), **cfg.model_args)
 
 
+def model_to_train(cfg: PretrainConfig, model: torch.nn.Module | None) -> tuple[torch.nn.Module, PretrainConfig]:
+    """(the model ``run_pretrain`` trains, the config it runs with): the one given, ``--init``'s
+    (with the source's architecture in the config), or a new one from ``cfg``."""
+    if model is None and cfg.init:  # the source's model and weights; its report is logged
+        from .init_weights import init_pretrain_model
+
+        model, cfg, _ = init_pretrain_model(cfg, pretrain_model)
+    elif model is None:
+        model = pretrain_model(cfg)
+    elif cfg.init:
+        raise ValueError(f"--init {cfg.init} and a model object were both given: give one starting point")
+    elif not is_pretraining_model(model):
+        raise ValueError(f"{type(model).__name__} is not a pretraining model (mae_* / convmae_*)")
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model, cfg
+
+
+def make_pretrain_step(mask_ratio: float, num_patches: int):
+    """The Runner's ``step_fn``: batch -> (masked-autoencoder loss, images)."""
+
+    def step_fn(net, batch):
+        images = batch[0]
+        # Each image's mask comes from its own (seed, epoch, index) seed: independent of the batch
+        # it lands in, the worker count, the world size and of where a run was resumed.
+        seeds = batch_mask_seeds(images)
+        noise = per_sample_noise(seeds, num_patches, images.device) if seeds is not None else None
+        return net(images, mask_ratio=mask_ratio, noise=noise).loss, images.shape[0]
+
+    return step_fn
+
+
 def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, train_dataset: Dataset | None = None,
                  eval_dataset: Dataset | None = None) -> dict[str, Any]:
     """Pretrain as ``cfg`` says; returns the last epoch's log record.
@@ -80,18 +112,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         eval_dataset: unused (pretraining does not evaluate); accepted for a uniform signature.
     """
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
-    if model is None and cfg.init:  # the source's model and weights; its report is logged
-        from .init_weights import init_pretrain_model
-
-        model, cfg, _ = init_pretrain_model(cfg, pretrain_model)
-    elif model is None:
-        model = pretrain_model(cfg)
-    elif cfg.init:
-        raise ValueError(f"--init {cfg.init} and a model object were both given: give one starting point")
-    elif not is_pretraining_model(model):
-        raise ValueError(f"{type(model).__name__} is not a pretraining model (mae_* / convmae_*)")
-    if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
+    model, cfg = model_to_train(cfg, model)
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
     transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
@@ -110,17 +131,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
                                   world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
     optimizer = build_adamw(param_groups_weight_decay(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
     mask_ratio = cfg.mask_ratio
-
-    num_patches = int(model.num_patches)
-
-    def step_fn(net, batch):
-        images = batch[0]
-        # Each image's mask comes from its own (seed, epoch, index) seed: independent of the batch
-        # it lands in, the worker count, the world size and of where a run was resumed.
-        seeds = batch_mask_seeds(images)
-        noise = per_sample_noise(seeds, num_patches, images.device) if seeds is not None else None
-        return net(images, mask_ratio=mask_ratio, noise=noise).loss, images.shape[0]
-
+    step_fn = make_pretrain_step(mask_ratio, int(model.num_patches))
     # The monitors' fallback images: the user's dataset with the float evaluation transform.
     monitor_images = None if train_dataset is None else as_dataset(
         train_dataset, transform=build_eval_transform(model.img_size, in_chans=in_chans, mean=mean, std=std,
