@@ -112,6 +112,11 @@ def test_pretrain_cli_init_starts_from_the_source_weights(tmp_path, digit_folder
     trained = maekit.load_model(out / "checkpoint-last.pth")
     x, noise = _batch()
     assert _loss(trained, x, noise) == _loss(src, x, noise)
+    # the requeue-safe form: --init with --resume auto continues the run (its checkpoint wins)
+    assert run_cli("pretrain", "--init", path, "--resume", "auto", "--data_path", digit_folders / "unlabelled",
+                   "--output_dir", out, "--batch_size", "16", "--epochs", "2", "--warmup_epochs", "0", "--lr", "0",
+                   *FAST) == 0
+    assert torch.load(out / "checkpoint-last.pth", map_location="cpu", weights_only=False)["epoch"] == 1
     # a contradicting shape flag is refused with both values
     code = run_cli("pretrain", "--init", path, "--patch_size", "4", "--data_path", digit_folders / "unlabelled",
                    "--output_dir", tmp_path / "bad", "--epochs", "1", *FAST)

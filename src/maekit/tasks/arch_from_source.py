@@ -113,7 +113,7 @@ def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> 
     for name, value in (("model", arch.model), ("input_size", arch.input_size), ("patch_size", arch.patch_size),
                         ("in_chans", arch.in_chans)):
         given = getattr(cfg, name)
-        if value is None:
+        if value is None or (name == "in_chans" and given is None and value == 3):  # 3: every preset's
             continue
         same = given is not None and (canonical_name(given) == value if name == "model" else
                                       _same_size(given, value) if name == "input_size" else given == value)
