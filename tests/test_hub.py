@@ -358,3 +358,24 @@ def test_a_missing_local_path_that_looks_like_a_hub_id_says_both(hf_cache):
 
     with pytest.raises(FileNotFoundError, match=r"no such file or folder: runs/ft \(and as a Hub id: .*not in the"):
         maekit.load_model("runs/ft")
+
+
+def test_timm_export_loads_with_one_timm_line(tmp_path):
+    import timm
+
+    from maekit.hub.timm_export import export_timm
+
+    torch.manual_seed(0)
+    vit = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=3).eval()
+    vit.class_names = ["cat", "dog", "owl"]
+    folder = export_timm(vit, tmp_path / "timm_vit")
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()  # no other argument
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(theirs(x), vit(x))
+    cfg = theirs.pretrained_cfg
+    assert cfg["num_classes"] == 3 and tuple(cfg["input_size"]) == (3, 32, 32) and cfg["crop_pct"] == 0.875
+    assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and cfg["label_names"] == ["cat", "dog", "owl"]
+    with pytest.raises(ValueError, match="timm has no mae architecture"):
+        export_timm(create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1),
+                    tmp_path / "x")
