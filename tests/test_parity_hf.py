@@ -154,3 +154,25 @@ def test_timm_classifier_parity_base(global_pool):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=2e-5, rtol=1e-5)
+
+
+def test_hf_export_runs_in_a_transformers_pipeline(tmp_path):
+    """The HF export carries preprocessor_config.json: AutoImageProcessor and pipeline() take it as is."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+
+    from maekit.convert import save_state_dict
+    from maekit.models import create_model
+
+    torch.manual_seed(0)
+    vit = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=3, global_pool=False).eval()
+    out = save_state_dict(vit.state_dict(), tmp_path / "hf", "hf", vit.model_name, vit.model_args)
+    proc = AutoImageProcessor.from_pretrained(out)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    pixels = proc(img, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        ours = vit(pixels)[0].softmax(-1)
+    top = pipeline("image-classification", model=str(out), device="cpu")(img, top_k=1)[0]
+    assert top["label"] == f"LABEL_{int(ours.argmax())}" and abs(top["score"] - float(ours.max())) < 1e-5

@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..models.base import PROCESSOR_NAME, default_preprocessing
 from ._util import atomic_write_dir, plain_tensors
 from .base import Format, Loaded, read_json_config
 from .errors import ConversionError
@@ -152,6 +153,15 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
     return cfg
 
 
+def image_processor_config(spec) -> dict[str, Any]:
+    """``preprocessor_config.json`` of transformers' ``ViTImageProcessor`` for the model: its size,
+    bicubic resize, the model's mean / std (so ``AutoImageProcessor`` and ``pipeline`` work)."""
+    pre = default_preprocessing(spec.img_size, spec.in_chans, spec.family == "mae")
+    return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": pre["size"], "resample": 3,
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": pre["image_mean"],
+            "image_std": pre["image_std"]}
+
+
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple[Path, list[str]]:
     """A transformers folder: ``config.json`` + ``model.safetensors``."""
     notes: list[str] = []
@@ -182,9 +192,12 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple
     dtype = next(iter(tensors.values())).dtype
     cfg = build_config(spec, arch, dtype)
 
+    proc = image_processor_config(spec)
+
     def write_dir(tmp: Path) -> None:
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        (tmp / PROCESSOR_NAME).write_text(json.dumps(proc, indent=2, sort_keys=True) + "\n")
 
     return atomic_write_dir(dst, write_dir), notes
 
