@@ -10,8 +10,9 @@ each ``{"status": "ok" | "skipped" | "failed", ...}`` so a missing figure always
   against transformers' ViTMAEForPreTraining (eager) of the same configuration, same process;
 * ``convmae``: ConvMAE-B dense against ``--sparse_stages``;
 * ``finetune``: ViT-B fine-tuning step against timm's ViT-B;
-* ``data``: ``maekit pretrain`` on real JPEG files written here (CPU decode with workers; GPU
-  decode when ``--decode gpu`` exists), img/s and fraction of the synthetic MAE-B speed;
+* ``data``: ``maekit pretrain`` on real JPEG files written here (CPU decode with workers, and
+  ``--fast_decode``; GPU decode when ``--decode gpu`` exists), img/s and fraction of the
+  synthetic MAE-B speed;
 * ``memory``: activation and peak memory per image, plain and checkpointed, with the peers;
 * ``nccl``: two processes under torchrun when two GPUs are visible;
 * ``checks.amp`` (bf16 and fp16 + GradScaler against fp32, 20 steps), ``checks.sigterm_resume``
@@ -120,7 +121,7 @@ def run_all(args) -> dict:
 
 def _run_sections(suite: Suite, args, dev: torch.device, tmp: Path) -> None:
     common = dict(smoke=args.smoke, iters=args.iters, warmup=args.warmup)
-    jpegs = checks.write_jpegs(tmp / "resume_data", 24 if args.smoke else 64, (64, 48), workers=2)
+    jpegs = checks.write_jpegs(tmp / "resume_data", 24 if args.smoke else 64, (48, 64), workers=2)
     # Correctness first: cheap, and what must never regress.
     suite.run("checks.amp", lambda: checks.amp_check(dev, smoke=args.smoke), optional=False)
     suite.run("checks.sigterm_resume", lambda: checks.sigterm_check(tmp / "sigterm", dev, jpegs, smoke=args.smoke), optional=False)

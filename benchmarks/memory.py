@@ -79,9 +79,11 @@ def is_transformers(model: torch.nn.Module) -> bool:
 
 
 def enable_checkpointing(model: torch.nn.Module) -> None:
-    if is_transformers(model):  # renamed activation_checkpointing_enable in transformers 5
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if is_transformers(model):  # renamed activation_checkpointing_enable in recent transformers
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:  # maekit and timm
         model.set_grad_checkpointing(True)
 

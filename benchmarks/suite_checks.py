@@ -15,7 +15,6 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,31 +34,24 @@ def cli_env() -> dict:
 
 
 # ----------------------------------------------------------------------------- JPEG files
-def _write_jpeg(args) -> None:
-    from PIL import Image
+def _write_part(job) -> None:
+    from maekit.data.synthetic import write_photo_folder
 
-    path, seed, w, h = args
-    rng = np.random.default_rng(seed)
-    # Smooth colour fields plus grain: decodes like a photo (random noise JPEGs are 5x larger).
-    small = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
-    arr = np.asarray(small, dtype=np.int16) + rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
-    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    folder, count, size, seed = job
+    write_photo_folder(folder, count, size, seed=seed)
 
 
-def write_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), workers: int = 4) -> Path:
-    """``n`` JPEG files of ``size`` (W, H) in ``root/imgs/<k % 10>/`` (ImageNet-like 500x375 by default)."""
+def write_jpegs(root: Path, n: int, size: tuple[int, int] = (375, 500), workers: int = 4) -> Path:
+    """``n`` photo-like JPEG files of ``size`` (H, W) in ``root/imgs/p<k>/`` (ImageNet-like by
+    default), written by ``workers`` processes with maekit's own generator."""
     folder = root / "imgs"
-    jobs = []
-    for k in range(n):
-        d = folder / f"{k % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        jobs.append((d / f"{k:06d}.jpg", k, *size))
-    if n <= 256 or workers <= 1:
-        for job in jobs:
-            _write_jpeg(job)
+    parts = max(1, min(workers, n // 64))
+    jobs = [(folder / f"p{k}", n // parts + (k < n % parts), size, k * n) for k in range(parts)]
+    if parts == 1:
+        _write_part(jobs[0])
     else:
-        with Pool(workers) as pool:
-            pool.map(_write_jpeg, jobs, chunksize=64)
+        with Pool(parts) as pool:
+            pool.map(_write_part, jobs)
     return folder
 
 
@@ -74,10 +66,10 @@ def run_cli(args: list[str], *, timeout: float, launcher: list[str] | None = Non
     return subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def has_gpu_decode() -> bool:
-    """H7's GPU JPEG path is a ``--decode`` option of ``maekit pretrain``."""
-    res = run_cli(["pretrain", "-h"], timeout=120)
-    return "--decode" in res.stdout
+def pretrain_help() -> str:
+    """``maekit pretrain -h``: which input-pipeline options this maekit has (``--fast_decode``,
+    ``--decode gpu``)."""
+    return run_cli(["pretrain", "-h"], timeout=120).stdout
 
 
 def pretrain_on_jpegs(data: Path, out: Path, *, model_args: list[str], batch: int, workers: int, amp: str,
@@ -95,18 +87,25 @@ def pretrain_on_jpegs(data: Path, out: Path, *, model_args: list[str], batch: in
 def data_pipeline(tmp: Path, dev: torch.device, *, smoke: bool, synthetic_img_s: float | None) -> dict:
     """MAE-B pretraining through the CLI on real JPEG files (CPU decode with workers; GPU decode
     when ``--decode gpu`` exists) and its fraction of the synthetic-input speed."""
-    n, batch = (16, 8) if smoke else (6144, 256)
+    n, batch = (16, 8) if smoke else (4096, 256)
     workers = 2 if smoke else min(16, os.cpu_count() or 1)
-    data = write_jpegs(tmp / "jpeg", n, (64, 48) if smoke else (500, 375), workers=workers)
+    data = write_jpegs(tmp / "jpeg", n, (48, 64) if smoke else (375, 500), workers=workers)
     model = TINY_MAE if smoke else ["--model", "mae_vit_base_patch16"]
     amp = "none" if dev.type == "cpu" else "bf16"
     out = {"images": n, "batch": batch, "num_workers": workers, "synthetic_img_s": synthetic_img_s}
     cpu = pretrain_on_jpegs(data, tmp / "run_cpu_decode", model_args=model, batch=batch, workers=workers, amp=amp,
                             device=dev.type)
     out["cpu_decode"] = {**cpu, "fraction_of_synthetic": _frac(cpu["img_s"], synthetic_img_s)}
+    helptext = pretrain_help()
+    if "--fast_decode" in helptext:  # crop-aware reduced JPEG decoding in the workers
+        fast = pretrain_on_jpegs(data, tmp / "run_fast_decode", model_args=model, batch=batch, workers=workers,
+                                 amp=amp, device=dev.type, extra=["--fast_decode"])
+        out["cpu_fast_decode"] = {**fast, "fraction_of_synthetic": _frac(fast["img_s"], synthetic_img_s)}
+    else:
+        out["cpu_fast_decode"] = {"skipped": "this maekit has no `pretrain --fast_decode` option"}
     if dev.type != "cuda":
         out["gpu_decode"] = {"skipped": "no CUDA device"}
-    elif not has_gpu_decode():
+    elif "--decode" not in helptext:
         out["gpu_decode"] = {"skipped": "this maekit has no `pretrain --decode gpu` option yet"}
     else:
         gpu = pretrain_on_jpegs(data, tmp / "run_gpu_decode", model_args=model, batch=batch, workers=workers,
