@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -379,3 +380,35 @@ def test_timm_export_loads_with_one_timm_line(tmp_path):
     with pytest.raises(ValueError, match="timm has no mae architecture"):
         export_timm(create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1),
                     tmp_path / "x")
+
+
+def test_push_to_hub_uploads_the_folder_and_a_model_card(tmp_path, monkeypatch):
+    """huggingface_hub's client is replaced by a recorder: no network; the uploaded folder is checked."""
+    import huggingface_hub
+
+    from maekit.hub.push import push_to_hub
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, token=None):
+            seen["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            seen["repo"] = (repo_id, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, revision=None):
+            seen["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+            return "commit-1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("epochs: 3\nblr: 0.001\n")
+    (run / "log.txt").write_text('{"epoch": 0, "test_acc1": 40.0}\n{"epoch": 1, "test_acc1": 62.5}\n')
+    vit = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2)
+    assert push_to_hub(vit, "me/tiny", run_dir=run) == "commit-1" and seen["repo"] == ("me/tiny", True)
+    assert set(seen["files"]) == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
+    card = seen["files"]["README.md"].decode()
+    assert "library_name: maekit" in card and 'maekit.load_model("hf-hub:me/tiny")' in card
+    assert "epochs: 3" in card and "| test_acc1 | 62.5 |" in card and '"model_name": "vit_tiny_patch16"' in card
