@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite_checks as checks  # noqa: E402
-import suite_speed as speed  # noqa: E402
+import suite_checks as checks
+import suite_speed as speed
 
 SECTIONS = ["pretrain.mae_b", "pretrain.mae_l", "pretrain.mae_h", "convmae", "finetune", "data", "memory", "nccl",
             "checks.amp", "checks.sigterm_resume", "checks.compile"]
@@ -148,9 +148,9 @@ def _run_sections(suite: Suite, args, dev: torch.device, tmp: Path) -> None:
 def markdown(report: dict) -> str:
     m, s = report["meta"], report["sections"]
     lines = [f"# maekit GPU suite: {m['device']}, {m['date']}", "",
-             f"torch {m['torch']} (CUDA {m['cuda']}), timm {m['timm']}, transformers {m['transformers']}; "
-             f"{'SMOKE (tiny shapes, figures meaningless)' if m['smoke'] else 'full-size models'}; "
-             f"{m['elapsed_s']} s.", "",
+             (f"torch {m['torch']} (CUDA {m['cuda']}), timm {m['timm']}, transformers {m['transformers']}; "
+              f"{'SMOKE (tiny shapes, figures meaningless)' if m['smoke'] else 'full-size models'}; "
+              f"{m['elapsed_s']} s."), "",
              "| section | status | figures |", "|---|---|---|"]
     for key, res in s.items():
         figs = {k: v for k, v in res.items() if k not in ("status", "traceback", "rows", "markdown", "losses",

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere, import as a module too
-from pretrain_throughput import vitmae_like  # noqa: E402
+from pretrain_throughput import vitmae_like
 
 MIB = 2**20
 # case -> (kind, maekit model, peer library, peer model name)
@@ -62,7 +62,7 @@ def build(case: str, library: str, smoke: bool = False) -> torch.nn.Module:
     """The maekit model of ``case`` (``library='maekit'``) or its peer, in train mode."""
     import maekit
 
-    kind, name, peer, peer_name = CASES[case]
+    kind, name, _, peer_name = CASES[case]
     kw = SMOKE_ARGS[kind] if smoke else {}
     if kind == "pretrain":
         ours = maekit.create_model(name, **kw)
@@ -218,7 +218,7 @@ def run(cases, batch: int, device: torch.device, precision: str = "fp32", smoke:
             for ckpt in (False, True):
                 row = measure(case, library, ckpt, batch, device, precision, smoke)
                 rows.append(row)
-                log(f"{case:6s} {library:12s} ckpt={str(ckpt):5s} static {row['static_mib']:9.1f} MiB | "
+                log(f"{case:6s} {library:12s} ckpt={ckpt!s:5s} static {row['static_mib']:9.1f} MiB | "
                     f"activations {row['activation_mib_per_img']:8.2f} MiB/img | peak {row['peak_mib']:9.1f} MiB")
     return rows
 
