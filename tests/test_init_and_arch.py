@@ -136,6 +136,13 @@ def test_trainer_takes_init(tmp_path, digit_folders):
     assert _loss(maekit.load_model(tmp_path / "t" / "checkpoint-last.pth"), x, noise) == _loss(src, x, noise)
 
 
+def test_init_of_a_missing_source_names_the_flag(tmp_path):
+    from maekit.tasks.validate import ConfigError
+
+    with pytest.raises(ConfigError, match="--init .*nothing.pth: no such file"):
+        init_pretrain_model(PretrainConfig(init=str(tmp_path / "nothing.pth")), pretrain_model)
+
+
 # ----------------------------------------------------------------------------- item 6: architecture from the source
 @pytest.fixture(scope="module")
 def tiny_pretrain_run(tmp_path_factory, digit_folders):

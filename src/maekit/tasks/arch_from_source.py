@@ -60,6 +60,14 @@ def pretraining_name(name: str) -> str:
                       f"and convmae_{canon}); give --model")
 
 
+def read_source(read: Any, source: Any, flag: str) -> Any:
+    """``read(source)``; a missing or unreadable source is a :class:`ConfigError` naming ``flag``."""
+    try:
+        return read(source)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{flag} {source}: {e}") from e
+
+
 def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str | None = None) -> SourceArch:
     """The architecture ``source`` records (any source :func:`maekit.hub.load_config` reads), for a
     pretraining model (``pretraining=True``) or a classifier. ``model_name`` (the user's ``--model``)
@@ -169,8 +177,9 @@ def classifier_config(cfg: Any) -> Any:
         return cfg
     source, flag = found
     given = cfg.model if cfg.model and cfg.model != type(cfg).default("model") else None
-    return apply_source_arch(cfg, source_arch(source, pretraining=False, model_name=given), source=source, flag=flag)
+    arch = read_source(lambda s: source_arch(s, pretraining=False, model_name=given), source, flag)
+    return apply_source_arch(cfg, arch, source=source, flag=flag)
 
 
-__all__ = ["SourceArch", "apply_source_arch", "arch_of", "arch_source", "classifier_config", "pretraining_name",
+__all__ = ["SourceArch", "apply_source_arch", "arch_of", "read_source", "arch_source", "classifier_config", "pretraining_name",
            "source_arch"]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from .arch_from_source import apply_source_arch, arch_of
+from .arch_from_source import apply_source_arch, arch_of, read_source
 
 log = logging.getLogger("maekit.tasks")
 
@@ -93,7 +93,7 @@ def init_pretrain_model(cfg: Any, build: Callable[[Any], nn.Module]) -> tuple[nn
     from ..hub import resolve
 
     source = cfg.init
-    resolved = resolve(source, weights=True)  # read once: its config and its weights
+    resolved = read_source(lambda s: resolve(s, weights=True), source, "--init")  # read once: config and weights
     arch = arch_of(resolved.config, pretraining=True)
     recorded_npl = arch.model_args.pop("norm_pix_loss", None)
     arch.model_args.pop("sparse_stages", None)  # an execution choice, not part of the weights
