@@ -1,4 +1,4 @@
-"""MindFormers / MindSpore ``.ckpt`` files (REFERENCES D.5).
+"""MindFormers / MindSpore ``.ckpt`` files (docs/REFERENCE_RECIPES.md D.5).
 
 The test writer and reader use the ``protobuf`` package with a descriptor built here from the
 ``checkpoint.proto`` schema, and a name table written here from D.5 -- independent of

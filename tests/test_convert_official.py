@@ -1,4 +1,4 @@
-"""Official PyTorch files of every kind (REFERENCES D.1-D.3), made here with torch.save."""
+"""Official PyTorch files of every kind (docs/REFERENCE_RECIPES.md D.1-D.3), made here with torch.save."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PASSL / PaddlePaddle files (REFERENCES D.4) written here the way ``paddle.save`` writes them.
+"""PASSL / PaddlePaddle files (docs/REFERENCE_RECIPES.md D.4) written here the way ``paddle.save`` writes them.
 
 The writers below use ``pickle`` and NumPy only (no maekit code): a plain ``.pdparams`` state
 dict with ``StructuredToParameterName@@``, PASSL training checkpoints whose tensors pickle as

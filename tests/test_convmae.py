@@ -1,4 +1,4 @@
-"""ConvMAE / ConvViT: reference shapes and counts (REFERENCES A.8, D.3), block-wise masking,
+"""ConvMAE / ConvViT: reference shapes and counts (docs/REFERENCE_RECIPES.md A.8, D.3), block-wise masking,
 isolation of the visible tokens, the exact sparse path, any size / channels, classifier API."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _cblock(prefix, c):
 
 
 def reference_encoder_keys():
-    """The ConvMAE-B encoder of REFERENCES D.3 (shared by pretraining and fine-tuning)."""
+    """The ConvMAE-B encoder of docs/REFERENCE_RECIPES.md D.3 (shared by pretraining and fine-tuning)."""
     keys = {
         "patch_embed1.proj.weight": (256, 3, 4, 4), "patch_embed1.proj.bias": (256,),
         "patch_embed1.norm.weight": (256,), "patch_embed1.norm.bias": (256,),

@@ -1,6 +1,6 @@
 """Load a pretraining checkpoint's encoder into a classifier (fine-tuning / linear probing).
 
-Follows the official ``main_finetune.py`` (REFERENCES C.3, A.6): decoder keys dropped, a head
+Follows the official ``main_finetune.py`` (docs/REFERENCE_RECIPES.md C.3, A.6): decoder keys dropped, a head
 whose shape differs dropped, ``pos_embed`` resized bicubically when the grid differs, the head
 re-initialised (trunc-normal, std 2e-5 for fine-tuning, 0.01 for linear probing), and a report of
 missing and unexpected keys. Unlike the reference (which asserts), anything other than the

@@ -4,9 +4,9 @@ Two geometric modes:
 
 - ``'crop'`` (classifiers, feature extraction): the reference evaluation protocol,
   Resize(int(size / crop_pct), bicubic, shorter side) -> CenterCrop(size), crop_pct 0.875 up
-  to 224 px (``maekit.data.build_eval_transform``, REFERENCES C.3).
+  to 224 px (``maekit.data.build_eval_transform``, docs/REFERENCE_RECIPES.md C.3).
 - ``'resize'`` (reconstruction): plain bicubic resize to (H, W), as the official demo
-  (REFERENCES B.7) and MindFormers' processor do: the whole image is shown.
+  (docs/REFERENCE_RECIPES.md B.7) and MindFormers' processor do: the whole image is shown.
 
 Then the image is converted to the model's channels (``maekit.data.convert_image``: 1 'L',
 3 'RGB' with alpha dropped, ...), ToTensor and Normalize(mean, std) (ImageNet for 3 channels).

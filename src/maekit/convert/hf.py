@@ -1,4 +1,4 @@
-"""Hugging Face transformers folders (REFERENCES D.6, A.11).
+"""Hugging Face transformers folders (docs/REFERENCE_RECIPES.md D.6, A.11).
 
 Three architectures, both ways:
 

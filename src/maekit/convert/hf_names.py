@@ -1,4 +1,4 @@
-"""Hugging Face transformers parameter names <-> the official ones (ViTMAE / ViT; REFERENCES D.6).
+"""Hugging Face transformers parameter names <-> the official ones (ViTMAE / ViT; docs/REFERENCE_RECIPES.md D.6).
 
 Written names are those of the hub checkpoints (``vit.encoder.layer.i.attention.attention.query``
 ...); read: those, the in-memory names of transformers 5 (``layers.i.attention.q_proj``,

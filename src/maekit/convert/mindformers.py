@@ -1,4 +1,4 @@
-"""MindFormers names and layouts (REFERENCES D.5), on top of the ``.ckpt`` codec of
+"""MindFormers names and layouts (docs/REFERENCE_RECIPES.md D.5), on top of the ``.ckpt`` codec of
 :mod:`maekit.convert.mindspore_ckpt` (read and written without MindSpore).
 
 Names and layouts (MAE pretraining model and ViT classifier):

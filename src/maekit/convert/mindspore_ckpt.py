@@ -1,4 +1,4 @@
-"""MindSpore ``.ckpt`` files: a small protobuf wire-format codec (REFERENCES D.5), no MindSpore.
+"""MindSpore ``.ckpt`` files: a small protobuf wire-format codec (docs/REFERENCE_RECIPES.md D.5), no MindSpore.
 
 File format: the protobuf (proto2) message ``Checkpoint { repeated Value value = 1; }`` with
 ``Value { required string tag = 1; oneof value { TensorProto tensor = 2; MapTensorProto

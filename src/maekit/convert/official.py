@@ -1,4 +1,4 @@
-"""Official PyTorch files (R1 MAE, R2 ConvMAE; REFERENCES D.1-D.3).
+"""Official PyTorch files (R1 MAE, R2 ConvMAE; docs/REFERENCE_RECIPES.md D.1-D.3).
 
 Every kind the references publish or write: ``{'model': state_dict}`` (encoder-only pretrain,
 ``_full``, ``visualize``, fine-tuned, linear-probed), training checkpoints with ``optimizer``,

@@ -1,4 +1,4 @@
-"""PaddlePaddle / PASSL files (``.pd``, ``.pdparams``; REFERENCES D.4) without Paddle.
+"""PaddlePaddle / PASSL files (``.pd``, ``.pdparams``; docs/REFERENCE_RECIPES.md D.4) without Paddle.
 
 A ``paddle.save`` file is a protocol-4 pickle of Python containers and NumPy arrays. It is read
 with a restricted unpickler that admits only NumPy arrays / dtypes / scalars (the NumPy 1.x

@@ -1,4 +1,4 @@
-"""timm ViT weights as one ``.safetensors`` file (ECOSYSTEM 1.2, REFERENCES D.7).
+"""timm ViT weights as one ``.safetensors`` file (docs/REFERENCE_RECIPES.md E1.2, docs/REFERENCE_RECIPES.md D.7).
 
 timm's ``VisionTransformer`` uses the official names (``cls_token``, ``pos_embed``,
 ``patch_embed.proj``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,

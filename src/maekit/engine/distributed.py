@@ -1,4 +1,4 @@
-"""Process-group set-up from torchrun or SLURM variables, and rank helpers (REFERENCES C.1).
+"""Process-group set-up from torchrun or SLURM variables, and rank helpers (docs/REFERENCE_RECIPES.md C.1).
 
 Launch with ``torchrun`` (single or multi node, ``--nnodes/--rdzv_endpoint``) or with ``srun``
 (one task per GPU). Everything here also works without ``torch.distributed`` initialised: the

@@ -1,4 +1,4 @@
-"""The one training loop, ``train_one_epoch`` (REFERENCES C.1); ``runner.Runner`` drives the epochs.
+"""The one training loop, ``train_one_epoch`` (docs/REFERENCE_RECIPES.md C.1); ``runner.Runner`` drives the epochs.
 
 The loop knows nothing about MAE: a task hands it ``step_fn(model, batch) -> (loss, n_samples)``,
 where ``batch = (images, targets, num_skipped)`` is already on the device and ``loss`` is a 0-d
@@ -313,7 +313,7 @@ def train_one_epoch(
     tb: TensorBoardWriter | None = None,
     log_every: int = 20,
 ) -> EpochStats:
-    """Train one epoch with the reference semantics (REFERENCES C.1).
+    """Train one epoch with the reference semantics (docs/REFERENCE_RECIPES.md C.1).
 
     The LR is set at every micro-step ``i`` with ``i % accum_iter == 0`` to
     ``schedule(epoch + i / len(loader))`` (times each group's ``lr_scale``); the loss is divided by

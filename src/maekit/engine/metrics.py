@@ -1,4 +1,4 @@
-"""Classification evaluation: top-1 / top-5 accuracy and loss over a loader (REFERENCES C.1).
+"""Classification evaluation: top-1 / top-5 accuracy and loss over a loader (docs/REFERENCE_RECIPES.md C.1).
 
 Metrics are weighted by batch size and summed over ranks, so ``--dist_eval`` (each rank sees a
 shard) and plain evaluation (each rank sees everything) give the same numbers. Unlike the

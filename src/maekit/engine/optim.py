@@ -1,4 +1,4 @@
-"""Optimiser parameter groups, the LR scaling rule, AdamW and LARS (REFERENCES C.1 - C.4, C.6).
+"""Optimiser parameter groups, the LR scaling rule, AdamW and LARS (docs/REFERENCE_RECIPES.md C.1 - C.4, C.6).
 
 The group builders reproduce the references exactly, including the group ORDER, because the
 order is what an optimizer ``state_dict`` is keyed by: an official checkpoint's optimizer state

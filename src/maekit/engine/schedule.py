@@ -1,4 +1,4 @@
-"""Per-iteration learning-rate schedule of the references (``util/lr_sched.py``, REFERENCES C.1).
+"""Per-iteration learning-rate schedule of the references (``util/lr_sched.py``, docs/REFERENCE_RECIPES.md C.1).
 
 The schedule is stateless: the LR is a function of the fractional epoch, so a resumed run
 recomputes exactly the same values and no scheduler state needs saving.

@@ -27,7 +27,7 @@ ConvMAE weights are published on Google Drive only (no direct URL); none are lis
 them by hand and pass the file (``AutoModel.from_pretrained('convmae_pretrain_vit_base.pth')``).
 
 Checksums: the references publish md5 *prefixes* (6 hex digits) for the pretrain and
-fine-tuned files (REFERENCES D.1); they are stored as ``md5_prefix`` and checked after a
+fine-tuned files (docs/REFERENCE_RECIPES.md D.1); they are stored as ``md5_prefix`` and checked after a
 download. ``sha256`` is None for every entry: no full checksum is published and none is
 invented here. The ``_full`` and ``visualize`` files have no known checksum at all and are
 only checked for a complete transfer (a warning says so). A 6-digit prefix catches corrupt
@@ -109,7 +109,7 @@ def unregister_weights(name: str) -> None:
 
 
 def _official() -> None:
-    """The official MAE files of REFERENCES D.1 (md5 prefixes as published there)."""
+    """The official MAE files of docs/REFERENCE_RECIPES.md D.1 (md5 prefixes as published there)."""
     sizes = {"base": ("mae_vit_base_patch16", "vit_base_patch16"),
              "large": ("mae_vit_large_patch16", "vit_large_patch16"),
              "huge": ("mae_vit_huge_patch14", "vit_huge_patch14")}

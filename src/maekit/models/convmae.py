@@ -1,4 +1,4 @@
-"""ConvMAE: masked convolution meets masked autoencoders (REFERENCES A.8, B.5, C.6, D.3).
+"""ConvMAE: masked convolution meets masked autoencoders (docs/REFERENCE_RECIPES.md A.8, B.5, C.6, D.3).
 
 ``MaskedAutoencoderConvViT`` is the pretraining model of the official ``models_convmae.py`` and
 ``ConvViT`` the fine-tuning / linear-probing classifier of ``models_convvit.py``. Three stages:

@@ -1,4 +1,4 @@
-"""Registered ConvMAE presets (REFERENCES A.1, A.8).
+"""Registered ConvMAE presets (docs/REFERENCE_RECIPES.md A.1, A.8).
 
 Paper model: ConvMAE-B (widths 256/384/768, depths 2/2/11, 12 heads, strides 4/2/2, decoder
 512 wide / 8 blocks / 16 heads) as ``convmae_convvit_base_patch16`` (alias of

@@ -1,4 +1,4 @@
-"""Transformer block of the references (timm 0.3.2 ``Block``; REFERENCES A.3).
+"""Transformer block of the references (timm 0.3.2 ``Block``; docs/REFERENCE_RECIPES.md A.3).
 
 Pre-norm residual block with a fused ``qkv`` projection and attention through
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where available).

@@ -1,4 +1,4 @@
-"""MaskedAutoencoderViT: the MAE pretraining model (REFERENCES A.2-A.6, B.1-B.4).
+"""MaskedAutoencoderViT: the MAE pretraining model (docs/REFERENCE_RECIPES.md A.2-A.6, B.1-B.4).
 
 Architecture, initialisation, masking, position tables, module names and loss are those of
 the official ``models_mae.py``. Generalised to any ``in_chans`` and to non-square images
@@ -106,7 +106,7 @@ class MaskedAutoencoderViT(MaekitModel, GradCheckpointMixin, nn.Module):
 
     # ------------------------------------------------------------------ init
     def initialize_weights(self) -> None:
-        """Reference init order (REFERENCES A.5)."""
+        """Reference init order (docs/REFERENCE_RECIPES.md A.5)."""
         self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.grid_size, True)[None])
         self.decoder_pos_embed.data.copy_(
             get_2d_sincos_pos_embed(self.decoder_pos_embed.shape[-1], self.grid_size, True)[None]

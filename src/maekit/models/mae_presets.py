@@ -1,4 +1,4 @@
-"""Registered MAE pretraining presets (REFERENCES A.1, A.2).
+"""Registered MAE pretraining presets (docs/REFERENCE_RECIPES.md A.1, A.2).
 
 Small presets for small data and tests: ``mae_vit_tiny_patch16`` (ViT-Ti encoder, decoder
 128 wide / 2 blocks / 4 heads) and ``mae_vit_small_patch16`` (ViT-S encoder, decoder 256 wide /

@@ -1,4 +1,4 @@
-"""Patchify / unpatchify and per-sample random masking (REFERENCES B.1, B.2).
+"""Patchify / unpatchify and per-sample random masking (docs/REFERENCE_RECIPES.md B.1, B.2).
 
 Shared by MAE and ConvMAE; pure tensor functions with no module state.
 """
@@ -154,7 +154,7 @@ def random_masking(
 def masked_mse_loss(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool
 ) -> torch.Tensor:
-    """Reconstruction loss of the references (REFERENCES B.4).
+    """Reconstruction loss of the references (docs/REFERENCE_RECIPES.md B.4).
 
     Args:
         pred, target: (N, L, P) predicted and true patch vectors.

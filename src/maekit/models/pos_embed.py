@@ -1,4 +1,4 @@
-"""Fixed 2-D sine-cosine position embeddings (MAE, REFERENCES A.6) and their resizing.
+"""Fixed 2-D sine-cosine position embeddings (MAE, docs/REFERENCE_RECIPES.md A.6) and their resizing.
 
 The table matches the official ``util/pos_embed.py`` exactly: the first half of the channels
 encodes the x (column) coordinate, the second half the y (row) coordinate, patches in
@@ -72,7 +72,7 @@ def resize_pos_embed(
     num_prefix_tokens: int = 1,
     old_grid: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Resize a (1, prefix + Gh*Gw, D) position table to a new grid (REFERENCES A.6).
+    """Resize a (1, prefix + Gh*Gw, D) position table to a new grid (docs/REFERENCE_RECIPES.md A.6).
 
     Bicubic, ``align_corners=False``, prefix (cls) rows kept in front, as the official
     ``interpolate_pos_embed``. ``old_grid`` defaults to a square grid.

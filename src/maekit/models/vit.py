@@ -1,4 +1,4 @@
-"""Classification ViTs for fine-tuning and linear probing (REFERENCES A.7).
+"""Classification ViTs for fine-tuning and linear probing (docs/REFERENCE_RECIPES.md A.7).
 
 These are timm ``VisionTransformer`` models (the ecosystem's ViT, fused attention) in the
 configuration of the official ``models_vit.py``: qkv bias, LayerNorm eps 1e-6, learnable

@@ -1,7 +1,7 @@
 """Evaluation of masked image modeling: the mean reconstruction loss over an evaluation set.
 
 MindFormers' Trainer raises ``NotImplementedError`` for ``evaluate()`` on masked image modeling
-(REFERENCES G.2). maekit reports the pretraining loss itself (REFERENCES B.4: MSE over the
+(docs/REFERENCE_RECIPES.md G.2). maekit reports the pretraining loss itself (docs/REFERENCE_RECIPES.md B.4: MSE over the
 removed patches, in the model's target units, i.e. per-patch normalised pixels for norm-pix
 models), averaged over every image of the evaluation set, with the model in eval mode.
 

@@ -1,4 +1,4 @@
-"""Reconstruction panels of the official demo (REFERENCES B.7), for MAE and ConvMAE.
+"""Reconstruction panels of the official demo (docs/REFERENCE_RECIPES.md B.7), for MAE and ConvMAE.
 
 Four panels per image: original, masked (removed patches blanked), reconstruction, and the
 reconstruction with the visible patches pasted back. For models trained with norm-pix targets
@@ -6,7 +6,7 @@ the prediction is in per-patch normalised units; to show it as an image we re-ap
 patch's own mean and standard deviation taken from the ORIGINAL image, including the removed
 patches. That uses information the model never saw (two numbers per patch), so such pictures
 look better than what the model alone predicts; the reference notebooks do the same
-(REFERENCES B.7). Models trained on pixels need no such step.
+(docs/REFERENCE_RECIPES.md B.7). Models trained on pixels need no such step.
 """
 
 from __future__ import annotations
