@@ -6,15 +6,12 @@ import logging
 
 import pytest
 import torch
+from conftest import FAST, TINY_ARGS, TINY_MAE, TINY_MAE_ARGS, run_cli
 
 import maekit
 from maekit.tasks.config import FinetuneConfig, PretrainConfig
 from maekit.tasks.init_weights import init_pretrain_model
 from maekit.tasks.pretrain import pretrain_model
-
-from conftest import FAST, TINY_MAE, TINY_ARGS, run_cli
-
-TINY_MAE_ARGS = dict(TINY_ARGS, decoder_depth=1)
 
 
 def _source_mae() -> torch.nn.Module:
@@ -164,8 +161,8 @@ def test_finetune_takes_the_architecture_of_the_checkpoint(tmp_path, digit_folde
     assert "mismatch" not in caplog.text and "do not fit" not in caplog.text
     extra = torch.load(out / "checkpoint-last.pth", map_location="cpu", weights_only=False)["extra"]
     assert extra["model_name"] == "vit_tiny_patch16"
-    assert {k: extra["model_args"][k] for k in ("patch_size", "img_size", "depth")} == dict(patch_size=8, img_size=32,
-                                                                                           depth=1)
+    recorded = {k: extra["model_args"][k] for k in ("patch_size", "img_size", "depth")}
+    assert recorded == {"patch_size": 8, "img_size": 32, "depth": 1}
     # eval reads the same from the fine-tuned checkpoint; a contradicting flag is refused
     assert run_cli("eval", "--resume", out / "checkpoint-last.pth", "--data_path", digit_folders, *FAST) == 0
 

@@ -100,10 +100,14 @@ def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
     return SourceArch(target, [h] if h == w else [h, w], patch, int(spec.in_chans), args)
 
 
+def _sizes(value: Any) -> list[int]:
+    """``S``, ``[S]`` or ``[H, W]`` -> ``[H, W]``."""
+    sizes = [int(x) for x in (value if isinstance(value, (list, tuple)) else [value])]
+    return sizes * 2 if len(sizes) == 1 else sizes
+
+
 def _same_size(a: Any, b: Any) -> bool:
-    as_list = lambda v: [int(x) for x in (v if isinstance(v, (list, tuple)) else [v])]  # noqa: E731
-    sa, sb = as_list(a), as_list(b)
-    return (sa * 2 if len(sa) == 1 else sa) == (sb * 2 if len(sb) == 1 else sb)
+    return _sizes(a) == _sizes(b)
 
 
 def _show(value: Any) -> str:
@@ -181,5 +185,13 @@ def classifier_config(cfg: Any) -> Any:
     return apply_source_arch(cfg, arch, source=source, flag=flag)
 
 
-__all__ = ["SourceArch", "apply_source_arch", "arch_of", "read_source", "arch_source", "classifier_config", "pretraining_name",
-           "source_arch"]
+__all__ = [
+    "SourceArch",
+    "apply_source_arch",
+    "arch_of",
+    "arch_source",
+    "classifier_config",
+    "pretraining_name",
+    "read_source",
+    "source_arch",
+]

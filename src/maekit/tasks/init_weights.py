@@ -12,11 +12,12 @@ the lr schedule and the epoch count start fresh.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .arch_from_source import apply_source_arch, arch_of, read_source
 
@@ -38,8 +39,8 @@ class InitReport:
 
     def lines(self) -> list[str]:
         """The report, one line per kind (what the log shows)."""
-        out = [f"--init {self.source}: {self.model_name} initialised from it: {_groups(self.loaded)} "
-               f"({len(self.loaded)} tensors)"]
+        out = [(f"--init {self.source}: {self.model_name} initialised from it: {_groups(self.loaded)} "
+                f"({len(self.loaded)} tensors)")]
         if self.random:
             why = " (the source has no decoder)" if any(k.startswith(("decoder_", "mask_token")) for k in self.random) \
                 else ""
