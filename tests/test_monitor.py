@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from maekit.data import resolve_dataset
 from maekit.engine.distributed import DistInfo
@@ -61,8 +61,9 @@ def _run(out, *, monitors: bool, epochs=EPOCHS, resume=None, model=None, report_
     model = model or _model()
     tf = pretrain_transform("flip", 32, in_chans=3, mean=MEAN, std=STD)
     data = Subset(resolve_dataset("builtin:digits", "train", labelled=False, transform=tf), range(images))
-    loader = DataLoader(data, batch_size=32, shuffle=True, drop_last=True, collate_fn=_collate,
-                        generator=torch.Generator().manual_seed(0))
+    # a DistributedSampler: the Runner sets its epoch, so a resumed run shuffles as an uninterrupted one
+    loader = DataLoader(data, batch_size=32, drop_last=True, collate_fn=_collate,
+                        sampler=DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0))
     opts = SimpleNamespace(knn_data_path="builtin:digits", online_probe=True, recon_every=2, data_path="builtin:digits",
                            mask_ratio=0.75, batch_size=64, knn_bank_per_class=20, knn_max_queries=100)
     mons = build_pretrain_monitors(opts, model, mean=MEAN, std=STD) if monitors else []
@@ -144,7 +145,7 @@ def test_online_probe_resumes_exactly(monitored, tmp_path):
 # ----------------------------------------------------------------------------- guards
 def test_resume_with_changed_norm_pix_loss_is_refused(tmp_path, caplog):
     model = _model()
-    small = dict(monitors=False, images=64)
+    small = {"monitors": False, "images": 64}
     _run(tmp_path, epochs=1, model=model, config={"model": "tiny", "norm_pix_loss": False}, **small)
     with pytest.raises(ResumeArgsError, match=r"--norm_pix_loss: checkpoint False, now True"):
         _run(tmp_path, epochs=2, resume="auto", config={"model": "tiny", "norm_pix_loss": True}, **small)

@@ -14,11 +14,11 @@ around the whole call, so a training run is bit-for-bit the same with or without
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .checkpoint import capture_rng_state, restore_rng_state

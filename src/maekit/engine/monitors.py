@@ -15,17 +15,24 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import DistInfo
-from .knn import (DEFAULT_K, DEFAULT_TEMPERATURE, class_capped_indices, dataset_targets, extract_features,
-                  knn_accuracy)
+from .knn import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    class_capped_indices,
+    dataset_targets,
+    extract_features,
+    knn_accuracy,
+)
 
 logger = logging.getLogger("maekit.engine")
 Monitor = Callable[[nn.Module, int, "MonitorContext"], "dict[str, float]"]
@@ -117,8 +124,8 @@ class LabelledFeatures:
     def get(self, model: nn.Module, epoch: int, ctx: MonitorContext) -> tuple[torch.Tensor, ...]:
         """``(bank_feats, bank_labels, query_feats, query_labels)``; collective on first call per epoch."""
         if self._cached is None or self._cached[0] != epoch:
-            kw = dict(device=ctx.device, batch_size=self.batch_size, num_workers=self.num_workers,
-                      autocast_dtype=ctx.autocast_dtype)
+            kw = {"device": ctx.device, "batch_size": self.batch_size, "num_workers": self.num_workers,
+                      "autocast_dtype": ctx.autocast_dtype}
             self._cached = (epoch, (*extract_features(model, self.bank, **kw),
                                     *extract_features(model, self.queries, **kw)))
         return self._cached[1]
@@ -164,7 +171,7 @@ class OnlineProbe:
 
     def _build(self, dim: int) -> None:
         n = self.features.num_classes
-        # momentum=None: running statistics are the cumulative mean, right after a few steps
+        # momentum=None: running statistics are the exact mean over the steps since the last reset
         self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6, momentum=None), nn.Linear(dim, n))
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=0.0)
         if self._pending is not None:  # resumed: the saved head, no new draw from the generator
@@ -184,6 +191,9 @@ class OnlineProbe:
         if self.head is None:
             self._build(bank.shape[1])
         self.head.train()
+        # The encoder moved since the last call: statistics of the new features only (cumulative
+        # over this call's passes, momentum=None), the linear layer continues from where it was.
+        self.head[0].reset_running_stats()
         loss = torch.zeros(())
         for _ in range(self.passes):
             order = torch.randperm(len(bank_y), generator=self.generator)

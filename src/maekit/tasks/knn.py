@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from ..data import resolve_mean_std
 from ..engine.knn import knn_accuracy
@@ -44,7 +44,7 @@ def knn_evaluate(model: nn.Module, data_path: str, *, k: int = 20, temperature: 
     bank_f, bank_y, query_f, query_y = feats.get(model.to(device), 0, ctx)
     acc = knn_accuracy(bank_f, bank_y, query_f, query_y, num_classes=feats.num_classes, k=k, temperature=temperature)
     return {"model": _name(model), "data_path": str(data_path), "knn_top1": acc["top1"], "knn_top5": acc["top5"],
-            "k": k, "temperature": temperature, "bank_images": int(len(bank_y)), "query_images": int(len(query_y)),
+            "k": k, "temperature": temperature, "bank_images": len(bank_y), "query_images": len(query_y),
             "num_classes": feats.num_classes, "feature_dim": int(bank_f.shape[1])}
 
 

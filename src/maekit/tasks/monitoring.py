@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..data import build_eval_transform, resolve_dataset
@@ -88,7 +89,7 @@ def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_sp
     root = Path(str(data_path))
     if train_split is None and root.is_dir() and not (root / "train").is_dir():
         train_split = root  # a plain folder of class folders
-    splits = dict(train_split=train_split, val_split=val_split)
+    splits = {"train_split": train_split, "val_split": val_split}
     try:
         bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans, **splits)
     except (FileNotFoundError, ValueError) as e:
@@ -144,7 +145,7 @@ def build_pretrain_monitors(opts: Any, model: nn.Module, *, mean, std, train_dat
     """Monitors from the pretrain options (``knn_data_path``, ``knn_every``, ``knn_k``,
     ``knn_temperature``, ``knn_bank_per_class``, ``knn_max_queries``, ``online_probe``,
     ``recon_every``); attributes missing from ``opts`` take their defaults."""
-    get = lambda name, default=None: getattr(opts, name, default)  # noqa: E731
+    get = lambda name, default=None: getattr(opts, name, default)
     rng = capture_rng_state()  # dataset transforms / inits below must not move the training streams
     try:
         monitors: list = []
