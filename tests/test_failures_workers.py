@@ -7,12 +7,11 @@ uninterrupted run's, bit for bit.
 from __future__ import annotations
 
 import random
-import signal
 
 import pytest
 import torch
 
-from test_failures import _start, _wait_for, args, cli, epochs_logged, tiny, weights  # noqa: F401
+from test_failures import args, cli, epochs_logged, interrupt_then_finish, tiny, weights  # noqa: F401
 
 
 @pytest.mark.parametrize("workers", ["2"])
@@ -23,19 +22,9 @@ def test_sigterm_at_random_steps_with_workers_then_resume_is_bitwise_exact(digit
     extra = ["--augment", "reference", "--save_every", "0", "--num_workers", workers]
     res = cli(*args(tiny, data, straight, *extra, epochs=2))
     assert res.returncode == 0, res.stderr[-3000:]
-    stops = sorted(random.Random(7).sample(range(1, 15), 2))  # global steps (8 per epoch)
-    done, resume = 0, []
-    for stop in stops:
-        proc = _start(args(tiny, data, split, *extra, *resume, epochs=2))
-        _wait_for(proc, "]  [", count=stop - done)
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 143, rest[-3000:]
-        ckpt = torch.load(split / "checkpoint-last.pth", weights_only=True)
-        done = (ckpt["epoch"] + 1) * 8 + ckpt["step_in_epoch"]
-        resume = ["--resume", "auto"]
-    res = cli(*args(tiny, data, split, *extra, *resume, epochs=2))
-    assert res.returncode == 0, res.stderr[-3000:]
+    rng = random.Random(7)
+    assert interrupt_then_finish(args(tiny, data, split, *extra, epochs=2),
+                                 [rng.randint(1, 5) for _ in range(2)]) >= 1
     a, b = weights(straight / "checkpoint-last.pth"), weights(split / "checkpoint-last.pth")
     for k in a:
         assert torch.equal(a[k], b[k]), k
