@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, Subset
 from torchvision import transforms as T
 
 from maekit.data import (
@@ -240,3 +240,13 @@ def test_iterable_dataset_split_over_ranks_and_workers_equal_steps():
     assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 4
     with pytest.raises(ValueError, match="len"):
         as_dataset(iter(items), transform=tf)
+
+
+def test_subset_of_user_items_through_a_training_loader():
+    # torch's Subset has __getitems__, which the DataLoader prefers: the wrappers must not expose it.
+    pil, _, _ = _user_items()
+    ds = as_dataset(Subset([(pil, i) for i in range(8)], range(6)), transform=build_pretrain_transform(16, uint8=True))
+    loader = build_loader(ds, batch_size=3, train=True, mean=MEAN, std=STD)
+    got = [(x.shape, sorted(y.tolist()), batch_mask_seeds(x).shape) for x, y, _ in loader]
+    assert len(got) == 2 and all(s == (3, 3, 16, 16) and m == (3,) for s, _, m in got)
+    assert sorted(t for _, ys, _ in got for t in ys) == list(range(6))

@@ -4,7 +4,8 @@ and loaders.
 Loaders yield ``(images, targets, num_skipped)`` on the training device; see
 :mod:`maekit.data.loader` (samplers, workers), :mod:`maekit.data.device` (uint8 batches normalised
 on the device), :mod:`maekit.data.seeding` (per-sample augmentation and mask seeds),
-:mod:`maekit.data.decode` (crop-aware reduced JPEG decoding) and :mod:`maekit.data.adapt` (any
+:mod:`maekit.data.decode` (crop-aware reduced JPEG decoding), :mod:`maekit.data.gpu_decode`
+(JPEG decoding and crops on the device) and :mod:`maekit.data.adapt` (any
 dataset object); other sources of ``--data_path``: :mod:`maekit.data.shards` /
 :mod:`maekit.data.shard_dataset` (WebDataset tar shards; ``maekit shard`` writes them with
 :mod:`maekit.data.shard_writer`) and :mod:`maekit.data.hf_datasets` (``hf:`` Hugging Face datasets).
@@ -24,6 +25,7 @@ from .builtin import (
 from .datasets import UNLABELLED_TARGET, ImageClassFolder, UnlabeledImageFolder, resolve_split_dir
 from .decode import RandomResizedCropDecode, decode_crop
 from .device import DeviceLoader, batch_mask_seeds
+from .gpu_decode import EncodedBatch, GpuDecodeCrop
 from .factory import is_builtin, resolve_dataset, source_options
 from .hf_datasets import HFImageDataset, is_hf_source, wrap_hf_dataset
 from .images import (
@@ -72,6 +74,8 @@ __all__ = [
     "UNLABELLED_TARGET",
     "ConvertImage",
     "DeviceLoader",
+    "EncodedBatch",
+    "GpuDecodeCrop",
     "DigitsDataset",
     "HFImageDataset",
     "ImageClassFolder",

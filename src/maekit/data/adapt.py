@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 
 from .datasets import UNLABELLED_TARGET
+from .hf_datasets import detect_columns, is_hf_dataset_object
 from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed
 from .seeding import MASK_STREAM, sample_seed, seeded_rngs
 
@@ -146,7 +147,7 @@ class MapDataset(Dataset):
         return self.convert(self.source[index])
 
     def __getattr__(self, name: str) -> Any:  # classes, features... of the user's dataset
-        if name in ("source", "convert"):
+        if name in ("source", "convert") or name.startswith("__"):  # not __getitems__ (bypasses convert)
             raise AttributeError(name)
         return getattr(self.source, name)
 
@@ -205,6 +206,10 @@ def as_dataset(source: Any, *, transform: Callable[[Any], Any] | None, in_chans:
     Raises:
         TypeError: ``source`` is neither; ValueError: an iterable without ``len()``.
     """
+    if is_hf_dataset_object(source) and image_key is None:  # columns by feature type (Image, ClassLabel)
+        image_key, found_label = detect_columns(source.features, None, label_key, labelled=False,
+                                                required=False)
+        label_key = label_key or (found_label if image_key else None)
     convert = ItemConverter(transform, in_chans=in_chans, input_size=input_size, image_key=image_key,
                             label_key=label_key)
     if isinstance(source, IterableDataset) or (not hasattr(source, "__getitem__") and hasattr(source, "__iter__")):

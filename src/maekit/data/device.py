@@ -90,7 +90,8 @@ class DeviceLoader:
     def _finish(self, batch: Sequence[Any]) -> tuple[torch.Tensor, Any, int]:
         images, targets, skipped = batch[0], batch[1], batch[2]
         seeds = batch[3] if len(batch) > 3 else None
-        images = images.to(self.device, non_blocking=True)
+        # --decode gpu batches (maekit.data.gpu_decode.EncodedBatch) decode on the device to uint8
+        images = images.decode(self.device) if hasattr(images, "decode") else images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             if self.mean is None:
                 raise ValueError("the loader yields uint8 images but DeviceLoader got no mean/std to normalise them")

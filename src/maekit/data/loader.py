@@ -9,6 +9,13 @@ Every maekit loader yields ``(images, targets, num_skipped)``:
   ``torch.empty(0, dtype=int64)`` with ``num_skipped`` = the batch size; the engine skips
   such a batch (check ``images.shape[0] == 0``).
 
+``build_loader`` returns a :class:`~maekit.data.device.DeviceLoader` over the DataLoader: batches
+arrive on the training device, uint8 images (``uint8=True`` transforms) normalised there. Training
+loaders give every sample its own augmentation and mask seed from ``(seed, epoch, index)``
+(:mod:`maekit.data.seeding`). Workers persist across epochs, prefetch 4 batches each, ignore
+SIGTERM/SIGINT (the main process owns shutdown), and default to the CPUs per process
+(:func:`default_num_workers`).
+
 Samplers: training always uses ``DistributedSampler(shuffle=True, seed=seed)``, also in a
 single process (1 replica, rank 0) as the references do, so ``loader.sampler.set_epoch(e)``
 (or :func:`set_epoch`) works the same everywhere. Evaluation uses a ``SequentialSampler``
@@ -39,6 +46,7 @@ from torch.utils.data import (
 )
 
 from .device import DeviceLoader
+from .gpu_decode import collate_encoded
 from .seeding import SeededDataset, SeededSampler
 
 
@@ -55,12 +63,16 @@ def collate_skip_none(batch: Sequence[Any]) -> tuple:
     skipped = len(batch) - len(good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
-    if len(good[0]) > 2:
+    encoded = collate_encoded([item[0] for item in good])  # --decode gpu: decoded on the device
+    if encoded is not None:
+        targets = default_collate([item[1] for item in good])
+    else:
         images, targets = default_collate([item[:2] for item in good])
-        seeds = torch.tensor([item[2] for item in good], dtype=torch.int64)
-        return images, torch.as_tensor(targets, dtype=torch.int64), skipped, seeds
-    images, targets = default_collate(good)
-    return images, torch.as_tensor(targets, dtype=torch.int64), skipped
+    images = encoded if encoded is not None else images
+    targets = torch.as_tensor(targets, dtype=torch.int64)
+    if len(good[0]) > 2:
+        return images, targets, skipped, torch.tensor([item[2] for item in good], dtype=torch.int64)
+    return images, targets, skipped
 
 
 def dist_info() -> tuple[int, int]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
 AUGMENT_STREAM = 0
 MASK_STREAM = 1
@@ -55,16 +55,22 @@ def sample_seed(seed: int, epoch: int, index: int, stream: int = AUGMENT_STREAM)
 def seeded_rngs(seed: int) -> Iterator[None]:
     """Seed torch (CPU), ``random`` and NumPy's global RNG with ``seed`` inside the block and
     restore the caller's states afterwards (torchvision and timm transforms draw from these)."""
-    torch_state, py_state, np_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
-    torch.manual_seed(seed)
+    # The CPU generator directly: torch.manual_seed also seeds every accelerator backend and goes
+    # through a torch.compile guard, about 15 ms per call, more than decoding the image.
+    gen = torch.default_generator
+    # In a DataLoader worker every sample reseeds, so nothing there needs the old states back.
+    keep = get_worker_info() is None
+    states = (gen.get_state(), random.getstate(), np.random.get_state()) if keep else None
+    gen.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed & 0xFFFFFFFF)
     try:
         yield
     finally:
-        torch.set_rng_state(torch_state)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        if states is not None:
+            gen.set_state(states[0])
+            random.setstate(states[1])
+            np.random.set_state(states[2])
 
 
 class SeededSampler(DistributedSampler):
@@ -105,7 +111,9 @@ class SeededDataset(Dataset):
         return (*item[:2], sample_seed(self.seed, epoch, index, MASK_STREAM))
 
     def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling): avoid infinite recursion
+        # Not "dataset" itself (unset while unpickling) nor dunders: the DataLoader fetcher would
+        # find the wrapped dataset's __getitems__ and bypass this wrapper.
+        if name == "dataset" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

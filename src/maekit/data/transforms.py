@@ -26,6 +26,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from .decode import RandomResizedCropDecode
+from .gpu_decode import GpuDecodeCrop
 from .images import convert_image, mode_for_chans
 
 IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -153,9 +154,11 @@ def _final(in_chans: int, mean, std, uint8: bool = False) -> list:
     return [transforms.ToTensor(), transforms.Normalize(mean, std)]
 
 
-def _crop(input_size: Size, in_chans: int, scale, fast_decode: bool, no_rejection: bool) -> list:
+def _crop(input_size: Size, in_chans: int, scale, fast_decode: bool, no_rejection: bool, gpu: bool = False) -> list:
     size = to_size(input_size)
     cls = RandomResizedCropNoRejection if no_rejection else transforms.RandomResizedCrop
+    if gpu:  # crop, flip and uint8 conversion happen on the device (gpu_decode.py)
+        return [GpuDecodeCrop(size, scale, in_chans=in_chans, crop_class=cls)]
     if fast_decode:
         return [RandomResizedCropDecode(size, scale, in_chans=in_chans, crop_class=cls)]
     return [ConvertImage(in_chans), cls(size, scale=scale, interpolation=InterpolationMode.BICUBIC)]
@@ -177,6 +180,7 @@ def build_pretrain_transform(
     scale: tuple[float, float] = (0.2, 1.0),
     uint8: bool = False,
     fast_decode: bool = False,
+    gpu_decode: bool = False,
 ) -> transforms.Compose:
     """MAE pretraining (REFERENCES C.2): RandomResizedCrop(input_size, scale=(0.2, 1),
     bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize. Returns (in_chans, H, W) float.
@@ -185,7 +189,11 @@ def build_pretrain_transform(
     training device by :class:`~maekit.data.DeviceLoader` (same values to float rounding).
     ``fast_decode=True`` crops with crop-aware reduced JPEG decoding
     (:class:`~maekit.data.decode.RandomResizedCropDecode`; pixels differ slightly, see there).
+    ``gpu_decode=True``: workers send file bytes with the drawn box and flip; decoding, crop,
+    flip happen on the device (:mod:`maekit.data.gpu_decode`; implies uint8).
     """
+    if gpu_decode:
+        return _compose(_crop(input_size, in_chans, scale, False, False, gpu=True))
     return _compose([*_crop(input_size, in_chans, scale, fast_decode, False), transforms.RandomHorizontalFlip(),
                      *_final(in_chans, mean, std, uint8)])
 
@@ -328,10 +336,13 @@ def build_linprobe_transform(
     std: float | Sequence[float] | None = None,
     uint8: bool = False,
     fast_decode: bool = False,
+    gpu_decode: bool = False,
 ) -> transforms.Compose:
     """Linear-probe train transform (REFERENCES C.4): :class:`RandomResizedCropNoRejection`
     (input_size, bicubic, scale 0.08-1) -> RandomHorizontalFlip -> ToTensor -> Normalize.
-    Use :func:`build_eval_transform` for its validation data. ``uint8`` and ``fast_decode`` as
-    in :func:`build_pretrain_transform`."""
+    Use :func:`build_eval_transform` for its validation data. ``uint8``, ``fast_decode`` and
+    ``gpu_decode`` as in :func:`build_pretrain_transform`."""
+    if gpu_decode:
+        return _compose(_crop(input_size, in_chans, (0.08, 1.0), False, True, gpu=True))
     return _compose([*_crop(input_size, in_chans, (0.08, 1.0), fast_decode, True), transforms.RandomHorizontalFlip(),
                      *_final(in_chans, mean, std, uint8)])

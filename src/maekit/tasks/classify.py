@@ -147,7 +147,7 @@ def train_transform(cfg: FinetuneConfig | LinprobeConfig, img_size, *, in_chans:
     """The reference training augmentation of the task."""
     if linprobe:
         return build_linprobe_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
-                                        fast_decode=cfg.fast_decode)
+                                        fast_decode=cfg.fast_decode, gpu_decode=cfg.decode == "gpu")
     return build_finetune_transform(
         img_size, in_chans=in_chans, mean=mean, std=std, color_jitter=cfg.color_jitter,
         auto_augment=None if str(cfg.aa).lower() == "none" else cfg.aa, re_prob=cfg.reprob,

@@ -183,6 +183,9 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
     fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding: draw the crop box first, decode at 1/2, 1/4 or "
                             "1/8 scale when the crop stays at least the input size (several times faster on large "
                             "photos; pixels differ slightly from a full decode, PSNR above 35 dB)")
+    decode: str = opt("cpu", "where training JPEGs are decoded: cpu (workers), or gpu (workers send file bytes "
+                      "and the crop/flip they drew; nvJPEG decodes the batch and crops on the device; "
+                      "non-JPEG files fall back to the CPU)", choices=("cpu", "gpu"))
     save_every: int | None = opt(20, "write checkpoint-{epoch}.pth every N epochs", min=0)
     knn_data_path: str | None = opt(None, "labelled images (class folders, train/ + val/ root, builtin:digits) "
                                     "for the weighted k-NN monitor (knn_top1 / knn_top5 in log.txt)")
@@ -245,6 +248,8 @@ class LinprobeConfig(_ClassifyOptions):
     warmup_epochs: float = opt(10, "linear warm-up epochs", min=0)
     global_pool: bool = opt(False, "mean-pool patch tokens", off="--cls_token", off_help="use the cls token")
     fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding of the training crops (see maekit pretrain -h)")
+    decode: str = opt("cpu", "where training JPEGs are decoded: cpu or gpu (see maekit pretrain -h)",
+                      choices=("cpu", "gpu"))
 
 
 @dataclass

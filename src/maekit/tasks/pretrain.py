@@ -36,13 +36,13 @@ def build_pretrain_model(*, model: str, input_size, patch_size=None, in_chans=No
 
 
 def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std, uint8: bool = False,
-                       fast_decode: bool = False):
+                       fast_decode: bool = False, gpu_decode: bool = False):
     """The reference augmentation, or a lighter one (``flip``: resize + flip; ``none``: resize only).
     ``uint8``: uint8 output, normalised on the device by the loader; ``fast_decode``: crop-aware
-    reduced JPEG decoding (``reference`` only)."""
+    reduced JPEG decoding, ``gpu_decode``: JPEG decoding on the device (``reference`` only)."""
     if augment == "reference":
         return build_pretrain_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=uint8,
-                                        fast_decode=fast_decode)
+                                        fast_decode=fast_decode, gpu_decode=gpu_decode)
     if augment not in ("flip", "none"):
         raise ValueError(f"unknown --augment {augment!r}; choose reference, flip or none")
     resize = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0, uint8=uint8)
@@ -116,7 +116,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
     transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
-                                   fast_decode=cfg.fast_decode)
+                                   fast_decode=cfg.fast_decode, gpu_decode=cfg.decode == "gpu")
     if train_dataset is not None:  # any dataset object; maekit applies the transform (maekit.data.adapt)
         dataset = as_dataset(train_dataset, transform=transform, in_chans=in_chans, input_size=model.img_size,
                              seed=cfg.seed, world_size=ctx.dist.world_size, rank=ctx.dist.rank)
