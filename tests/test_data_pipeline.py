@@ -250,3 +250,29 @@ def test_subset_of_user_items_through_a_training_loader():
     got = [(x.shape, sorted(y.tolist()), batch_mask_seeds(x).shape) for x, y, _ in loader]
     assert len(got) == 2 and all(s == (3, 3, 16, 16) and m == (3,) for s, _, m in got)
     assert sorted(t for _, ys, _ in got for t in ys) == list(range(6))
+
+
+@pytest.mark.parametrize("kind", ["list_of_pil", "iterable", "hf_datasets"])
+def test_trainer_pretrains_on_any_dataset_object(kind, tmp_path, monkeypatch):
+    from conftest import FAST_ARGS, TINY_MAE_ARGS, TINY_MAE_NAME
+
+    from maekit import Trainer, TrainingArguments
+    from maekit.models import create_model
+
+    monkeypatch.setenv("MAEKIT_OFFLINE", "1")
+    rng = np.random.default_rng(0)
+    pils = [Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)) for _ in range(8)]
+    if kind == "list_of_pil":
+        train = pils
+    elif kind == "iterable":
+        train = _Stream([(p, i % 2) for i, p in enumerate(pils)])
+    else:
+        datasets = pytest.importorskip("datasets")
+        train = datasets.Dataset.from_dict({"image": pils, "label": [i % 2 for i in range(8)]}).cast_column(
+            "image", datasets.Image())
+    torch.manual_seed(0)
+    model = create_model(TINY_MAE_NAME, **TINY_MAE_ARGS)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), epochs=1, batch_size=4, warmup_epochs=0,
+                             print_freq=1000, **FAST_ARGS)
+    last = Trainer(task="masked-image-modeling", model=model, train_dataset=train, args=args).train()
+    assert np.isfinite(last["train_loss"]) and last["epoch"] == 0
