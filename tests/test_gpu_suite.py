@@ -19,10 +19,10 @@ SECTIONS = {"pretrain.mae_b", "pretrain.mae_l", "pretrain.mae_h", "convmae", "fi
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("suite")
-    # A generous budget: on a loaded 2-core machine the smoke run can take minutes, and a section
-    # skipped for time would hide a broken one.
-    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--smoke", "--out", str(out),
-                          "--budget_s", "1200"], env=dict(python_env(), PYTHON=sys.executable, SUITE_TIMEOUT="1400"),
+    # --smoke has no time budget (a section skipped for time would hide a broken one); on a loaded
+    # 2-core machine it can take minutes, hence the wrapper's timeout raised from its default.
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--smoke", "--out", str(out)],
+                         env=dict(python_env(), PYTHON=sys.executable, SUITE_TIMEOUT="1400"),
                          capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     data = json.loads((out / "gpu_suite.json").read_text())
