@@ -10,7 +10,7 @@
 """
 
 from .config import AutoConfig, MAEConfig
-from .hub import ChecksumError, WeightsUnavailableError, cache_dir, download
+from ..hub.cache import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
 from .pipelines import (
     ImageClassificationPipeline,
@@ -22,7 +22,7 @@ from .pipelines import (
 from .processor import AutoImageProcessor, ImageProcessor
 from .trainer import Trainer
 from ..tasks.arguments import TrainingArguments
-from .zoo import WeightsEntry, list_pretrained, register_weights
+from ..hub.table import WeightsEntry, list_pretrained, register_weights
 
 __all__ = [
     "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",

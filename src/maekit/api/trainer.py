@@ -128,7 +128,7 @@ class Trainer:
         elif isinstance(model, MAEConfig):
             pretraining = model.task == "masked_image_modeling"
         elif isinstance(model, str) and not Path(model).exists():
-            from . import zoo
+            from ..hub import table as zoo
 
             pretraining = is_pretraining_model(zoo.split_name(model)[0])
         if pretraining is None:

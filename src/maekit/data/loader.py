@@ -1,4 +1,4 @@
-"""Data loaders of the references (REFERENCES C.1) with skipping of undecodable files.
+"""Data loaders of the references (docs/REFERENCE_RECIPES.md C.1) with skipping of undecodable files.
 
 Every maekit loader yields ``(images, targets, num_skipped)``:
 

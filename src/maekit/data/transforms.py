@@ -1,4 +1,4 @@
-"""Image transforms of the reference recipes (REFERENCES C.2, C.3, C.4), for any size and
+"""Image transforms of the reference recipes (docs/REFERENCE_RECIPES.md C.2, C.3, C.4), for any size and
 1-4 channels.
 
 Each pipeline starts with :class:`ConvertImage` (so it also accepts PIL images that did not
@@ -182,7 +182,7 @@ def build_pretrain_transform(
     fast_decode: bool = False,
     gpu_decode: bool = False,
 ) -> transforms.Compose:
-    """MAE pretraining (REFERENCES C.2): RandomResizedCrop(input_size, scale=(0.2, 1),
+    """MAE pretraining (docs/REFERENCE_RECIPES.md C.2): RandomResizedCrop(input_size, scale=(0.2, 1),
     bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize. Returns (in_chans, H, W) float.
 
     ``uint8=True`` ends with ``PILToTensor`` instead: (in_chans, H, W) uint8, normalised on the
@@ -211,7 +211,7 @@ def build_finetune_transform(
     re_count: int = 1,
     interpolation: str = "bicubic",
 ) -> transforms.Compose:
-    """Fine-tuning train transform (REFERENCES C.3): timm ``create_transform(is_training=True)``
+    """Fine-tuning train transform (docs/REFERENCE_RECIPES.md C.3): timm ``create_transform(is_training=True)``
     = RandomResizedCrop(scale 0.08-1, bicubic) -> flip -> RandAugment (``auto_augment``) or
     ColorJitter -> ToTensor -> Normalize -> RandomErasing(``re_prob``, ``re_mode``, ``re_count``).
     Defaults are the reference's (``--aa rand-m9-mstd0.5-inc1 --reprob 0.25 --remode pixel
@@ -308,7 +308,7 @@ def build_eval_transform(
     crop_pct: float | None = None,
     uint8: bool = False,
 ) -> transforms.Compose:
-    """Evaluation / validation (REFERENCES C.3, also the linear-probe val transform):
+    """Evaluation / validation (docs/REFERENCE_RECIPES.md C.3, also the linear-probe val transform):
     Resize(int(input_size / crop_pct), bicubic; shorter side) -> CenterCrop(input_size) ->
     ToTensor -> Normalize, with ``crop_pct`` = :func:`default_crop_pct` (224 -> 256 -> 224;
     448 -> 448 -> 448). For (H, W) with H != W the image is resized, keeping its aspect
@@ -338,7 +338,7 @@ def build_linprobe_transform(
     fast_decode: bool = False,
     gpu_decode: bool = False,
 ) -> transforms.Compose:
-    """Linear-probe train transform (REFERENCES C.4): :class:`RandomResizedCropNoRejection`
+    """Linear-probe train transform (docs/REFERENCE_RECIPES.md C.4): :class:`RandomResizedCropNoRejection`
     (input_size, bicubic, scale 0.08-1) -> RandomHorizontalFlip -> ToTensor -> Normalize.
     Use :func:`build_eval_transform` for its validation data. ``uint8``, ``fast_decode`` and
     ``gpu_decode`` as in :func:`build_pretrain_transform`."""

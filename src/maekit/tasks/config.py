@@ -40,6 +40,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .aliases import ALIASES  # noqa: F401  (re-exported: the table of this module's options)
 from .validate import ConfigError, ConfigMixin
 
 
@@ -51,23 +52,7 @@ def opt(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-# The one alias table: other spellings of an option (Hugging Face / MindFormers / timm / PASSL /
-# constructor names). Accepted as keys of --config YAML, TrainingArguments and as hidden flags.
-ALIASES: dict[str, str] = {
-    "img_size": "input_size", "image_size": "input_size",
-    "num_classes": "nb_classes", "num_labels": "nb_classes",
-    "drop_path_rate": "drop_path",
-    "num_channels": "in_chans",
-    "num_train_epochs": "epochs",
-    "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
-    "learning_rate": "lr", "lr_end": "min_lr",
-    "gradient_accumulation_steps": "accum_iter",
-    "dataloader_num_workers": "num_workers", "num_parallel_workers": "num_workers",
-    "label_smoothing": "smoothing", "mixup_alpha": "mixup", "cutmix_alpha": "cutmix",
-    "norm_pixel_loss": "norm_pix_loss", "max_grad_norm": "clip_grad",
-    "dataset_dir": "data_path", "resume_from_checkpoint": "resume", "checkpoint": "resume",
-    "local-rank": "local_rank", "top_k": "topk",
-}
+# The one alias table lives in .aliases (validate.py reads it too); add other spellings there.
 
 _AMP = ("auto", "bf16", "fp16", "none")
 MASK_RATIO = 0.75  # the one place of the reference mask ratio (docs/REFERENCE_RECIPES.md C.2)

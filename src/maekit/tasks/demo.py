@@ -21,9 +21,10 @@ import torch
 
 from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resolve_mean_std
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError
+from ..models import classifier_name
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
 from ..weights import extract_state_dict
-from ..models import classifier_name
 from .classify import run_linprobe
 from .config import DemoConfig, LinprobeConfig, PretrainConfig
 from .knn import knn_evaluate
@@ -54,7 +55,18 @@ def linprobe_config(cfg: DemoConfig, checkpoint: Path, out: Path) -> LinprobeCon
     """A linear probe of ``checkpoint``'s encoder (mean-pooled, as the small model needs)."""
     return LinprobeConfig(model=classifier_name(cfg.model), **_shape(cfg), finetune=str(checkpoint),
                           epochs=cfg.probe_epochs, warmup_epochs=1, batch_size=cfg.probe_batch_size, blr=cfg.probe_blr,
-                          global_pool=True, output_dir=str(out), save_every=0, **_common(cfg))
+                          global_pool=True, output_dir=str(out), save_every=0, overwrite=True, **_common(cfg))
+
+
+def _pretraining_done(folder: Path, epochs: int) -> bool:
+    """True when ``folder`` holds the last epoch's checkpoint (a finished earlier demo)."""
+    last = folder / "checkpoint-last.pth"
+    if not last.is_file():
+        return False
+    try:
+        return int(load_checkpoint(last).get("epoch", -1)) >= epochs - 1
+    except (OSError, ValueError, RuntimeError, CheckpointError):  # unreadable: let --resume auto fall back and say why
+        return False
 
 
 def _pretrained(args, checkpoint: Path) -> torch.nn.Module:
@@ -110,8 +122,10 @@ def run_demo(args: DemoConfig) -> int:
     init = build_pretrain_model(model=args.model, input_size=[args.input_size],
                                 patch_size=None if args.model.startswith("convmae") else args.patch_size)
     save_checkpoint(out / "untrained.pth", {"model": init.state_dict()})
-    # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped)
-    last = run_pretrain(pretrain_config(args, out / "pretrain"))
+    # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped, and
+    #    skips a finished pretraining: the Runner refuses a run with no epoch left to train)
+    done = _pretraining_done(out / "pretrain", args.epochs)
+    last = {} if done else run_pretrain(pretrain_config(args, out / "pretrain"))
     pretrain_seconds = time.time() - t0
     ckpt = out / "pretrain" / "checkpoint-last.pth"
     # 3. probes

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .classify import labelled_datasets, make_eval_fn
 from .common import config_overrides, start_run, write_eval_json
 from .config import EvalConfig
+from .labelled import labelled_datasets, make_eval_fn
 
 log = logging.getLogger("maekit.tasks")
 

@@ -1,4 +1,4 @@
-"""``maekit pretrain``: masked-autoencoder pretraining (REFERENCES C.1, C.2) on any image folder."""
+"""``maekit pretrain``: masked-autoencoder pretraining (docs/REFERENCE_RECIPES.md C.1, C.2) on any image folder."""
 
 from __future__ import annotations
 

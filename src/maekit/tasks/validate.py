@@ -12,6 +12,8 @@ import os
 import typing
 from typing import Any
 
+from .aliases import ALIASES
+
 
 class ConfigError(ValueError):
     """A configuration file or value the user must fix."""
@@ -127,7 +129,6 @@ def _validate(cfg: Any) -> None:
 
 def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
     """``data`` with aliases replaced by field names; unknown keys are a ``ConfigError``."""
-    from .config import ALIASES
 
     names = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}
