@@ -7,7 +7,7 @@ from .checkpoint import (CheckpointError, capture_rng_state, find_latest_checkpo
                          restore_rng_state, save_checkpoint)
 from .distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, cleanup, get_rank, get_world_size,
                           init_distributed, is_main_process, seed_everything)
-from .logs import JsonLogWriter, Progress, TensorBoardWriter, save_config, setup_logging
+from .logs import JsonLogWriter, Progress, save_config, setup_logging
 from .loop import EpochStats, NonFiniteLossError, TrainingInterrupted, train_one_epoch
 from .metrics import autocast_context, evaluate
 from .optim import (LARS, build_adamw, effective_batch_and_lr, layer_decay_group_names, layer_ids,
@@ -18,7 +18,7 @@ from .schedule import LRSchedule, adjust_learning_rate, lr_at
 
 __all__ = [
     "CheckpointError", "DistInfo", "EpochStats", "JsonLogWriter", "LARS", "LRSchedule", "NonFiniteLossError",
-    "Progress", "Runner", "TensorBoardWriter", "TrainingInterrupted", "adjust_learning_rate", "all_reduce_mean",
+    "Progress", "Runner", "TrainingInterrupted", "adjust_learning_rate", "all_reduce_mean",
     "all_reduce_sum", "autocast_context", "barrier", "build_adamw", "capture_rng_state", "cleanup",
     "effective_batch_and_lr", "evaluate", "find_latest_checkpoint", "get_rank",
     "get_world_size", "init_distributed", "is_main_process", "layer_decay_group_names", "layer_ids", "load_checkpoint",

@@ -133,41 +133,6 @@ def _epoch_at_least(line: str, epoch: int) -> bool:
     return isinstance(value, int) and value >= epoch
 
 
-class TensorBoardWriter:
-    """``SummaryWriter`` on rank 0 when ``log_dir`` is set, otherwise a no-op.
-
-    Use x = ``int(epoch_float * 1000)`` as the reference ("epoch_1000x"), so curves of runs with
-    different batch sizes line up.
-    """
-
-    def __init__(self, log_dir: str | os.PathLike | None, *, enabled: bool | None = None):
-        active = is_main_process() if enabled is None else enabled
-        self.writer = None
-        if log_dir and active:
-            from torch.utils.tensorboard import SummaryWriter
-
-            os.makedirs(log_dir, exist_ok=True)
-            self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    @property
-    def active(self) -> bool:
-        return self.writer is not None
-
-    def add_scalars(self, values: dict[str, float], x: int) -> None:
-        if self.writer is not None:
-            for tag, v in values.items():
-                self.writer.add_scalar(tag, v, x)
-
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
 def save_config(output_dir: str | os.PathLike | None, config: dict[str, Any], *,
                 enabled: bool | None = None, filename: str = "config.yaml") -> Path | None:
     """Write the resolved run configuration as YAML (rank 0). Returns the path or None."""

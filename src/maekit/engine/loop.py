@@ -22,7 +22,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as torch_dist
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from ..errors import TrainingDiverged
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import is_dist, sum_over_ranks
-from .logs import Progress, TensorBoardWriter
+from .logs import Progress
 from .metrics import autocast_context
 from .nonfinite import NonFiniteParametersError, all_finite, nonfinite_names
 from .schedule import adjust_learning_rate
@@ -310,7 +310,7 @@ def train_one_epoch(
     start_step: int = 0,
     stats: EpochStats | None = None,
     should_stop: Callable[[], bool] | None = None,
-    tb: TensorBoardWriter | None = None,
+    tb: Any = None,  # engine.report.Reporter (add_scalars, active)
     log_every: int = 20,
 ) -> EpochStats:
     """Train one epoch with the reference semantics (docs/REFERENCE_RECIPES.md C.1).

@@ -44,7 +44,7 @@ class MonitorContext:
 
     output_dir: str | os.PathLike | None
     dist: DistInfo
-    reporter: Any  # engine.report.Reporter or logs.TensorBoardWriter (add_scalars, maybe add_image)
+    reporter: Any  # engine.report.Reporter (add_scalars, add_image, log_epoch)
     epochs: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     autocast_dtype: torch.dtype | None = None

@@ -55,8 +55,8 @@ def parse_report_to(report_to: str | Iterable[str] | None, *, log_dir: Any = Non
 class Reporter:
     """Scalars, epoch records and images to the chosen backends; a no-op on ranks != 0.
 
-    Has the interface of :class:`~maekit.engine.logs.TensorBoardWriter` (``active``,
-    ``add_scalars``, ``flush``, ``close``) plus ``add_image`` and ``log_epoch``.
+    ``active``, ``add_scalars``, ``add_image``, ``log_epoch``, ``flush``, ``close``; the Runner's
+    one writer (TensorBoard alone when only ``log_dir`` is given).
     """
 
     def __init__(self, *, log_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = None,

@@ -37,12 +37,13 @@ from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoin
                          load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, sum_over_ranks
 from .guards import archive_config, check_resume_args, check_warmup
-from .logs import JsonLogWriter, TensorBoardWriter, save_config
+from .logs import JsonLogWriter, save_config
 from .lock import RunLock
 from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
 from .nonfinite import NonFiniteParametersError, advice, all_finite, nonfinite_names
 from .preflight import check_batches, check_epoch_data, check_schedule, check_settings, take_output_dir
+from .report import Reporter
 from .schedule import LRSchedule
 from .signals import stop_requests
 
@@ -169,7 +170,7 @@ class Runner:
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
         if self.resume:
             json_log.drop_from_epoch(self.start_epoch)
-        tb = self.reporter if self.reporter is not None else TensorBoardWriter(self.log_dir, enabled=self.is_main)
+        tb = self.reporter if self.reporter is not None else Reporter(log_dir=self.log_dir, enabled=self.is_main)
         t0, last = time.time(), {}
         try:
             with stop_requests(self._on_signal, enabled=self.handle_signals):
@@ -189,7 +190,7 @@ class Runner:
         logger.info("Start training for %d epochs (from epoch %d)", self.epochs, self.start_epoch)
         check_warmup(warmup_epochs=self.schedule.warmup_epochs, epochs=self.epochs)
 
-    def _run_epoch(self, epoch: int, json_log: JsonLogWriter, tb: TensorBoardWriter) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int, json_log: JsonLogWriter, tb: Reporter) -> dict[str, Any]:
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -214,8 +215,7 @@ class Runner:
             self.output_dir, self.dist, tb, self.epochs, self.device, self.autocast_dtype, dict(log))))
         improved = self._update_best(log)
         json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
-        if hasattr(tb, "log_epoch"):
-            tb.log_epoch(log)
+        tb.log_epoch(log)
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
