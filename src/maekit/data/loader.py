@@ -146,6 +146,27 @@ class _WorkerInit:
             self.user_fn(worker_id)
 
 
+def _dataset_and_sampler(dataset, *, batch_size: int, train: bool, drop_last: bool, seed: int, seeded: bool,
+                         dist_eval: bool, num_replicas, rank):
+    """(dataset wrapped for per-sample seeds, its sampler) for :func:`build_loader`; iterable
+    datasets shard themselves (no sampler) and learn the batch size for their per-worker quotas."""
+    if isinstance(dataset, IterableDataset):
+        if hasattr(dataset, "set_batch_size"):  # tar shards: per-worker quotas in whole batches
+            dataset.set_batch_size(batch_size)
+        return dataset, None
+    if seeded and not isinstance(dataset, SeededDataset):
+        dataset = SeededDataset(dataset, seed)
+    sampler = build_sampler(dataset, train=train, seed=seed, dist_eval=dist_eval,
+                            num_replicas=num_replicas, rank=rank, seeded=seeded)
+    per_rank = len(sampler)  # type: ignore[arg-type]
+    if drop_last and per_rank < batch_size:
+        raise ValueError(
+            f"{len(dataset)} samples give {per_rank} per process, fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
+            "with drop_last every batch would be dropped; lower batch_size"
+        )
+    return dataset, sampler
+
+
 def build_loader(
     dataset: Dataset,
     *,
@@ -202,21 +223,9 @@ def build_loader(
         num_workers = default_num_workers()
     drop_last = train if drop_last is None else drop_last
     iterable = isinstance(dataset, IterableDataset)
-    if iterable and hasattr(dataset, "set_batch_size"):  # tar shards: per-worker quotas in whole batches
-        dataset.set_batch_size(batch_size)
-    sampler = None
-    if not iterable:
-        seeded = train and per_sample_seeds
-        if seeded and not isinstance(dataset, SeededDataset):
-            dataset = SeededDataset(dataset, seed)
-        sampler = build_sampler(dataset, train=train, seed=seed, dist_eval=dist_eval,
-                                num_replicas=num_replicas, rank=rank, seeded=seeded)
-        per_rank = len(sampler)  # type: ignore[arg-type]
-        if drop_last and per_rank < batch_size:
-            raise ValueError(
-                f"{len(dataset)} samples give {per_rank} per process, fewer than batch_size={batch_size}: "  # type: ignore[arg-type]
-                "with drop_last every batch would be dropped; lower batch_size"
-            )
+    dataset, sampler = _dataset_and_sampler(dataset, batch_size=batch_size, train=train, drop_last=drop_last,
+                                            seed=seed, seeded=train and per_sample_seeds, dist_eval=dist_eval,
+                                            num_replicas=num_replicas, rank=rank)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
