@@ -129,15 +129,17 @@ def interrupt_then_finish(argv: list[str], waits: list[int]) -> int:
     return interrupted
 
 
-def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp_path, tiny):
-    # --augment reference draws crops and flips from the global RNG in the main process
-    # (num_workers 0): no batch may be fetched after the stop flag is seen.
+@pytest.mark.parametrize("workers,seed", [("0", 15), ("2", 7)])
+def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp_path, tiny, workers, seed):
+    # --augment reference: with 0 workers crops and flips are drawn in the main process, so no
+    # batch may be fetched after the stop flag is seen; with 2 workers the per-sample seeds from
+    # (seed, epoch, index) make the data independent of when the run stopped.
     data = digit_folders / "unlabelled"
     straight, split = tmp_path / "straight", tmp_path / "split"
-    extra = ["--augment", "reference", "--save_every", "0"]
+    extra = ["--augment", "reference", "--save_every", "0", "--num_workers", workers]
     res = cli(*args(tiny, data, straight, *extra, epochs=2))
     assert res.returncode == 0, res.stderr[-3000:]
-    rng = random.Random(15)
+    rng = random.Random(seed)
     assert interrupt_then_finish(args(tiny, data, split, *extra, epochs=2),
                                  [rng.randint(1, 5) for _ in range(2)]) >= 1
     a, b = weights(straight / "checkpoint-last.pth"), weights(split / "checkpoint-last.pth")
