@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..engine.knn import pooled_features
 from ..hub.load import load_model
 from ..models import is_pretraining_model
 from ..viz.reconstruction import panels_grid, reconstruct
@@ -294,14 +295,9 @@ class ImageFeatureExtractionPipeline(Pipeline):
 
 def extract_features(model: nn.Module, pixel_values: torch.Tensor, *, pool: bool = True) -> torch.Tensor:
     """(N, D) pooled or (N, T, D) token features, unmasked (module docstring for the pooling)."""
-    tokens = model.forward_features(pixel_values)
     if not pool:
-        return tokens
-    if not is_pretraining_model(model) and hasattr(model, "forward_head"):
-        return model.forward_head(tokens, pre_logits=True)
-    if getattr(model, "cls_token", None) is not None:
-        return tokens[:, 0]
-    return tokens.mean(dim=1)
+        return model.forward_features(pixel_values)
+    return pooled_features(model, pixel_values)  # the k-NN monitor's rule: one definition
 
 
 _PIPELINES = {
