@@ -98,3 +98,25 @@ def loop_tracebacks(err: str) -> list[str]:
     parts = err.split("Traceback (most recent call last):")
     return [body for before, body in zip(parts, parts[1:])
             if "Exception ignored in" not in "\n".join(before.rstrip().splitlines()[-2:])]
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An offline Hugging Face cache in huggingface_hub's own layout (models--org--name/snapshots/<sha>)."""
+    import shutil
+
+    import huggingface_hub.constants as hc
+
+    root = tmp_path / "hf_cache"
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))  # for subprocesses
+
+    def put(repo_id: str, folder, sha: str = "0" * 40):
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / sha)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(sha)
+
+    return put

@@ -310,27 +310,6 @@ def test_load_model_pretraining_checkpoint_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- Hugging Face Hub ids
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An offline Hugging Face cache in huggingface_hub's own layout (models--org--name/snapshots/<sha>)."""
-    import shutil
-
-    import huggingface_hub.constants as hc
-
-    root = tmp_path / "hf_cache"
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def put(repo_id: str, folder, sha: str = "0" * 40):
-        repo = root / f"models--{repo_id.replace('/', '--')}"
-        shutil.copytree(folder, repo / "snapshots" / sha)
-        (repo / "refs").mkdir(parents=True, exist_ok=True)
-        (repo / "refs" / "main").write_text(sha)
-
-    return put
-
-
 def test_hub_ids_load_maekit_and_transformers_folders(tmp_path, hf_cache):
     import maekit
     from maekit.convert import save_state_dict
@@ -364,12 +343,12 @@ def test_a_missing_local_path_that_looks_like_a_hub_id_says_both(hf_cache):
 def test_timm_export_loads_with_one_timm_line(tmp_path):
     import timm
 
-    from maekit.hub.timm_export import export_timm
+    import maekit
 
     torch.manual_seed(0)
     vit = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=3).eval()
     vit.class_names = ["cat", "dog", "owl"]
-    folder = export_timm(vit, tmp_path / "timm_vit")
+    folder = maekit.hub.export_model(vit, tmp_path / "timm_vit", "timm")
     theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()  # no other argument
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -377,38 +356,26 @@ def test_timm_export_loads_with_one_timm_line(tmp_path):
     cfg = theirs.pretrained_cfg
     assert cfg["num_classes"] == 3 and tuple(cfg["input_size"]) == (3, 32, 32) and cfg["crop_pct"] == 0.875
     assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and cfg["label_names"] == ["cat", "dog", "owl"]
-    with pytest.raises(ValueError, match="timm has no mae architecture"):
-        export_timm(create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1),
-                    tmp_path / "x")
+    # and back: the timm folder is a source like any other (labels included)
+    back = maekit.load_model(folder)
+    assert back.class_names == ["cat", "dog", "owl"] and back.model_name == "vit_tiny_patch16"
+    with torch.no_grad():
+        assert torch.equal(back(x), vit(x))
 
 
-def test_push_to_hub_uploads_the_folder_and_a_model_card(tmp_path, monkeypatch):
-    """huggingface_hub's client is replaced by a recorder: no network; the uploaded folder is checked."""
-    import huggingface_hub
+def test_timm_export_of_an_mae_is_its_encoder_like_timms_mae_weights(tmp_path):
+    """An MAE exports its encoder as timm's own ``.mae`` weights are laid out: num_classes=0,
+    cls-token pooling after the final norm; timm's features equal the encoder's cls token."""
+    import timm
 
-    from maekit.hub.push import push_to_hub
+    import maekit
 
-    seen = {}
-
-    class Recorder:
-        def __init__(self, token=None):
-            seen["token"] = token
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            seen["repo"] = (repo_id, exist_ok)
-
-        def upload_folder(self, repo_id, folder_path, commit_message, revision=None):
-            seen["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
-            return "commit-1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text("epochs: 3\nblr: 0.001\n")
-    (run / "log.txt").write_text('{"epoch": 0, "test_acc1": 40.0}\n{"epoch": 1, "test_acc1": 62.5}\n')
-    vit = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2)
-    assert push_to_hub(vit, "me/tiny", run_dir=run) == "commit-1" and seen["repo"] == ("me/tiny", True)
-    assert set(seen["files"]) == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
-    card = seen["files"]["README.md"].decode()
-    assert "library_name: maekit" in card and 'maekit.load_model("hf-hub:me/tiny")' in card
-    assert "epochs: 3" in card and "| test_acc1 | 62.5 |" in card and '"model_name": "vit_tiny_patch16"' in card
+    torch.manual_seed(0)
+    mae = create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1).eval()
+    folder = maekit.hub.export_model(mae, tmp_path / "timm_mae", "timm")
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        latent = mae.forward_encoder(x, mask_ratio=0.0)[0]
+        assert theirs.num_classes == 0
+        torch.testing.assert_close(theirs(x), latent[:, 0], atol=1e-5, rtol=1e-5)

@@ -29,7 +29,13 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
+# subpackages reachable as attributes after ``import maekit`` (``maekit.hub.export_model``)
+_SUBPACKAGES = ("hub", "convert", "models", "data", "engine", "api", "tasks")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         value = getattr(module, name)
@@ -39,4 +45,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))

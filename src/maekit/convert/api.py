@@ -7,6 +7,7 @@ writers take them. ``convert`` = detect -> read -> match a model -> write.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,13 @@ def _destination(dst: str | os.PathLike, fmt: str) -> Path:
     p, folder = Path(dst), TABLE[fmt].folder
     if not folder and p.is_dir():
         return p / TABLE[fmt].default_file
-    if folder and p.exists() and not p.is_dir():
+    if folder and p.exists() and not p.is_dir() and p.suffix.lower() not in TABLE[fmt].suffixes:
         raise ConversionError(f"the {fmt} format is a folder, but this path is an existing file", p)
     return p
 
 
 def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, model_name: str | None = None,
-                    config: dict[str, Any] | None = None) -> Path:
+                    config: dict[str, Any] | None = None, class_names: Sequence[str] | None = None) -> Path:
     """Write official-name weights in ``format``.
 
     Args:
@@ -138,6 +139,8 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
         model_name, config: the model (``create_model(model_name, **config)``) the weights
             belong to; needed by ``maekit`` and ``hf`` (inferred from the weights when None) and
             checked against the weights (a shape mismatch raises ConversionError).
+        class_names: the label of each classifier output (HF ``id2label``, timm ``label_names``,
+            maekit ``class_names``); ignored when their number is not the model's.
 
     Returns:
         The path written. Files and folders appear complete or not at all.
@@ -157,6 +160,8 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
                 raise
     if fmt != "official":  # nothing but the official format keeps arbitrary keys; fail early and clearly
         family_of(sd)
+    if spec is not None:
+        spec = spec.with_labels(class_names)
     return TABLE[fmt].write(sd, _destination(dst, fmt), spec)[0]
 
 
@@ -210,7 +215,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     fmt_in, loaded = read(src, fmt_in)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
-    written, write_notes = TABLE[fmt_out].write(sd, out, spec)
+    written, write_notes = TABLE[fmt_out].write(sd, out, spec.with_labels(loaded.hints.get("class_names")))
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
     return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
                             loaded.notes + notes + fit_notes + write_notes)

@@ -22,7 +22,8 @@ comes from the matching preset or the flags below, and is printed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("src", metavar="SRC", help="input file or folder")
+    parser.add_argument("src", metavar="SRC", help="input file or folder; also hf-hub:org/name, an http(s) URL, "
+                        "timm:name.tag or a published weights name (mae_vit_base_patch16.full)")
     parser.add_argument("dst", metavar="DST", help="output file or folder")
     parser.add_argument(
         "--from",

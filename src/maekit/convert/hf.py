@@ -85,6 +85,12 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     ):
         if cfg.get(src) is not None:
             h[dst] = cfg[src]
+    labels = cfg.get("id2label")
+    if isinstance(labels, dict) and labels and not all(str(v) == f"LABEL_{k}" for k, v in labels.items()):
+        try:
+            h["class_names"] = [str(labels[k]) for k in sorted(labels, key=int)]
+        except ValueError:  # ids that are not numbers: no usable order
+            pass
     if cfg.get("hidden_act", "gelu") != "gelu":
         h["warning"] = f"hidden_act={cfg['hidden_act']!r} (maekit uses exact GELU)"
     return h
@@ -137,8 +143,9 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
     }
     if arch == "ViTForImageClassification":
         n = spec.num_classes or 0
-        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-        cfg["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+        names = list(spec.class_names) if spec.class_names else [f"LABEL_{i}" for i in range(n)]
+        cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
+        cfg["label2id"] = {name: i for i, name in enumerate(names)}
     else:
         cfg.update(
             {

@@ -59,6 +59,8 @@ def read(path: str | os.PathLike) -> Loaded:
         "model_args": dict(cfg.get("model_args", {})),
         "source": "the maekit config.json",
     }
+    if isinstance(cfg.get("class_names"), list):
+        hints["class_names"] = [str(c) for c in cfg["class_names"]]
     return Loaded(sd, hints, [])
 
 
@@ -88,7 +90,8 @@ def write(
 def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
     if spec is None:
         raise ConversionError("the maekit format needs a model name")
-    return write(sd, dst, spec.name, spec.args), []
+    labels = {"class_names": list(spec.class_names)} if spec.class_names else None
+    return write(sd, dst, spec.name, spec.args, extra=labels), []
 
 
 FORMAT = Format("maekit", (), folder=True, read=read, write=_write_format,

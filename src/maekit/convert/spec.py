@@ -8,7 +8,7 @@ architecture numbers) and the shape of every state-dict entry. The format writer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +42,15 @@ class ArchSpec:
     num_classes: int | None = None
     global_pool: str | None = None  # 'avg' | 'token'
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # Not architecture, but what the writers put next to it (HF id2label, timm label_names, maekit
+    # class_names): the label of each classifier output, when the source records them.
+    class_names: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def with_labels(self, names: Any) -> ArchSpec:
+        """This spec with ``class_names`` (kept only when they fit ``num_classes``)."""
+        if not names or self.num_classes is None or len(names) != self.num_classes:
+            return self
+        return replace(self, class_names=tuple(str(n) for n in names))
 
     @property
     def width(self) -> int:

@@ -1,8 +1,12 @@
-"""timm ViT weights as one ``.safetensors`` file (docs/REFERENCE_RECIPES.md E1.2, docs/REFERENCE_RECIPES.md D.7).
+"""timm ViT weights: a timm model folder, or one ``.safetensors`` file (docs/REFERENCE_RECIPES.md E1.2, D.7).
+
+A destination without the ``.safetensors`` suffix gets a timm folder (:mod:`.timm_folder`:
+``timm.create_model("local-dir:PATH", pretrained=True)`` loads it with no other argument); the
+folders of timm's Hub repositories are read the same way.
 
 timm's ``VisionTransformer`` uses the official names (``cls_token``, ``pos_embed``,
 ``patch_embed.proj``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
-``norm`` / ``fc_norm``, ``head``), so the file is the state dict itself:
+``norm`` / ``fc_norm``, ``head``), so a ``.safetensors`` file is the state dict itself:
 
 * an MAE pretraining model exports its encoder (decoder and mask token dropped): it loads
   with ``timm.create_model('vit_base_patch16_224', pretrained=True,
@@ -28,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..fileio import atomic_write
+from . import timm_folder
 from ._util import describe_keys, fold_linprobe_head, plain_tensors
 from .base import Format, Loaded
 from .errors import ConversionError
@@ -50,7 +55,13 @@ def metadata_hints(meta: Mapping[str, str]) -> dict:
 
 
 def read(path: str | os.PathLike) -> Loaded:
-    sd, meta = read_safetensors(path)
+    """A timm folder (:mod:`.timm_folder`) or one ``.safetensors`` file of a timm ViT's state dict."""
+    folder = timm_folder.folder_of(Path(path))
+    if folder is not None:
+        loaded = timm_folder.read_folder(folder, None if Path(path).is_dir() else Path(path))
+        sd, meta = loaded.state_dict, {}
+    else:
+        sd, meta = read_safetensors(path)
     bad = [k for k in sd if not _VIT_KEY.match(k)]
     if bad:
         raise ConversionError(
@@ -58,7 +69,7 @@ def read(path: str | os.PathLike) -> Loaded:
             + describe_keys(bad),
             path,
         )
-    return Loaded(sd, metadata_hints(meta), [])
+    return loaded if folder is not None else Loaded(sd, metadata_hints(meta), [])
 
 
 def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -82,7 +93,10 @@ def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, t
 
 
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
+    """A ``.safetensors`` destination gets the bare state dict; any other a timm folder."""
     tensors, notes = export_state_dict(sd, spec)
+    if Path(dst).suffix.lower() != ".safetensors":
+        return timm_folder.write_folder(tensors, Path(dst), spec), notes
     tensors = plain_tensors(tensors)
     meta = {"format": "pt"}
     if spec is not None:
@@ -92,6 +106,13 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
     return atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes
 
 
-FORMAT = Format("timm", (".safetensors",), folder=False, read=read, write=write, families=("mae", "vit"),
-                sniff=lambda p, head: safetensors_keys(p, head, p.stat().st_size) is not None,
-                aliases=("safetensors",))
+def sniff(path: Path, head: bytes) -> bool:
+    """A timm folder, or a safetensors file (transformers' names were claimed by ``hf`` before)."""
+    if path.is_dir():
+        return timm_folder.timm_config(path) is not None
+    return safetensors_keys(path, head, path.stat().st_size) is not None
+
+
+# A folder format whose output is one file when the destination ends in .safetensors.
+FORMAT = Format("timm", (".safetensors",), folder=True, read=read, write=write, families=("mae", "vit"),
+                sniff=sniff, aliases=("safetensors",))

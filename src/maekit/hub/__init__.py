@@ -12,12 +12,12 @@
 from .cache import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .load import DecoderNotLoadedWarning, load_config, load_model, load_weights_into, resolve
 from .push import model_card, push_to_hub
-from .timm_export import export_timm
+from .export import export_model
 from .table import WeightsEntry, list_pretrained, lookup, register_weights, split_name, unregister_weights
 
 __all__ = [
     "ChecksumError", "DecoderNotLoadedWarning", "WeightsEntry", "WeightsUnavailableError", "cache_dir", "download",
-    "export_timm", "model_card", "push_to_hub",
+    "export_model", "model_card", "push_to_hub",
     "list_pretrained", "load_config", "load_model", "load_weights_into", "lookup", "register_weights", "resolve",
     "split_name", "unregister_weights",
 ]

@@ -8,7 +8,8 @@ A source is one of:
   (:mod:`maekit.hub.cache`) and loaded. ``download=False`` builds without weights; a name
   without published weights (``'mae_vit_tiny_patch16'``) gives a randomly initialised model;
 - a model folder: maekit (``config.json`` with ``model_name`` + ``model.safetensors``, from
-  ``model.save_pretrained``), Hugging Face transformers (ViTMAE / ViT);
+  ``model.save_pretrained``), Hugging Face transformers (ViTMAE / ViT), timm (``config.json``
+  with ``architecture``, from ``timm.models.save_for_hf`` or a timm Hub repository);
 - a checkpoint file of any format ``maekit.convert`` reads (official ``.pth``, maekit training
   checkpoints ``checkpoint-*.pth`` -- their ``extra`` names the model and its labels --, PASSL,
   MindFormers, timm / HF safetensors); the model is the one the file records, else the one its
@@ -16,7 +17,8 @@ A source is one of:
   (``mae_visualize_vit_large.pth``) also takes that entry's ``norm_pix_loss``;
 - an http(s) URL of such a file (downloaded into the cache first);
 - a Hugging Face Hub repository, ``hf-hub:org/name[@revision]`` (or ``org/name`` when no such
-  local path exists) holding a maekit or transformers folder (:mod:`.remote`);
+  local path exists) holding a maekit, transformers or timm folder (:mod:`.remote`);
+- ``timm:name[.tag]``: the weights timm publishes under that name, from timm's own cache;
 - an ``nn.Module`` (returned as it is).
 
 Loading rules (:func:`load_weights_into`). Pretraining models: an encoder-only file leaves the
@@ -69,31 +71,59 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.startswith("~") or text.lower().endswith(_CHECKPOINT_SUFFIXES)
 
 
-def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool = True,
-            model_name: str | None = None, base_url: str | None = None, progress: bool = True) -> Resolved:
-    """Name / folder / file / URL -> its :class:`ModelConfig` and, if ``weights``, its state dict.
+def local_source(source: str | os.PathLike, *, names: bool = False, base_url: str | None = None,
+                 progress: bool = True) -> Path | None:
+    """The local file or folder a source names, fetched into its cache when it is remote: a path,
+    an http(s) URL, a Hub repository, a ``timm:`` name. A registered name gives None, or with
+    ``names=True`` the file of its published weights (``mae_vit_base_patch16.visualize``).
 
-    ``model_name`` picks the registered model for a file whose model cannot be told otherwise.
+    Raises:
+        FileNotFoundError: no such path (or Hub repository, or not in the cache when offline).
+        ValueError: an unknown name, tag or timm name, or a name without published weights.
     """
     text = os.fspath(source)
     if cache.is_url(text):
-        entry = table.entry_for_url(text)
-        if not weights and entry is not None:
-            return Resolved(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
-        return _read_path(cache.fetch_url(text, progress=progress), text, model_name)
+        return cache.fetch_url(text, progress=progress)
+    if text.startswith(remote.TIMM_PREFIX):
+        return remote.timm_weights(text)
     path = Path(text).expanduser()
     repo = remote.hub_id(text, exists_locally=path.exists())
     if repo is not None:
         try:
-            return _read_path(remote.snapshot(*repo), text, model_name)
+            return remote.snapshot(*repo)
         except FileNotFoundError as e:
             if text.startswith(remote.PREFIX):
                 raise
             raise FileNotFoundError(f"no such file or folder: {text} (and as a Hub id: {e})") from e
     if path.exists():
-        return _read_path(path, text, model_name)
+        return path
     if _looks_like_path(text) and not is_model(table.split_name(text)[0]):
         raise FileNotFoundError(f"no such file or folder: {text}")
+    if not names:
+        return None
+    try:
+        entry = table.lookup(text)
+    except ValueError as e:
+        raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
+    if entry is None:
+        raise ValueError(f"{text} has no published weights ({', '.join(table.list_pretrained())} have)")
+    return cache.fetch_weights(entry, base=base_url, progress=progress)
+
+
+def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool = True,
+            model_name: str | None = None, base_url: str | None = None, progress: bool = True) -> Resolved:
+    """Name / folder / file / URL / Hub id / ``timm:`` name -> its :class:`ModelConfig` and, if
+    ``weights``, its state dict.
+
+    ``model_name`` picks the registered model for a file whose model cannot be told otherwise.
+    """
+    text = os.fspath(source)
+    entry = table.entry_for_url(text) if cache.is_url(text) else None
+    if entry is not None and not weights:  # a published file: its model without downloading it
+        return Resolved(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
+    local = local_source(text, progress=progress)
+    if local is not None:
+        return _read_path(local, text, model_name)
     try:
         entry = table.lookup(text)
     except ValueError as e:
@@ -135,10 +165,8 @@ def _read_path(path: Path, label: str, model_name: str | None) -> Resolved:
         cfg.weights = entry.name
         notes.append(f"norm_pix_loss={entry.model_args['norm_pix_loss']}: the file is named like the "
                      f"published {entry.name}")
-    if path.is_dir() and loaded.format == "maekit":  # its labels and weights name too
-        saved = ModelConfig.from_json_file(path / CONFIG_NAME)
-        cfg.class_names = saved.class_names if saved.class_names is not None else cfg.class_names
-        cfg.weights = saved.weights or cfg.weights
+    if path.is_dir() and loaded.format == "maekit":  # the name of the weights it was made from
+        cfg.weights = ModelConfig.from_json_file(path / CONFIG_NAME).weights or cfg.weights
     for note in notes:
         log.info("%s: %s", label, note)
     return Resolved(cfg, label, loaded.state_dict)
@@ -194,7 +222,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
     """Build a model from any source and load its weights (module docstring).
 
     Args:
-        source: registered name (+ ``.tag``), model folder, checkpoint file, URL or ``nn.Module``.
+        source: registered name (+ ``.tag``), model folder, checkpoint file, URL, Hub id
+            (``hf-hub:org/name``), ``timm:name.tag`` or ``nn.Module``.
         num_classes: a classifier with this many outputs (a head of another size is re-initialised).
         download: False builds a named model without fetching its published weights.
         device: move the model there.
@@ -215,6 +244,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
     src = resolve(source, weights=True, download=download, model_name=model_name, base_url=base_url,
                   progress=progress)
     cfg = src.config
+    if "num_classes" in overrides:  # a classifier: of a pretraining source, its encoder's
+        cfg = cfg.as_classifier()
     cfg.model_args.update(ModelConfig(cfg.model_name, dict(overrides)).model_args)
     if "num_classes" in overrides and cfg.class_names is not None and len(cfg.class_names) != num_classes:
         cfg.class_names = None  # a new head: the stored labels no longer apply

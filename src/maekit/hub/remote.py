@@ -1,9 +1,13 @@
-"""Hugging Face Hub repositories as model sources: ``hf-hub:org/name[@revision]`` or ``org/name``.
+"""Hub repositories and timm weights as model sources.
 
-The repository is fetched with ``huggingface_hub.snapshot_download`` (its own cache,
-``HF_HUB_CACHE`` / ``HF_HOME``; ``HF_HUB_OFFLINE=1`` uses the cache only; the token comes from
-``HF_TOKEN`` or ``hf auth login``) and then read like a local folder: a maekit folder, or a
-transformers ViTMAE / ViT folder (converted on load).
+- ``hf-hub:org/name[@revision]`` or ``org/name``: fetched with ``huggingface_hub.snapshot_download``
+  (its own cache, ``HF_HUB_CACHE`` / ``HF_HOME``; ``HF_HUB_OFFLINE=1`` uses the cache only; the
+  token comes from ``HF_TOKEN`` or ``hf auth login``), then read like a local folder: maekit,
+  transformers ViTMAE / ViT or timm layout (converted on load). Only the config and one weights
+  format are fetched: safetensors when the repository has them, else ``pytorch_model*.bin``.
+- ``timm:name[.tag]`` (``timm:vit_base_patch16_224.mae``): the weights timm's own pretrained
+  config names, from timm's own cache -- its Hub repository (``timm/<name>.<tag>``, the Hub cache
+  above) or, for weights timm serves by URL only, ``timm.models.download_cached_file``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import re
 from pathlib import Path
 
 PREFIX = "hf-hub:"
+TIMM_PREFIX = "timm:"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-_FILES = ["*.json", "*.safetensors", "*.bin"]
+_SAFE_FILES, _BIN_FILES = ["*.json", "*.safetensors"], ["*.json", "pytorch_model*.bin"]
 
 
 def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
@@ -37,10 +42,39 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_FILES))
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_SAFE_FILES))
+        if not any(folder.glob("*.safetensors")):  # an older repository: its torch.save weights
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_BIN_FILES))
+        return folder
     except LocalEntryNotFoundError as e:
         raise FileNotFoundError(
             f"hf-hub:{repo_id}{'@' + revision if revision else ''} is not in the Hugging Face cache and cannot be "
             f"downloaded ({str(e).splitlines()[0]}); connect, unset HF_HUB_OFFLINE, or pass a local folder") from e
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"hf-hub:{repo_id}: {str(e).splitlines()[0]}") from e
+
+
+def timm_weights(text: str) -> Path:
+    """``timm:name[.tag]`` -> the local folder (timm Hub repository) or file timm's cache holds
+    for those weights, downloaded when needed.
+
+    Raises:
+        ValueError: timm knows no such model or tag, or has no weights for it.
+    """
+    from timm.models import get_pretrained_cfg
+    from timm.models._hub import download_cached_file
+
+    name = text[len(TIMM_PREFIX):] if text.startswith(TIMM_PREFIX) else text
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as e:  # an unknown tag of a known model
+        raise ValueError(f"{TIMM_PREFIX}{name}: {e}") from None
+    if cfg is None:
+        raise ValueError(f"{TIMM_PREFIX}{name}: timm has no pretrained weights of that name "
+                         "(timm.list_pretrained('vit_*') lists them)")
+    if cfg.hf_hub_id:
+        repo, _, rev = cfg.hf_hub_id.partition("@")
+        return snapshot(repo, rev or None)
+    if cfg.url:
+        return Path(download_cached_file(cfg.url, check_hash=False, progress=True))
+    raise ValueError(f"{TIMM_PREFIX}{name}: timm records no download location for these weights")

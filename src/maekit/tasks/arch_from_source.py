@@ -21,7 +21,6 @@ from .validate import ConfigError
 log = logging.getLogger("maekit.tasks")
 
 # Constructor arguments one side has and the other has not.
-_PRETRAIN_ONLY = ("norm_pix_loss", "sparse_stages")
 _CLASSIFIER_ONLY = ("num_classes", "global_pool", "drop_path_rate", "drop_rate")
 _SHAPE_ARGS = ("img_size", "patch_size", "in_chans")
 
@@ -87,9 +86,10 @@ def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
     """:func:`source_arch` of a source's :class:`maekit.models.ModelConfig` (already resolved)."""
     from ..convert.spec import describe
     from ..models import classifier_name
+    from ..models.config import PRETRAINING_ONLY_ARGS
 
     spec = describe(recorded.model_name, recorded.model_args)
-    drop = _SHAPE_ARGS + (_CLASSIFIER_ONLY if pretraining else _PRETRAIN_ONLY)
+    drop = _SHAPE_ARGS + (_CLASSIFIER_ONLY if pretraining else PRETRAINING_ONLY_ARGS)
     args = {k: v for k, v in recorded.model_args.items()
             if k not in drop and (pretraining or not k.startswith("decoder_"))}
     patch = spec.patch_size if isinstance(spec.patch_size, int) else None

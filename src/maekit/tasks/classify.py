@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 from timm.data import Mixup
@@ -26,7 +27,7 @@ from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
-from .arch_from_source import classifier_config
+from .arch_from_source import classifier_config, read_source
 from .common import count_parameters, learning_rate, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
@@ -45,10 +46,16 @@ def build_classifier(*, model: str, num_classes: int, input_size, patch_size=Non
                         **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
 
 
-def load_encoder(model: nn.Module, source: str, head_init_std: float) -> None:
-    if not source:
+def load_encoder(model: nn.Module, source: Any, head_init_std: float) -> None:
+    """The encoder of ``source`` (a state dict, or any source ``maekit.load_model`` reads: file, folder,
+    URL, Hub id, ``timm:`` name, published weights name) into the classifier ``model``."""
+    if source is None or (isinstance(source, str) and not source):
         log.warning("no --finetune checkpoint given: training from a random initialisation")
         return
+    if isinstance(source, (str, os.PathLike)):
+        from ..hub.load import local_source
+
+        source = read_source(lambda s: local_source(s, names=True), source, "--finetune")
     load_pretrained_encoder(model, source, head_init_std=head_init_std)  # logs its own report
 
 

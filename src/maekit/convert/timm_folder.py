@@ -1,0 +1,118 @@
+"""timm model folders: ``config.json`` (``architecture``, ``pretrained_cfg``...) + ``model.safetensors``.
+
+This is the layout of timm's Hub repositories (``timm/vit_base_patch16_224.mae``) and of
+``timm.models.save_for_hf``; ``timm.create_model("local-dir:PATH", pretrained=True)`` and
+``timm.create_model("hf-hub:org/name", pretrained=True)`` read it with no other argument.
+
+Written by timm itself: a genuine timm ``VisionTransformer`` of the same shape takes the weights
+(strictly: the names are the official ones, docs/REFERENCE_RECIPES.md D.7), then
+``save_for_hf`` records the architecture, ``model_args``, labels and a complete ``pretrained_cfg``
+(num_classes, input size, pooling, mean / std, crop), so the export gives the same outputs in timm.
+A pretraining model exports its encoder with ``num_classes=0``, like timm's own ``.mae`` weights.
+
+Read: the weights (``model.safetensors``, else ``pytorch_model.bin``) under the official names,
+and as hints the input size, ``num_heads`` and labels the config states.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._util import atomic_write_dir
+from .base import Loaded, read_json_config
+from .errors import ConversionError
+from .torchfile import read_safetensors, torch_load, unpack_checkpoint
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# (width, heads) -> the timm architecture of that shape; the other arguments are passed too.
+_TIMM_ARCH = {(192, 3): "vit_tiny_patch16_224", (384, 6): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
+              (1024, 16): "vit_large_patch16_224", (1280, 16): "vit_huge_patch14_224"}
+
+
+def timm_config(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``config.json`` when it is timm's (it names an ``architecture``), else None."""
+    if not folder.is_dir():
+        return None
+    cfg = read_json_config(folder)
+    return cfg if isinstance(cfg.get("architecture"), str) else None
+
+
+def folder_of(path: Path) -> Path | None:
+    """The timm folder ``path`` is, or whose weights file it is; None for anything else."""
+    if path.is_dir():
+        return path if timm_config(path) is not None else None
+    if path.name in WEIGHT_FILES and timm_config(path.parent) is not None:
+        return path.parent
+    return None
+
+
+def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    args = cfg.get("model_args") if isinstance(cfg.get("model_args"), dict) else {}
+    pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    hints: dict[str, Any] = {"source": f"the timm config.json ({cfg['architecture']})"}
+    if args.get("num_heads") is not None:
+        hints["num_heads"] = int(args["num_heads"])
+    size = args.get("img_size") or (pre.get("input_size") or [None])[1:] or None
+    if size:
+        size = [int(s) for s in (size if isinstance(size, (list, tuple)) else [size])]
+        hints["img_size"] = size[0] if len(set(size)) == 1 else size
+    labels = cfg.get("label_names", pre.get("label_names"))
+    if isinstance(labels, dict):
+        labels = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
+    if isinstance(labels, (list, tuple)) and labels:
+        hints["class_names"] = [str(n) for n in labels]
+    return hints
+
+
+def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
+    """A timm folder (or its ``weights`` file): official-name weights plus the config's hints."""
+    cfg = timm_config(folder)
+    if cfg is None:
+        raise ConversionError("not a timm folder (no config.json naming an 'architecture')", folder)
+    if weights is None:
+        weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+        if weights is None:
+            raise ConversionError(f"no {' or '.join(WEIGHT_FILES)} in this timm folder", folder)
+    if weights.suffix == ".safetensors":
+        sd = read_safetensors(weights)[0]
+    else:
+        sd = unpack_checkpoint(torch_load(weights, mmap=True), weights)[0]
+    return Loaded(dict(sd), _hints(cfg), [])
+
+
+def _timm_args(spec) -> dict[str, Any]:
+    if spec.layer_norm_eps != 1e-6:
+        raise ConversionError(f"timm's ViT uses LayerNorm eps 1e-6; this model has {spec.layer_norm_eps}")
+    pool = spec.global_pool or "token"  # a pretraining encoder: cls token + final norm, as timm's '.mae'
+    return {"patch_size": spec.patch_size, "in_chans": spec.in_chans, "embed_dim": spec.embed_dim,
+            "depth": spec.depth, "num_heads": spec.num_heads, "mlp_ratio": spec.mlp_ratio,
+            "img_size": list(spec.img_size), "num_classes": spec.num_classes or 0, "global_pool": pool}
+
+
+def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> Path:
+    """``tensors`` (a timm ViT's state dict: decoder dropped, linear-probe head folded) as a timm
+    folder written by ``timm.models.save_for_hf``."""
+    import timm
+    from timm.models import save_for_hf
+
+    from ..models.base import default_preprocessing
+
+    if spec is None:
+        raise ConversionError("a timm folder needs the model's architecture; give --model", dst)
+    args = _timm_args(spec)
+    twin = timm.create_model(_TIMM_ARCH.get((spec.embed_dim, spec.num_heads), "vit_base_patch16_224"), **args)
+    missing, unexpected = twin.load_state_dict(dict(tensors), strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"timm's VisionTransformer does not take these weights (missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]})", dst)
+    pre = default_preprocessing(spec.img_size, spec.in_chans, pretraining=False)
+    data = {"mean": tuple(pre["image_mean"]), "std": tuple(pre["image_std"]), "crop_pct": pre["crop_pct"],
+            "interpolation": "bicubic"}
+    labels = {"label_names": list(spec.class_names)} if spec.class_names else None
+    return atomic_write_dir(dst, lambda tmp: save_for_hf(
+        twin, os.fspath(tmp), model_config=labels, model_args=args, safe_serialization=True, data_config=data))

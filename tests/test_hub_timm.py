@@ -1,0 +1,136 @@
+"""timm as a neighbour (issue 13): timm Hub repositories and ``timm:name.tag`` sources read through
+timm's own cache, checked against timm's own loader on the same cache; sources by Hub id in the
+commands (``convert``, ``finetune --finetune``, ``knn --model``, ``pipeline``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import FAST, TINY_MAE_ARGS, run_cli
+
+import maekit
+
+TIMM_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # a real timm name with a Hub repository
+
+
+@pytest.fixture
+def timm_repo(tmp_path, hf_cache):
+    """timm's Hub repository for TIMM_NAME, written by timm itself (``save_for_hf``: the layout of
+    ``timm/<name>.<tag>``), with non-initial weights, in the offline Hub cache."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model(TIMM_NAME, pretrained=False).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_for_hf(model, str(tmp_path / "timm_repo"), safe_serialization=True)
+    hf_cache(f"timm/{TIMM_NAME}", tmp_path / "timm_repo")
+    return model
+
+
+def test_timm_names_and_timm_repos_load_like_timm_loads_them(timm_repo):
+    import timm
+
+    reference = timm.create_model(TIMM_NAME, pretrained=True).eval()  # timm's own loader, same cache
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want = reference(x)
+        assert torch.equal(want, timm_repo(x))
+        for source in (f"timm:{TIMM_NAME}", f"hf-hub:timm/{TIMM_NAME}"):
+            ours = maekit.load_model(source)
+            assert ours.model_name == "vit_tiny_patch16" and ours.num_classes == 1000, source
+            torch.testing.assert_close(ours(x), want, atol=1e-5, rtol=1e-5)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        five = maekit.load_model(f"timm:{TIMM_NAME}", num_classes=5)
+    assert torch.equal(five.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+
+
+def test_a_pretraining_source_with_num_classes_gives_its_classifier(tmp_path):
+    """``load_model(source, num_classes=K)`` of MAE weights (official encoder-only or full file, a
+    timm encoder folder) is the classifier of the same encoder, with a new head."""
+    torch.manual_seed(0)
+    mae = maekit.create_model("mae_vit_tiny_patch16", **TINY_MAE_ARGS).eval()
+    encoder = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+    torch.save({"model": encoder}, tmp_path / "enc.pth")
+    torch.save({"model": mae.state_dict()}, tmp_path / "full.pth")
+    sources = [tmp_path / "enc.pth", tmp_path / "full.pth", maekit.hub.export_model(mae, tmp_path / "timm", "timm")]
+    for source in sources:
+        with pytest.warns(UserWarning, match="head .* randomly initialised"):
+            vit = maekit.load_model(source, num_classes=3)
+        assert vit.model_name == "vit_tiny_patch16" and vit.num_classes == 3, source
+        assert vit.model_args["depth"] == 2 and not any(k.startswith("decoder") for k in vit.model_args)
+        assert torch.equal(vit.blocks[1].mlp.fc2.weight, mae.blocks[1].mlp.fc2.weight), source
+
+
+def test_bad_timm_names_say_what_is_wrong(hf_cache):
+    with pytest.raises(ValueError, match="timm has no pretrained weights of that name"):
+        maekit.load_model("timm:vit_nope_patch16")
+    with pytest.raises(ValueError, match=r"Invalid pretrained tag \(nope\)"):
+        maekit.load_model("timm:vit_tiny_patch16_224.nope")
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+        maekit.load_model(f"timm:{TIMM_NAME}")  # nothing cached, offline
+
+
+def test_convert_takes_timm_names_and_hub_ids(tmp_path, timm_repo, capsys):
+    import timm
+
+    out = tmp_path / "official.pth"
+    assert run_cli("convert", f"timm:{TIMM_NAME}", out) == 0
+    sd = torch.load(out, map_location="cpu", weights_only=True)["model"]
+    assert torch.equal(sd["head.weight"], timm_repo.head.weight)
+    # a transformers folder from a Hub id, then back to a timm folder that timm loads alone
+    assert run_cli("convert", f"hf-hub:timm/{TIMM_NAME}", tmp_path / "hf", "--to", "hf") == 0
+    assert run_cli("convert", tmp_path / "hf", tmp_path / "timm_again", "--to", "timm") == 0
+    again = timm.create_model(f"local-dir:{tmp_path / 'timm_again'}", pretrained=True).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), timm_repo(x), atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    assert run_cli("convert", "hf-hub:org/absent", tmp_path / "x.pth") == 2
+    assert "not in the Hugging Face cache" in capsys.readouterr().err
+
+
+def test_class_names_travel_to_transformers_and_back(tmp_path):
+    """A labelled classifier's HF export has id2label from its class names; pipeline() answers with
+    them and our top-1; reading the folder back gives the names again."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+
+    torch.manual_seed(0)
+    vit = maekit.create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=3,
+                              global_pool=False).eval()
+    vit.class_names = ["cat", "dog", "owl"]
+    out = maekit.hub.export_model(vit, tmp_path / "hf", "hf")
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog", "2": "owl"}
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    pixels = AutoImageProcessor.from_pretrained(out)(img, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        probs = vit(pixels)[0].softmax(-1)
+    top = pipeline("image-classification", model=str(out), device="cpu")(img, top_k=1)[0]
+    assert top["label"] == vit.class_names[int(probs.argmax())] and abs(top["score"] - float(probs.max())) < 1e-5
+    assert maekit.load_model(out).class_names == ["cat", "dog", "owl"]
+
+
+@pytest.fixture
+def tiny_mae_on_the_hub(tmp_path, hf_cache):
+    torch.manual_seed(0)
+    mae = maekit.create_model("mae_vit_tiny_patch16", **TINY_MAE_ARGS)
+    hf_cache("org/tiny-mae", mae.save_pretrained(tmp_path / "mae"))
+    return mae
+
+
+def test_commands_take_hub_ids(tmp_path, digit_folders, tiny_mae_on_the_hub, capsys):
+    assert run_cli("finetune", "--finetune", "hf-hub:org/tiny-mae", "--data_path", digit_folders, "--output_dir",
+                   tmp_path / "ft", "--batch_size", "24", "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
+    out = capsys.readouterr().out
+    assert "architecture from --finetune (hf-hub:org/tiny-mae)" in out and "loaded 28 tensors" in out
+    extra = torch.load(tmp_path / "ft" / "checkpoint-last.pth", map_location="cpu", weights_only=False)["extra"]
+    assert extra["model_name"] == "vit_tiny_patch16" and extra["model_args"]["depth"] == 2
+    assert run_cli("knn", "--model", "hf-hub:org/tiny-mae", "--data_path", digit_folders, *FAST) == 0
+    feats = maekit.pipeline("image-feature-extraction", model="hf-hub:org/tiny-mae")
+    assert feats(str(next((digit_folders / "val").rglob("*.png")))).shape[-1] == 192
