@@ -132,5 +132,8 @@ def test_commands_take_hub_ids(tmp_path, digit_folders, tiny_mae_on_the_hub, cap
     extra = torch.load(tmp_path / "ft" / "checkpoint-last.pth", map_location="cpu", weights_only=False)["extra"]
     assert extra["model_name"] == "vit_tiny_patch16" and extra["model_args"]["depth"] == 2
     assert run_cli("knn", "--model", "hf-hub:org/tiny-mae", "--data_path", digit_folders, *FAST) == 0
+    out = capsys.readouterr().out
+    assert "mae_vit_tiny_patch16 from hf-hub:org/tiny-mae (input 32x32, patch 8, as the source records)" in out
+    assert "k-NN (k=20" in out
     feats = maekit.pipeline("image-feature-extraction", model="hf-hub:org/tiny-mae")
     assert feats(str(next((digit_folders / "val").rglob("*.png")))).shape[-1] == 192

@@ -62,6 +62,9 @@ def run_knn(cfg: Any) -> int:
     overrides = {"img_size": image_size(cfg.input_size)} if cfg.input_size else {}
     t0 = time.time()
     model = load_model(cfg.model, download=not cfg.no_download, **overrides)
+    h, w = model.img_size
+    log.info("knn: %s from %s (input %dx%d, patch %s%s)", model.model_name, cfg.model, h, w, model.patch_size,
+             ", --input_size given" if overrides else ", as the source records")
     result = knn_evaluate(model, cfg.data_path, k=cfg.k, temperature=cfg.temperature,
                           bank_per_class=cfg.bank_per_class, max_queries=cfg.max_queries, batch_size=cfg.batch_size,
                           num_workers=cfg.num_workers, mean=cfg.mean, std=cfg.std, device=ctx.device,
