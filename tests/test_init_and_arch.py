@@ -187,3 +187,38 @@ def test_contradicting_model_is_refused_and_a_new_input_size_is_allowed(tiny_pre
         classifier_config(cfg)
     got = classifier_config(FinetuneConfig(finetune=str(tiny_pretrain_run), input_size=[64]))
     assert (got.model, got.input_size, got.patch_size) == ("vit_tiny_patch16", [64], 8)
+
+
+# ----------------------------------------------------------------------------- --resume is not --init
+def test_resume_of_a_model_folder_or_foreign_weights_points_to_init(tmp_path, digit_folders, capsys):
+    """``--resume`` continues a run; a model folder, or a weights file of another shape, gets a short
+    message that names ``--init`` (not a key list hundreds of lines long)."""
+    src = _source_mae()
+    folder = src.save_pretrained(tmp_path / "folder")
+    other = tmp_path / "other.pth"
+    torch.save({"model": maekit.create_model("mae_vit_tiny_patch16", **dict(TINY_MAE_ARGS, depth=1)).state_dict()},
+               other)
+    common = ("--data_path", digit_folders / "unlabelled", "--batch_size", "32", "--epochs", "1", *FAST)
+    assert run_cli("pretrain", *TINY_MAE, "--resume", folder, "--output_dir", tmp_path / "a", *common) != 0
+    err = capsys.readouterr().err
+    assert "a folder without training checkpoints" in err and "--init" in err
+    assert run_cli("pretrain", *TINY_MAE, "--config", _depth2(tmp_path), "--resume", other,
+                   "--output_dir", tmp_path / "b", *common) != 0
+    err = capsys.readouterr().err
+    assert "does not fit this model" in err and "missing: blocks.1.norm1.weight" in err and "in all)" in err
+    assert "--init" in err and len(err) < 1000
+
+
+def _depth2(tmp_path):
+    path = tmp_path / "depth2.yaml"
+    path.write_text("model_args: {depth: 2, decoder_depth: 1}\n")
+    return path
+
+
+def test_resume_of_a_run_folder_takes_its_newest_checkpoint(tmp_path, digit_folders, tiny_pretrain_run, capsys):
+    run = tiny_pretrain_run.parent
+    assert run_cli("pretrain", *TINY_MAE, "--config", run / "tiny.yaml", "--resume", run, "--data_path",
+                   digit_folders / "unlabelled", "--output_dir", tmp_path / "more", "--batch_size", "32",
+                   "--epochs", "2", "--warmup_epochs", "0", *FAST) == 0
+    out = capsys.readouterr().out
+    assert f"Resume checkpoint {run / 'checkpoint-last.pth'}" in out and "Start training for 2 epochs (from epoch 1)" in out

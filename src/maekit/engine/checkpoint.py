@@ -117,6 +117,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
+def describe_mismatch(own: dict, weights: dict, limit: int = 4) -> str:
+    """What keeps ``weights`` from loading strictly into a model whose state dict is ``own``: the
+    missing, unexpected and other-shape entries, a few named and the rest counted."""
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and hasattr(weights[k], "shape") and tuple(weights[k].shape) != tuple(own[k].shape)]
+    parts = [f"{name}: {few(keys)}" for name, keys in
+             (("missing", missing), ("unexpected", unexpected), ("other shapes (file vs model)", shapes)) if keys]
+    return "; ".join(parts) or "the state dicts differ"
+
+
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The file ``--resume auto`` picks in ``output_dir``.
 

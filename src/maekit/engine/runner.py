@@ -33,8 +33,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import TrainingDiverged
-from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, load_checkpoint,
-                         load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
+from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, describe_mismatch,
+                         load_checkpoint, load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, sum_over_ranks
 from .guards import archive_config, check_resume_args, check_warmup
 from .logs import JsonLogWriter, save_config
@@ -299,17 +299,10 @@ class Runner:
         if not self.resume or self._resumed:
             return
         self._resumed = True  # idempotent: a task may call this before fit() to learn start_epoch
-        if str(self.resume) == "auto":
-            if self.output_dir is None:
-                raise ValueError("resume='auto' needs an output_dir to look in")
-            found = load_newest_checkpoint(self.output_dir)  # skips files that do not load, saying why
-            if found is None:
-                logger.info("No checkpoint in %s: starting from scratch", self.output_dir)
-                return
-            path, ckpt = found
-        else:
-            path = Path(self.resume)
-            ckpt = load_checkpoint(path)
+        found = self._resume_source()
+        if found is None:
+            return
+        path, ckpt = found
         weights = ckpt.get("model") if isinstance(ckpt, dict) else None
         if not isinstance(weights, dict):
             raise ValueError(f"{path}: not a training checkpoint (no 'model' state dict to resume from); "
@@ -320,13 +313,34 @@ class Runner:
         check_resume_args(ckpt.get("args"), self.config, path=path, ignore=bool(self.config.get("resume_ignore_args")))
         try:
             self.model_without_ddp.load_state_dict(weights)
-        except RuntimeError as e:  # strict: another architecture or size
-            raise ValueError(f"{path} does not fit this model (resume loads strictly): {e}") from e
+        except RuntimeError:  # strict: another architecture or size
+            raise ValueError(f"{path} does not fit this model (resume loads strictly): "
+                             f"{describe_mismatch(self.model_without_ddp.state_dict(), weights)}. --resume continues a "
+                             f"run of this same model; to start from other weights use --init (pretraining) or "
+                             f"--finetune (classifiers), which adapt them") from None
         logger.info("Resume checkpoint %s", path)
         self.resumed_from = path
         if "optimizer" in ckpt and "epoch" in ckpt:
             self._resume_training_state(ckpt)
             logger.info("With optim & sched! (epoch %d, batch %d)", self.start_epoch, self.start_step)
+
+    def _resume_source(self) -> tuple[Path, dict] | None:
+        """(path, checkpoint) that ``resume`` names: ``'auto'`` (the newest in output_dir that loads,
+        None when there is none), a run folder (its newest), or a checkpoint file."""
+        auto = str(self.resume) == "auto"
+        folder = self.output_dir if auto else Path(self.resume)
+        if auto and folder is None:
+            raise ValueError("resume='auto' needs an output_dir to look in")
+        if not auto and not folder.is_dir():
+            return folder, load_checkpoint(folder)
+        found = load_newest_checkpoint(folder)  # skips files that do not load, saying why
+        if found is None and auto:
+            logger.info("No checkpoint in %s: starting from scratch", folder)
+        elif found is None:
+            raise FileNotFoundError(f"--resume {folder}: a folder without training checkpoints (checkpoint-*.pth); "
+                                    "--resume continues a run. To start from a model folder's weights use --init "
+                                    "(pretraining) or --finetune (classifiers)")
+        return found
 
     def _resume_training_state(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
