@@ -6,7 +6,6 @@ import hashlib
 import http.server
 import threading
 import warnings
-from pathlib import Path
 
 import pytest
 import torch

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "list-models": "list registered model names",
     "shard": "write an image folder into WebDataset tar shards (needs maekit[shards])",
     "app": "local web page + HTTP API to look at models (needs maekit[app])",
+    "push": "upload a model (+ a model card from its training run) to the Hugging Face Hub",
 }
 
 
@@ -80,6 +81,10 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
         from .app import cli as app_cli
 
         return app_cli.main
+    if command == "push":
+        from .hub import push_cli
+
+        return push_cli.main
     raise KeyError(command)
 
 

@@ -1,63 +1,85 @@
-"""``push_to_hub(model, repo_id)``: the model folder plus a model card, uploaded with huggingface_hub.
+"""``push_to_hub(model, repo_id, run_dir=...)``: a model and what its training run says about it.
 
-The card (``README.md``) states the architecture (``model.config``, family, input size), and,
-when ``run_dir`` is given, the training configuration (``run_dir/config.yaml``) and the last
-metrics of ``run_dir/log.txt`` (one JSON record per epoch, as the engine writes it).
+The upload and the card are the model's own (:meth:`maekit.models.MaekitModel.push_to_hub`,
+:mod:`maekit.models.card`); this module adds the run folder that a training command wrote: the
+resolved options (``config.yaml``, shown as is) and the metrics of ``log.txt`` (one JSON record
+per epoch: the last record, plus the best ``test_acc1`` and its epoch when evaluated).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
+
+from ..models.base import MaekitModel, unwrap
+from ..models.card import DEFAULT_COMMIT_MESSAGE
+from ..models.card import model_card as _card
+
+RUN_FILES = ("config.yaml", "log.txt")
+BEST_KEY = "test_acc1"
 
 
-def _last_metrics(run_dir: Path) -> dict[str, Any]:
-    log = run_dir / "log.txt"
-    lines = [ln for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()] if log.is_file() else []
-    try:
-        return json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
+def is_run_dir(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds what a training command writes (``config.yaml`` or ``log.txt``)."""
+    return any((Path(folder) / name).is_file() for name in RUN_FILES)
+
+
+def _records(log: Path) -> list[dict[str, Any]]:
+    """The JSON records of ``log.txt`` (lines that are not a JSON object are skipped)."""
+    out = []
+    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def metrics_rows(records: list[dict[str, Any]], best_key: str = BEST_KEY) -> dict[str, Any]:
+    """Card rows from per-epoch records: the last record, plus ``best <best_key>`` with its epoch."""
+    rows: dict[str, Any] = dict(records[-1]) if records else {}
+    scored = [r for r in records if isinstance(r.get(best_key), (int, float))]
+    if scored:
+        best = max(scored, key=lambda r: r[best_key])
+        rows[f"best {best_key}"] = f"{best[best_key]}" + (f" (epoch {best['epoch']})" if "epoch" in best else "")
+    return rows
+
+
+def run_card_sections(run_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``training_config`` and ``metrics`` of a run folder, as :meth:`MaekitModel.push_to_hub` takes them."""
+    if run_dir is None:
         return {}
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist (it should hold config.yaml and log.txt)")
+    config = run / "config.yaml"
+    return {"training_config": config.read_text(encoding="utf-8") if config.is_file() else None,
+            "metrics": metrics_rows(_records(run / "log.txt")) or None}
 
 
-def model_card(model: nn.Module, run_dir: str | os.PathLike | None = None) -> str:
-    """Markdown with a YAML header (``library_name: maekit``, tags) for ``model``."""
-    cfg = model.config
-    task = "image-feature-extraction" if model.is_pretraining else "image-classification"
-    h, w = model.img_size
-    lines = ["---", "library_name: maekit", f"pipeline_tag: {task}", "tags:", "- maekit", f"- {model.family}", "---",
-             "", f"# {cfg.model_name}", "",
-             f"A maekit `{type(model).__name__}` ({model.family}), input {h}x{w} with {model.in_chans} channels.",
-             "", "```python", "import maekit", 'model = maekit.load_model("hf-hub:REPO_ID")', "```", "",
-             "## Configuration", "", "```json", cfg.to_json_string().rstrip(), "```"]
-    if run_dir is not None:
-        run = Path(run_dir)
-        if (run / "config.yaml").is_file():
-            lines += ["", "## Training configuration", "", "```yaml",
-                      (run / "config.yaml").read_text(encoding="utf-8").rstrip(), "```"]
-        metrics = _last_metrics(run)
-        if metrics:
-            lines += ["", "## Metrics (last epoch)", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {v} |" for k, v in metrics.items()]
-    return "\n".join(lines) + "\n"
+def _maekit_model(model: nn.Module) -> MaekitModel:
+    model = unwrap(model)
+    if not isinstance(model, MaekitModel):
+        raise TypeError(f"{type(model).__name__} is not a maekit model; load it with maekit.load_model first")
+    return model
+
+
+def model_card(model: nn.Module, run_dir: str | os.PathLike | None = None, repo_id: str | None = None) -> str:
+    """The card ``push_to_hub`` would upload (Markdown, YAML header ``library_name: maekit``)."""
+    return _card(_maekit_model(model), repo_id, **run_card_sections(run_dir))
 
 
 def push_to_hub(model: nn.Module, repo_id: str, *, run_dir: str | os.PathLike | None = None,
                 private: bool | None = None, revision: str | None = None, token: str | None = None,
-                commit_message: str = "Upload maekit model") -> Any:
-    """Upload ``model.save_pretrained`` + a model card to the Hub repository ``repo_id`` (created if
-    needed; token from ``HF_TOKEN`` / ``hf auth login`` unless given). Returns the commit info."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = model.save_pretrained(Path(tmp) / "model")
-        (folder / "README.md").write_text(model_card(model, run_dir).replace("REPO_ID", repo_id), encoding="utf-8")
-        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 revision=revision)
+                commit_message: str = DEFAULT_COMMIT_MESSAGE) -> Any:
+    """``model.push_to_hub(repo_id, ...)`` with the card sections of ``run_dir`` (a training output
+    folder: ``config.yaml``, ``log.txt``). The repository is created when missing; the token is
+    huggingface_hub's (``HF_TOKEN`` / ``hf auth login``) unless given. Returns the ``CommitInfo``."""
+    return _maekit_model(model).push_to_hub(repo_id, private=private, revision=revision, token=token,
+                                            commit_message=commit_message, **run_card_sections(run_dir))

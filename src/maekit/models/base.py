@@ -14,8 +14,10 @@ functions* over a few classes (``mae_vit_base_patch16`` = ``MaskedAutoencoderViT
 preset), and our ``config.json`` is ``{"model_name", "model_args"}`` so that existing folders
 keep loading; the timm classifier's constructor also takes a ``norm_layer`` callable that is not
 JSON. Its ``save_pretrained`` would also write a ``README.md`` into every folder and import
-huggingface_hub with the models. What the Hub mixin adds (downloads by repo id, ``push_to_hub``)
-is done in :mod:`maekit.hub` with huggingface_hub's own functions, on top of this layout.
+huggingface_hub with the models. What the Hub mixin adds is done with huggingface_hub's own
+functions on top of this layout: downloads by repo id in :mod:`maekit.hub`, and
+:meth:`MaekitModel.push_to_hub` here (the folder plus a model card, :mod:`.card`; huggingface_hub
+imported only when pushing).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..fileio import atomic_write_dir, plain_tensors
+from .card import DEFAULT_COMMIT_MESSAGE
 from .config import CONFIG_NAME, ModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -192,6 +196,31 @@ class MaekitModel:
         if device is not None:
             model.to(device)
         return model.eval()
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                    token: str | None = None, commit_message: str = DEFAULT_COMMIT_MESSAGE,
+                    training_config: str | None = None, metrics: Mapping[str, Any] | None = None,
+                    card_extra: Mapping[str, str] | None = None) -> Any:
+        """Upload this model to the Hugging Face Hub: the :meth:`save_pretrained` folder plus a
+        model card (``README.md``: architecture, input, labels, how to load it). Needs
+        ``huggingface_hub``; ``maekit.load_model("hf-hub:REPO_ID")`` reads the repository back.
+
+        Args:
+            repo_id: ``"user/name"`` or ``"org/name"``; created when missing (``private`` then applies).
+            revision: the branch to commit to (created from ``main`` when missing); default ``main``.
+            token: a write token; default huggingface_hub's (``HF_TOKEN``, ``hf auth login``).
+            training_config, metrics, card_extra: more card sections (the run's YAML, ``name ->
+                value`` rows, ``title -> Markdown``); ``maekit.hub.push_to_hub(model, repo_id,
+                run_dir=...)`` fills the first two from a training run folder.
+
+        Returns:
+            huggingface_hub's ``CommitInfo`` (``commit_url``, ``oid``).
+        """
+        from .card import push_model
+
+        return push_model(self, repo_id, private=private, revision=revision, token=token,
+                          commit_message=commit_message, training_config=training_config, metrics=metrics,
+                          card_extra=card_extra)
 
 
 def stem_blocks_matcher(stem: str, blocks: str, coarse: bool) -> dict[str, Any]:
