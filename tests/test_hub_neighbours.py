@@ -1,4 +1,4 @@
-"""timm as a neighbour (issue 13): timm Hub repositories and ``timm:name.tag`` sources read through
+"""The Hub and timm as neighbours (issue 13): timm Hub repositories and ``timm:name.tag`` sources read through
 timm's own cache, checked against timm's own loader on the same cache; sources by Hub id in the
 commands (``convert``, ``finetune --finetune``, ``knn --model``, ``pipeline``)."""
 
@@ -137,3 +137,27 @@ def test_commands_take_hub_ids(tmp_path, digit_folders, tiny_mae_on_the_hub, cap
     assert "k-NN (k=20" in out
     feats = maekit.pipeline("image-feature-extraction", model="hf-hub:org/tiny-mae")
     assert feats(str(next((digit_folders / "val").rglob("*.png")))).shape[-1] == 192
+
+
+def test_facebook_vit_mae_base_by_its_hub_id_equals_transformers(hf_cache, tmp_path):
+    """The README line ``maekit.load_model("facebook/vit-mae-base")``: a ViTMAE repository written by
+    transformers itself (tiny config, its own defaults such as layer_norm_eps=1e-12) under that id
+    in the offline Hub cache; transformers loads the same id from the same cache, and both give the
+    same reconstruction and loss for the same masking noise."""
+    import transformers
+
+    config = transformers.ViTMAEConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3,
+                                       intermediate_size=768, image_size=32, patch_size=8, decoder_hidden_size=128,
+                                       decoder_num_hidden_layers=1, decoder_num_attention_heads=4,
+                                       decoder_intermediate_size=512)
+    torch.manual_seed(0)
+    transformers.ViTMAEForPreTraining(config).save_pretrained(tmp_path / "vit-mae-base")
+    hf_cache("facebook/vit-mae-base", tmp_path / "vit-mae-base")
+    theirs = transformers.ViTMAEForPreTraining.from_pretrained("facebook/vit-mae-base").eval()
+    ours = maekit.AutoModel.from_pretrained("facebook/vit-mae-base")
+    assert ours.model_name == "mae_vit_tiny_patch16" and ours.model_args["layer_norm_eps"] == 1e-12
+    x, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        want, got = theirs(pixel_values=x, noise=noise), ours(x, noise=noise)
+    torch.testing.assert_close(got.pred, want.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.loss, want.loss, atol=1e-6, rtol=1e-5)
