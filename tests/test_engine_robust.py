@@ -17,7 +17,6 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from conftest import PY, python_env, loop_tracebacks

@@ -60,7 +60,16 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
         def run_convert(argv: Sequence[str]) -> int:
             parser = argparse.ArgumentParser(prog="maekit convert", description=COMMANDS["convert"])
             convert_cli.add_arguments(parser)
-            return convert_cli.run(parser.parse_args(argv))
+            args = parser.parse_args(argv)
+            if not os.path.exists(args.src):  # a Hub id, URL, timm: name or published weights name
+                from .hub.load import local_source
+
+                try:
+                    args.src = os.fspath(local_source(args.src, names=True))
+                except (OSError, ValueError) as e:
+                    print(f"error: {e}", file=sys.stderr)
+                    return 2
+            return convert_cli.run(args)
 
         return run_convert
     if command == "run":

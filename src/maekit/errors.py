@@ -132,7 +132,8 @@ def _module_of(e: BaseException) -> set[str]:
 
 
 def _is_network(e: BaseException) -> bool:
-    return bool(_module_of(e) & {"requests", "urllib3", "httpx"}) or isinstance(e, (ConnectionError, TimeoutError)) \
+    return bool(_module_of(e) & {"requests", "urllib3", "httpx", "httpx2", "httpcore"}) \
+        or isinstance(e, (ConnectionError, TimeoutError)) \
         or type(e).__name__ in ("URLError", "gaierror", "HfHubHTTPError", "OfflineModeIsEnabled")
 
 

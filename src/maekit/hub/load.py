@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models import canonical_name, create_model, is_model
+from ..models import canonical_name, classifier_config, create_model, is_model
 from ..models.config import CONFIG_NAME, ModelConfig
 from ..weights import load_pretrained_encoder, load_pretraining_weights
 from . import cache, remote, table
@@ -245,7 +245,7 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
                   progress=progress)
     cfg = src.config
     if "num_classes" in overrides:  # a classifier: of a pretraining source, its encoder's
-        cfg = cfg.as_classifier()
+        cfg = classifier_config(cfg)
     cfg.model_args.update(ModelConfig(cfg.model_name, dict(overrides)).model_args)
     if "num_classes" in overrides and cfg.class_names is not None and len(cfg.class_names) != num_classes:
         cfg.class_names = None  # a new head: the stored labels no longer apply

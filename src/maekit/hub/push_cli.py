@@ -24,10 +24,9 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``maekit push`` options."""
-    from ..cli import COMMANDS
-
     parser = argparse.ArgumentParser(
-        prog="maekit push", description=COMMANDS["push"] + ". The token comes from HF_TOKEN or `hf auth login`.")
+        prog="maekit push", description="upload a model (+ a model card from its training run) to the Hugging Face "
+                                        "Hub. The token comes from HF_TOKEN or `hf auth login`.")
     parser.add_argument("source", metavar="SOURCE",
                         help="what maekit.load_model reads: a checkpoint (runs/ft/checkpoint-best.pth), a model "
                              "folder, a registered name")

@@ -77,17 +77,6 @@ class ModelConfig:
             raise ValueError("'model_args' of a maekit config must be an object")
         return cls(data["model_name"], dict(args), data.get("class_names"), data.get("weights"))
 
-    def as_classifier(self) -> ModelConfig:
-        """The config of the classifier whose encoder this pretraining model is (decoder and
-        pretraining-only arguments dropped, no labels); a classifier's config is returned as is."""
-        from .registry import classifier_name, is_pretraining_model
-
-        if not is_pretraining_model(self.model_name):
-            return self
-        args = {k: v for k, v in self.model_args.items()
-                if k not in PRETRAINING_ONLY_ARGS and not k.startswith("decoder_")}
-        return ModelConfig(classifier_name(self.model_name), args, None, self.weights)
-
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 

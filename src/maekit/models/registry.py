@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 
-from .config import ModelConfig
+from .config import PRETRAINING_ONLY_ARGS, ModelConfig
 from .limits import check_model_args
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -71,6 +71,16 @@ def classifier_name(name: str) -> str:
     if not is_model(short):
         raise ValueError(f"no classifier is registered for {name!r} (looked for {short!r})")
     return canonical_name(short)
+
+
+def classifier_config(config: ModelConfig) -> ModelConfig:
+    """The config of the classifier whose encoder the pretraining model ``config`` is (decoder and
+    pretraining-only arguments dropped, no labels); a classifier's config is returned as is."""
+    if not is_pretraining_model(config.model_name):
+        return config
+    args = {k: v for k, v in config.model_args.items()
+            if k not in PRETRAINING_ONLY_ARGS and not k.startswith("decoder_")}
+    return ModelConfig(classifier_name(config.model_name), args, None, config.weights)
 
 
 def is_model(name: str) -> bool:
