@@ -124,13 +124,18 @@ def tiny_mae_on_the_hub(tmp_path, hf_cache):
     return mae
 
 
-def test_commands_take_hub_ids(tmp_path, digit_folders, tiny_mae_on_the_hub, capsys):
+def test_commands_take_hub_ids(tmp_path, digit_folders, tiny_mae_on_the_hub, hf_cache, capsys):
     assert run_cli("finetune", "--finetune", "hf-hub:org/tiny-mae", "--data_path", digit_folders, "--output_dir",
                    tmp_path / "ft", "--batch_size", "24", "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
     out = capsys.readouterr().out
     assert "architecture from --finetune (hf-hub:org/tiny-mae)" in out and "loaded 28 tensors" in out
     extra = torch.load(tmp_path / "ft" / "checkpoint-last.pth", map_location="cpu", weights_only=False)["extra"]
     assert extra["model_name"] == "vit_tiny_patch16" and extra["model_args"]["depth"] == 2
+    # the fine-tuned classifier as a Hub repository: eval --resume takes its id (weights, labels, shape)
+    tuned = maekit.load_model(tmp_path / "ft" / "checkpoint-last.pth")
+    hf_cache("org/tiny-ft", tuned.save_pretrained(tmp_path / "tuned"))
+    assert run_cli("eval", "--resume", "hf-hub:org/tiny-ft", "--data_path", digit_folders, *FAST) == 0
+    assert "Accuracy of the network on the 30 validation images" in capsys.readouterr().out
     assert run_cli("knn", "--model", "hf-hub:org/tiny-mae", "--data_path", digit_folders, *FAST) == 0
     out = capsys.readouterr().out
     assert "mae_vit_tiny_patch16 from hf-hub:org/tiny-mae (input 32x32, patch 8, as the source records)" in out
