@@ -222,3 +222,16 @@ def test_resume_of_a_run_folder_takes_its_newest_checkpoint(tmp_path, digit_fold
                    "--epochs", "2", "--warmup_epochs", "0", *FAST) == 0
     out = capsys.readouterr().out
     assert f"Resume checkpoint {run / 'checkpoint-last.pth'}" in out and "Start training for 2 epochs (from epoch 1)" in out
+
+
+def test_a_typed_flag_at_its_default_value_still_counts_as_given(tmp_path, digit_folders, tiny_pretrain_run, capsys):
+    """``--model vit_large_patch16`` is finetune's default; typed, it is the user's choice and contradicts
+    the checkpoint (ViT-Ti) with both values named. Left out, the checkpoint's model is taken."""
+    common = ("--finetune", tiny_pretrain_run, "--data_path", digit_folders, "--output_dir", tmp_path / "x", *FAST)
+    assert FinetuneConfig.default("model") == "vit_large_patch16"
+    assert run_cli("finetune", "--model", "vit_large_patch16", *common) != 0
+    assert "--model vit_large_patch16 contradicts --finetune" in capsys.readouterr().err
+    from maekit.tasks.arch_from_source import classifier_config
+    from maekit.tasks.entry import parse
+
+    assert classifier_config(parse("finetune", [str(a) for a in common])).model == "vit_tiny_patch16"

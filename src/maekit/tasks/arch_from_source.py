@@ -3,10 +3,11 @@
 A maekit checkpoint or model folder records its model name and constructor arguments (patch size,
 input size, depth ...); official / PASSL / MindFormers / HF files tell them through their weights
 (:func:`maekit.hub.load_config`). ``finetune`` / ``linprobe`` / ``eval`` and ``pretrain --init``
-take them from there when the flags are not given, and say so. An option still at its default
-counts as not given (the configs do not record which flags were typed). An explicit flag that
-contradicts the source is refused with both values named -- except the input size, which a run may
-change on purpose (the position table is interpolated or, for MAE's fixed sin-cos table, rebuilt).
+take them from there when the flags are not given, and say so. Given means typed as a flag (even at
+its default value) or set to another value than the default (a ``--config`` file, the Python API);
+a packaged recipe's value equal to the default is not given. An explicit value that contradicts the
+source is refused with both values named -- except the input size, which a run may change on
+purpose (the position table is interpolated or, for MAE's fixed sin-cos table, rebuilt).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> 
     ``--input_size`` is logged (the run changes the resolution)."""
     from ..models import canonical_name
 
-    cls, changes, taken = type(cfg), {}, []
+    changes, taken = {}, []
     for name, value in (("model", arch.model), ("input_size", arch.input_size), ("patch_size", arch.patch_size),
                         ("in_chans", arch.in_chans)):
         given = getattr(cfg, name)
@@ -129,7 +130,7 @@ def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> 
             continue
         same = given is not None and (canonical_name(given) == value if name == "model" else
                                       _same_size(given, value) if name == "input_size" else given == value)
-        if given is None or given == cls.default(name):  # not given (or given as the default)
+        if given is None or not cfg.is_given(name):  # neither typed nor set to another value
             if not same:
                 changes[name] = value
                 taken.append(f"--{name} {_show(value)}")
@@ -180,7 +181,7 @@ def classifier_config(cfg: Any) -> Any:
     if found is None:
         return cfg
     source, flag = found
-    given = cfg.model if cfg.model and cfg.model != type(cfg).default("model") else None
+    given = cfg.model if cfg.model and cfg.is_given("model") else None
     arch = read_source(lambda s: source_arch(s, pretraining=False, model_name=given), source, flag)
     return apply_source_arch(cfg, arch, source=source, flag=flag)
 

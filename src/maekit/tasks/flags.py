@@ -146,7 +146,9 @@ def parse(cls: type, argv: Sequence[str], *, prog: str, description: str | None 
     if missing:
         raise ConfigError(f"{prog}: {', '.join('--' + m for m in missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} required")
-    return cls.from_dict(merged, source=source)
+    cfg = cls.from_dict(merged, source=source)
+    cfg.typed = frozenset(given)  # a typed flag is the user's choice even at its default value
+    return cfg
 
 
 __all__ = ["build_parser", "flat_options", "parse", "read_yaml", "resolve_config_path"]

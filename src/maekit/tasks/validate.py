@@ -41,8 +41,18 @@ class ConfigMixin:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> Any:
-        """A validated copy with some options changed (aliases accepted)."""
-        return type(self).from_dict({**self.to_dict(), **resolve_keys(type(self), changes, source="replace")})
+        """A validated copy with some options changed (aliases accepted); what was typed stays typed."""
+        new = type(self).from_dict({**self.to_dict(), **resolve_keys(type(self), changes, source="replace")})
+        new.typed = self.typed
+        return new
+
+    # The options typed on the command line (set by maekit.tasks.flags.parse); empty otherwise.
+    typed: frozenset[str] = frozenset()  # a class attribute, not a dataclass field (no annotation scan)
+
+    def is_given(self, name: str) -> bool:
+        """Whether the user chose option ``name``: typed as a flag (even at its default value), or set
+        to a value other than the default (a config file, the Python API)."""
+        return name in self.typed or getattr(self, name) != type(self).default(name)
 
 
 @functools.lru_cache(maxsize=None)
