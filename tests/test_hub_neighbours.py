@@ -166,3 +166,31 @@ def test_facebook_vit_mae_base_by_its_hub_id_equals_transformers(hf_cache, tmp_p
         want, got = theirs(pixel_values=x, noise=noise), ours(x, noise=noise)
     torch.testing.assert_close(got.pred, want.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.loss, want.loss, atol=1e-6, rtol=1e-5)
+
+
+def test_a_models_normalisation_travels_with_it(tmp_path, hf_cache):
+    """A model trained on other statistics (grayscale scans, say): the mean / std / crop its folder
+    records are what predict / visualize / the app use (they build pipelines on the loaded module),
+    what save_pretrained writes back, and what the timm and transformers exports carry."""
+    import timm
+    from transformers import AutoImageProcessor as HFProcessor
+
+    mean, std = [0.3, 0.3, 0.3], [0.2, 0.2, 0.2]
+    vit = maekit.create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2,
+                              global_pool=False)
+    vit.preprocessing = {"image_mean": mean, "image_std": std, "crop_pct": 0.95}
+    folder = vit.save_pretrained(tmp_path / "ours")
+    hf_cache("org/scans", folder)
+    for source in (folder, "hf-hub:org/scans"):
+        loaded = maekit.load_model(source)
+        proc = maekit.pipeline("image-classification", loaded).image_processor  # a module, as the app passes
+        assert list(proc.image_mean) == mean and list(proc.image_std) == std and proc.crop_pct == 0.95, source
+        again = json.loads((loaded.save_pretrained(tmp_path / "again") / "preprocessor_config.json").read_text())
+        assert (again["image_mean"], again["image_std"], again["crop_pct"]) == (mean, std, 0.95)
+    timm_dir = maekit.hub.export_model(loaded, tmp_path / "timm", "timm")
+    cfg = timm.create_model(f"local-dir:{timm_dir}", pretrained=True).pretrained_cfg
+    assert list(cfg["mean"]) == mean and list(cfg["std"]) == std and cfg["crop_pct"] == 0.95
+    assert list(maekit.load_model(timm_dir).preprocessor_config()["image_mean"]) == mean
+    hf_dir = maekit.hub.export_model(loaded, tmp_path / "hf", "hf")
+    assert list(HFProcessor.from_pretrained(hf_dir).image_mean) == mean
+    assert maekit.load_model(hf_dir).preprocessor_config()["image_std"] == std

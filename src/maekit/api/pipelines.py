@@ -318,9 +318,10 @@ def pipeline(task: str, model: str | os.PathLike | nn.Module | None = None, *,
         model: a registered name (+ ``.tag``), model folder, checkpoint file, URL, or an
             ``nn.Module``; default: ``PIPELINE_DEFAULTS[task]`` (published weights).
         image_processor: an :class:`ImageProcessor` (used as it is) or where to read one;
-            default: the folder's ``preprocessor_config.json``, else the model's defaults; in
-            both cases with the task's geometry ('resize' for masked image modeling, the
-            evaluation crop otherwise).
+            default: the model's own (``model.preprocessor_config()``: its input size and channels,
+            the mean / std / crop its source folder records -- maekit or transformers
+            ``preprocessor_config.json``, timm ``pretrained_cfg`` --, else the reference ones), with
+            the task's geometry ('resize' for masked image modeling, the evaluation crop otherwise).
         device: where to run (default: where the model is; CPU for loaded models).
         batch_size: images per forward pass.
         download: fetch published weights for a name (False: random weights).
@@ -332,7 +333,4 @@ def pipeline(task: str, model: str | os.PathLike | nn.Module | None = None, *,
     net = load_model(source, download=download)
     if image_processor is not None and not isinstance(image_processor, ImageProcessor):
         image_processor = AutoImageProcessor.from_pretrained(image_processor)
-    elif image_processor is None and isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        # The folder's size / channels / mean / std, with the task's geometry.
-        image_processor = AutoImageProcessor.from_pretrained(source, resize_mode=_PIPELINES[task].resize_mode)
     return _PIPELINES[task](net, image_processor, device=device, batch_size=batch_size, **kwargs)

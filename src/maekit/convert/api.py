@@ -57,6 +57,7 @@ class LoadedCheckpoint:
     model_args: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     class_names: list[str] | None = None  # labels a maekit training checkpoint records
+    preprocessing: dict[str, Any] | None = None  # image_mean / image_std / crop_pct the folder records
 
 
 def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None,
@@ -105,7 +106,8 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: s
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
     return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
-                            class_names=loaded.hints.get("class_names"))
+                            class_names=loaded.hints.get("class_names"),
+                            preprocessing=loaded.hints.get("preprocessing"))
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:
@@ -129,7 +131,8 @@ def _destination(dst: str | os.PathLike, fmt: str) -> Path:
 
 
 def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, model_name: str | None = None,
-                    config: dict[str, Any] | None = None, class_names: Sequence[str] | None = None) -> Path:
+                    config: dict[str, Any] | None = None, class_names: Sequence[str] | None = None,
+                    preprocessing: dict[str, Any] | None = None) -> Path:
     """Write official-name weights in ``format``.
 
     Args:
@@ -141,6 +144,8 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
             checked against the weights (a shape mismatch raises ConversionError).
         class_names: the label of each classifier output (HF ``id2label``, timm ``label_names``,
             maekit ``class_names``); ignored when their number is not the model's.
+        preprocessing: ``image_mean`` / ``image_std`` / ``crop_pct`` for the formats that record
+            them (HF ``preprocessor_config.json``, timm ``pretrained_cfg``).
 
     Returns:
         The path written. Files and folders appear complete or not at all.
@@ -161,7 +166,7 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
     if fmt != "official":  # nothing but the official format keeps arbitrary keys; fail early and clearly
         family_of(sd)
     if spec is not None:
-        spec = spec.with_labels(class_names)
+        spec = spec.with_metadata(class_names, preprocessing)
     return TABLE[fmt].write(sd, _destination(dst, fmt), spec)[0]
 
 
@@ -215,7 +220,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     fmt_in, loaded = read(src, fmt_in)
     name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
-    written, write_notes = TABLE[fmt_out].write(sd, out, spec.with_labels(loaded.hints.get("class_names")))
+    spec = spec.with_metadata(loaded.hints.get("class_names"), loaded.hints.get("preprocessing"))
+    written, write_notes = TABLE[fmt_out].write(sd, out, spec)
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
     return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
                             loaded.notes + notes + fit_notes + write_notes)

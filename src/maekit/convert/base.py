@@ -79,3 +79,31 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     except ValueError as e:
         raise ConversionError(f"invalid JSON ({e})", cfg_file) from e
     return cfg if isinstance(cfg, dict) else {}
+
+
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def preprocessing_hint(mean: Any, std: Any, crop_pct: Any = None) -> dict[str, Any] | None:
+    """``{"image_mean", "image_std"[, "crop_pct"]}`` from a file's normalisation, None when it has none."""
+    if not isinstance(mean, (list, tuple)) or not isinstance(std, (list, tuple)) or len(mean) != len(std):
+        return None
+    out: dict[str, Any] = {"image_mean": [float(m) for m in mean], "image_std": [float(s) for s in std]}
+    if isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1:
+        out["crop_pct"] = float(crop_pct)
+    return out
+
+
+def read_processor_file(folder: Path) -> dict[str, Any] | None:
+    """The normalisation (and maekit's ``crop_pct``) of ``folder/preprocessor_config.json`` -- maekit's
+    or transformers' -- as a ``preprocessing`` hint; None when the folder has no such file."""
+    path = folder / PROCESSOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ConversionError(f"invalid JSON ({e})", path) from e
+    if not isinstance(data, dict):
+        return None
+    return preprocessing_hint(data.get("image_mean"), data.get("image_std"), data.get("crop_pct"))

@@ -28,9 +28,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..models.base import PROCESSOR_NAME, default_preprocessing
+from ..models.base import PROCESSOR_NAME
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, read_json_config
+from .base import Format, Loaded, read_json_config, read_processor_file
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
 from .torchfile import is_torch_head, safetensors_keys, torch_load, unpack_checkpoint
@@ -109,6 +109,8 @@ def read(path: str | os.PathLike) -> Loaded:
         raw.update(load_tensors(f))
     sd, notes = from_hf(raw, folder)
     hints = config_hints(cfg)
+    if (pre := read_processor_file(folder)) is not None:
+        hints["preprocessing"] = pre
     if "warning" in hints:
         notes.append(hints.pop("warning"))
     if cfg.get("model_type") == "vit" and "head.weight" in sd and "norm.weight" not in sd:
@@ -163,7 +165,7 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
 def image_processor_config(spec) -> dict[str, Any]:
     """``preprocessor_config.json`` of transformers' ``ViTImageProcessor`` for the model: its size,
     bicubic resize, the model's mean / std (so ``AutoImageProcessor`` and ``pipeline`` work)."""
-    pre = default_preprocessing(spec.img_size, spec.in_chans, spec.family == "mae")
+    pre = spec.preprocessor()
     return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": pre["size"], "resample": 3,
             "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": pre["image_mean"],
             "image_std": pre["image_std"]}

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, read_json_config
+from .base import Format, Loaded, read_json_config, read_processor_file
 from .errors import ConversionError
 from .torchfile import read_safetensors
 
@@ -61,6 +61,8 @@ def read(path: str | os.PathLike) -> Loaded:
     }
     if isinstance(cfg.get("class_names"), list):
         hints["class_names"] = [str(c) for c in cfg["class_names"]]
+    if (pre := read_processor_file(folder)) is not None:
+        hints["preprocessing"] = pre
     return Loaded(sd, hints, [])
 
 

@@ -42,15 +42,29 @@ class ArchSpec:
     num_classes: int | None = None
     global_pool: str | None = None  # 'avg' | 'token'
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
-    # Not architecture, but what the writers put next to it (HF id2label, timm label_names, maekit
-    # class_names): the label of each classifier output, when the source records them.
+    # Not architecture, but what the writers put next to it: the label of each classifier output (HF
+    # id2label, timm label_names, maekit class_names) and the normalisation / crop (HF
+    # preprocessor_config.json, timm pretrained_cfg), when the source records them.
     class_names: tuple[str, ...] | None = field(default=None, compare=False)
+    preprocessing: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
-    def with_labels(self, names: Any) -> ArchSpec:
-        """This spec with ``class_names`` (kept only when they fit ``num_classes``)."""
-        if not names or self.num_classes is None or len(names) != self.num_classes:
-            return self
-        return replace(self, class_names=tuple(str(n) for n in names))
+    def with_metadata(self, class_names: Any = None, preprocessing: dict[str, Any] | None = None) -> ArchSpec:
+        """This spec with labels (kept only when they fit ``num_classes``) and ``preprocessing``
+        (``image_mean`` / ``image_std`` / ``crop_pct``; kept when the mean fits ``in_chans``)."""
+        changes: dict[str, Any] = {}
+        if class_names and self.num_classes is not None and len(class_names) == self.num_classes:
+            changes["class_names"] = tuple(str(n) for n in class_names)
+        if preprocessing and len(preprocessing.get("image_mean") or ()) == self.in_chans:
+            changes["preprocessing"] = {k: preprocessing[k] for k in ("image_mean", "image_std", "crop_pct")
+                                        if preprocessing.get(k) is not None}
+        return replace(self, **changes) if changes else self
+
+    def preprocessor(self) -> dict[str, Any]:
+        """The model's preprocessing (``maekit.models.base.default_preprocessing``) with this spec's."""
+        from ..models.base import default_preprocessing
+
+        pre = default_preprocessing(self.img_size, self.in_chans, self.family in PRETRAIN_FAMILIES)
+        return {**pre, **(self.preprocessing or {})}
 
     @property
     def width(self) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ._util import atomic_write_dir
-from .base import Loaded, read_json_config
+from .base import Loaded, preprocessing_hint, read_json_config
 from .errors import ConversionError
 from .torchfile import read_safetensors, torch_load, unpack_checkpoint
 
@@ -61,6 +61,8 @@ def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if size:
         size = [int(s) for s in (size if isinstance(size, (list, tuple)) else [size])]
         hints["img_size"] = size[0] if len(set(size)) == 1 else size
+    if (norm := preprocessing_hint(pre.get("mean"), pre.get("std"), pre.get("crop_pct"))) is not None:
+        hints["preprocessing"] = norm
     labels = cfg.get("label_names", pre.get("label_names"))
     if isinstance(labels, dict):
         labels = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
@@ -110,7 +112,7 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> Path:
     if missing or unexpected:
         raise ConversionError(f"timm's VisionTransformer does not take these weights (missing {missing[:4]}, "
                               f"unexpected {unexpected[:4]})", dst)
-    pre = default_preprocessing(spec.img_size, spec.in_chans, pretraining=False)
+    pre = {**default_preprocessing(spec.img_size, spec.in_chans, pretraining=False), **(spec.preprocessing or {})}
     data = {"mean": tuple(pre["image_mean"]), "std": tuple(pre["image_std"]), "crop_pct": pre["crop_pct"],
             "interpolation": "bicubic"}
     labels = {"label_names": list(spec.class_names)} if spec.class_names else None

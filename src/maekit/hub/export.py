@@ -1,4 +1,5 @@
-"""``export_model(model, destination, format)``: a model in another library's layout.
+"""``export_model(model, destination, format)``: a model in another library's layout, with its labels
+and its normalisation / crop (``model.preprocessor_config()``).
 
 - ``"timm"``: a timm folder; ``timm.create_model("local-dir:PATH", pretrained=True)`` gives the
   same outputs with no other argument (labels, mean / std, crop in its ``pretrained_cfg``);
@@ -27,4 +28,4 @@ def export_model(model: nn.Module, destination: str | os.PathLike, format: str) 
     from ..convert import save_state_dict
 
     return save_state_dict(model.state_dict(), destination, format, model.model_name, model.model_args,
-                           class_names=model.class_names)
+                           class_names=model.class_names, preprocessing=model.preprocessor_config())

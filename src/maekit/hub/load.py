@@ -64,6 +64,7 @@ class Resolved:
     config: ModelConfig
     label: str  # for messages
     state_dict: dict[str, torch.Tensor] | None = None
+    preprocessing: dict[str, Any] | None = None  # what the source folder's preprocessing file says
 
 
 # ---------------------------------------------------------------------------- sources
@@ -169,7 +170,7 @@ def _read_path(path: Path, label: str, model_name: str | None) -> Resolved:
         cfg.weights = ModelConfig.from_json_file(path / CONFIG_NAME).weights or cfg.weights
     for note in notes:
         log.info("%s: %s", label, note)
-    return Resolved(cfg, label, loaded.state_dict)
+    return Resolved(cfg, label, loaded.state_dict, loaded.preprocessing)
 
 
 def load_config(source: str | os.PathLike, *, model_name: str | None = None) -> ModelConfig:
@@ -251,6 +252,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
         cfg.class_names = None  # a new head: the stored labels no longer apply
     model = create_model(cfg.model_name, **cfg.model_args)
     model.config = cfg
+    if src.preprocessing is not None:
+        model.preprocessing = src.preprocessing
     if src.state_dict is not None:
         load_weights_into(model, src.state_dict, label=src.label)
     if device is not None:

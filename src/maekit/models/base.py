@@ -138,9 +138,21 @@ class MaekitModel:
 
         return classifier_name(self.model_name)
 
+    # Normalisation (and crop) the model was loaded with: ``image_mean`` / ``image_std`` / ``crop_pct``
+    # from its source folder's preprocessing file (maekit.load_model sets it); None: the defaults.
+    preprocessing: dict[str, Any] | None = None
+
     def preprocessor_config(self) -> dict[str, Any]:
-        """The default ``preprocessor_config.json`` for this model (:func:`default_preprocessing`)."""
-        return default_preprocessing(self.img_size, self.in_chans, self.is_pretraining)
+        """This model's ``preprocessor_config.json``: :func:`default_preprocessing` for its input size
+        and channels, with the ``preprocessing`` it was loaded with (a mean / std for another number
+        of channels is not used)."""
+        pre = default_preprocessing(self.img_size, self.in_chans, self.is_pretraining)
+        saved = self.preprocessing or {}
+        if len(saved.get("image_mean") or ()) == self.in_chans == len(saved.get("image_std") or ()):
+            pre.update(image_mean=list(saved["image_mean"]), image_std=list(saved["image_std"]))
+        if saved.get("crop_pct") is not None:
+            pre["crop_pct"] = float(saved["crop_pct"])
+        return pre
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, save_directory: str | os.PathLike, processor: Any = None) -> Path:
