@@ -194,3 +194,21 @@ def test_a_models_normalisation_travels_with_it(tmp_path, hf_cache):
     hf_dir = maekit.hub.export_model(loaded, tmp_path / "hf", "hf")
     assert list(HFProcessor.from_pretrained(hf_dir).image_mean) == mean
     assert maekit.load_model(hf_dir).preprocessor_config()["image_std"] == std
+
+
+def test_our_processor_reads_a_transformers_preprocessor_like_transformers(tmp_path):
+    """A transformers ``ViTImageProcessor`` file resizes the whole image (no centre crop): ours reads
+    it the same way, equal to transformers' own pixels up to one grey level (it rounds to uint8)."""
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor as HFProcessor
+
+    vit = maekit.create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2, global_pool=False)
+    folder = maekit.hub.export_model(vit, tmp_path / "hf", "hf")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    ours = maekit.AutoImageProcessor.from_pretrained(folder)
+    assert ours.resize_mode == "resize"
+    want = HFProcessor.from_pretrained(folder)(img, return_tensors="pt")["pixel_values"]
+    got = ours(img, return_tensors="pt")["pixel_values"]
+    assert got.shape == want.shape == (1, 3, 32, 32)
+    assert float((got - want).abs().max()) <= 1 / 255 / 0.224 + 1e-4

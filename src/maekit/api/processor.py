@@ -172,9 +172,11 @@ class ImageProcessor:
         size = data.get("size", 224)
         if isinstance(size, dict):  # ours and Hugging Face's {"height", "width"}; HF's {"shortest_edge"}
             size = (size["height"], size["width"]) if "height" in size else size.get("shortest_edge", 224)
+        # transformers' processors resize the whole image unless they centre-crop (do_center_crop)
+        hf_mode = "crop" if data.get("do_center_crop") else "resize"
+        mode = data.get("resize_mode", hf_mode if "do_resize" in data else "crop")
         return cls(size, num_channels=data.get("num_channels", 3), image_mean=data.get("image_mean"),
-                   image_std=data.get("image_std"), resize_mode=data.get("resize_mode", "crop"),
-                   crop_pct=data.get("crop_pct"))
+                   image_std=data.get("image_std"), resize_mode=mode, crop_pct=data.get("crop_pct"))
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> ImageProcessor:
