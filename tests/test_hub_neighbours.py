@@ -71,8 +71,11 @@ def test_bad_timm_names_say_what_is_wrong(hf_cache):
         maekit.load_model("timm:vit_nope_patch16")
     with pytest.raises(ValueError, match=r"Invalid pretrained tag \(nope\)"):
         maekit.load_model("timm:vit_tiny_patch16_224.nope")
-    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+    with pytest.raises(FileNotFoundError, match=rf"timm:{TIMM_NAME} \(timm's Hub repository\): .*not in the "
+                                                r"Hugging Face cache .*HF_HUB_OFFLINE=1 forbids downloads"):
         maekit.load_model(f"timm:{TIMM_NAME}")  # nothing cached, offline
+    with pytest.raises(FileNotFoundError, match=r"^no such file or folder: runs/checkpoint-9.pth$"):
+        maekit.load_model("runs/checkpoint-9.pth")  # a path, not a Hub id
 
 
 def test_convert_takes_timm_names_and_hub_ids(tmp_path, timm_repo, capsys):

@@ -19,6 +19,7 @@ PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm:"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _SAFE_FILES, _BIN_FILES = ["*.json", "*.safetensors"], ["*.json", "pytorch_model*.bin"]
+_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar", ".json")
 
 
 def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
@@ -28,7 +29,9 @@ def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
     """
     explicit = text.startswith(PREFIX)
     name = text[len(PREFIX):] if explicit else text
-    if not _REPO.match(name) or (exists_locally and not explicit):
+    # a bare name ending like a checkpoint file ('runs/checkpoint-9.pth') is a path, not a repository
+    file_like = not explicit and name.lower().endswith(_FILE_SUFFIXES)
+    if not _REPO.match(name) or (exists_locally and not explicit) or file_like:
         if explicit:
             raise ValueError(f"{text!r} is not a Hub id; expected hf-hub:org/name or hf-hub:org/name@revision")
         return None
@@ -47,9 +50,15 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_BIN_FILES))
         return folder
     except LocalEntryNotFoundError as e:
-        raise FileNotFoundError(
-            f"hf-hub:{repo_id}{'@' + revision if revision else ''} is not in the Hugging Face cache and cannot be "
-            f"downloaded ({str(e).splitlines()[0]}); connect, unset HF_HUB_OFFLINE, or pass a local folder") from e
+        from huggingface_hub import constants
+
+        name = f"hf-hub:{repo_id}{'@' + revision if revision else ''}"
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(f"{name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                                    "HF_HUB_OFFLINE=1 forbids downloads: unset HF_HUB_OFFLINE, or pass a local "
+                                    "folder") from e
+        raise FileNotFoundError(f"{name} is not in the Hugging Face cache and cannot be downloaded "
+                                f"({str(e).splitlines()[0]}); check the connection, or pass a local folder") from e
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"hf-hub:{repo_id}: {str(e).splitlines()[0]}") from e
 
@@ -74,7 +83,10 @@ def timm_weights(text: str) -> Path:
                          "(timm.list_pretrained('vit_*') lists them)")
     if cfg.hf_hub_id:
         repo, _, rev = cfg.hf_hub_id.partition("@")
-        return snapshot(repo, rev or None)
+        try:
+            return snapshot(repo, rev or None)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{TIMM_PREFIX}{name} (timm's Hub repository): {e}") from e
     if cfg.url:
         return Path(download_cached_file(cfg.url, check_hash=False, progress=True))
     raise ValueError(f"{TIMM_PREFIX}{name}: timm records no download location for these weights")
