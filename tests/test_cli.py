@@ -165,3 +165,21 @@ def test_training_arguments_are_the_task_options():
         assert {f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")} <= names
     with pytest.raises(ValueError, match="blr: a value is required|mixup_mode: choose one of"):
         TrainingArguments(mixup_mode="row")
+
+
+def test_log_lines_follow_the_current_stdout(monkeypatch):
+    """The CLI's log handlers write to whatever sys.stdout / sys.stderr is now: a handler bound to a
+    stream that was replaced and closed (pytest's capture, a notebook) would print 'Logging error'."""
+    import io
+    import logging
+
+    from maekit.engine.logs import setup_logging
+
+    old = io.StringIO()
+    monkeypatch.setattr("sys.stdout", old)
+    setup_logging()
+    old.close()
+    new = io.StringIO()
+    monkeypatch.setattr("sys.stdout", new)
+    logging.getLogger("maekit.test").info("hello from a later run")
+    assert "hello from a later run" in new.getvalue()

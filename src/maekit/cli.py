@@ -151,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         print(f"maekit: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from .console import CurrentStreamHandler
+
     logging.basicConfig(level=os.environ.get("MAEKIT_LOG_LEVEL", "WARNING"),
+                        handlers=[CurrentStreamHandler("stderr")],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return int(_dispatch(command)(rest) or 0)

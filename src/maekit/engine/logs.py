@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..console import CurrentStreamHandler
 from ..fileio import atomic_write
 from .checkpoint import to_plain
 from .distributed import is_main_process
@@ -26,8 +27,9 @@ logger = logging.getLogger("maekit.engine")
 _HANDLER_FLAG = "_maekit_handler"
 
 
-def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
-    """Send ``maekit.*`` log records to stdout as ``[HH:MM:SS] message``; warnings only on rank != 0.
+def setup_logging(rank: int = 0, level: int = logging.INFO, stream: str = "stdout") -> None:
+    """Send ``maekit.*`` log records to ``stream`` (stdout; ``"stderr"`` for commands whose stdout is
+    their result) as ``[HH:MM:SS] message``; warnings only on rank != 0.
 
     Idempotent: a second call replaces the handler it added before.
     """
@@ -35,7 +37,7 @@ def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
     for h in list(root.handlers):
         if getattr(h, _HANDLER_FLAG, False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = CurrentStreamHandler(stream)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
     setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)

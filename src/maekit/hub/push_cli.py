@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from .load import load_model
     from .push import push_to_hub
 
+    from ..engine.logs import setup_logging
+
     run_dir = _check_arguments(args)
+    setup_logging(stream="stderr")  # what loading did goes to stderr: stdout is the commit URL alone
     model = load_model(args.source)
     extra: dict[str, Any] = {"commit_message": args.commit_message} if args.commit_message else {}
     try:
