@@ -355,6 +355,17 @@ def test_timm_export_loads_with_one_timm_line(tmp_path):
     cfg = theirs.pretrained_cfg
     assert cfg["num_classes"] == 3 and tuple(cfg["input_size"]) == (3, 32, 32) and cfg["crop_pct"] == 0.875
     assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and cfg["label_names"] == ["cat", "dog", "owl"]
+    # transformers runs the timm folder too (TimmWrapper), mean-pooled head and labels included
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    pipe = pipeline("image-classification", model=str(folder), device="cpu")
+    with torch.no_grad():
+        probs = vit(pipe.image_processor(img, return_tensors="pt")["pixel_values"])[0].softmax(-1)
+    top = pipe(img, top_k=1)[0]
+    assert top["label"] == vit.class_names[int(probs.argmax())] and abs(top["score"] - float(probs.max())) < 1e-5
     # and back: the timm folder is a source like any other (labels included)
     back = maekit.load_model(folder)
     assert back.class_names == ["cat", "dog", "owl"] and back.model_name == "vit_tiny_patch16"

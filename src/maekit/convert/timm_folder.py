@@ -16,6 +16,7 @@ and as hints the input size, ``num_heads`` and labels the config states.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,5 +117,14 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> Path:
     data = {"mean": tuple(pre["image_mean"]), "std": tuple(pre["image_std"]), "crop_pct": pre["crop_pct"],
             "interpolation": "bicubic"}
     labels = {"label_names": list(spec.class_names)} if spec.class_names else None
-    return atomic_write_dir(dst, lambda tmp: save_for_hf(
-        twin, os.fspath(tmp), model_config=labels, model_args=args, safe_serialization=True, data_config=data))
+
+    def write(tmp: Path) -> None:
+        save_for_hf(twin, os.fspath(tmp), model_config=labels, model_args=args, safe_serialization=True,
+                    data_config=data)
+        # num_classes stays at the top level and in pretrained_cfg; in model_args as well it breaks
+        # transformers' TimmWrapper (it passes num_classes=num_labels beside model_args).
+        cfg = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        cfg.get("model_args", {}).pop("num_classes", None)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+
+    return atomic_write_dir(dst, write)
