@@ -187,7 +187,8 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple
             raise ConversionError(
                 "transformers' ViTForImageClassification classifies the cls token; this "
                 "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
-                "cannot express. Use --to timm, or a global_pool=False model",
+                "cannot express. Export it --to timm instead (transformers.pipeline runs timm folders "
+                "through its TimmWrapper), or fine-tune with --cls_token",
                 dst,
             )
         if "head.weight" not in sd:
