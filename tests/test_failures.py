@@ -158,6 +158,7 @@ def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_pa
     second = cli(*argv, "--resume", "auto")
     assert second.returncode == 2, second.stderr[-2000:]
     assert f"in use by a running maekit process (PID {first.pid}" in second.stderr
+    assert "pretraining mae_vit" not in second.stdout  # refused before the data and model were built
     first.kill()  # SIGKILL: no handler runs, the lock stays behind
     first.communicate()
     assert (out / ".maekit.lock").exists()
@@ -176,6 +177,9 @@ def test_new_run_into_used_folder_refuses_then_overwrite(digit_folders, tmp_path
     err = capsys.readouterr().err
     assert "already holds checkpoints" in err and "--resume auto" in err and "--overwrite" in err
     assert (out / "checkpoint-last.pth").read_bytes() == before and epochs_logged(out) == [0]
+    # checked when the task starts, before the data is looked at (a scan of ImageNet takes minutes)
+    assert run_cli(*args(tiny, tmp_path / "no_such_data", out)) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
     assert run_cli(*args(tiny, digit_folders / "unlabelled", out, "--overwrite", "--seed", "1")) == 0
     assert epochs_logged(out) == [0]
     assert (out / "checkpoint-last.pth").read_bytes() != before

@@ -76,14 +76,24 @@ class RunLock:
             return self
         raise RunFolderError(f"could not take the lock {self.path}: another run keeps creating it")
 
-    def _take_over_or_refuse(self) -> None:
+    def owner(self) -> tuple[dict, int, str] | None:
+        """(lock record, PID, host) of the current holder, None when the folder is not locked."""
+        if self.path is None:
+            return None
         try:
             owner = json.loads(self.path.read_text())
-            pid, host = int(owner["pid"]), str(owner["host"])
+            return owner, int(owner["pid"]), str(owner["host"])
         except FileNotFoundError:
-            return  # released meanwhile: try again
+            return None
         except (OSError, ValueError, KeyError, TypeError):
-            owner, pid, host = {}, -1, "?"
+            return {}, -1, "?"
+
+    def check_not_held_elsewhere(self) -> None:
+        """Raise :class:`RunFolderError` when a live process (or one on another host) holds the lock."""
+        held = self.owner()
+        if held is None:
+            return
+        owner, pid, host = held
         here = host == socket.gethostname()
         if here and pid > 0 and pid != os.getpid() and _alive(pid, owner.get("start")):
             raise RunFolderError(
@@ -94,8 +104,14 @@ class RunLock:
                 f"--output_dir {self.path.parent} is locked by PID {pid} on host {host} "
                 f"(since {owner.get('since', '?')}), which cannot be checked from here; if that run has "
                 f"ended, delete {self.path} and start again")
-        if pid != os.getpid():  # this process's own leftover (an earlier fit that raised) needs no message
-            logger.warning("taking over the stale lock %s of PID %s (no longer running)", self.path, pid)
+
+    def _take_over_or_refuse(self) -> None:
+        self.check_not_held_elsewhere()
+        held = self.owner()
+        if held is None:
+            return  # released meanwhile: try again
+        if held[1] != os.getpid():  # this process's own leftover (an earlier fit that raised) needs no message
+            logger.warning("taking over the stale lock %s of PID %s (no longer running)", self.path, held[1])
         self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
@@ -140,3 +156,11 @@ def check_fresh_run(output_dir: str | os.PathLike | None, *, resume: object, ove
         for name in [*found, "log.txt"]:
             (Path(output_dir) / name).unlink(missing_ok=True)
         logger.warning("--overwrite: removed %s from %s", ", ".join(found + ["log.txt"]), output_dir)
+
+
+def check_output_dir(output_dir: str | os.PathLike | None, *, resume: object, overwrite: bool) -> None:
+    """The run-folder checks a task makes when it starts, before building data that may take minutes
+    to scan: no live run holds the folder, and it holds no earlier run's checkpoints unless resumed
+    or overwritten. Nothing is taken or deleted here; the Runner takes the lock when it starts."""
+    RunLock(output_dir).check_not_held_elsewhere()
+    check_fresh_run(output_dir, resume=resume, overwrite=overwrite, remove=False)

@@ -139,7 +139,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     if cfg.eval:  # the reference's --eval: only evaluate the classifier --resume names
         return _evaluate_only(cfg, eval_dataset)
     task = "linprobe" if linprobe else "finetune"
-    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp, run=cfg)
     if model is None:  # the architecture --resume / --finetune records, where the flags give none
         cfg = classifier_config(cfg)
     probe = classifier_for(cfg, num_classes=cfg.nb_classes or 1, linprobe=True)

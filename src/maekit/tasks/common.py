@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..engine.lock import check_output_dir
 from ..engine.distributed import DistInfo, init_distributed, seed_everything
 from ..engine.logs import setup_logging
 from ..engine.optim import effective_batch_and_lr
@@ -38,8 +39,12 @@ def device_name(device: str | None) -> str | None:
     return "cuda" + device[3:] if device.startswith("gpu") else device
 
 
-def start_run(*, device: str | None, seed: int, amp: str) -> RunContext:
-    """Initialise distributed (torchrun / SLURM), logging, seeds and precision."""
+def start_run(*, device: str | None, seed: int, amp: str, run: Any = None) -> RunContext:
+    """Initialise distributed (torchrun / SLURM), logging, seeds and precision. ``run``: a training
+    config whose ``output_dir`` is checked first (:func:`maekit.engine.lock.check_output_dir`), so that
+    a folder in use or holding another run is refused before minutes of data scanning."""
+    if run is not None:
+        check_output_dir(run.output_dir, resume=run.resume, overwrite=run.overwrite)
     name = device_name(device)
     if name and name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} asked for a GPU, but torch sees none; use --device cpu")

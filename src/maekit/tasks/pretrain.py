@@ -111,7 +111,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
             :func:`maekit.data.as_dataset`).
         eval_dataset: unused (pretraining does not evaluate); accepted for a uniform signature.
     """
-    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp)
+    ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp, run=cfg)
     model, cfg = model_to_train(cfg, model)
     in_chans = model.in_chans
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
