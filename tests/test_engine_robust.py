@@ -270,3 +270,34 @@ def test_epoch_where_every_image_failed_to_decode_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"every image of epoch 0 failed to decode \(24 files skipped"):
         runner.fit()
     assert not list(tmp_path.glob("checkpoint*"))
+
+
+@pytest.mark.parametrize("left", ["persistent", "half_read_epoch", "mid_epoch_replay"])
+def test_exit_with_live_loader_workers_does_not_hang(tmp_path, left):
+    """maekit's workers ignore SIGTERM (a group signal must reach the main process only), so
+    multiprocessing's exit handler (SIGTERM, then join) would wait for ever on a loader still alive
+    at exit: a notebook's loader, an epoch left half-read, the replay loader of a mid-epoch resume.
+    The process must exit at once, cleanly."""
+    script = textwrap.dedent(f"""
+        import torch
+        from torch.utils.data import TensorDataset
+        from maekit.data import build_loader
+        ds = TensorDataset(torch.randn(64, 3, 8, 8), torch.zeros(64, dtype=torch.long))
+        loader = build_loader(ds, batch_size=8, train=True, num_workers=2)
+        left = {left!r}
+        if left == "mid_epoch_replay":
+            raw = loader.loader
+            replay = raw.replay_class(raw.dataset, batch_sampler=list(raw.batch_sampler)[3:], num_workers=2,
+                                      collate_fn=raw.collate_fn, worker_init_fn=raw.worker_init_fn)
+            it = iter(replay)
+        else:
+            it = iter(loader)
+        next(it)
+        if left == "persistent":
+            for _ in it:
+                pass
+        print("done", flush=True)
+    """)
+    res = subprocess.run([PY, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "done", res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-2000:]

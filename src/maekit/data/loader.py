@@ -27,9 +27,12 @@ twice in the metrics (warned).
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import os
 import signal
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -146,6 +149,42 @@ class _WorkerInit:
             self.user_fn(worker_id)
 
 
+# Multi-process iterators of maekit's loaders, shut down at interpreter exit (_stop_workers_at_exit).
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+class WorkerDataLoader(DataLoader):
+    """The DataLoader maekit builds: its multi-process iterators are recorded so that their workers,
+    which ignore SIGTERM (:class:`_WorkerInit`), are shut down when the interpreter exits."""
+
+    def _get_iterator(self):
+        it = super()._get_iterator()
+        if self.num_workers > 0:
+            _LIVE_ITERATORS.add(it)
+        return it
+
+
+WorkerDataLoader.replay_class = WorkerDataLoader  # what engine.loop rebuilds for a mid-epoch resume
+
+
+def _stop_workers_at_exit() -> None:
+    """Shut down the workers of loaders still alive when the interpreter exits (persistent workers,
+    an epoch left half-read, a notebook's loader), the way PyTorch does when an iterator is deleted.
+
+    Without this, multiprocessing's own exit handler would terminate them with SIGTERM, which they
+    ignore, and then join them: the exit would hang for ever. atexit runs last-in, first-out, and
+    both PyTorch's exit flag and multiprocessing's handler are registered before this one.
+    """
+    for it in list(_LIVE_ITERATORS):
+        it._shutdown_workers()
+
+
+# multiprocessing registers its exit handler when multiprocessing.util is first imported (perhaps only
+# when a first worker starts): import it now, so that the handler below, registered later, runs first.
+importlib.import_module("multiprocessing.util")
+atexit.register(_stop_workers_at_exit)
+
+
 def _dataset_and_sampler(dataset, *, batch_size: int, train: bool, drop_last: bool, seed: int, seeded: bool,
                          dist_eval: bool, num_replicas, rank):
     """(dataset wrapped for per-sample seeds, its sampler) for :func:`build_loader`; iterable
@@ -226,7 +265,7 @@ def build_loader(
     dataset, sampler = _dataset_and_sampler(dataset, batch_size=batch_size, train=train, drop_last=drop_last,
                                             seed=seed, seeded=train and per_sample_seeds, dist_eval=dist_eval,
                                             num_replicas=num_replicas, rank=rank)
-    loader = DataLoader(
+    loader = WorkerDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -118,12 +118,14 @@ def iterate_from(loader: Iterable, start: int) -> Iterable:
     if isinstance(dl, DataLoader) and not isinstance(dl.dataset, IterableDataset):
         rest = list(itertools.islice(iter(dl.batch_sampler), start, None))
         workers = dl.num_workers
-        it = iter(DataLoader(dl.dataset, batch_sampler=rest, num_workers=workers,
-                             collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
-                             worker_init_fn=dl.worker_init_fn, generator=dl.generator,
-                             multiprocessing_context=dl.multiprocessing_context if workers else None,
-                             prefetch_factor=dl.prefetch_factor if workers else None,
-                             pin_memory_device=dl.pin_memory_device))
+        # maekit's loader class shuts its workers down at interpreter exit; any other: a plain DataLoader
+        replay = getattr(dl, "replay_class", DataLoader)
+        it = iter(replay(dl.dataset, batch_sampler=rest, num_workers=workers,
+                         collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
+                         worker_init_fn=dl.worker_init_fn, generator=dl.generator,
+                         multiprocessing_context=dl.multiprocessing_context if workers else None,
+                         prefetch_factor=dl.prefetch_factor if workers else None,
+                         pin_memory_device=dl.pin_memory_device))
         if wrapper is not None:
             it = wrapper.iter_batches(it)
     else:
