@@ -169,6 +169,18 @@ def test_facebook_vit_mae_base_by_its_hub_id_equals_transformers(hf_cache, tmp_p
         want, got = theirs(pixel_values=x, noise=noise), ours(x, noise=noise)
     torch.testing.assert_close(got.pred, want.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.loss, want.loss, atol=1e-6, rtol=1e-5)
+    # its classifier goes on to timm, whose ViT has eps 1e-6 only: written with a note, outputs ~1e-5 apart
+    import timm
+
+    with pytest.warns(UserWarning, match="head of vit_tiny_patch16 is randomly initialised"):
+        vit = maekit.load_model("facebook/vit-mae-base", num_classes=3)
+    assert vit.model_args["layer_norm_eps"] == 1e-12
+    vit.save_pretrained(tmp_path / "vit")
+    report = maekit.convert.convert(tmp_path / "vit", tmp_path / "vit_timm", to_format="timm")
+    assert any("LayerNorm eps 1e-12 written as timm's 1e-6" in n for n in report.notes)
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'vit_timm'}", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), vit(x), atol=1e-4, rtol=1e-4)
 
 
 def test_a_models_normalisation_travels_with_it(tmp_path, hf_cache):

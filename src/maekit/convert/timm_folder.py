@@ -89,17 +89,19 @@ def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
 
 
 def _timm_args(spec) -> dict[str, Any]:
-    if spec.layer_norm_eps != 1e-6:
-        raise ConversionError(f"timm's ViT uses LayerNorm eps 1e-6; this model has {spec.layer_norm_eps}")
     pool = spec.global_pool or "token"  # a pretraining encoder: cls token + final norm, as timm's '.mae'
     return {"patch_size": spec.patch_size, "in_chans": spec.in_chans, "embed_dim": spec.embed_dim,
             "depth": spec.depth, "num_heads": spec.num_heads, "mlp_ratio": spec.mlp_ratio,
             "img_size": list(spec.img_size), "num_classes": spec.num_classes or 0, "global_pool": pool}
 
 
-def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> Path:
+def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
     """``tensors`` (a timm ViT's state dict: decoder dropped, linear-probe head folded) as a timm
-    folder written by ``timm.models.save_for_hf``."""
+    folder written by ``timm.models.save_for_hf``; returns (folder, notes).
+
+    timm's ViT has LayerNorm eps 1e-6 (the reference's) and no way to record another in the folder;
+    a model with another eps (transformers' ViTMAE default, 1e-12) is written with a note: its outputs
+    in timm differ by about 1e-5."""
     import timm
     from timm.models import save_for_hf
 
@@ -127,4 +129,7 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> Path:
         cfg.get("model_args", {}).pop("num_classes", None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
-    return atomic_write_dir(dst, write)
+    notes = [] if spec.layer_norm_eps == 1e-6 else [
+        f"LayerNorm eps {spec.layer_norm_eps:g} written as timm's 1e-6 (timm's ViT records no other; outputs "
+        "differ by about 1e-5)"]
+    return atomic_write_dir(dst, write), notes

@@ -96,7 +96,8 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
     """A ``.safetensors`` destination gets the bare state dict; any other a timm folder."""
     tensors, notes = export_state_dict(sd, spec)
     if Path(dst).suffix.lower() != ".safetensors":
-        return timm_folder.write_folder(tensors, Path(dst), spec), notes
+        folder, folder_notes = timm_folder.write_folder(tensors, Path(dst), spec)
+        return folder, notes + folder_notes
     tensors = plain_tensors(tensors)
     meta = {"format": "pt"}
     if spec is not None:
