@@ -145,3 +145,25 @@ def test_push_command_errors_are_one_line(loopback_hub, tmp_path, capsys, monkey
 
     monkeypatch.setattr(hc, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: discard port
     _fails([str(ckpt), "me/x"], capsys, 1, "cannot reach the Hub at http://127.0.0.1:9")
+
+
+def test_a_hub_repository_holding_one_checkpoint_file_loads_like_the_file(loopback_hub, tmp_path):
+    """Official weights uploaded as they are (no model folder): ``hf-hub:org/name`` gives the one
+    checkpoint file, read like the local file; several files are listed in the message."""
+    from huggingface_hub import HfApi
+
+    torch.manual_seed(0)
+    mae = create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1).eval()
+    local = tmp_path / "mae_pretrain_vit_tiny_full.pth"
+    torch.save({"model": mae.state_dict(), "epoch": 799}, local)
+    api = HfApi()
+    api.create_repo("me/official")
+    api.upload_file(path_or_fileobj=str(local), path_in_repo=local.name, repo_id="me/official")
+    x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
+    got = maekit.load_model("hf-hub:me/official")
+    with torch.no_grad():
+        assert torch.equal(got(x, noise=noise).pred, maekit.load_model(local)(x, noise=noise).pred)
+    api.upload_file(path_or_fileobj=str(local), path_in_repo="checkpoint-9.pth", repo_id="me/official")
+    with pytest.raises(FileNotFoundError, match=r"no model folder but 2 checkpoint files \(checkpoint-9.pth, "
+                                                r"mae_pretrain_vit_tiny_full.pth\); download the one you want"):
+        maekit.load_model("hf-hub:me/official")

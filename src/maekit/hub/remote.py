@@ -4,7 +4,9 @@
   (its own cache, ``HF_HUB_CACHE`` / ``HF_HOME``; ``HF_HUB_OFFLINE=1`` uses the cache only; the
   token comes from ``HF_TOKEN`` or ``hf auth login``), then read like a local folder: maekit,
   transformers ViTMAE / ViT or timm layout (converted on load). Only the config and one weights
-  format are fetched: safetensors when the repository has them, else ``pytorch_model*.bin``.
+  format are fetched: safetensors when the repository has them, else ``pytorch_model*.bin``. A
+  repository without a model folder but with one checkpoint file (an official ``.pth`` uploaded as
+  it is) gives that file.
 - ``timm:name[.tag]`` (``timm:vit_base_patch16_224.mae``): the weights timm's own pretrained
   config names, from timm's own cache -- its Hub repository (``timm/<name>.<tag>``, the Hub cache
   above) or, for weights timm serves by URL only, ``timm.models.download_cached_file``.
@@ -19,6 +21,7 @@ PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm:"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _SAFE_FILES, _BIN_FILES = ["*.json", "*.safetensors"], ["*.json", "pytorch_model*.bin"]
+_LOOSE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pdparams", ".pd", ".npz")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar", ".json")
 
 
@@ -48,7 +51,9 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_SAFE_FILES))
         if not any(folder.glob("*.safetensors")):  # an older repository: its torch.save weights
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_BIN_FILES))
-        return folder
+        if any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")):
+            return folder
+        return _loose_checkpoint(repo_id, revision, folder) or folder
     except LocalEntryNotFoundError as e:
         from huggingface_hub import constants
 
@@ -61,6 +66,28 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
                                 f"({str(e).splitlines()[0]}); check the connection, or pass a local folder") from e
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"hf-hub:{repo_id}: {str(e).splitlines()[0]}") from e
+
+
+def _loose_checkpoint(repo_id: str, revision: str | None, folder: Path) -> Path | None:
+    """The one checkpoint file of a repository that holds no model folder (an official ``.pth``, a
+    PASSL ``.pdparams``, a MindFormers ``.ckpt`` uploaded as it is), downloaded; None when it has none.
+
+    Raises:
+        FileNotFoundError: several such files (the message lists them: download the one wanted).
+    """
+    from huggingface_hub import HfApi, constants, hf_hub_download
+
+    if constants.HF_HUB_OFFLINE:  # what the cache holds of this revision
+        names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    else:
+        names = HfApi().list_repo_files(repo_id, revision=revision)
+    found = sorted(n for n in names if n.lower().endswith(_LOOSE_SUFFIXES))
+    if len(found) > 1:
+        shown = ", ".join(found[:6]) + (" ..." if len(found) > 6 else "")
+        raise FileNotFoundError(f"hf-hub:{repo_id} holds no model folder but {len(found)} checkpoint files "
+                                f"({shown}); download the one you want (hf download {repo_id} FILE) and pass its "
+                                "path")
+    return Path(hf_hub_download(repo_id, found[0], revision=revision)) if found else None
 
 
 def timm_weights(text: str) -> Path:
