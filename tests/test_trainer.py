@@ -227,3 +227,28 @@ def test_predict_before_training_uses_the_given_module(tmp_path):
     trainer = Trainer(task="masked_image_modeling", model=tiny_mae(), args=TrainingArguments(output_dir=str(tmp_path)))
     out = trainer.predict(input_data=np.zeros((20, 24, 3), np.uint8), output_dir=None)
     assert isinstance(out["masked"], Image.Image) and math.isfinite(out["loss"])
+
+
+def test_reconstruction_eval_masks_survive_an_undecodable_file(digits):
+    """With the task's per-image mask seeds, an image dropped from a batch (an undecodable file)
+    changes no other image's mask: batch sizes 1 and 4 give the same loss over the 15 good images,
+    and that loss is the mean of the per-image losses of those images alone."""
+    from maekit.tasks.reconstruction import EvalMaskSeeds, evaluate_reconstruction
+
+    class OneBad(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            return None if i == 1 else self.base[i]
+
+    model = tiny_mae()
+    _, val = digits
+    runs = {bs: evaluate_reconstruction(model, build_loader(EvalMaskSeeds(OneBad(val), 0), batch_size=bs,
+                                                              train=False), device="cpu", seed=0)
+            for bs in (1, 4)}
+    assert runs[1]["n"] == runs[4]["n"] == 15
+    assert runs[4]["loss"] == pytest.approx(runs[1]["loss"], rel=1e-6)

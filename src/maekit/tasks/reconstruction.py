@@ -5,10 +5,11 @@ MindFormers' Trainer raises ``NotImplementedError`` for ``evaluate()`` on masked
 removed patches, in the model's target units, i.e. per-patch normalised pixels for norm-pix
 models), averaged over every image of the evaluation set, with the model in eval mode.
 
-The masks are fixed: the noise that draws the mask of image ``i`` (in dataset order) is row ``i``
-of ``torch.rand(N, L, generator=torch.Generator().manual_seed(seed))``, so two evaluations of the
-same weights give the same number, whatever the batch size. A batch with undecodable files
-(dropped by the loader) shifts the rows of that batch only.
+The masks are fixed: image ``i`` (in dataset order) is masked by noise drawn from its own seed,
+``sample_seed(seed, 0, i, MASK_STREAM)`` (:class:`EvalMaskSeeds`), so two evaluations of the same
+weights give the same number whatever the batch size, and an undecodable file (dropped by the
+loader) changes no other image's mask. A loader whose batches carry no seeds (one built by the
+caller) gets row ``i`` of ``torch.rand(N, L, generator=torch.Generator().manual_seed(seed))``.
 
 Images go through the evaluation transform (resize, centre crop, normalise), as classification
 evaluation does.
@@ -21,14 +22,31 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
-from ..data import as_dataset, build_eval_transform, build_loader, resolve_dataset, resolve_mean_std
+from ..data import (MASK_STREAM, as_dataset, batch_mask_seeds, build_eval_transform, build_loader, resolve_dataset,
+                    resolve_mean_std, sample_seed)
 from ..engine.metrics import autocast_context
+from ..models.masking import per_sample_noise
 from .common import start_run, write_eval_json
 from .config import PretrainConfig
 from .pretrain import pretrain_model
 
 log = logging.getLogger("maekit.tasks")
+
+
+class EvalMaskSeeds(Dataset):
+    """``dataset`` whose items also carry the mask seed of their index (module docstring)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        return None if item is None else (*item[:2], sample_seed(self.seed, 0, index, MASK_STREAM))
 
 
 def reconstruction_noise(num_images: int, num_patches: int, seed: int) -> torch.Tensor:
@@ -62,6 +80,9 @@ def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | 
         pos += b + int(num_skipped)
         if b == 0:
             continue
+        seeds = batch_mask_seeds(images)  # EvalMaskSeeds: each image's own, whatever was skipped
+        if seeds is not None:
+            rows = per_sample_noise(seeds, int(model.num_patches))
         images = images.to(device, non_blocking=True)
         with autocast_context(device, autocast_dtype):
             out = model(images, mask_ratio=float(mask_ratio), noise=rows.to(images.device))
@@ -100,8 +121,8 @@ def run_reconstruction_eval(cfg: PretrainConfig, *, model: nn.Module | None = No
     else:
         dataset = resolve_dataset(cfg.data_path, "val", labelled=False, transform=transform,
                                   in_chans=model.in_chans, val_split=cfg.val_split)
-    loader = build_loader(dataset, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                          pin_memory=cfg.pin_mem)
+    loader = build_loader(EvalMaskSeeds(dataset, cfg.seed), batch_size=cfg.batch_size, train=False,
+                          num_workers=cfg.num_workers, pin_memory=cfg.pin_mem)
     stats = evaluate_reconstruction(model.to(ctx.device), loader, device=ctx.device, mask_ratio=cfg.mask_ratio,
                                     seed=cfg.seed, autocast_dtype=ctx.autocast_dtype)
     log.info("Reconstruction loss of %s on %d images (mask ratio %.2f, mask seed %d): %.4f",
