@@ -12,7 +12,7 @@ import torch
 
 from maekit.hub import cache as hub
 from maekit.hub import table as zoo
-from maekit.hub import ChecksumError, WeightsUnavailableError
+from maekit.hub import ChecksumError, WeightsUnavailableError, load_model
 from maekit.models import create_model
 
 
@@ -202,6 +202,21 @@ def test_from_pretrained_by_name_downloads_and_matches(tiny_entries, server):
     # A URL of a table file reuses the entry's checksum.
     by_url = AutoModel.from_pretrained(server.base + "tiny/hubtest_full.pth", progress=False)
     assert torch.equal(by_url(x, noise=noise).pred, tiny_entries(x, noise=noise).pred)
+
+
+def test_download_command_fills_the_cache_for_offline_runs(tiny_entries, server, monkeypatch, capsys):
+    from maekit.cli import main as cli_main
+
+    assert cli_main(["download", "mae_vit_tiny_patch16.hubtest_full"]) == 0
+    assert capsys.readouterr().out.strip().endswith("hubtest_full.pth")
+    monkeypatch.setenv("MAEKIT_OFFLINE", "1")
+    n = len(server.requests)
+    x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
+    model = load_model("mae_vit_tiny_patch16.hubtest_full", progress=False)
+    assert torch.equal(model(x, noise=noise).pred, tiny_entries(x, noise=noise).pred)
+    assert len(server.requests) == n
+    assert cli_main(["download", "mae_vit_tiny_patch16"]) == 2  # no published weights: says which have
+    assert "has no published weights" in capsys.readouterr().err
 
 
 def test_download_false_builds_without_network(server):

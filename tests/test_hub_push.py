@@ -167,3 +167,22 @@ def test_a_hub_repository_holding_one_checkpoint_file_loads_like_the_file(loopba
     with pytest.raises(FileNotFoundError, match=r"no model folder but 2 checkpoint files \(checkpoint-9.pth, "
                                                 r"mae_pretrain_vit_tiny_full.pth\); download the one you want"):
         maekit.load_model("hf-hub:me/official")
+
+
+def test_download_then_load_offline(loopback_hub, tmp_path, monkeypatch, capsys):
+    """``maekit download`` puts a Hub repository where load_model looks; with HF_HUB_OFFLINE=1 (a
+    compute node without network) the model then loads from the cache alone."""
+    import huggingface_hub.constants as hc
+
+    vit = _vit()
+    vit.push_to_hub("me/tiny-dl")
+    assert cli_main(["download", "hf-hub:me/tiny-dl"]) == 0
+    assert capsys.readouterr().out.startswith("hf-hub:me/tiny-dl: ")
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    seen = len(loopback_hub.requests)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(maekit.load_model("hf-hub:me/tiny-dl")(x), vit(x))
+    assert len(loopback_hub.requests) == seen  # nothing asked of the server
+    assert cli_main(["download", "hf-hub:me/absent"]) != 0
+    assert "not in the Hugging Face cache" in capsys.readouterr().err

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "shard": "write an image folder into WebDataset tar shards (needs maekit[shards])",
     "app": "local web page + HTTP API to look at models (needs maekit[app])",
     "push": "upload a model (+ a model card from its training run) to the Hugging Face Hub",
+    "download": "fetch weights into the caches, for machines without network (names, hf-hub: ids, timm: names)",
 }
 
 
@@ -90,6 +91,8 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
         from .app import cli as app_cli
 
         return app_cli.main
+    if command == "download":
+        return _download
     if command == "push":
         from .hub import push_cli
 
@@ -129,6 +132,22 @@ def _shard(argv: Sequence[str]) -> int:
                               seed=args.seed, progress=progress):
         classes = f", {len(split['classes'])} classes" if split["classes"] else ", unlabelled"
         print(f"{split['dst']}: {split['samples']} images in {split['shards']} shards{classes}")
+    return 0
+
+
+def _download(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="maekit download", description=COMMANDS["download"] + ". Each goes where maekit.load_model "
+        "looks for it (maekit's cache, the Hugging Face cache, timm's), so a later run with MAEKIT_OFFLINE=1 / "
+        "HF_HUB_OFFLINE=1 (a compute node without network) finds it there.")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="published weights name (mae_vit_base_patch16.full), hf-hub:org/name[@rev] or "
+                             "org/name, timm:name.tag, or an http(s) URL")
+    args = parser.parse_args(argv)
+    from .hub.load import local_source
+
+    for source in args.sources:  # errors go through the CLI's error boundary (maekit.errors)
+        print(f"{source}: {local_source(source, names=True)}", flush=True)
     return 0
 
 
