@@ -130,6 +130,6 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
     notes = [] if spec.layer_norm_eps == 1e-6 else [
-        f"LayerNorm eps {spec.layer_norm_eps:g} written as timm's 1e-6 (timm's ViT records no other; outputs "
-        "differ by about 1e-5)"]
+        (f"LayerNorm eps {spec.layer_norm_eps:g} written as timm's 1e-6 (timm's ViT records no other; outputs "
+         "differ by about 1e-5)")]
     return atomic_write_dir(dst, write), notes

@@ -93,10 +93,9 @@ def hub_failure(e: BaseException, repo_id: str) -> RuntimeFailure | None:
 
 def run(args: argparse.Namespace) -> int:
     """Load SOURCE, push it with the card of its run folder, print the commit URL."""
+    from ..engine.logs import setup_logging
     from .load import load_model
     from .push import push_to_hub
-
-    from ..engine.logs import setup_logging
 
     run_dir = _check_arguments(args)
     setup_logging(stream="stderr")  # what loading did goes to stderr: stdout is the commit URL alone

@@ -100,7 +100,7 @@ def timm_weights(text: str) -> Path:
     from timm.models import get_pretrained_cfg
     from timm.models._hub import download_cached_file
 
-    name = text[len(TIMM_PREFIX):] if text.startswith(TIMM_PREFIX) else text
+    name = text.removeprefix(TIMM_PREFIX)
     try:
         cfg = get_pretrained_cfg(name)
     except RuntimeError as e:  # an unknown tag of a known model
