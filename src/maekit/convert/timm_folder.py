@@ -105,17 +105,16 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[
     import timm
     from timm.models import save_for_hf
 
-    from ..models.base import default_preprocessing
-
     if spec is None:
         raise ConversionError("a timm folder needs the model's architecture; give --model", dst)
     args = _timm_args(spec)
-    twin = timm.create_model(_TIMM_ARCH.get((spec.embed_dim, spec.num_heads), "vit_base_patch16_224"), **args)
-    missing, unexpected = twin.load_state_dict(dict(tensors), strict=False)
+    with torch.device("meta"):  # no memory, no init: every tensor comes from ``tensors`` (assign)
+        twin = timm.create_model(_TIMM_ARCH.get((spec.embed_dim, spec.num_heads), "vit_base_patch16_224"), **args)
+    missing, unexpected = twin.load_state_dict(dict(tensors), strict=False, assign=True)
     if missing or unexpected:
         raise ConversionError(f"timm's VisionTransformer does not take these weights (missing {missing[:4]}, "
                               f"unexpected {unexpected[:4]})", dst)
-    pre = {**default_preprocessing(spec.img_size, spec.in_chans, pretraining=False), **(spec.preprocessing or {})}
+    pre = spec.preprocessor()
     data = {"mean": tuple(pre["image_mean"]), "std": tuple(pre["image_std"]), "crop_pct": pre["crop_pct"],
             "interpolation": "bicubic"}
     labels = {"label_names": list(spec.class_names)} if spec.class_names else None
