@@ -209,6 +209,9 @@ def test_a_models_normalisation_travels_with_it(tmp_path, hf_cache):
     hf_dir = maekit.hub.export_model(loaded, tmp_path / "hf", "hf")
     assert list(HFProcessor.from_pretrained(hf_dir).image_mean) == mean
     assert maekit.load_model(hf_dir).preprocessor_config()["image_std"] == std
+    back = maekit.convert.convert(timm_dir, tmp_path / "back")  # maekit convert -> a maekit folder
+    written = json.loads((tmp_path / "back" / "preprocessor_config.json").read_text())
+    assert back.dst.endswith("back") and written["image_mean"] == mean and written["crop_pct"] == 0.95
 
 
 def test_our_processor_reads_a_transformers_preprocessor_like_transformers(tmp_path):

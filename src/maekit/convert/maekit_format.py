@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, read_json_config, read_processor_file
+from .base import PROCESSOR_FILE, Format, Loaded, read_json_config, read_processor_file
 from .errors import ConversionError
 from .torchfile import read_safetensors
 
@@ -72,8 +72,10 @@ def write(
     model_name: str,
     model_args: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    processor: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the folder atomically (a temporary folder renamed into place)."""
+    """Write the folder atomically (a temporary folder renamed into place); ``processor``: the
+    ``preprocessor_config.json`` to write beside (none when None)."""
     tensors = plain_tensors(sd)
     cfg = {"model_name": model_name, "model_args": dict(model_args or {}), **dict(extra or {})}
     meta = {
@@ -85,15 +87,19 @@ def write(
     def write_dir(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
+        if processor is not None:
+            (tmp / PROCESSOR_FILE).write_text(json.dumps(dict(processor), indent=2) + "\n", encoding="utf-8")
 
     return atomic_write_dir(dst, write_dir)
 
 
 def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
+    """The folder ``model.save_pretrained`` writes: config.json (+ labels), weights and the
+    model's ``preprocessor_config.json`` (with the source's normalisation when it records one)."""
     if spec is None:
         raise ConversionError("the maekit format needs a model name")
     labels = {"class_names": list(spec.class_names)} if spec.class_names else None
-    return write(sd, dst, spec.name, spec.args, extra=labels), []
+    return write(sd, dst, spec.name, spec.args, extra=labels, processor=spec.preprocessor()), []
 
 
 FORMAT = Format("maekit", (), folder=True, read=read, write=_write_format,
