@@ -186,3 +186,31 @@ def test_download_then_load_offline(loopback_hub, tmp_path, monkeypatch, capsys)
     assert len(loopback_hub.requests) == seen  # nothing asked of the server
     assert cli_main(["download", "hf-hub:me/absent"]) != 0
     assert "not in the Hugging Face cache" in capsys.readouterr().err
+
+
+def test_training_with_push_to_hub(loopback_hub, tmp_path, digit_folders, monkeypatch, capsys):
+    """``finetune --push_to_hub --hub_model_id me/ft``: the trained model and its run's card land on
+    the Hub when training ends; a missing token is refused before the first epoch."""
+    from conftest import FAST, TINY_VIT
+
+    common = (*TINY_VIT, "--data_path", digit_folders, "--batch_size", "24", "--epochs", "1",
+              "--warmup_epochs", "0", *FAST)
+    assert cli_main(["finetune", *map(str, common), "--output_dir", str(tmp_path / "ft"), "--push_to_hub",
+                     "--hub_model_id", "me/ft"]) == 0
+    files = loopback_hub.files("me/ft")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(files)
+    card = files["README.md"].decode()
+    assert "## Training configuration" in card and "test_acc1" in card
+    pushed = maekit.load_model("hf-hub:me/ft")
+    local = maekit.load_model(tmp_path / "ft" / "checkpoint-last.pth")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(pushed(x), local(x)) and pushed.class_names == local.class_names
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    capsys.readouterr()
+    assert cli_main(["finetune", *map(str, common), "--output_dir", str(tmp_path / "ft2"), "--push_to_hub",
+                     "--hub_model_id", "me/ft2"]) == 2
+    assert "no Hugging Face token" in capsys.readouterr().err and not (tmp_path / "ft2" / "log.txt").exists()
+    assert cli_main(["finetune", *map(str, common), "--output_dir", str(tmp_path / "ft3"), "--push_to_hub"]) == 2
+    assert "--hub_model_id None is not a Hub repository id" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..engine.logs import setup_logging
 from ..hub import load_model
 from ..models import is_pretraining_model
 from ..tasks.common import config_overrides
@@ -26,6 +27,8 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def _load_model(cfg: Any):
+    # What loading says goes to stderr: stdout is the result (--json output, file names).
+    setup_logging(stream="stderr")
     return load_model(cfg.model, download=not cfg.no_download, device=cfg.device, **config_overrides(cfg))
 
 

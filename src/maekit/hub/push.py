@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,27 @@ from ..models.card import model_card as _card
 
 RUN_FILES = ("config.yaml", "log.txt")
 BEST_KEY = "test_acc1"
+
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_push_target(repo_id: str | None, what: str = "REPO_ID") -> None:
+    """The mistakes of a push that can be told before any work (``maekit push``, or a training run
+    with ``--push_to_hub`` before its first epoch): a malformed repository id, no token.
+
+    Raises:
+        maekit.errors.UsageError: with the fix in the message.
+    """
+    from huggingface_hub import get_token
+
+    from ..errors import UsageError
+
+    if not repo_id or not REPO_ID.match(repo_id):
+        raise UsageError(f"{what} {repo_id!r} is not a Hub repository id; expected user/name or org/name")
+    if get_token() is None:
+        raise UsageError(f"no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token that can write "
+                         f"to {repo_id})")
 
 
 def is_run_dir(folder: str | os.PathLike) -> bool:

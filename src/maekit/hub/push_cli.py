@@ -11,15 +11,12 @@ REPO_ID or run folder and for a missing token, 1 when the Hub refuses or cannot 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import RuntimeFailure, UsageError
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +47,9 @@ def default_run_dir(source: str) -> Path | None:
 
 def _check_arguments(args: argparse.Namespace) -> Path | None:
     """Usage errors before anything is loaded; returns the run folder of the card (or None)."""
-    from huggingface_hub import get_token
+    from .push import check_push_target
 
-    if not _REPO_ID.match(args.repo_id):
-        raise UsageError(f"REPO_ID {args.repo_id!r} is not a Hub repository id; expected user/name or org/name")
-    if get_token() is None:
-        raise UsageError(f"no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token that can write "
-                         f"to {args.repo_id})")
+    check_push_target(args.repo_id)
     if args.run_dir is not None:
         from .push import is_run_dir
 

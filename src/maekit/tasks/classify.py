@@ -28,7 +28,7 @@ from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..weights import load_pretrained_encoder
 from .arch_from_source import classifier_config, read_source
-from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
 
@@ -151,6 +151,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
                                                     val_dataset=eval_dataset, world_size=ctx.dist.world_size,
                                                     rank=ctx.dist.rank)
     net = classifier_for(cfg, num_classes=len(classes), linprobe=linprobe)
+    net.class_names = list(classes)  # the model knows its labels (save_pretrained, push, pipelines)
     if cfg.grad_checkpointing:
         net.set_grad_checkpointing(True)
     source = cfg.finetune if model is None else model.state_dict() if isinstance(model, nn.Module) else model
@@ -187,6 +188,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     last = runner.fit()
     if runner.best_value is not None:
         log.info("Max accuracy: %.2f%%", runner.best_value)
+    push_trained(cfg, runner.model_without_ddp, rank=ctx.dist.rank)
     return last
 
 

@@ -45,6 +45,10 @@ def start_run(*, device: str | None, seed: int, amp: str, run: Any = None) -> Ru
     a folder in use or holding another run is refused before minutes of data scanning."""
     if run is not None:
         check_output_dir(run.output_dir, resume=run.resume, overwrite=run.overwrite)
+        if run.push_to_hub:  # a bad repository id or a missing token: said now, not after the last epoch
+            from ..hub.push import check_push_target
+
+            check_push_target(run.hub_model_id, "--hub_model_id")
     name = device_name(device)
     if name and name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device} asked for a GPU, but torch sees none; use --device cpu")
@@ -57,6 +61,27 @@ def start_run(*, device: str | None, seed: int, amp: str, run: Any = None) -> Ru
         torch.backends.cudnn.allow_tf32 = True
     dtype, scaler = resolve_amp(amp, dist.device)
     return RunContext(dist, dtype, scaler)
+
+
+def push_trained(cfg: Any, model: torch.nn.Module, *, rank: int) -> None:
+    """``--push_to_hub``: upload the trained model with the card of its run folder (rank 0). A
+    failure is a message that says the run is saved and how to push it later."""
+    if not cfg.push_to_hub or rank != 0:
+        return
+    from ..errors import RuntimeFailure
+    from ..hub.push import push_to_hub
+    from ..hub.push_cli import hub_failure
+
+    try:
+        info = push_to_hub(model, cfg.hub_model_id, run_dir=cfg.output_dir)
+    except Exception as e:
+        failure = hub_failure(e, cfg.hub_model_id)
+        if failure is None:
+            raise
+        last = os.path.join(cfg.output_dir, "checkpoint-last.pth")
+        raise RuntimeFailure(f"{failure}; the run is saved in {cfg.output_dir}: push it later with "
+                             f"`maekit push {last} {cfg.hub_model_id}`") from e
+    log.info("pushed to the Hub: %s", info.commit_url)
 
 
 def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int, int]:

@@ -129,6 +129,10 @@ class RunOptions(DeviceOptions):
                                 "(pip install wandb), or none; default tensorboard when --log_dir is set")
     resume_ignore_args: bool = opt(False, "resume even though options that change training (model, "
                                    "norm_pix_loss, lr, batch, mask ratio ...) differ from the checkpoint's")
+    push_to_hub: bool = opt(False, "after training, upload the final model with a model card of this run (its "
+                            "options and metrics) to the Hugging Face Hub repository --hub_model_id")
+    hub_model_id: str | None = opt(None, "the Hub repository of --push_to_hub: user/name or org/name, created "
+                                   "when missing (token: HF_TOKEN or hf auth login)", metavar="REPO_ID")
     # Accepted for command-line compatibility with the official scripts; torchrun sets these.
     world_size: int = opt(1, "", hidden=True)
     local_rank: int = opt(-1, "", hidden=True, flags=("--local_rank", "--local-rank"))

@@ -18,7 +18,7 @@ from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..models.masking import per_sample_noise
-from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
 from .config import PretrainConfig
 from .monitoring import build_pretrain_monitors
 
@@ -150,4 +150,6 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=monitor_images, seed=cfg.seed),
         reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to, config=resolved),
     )
-    return runner.fit()
+    last = runner.fit()
+    push_trained(cfg, runner.model_without_ddp, rank=ctx.dist.rank)
+    return last
