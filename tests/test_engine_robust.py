@@ -301,3 +301,23 @@ def test_exit_with_live_loader_workers_does_not_hang(tmp_path, left):
     res = subprocess.run([PY, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "done", res.stderr[-2000:]
     assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-2000:]
+
+
+def test_exit_kills_a_worker_that_outlived_its_iterator():
+    """A worker still running at exit after its iterator is gone (PyTorch's terminate() is a SIGTERM,
+    which maekit's workers ignore) is killed, so the exit neither hangs nor prints a traceback."""
+    script = textwrap.dedent("""
+        import torch
+        from torch.utils.data import TensorDataset
+        from maekit.data import build_loader
+        import maekit.data.loader as L
+        loader = build_loader(TensorDataset(torch.randn(64, 3, 8, 8), torch.zeros(64, dtype=torch.long)),
+                              batch_size=8, train=True, num_workers=2)
+        it = iter(loader.loader)
+        next(it)
+        L._LIVE_ITERATORS.discard(it)  # as if collected without its workers stopping
+        print("done", flush=True)
+    """)
+    res = subprocess.run([PY, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "done", res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-2000:]

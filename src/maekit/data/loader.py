@@ -31,6 +31,7 @@ import atexit
 import importlib
 import os
 import signal
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -149,8 +150,10 @@ class _WorkerInit:
             self.user_fn(worker_id)
 
 
-# Multi-process iterators of maekit's loaders, shut down at interpreter exit (_stop_workers_at_exit).
+# Multi-process iterators of maekit's loaders and their worker processes, stopped at interpreter
+# exit (_stop_workers_at_exit).
 _LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+_LIVE_WORKERS: weakref.WeakSet = weakref.WeakSet()
 
 
 class WorkerDataLoader(DataLoader):
@@ -161,6 +164,7 @@ class WorkerDataLoader(DataLoader):
         it = super()._get_iterator()
         if self.num_workers > 0:
             _LIVE_ITERATORS.add(it)
+            _LIVE_WORKERS.update(getattr(it, "_workers", ()))
         return it
 
 
@@ -177,6 +181,18 @@ def _stop_workers_at_exit() -> None:
     """
     for it in list(_LIVE_ITERATORS):
         it._shutdown_workers()
+    # Any worker still running (one whose iterator was collected while it lagged: PyTorch's
+    # terminate() is the SIGTERM they ignore) would be joined for ever: killed, with PyTorch's
+    # SIGCHLD watchdog put to its default first so that nothing is raised at exit.
+    left = [p for p in list(_LIVE_WORKERS) if p.is_alive()]
+    if not left:
+        return
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for p in left:
+        p.kill()
+    for p in left:
+        p.join(timeout=5)
 
 
 # multiprocessing registers its exit handler when multiprocessing.util is first imported (perhaps only
