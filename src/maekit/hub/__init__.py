@@ -10,9 +10,9 @@
 """
 
 from .cache import ChecksumError, WeightsUnavailableError, cache_dir, download
+from .export import export_model
 from .load import DecoderNotLoadedWarning, load_config, load_model, load_weights_into, resolve
 from .push import model_card, push_to_hub
-from .export import export_model
 from .table import WeightsEntry, list_pretrained, lookup, register_weights, split_name, unregister_weights
 
 __all__ = [

@@ -50,8 +50,6 @@ from . import cache, remote, table
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar")
-
 
 class DecoderNotLoadedWarning(UserWarning):
     """A pretraining model got encoder weights only: its decoder is random."""
@@ -69,7 +67,8 @@ class Resolved:
 
 # ---------------------------------------------------------------------------- sources
 def _looks_like_path(text: str) -> bool:
-    return os.sep in text or "/" in text or text.startswith("~") or text.lower().endswith(_CHECKPOINT_SUFFIXES)
+    return (os.sep in text or "/" in text or text.startswith("~")
+            or text.lower().endswith(remote.CHECKPOINT_SUFFIXES))
 
 
 def local_source(source: str | os.PathLike, *, names: bool = False, base_url: str | None = None,

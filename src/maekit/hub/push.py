@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import RuntimeFailure, UsageError
 from ..models.base import MaekitModel, unwrap
 from ..models.card import DEFAULT_COMMIT_MESSAGE
 from ..models.card import model_card as _card
@@ -35,8 +36,6 @@ def check_push_target(repo_id: str | None, what: str = "REPO_ID") -> None:
         maekit.errors.UsageError: with the fix in the message.
     """
     from huggingface_hub import get_token
-
-    from ..errors import UsageError
 
     if not repo_id or not REPO_ID.match(repo_id):
         raise UsageError(f"{what} {repo_id!r} is not a Hub repository id; expected user/name or org/name")
@@ -105,3 +104,24 @@ def push_to_hub(model: nn.Module, repo_id: str, *, run_dir: str | os.PathLike | 
     huggingface_hub's (``HF_TOKEN`` / ``hf auth login``) unless given. Returns the ``CommitInfo``."""
     return _maekit_model(model).push_to_hub(repo_id, private=private, revision=revision, token=token,
                                             commit_message=commit_message, **run_card_sections(run_dir))
+
+
+def hub_failure(e: BaseException, repo_id: str) -> RuntimeFailure | None:
+    """The one-line error for a refused or failed Hub request (None: not a Hub/HTTP failure)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(e, HfHubHTTPError):
+        status = getattr(e.response, "status_code", None)
+        said = ((getattr(e, "server_message", None) or str(e)).strip().splitlines() or ["no message"])[0]
+        if status in (401, 403):
+            return RuntimeFailure(f"the Hub refused the token for {repo_id} (HTTP {status}: {said}); set "
+                                  "HF_TOKEN or run `hf auth login` with a token that has write access")
+        return RuntimeFailure(f"pushing to {repo_id} failed (HTTP {status}: {said})")
+    if type(e).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3") \
+            or isinstance(e, (ConnectionError, TimeoutError)):
+        from huggingface_hub import constants
+
+        return RuntimeFailure(f"cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}); check the "
+                              "connection or HF_ENDPOINT")
+    return None

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import RuntimeFailure, UsageError
+from ..errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,32 +63,11 @@ def _check_arguments(args: argparse.Namespace) -> Path | None:
     return run_dir
 
 
-def hub_failure(e: BaseException, repo_id: str) -> RuntimeFailure | None:
-    """The one-line error for a refused or failed Hub request (None: not a Hub/HTTP failure)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(e, HfHubHTTPError):
-        status = getattr(e.response, "status_code", None)
-        said = ((getattr(e, "server_message", None) or str(e)).strip().splitlines() or ["no message"])[0]
-        if status in (401, 403):
-            return RuntimeFailure(f"the Hub refused the token for {repo_id} (HTTP {status}: {said}); set "
-                                  "HF_TOKEN or run `hf auth login` with a token that has write access")
-        return RuntimeFailure(f"pushing to {repo_id} failed (HTTP {status}: {said})")
-    if type(e).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3") \
-            or isinstance(e, (ConnectionError, TimeoutError)):
-        from huggingface_hub import constants
-
-        return RuntimeFailure(f"cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}); check the "
-                              "connection or HF_ENDPOINT")
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     """Load SOURCE, push it with the card of its run folder, print the commit URL."""
     from ..engine.logs import setup_logging
     from .load import load_model
-    from .push import push_to_hub
+    from .push import hub_failure, push_to_hub
 
     run_dir = _check_arguments(args)
     setup_logging(stream="stderr")  # what loading did goes to stderr: stdout is the commit URL alone

@@ -22,7 +22,8 @@ TIMM_PREFIX = "timm:"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _SAFE_FILES, _BIN_FILES = ["*.json", "*.safetensors"], ["*.json", "pytorch_model*.bin"]
 _LOOSE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pdparams", ".pd", ".npz")
-_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar", ".json")
+# Suffixes of checkpoint files of any format: a bare name ending so is a path, not a Hub id.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar")
 
 
 def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
@@ -33,7 +34,7 @@ def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
     explicit = text.startswith(PREFIX)
     name = text[len(PREFIX):] if explicit else text
     # a bare name ending like a checkpoint file ('runs/checkpoint-9.pth') is a path, not a repository
-    file_like = not explicit and name.lower().endswith(_FILE_SUFFIXES)
+    file_like = not explicit and name.lower().endswith((*CHECKPOINT_SUFFIXES, ".json"))
     if not _REPO.match(name) or (exists_locally and not explicit) or file_like:
         if explicit:
             raise ValueError(f"{text!r} is not a Hub id; expected hf-hub:org/name or hf-hub:org/name@revision")

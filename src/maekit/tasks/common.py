@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..engine.lock import check_output_dir
 from ..engine.distributed import DistInfo, init_distributed, seed_everything
+from ..engine.lock import check_output_dir
 from ..engine.logs import setup_logging
 from ..engine.optim import effective_batch_and_lr
 from ..engine.precision import resolve_amp
@@ -69,8 +69,7 @@ def push_trained(cfg: Any, model: torch.nn.Module, *, rank: int) -> None:
     if not cfg.push_to_hub or rank != 0:
         return
     from ..errors import RuntimeFailure
-    from ..hub.push import push_to_hub
-    from ..hub.push_cli import hub_failure
+    from ..hub.push import hub_failure, push_to_hub
 
     try:
         info = push_to_hub(model, cfg.hub_model_id, run_dir=cfg.output_dir)
