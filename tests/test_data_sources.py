@@ -331,3 +331,41 @@ def test_torchrun_two_ranks_disjoint_samples_equal_steps(class_folders, tmp_path
         assert not set(a["ids"]) & set(b["ids"]) and set(a["ids"]) | set(b["ids"]) <= set(ids)
     log = [json.loads(line) for line in (tmp_path / "pre" / "log.txt").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0] and np.isfinite(log[0]["train_loss"])
+
+
+def test_no_file_selects_a_command_canary(class_folders, tmp_path, capsys):
+    """Security: a shards.json, a --config YAML or a run YAML naming a ``pipe:`` source is refused
+    and the command never runs (the canary file stays absent); typed by the user it runs."""
+    src, _ = class_folders
+    assert run_cli("shard", src, tmp_path / "sh", "--shard_size", "9") == 0
+    capsys.readouterr()
+    canary = tmp_path / "CANARY"
+    index = tmp_path / "sh" / "shards.json"
+    spec = json.loads(index.read_text())
+    first = tmp_path / "sh" / spec["shardlist"][0]["url"]
+    spec["shardlist"][0]["url"] = f"pipe:touch {canary}; cat {first}"
+    index.write_text(json.dumps(spec))
+    common = [*TINY_MAE, "--output_dir", tmp_path / "o", "--epochs", "1", "--batch_size", "2", *FAST]
+    assert run_cli("pretrain", "--data_path", tmp_path / "sh", *common) == 2
+    assert "runs a shell command" in capsys.readouterr().err
+    assert not canary.exists()
+    with pytest.raises(ValueError, match="pipe: source"):
+        resolve_shards(index)
+    for scheme in ("PIPE:touch x", "ais://b/x.tar", "file-x:y"):
+        spec["shardlist"][0]["url"] = scheme
+        index.write_text(json.dumps(spec))
+        with pytest.raises(ValueError, match="source in a file is refused"):
+            resolve_shards(index)
+    cfg = tmp_path / "opts.yaml"
+    cfg.write_text(f"data_path: 'pipe:touch {canary}; cat {first}'\nepochs: 1\n")
+    assert run_cli("pretrain", "--config", cfg, *common) == 2
+    assert "never selects a command" in capsys.readouterr().err
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"train_dataset:\n  data_loader:\n    dataset_dir: 'pipe:touch {canary}'\n")
+    assert run_cli("run", "--config", run_yaml, "--run_mode", "train") == 2
+    assert "never selects a command" in capsys.readouterr().err
+    assert not canary.exists()
+    # Typed on the command line, pipe: is the user's own choice and runs.
+    typed = f"pipe:touch {canary}; cat {first}"
+    assert run_cli("pretrain", "--data_path", typed, "--num_samples", "4", *common) == 0
+    assert canary.exists()

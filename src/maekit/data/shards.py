@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ INDEX_NAME = "shards.json"
 INDEX_KIND = "wids-shard-index-v1"
 IMAGE_MEMBER_EXTS = tuple(e[1:] for e in IMG_EXTENSIONS)
 _URL_PREFIXES = ("http://", "https://", "pipe:", "gs://", "s3://")
+# Schemes a shard URL read from a file (an index, a YAML) may use: webdataset opens them with a
+# program given an argument list (curl, gsutil). ``pipe:`` runs its text in a shell, so only the
+# user may type it (on the command line or in Python), never a file.
+_FILE_SCHEMES = ("http", "https", "gs")
 
 
 def webdataset_module():
@@ -111,15 +116,37 @@ def read_index(path_or_url: str) -> ShardIndex:
             spec = json.load(f)
         entries = spec["shardlist"]
         base = path_or_url.rsplit("/", 1)[0] if "/" in path_or_url else "."
-        urls = [e["url"] if _is_url(e["url"]) or os.path.isabs(e["url"]) else f"{base}/{e['url']}"
-                for e in entries]
+        urls = [_url_from_file(e["url"], base, path_or_url) for e in entries]
         counts = [int(e["nsamples"]) for e in entries]
+        if any(c < 0 for c in counts):
+            raise ValueError(f"negative nsamples {min(counts)}")
+    except UnsafeSource:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(
             f"{path_or_url!r} is not a readable shard index ({type(err).__name__}: {err}); expected JSON "
             '{"shardlist": [{"url": ..., "nsamples": N}, ...]}'
         ) from None
     return ShardIndex(urls, counts, spec.get("classes"))
+
+
+def _url_from_file(url: str, base: str, index: str) -> str:
+    """A shard URL listed in ``index``, resolved against ``base``; a scheme that would run a
+    command (``pipe:``) or that webdataset does not open with a fixed program is refused."""
+    if not isinstance(url, str):
+        raise TypeError(f"a shard url must be a string, got {type(url).__name__}")
+    scheme = url.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url) else ""
+    if scheme and scheme not in _FILE_SCHEMES and not (os.name == "nt" and len(scheme) == 1):
+        raise UnsafeSource(
+            f"{index!r} lists the shard {url!r}: a {scheme}: source in a file is refused (a pipe: source "
+            f"runs a shell command); list files or {'/'.join(s + '://' for s in _FILE_SCHEMES)} URLs, or "
+            "type the pipe: source yourself on the command line"
+        )
+    return url if scheme or os.path.isabs(url) else f"{base}/{url}"
+
+
+class UnsafeSource(ValueError):
+    """A file (shard index, YAML) names a source that would run a command."""
 
 
 def write_index(folder: Path, names: list[str], counts: list[int], classes: list[str] | None) -> Path:

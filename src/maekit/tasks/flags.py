@@ -114,7 +114,22 @@ def read_yaml(path: str, *, expect: str = "a mapping of option: value") -> dict[
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected {expect}, got {type(data).__name__}")
+    _refuse_commands(data, path)
     return data
+
+
+def _refuse_commands(data: Any, path: str, key: str = "") -> None:
+    """A file never selects a command to run: a ``pipe:`` value (webdataset runs its text in a
+    shell) is refused wherever it sits; the user may type one on the command line."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _refuse_commands(v, path, f"{key}.{k}" if key else str(k))
+    elif isinstance(data, (list, tuple)):
+        for v in data:
+            _refuse_commands(v, path, key)
+    elif isinstance(data, str) and data.lstrip().lower().startswith("pipe:"):
+        raise ConfigError(f"{path}: {key}: {data!r} would run a shell command; a file never selects a "
+                          "command: type the pipe: source on the command line instead")
 
 
 def flat_options(data: dict[str, Any]) -> dict[str, Any]:
