@@ -9,6 +9,8 @@ re-initialised trunc-normal (std 2e-5, zero bias) when the source has none of th
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from timm.layers import trunc_normal_
@@ -104,27 +106,25 @@ OLD_ENTRY = dict(zip(CASES, ["load_weights_into", "load_pretraining_weights", "l
                              "load_encoder", "load_weights_into", "load_weights_into", "load_encoder"]))
 
 
-def _load(case, model, source):
-    from maekit.engine.checkpoint import load_checkpoint
-    from maekit.hub import load_weights_into
-    from maekit.tasks.classify import load_encoder
-    from maekit.tasks.init_weights import load_init_weights
-    from maekit.weights import extract_state_dict, load_pretrained_encoder, load_pretraining_weights
+# Those that started a training run (--init, --finetune): no warnings, a classifier may start an MAE.
+FOR_TRAINING = ("load_init_weights", "load_encoder", "load_pretrained_encoder", "load_pretraining_weights")
 
-    entry = OLD_ENTRY[case]
+
+def _load(case, model, source):
+    """Every kind goes through the one loader now; a random head or decoder warns only when the
+    model is to be used as loaded."""
+    from maekit.hub import load_weights_into
+
+    for_training = OLD_ENTRY[case] in FOR_TRAINING
     torch.manual_seed(HEAD_SEED)
-    if entry == "load_weights_into":
-        load_weights_into(model, source)
-    elif entry == "load_pretraining_weights":
-        load_pretraining_weights(model, source, allow_missing_decoder=True)
-    elif entry == "load_init_weights":
-        load_init_weights(model, source, source="x")
-    elif entry == "demo":
-        model.load_state_dict(extract_state_dict(load_checkpoint(source)))
-    elif entry == "load_pretrained_encoder":
-        load_pretrained_encoder(model, source)
-    else:
-        load_encoder(model, source, 2e-5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = load_weights_into(model, source, label="source", head_init_std=2e-5, for_training=for_training,
+                                   require_decoder=OLD_ENTRY[case] == "demo")
+    expect_warning = not for_training and (report.head_reinitialised or any(
+        k.startswith(("decoder_", "mask_token")) for k in report.random))
+    assert bool([w for w in caught if issubclass(w.category, UserWarning)]) == expect_warning
+    return report
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -134,10 +134,12 @@ def test_one_loader_gives_the_same_weights_for_every_source_kind(tmp_path, case)
     model = make_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     source, official = make_source()
-    _load(case, model, source)
+    report = _load(case, model, source)
     want = _expected(model, before, official)
     got = model.state_dict()
     assert set(got) == set(want)
     wrong = [k for k in got if not torch.equal(got[k], want[k])]
     assert not wrong, f"{case}: tensors differ from the expected: {wrong}"
     assert any(not torch.equal(got[k], before[k]) for k in got), "nothing was loaded"
+    assert sorted(report.loaded) == sorted(k for k in got if k in official and official[k].shape == got[k].shape
+                                           and k not in report.random) or report.pos_embed_resized

@@ -11,7 +11,7 @@ import torch
 import maekit
 from maekit.models import get_2d_sincos_pos_embed, patchify, random_masking_indices, unpatchify
 from maekit.models.masking import masked_mse_loss
-from maekit.weights import load_pretrained_encoder
+from maekit.hub.load import load_weights_into
 
 TINY = dict(img_size=32, patch_size=8, depth=2, decoder_depth=1)
 
@@ -230,23 +230,23 @@ def test_classifier_pooling_modes():
     assert avg(torch.randn(2, 3, 32, 32)).shape == (2, 5)
 
 
-def test_load_pretrained_encoder_report_resize_and_head_init():
+def test_load_weights_into_classifier_report_resize_and_head_init():
     pre = tiny_mae(img_size=32, patch_size=8)  # 4x4 grid
     clf = maekit.create_model("vit_tiny_patch16", img_size=48, patch_size=8, depth=2, num_classes=7)  # 6x6
-    report = load_pretrained_encoder(clf, {"model": pre.state_dict()})
+    report = load_weights_into(clf, {"model": pre.state_dict()}, for_training=True)
     assert report.pos_embed_resized == ((4, 4), (6, 6))
-    assert sorted(report.missing) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
-    assert "decoder_pred.weight" not in report.unexpected and "norm.weight" in report.unexpected
+    assert sorted(report.random) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert "decoder_pred.weight" not in report.ignored and "norm.weight" in report.ignored
     torch.testing.assert_close(clf.blocks[1].attn.qkv.weight, pre.blocks[1].attn.qkv.weight)
     torch.testing.assert_close(clf.pos_embed[:, :1], pre.pos_embed[:, :1])
     assert report.head_reinitialised and clf.head.weight.std().item() < 1e-4
     assert torch.all(clf.head.bias == 0)
 
 
-def test_load_pretrained_encoder_refuses_wrong_checkpoint():
+def test_load_weights_into_classifier_refuses_wrong_checkpoint():
     clf = maekit.create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=3)
     other = maekit.create_model("mae_vit_small_patch16", img_size=32, patch_size=8, depth=2, decoder_depth=1)
     with pytest.raises(ValueError, match="do not fit"):
-        load_pretrained_encoder(clf, other.state_dict())
+        load_weights_into(clf, other.state_dict())
     with pytest.raises(ValueError, match="does not hold this model's encoder"):
-        load_pretrained_encoder(clf, {"model": {"foo.weight": torch.zeros(3)}})
+        load_weights_into(clf, {"model": {"foo.weight": torch.zeros(3)}})

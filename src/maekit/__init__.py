@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it (imported on first attribute access)
 _LAZY = {
     "MAEOutput": "models", "create_model": "models", "list_models": "models",
-    "load_model": "hub", "load_pretrained_encoder": "weights",
+    "load_model": "hub", "load_weights_into": "hub",
     "AutoConfig": "api", "AutoModel": "api", "AutoImageProcessor": "api", "pipeline": "api",
     "save_pretrained": "api", "from_pretrained": "api", "list_pretrained": "api",
     "Trainer": "api", "TrainingArguments": "api",

@@ -21,13 +21,17 @@ A source is one of:
 - ``timm:name[.tag]``: the weights timm publishes under that name, from timm's own cache;
 - an ``nn.Module`` (returned as it is).
 
-Loading rules (:func:`load_weights_into`). Pretraining models: an encoder-only file leaves the
-decoder random with a :class:`DecoderNotLoadedWarning`; fixed sin-cos tables of another grid
-are kept from the model; anything else missing, unexpected or of another shape is a
-``ValueError``. Classifiers: the encoder must be complete; a head for another number of classes
-(or none, from a pretraining file) is re-initialised with a warning; a position table of
-another grid is interpolated. A linear-probe head (BatchNorm1d + Linear, ``head.0`` /
-``head.1``) is folded into the Linear head (the same eval-mode outputs up to rounding).
+Loading rules (:func:`load_weights_into`, the one way weights go into a built model: ``load_model``,
+``--init``, ``--finetune``, ``--resume`` of a model folder, the demo). Pretraining models: an
+encoder-only file leaves the decoder random with a :class:`DecoderNotLoadedWarning`; fixed sin-cos
+tables of another grid are kept from the model; anything else missing, unexpected or of another
+shape is a ``ValueError`` (to start a run, ``--init``, a classifier's encoder is taken, its head
+left out). Classifiers: the encoder must be complete; a head for another number of classes (or
+none, from a pretraining file) is re-initialised (trunc-normal) with a warning; a position table
+of another grid is interpolated (the official ``main_finetune.py``, docs/REFERENCE_RECIPES.md C.3).
+:func:`load_model` folds a linear-probe head (BatchNorm1d + Linear, ``head.0`` / ``head.1``) into
+the Linear head (the same eval-mode outputs up to rounding); given to a plain-head classifier
+directly, such a head is left out and re-initialised.
 """
 
 from __future__ import annotations
@@ -36,16 +40,18 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.layers import trunc_normal_
 
+from ..convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
 from ..models import canonical_name, classifier_config, create_model, is_model
 from ..models.config import CONFIG_NAME, ModelConfig
-from ..weights import load_pretrained_encoder, load_pretraining_weights
+from ..models.pos_embed import resize_pos_embed
 from . import cache, remote, table
 
 log = logging.getLogger(__name__)
@@ -179,37 +185,197 @@ def load_config(source: str | os.PathLike, *, model_name: str | None = None) -> 
 
 
 # ---------------------------------------------------------------------------- loading
+_PRETRAIN_ONLY = DECODER_PREFIXES + FUSION_PREFIXES  # parts a classifier has not
+_LINPROBE_HEAD = ("head.0.", "head.1.")  # BatchNorm1d + Linear of an official linear probe
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights_into` did to each tensor of the model (state-dict keys)."""
+
+    source: str
+    model_name: str
+    loaded: list[str] = field(default_factory=list)  # set from the source
+    random: list[str] = field(default_factory=list)  # left as the model had them (its initialisation)
+    rebuilt: list[str] = field(default_factory=list)  # fixed sin-cos tables kept for this model's grid
+    ignored: list[str] = field(default_factory=list)  # source tensors with no place in the model
+    pos_embed_resized: tuple[tuple[int, int], tuple[int, int]] | None = None
+    head_reinitialised: bool = False
+
+    def lines(self, flag: str = "") -> list[str]:
+        """The report, one line per kind; ``flag`` (``--init``) heads each line."""
+        head = f"{flag}: " if flag else ""
+        out = [f"{flag + ' ' if flag else ''}{self.source}: {self.model_name} initialised from it: "
+               f"{_groups(self.loaded)} ({len(self.loaded)} tensors)"]
+        if self.pos_embed_resized:
+            (a, b), (c, d) = self.pos_embed_resized
+            out.append(f"{head}position embedding interpolated from {a}x{b} to {c}x{d}")
+        if self.random:
+            why = " (the source has no decoder)" if any(k.startswith(_PRETRAIN_ONLY) for k in self.random) else ""
+            out.append(f"{head}NOT initialised, random{why}: {_groups(self.random)} ({len(self.random)} tensors)")
+        if self.rebuilt:
+            out.append(f"{head}fixed sin-cos tables built for this input size, not copied: {_groups(self.rebuilt)}")
+        if self.ignored:
+            out.append(f"{head}source tensors not used: {_groups(self.ignored)}")
+        if self.head_reinitialised:
+            out.append(f"{head}classifier head re-initialised")
+        return out
+
+    def __str__(self) -> str:
+        return "; ".join(self.lines())
+
+
+def _groups(keys: list[str]) -> str:
+    """``['blocks.0.x', 'blocks.1.y', 'norm.weight']`` -> ``'blocks (2), norm'``: modules, blocks counted."""
+    seen: dict[str, set[str]] = {}
+    for key in keys:
+        parts = key.split(".")
+        seen.setdefault(parts[0], set()).add(parts[1] if len(parts) > 2 and parts[1].isdigit() else "")
+    return ", ".join(f"{name} ({len(ids)})" if ids != {""} else name for name, ids in seen.items()) or "nothing"
+
+
 def _summ(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "") or "none"
 
 
-def load_weights_into(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], *,
-                      label: str | None = None, require_decoder: bool = False) -> None:
-    """Load weights (a state dict under the official names, or any file / folder ``maekit.convert``
-    reads) into a built maekit model with the rules of the module docstring.
+def _read_weights(source: Any, label: str | None) -> tuple[dict[str, torch.Tensor], str]:
+    """(official-name state dict, label) of a state dict (possibly wrapped: ``{'model': ...}``, DDP
+    ``module.``) or of any file, folder, URL, Hub id or published weights name."""
+    from ..convert import load_state_dict
+    from ..convert.torchfile import find_state_dict
+
+    if isinstance(source, Mapping):
+        return find_state_dict(source), label or "weights"
+    text = os.fspath(source)
+    local = Path(text).expanduser() if Path(text).expanduser().exists() else local_source(text, names=True)
+    return dict(load_state_dict(local)), label or text
+
+
+def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport) -> None:
+    """A classifier takes a source's encoder: its decoder is dropped, a head of another size (or a
+    linear-probe head for a plain one) left out, a position table of another grid interpolated."""
+    plain_head = not isinstance(getattr(model, "head", None), nn.Sequential)
+    for key in list(sd):
+        if key.startswith(_PRETRAIN_ONLY):
+            del sd[key]  # a pretraining source's decoder: not a classifier's part, not worth a line
+        elif key.startswith("head.") and (key in own and own[key].shape != sd[key].shape
+                                          or plain_head and key.startswith(_LINPROBE_HEAD)):
+            report.ignored.append(key)
+            del sd[key]
+    theirs, ours = sd.get("pos_embed"), own.get("pos_embed")
+    if theirs is not None and ours is not None and theirs.shape != ours.shape and theirs.shape[-1] == ours.shape[-1]:
+        prefix, grid = int(model.num_prefix_tokens), tuple(model.grid_size)
+        side = int(round((theirs.shape[1] - prefix) ** 0.5))
+        if side * side != theirs.shape[1] - prefix:
+            raise ValueError(f"{report.source}: pos_embed of shape {tuple(theirs.shape)} cannot be resized to "
+                             f"{tuple(ours.shape)}")
+        sd["pos_embed"] = resize_pos_embed(theirs, grid, num_prefix_tokens=prefix, old_grid=(side, side))
+        report.pos_embed_resized = ((side, side), grid)
+
+
+def _fit_pretraining(sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
+    """A pretraining model keeps its own fixed tables of another grid; to start training (``--init``)
+    it also takes a classifier's encoder (head and ``fc_norm`` left out, its own final norm kept)."""
+    for key in FIXED_TABLES:
+        if key in sd and key in own and sd[key].shape != own[key].shape:
+            del sd[key]
+    classifier_parts = [k for k in sd if k.startswith(HEAD_PREFIXES)]
+    if not (for_training and classifier_parts):
+        return
+    report.ignored += sorted(classifier_parts)
+    for key in classifier_parts:
+        del sd[key]
+    for key in [k for k in own if k.startswith("norm.") and k not in sd]:
+        sd[key] = own[key]  # a global-pool classifier has fc_norm instead: the model's own norm stays
+        report.random.append(key)
+
+
+def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
+    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error."""
+    name, label = model.model_name, report.source
+    if model.is_pretraining:
+        decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
+        other = [k for k in report.random if k not in decoder and k not in sd] + (decoder if require_decoder else [])
+        if other or result.unexpected_keys:
+            hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and require_decoder else ""
+            raise ValueError(f"{label}: weights do not fit {name}{hint}: missing {_summ(other)}; "
+                             f"unexpected {_summ(list(result.unexpected_keys))}")
+        return
+    not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
+    if not report.loaded or not_head:
+        raise ValueError(f"{label}: the checkpoint does not hold this model's encoder ({len(report.loaded)} tensors "
+                         f"matched; missing {_summ(not_head or report.random)}). Is it a checkpoint of another "
+                         "architecture or size?")
+
+
+def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None, head_init_std: float = 2e-5,
+                      require_decoder: bool = False, for_training: bool = False) -> LoadReport:
+    """The one way weights go into a built maekit model (rules in the module docstring).
 
     Args:
-        require_decoder: a pretraining model must get its decoder too (reconstruction); an
-            encoder-only source is then a ``ValueError`` instead of a warning.
-    """
-    if isinstance(source, Mapping):
-        sd, label = dict(source), label or "weights"
-    else:
-        from ..convert import load_state_dict
+        model: a model built by ``create_model`` (pretraining model or classifier).
+        source: a state dict under the official names (also ``{'model': ...}`` or DDP ``module.``
+            keys), or any file, folder, URL, Hub id or published weights name that
+            :func:`load_model` reads.
+        label: the source's name in messages (default: the path).
+        head_init_std: trunc-normal std of a classifier head the source has none for (2e-5
+            fine-tune, 0.01 linear probe); its bias starts at zero.
+        require_decoder: a pretraining model must get its decoder too (reconstruction).
+        for_training: the weights start a run (``--init``, ``--finetune``): a random head or decoder
+            is what the run trains, so it is reported, not warned about, and a classifier's encoder
+            may start a pretraining model.
 
-        sd, label = dict(load_state_dict(source)), label or os.fspath(source)
-    if not model.is_pretraining:
-        report = load_pretrained_encoder(model, sd)
-        # A pretraining encoder's final norm has no place in an fc_norm classifier (the reference
-        # ignores it); a classifier's weights must fit exactly.
-        if report.unexpected and any(k.startswith("head.") for k in sd):
-            raise ValueError(f"{label}: weights do not fit {model.model_name}: unexpected {_summ(report.unexpected)}")
-        if report.head_reinitialised:
-            warnings.warn(f"{label}: no classification head for this model in the weights; the head of "
-                          f"{model.model_name} is randomly initialised (fine-tune it before classifying)",
-                          UserWarning, stacklevel=3)
-        return
-    decoder = load_pretraining_weights(model, sd, label=label, allow_missing_decoder=not require_decoder)
+    Returns:
+        A :class:`LoadReport` (``report.lines()`` is what the tasks log).
+
+    Raises:
+        ValueError: shapes that do not fit, encoder weights missing, unexpected weights of a
+            classifier or pretraining model, or a missing decoder with ``require_decoder``.
+    """
+    sd, label = _read_weights(source, label)
+    own = model.state_dict()
+    report = LoadReport(label, model.model_name)
+    if model.is_pretraining:
+        _fit_pretraining(sd, own, report, for_training)
+    else:
+        _fit_classifier(model, sd, own, report)
+    bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+           if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{label}: weights do not fit {model.model_name}: {_summ(bad, 8)}")
+    result = model.load_state_dict(sd, strict=False)
+    report.loaded = [k for k in sd if k in own and k not in report.random]
+    report.rebuilt = [k for k in result.missing_keys if k in FIXED_TABLES and model.is_pretraining]
+    report.random += [k for k in result.missing_keys if k not in report.rebuilt and k not in report.random
+                      and not k.endswith("num_batches_tracked")]
+    report.ignored += list(result.unexpected_keys)
+    _check_complete(model, sd, result, report, require_decoder)
+    if not model.is_pretraining and any(k.startswith("head.") for k in report.random):
+        _reinit_head(model, head_init_std, report)
+    if not for_training:
+        _warn_random_parts(model, sd, report)
+    return report
+
+
+def _reinit_head(model: nn.Module, std: float, report: LoadReport) -> None:
+    head = model.head[-1] if isinstance(model.head, nn.Sequential) else model.head
+    if isinstance(head, nn.Linear):
+        trunc_normal_(head.weight, std=std)
+        nn.init.zeros_(head.bias)
+        report.head_reinitialised = True
+
+
+def _warn_random_parts(model: nn.Module, sd: dict, report: LoadReport) -> None:
+    """A model to use as loaded: a random head or decoder is worth a warning; a classifier's own
+    weights must fit exactly (a pretraining encoder's final norm is the one thing it ignores)."""
+    label, name = report.source, model.model_name
+    unexpected = [k for k in report.ignored if not k.startswith("head.")]
+    if not model.is_pretraining and unexpected and any(k.startswith("head.") for k in sd):
+        raise ValueError(f"{label}: weights do not fit {name}: unexpected {_summ(unexpected)}")
+    if report.head_reinitialised:
+        warnings.warn(f"{label}: no classification head for this model in the weights; the head of {name} is "
+                      "randomly initialised (fine-tune it before classifying)", UserWarning, stacklevel=3)
+    decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
     if decoder:
         warnings.warn(f"{label} holds encoder weights only: the decoder ({len(decoder)} tensors) is randomly "
                       "initialised, so reconstructions are meaningless until it is trained (the "

@@ -1,7 +1,7 @@
 """``maekit finetune``, ``maekit linprobe`` and ``maekit eval`` (docs/REFERENCE_RECIPES.md C.3, C.4, C.6).
 
 Both training tasks build a classifier (``vit_*`` or ``convvit_*``), load a pretrained encoder
-(:func:`maekit.weights.load_pretrained_encoder`), and train it with the engine's Runner, evaluating
+(:func:`maekit.hub.load.load_weights_into`), and train it with the engine's Runner, evaluating
 every epoch. Linear probing follows the reference exactly: a ``BatchNorm1d(affine=False, eps=1e-6)``
 in front of the linear head, everything but the head frozen, LARS, and the WHOLE model in train
 mode while training. Train mode matters only for that BatchNorm, which then normalises with batch
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 from timm.data import Mixup
@@ -26,7 +25,6 @@ from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
 from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
-from ..weights import load_pretrained_encoder
 from .arch_from_source import classifier_config, read_source
 from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
@@ -48,15 +46,16 @@ def build_classifier(*, model: str, num_classes: int, input_size, patch_size=Non
 
 def load_encoder(model: nn.Module, source: Any, head_init_std: float) -> None:
     """The encoder of ``source`` (a state dict, or any source ``maekit.load_model`` reads: file, folder,
-    URL, Hub id, ``timm:`` name, published weights name) into the classifier ``model``."""
+    URL, Hub id, ``timm:`` name, published weights name) into the classifier ``model``; logs the report."""
     if source is None or (isinstance(source, str) and not source):
         log.warning("no --finetune checkpoint given: training from a random initialisation")
         return
-    if isinstance(source, (str, os.PathLike)):
-        from ..hub.load import local_source
+    from ..hub.load import load_weights_into
 
-        source = read_source(lambda s: local_source(s, names=True), source, "--finetune")
-    load_pretrained_encoder(model, source, head_init_std=head_init_std)  # logs its own report
+    report = read_source(lambda s: load_weights_into(model, s, head_init_std=head_init_std, for_training=True),
+                         source, "--finetune")
+    for line in report.lines("--finetune"):
+        log.info("%s", line)
 
 
 def add_linear_probe_head(model: nn.Module) -> nn.Module:

@@ -22,9 +22,9 @@ import torch
 from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resolve_mean_std
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError
+from ..hub.load import load_weights_into
 from ..models import classifier_name
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
-from ..weights import extract_state_dict
 from .classify import run_linprobe
 from .config import DemoConfig, LinprobeConfig, PretrainConfig
 from .knn import knn_evaluate
@@ -73,7 +73,7 @@ def _pretrained(args, checkpoint: Path) -> torch.nn.Module:
     model = build_pretrain_model(model=args.model, input_size=[args.input_size],
                                  patch_size=None if args.model.startswith("convmae") else args.patch_size,
                                  norm_pix_loss=args.norm_pix_loss)
-    model.load_state_dict(extract_state_dict(load_checkpoint(checkpoint)))
+    load_weights_into(model, checkpoint, require_decoder=True)
     return model
 
 
