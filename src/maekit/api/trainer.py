@@ -9,16 +9,19 @@
 >>> trainer.predict(input_data="cat.jpg")  # the masked_image_modeling pipeline     # doctest: +SKIP
 
 Nothing here trains by itself: ``train()`` / ``finetune()`` build the task config of ``maekit
-pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) from ``args`` and
-call the task function the CLI calls (``run_pretrain(cfg, model=..., train_dataset=...)``); the
-files are the CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
+pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) and call the task
+function the CLI calls (``run_pretrain(cfg, model=..., train_dataset=...)``); the files are the
+CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
 
-The constructor's arguments (class docstring): ``model`` gives the architecture and the starting
-weights (a bare name: random; a tagged name, folder, file or module: its weights; a classifier
-gets the encoder, head re-initialised); for image classification a pretraining model stands for
-its encoder. Datasets are folders, ``builtin:digits`` or torch Datasets; classification evaluates
-after every epoch, so it needs an evaluation set. ``args`` may be a MindFormers run YAML
-(:mod:`maekit.compat.mindformers`), which also gives the task, model and dataset folders.
+The constructor's ``model`` becomes task options, as the CLI's flags: a bare registered name is
+``--model`` (random weights); a tagged name, folder, file, URL or Hub id is the weights source,
+``--init`` (masked image modeling) or ``--finetune`` (image classification), which also gives the
+architecture; a config (:class:`~maekit.api.MAEConfig`) gives the architecture; an ``nn.Module``
+built by maekit is handed to the task function as the model (its architecture recorded in the
+config). For image classification a pretraining model stands for its encoder. Datasets are
+folders, ``builtin:digits`` or torch Datasets; classification evaluates after every epoch, so it
+needs an evaluation set. ``args`` is a :class:`TrainingArguments`, a task config, or a MindFormers
+run YAML (:mod:`maekit.compat.mindformers`), which also gives the task, model and dataset folders.
 
 After ``train()`` / ``finetune()`` the Trainer's model is the one in ``checkpoint-last.pth``:
 ``evaluate()``, ``predict()``, ``model`` and ``save_pretrained()`` use it. Before any training they
@@ -39,7 +42,6 @@ both write ``<task>_result.json`` there.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -50,30 +52,31 @@ import torch
 import torch.nn as nn
 
 from ..compat.mindformers import DEFAULT_MODELS, RunConfig, load_run_config
-from ..engine.checkpoint import BEST_NAME, LAST_NAME, find_latest_checkpoint
-from ..models import canonical_name, is_pretraining_model
-from ..models import is_pretraining_model as is_pretraining_module
+from ..engine.checkpoint import BEST_NAME, LAST_NAME
+from ..models import canonical_name, classifier_name, is_model, is_pretraining_model
 from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
 from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainConfig
+from ..tasks.validate import ConfigMixin
 from .config import MAEConfig
 from .pipelines import normalize_task
-from .trainer_models import ModelSpec, resolve_spec
-from .trainer_options import data_options, model_options, predict_inputs, write_predictions
-
-log = logging.getLogger("maekit.api")
+from .trainer_options import data_options, predict_inputs, write_predictions
 
 TASKS = ("masked_image_modeling", "image_classification")
+# A model's constructor arguments that the task sets from its own options (the one of them that is a
+# task option of this task is taken over when args does not set it).
+_TASK_ARGS = ("num_classes", "drop_path_rate", "drop_rate", "sparse_stages", "norm_pix_loss", "global_pool")
 
 
 class Trainer:
     """Train, fine-tune, evaluate and predict with the task commands (module docstring).
 
     Args:
-        args: :class:`TrainingArguments`, a dict of its fields, or a run YAML (path or packaged
-            name such as ``mae/run_mae_vit_base_p16_224_800ep.yaml``, or its
+        args: :class:`TrainingArguments`, a dict of its fields, a task config (``PretrainConfig``
+            ...: the options it sets), or a run YAML (path or packaged name such as
+            ``mae/run_mae_vit_base_p16_224_800ep.yaml``, or its
             :class:`~maekit.compat.mindformers.RunConfig`).
         task: ``masked_image_modeling`` / ``image_classification`` (hyphens accepted).
-        model: name, tagged name, folder, checkpoint file, config or ``nn.Module``.
+        model: name, tagged name, folder, checkpoint file, URL, Hub id, config or ``nn.Module``.
         model_name: MindFormers' spelling of ``model`` for a name (used when ``model`` is None).
         train_dataset, eval_dataset: folder, ``builtin:digits`` or a torch Dataset.
     """
@@ -82,31 +85,24 @@ class Trainer:
                  task: str | None = None, model: Any = None, model_name: str | None = None,
                  train_dataset: Any = None, eval_dataset: Any = None):
         self.run_config = None
-        self._yaml_overrides: dict[str, Any] = {}
-        if isinstance(args, (str, os.PathLike, RunConfig)):
-            self.run_config = args if isinstance(args, RunConfig) else load_run_config(args)
-            rc = self.run_config
-            args = rc.args
-            self._yaml_overrides = dict(rc.model_overrides)
+        if isinstance(args, (str, os.PathLike)):
+            args = load_run_config(args)
+        if isinstance(args, RunConfig):  # the YAML's task config, task, model and datasets
+            self.run_config = rc = args
             task = task or rc.task
             if model is None and model_name is None:
                 model = rc.model
-            train_dataset = train_dataset if train_dataset is not None else rc.train_dataset
-            eval_dataset = eval_dataset if eval_dataset is not None else rc.eval_dataset
+            train_dataset = rc.train_dataset if train_dataset is None else train_dataset
+            eval_dataset = rc.eval_dataset if eval_dataset is None else eval_dataset
+            args = rc.args
         elif args is None or isinstance(args, Mapping):
             args = TrainingArguments(**dict(args or {}))
-        elif not isinstance(args, TrainingArguments):
-            raise ValueError(f"args must be TrainingArguments, a dict or a YAML path; got "
+        elif not isinstance(args, (TrainingArguments, ConfigMixin)):
+            raise ValueError(f"args must be TrainingArguments, a dict, a task config or a YAML path; got "
                              f"{type(args).__name__}")
-        self.args: TrainingArguments = args
-        if model is None:
-            model = model_name
-        self.task = self._infer_task(task, model)
-        self._default_model = model is None  # finetune(checkpoint) then takes the checkpoint's architecture
-        if model is None:  # pretraining with args.init: that source is the architecture (tasks/init_weights.py)
-            init = getattr(args, "init", None) if self.task == "masked_image_modeling" else None
-            model = init or DEFAULT_MODELS[self.task]
-        self.model_source = model
+        self.args = args
+        self.model_source = model if model is not None else model_name  # None: the task's default
+        self.task = self._infer_task(task, self.model_source)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.checkpoint: Path | None = None  # checkpoint-last.pth of the last train() / finetune()
@@ -124,7 +120,7 @@ class Trainer:
             return name
         pretraining = None
         if isinstance(model, nn.Module):
-            pretraining = is_pretraining_module(model)
+            pretraining = is_pretraining_model(model)
         elif isinstance(model, MAEConfig):
             pretraining = model.task == "masked_image_modeling"
         elif isinstance(model, str) and not Path(model).exists():
@@ -149,6 +145,14 @@ class Trainer:
         p = self.output_dir / BEST_NAME
         return p if self.checkpoint is not None and p.is_file() else None
 
+    def _options(self) -> dict[str, Any]:
+        """The task options ``args`` sets (a TrainingArguments' fields that are not None; a task
+        config's given ones)."""
+        a = self.args
+        given = a.given() if isinstance(a, TrainingArguments) else {
+            f.name: getattr(a, f.name) for f in dataclasses.fields(a) if a.is_given(f.name)}
+        return {k: v for k, v in given.items() if k not in TRAINER_ONLY}
+
     def _checkpoint_arg(self, value: Any) -> Any:
         """``True`` -> this output_dir's ``checkpoint-last.pth`` (MindFormers' meaning)."""
         if value is True:
@@ -161,80 +165,81 @@ class Trainer:
         return value
 
     # ------------------------------------------------------------------ options
-    def _task_config(self, cls: type, spec: ModelSpec, *, train: bool, **values: Any) -> tuple[Any, Any, Any]:
-        """(the task config ``cls`` built from ``args`` + the model + the data, train Dataset, eval Dataset).
+    def _task_config(self, cls: type, *, train: bool, arch: Any = None, **values: Any) -> tuple[Any, Any, Any]:
+        """(the task config ``cls`` of ``args`` + ``values`` + the data, train Dataset, eval Dataset).
 
-        ``values`` set options directly (they win); a set ``args`` field the task does not have is
-        ignored with a warning (evaluation ignores the training-only ones silently).
+        ``values`` (the model's options) win over ``args``; ``arch`` (a module's or MAEConfig's
+        config) fills the architecture options ``args`` does not set. A set option the task does not
+        have is ignored with a warning (evaluation ignores the training-only ones silently).
         """
-        opts = {k: v for k, v in self.args.given().items() if k not in TRAINER_ONLY}
-        model_opts, overrides = model_options(spec, mim=self.mim, given=opts, yaml_overrides=self._yaml_overrides)
+        opts = {**self._options(), **values}
         data_opts, train_ds, eval_ds = data_options(
             task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
-            data_path=self.args.data_path, val_split=self.args.val_split, train=train)
-        # constructor arguments: the model's own, then the YAML's, then TrainingArguments(model_args=...)
-        opts.update(model_opts, model_args={**overrides, **opts.get("model_args", {})}, **data_opts, **values)
-        names = {f.name for f in dataclasses.fields(cls)}
+            data_path=opts.get("data_path"), val_split=opts.get("val_split"), train=train)
+        opts.update(data_opts)
+        names = set(cls.__dataclass_fields__)
         unknown = sorted(k for k in opts if k not in names)
         if unknown and train:
             warnings.warn(f"TrainingArguments {unknown} do not apply to {self.task} "
                           f"({cls.__name__}); ignored", UserWarning, stacklevel=4)
         cfg = cls.from_dict({k: v for k, v in opts.items() if k in names}, source="TrainingArguments")
-        return cfg, train_ds, eval_ds
+        cfg.typed = frozenset(opts) & names  # what the user set wins over what a model records
+        return (cfg if arch is None else self._with_arch(cfg, arch)), train_ds, eval_ds
+
+    def _with_arch(self, cfg: Any, config: Any) -> Any:
+        """``cfg`` with the model name, shape and ``model_args`` of ``config`` where it sets none
+        (:func:`maekit.tasks.arch_from_source.apply_source_arch`: a contradiction is an error)."""
+        from ..tasks.arch_from_source import apply_source_arch, arch_of
+
+        arch = arch_of(config, pretraining=self.mim)
+        option = "norm_pix_loss" if self.mim else "global_pool"
+        value = arch.model_args.get(option)
+        arch.model_args = {k: v for k, v in arch.model_args.items() if k not in _TASK_ARGS}
+        if value is not None and not cfg.is_given(option):
+            cfg = cfg.replace(**{option: bool(value)})
+        return apply_source_arch(cfg, arch, source=config.model_name, flag="Trainer(model=...)")
+
+    def _model_options(self, weights: Any) -> tuple[dict[str, Any], nn.Module | None, Any]:
+        """(task options of the model, the module to hand over, the config whose architecture the
+        task config takes): ``weights`` (the checkpoint given to train() / finetune()) starts the
+        run in the Trainer's architecture; without it the model's own weights do."""
+        src, key = self.model_source, "init" if self.mim else "finetune"
+        src = MAEConfig.from_dict(dict(src)) if isinstance(src, Mapping) else src
+        opts: dict[str, Any] = {} if weights is None else {key: os.fspath(weights)}
+        if isinstance(src, nn.Module):
+            return opts, (src if weights is None else None), src.config
+        if isinstance(src, MAEConfig):
+            return opts, None, src
+        if src is None:
+            if not ({"init", "finetune"} & set(self._options()) or weights is not None):
+                opts["model"] = DEFAULT_MODELS[self.task]
+            return opts, None, None
+        text = os.fspath(src)
+        if not Path(text).expanduser().exists() and is_model(text):  # a bare name: architecture only
+            name = canonical_name(text)
+            return {**opts, "model": name if self.mim else classifier_name(name)}, None, None
+        if weights is None:  # a weights source: --init / --finetune, which also gives the architecture
+            return {key: text}, None, None
+        from ..hub import load_config
+
+        return opts, None, load_config(text)
 
     # ------------------------------------------------------------------ training
-    def _train(self, spec: ModelSpec, *, resume: Any) -> dict[str, Any]:
+    def _train(self, weights: Any, resume: Any) -> dict[str, Any]:
         from ..tasks import entry
 
-        command = "pretrain" if self.mim else "finetune"
-        values: dict[str, Any] = {}
+        opts, module, arch = self._model_options(weights)
         if resume:
-            values["resume"] = "auto" if resume is True else os.fspath(resume)
-        if spec.weights_path is not None and not self.mim:
-            values["finetune"] = spec.weights_path  # recorded in config.yaml
-        cfg, train_ds, eval_ds = self._task_config(PretrainConfig if self.mim else FinetuneConfig, spec,
-                                                   train=True, **values)
-        start = None
-        if spec.has_weights:
-            resuming = bool(cfg.resume) and not (
-                cfg.resume == "auto" and find_latest_checkpoint(self.output_dir) is None)
-            if self.mim and not resuming and not cfg.init:  # with init the task loads (and reports) it
-                start = self._starting_model(cfg, spec)  # weights only; a resume's state wins in the task
-            elif not self.mim and spec.weights_path is None:
-                start = spec.state_dict
-            log.info("starting from the weights of %s", spec.label)
-        last = entry.run(command, cfg, model=start, train_dataset=train_ds, eval_dataset=eval_ds)
+            opts["resume"] = "auto" if resume is True else os.fspath(resume)
+        cls = PretrainConfig if self.mim else FinetuneConfig
+        cfg, train_ds, eval_ds = self._task_config(cls, train=True, arch=arch, **opts)
+        last = entry.run("pretrain" if self.mim else "finetune", cfg, model=module, train_dataset=train_ds,
+                         eval_dataset=eval_ds)
         self.last_log = last
         ckpt = self.output_dir / LAST_NAME
         self.checkpoint = ckpt if ckpt.is_file() else None
         self._model = None
         return last
-
-    @staticmethod
-    def _starting_model(cfg: PretrainConfig, spec: ModelSpec) -> nn.Module:
-        """Pretraining: exactly the model the task would build, with ``spec``'s weights (fixed tables
-        for its size, random decoder for an encoder-only source)."""
-        from ..hub import load_weights_into
-        from ..tasks.pretrain import pretrain_model
-
-        model = pretrain_model(cfg)
-        load_weights_into(model, spec.weights, label=spec.label)
-        return model
-
-    def _training_spec(self, checkpoint: Any) -> ModelSpec:
-        """The architecture of the Trainer's model (the checkpoint's when no model was given),
-        starting from ``checkpoint``'s weights when given, else from the model's own."""
-        dl = self.args.download
-        if checkpoint is None:
-            return resolve_spec(self.model_source, load_weights=True, published=False, download=dl)
-        weights = resolve_spec(checkpoint, load_weights=True, published=True, download=dl)
-        if not weights.has_weights:
-            raise ValueError(f"{checkpoint!r} has no weights to start from")
-        if self._default_model:
-            return weights
-        arch = resolve_spec(self.model_source, load_weights=False, published=False, download=dl)
-        return ModelSpec(arch.name, arch.model_args, weights.weights_path, weights.state_dict,
-                         weights.label)
 
     def train(self, train_checkpoint: Any = False, resume_training: Any = None,
               **kwargs: Any) -> dict[str, Any]:
@@ -243,7 +248,7 @@ class Trainer:
 
         Args:
             train_checkpoint: weights to start from (path, tagged name, or True: this output_dir's
-                ``checkpoint-last.pth``); default: the model's own.
+                ``checkpoint-last.pth``), as ``--init`` / ``--finetune``; default: the model's own.
             resume_training: True resumes the full training state from the latest checkpoint in
                 ``output_dir`` (``--resume auto``); a path resumes from that file.
 
@@ -252,8 +257,7 @@ class Trainer:
         """
         if kwargs:
             raise TypeError(f"train() got unexpected arguments {sorted(kwargs)}")
-        spec = self._training_spec(self._checkpoint_arg(train_checkpoint))
-        return self._train(spec, resume=resume_training)
+        return self._train(self._checkpoint_arg(train_checkpoint), resume_training)
 
     def finetune(self, finetune_checkpoint: Any = None, resume_training: Any = None, **kwargs: Any
                  ) -> dict[str, Any]:
@@ -266,15 +270,16 @@ class Trainer:
         if kwargs:
             raise TypeError(f"finetune() got unexpected arguments {sorted(kwargs)}")
         checkpoint = self._checkpoint_arg(finetune_checkpoint)
-        if checkpoint is None:
-            spec = resolve_spec(self.model_source, load_weights=True, published=True,
-                                 download=self.args.download)
-            if not spec.has_weights:
-                raise ValueError(f"finetune() needs finetune_checkpoint: {spec.label} has no published "
-                                 "weights")
-        else:
-            spec = self._training_spec(checkpoint)
-        return self._train(spec, resume=resume_training)
+        src = self.model_source if self.model_source is not None else DEFAULT_MODELS[self.task]
+        if checkpoint is None and isinstance(src, (MAEConfig, Mapping)):
+            raise ValueError("finetune() needs finetune_checkpoint: the Trainer's model is a config (no weights)")
+        if checkpoint is None and isinstance(src, str) and is_model(src):  # its published weights
+            from ..hub import lookup
+
+            if lookup(src) is None:
+                raise ValueError(f"finetune() needs finetune_checkpoint: {src} has no published weights")
+            checkpoint = src
+        return self._train(checkpoint, resume_training)
 
     # ------------------------------------------------------------------ models
     def _inference_model(self, checkpoint: Any = None) -> nn.Module:
@@ -294,9 +299,9 @@ class Trainer:
                                   UserWarning, stacklevel=3)
                     self._model = AutoModel.from_config(src)
                 else:
-                    self._model = self._load(src)
+                    self._model = self._load(DEFAULT_MODELS[self.task] if src is None else src)
             model = self._model
-        pretraining = is_pretraining_module(model)
+        pretraining = is_pretraining_model(model)
         if self.mim and not pretraining:
             raise ValueError(f"masked_image_modeling needs a pretraining model; {model.model_name} is a "
                              "classifier")
@@ -308,7 +313,8 @@ class Trainer:
     def _load(self, source: Any) -> nn.Module:
         from ..hub import load_model
 
-        return load_model(source, download=self.args.download)
+        download = self.args.download if isinstance(self.args, TrainingArguments) else True
+        return load_model(source, download=download)
 
     @property
     def model(self) -> nn.Module:
@@ -334,16 +340,15 @@ class Trainer:
         from ..tasks import entry
 
         model = self._inference_model(eval_checkpoint)
-        spec = ModelSpec(canonical_name(model.model_name), dict(model.model_args))
         if self.mim:
             from ..tasks.reconstruction import run_reconstruction_eval
 
-            cfg, _, eval_ds = self._task_config(PretrainConfig, spec, train=False, resume="")
+            cfg, _, eval_ds = self._task_config(PretrainConfig, train=False, resume="")
             return run_reconstruction_eval(cfg, model=model, eval_dataset=eval_ds)
-        nb = self.args.nb_classes
+        nb = self._options().get("nb_classes")
         if nb not in (None, int(model.num_classes)):
             raise ValueError(f"nb_classes is {nb} but {model.model_name} predicts {model.num_classes} classes")
-        cfg, _, eval_ds = self._task_config(EvalConfig, spec, train=False, nb_classes=int(model.num_classes))
+        cfg, _, eval_ds = self._task_config(EvalConfig, train=False, nb_classes=int(model.num_classes))
         return entry.run("eval", cfg, model=model, eval_dataset=eval_ds)
 
     # ------------------------------------------------------------------ prediction
@@ -359,17 +364,17 @@ class Trainer:
             dict with ``reconstruction`` / ``masked`` / ``grid`` (PIL), ``mask``, ``loss``, ``files``;
             image classification, per image a list of ``{'label', 'score', 'index'}``.
         """
+        from ..tasks.common import device_name
         from .pipelines import pipeline
 
         inputs = predict_inputs(input_data, self.eval_dataset)
         model = self._inference_model(predict_checkpoint)
-        from ..tasks.common import device_name
-
-        device = device_name(self.args.device) or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = pipeline(self.task, model, device=device, batch_size=batch_size or self.args.batch_size or 8)
+        opts = self._options()
+        device = device_name(opts.get("device")) or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = pipeline(self.task, model, device=device,
+                        batch_size=batch_size or opts.get("batch_size", PredictConfig.default("batch_size")))
         if self.mim:
-            given = self.args.mask_ratio
-            kwargs.setdefault("mask_ratio", PredictConfig.default("mask_ratio") if given is None else given)
+            kwargs.setdefault("mask_ratio", opts.get("mask_ratio", PredictConfig.default("mask_ratio")))
             kwargs.setdefault("seed", PredictConfig.default("seed"))
             kwargs.setdefault("output_dir", str(self.output_dir))
         results = pipe(inputs, **kwargs)
