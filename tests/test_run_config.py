@@ -54,8 +54,9 @@ def test_mae_yaml_fixes_the_reference_bugs():
     assert (rc.run_mode, rc.task, rc.model) == ("train", "masked_image_modeling", "mae_vit_base_p16")
     assert (a.epochs, a.warmup_epochs, a.batch_size, a.blr, a.min_lr) == (800, 40, 64, 1.5e-4, 0.0)
     assert a.mean == pytest.approx(IMAGENET_MEAN) and a.std == pytest.approx(IMAGENET_STD)
-    assert (a.mask_ratio, a.norm_pix_loss, a.input_size, a.patch_size, a.weight_decay) == (0.75, True, 224, 16, 0.05)
-    assert rc.train_dataset == "imageNet-1k/train" and rc.model_overrides == {}
+    assert (a.mask_ratio, a.norm_pix_loss, a.input_size, a.patch_size, a.weight_decay) == (0.75, True, [224], 16, 0.05)
+    assert rc.train_dataset == "imageNet-1k/train" and a.model_args == {}
+    assert type(a).__name__ == "PretrainConfig" and a.output_dir == "./output" and a.is_given("batch_size")
 
 
 def test_vit_yaml_maps_the_finetune_recipe():
@@ -67,7 +68,8 @@ def test_vit_yaml_maps_the_finetune_recipe():
     assert (a.reprob, a.remode, a.recount, a.aa) == (0.25, "pixel", 1, "rand-m9-mstd0.5-inc1")
     assert (a.drop_path, a.global_pool, a.nb_classes, a.weight_decay) == (0.1, True, 1000, 0.05)
     assert a.mean == pytest.approx(IMAGENET_MEAN) and a.std == pytest.approx(IMAGENET_STD)
-    assert a.mask_ratio is None and rc.eval_dataset == "imageNet-1k/val"
+    assert not hasattr(a, "mask_ratio") and rc.eval_dataset == "imageNet-1k/val"
+    assert type(a).__name__ == "FinetuneConfig"
 
 
 def test_trainer_reads_a_run_yaml(tmp_path):
@@ -93,8 +95,8 @@ def test_mapping_of_lr_architecture_and_maekit_keys(tmp_path):
                                     "model.model_config.hidden_size=192", "model.model_config.num_hidden_layers=2",
                                     "model.model_config.num_attention_heads=3", "context.device_target=CPU",
                                     "lr_scale_factor=512"])
-    assert rc.args.lr == 1e-4 and rc.args.blr is None and rc.args.amp == "none" and rc.args.device == "cpu"
-    assert rc.model_overrides == {"embed_dim": 192, "depth": 2, "num_heads": 3}
+    assert rc.args.lr == 1e-4 and "blr" not in rc.args.typed and rc.args.amp == "none" and rc.args.device == "cpu"
+    assert rc.args.model_args == {"embed_dim": 192, "depth": 2, "num_heads": 3}
     scaled = load_run_config(MAE_YAML, ["lr_scale_factor=512"])
     assert scaled.args.blr == pytest.approx(1.5e-4 * 256 / 512)
     vit = load_run_config(VIT_YAML, ["layer_scale=False"])

@@ -75,12 +75,9 @@ def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
         return run_convert
     if command == "run":
         def run_yaml(argv: Sequence[str]) -> int:
-            from .compat.mindformers_cli import parse_run_args
+            from .compat.mindformers_cli import parse_run_args, run_mindformers
 
-            args = parse_run_args(argv)  # no torch until the flags are valid
-            from .api.commands import run_mindformers
-
-            return run_mindformers(args)
+            return run_mindformers(parse_run_args(argv))  # no torch until the flags are valid
 
         return run_yaml
     if command == "list-models":

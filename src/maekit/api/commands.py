@@ -1,5 +1,6 @@
 """``maekit predict`` and ``maekit visualize`` (the pipelines; options: :class:`maekit.tasks.config.PredictConfig` /
-``VisualizeConfig``) and ``maekit run`` (a MindFormers run YAML through the Trainer).
+``VisualizeConfig``). ``maekit run`` (a MindFormers run YAML through the Trainer) is
+:mod:`maekit.compat.mindformers_cli`.
 
 Errors are ``ValueError`` / ``FileNotFoundError`` with a readable message; ``maekit.cli`` prints
 them without a traceback.
@@ -101,72 +102,3 @@ def run_visualize(args: VisualizeConfig) -> int:
     result["grid"].save(out)
     print(f"wrote {out} (loss {result['loss']:.4f}, mask_ratio {args.mask_ratio}, seed {args.seed})")
     return 0
-
-
-def run_mindformers(args: Any) -> int:
-    """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
-    [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``
-    (``args`` from :func:`maekit.compat.mindformers_cli.parse_run_args`)."""
-    from ..compat.mindformers import load_run_config
-    from ..tasks.entry import exit_code_of_run
-    from .trainer import Trainer
-
-    rc = load_run_config(args.config, args.options)
-    mode = rc.run_mode
-    trainer = Trainer(args=rc)
-    checkpoint = rc.load_checkpoint
-    weights = checkpoint or _named_weights(rc.default_checkpoint)
-    resume = rc.resume_training or None
-
-    def run_mode() -> None:
-        if mode == "train":
-            last = trainer.train(train_checkpoint=checkpoint or False, resume_training=resume)
-            _print_training(trainer, last)
-        elif mode == "finetune":
-            if not checkpoint:
-                raise ValueError("--run_mode finetune needs --load_checkpoint (the pretrained weights)")
-            last = trainer.finetune(finetune_checkpoint=checkpoint, resume_training=resume)
-            _print_training(trainer, last)
-        elif mode == "eval":
-            metrics = trainer.evaluate(eval_checkpoint=weights)
-            if rc.task == "image_classification":
-                print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
-                      f"Top5 Accuracy = {metrics['test_acc5']:.2f}%  loss = {metrics['test_loss']:.4f}")
-            else:
-                print(f"Reconstruction loss = {metrics['test_loss']:.4f} over {metrics['test_n']} images")
-            print(json.dumps(metrics))
-        else:
-            if not args.predict_data:
-                raise ValueError("--run_mode predict needs --predict_data (image files, folders or URLs)")
-            inputs = _expand_inputs(args.predict_data)
-            results = trainer.predict(input_data=inputs, predict_checkpoint=weights,
-                                      batch_size=args.predict_batch_size)
-            for item, res in zip(inputs, results, strict=True):
-                if rc.task == "masked_image_modeling":
-                    files = ", ".join(res.get("files", {}).values())
-                    print(f"{item}: loss {res['loss']:.4f} -> {files}")
-                else:
-                    top = ", ".join(f"{p['label']} {p['score']:.4f}" for p in res)
-                    print(f"{item}: {top}")
-            print(f"output result is saved at: {trainer.output_dir / (rc.task + '_result.json')}")
-
-    return exit_code_of_run("run", run_mode)
-
-
-def _named_weights(name: str | None) -> str | None:
-    """``model_config.checkpoint_name_or_path`` for eval / predict: a path or a tagged name; a bare
-    model name means the model's published weights, which the Trainer uses anyway (and stays
-    right when ``trainer.model_name`` was changed)."""
-    from ..models import is_model
-
-    if not name or is_model(name):
-        return None
-    return name
-
-
-def _print_training(trainer, last: dict) -> None:
-    shown = {k: v for k, v in last.items() if k.startswith(("train_loss", "test_")) or k == "epoch"}
-    text = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
-    print(f"{trainer.task}: {text}")
-    if trainer.checkpoint is not None:
-        print(f"checkpoint: {trainer.checkpoint}")

@@ -64,13 +64,14 @@ type that contradicts the task is a ``ValueError``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks.arguments import TrainingArguments
-from ..tasks.config import ALIASES
+from ..tasks.config import ALIASES, FinetuneConfig, PretrainConfig
 from .mindformers_sections import (
     TASK_BETAS,
     check_sizes,
@@ -89,6 +90,7 @@ from .run_yaml import (
     apply_options,
     check_options_take_effect,
     convert_value,
+    parse_options,
     read_run_yaml,
     resolve_run_config_path,
 )
@@ -96,6 +98,7 @@ from .run_yaml import config_warning as _warn
 
 DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
 """MindFormers' model names, the Trainer's default per task."""
+TASK_CONFIGS = {"masked_image_modeling": PretrainConfig, "image_classification": FinetuneConfig}
 
 _ARCH_TASKS = {
     "vitmaeforpretraining": "masked_image_modeling",
@@ -135,18 +138,24 @@ _ARCH_FIELDS = {
 
 @dataclass
 class RunConfig:
-    """A run YAML mapped onto maekit (module docstring)."""
+    """A run YAML mapped onto maekit (module docstring).
+
+    Attributes:
+        args: the task config (``PretrainConfig`` for masked image modeling, ``FinetuneConfig`` for
+            image classification) of the options the YAML sets (``args.typed``), architecture
+            overrides in ``args.model_args``; the datasets, checkpoints and model are kept apart
+            because their meaning depends on the run mode.
+    """
 
     run_mode: str
     task: str
     model: str | None
-    args: TrainingArguments
+    args: Any
     train_dataset: str | None = None
     eval_dataset: str | None = None
     load_checkpoint: str | None = None
     default_checkpoint: str | None = None
     resume_training: bool | str = False
-    model_overrides: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     data: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -160,6 +169,7 @@ def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONF
         data, source = dict(config), None
     else:
         data, source = read_run_yaml(config)
+    options = parse_options(options)
     data = apply_options(data, options)
     read: set[str] = set()
     rc = map_run_config(data, source=source, read=read)
@@ -249,9 +259,9 @@ def _map_datasets(top: Section, fields: dict[str, Any], sizes: list) -> tuple[st
 
 
 def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any, task: str, model_name: str | None,
-                      where: str) -> tuple[str | None, str | None, dict[str, Any]]:
-    """``model.model_config`` -> shape / loss options; returns (model name, default checkpoint,
-    constructor overrides)."""
+                      where: str) -> tuple[str | None, str | None]:
+    """``model.model_config`` -> shape / loss options and ``model_args`` (architecture overrides);
+    returns (model name, default checkpoint)."""
     mc = model.section("model_config", ignored=_IGNORED_MODEL_CONFIG)
     default_checkpoint = mc.get("checkpoint_name_or_path", "str") or None
     model_size = mc.get("image_size", "size")
@@ -259,17 +269,7 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
     if model_size is not None or image_size is not None:
         fields["input_size"] = model_size if model_size is not None else image_size
     _copy(mc, "model_config", fields)
-    if "mask_ratio" in mc:
-        if "mask_ratio" in fields and fields["mask_ratio"] != mc.data["mask_ratio"]:
-            _warn(f"model.model_config.mask_ratio {mc.data['mask_ratio']} and train_dataset.mask_policy.mask_ratio "
-                  f"{fields['mask_ratio']} differ; using {mc.data['mask_ratio']}")
-        fields["mask_ratio"] = mc.get("mask_ratio", "float")
-    if task != "masked_image_modeling":
-        fields.pop("mask_ratio", None)
-        fields.pop("norm_pix_loss", None)
-    elif fields.pop("drop_path", None):
-        _warn("model.model_config.drop_path_rate: pretraining uses no stochastic depth (as the references); "
-              "ignored")
+    _map_mask_ratio(mc, fields, task)
     arch_values = {name: mc.get(key, "any") for key, name in _ARCH_FIELDS.items() if key in mc}
     intermediate = mc.get("intermediate_size", "int")
     mc.warn_unknown()
@@ -281,14 +281,33 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
         if is_model(split_name(default_checkpoint)[0]):
             model_name = split_name(default_checkpoint)[0]
     overrides = _architecture_overrides(model_name, task, arch_values, intermediate, fields, where)
-    return model_name, default_checkpoint, overrides
+    if overrides:
+        fields["model_args"] = overrides
+    return model_name, default_checkpoint
+
+
+def _map_mask_ratio(mc: Section, fields: dict[str, Any], task: str) -> None:
+    """``model_config.mask_ratio`` wins over ``train_dataset.mask_policy.mask_ratio`` (a warning when
+    they differ); the loss options of the other task are dropped (a drop path rate for pretraining
+    with a warning)."""
+    if "mask_ratio" in mc:
+        if "mask_ratio" in fields and fields["mask_ratio"] != mc.data["mask_ratio"]:
+            _warn(f"model.model_config.mask_ratio {mc.data['mask_ratio']} and train_dataset.mask_policy.mask_ratio "
+                  f"{fields['mask_ratio']} differ; using {mc.data['mask_ratio']}")
+        fields["mask_ratio"] = mc.get("mask_ratio", "float")
+    if task != "masked_image_modeling":
+        fields.pop("mask_ratio", None)
+        fields.pop("norm_pix_loss", None)
+    elif fields.pop("drop_path", None):
+        _warn("model.model_config.drop_path_rate: pretraining uses no stochastic depth (as the references); "
+              "ignored")
 
 
 def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set[str] | None = None) -> RunConfig:
     """Map a run-YAML dict onto maekit (module docstring); ``read`` collects the dotted keys read."""
     where = os.path.basename(source) if source else ""
     top = Section(data, "", read=read)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"output_dir": TrainingArguments.output_dir}  # MindFormers' default folder
     run_mode, load_checkpoint, resume = _run_keys(top, where)
     _copy(top, "", fields)
     map_device(top, fields)
@@ -300,30 +319,42 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set
     runner.warn_unknown()
     sizes_seen: list[tuple[str, Any]] = []
     train_dir, eval_dir = _map_datasets(top, fields, sizes_seen)
-    model_name, default_checkpoint, overrides = _map_model_config(
+    model_name, default_checkpoint = _map_model_config(
         model, fields, image_size=image_size, task=task, model_name=model_name, where=where)
     map_schedule(top, fields, mim=task == "masked_image_modeling", where=where)
     map_optimizer(top, fields, task=task, where=where)
     map_processor(top, sizes_seen)
-    _map_maekit_fields(top, fields)
+    cls = TASK_CONFIGS[task]
+    _map_maekit_fields(top, fields, cls)
     check_sizes(fields.get("input_size"), sizes_seen)
+    return RunConfig(run_mode=run_mode, task=task, model=model_name, args=_task_config(cls, fields, task, where),
+                     train_dataset=train_dir, eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
+                     default_checkpoint=default_checkpoint, resume_training=resume, source=source, data=dict(data))
+
+
+def _task_config(cls: type, fields: dict[str, Any], task: str, where: str) -> Any:
+    """The task config of the mapped options (checked once, here); an option of the other task (a
+    RandomErasing transform in a pretraining file) is ignored with a warning."""
+    names = set(cls.__dataclass_fields__)
+    other = sorted(k for k in fields if k not in names)
+    if other:
+        _warn(f"{', '.join(other)}: not an option of {task}; ignored")
     try:
-        args = TrainingArguments(**fields)
+        cfg = cls.from_dict({k: v for k, v in fields.items() if k in names}, source=where or "run config")
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-    return RunConfig(run_mode=run_mode, task=task, model=model_name, args=args, train_dataset=train_dir,
-                     eval_dataset=eval_dir, load_checkpoint=load_checkpoint, default_checkpoint=default_checkpoint,
-                     resume_training=resume, model_overrides=overrides, source=source, data=dict(data))
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
+    cfg.typed = frozenset(fields) & names  # the YAML's values count as given (Trainer, --init arch)
+    return cfg
 
 
-def _map_maekit_fields(top: Section, fields: dict[str, Any]) -> None:
-    """Top-level keys named like TrainingArguments fields (``amp: none``...); then every key
-    MindFormers has but maekit ignores is marked read, and the rest is warned about."""
-    field_names = set(TrainingArguments().to_dict()) | set(ALIASES)
+def _map_maekit_fields(top: Section, fields: dict[str, Any], cls: type) -> None:
+    """Top-level keys named like options of the task (``amp: none``...); then every key MindFormers
+    has but maekit ignores is marked read, and the rest is warned about."""
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")}
     for key in list(top.data):
-        if key in field_names and key not in _IGNORED_TOP:  # not MindFormers' own sections and keys
-            name = ALIASES.get(key, key)
-            fields[name] = top.get(key, "any")  # TrainingArguments checks the type
+        name = ALIASES.get(key, key)
+        if name in names and key not in _IGNORED_TOP:  # not MindFormers' own sections and keys
+            fields[name] = top.get(key, "any")  # the task config checks the type
     for key in _IGNORED_TOP:
         top.used.add(key)
     top.warn_unknown()
@@ -334,23 +365,7 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}
-    import torch
-
-    from ..models import classifier_name, create_model
-
-    name = model_name or DEFAULT_MODELS[task]
-    try:
-        if task == "image_classification":
-            name = classifier_name(name)
-        shape = {}
-        if fields.get("patch_size") is not None:
-            shape["patch_size"] = fields["patch_size"]
-        if fields.get("in_chans") is not None:
-            shape["in_chans"] = fields["in_chans"]
-        with torch.device("meta"):  # the named model's architecture: no memory, no init
-            current = create_model(name, **shape).architecture()
-    except ValueError as e:
-        raise ValueError(f"{where}: trainer.model_name: {e}") from None
+    name, current = _named_architecture(model_name or DEFAULT_MODELS[task], task, fields, where)
     overrides: dict[str, Any] = {}
     for key, value in values.items():
         if task == "image_classification" and key.startswith("decoder_"):
@@ -362,11 +377,25 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
         if value != current[key]:
             overrides[key] = value
     hidden = overrides.get("embed_dim", current.get("embed_dim"))
-    if intermediate is not None and isinstance(hidden, int) and hidden:
-        ratio = intermediate / hidden
-        if abs(ratio - 4.0) > 1e-9:
-            overrides["mlp_ratio"] = ratio
+    if intermediate is not None and isinstance(hidden, int) and hidden and abs(intermediate / hidden - 4.0) > 1e-9:
+        overrides["mlp_ratio"] = intermediate / hidden
     return overrides
+
+
+def _named_architecture(name: str, task: str, fields: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """(the model's name for the task, its architecture with the YAML's patch size / channels)."""
+    import torch
+
+    from ..models import classifier_name, create_model
+
+    shape = {k: fields[k] for k in ("patch_size", "in_chans") if fields.get(k) is not None}
+    try:
+        if task == "image_classification":
+            name = classifier_name(name)
+        with torch.device("meta"):  # the named model's architecture: no memory, no init
+            return name, create_model(name, **shape).architecture()
+    except ValueError as e:
+        raise ValueError(f"{where}: trainer.model_name: {e}") from None
 
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_MODELS", "RUN_MODES", "RunConfig", "RunConfigWarning", "apply_options", "load_run_config",

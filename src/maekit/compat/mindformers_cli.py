@@ -1,8 +1,8 @@
-"""The flags of ``maekit run`` (run_mindformer.py's interface); :func:`maekit.api.commands.run_mindformers`
-runs them through the Trainer.
+"""``maekit run``: the flags of run_mindformer.py, and :func:`run_mindformers`, which runs a run YAML
+through the :class:`~maekit.api.Trainer` in the YAML's (or ``--run_mode``'s) mode.
 
 Each flag sets a key of the YAML (``--epochs`` is ``runner_config.epochs``), which
-:mod:`maekit.compat.mindformers` maps onto the task config. No torch here (``maekit run -h``).
+:mod:`maekit.compat.mindformers` maps onto the task config. Parsing imports no torch (``maekit run -h``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from .run_yaml import DEFAULT_CONFIG, RUN_MODES
+from .run_yaml import DEFAULT_CONFIG, RUN_MODES, parse_options
 
 # flag -> the YAML key it sets
 _FLAG_KEYS = {
@@ -22,6 +23,8 @@ _FLAG_KEYS = {
     "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "load_checkpoint": "load_checkpoint",
     "resume_training": "resume_training",
 }
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="maekit run",
@@ -59,13 +62,76 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def parse_run_args(argv: Sequence[str]) -> argparse.Namespace:
-    """``maekit run`` argv -> its namespace; ``args.options`` then also holds the YAML keys the
-    flags set (``--epochs 1`` -> ``runner_config.epochs=1``). No torch: ``-h`` is instant."""
+    """``maekit run`` argv -> its namespace; ``args.options`` is ``{dotted YAML key: value}`` of
+    ``--options`` and of the flags (``--epochs 1`` -> ``runner_config.epochs: 1``; a flag wins)."""
     args = _run_parser().parse_args(list(argv))
-    options = list(args.options)
-    for flag, key in _FLAG_KEYS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            options.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-    args.options = options
+    args.options = parse_options(args.options)
+    args.options.update({key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()
+                         if getattr(args, flag) is not None})
     return args
+
+
+def run_mindformers(args: argparse.Namespace) -> int:
+    """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
+    [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``
+    (``args`` from :func:`parse_run_args`); returns the exit code."""
+    from ..api.trainer import Trainer
+    from ..tasks.entry import exit_code_of_run
+    from .mindformers import load_run_config
+
+    rc = load_run_config(args.config, args.options)
+    trainer = Trainer(args=rc)
+    modes = {"train": _train, "finetune": _train, "eval": _evaluate, "predict": _predict}
+    return exit_code_of_run("run", lambda: modes[rc.run_mode](trainer, rc, args))
+
+
+def _train(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+    """train / finetune: ``load_checkpoint`` is the starting weights (``--init`` / ``--finetune``)."""
+    resume = rc.resume_training or None
+    if rc.run_mode == "train":
+        last = trainer.train(train_checkpoint=rc.load_checkpoint or False, resume_training=resume)
+    elif not rc.load_checkpoint:
+        raise ValueError("--run_mode finetune needs --load_checkpoint (the pretrained weights)")
+    else:
+        last = trainer.finetune(finetune_checkpoint=rc.load_checkpoint, resume_training=resume)
+    shown = {k: v for k, v in last.items() if k.startswith(("train_loss", "test_")) or k == "epoch"}
+    text = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    print(f"{trainer.task}: {text}")
+    if trainer.checkpoint is not None:
+        print(f"checkpoint: {trainer.checkpoint}")
+
+
+def _weights(rc: Any) -> str | None:
+    """eval / predict: ``load_checkpoint``, else ``model_config.checkpoint_name_or_path`` when it is a
+    path or a tagged name (a bare model name means its published weights, which the Trainer uses
+    anyway, and stays right when ``trainer.model_name`` was changed)."""
+    from ..models import is_model
+
+    name = rc.default_checkpoint
+    return rc.load_checkpoint or (None if not name or is_model(name) else name)
+
+
+def _evaluate(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+    metrics = trainer.evaluate(eval_checkpoint=_weights(rc))
+    if rc.task == "image_classification":
+        print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
+              f"Top5 Accuracy = {metrics['test_acc5']:.2f}%  loss = {metrics['test_loss']:.4f}")
+    else:
+        print(f"Reconstruction loss = {metrics['test_loss']:.4f} over {metrics['test_n']} images")
+    print(json.dumps(metrics))
+
+
+def _predict(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+    from ..api.pipelines import expand_inputs
+
+    if not args.predict_data:
+        raise ValueError("--run_mode predict needs --predict_data (image files, folders or URLs)")
+    inputs = expand_inputs(list(args.predict_data))
+    results = trainer.predict(input_data=inputs, predict_checkpoint=_weights(rc), batch_size=args.predict_batch_size)
+    for item, res in zip(inputs, results, strict=True):
+        if rc.task == "masked_image_modeling":
+            print(f"{item}: loss {res['loss']:.4f} -> {', '.join(res.get('files', {}).values())}")
+        else:
+            top = ", ".join(f"{p['label']} {p['score']:.4f}" for p in res)
+            print(f"{item}: {top}")
+    print(f"output result is saved at: {trainer.output_dir / (rc.task + '_result.json')}")

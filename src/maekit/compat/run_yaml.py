@@ -59,52 +59,57 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def parse_options(options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``--options`` items (``runner_config.epochs=1``; values read as YAML) -> ``{dotted key: value}``;
+    a mapping is taken as it is."""
+    if isinstance(options, Mapping):
+        return dict(options)
+    out: dict[str, Any] = {}
+    for item in options:
+        if "=" not in item:
+            raise ValueError(f"--options takes key=value pairs, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
 def apply_options(data: dict[str, Any], options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``runner_config.epochs=1``) in a copy of ``data``."""
+    """Set dotted keys (``runner_config.epochs=1``, list items by index) in a copy of ``data``."""
     data = copy.deepcopy(data)
-    items = list(options.items()) if isinstance(options, Mapping) else []
-    if not isinstance(options, Mapping):
-        for item in options:
-            if "=" not in item:
-                raise ValueError(f"--options takes key=value pairs, got {item!r}")
-            key, value = item.split("=", 1)
-            items.append((key.strip(), _parse_value(value)))
-    for key, value in items:
-        parts = [p for p in str(key).split(".")]
-        if not key or any(not p for p in parts):
+    for key, value in parse_options(options).items():
+        parts = str(key).split(".")
+        if not key or not all(parts):
             raise ValueError(f"bad option key {key!r} (expected dotted names such as runner_config.epochs)")
         node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            where = ".".join(parts[:i + 1])
-            if isinstance(node, list):
-                node = node[_index(part, node, where)]
-            elif isinstance(node, dict):
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-            else:
-                raise ValueError(f"option {key}: {'.'.join(parts[:i]) or 'the config'} is not a section")
-            if not isinstance(node, (dict, list)):
-                raise ValueError(f"option {key}: {where} is a value ({node!r}), not a section")
-        last = parts[-1]
+        for i in range(len(parts) - 1):
+            node = _section_of(node, parts, i, key)
         if isinstance(node, list):
-            node[_index(last, node, key)] = value
+            node[_index(parts[-1], node, key)] = value
         else:
-            node[last] = value
+            node[parts[-1]] = value
     return data
 
 
-def option_keys(options: Sequence[str] | Mapping[str, Any]) -> list[str]:
-    """The dotted keys ``--options`` sets."""
-    if isinstance(options, Mapping):
-        return [str(k) for k in options]
-    return [item.split("=", 1)[0].strip() for item in options]
+def _section_of(node: Any, parts: list[str], i: int, key: str) -> Any:
+    """The section ``parts[i]`` of ``node`` (created when missing) on the way to option ``key``."""
+    where = ".".join(parts[:i + 1])
+    if isinstance(node, list):
+        child = node[_index(parts[i], node, where)]
+    elif isinstance(node, dict):
+        if node.get(parts[i]) is None:
+            node[parts[i]] = {}
+        child = node[parts[i]]
+    else:
+        raise ValueError(f"option {key}: {'.'.join(parts[:i]) or 'the config'} is not a section")
+    if not isinstance(child, (dict, list)):
+        raise ValueError(f"option {key}: {where} is a value ({child!r}), not a section")
+    return child
 
 
-def check_options_take_effect(options: Sequence[str] | Mapping[str, Any], read: set[str]) -> None:
+def check_options_take_effect(options: Mapping[str, Any], read: set[str]) -> None:
     """A ``--options`` key that nothing reads (a typo, or a MindSpore-only key) is a ``ValueError``."""
-    for key in option_keys(options):
-        parts = key.split(".")
+    for key in options:
+        parts = str(key).split(".")
         if not any(".".join(parts[:i]) in read for i in range(1, len(parts) + 1)):
             raise ValueError(f"--options {key}: this key does not take effect in maekit (unknown, or a "
                              "MindSpore / Ascend setting maekit has no counterpart for); see "
@@ -185,5 +190,5 @@ def convert_value(value: Any, kind: str, where: str) -> Any:
 
 
 __all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "check_options_take_effect",
-           "config_warning",
+           "config_warning", "parse_options",
            "convert_value", "read_run_yaml", "resolve_run_config_path"]
