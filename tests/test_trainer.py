@@ -14,7 +14,7 @@ from torch.utils.data import Subset
 
 from maekit.api import AutoModel, MAEConfig, Trainer, TrainingArguments
 from maekit.data import DigitsDataset, build_eval_transform, build_loader
-from conftest import FAST_ARGS, TINY_MAE_ARGS, TINY_MAE_NAME
+from conftest import FAST_ARGS, TINY_MAE_ARGS, TINY_MAE_NAME, cli_flags, run_cli
 from maekit.models import create_model
 
 FAST = dict(FAST_ARGS, epochs=1, batch_size=8, warmup_epochs=0, print_freq=1000)
@@ -142,6 +142,33 @@ def test_mim_module_weights_are_the_starting_point(tmp_path, digits):
     trained = torch.load(tmp_path / "checkpoint-last.pth", weights_only=True)["model"]
     assert not (tmp_path / "initial_weights.pth").exists()  # handed over as a module, not a file
     assert all(torch.equal(trained[k], before[k]) for k in before)  # lr 0: still exactly the module's weights
+
+
+# ----------------------------------------------------------------------------- Trainer == CLI
+@pytest.mark.parametrize("task, command, flag", [("masked_image_modeling", "pretrain", "--init"),
+                                                  ("image_classification", "finetune", "--finetune")])
+def test_trainer_given_a_path_is_the_cli_given_the_flag(task, command, flag, tmp_path, digit_folders):
+    """Trainer(model=path) is `maekit pretrain --init path` / `maekit finetune --finetune path`: the
+    same task config, so after one step (one batch of real files) bitwise-equal weights."""
+    from maekit.api import save_pretrained
+
+    source = save_pretrained(tiny_mae(), tmp_path / "source")  # a model folder on disk
+    mim = task == "masked_image_modeling"
+    data = digit_folders / "unlabelled" if mim else digit_folders
+    one_step = dict(FAST_ARGS, epochs=1, batch_size=64 if mim else 72, warmup_epochs=0, lr=1e-3,
+                    print_freq=1000, **({"recon_every": 0} if mim else {}))
+    trainer = Trainer(task=task, model=str(source), train_dataset=str(data),
+                      args=TrainingArguments(output_dir=str(tmp_path / "trainer"), **one_step))
+    trainer.train()
+    assert run_cli(command, flag, source, "--data_path", data, "--output_dir", tmp_path / "cli",
+                   *cli_flags(**one_step)) == 0
+    ours, cli = (torch.load(tmp_path / run / "checkpoint-last.pth", weights_only=False) for run in ("trainer", "cli"))
+    assert ours["args"][flag[2:]] == cli["args"][flag[2:]] == str(source)
+    assert ours["extra"]["model_args"] == cli["extra"]["model_args"] and ours["extra"]["model_args"]["depth"] == 2
+    assert ours["model"].keys() == cli["model"].keys()
+    assert all(torch.equal(ours["model"][k], cli["model"][k]) for k in cli["model"]), "weights differ"
+    start = tiny_mae().state_dict()["blocks.0.attn.qkv.weight"]
+    assert not torch.equal(ours["model"]["blocks.0.attn.qkv.weight"], start)  # the step moved them
 
 
 # ----------------------------------------------------------------------------- classification
