@@ -14,7 +14,7 @@ from maekit.convert import (
     ConversionError,
     cli,
     convert,
-    describe,
+    arch_spec,
     detect_format,
     infer_model,
     read_checkpoint,
@@ -395,7 +395,7 @@ def test_cli_module_runs(tmp_path):
     assert "passl" in proc.stdout
 
 
-def test_describe_reports_architecture():
-    spec = describe("mae_vit_base_patch16")
+def test_arch_spec_reports_architecture():
+    spec = arch_spec("mae_vit_base_patch16")
     assert (spec.family, spec.embed_dim, spec.num_heads, spec.decoder_num_heads) == ("mae", 768, 12, 16)
     assert spec.shapes["decoder_pred.weight"] == (768, 512)

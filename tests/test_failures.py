@@ -148,6 +148,26 @@ def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp
     assert epochs_logged(split) == [0, 1]
 
 
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_sigterm_then_resume_auto_completes_a_classifier_run(digit_folders, tmp_path, command):
+    """Issue 21 item 6: a fine-tune / linear probe stopped by SIGTERM resumes from the CLI (it crashed with
+    ``build_classifier() got multiple values for keyword argument 'num_classes'``), and a fine-tune
+    checkpoint starts another fine-tune."""
+    cfg = tmp_path / "vit.yaml"
+    cfg.write_text("model: vit_tiny_patch16\ninput_size: 16\npatch_size: 8\n"
+                   "model_args: {depth: 1, embed_dim: 48, num_heads: 3}\n")
+    out = tmp_path / "out"
+    argv = [command, "--config", str(cfg), "--data_path", str(digit_folders), "--output_dir", str(out),
+            "--batch_size", "8", "--epochs", "2", "--warmup_epochs", "0", "--save_every", "0", *FAST]
+    assert interrupt_then_finish(argv, [3]) == 1
+    assert epochs_logged(out) == [0, 1]
+    ckpt = torch.load(out / "checkpoint-last.pth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["extra"]["model_args"]["num_classes"] == 3
+    if command == "finetune":  # its checkpoint starts another fine-tune (the same crash)
+        again = cli(*argv[:6], str(tmp_path / "again"), *argv[7:], "--finetune", str(out / "checkpoint-last.pth"))
+        assert again.returncode == 0, again.stderr[-3000:]
+
+
 # ------------------------------------------------------------------------------ output folder
 def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_path, tiny):
     out = tmp_path / "out"

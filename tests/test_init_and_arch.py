@@ -179,13 +179,13 @@ def test_contradicting_patch_size_is_refused_with_both_values(tmp_path, digit_fo
 
 
 def test_contradicting_model_is_refused_and_a_new_input_size_is_allowed(tiny_pretrain_run):
-    from maekit.tasks.arch_from_source import classifier_config
+    from maekit.tasks.arch_from_source import with_source_arch
     from maekit.tasks.validate import ConfigError
 
     cfg = FinetuneConfig(finetune=str(tiny_pretrain_run), model="vit_base_patch16")
     with pytest.raises(ConfigError, match="--model vit_base_patch16 .* records model vit_tiny_patch16"):
-        classifier_config(cfg)
-    got = classifier_config(FinetuneConfig(finetune=str(tiny_pretrain_run), input_size=[64]))
+        with_source_arch(cfg)
+    got = with_source_arch(FinetuneConfig(finetune=str(tiny_pretrain_run), input_size=[64]))
     assert (got.model, got.input_size, got.patch_size) == ("vit_tiny_patch16", [64], 8)
 
 
@@ -231,7 +231,7 @@ def test_a_typed_flag_at_its_default_value_still_counts_as_given(tmp_path, digit
     assert FinetuneConfig.default("model") == "vit_large_patch16"
     assert run_cli("finetune", "--model", "vit_large_patch16", *common) != 0
     assert "--model vit_large_patch16 contradicts --finetune" in capsys.readouterr().err
-    from maekit.tasks.arch_from_source import classifier_config
+    from maekit.tasks.arch_from_source import with_source_arch
     from maekit.tasks.entry import parse
 
-    assert classifier_config(parse("finetune", [str(a) for a in common])).model == "vit_tiny_patch16"
+    assert with_source_arch(parse("finetune", [str(a) for a in common])).model == "vit_tiny_patch16"

@@ -17,8 +17,8 @@ from .detect import detect_format
 from .errors import ConversionError
 from .formats import FORMATS, TABLE, get_format
 from .infer import family_of, infer_model
-from .spec import ArchSpec, describe
+from .spec import ArchSpec, arch_spec
 
 __all__ = ["FORMATS", "TABLE", "ArchSpec", "ConversionError", "ConversionReport", "LoadedCheckpoint", "convert",
-           "describe", "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "get_format",
+           "arch_spec", "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "get_format",
            "infer_model", "load_state_dict", "read_checkpoint", "resolve_model", "save_state_dict"]

@@ -19,7 +19,7 @@ from .formats import TABLE, format_for_suffix, get_format
 from .errors import ConversionError
 from .fit import check_fit, fit_state_dict
 from .infer import family_of, infer_model
-from .spec import ArchSpec, describe
+from .spec import ArchSpec, arch_spec
 
 _LOSSLESS_HEADS = ("maekit", "official", "passl")  # formats that keep a linear-probe BatchNorm head
 
@@ -71,10 +71,10 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
     hints = dict(hints or {})
     if not model:
         name, args, notes = infer_model(sd, hints=hints, **overrides)
-        return name, args, notes, describe(name, args)
+        return name, args, notes, arch_spec(name, args)
     from ..models import canonical_name, is_model
 
-    preset = describe(model)  # an unknown name raises the registry's "did you mean" error
+    preset = arch_spec(model)  # an unknown name raises the registry's "did you mean" error
     hinted = hints.get("model_name")
     if hinted and "model_args" in hints and is_model(hinted) and canonical_name(hinted) == canonical_name(model):
         args = dict(hints["model_args"])
@@ -86,7 +86,7 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
             if value is not None and arch.get(key) is not None and value != arch[key]:
                 args[key] = value
     args.update(overrides)
-    spec = describe(model, args)
+    spec = arch_spec(model, args)
     try:
         check_fit(sd, spec)
     except ConversionError as e:
@@ -154,12 +154,12 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
     sd = {k: v for k, v in state_dict.items()}
     spec: ArchSpec | None = None
     if model_name:
-        spec = describe(model_name, config or {})
+        spec = arch_spec(model_name, config or {})
         check_fit(sd, spec)
     elif fmt in ("maekit", "hf", "timm"):
         try:
             name, args, _ = infer_model(sd, **(config or {}))
-            spec = describe(name, args)
+            spec = arch_spec(name, args)
         except ConversionError:
             if fmt != "timm":
                 raise

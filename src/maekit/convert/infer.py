@@ -26,7 +26,7 @@ from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .errors import ConversionError
 from .fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit, fit_state_dict
-from .spec import PRETRAIN_FAMILIES, ArchSpec, describe, presets
+from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 
 
 # Arguments that weights determine, and those they cannot.
@@ -197,7 +197,7 @@ def _trusted(state_dict, hints: dict, overrides: dict, notes: list[str]):
         return None
     args = {**hints["model_args"], **overrides}
     try:
-        check_fit(state_dict, describe(name, args))
+        check_fit(state_dict, arch_spec(name, args))
         return name, args
     except ConversionError as e:
         notes.append(f"the file names model {name} {hints['model_args']}, but: {e}; inferring from the weights")
@@ -210,7 +210,7 @@ def _pick_preset(facts: dict, family: str, name_hint: str | None) -> tuple[str, 
 
     if name_hint and is_model(name_hint):
         try:
-            hinted = describe(name_hint)
+            hinted = arch_spec(name_hint)
         except ConversionError:
             hinted = None
         if hinted is not None and hinted.family == family:
@@ -319,6 +319,6 @@ def infer_model(
         notes.append("no classification head in the weights (num_classes=0: features out)")
     args.update(overrides)  # anything else the caller asked for (drop_path_rate, ...)
 
-    spec = describe(name, args)
+    spec = arch_spec(name, args)
     check_fit(state_dict, spec)
     return name, args, notes

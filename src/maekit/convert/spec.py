@@ -1,6 +1,6 @@
 """What a registered model looks like: its ``architecture()`` and state-dict shapes.
 
-``describe(name, args)`` builds the model on PyTorch's ``meta`` device (no memory, no init
+``arch_spec(name, args)`` builds the model on PyTorch's ``meta`` device (no memory, no init
 cost) and records what it says about itself (``model.architecture()``: family and
 architecture numbers) and the shape of every state-dict entry. The format writers (HF ``config.json``) and the model inference / fit checks use it.
 """
@@ -100,7 +100,7 @@ def _describe(name: str, args_json: str) -> ArchSpec:
     return ArchSpec(name=name, args=args, shapes=shapes, **{k: arch[k] for k in _FIELDS if k in arch})
 
 
-def describe(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
+def arch_spec(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
     """The :class:`ArchSpec` of ``create_model(name, **args)`` (built on the meta device, cached)."""
     return _describe(name, _key(dict(args or {})))
 
@@ -116,7 +116,7 @@ def _presets() -> tuple[tuple[str, ArchSpec], ...]:
         short = canonical.replace("_dec512d8b", "")
         friendly = short if short in aliases else canonical
         try:
-            out.append((friendly, describe(friendly)))
+            out.append((friendly, arch_spec(friendly)))
         except ConversionError:  # a model kind this module does not know: not a candidate
             continue
     return tuple(out)

@@ -19,8 +19,19 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config.json"
-# Constructor arguments of pretraining models that their classifiers do not take (with decoder_*).
-PRETRAINING_ONLY_ARGS = ("norm_pix_loss", "sparse_stages")
+# Constructor arguments of one kind of model that the other kind does not take.
+PRETRAINING_ONLY_ARGS = ("norm_pix_loss", "sparse_stages")  # and every decoder_*
+CLASSIFIER_ONLY_ARGS = ("num_classes", "global_pool", "drop_path_rate", "drop_rate")
+
+
+def other_kind_args(args: dict[str, Any], *, classifier: bool = False, decoder: bool = False) -> dict[str, Any]:
+    """``args`` without a classifier's own arguments (``classifier``) and / or a pretraining
+    model's (``decoder``: ``decoder_*``, ``norm_pix_loss``, ``sparse_stages``): the one filter
+    between the two kinds of a model (a classifier of a pretraining model's encoder, the
+    architecture a source gives to a run)."""
+    return {k: v for k, v in args.items()
+            if not (classifier and k in CLASSIFIER_ONLY_ARGS)
+            and not (decoder and (k in PRETRAINING_ONLY_ARGS or k.startswith("decoder_")))}
 
 
 def jsonable(value: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 
-from .config import PRETRAINING_ONLY_ARGS, ModelConfig
+from .config import ModelConfig, other_kind_args
 from .limits import check_model_args
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -78,9 +78,8 @@ def classifier_config(config: ModelConfig) -> ModelConfig:
     pretraining-only arguments dropped, no labels); a classifier's config is returned as is."""
     if not is_pretraining_model(config.model_name):
         return config
-    args = {k: v for k, v in config.model_args.items()
-            if k not in PRETRAINING_ONLY_ARGS and not k.startswith("decoder_")}
-    return ModelConfig(classifier_name(config.model_name), args, None, config.weights)
+    return ModelConfig(classifier_name(config.model_name), other_kind_args(config.model_args, decoder=True), None,
+                       config.weights)
 
 
 def is_model(name: str) -> bool:

@@ -21,9 +21,7 @@ from .validate import ConfigError
 
 log = logging.getLogger("maekit.tasks")
 
-# Constructor arguments one side has and the other has not.
-_CLASSIFIER_ONLY = ("num_classes", "global_pool", "drop_path_rate", "drop_rate")
-_SHAPE_ARGS = ("img_size", "patch_size", "in_chans")
+_SHAPE_ARGS = ("img_size", "patch_size", "in_chans")  # options of their own (--input_size ...)
 
 
 @dataclass
@@ -36,6 +34,7 @@ class SourceArch:
         patch_size: int for ViT; None for ConvMAE (its stage strides travel in ``model_args``).
         in_chans: image channels.
         model_args: the other constructor arguments to carry over (depth, embed_dim, decoder ...).
+        global_pool: a classifier source's pooling (True: mean of the patch tokens); None otherwise.
     """
 
     model: str
@@ -43,6 +42,7 @@ class SourceArch:
     patch_size: int | None
     in_chans: int
     model_args: dict[str, Any] = field(default_factory=dict)
+    global_pool: bool | None = None
 
 
 def pretraining_name(name: str) -> str:
@@ -84,21 +84,23 @@ def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str
 
 
 def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
-    """:func:`source_arch` of a source's :class:`maekit.models.ModelConfig` (already resolved)."""
-    from ..convert.spec import describe
+    """:func:`source_arch` of a source's :class:`maekit.models.ModelConfig` (already resolved). A
+    classifier's own arguments (``num_classes``: the data's; ``drop_path_rate``: the run's) are not
+    carried over; its pooling is, as ``global_pool``."""
+    from ..convert.spec import arch_spec
     from ..models import classifier_name
-    from ..models.config import PRETRAINING_ONLY_ARGS
+    from ..models.config import other_kind_args
 
-    spec = describe(recorded.model_name, recorded.model_args)
-    drop = _SHAPE_ARGS + (_CLASSIFIER_ONLY if pretraining else PRETRAINING_ONLY_ARGS)
-    args = {k: v for k, v in recorded.model_args.items()
-            if k not in drop and (pretraining or not k.startswith("decoder_"))}
+    spec = arch_spec(recorded.model_name, recorded.model_args)
+    args = {k: v for k, v in other_kind_args(recorded.model_args, classifier=True, decoder=not pretraining).items()
+            if k not in _SHAPE_ARGS}
     patch = spec.patch_size if isinstance(spec.patch_size, int) else None
     if patch is None and "patch_size" in recorded.model_args:  # ConvMAE stage strides
         args["patch_size"] = recorded.model_args["patch_size"]
     h, w = spec.img_size
     target = pretraining_name(recorded.model_name) if pretraining else classifier_name(recorded.model_name)
-    return SourceArch(target, [h] if h == w else [h, w], patch, int(spec.in_chans), args)
+    pool = None if pretraining or spec.global_pool is None else spec.global_pool == "avg"
+    return SourceArch(target, [h] if h == w else [h, w], patch, int(spec.in_chans), args, pool)
 
 
 def _sizes(value: Any) -> list[int]:
@@ -115,35 +117,63 @@ def _show(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> Any:
-    """``cfg`` with the model name, shape flags and ``model_args`` of ``arch`` where ``cfg`` does not
-    set them; logs what was taken. An explicit contradicting ``--model`` / ``--patch_size`` /
-    ``--in_chans`` (or ``model_args`` entry) is a :class:`ConfigError` naming both values; another
-    ``--input_size`` is logged (the run changes the resolution)."""
+def _same(name: str, given: Any, value: Any) -> bool:
     from ..models import canonical_name
 
-    changes, taken = {}, []
-    for name, value in (("model", arch.model), ("input_size", arch.input_size), ("patch_size", arch.patch_size),
-                        ("in_chans", arch.in_chans)):
-        given = getattr(cfg, name)
-        if value is None or (name == "in_chans" and given is None and value == 3):  # 3: every preset's
-            continue
-        same = given is not None and (canonical_name(given) == value if name == "model" else
-                                      _same_size(given, value) if name == "input_size" else given == value)
-        if given is None or not cfg.is_given(name):  # neither typed nor set to another value
-            if not same:
-                changes[name] = value
-                taken.append(f"--{name} {_show(value)}")
-            continue
-        if same:
-            continue
-        if name == "input_size":
-            log.info("--input_size %s differs from the %s recorded in %s (%s): the position table is resized",
-                     _show(given), _show(value), source, flag)
-            continue
+    if name == "model":
+        return canonical_name(given) == value
+    return _same_size(given, value) if name == "input_size" else given == value
+
+
+def _take(cfg: Any, name: str, value: Any, *, source: str, flag: str) -> Any:
+    """The value option ``name`` takes from the source (None: keep the config's). An explicit
+    contradicting value is a :class:`ConfigError`, except the input size and the pooling, which a
+    run may change on purpose (logged)."""
+    given = getattr(cfg, name)
+    if value is None or (name == "in_chans" and given is None and value == 3):  # 3: every preset's
+        return None
+    same = given is not None and _same(name, given, value)
+    if given is None or not cfg.is_given(name):  # neither typed nor set to another value
+        return None if same else value
+    if not same and name in ("input_size", "global_pool"):
+        log.info("--%s %s differs from the %s recorded in %s (%s): %s", name, _show(given), _show(value), source,
+                 flag, "the position table is resized" if name == "input_size" else "the run's pooling is used")
+    elif not same:
         raise ConfigError(f"--{name} {_show(given)} contradicts {flag} {source}, which records {name} "
                           f"{_show(value)}: its weights do not fit a model with {name} {_show(given)}. Leave "
                           f"--{name} out to use the recorded value, or give {flag} weights of such a model.")
+    return None
+
+
+def _check_width(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> None:
+    """An explicit ``--model`` means its preset's width: a source of another width is refused with
+    both named (not taken silently through ``model_args``; issue 21 item 2)."""
+    from ..convert.spec import arch_spec
+    from ..models.config import jsonable
+
+    theirs = arch.model_args.get("embed_dim")
+    if theirs is None or not cfg.is_given("model") or "embed_dim" in cfg.model_args:
+        return
+    preset = jsonable(arch_spec(cfg.model).embed_dim)
+    if preset != jsonable(theirs):
+        raise ConfigError(f"--model {cfg.model} is a model of width {_show(preset)}, but {flag} {source} holds one "
+                          f"of width {_show(theirs)} ({arch.model} with embed_dim={_show(theirs)}). Leave --model "
+                          f"out to use the source's architecture, or give {flag} weights of a {cfg.model}.")
+
+
+def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> Any:
+    """``cfg`` with the model name, shape flags, pooling and ``model_args`` of ``arch`` where ``cfg``
+    does not set them; logs what was taken. An explicit contradicting ``--model`` (also one of
+    another width) / ``--patch_size`` / ``--in_chans`` (or ``model_args`` entry) is a
+    :class:`ConfigError` naming both values; another ``--input_size`` is logged (the run changes the
+    resolution)."""
+    _check_width(cfg, arch, source=source, flag=flag)
+    changes, taken = {}, []
+    for name in ("model", "input_size", "patch_size", "in_chans", "global_pool"):
+        value = _take(cfg, name, getattr(arch, name), source=source, flag=flag) if hasattr(cfg, name) else None
+        if value is not None:
+            changes[name] = value
+            taken.append(f"--{name} {_show(value)}")
     merged = dict(cfg.model_args)
     for key, value in arch.model_args.items():
         if key in merged and merged[key] != value:
@@ -174,7 +204,7 @@ def arch_source(cfg: Any) -> tuple[str, str] | None:
     return (finetune, "--finetune") if finetune else None
 
 
-def classifier_config(cfg: Any) -> Any:
+def with_source_arch(cfg: Any) -> Any:
     """``cfg`` (finetune / linprobe / eval) with the architecture of its weights source where the
     flags do not give one (:func:`apply_source_arch`); ``cfg`` itself when there is no source."""
     found = arch_source(cfg)
@@ -191,8 +221,8 @@ __all__ = [
     "apply_source_arch",
     "arch_of",
     "arch_source",
-    "classifier_config",
     "pretraining_name",
     "read_source",
     "source_arch",
+    "with_source_arch",
 ]

@@ -25,7 +25,7 @@ from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
 from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
-from .arch_from_source import classifier_config, read_source
+from .arch_from_source import with_source_arch, read_source
 from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
@@ -140,7 +140,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     task = "linprobe" if linprobe else "finetune"
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp, run=cfg)
     if model is None:  # the architecture --resume / --finetune records, where the flags give none
-        cfg = classifier_config(cfg)
+        cfg = with_source_arch(cfg)
     probe = classifier_for(cfg, num_classes=cfg.nb_classes or 1, linprobe=True)
     in_chans, img_size = probe.in_chans, probe.img_size
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)

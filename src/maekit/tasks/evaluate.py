@@ -19,9 +19,9 @@ def load_classifier(cfg: EvalConfig) -> nn.Module:
     shape options and ``model_args`` of ``cfg`` applied; ``cfg.model`` names the architecture of a
     file that does not record one."""
     from ..hub import load_model
-    from .arch_from_source import classifier_config
+    from .arch_from_source import with_source_arch
 
-    classifier_config(cfg)  # says what the source records; refuses a contradicting --model / --patch_size
+    with_source_arch(cfg)  # says what the source records; refuses a contradicting --model / --patch_size
     model = load_model(cfg.resume, model_name=cfg.model, download=False, **config_overrides(cfg))
     if model.is_pretraining:
         raise ValueError(f"{cfg.resume} is a pretraining model ({model.model_name}): it has no classifier head "

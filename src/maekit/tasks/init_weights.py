@@ -24,7 +24,8 @@ log = logging.getLogger("maekit.tasks")
 
 def init_pretrain_model(cfg: Any, build: Callable[[Any], nn.Module]) -> tuple[nn.Module, Any, Any]:
     """The pretraining model of ``cfg.init`` with its weights: ``(model, cfg with the architecture
-    filled in, the loader's report`` (:class:`maekit.hub.load.LoadReport`)``)``. ``build(cfg)`` builds the model a config describes (``pretrain_model``)."""
+    filled in, report)`` (the loader's :class:`maekit.hub.load.LoadReport`). ``build(cfg)`` builds
+    the model a config describes (``pretrain_model``)."""
     from ..hub.load import load_weights_into, resolve
 
     source = cfg.init
