@@ -35,16 +35,7 @@ def data_options(*, task: str, train_dataset: Any, eval_dataset: Any, data_path:
         (options, train Dataset or None, evaluation Dataset or None).
     """
     opts: dict[str, Any] = {}
-    train_ds, root, class_dir = None, data_path, False
-    if is_dataset(train_dataset):
-        if train:
-            train_ds, root = train_dataset, f"<{type(train_dataset).__name__} of {len(train_dataset)} items>"
-    elif train_dataset is not None:
-        root = os.fspath(train_dataset)
-        # classification from a folder of class folders (not a root with train/ and val/)
-        class_dir = task != "masked_image_modeling" and not _builtin(root) and not (Path(root) / "train").is_dir()
-        if class_dir and train:
-            opts["train_split"] = os.path.abspath(root)
+    train_ds, root, class_dir = _train_data(train_dataset, data_path, opts, task=task, train=train)
     if train and root is None:
         raise ValueError("give train_dataset (a folder, 'builtin:digits' or a torch Dataset) to train")
     eval_ds = None
@@ -58,6 +49,22 @@ def data_options(*, task: str, train_dataset: Any, eval_dataset: Any, data_path:
     if root is not None:
         opts["data_path"] = root
     return opts, train_ds, eval_ds
+
+
+def _train_data(tr: Any, data_path: str | None, opts: dict[str, Any], *, task: str,
+                train: bool) -> tuple[Any, str | None, bool]:
+    """(train Dataset or None, data root, whether ``tr`` is a folder of class folders) for
+    ``train_dataset`` ``tr``; such a folder sets ``opts['train_split']``."""
+    if is_dataset(tr):
+        return (tr, f"<{type(tr).__name__} of {len(tr)} items>", False) if train else (None, data_path, False)
+    if tr is None:
+        return None, data_path, False
+    root = os.fspath(tr)
+    # classification from a folder of class folders (not a root with train/ and val/)
+    class_dir = task != "masked_image_modeling" and not _builtin(root) and not (Path(root) / "train").is_dir()
+    if class_dir and train:
+        opts["train_split"] = os.path.abspath(root)
+    return None, root, class_dir
 
 
 def _has_val(root: str | None, folder: bool) -> bool:

@@ -113,19 +113,7 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
         top.used.add(key)
         return None, None
     ds = top.section(key, ignored=_IGNORED_DATASET)
-    loader = ds.section("data_loader", ignored={"type", "shuffle", "num_shards", "shard_id", "decode",
-                                                "class_indexing", "extensions"})
-    ltype = loader.data.get("type")
-    if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
-        _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")
-    dataset_dir = loader.get("dataset_dir", "str")
-    workers = loader.get("num_parallel_workers", "int")
-    loader.warn_unknown()
-    ds_workers = ds.get("num_parallel_workers", "int")
-    if workers is None:
-        workers = ds_workers
-    if train and workers is not None:
-        fields["num_workers"] = workers
+    dataset_dir = _map_loader(ds, key, fields, train=train)
     batch = ds.get("batch_size", "int")
     if train and batch is not None and "batch_size" not in fields:
         fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
@@ -145,6 +133,32 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
     return dataset_dir, mean_std
 
 
+def _map_loader(ds: Section, key: str, fields: dict[str, Any], *, train: bool) -> str | None:
+    """``data_loader``: the folder; its (else the dataset's) ``num_parallel_workers`` -> num_workers."""
+    loader = ds.section("data_loader", ignored={"type", "shuffle", "num_shards", "shard_id", "decode",
+                                                "class_indexing", "extensions"})
+    ltype = loader.data.get("type")
+    if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
+        _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")
+    dataset_dir = loader.get("dataset_dir", "str")
+    workers = loader.get("num_parallel_workers", "int")
+    loader.warn_unknown()
+    ds_workers = ds.get("num_parallel_workers", "int")
+    workers = ds_workers if workers is None else workers
+    if train and workers is not None:
+        fields["num_workers"] = workers
+    return dataset_dir
+
+
+# transform type -> (task option, kind, the transform's keys for it): read from the train set only
+_ERASING = (("reprob", "float", ("probability", "prob")), ("remode", "str", ("mode",)),
+            ("recount", "int", ("max_count",)))
+_AUGMENT = (("aa", "str", ("config_str",)),)
+_TRAIN_TRANSFORMS = {"randomerasing": _ERASING, "random_erasing": _ERASING, "rand_augment_transform": _AUGMENT,
+                     "randaugment": _AUGMENT, "auto_augment_transform": _AUGMENT}
+_CROPS = ("randomcropdecoderesize", "randomresizedcrop", "centercrop")  # their sizes are checked
+
+
 def _map_transforms(transforms: list, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
     """A dataset's ``transforms``: Normalize -> (mean, std) returned; RandomErasing and RandAugment
     values -> options (train set only); crop sizes -> ``sizes`` (checked against the image size)."""
@@ -152,33 +166,29 @@ def _map_transforms(transforms: list, key: str, fields: dict[str, Any], sizes: l
     for i, t in enumerate(transforms):
         if not isinstance(t, Mapping) or "type" not in t:
             raise ValueError(f"{key}.transforms[{i}] must be a mapping with a type, got {t!r}")
-        ttype = str(t["type"]).lower()
-        here = f"{key}.transforms[{i}]"
+        ttype, here = str(t["type"]).lower(), f"{key}.transforms[{i}]"
         if ttype == "normalize":
-            mean = convert_value(t.get("mean"), "floats", f"{here}.mean")
-            std = convert_value(t.get("std"), "floats", f"{here}.std")
-            if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
-                mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
-            if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:
-                _warn(f"{here}: green mean/std 118.575 / 62.22 is MindFormers' typo; ImageNet's is "
-                      "116.28 / 57.12 (the values are used as given)")
-            mean_std = ([round(m, 10) for m in mean], [round(s, 10) for s in std])
-        elif ttype in ("randomerasing", "random_erasing"):
-            if train:
-                prob = t.get("probability", t.get("prob"))
-                if prob is not None:
-                    fields["reprob"] = convert_value(prob, "float", f"{here}.probability")
-                if t.get("mode") is not None:
-                    fields["remode"] = convert_value(t["mode"], "str", f"{here}.mode")
-                if t.get("max_count") is not None:
-                    fields["recount"] = convert_value(t["max_count"], "int", f"{here}.max_count")
-        elif ttype in ("rand_augment_transform", "randaugment", "auto_augment_transform"):
-            if train and t.get("config_str") is not None:
-                fields["aa"] = convert_value(t["config_str"], "str", f"{here}.config_str")
-        elif ttype in ("randomcropdecoderesize", "randomresizedcrop", "centercrop", "resize"):
-            if t.get("size") is not None and ttype != "resize":
-                sizes.append((f"{here}.size", t["size"]))
+            mean_std = _normalize(t, here)
+        elif ttype in _CROPS and t.get("size") is not None:
+            sizes.append((f"{here}.size", t["size"]))
+        elif train and ttype in _TRAIN_TRANSFORMS:
+            for option, kind, names in _TRAIN_TRANSFORMS[ttype]:
+                name = next((n for n in names if t.get(n) is not None), None)
+                if name is not None:
+                    fields[option] = convert_value(t[name], kind, f"{here}.{name}")
     return mean_std
+
+
+def _normalize(t: Mapping, here: str) -> tuple[list[float], list[float]]:
+    """A Normalize transform's (mean, std) in 0-1 units."""
+    mean = convert_value(t.get("mean"), "floats", f"{here}.mean")
+    std = convert_value(t.get("std"), "floats", f"{here}.std")
+    if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
+        mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
+    if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:
+        _warn(f"{here}: green mean/std 118.575 / 62.22 is MindFormers' typo; ImageNet's is "
+              "116.28 / 57.12 (the values are used as given)")
+    return [round(m, 10) for m in mean], [round(s, 10) for s in std]
 
 
 def map_mixup(section: Section, fields: dict[str, Any]) -> None:
