@@ -90,6 +90,21 @@ def test_options_set_dotted_keys():
             apply_options(data, [bad])
 
 
+def test_flags_set_yaml_keys_as_values_and_win_over_options():
+    from maekit.compat.mindformers_cli import parse_run_args
+
+    args = parse_run_args(["--epochs", "2", "--options", "runner_config.epochs=3", "amp=none", "--device", "cpu",
+                           "--train_dataset_dir", "123", "--resume_training"])
+    assert args.options == {"runner_config.epochs": 2, "amp": "none", "device": "cpu", "resume_training": True,
+                            "train_dataset.data_loader.dataset_dir": "123"}
+    rc = load_run_config(MAE_YAML, args.options)
+    assert (rc.args.epochs, rc.args.amp, rc.args.device, rc.train_dataset, rc.resume_training) == (
+        2, "none", "cpu", "123", True)
+    assert {"epochs", "amp", "device"} <= rc.args.typed and "lr" not in rc.args.typed
+    with pytest.warns(RunConfigWarning, match="remode, reprob: not an option of masked_image_modeling"):
+        load_run_config(MAE_YAML, ["train_dataset.transforms.0={type: RandomErasing, probability: 0.5, mode: const}"])
+
+
 def test_mapping_of_lr_architecture_and_maekit_keys(tmp_path):
     rc = load_run_config(MAE_YAML, ["lr_scale=False", "lr_schedule.learning_rate=1e-4", "amp=none",
                                     "model.model_config.hidden_size=192", "model.model_config.num_hidden_layers=2",

@@ -8,35 +8,22 @@
 >>> trainer.evaluate()                   # {'test_loss': ..., 'test_n': ...}      # doctest: +SKIP
 >>> trainer.predict(input_data="cat.jpg")  # the masked_image_modeling pipeline     # doctest: +SKIP
 
-Nothing here trains by itself: ``train()`` / ``finetune()`` build the task config of ``maekit
-pretrain`` (masked image modeling) or ``maekit finetune`` (image classification) and call the task
-function the CLI calls (``run_pretrain(cfg, model=..., train_dataset=...)``); the files are the
-CLI's (``checkpoint-last.pth``, ``log.txt``, ``config.yaml`` in ``args.output_dir``).
+``train()`` / ``finetune()`` build the task config of ``maekit pretrain`` (masked image modeling) or
+``maekit finetune`` (image classification) and call the task function the CLI calls, with the CLI's
+files in ``args.output_dir``. The constructor's ``model`` becomes the task options the CLI's flags
+would give: a bare registered name is ``--model`` (random weights); a tagged name, folder, file, URL
+or Hub id is the weights source, ``--init`` (``--finetune`` for classification), which also gives
+the architecture; a config (:class:`~maekit.api.MAEConfig`) gives the architecture; an ``nn.Module``
+built by maekit is handed to the task function (its architecture recorded in the config). For image
+classification a pretraining model stands for its encoder.
 
-The constructor's ``model`` becomes task options, as the CLI's flags: a bare registered name is
-``--model`` (random weights); a tagged name, folder, file, URL or Hub id is the weights source,
-``--init`` (masked image modeling) or ``--finetune`` (image classification), which also gives the
-architecture; a config (:class:`~maekit.api.MAEConfig`) gives the architecture; an ``nn.Module``
-built by maekit is handed to the task function as the model (its architecture recorded in the
-config). For image classification a pretraining model stands for its encoder. Datasets are
-folders, ``builtin:digits`` or torch Datasets; classification evaluates after every epoch, so it
-needs an evaluation set. ``args`` is a :class:`TrainingArguments`, a task config, or a MindFormers
-run YAML (:mod:`maekit.compat.mindformers`), which also gives the task, model and dataset folders.
-
-After ``train()`` / ``finetune()`` the Trainer's model is the one in ``checkpoint-last.pth``:
-``evaluate()``, ``predict()``, ``model`` and ``save_pretrained()`` use it. Before any training they
-use the model as given; a bare name then means its published weights, as in MindFormers
-(downloaded unless ``args.download`` is False; random weights with a warning when none exist).
-
-``evaluate()``: classification -> ``{'test_acc1', 'test_acc5', 'test_loss'}`` (percent, and the
-cross-entropy), as ``maekit finetune --eval``; masked image modeling -> ``{'test_loss', 'test_n'}``,
-the mean reconstruction loss with fixed masks (``args.seed``, default 0;
-:mod:`maekit.tasks.reconstruction`), where MindFormers raises NotImplementedError.
-
-``predict(input_data=...)`` runs :func:`maekit.api.pipeline` for the task and returns its result
-(one input -> one result, a list or folder -> a list); masked image modeling also writes the
-pictures to ``output_dir`` (mask seed 2, the official demo's, unless ``seed=`` is given), and
-both write ``<task>_result.json`` there.
+After training, ``evaluate()`` (classification: ``{'test_acc1', 'test_acc5', 'test_loss'}`` as
+``maekit finetune --eval``; masked image modeling: ``{'test_loss', 'test_n'}``, the reconstruction
+loss with fixed masks, where MindFormers raises NotImplementedError), ``predict()``, ``model`` and
+``save_pretrained()`` use ``checkpoint-last.pth``; before, the model as given (a bare name: its
+published weights, as in MindFormers, unless ``args.download`` is False). ``predict(input_data=...)``
+runs :func:`maekit.api.pipeline` (mask seed 2, the official demo's) and writes
+``<task>_result.json`` (and the reconstructions) to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -112,24 +99,19 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _infer_task(task: str | None, model: Any) -> str:
-        if task is not None:
-            name = normalize_task(task)
-            if name not in TASKS:
-                raise ValueError(f"the Trainer trains masked_image_modeling or image_classification, "
-                                 f"not {task!r}")
-            return name
-        pretraining = None
-        if isinstance(model, nn.Module):
-            pretraining = is_pretraining_model(model)
-        elif isinstance(model, MAEConfig):
-            pretraining = model.task == "masked_image_modeling"
-        elif isinstance(model, str) and not Path(model).exists():
-            from ..hub import table as zoo
+        """``task`` normalised, or the model's (a pretraining model's: masked image modeling)."""
+        if task is None and isinstance(model, MAEConfig):
+            task = model.task
+        elif task is None and (isinstance(model, nn.Module) or isinstance(model, str) and not Path(model).exists()):
+            from ..hub import split_name
 
-            pretraining = is_pretraining_model(zoo.split_name(model)[0])
-        if pretraining is None:
+            pretraining = is_pretraining_model(model if isinstance(model, nn.Module) else split_name(model)[0])
+            task = TASKS[0] if pretraining else TASKS[1]
+        elif task is None:
             raise ValueError("give task= (masked_image_modeling or image_classification)")
-        return "masked_image_modeling" if pretraining else "image_classification"
+        if normalize_task(task) not in TASKS:
+            raise ValueError(f"the Trainer trains masked_image_modeling or image_classification, not {task!r}")
+        return normalize_task(task)
 
     @property
     def mim(self) -> bool:
