@@ -232,6 +232,6 @@ def test_a_typed_flag_at_its_default_value_still_counts_as_given(tmp_path, digit
     assert run_cli("finetune", "--model", "vit_large_patch16", *common) != 0
     assert "--model vit_large_patch16 contradicts --finetune" in capsys.readouterr().err
     from maekit.tasks.arch_from_source import with_source_arch
-    from maekit.tasks.entry import parse
+    from maekit.cli import parse
 
     assert with_source_arch(parse("finetune", [str(a) for a in common])).model == "vit_tiny_patch16"

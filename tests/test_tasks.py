@@ -235,11 +235,11 @@ def test_eval_and_automodel_rebuild_non_preset_classifier(digit_folders, tmp_pat
     """A classifier trained with constructor overrides (depth 2, the config's model_args) is rebuilt
     exactly by `maekit eval` and `AutoModel`, with its class names."""
     from maekit import AutoModel
-    from maekit.tasks import entry
+    from maekit import cli
 
-    cfg = entry.parse("finetune", [*TINY_VIT, "--data_path", str(digit_folders), "--output_dir", str(tmp_path / "ft"),
+    cfg = cli.parse("finetune", [*TINY_VIT, "--data_path", str(digit_folders), "--output_dir", str(tmp_path / "ft"),
                                    "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST])
-    entry.run("finetune", cfg.replace(model_args={"depth": 2}))
+    cli.run_task("finetune", cfg.replace(model_args={"depth": 2}))
     ckpt = tmp_path / "ft" / "checkpoint-last.pth"
     assert run_cli("eval", "--resume", ckpt, "--data_path", digit_folders, "--num_workers", "0",
                    "--device", "cpu") == 0

@@ -1,151 +1,174 @@
-"""``maekit`` command line: parses arguments and dispatches; all work lives in ``tasks``/``api``.
+"""``maekit`` command line: one table of commands, parsers generated from their config dataclasses.
 
 Usage: ``maekit <command> [options]`` or ``torchrun --nproc_per_node N -m maekit <command> ...``.
+
+:data:`COMMANDS` maps each command to its config class (:mod:`maekit.tasks.config`,
+:mod:`maekit.tasks.tool_config`: the options, defaults and help, once), a description and its
+runner (``"module:function"``, imported only to run, so parsing and ``-h`` import no torch).
+``build_parser(command)`` is the command's argparse parser (``--debug`` included); the docs'
+CLI reference is generated from the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
-COMMANDS: dict[str, str] = {
-    "pretrain": "MAE / ConvMAE pretraining on unlabelled images",
-    "finetune": "fine-tune a pretrained encoder on class folders",
-    "linprobe": "linear probe of a frozen pretrained encoder",
-    "eval": "top-1 / top-5 of a classifier on a validation set",
-    "predict": "classify images or reconstruct them, by model type",
-    "visualize": "reconstruction grid of one image",
-    "convert": "convert weights between official, PASSL, MindFormers, HF, timm and maekit formats",
-    "run": "run a MindFormers-style YAML (train / finetune / eval / predict)",
-    "demo": "pretrain a small MAE on built-in digits, probe it, write pictures and a report",
-    "bench": "measure training throughput",
-    "knn": "weighted k-NN accuracy of a model's frozen features on labelled images",
-    "list-models": "list registered model names",
-    "shard": "write an image folder into WebDataset tar shards (needs maekit[shards])",
-    "app": "local web page + HTTP API to look at models (needs maekit[app])",
-    "push": "upload a model (+ a model card from its training run) to the Hugging Face Hub",
-    "download": "fetch weights into the caches, for machines without network (names, hf-hub: ids, timm: names)",
+from .tasks import config as task_config
+from .tasks import tool_config
+
+
+class Command(NamedTuple):
+    """A row of :data:`COMMANDS`."""
+
+    config: type  # the options: a ConfigMixin dataclass
+    description: str
+    runner: str  # "module:function"; the function takes the config
+    trains: bool = False  # a training job: returns its last record; signals and divergence become exit codes
+
+
+COMMANDS: dict[str, Command] = {
+    "pretrain": Command(task_config.PretrainConfig, "MAE / ConvMAE pretraining on unlabelled images (official "
+                        "main_pretrain.py flags)", "maekit.tasks.pretrain:run_pretrain", trains=True),
+    "finetune": Command(task_config.FinetuneConfig, "fine-tune a pretrained encoder on class folders: layer decay, "
+                        "mixup, RandAugment (main_finetune.py flags)", "maekit.tasks.classify:run_finetune",
+                        trains=True),
+    "linprobe": Command(task_config.LinprobeConfig, "linear probe of a frozen pretrained encoder: LARS and a "
+                        "BatchNorm head (main_linprobe.py flags)", "maekit.tasks.classify:run_linprobe", trains=True),
+    "eval": Command(task_config.EvalConfig, "top-1 / top-5 of a classifier checkpoint or saved model on a "
+                    "validation set", "maekit.tasks.evaluate:run_eval", trains=True),
+    "predict": Command(task_config.PredictConfig, "classify images or reconstruct them, by model type",
+                       "maekit.tasks.predict:run_predict"),
+    "visualize": Command(task_config.VisualizeConfig, "reconstruction grid of one image",
+                         "maekit.tasks.predict:run_visualize"),
+    "convert": Command(tool_config.ConvertConfig, "convert weights between official, PASSL, MindFormers, HF, timm "
+                       "and maekit formats", "maekit.convert.cli:run_convert"),
+    "run": Command(tool_config.RunConfig, "run a MindFormers-style YAML (train / finetune / eval / predict)",
+                   "maekit.compat.mindformers_cli:run_mindformers"),
+    "demo": Command(task_config.DemoConfig, "pretrain a small MAE on built-in digits, probe it, write pictures and "
+                    "a report", "maekit.tasks.demo:run_demo", trains=True),
+    "bench": Command(task_config.BenchConfig, "measure training throughput", "maekit.tasks.bench:run_bench"),
+    "knn": Command(task_config.KnnConfig, "weighted k-NN accuracy of a model's frozen features on labelled images",
+                   "maekit.tasks.knn:run_knn"),
+    "list-models": Command(tool_config.ListModelsConfig, "list registered model names", "maekit.cli:run_list_models"),
+    "shard": Command(tool_config.ShardConfig, "write an image folder into WebDataset tar shards (needs "
+                     "maekit[shards])", "maekit.cli:run_shard"),
+    "app": Command(tool_config.AppConfig, "local web page + HTTP API to look at models (needs maekit[app])",
+                   "maekit.app.cli:run_app"),
+    "push": Command(tool_config.PushConfig, "upload a model (+ a model card from its training run) to the Hugging "
+                    "Face Hub", "maekit.hub.push:run_push"),
+    "download": Command(tool_config.DownloadConfig, "fetch weights into the caches, for machines without network "
+                        "(names, hf-hub: ids, timm: names)", "maekit.cli:run_download"),
 }
 
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The argparse parser of ``maekit <command>``, generated from its config class (no torch)."""
+    from .tasks.flags import parser_for
 
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: maekit <command> [options]   (maekit <command> -h for its options)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()]
-    return "\n".join(lines)
-
-
-def _dispatch(command: str) -> Callable[[Sequence[str]], int]:
-    # Imported lazily so `maekit -h` and small commands start fast; the task commands parse their
-    # config (tasks/config.py) without torch and import the task only to run it.
-    if command in ("pretrain", "finetune", "linprobe", "eval", "demo", "bench", "knn"):
-        from .tasks import entry
-
-        return lambda argv: entry.run_command(command, argv)
-    if command in ("predict", "visualize"):
-        from .tasks import entry
-
-        def run_pipeline(argv: Sequence[str]) -> int:
-            cfg = entry.parse(command, argv)  # tasks/config.py: no torch until the options are valid
-            from .api import commands
-
-            return getattr(commands, f"run_{command}")(cfg)
-
-        return run_pipeline
-    if command == "convert":
-        from .convert import cli as convert_cli
-
-        def run_convert(argv: Sequence[str]) -> int:
-            parser = argparse.ArgumentParser(prog="maekit convert", description=COMMANDS["convert"])
-            convert_cli.add_arguments(parser)
-            args = parser.parse_args(argv)
-            if not os.path.exists(args.src):  # a Hub id, URL, timm: name or published weights name
-                from .hub.load import local_source
-
-                try:
-                    args.src = os.fspath(local_source(args.src, names=True))
-                except (OSError, ValueError) as e:
-                    print(f"error: {e}", file=sys.stderr)
-                    return 2
-            return convert_cli.run(args)
-
-        return run_convert
-    if command == "run":
-        def run_yaml(argv: Sequence[str]) -> int:
-            from .compat.mindformers_cli import parse_run_args, run_mindformers
-
-            return run_mindformers(parse_run_args(argv))  # no torch until the flags are valid
-
-        return run_yaml
-    if command == "list-models":
-        return _list_models
-    if command == "shard":
-        return _shard
-    if command == "app":
-        from .app import cli as app_cli
-
-        return app_cli.main
-    if command == "download":
-        return _download
-    if command == "push":
-        from .hub import push_cli
-
-        return push_cli.main
-    raise KeyError(command)
+    cmd = COMMANDS[command]
+    return parser_for(cmd.config, prog=f"maekit {command}", description=_describe(cmd))
 
 
-def _list_models(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="maekit list-models")
-    parser.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mae_*'")
-    args = parser.parse_args(argv)
-    from .models import list_models
+def _describe(cmd: Command) -> str:
+    """The config class's docstring (its first line is ``maekit <command>: ...``) or the table's text."""
+    doc = " ".join((cmd.config.__doc__ or "").split())
+    return doc.split(": ", 1)[1] if doc.startswith("maekit ") and ": " in doc else cmd.description
 
-    print("\n".join(list_models(args.pattern)))
+
+def parse(command: str, argv: Sequence[str]) -> Any:
+    """``argv`` of ``maekit <command>`` -> its validated config (``-h``: help, SystemExit 0)."""
+    from .tasks.flags import config_from_argv
+
+    cmd = COMMANDS[command]
+    return config_from_argv(cmd.config, argv, prog=f"maekit {command}", description=_describe(cmd))
+
+
+def task_function(command: str) -> Callable[..., Any]:
+    """The runner of ``command`` (imports its module, and torch, now)."""
+    module, name = COMMANDS[command].runner.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_task(command: str, cfg: Any, **objects: Any) -> Any:
+    """Run a task config in Python; ``objects``: ``model`` / ``train_dataset`` / ``eval_dataset`` (the
+    training and evaluation tasks take them). Returns what the task returns (a training job: its
+    last epoch's record)."""
+    return task_function(command)(cfg, **objects)
+
+
+def exit_code_of_run(command: str, job: Callable[[], object]) -> int:
+    """Run a training job and turn the engine's stop conditions into exit codes.
+
+    SIGTERM / SIGINT (state saved): 128 + signal; a non-finite loss: 1; success: 0. The process
+    group is torn down in every case.
+    """
+    from .engine.distributed import cleanup
+    from .engine.loop import NonFiniteLossError, TrainingInterrupted
+
+    try:
+        job()
+    except TrainingInterrupted as e:
+        print(f"maekit {command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except NonFiniteLossError as e:
+        print(f"maekit {command}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
     return 0
 
 
-def _shard(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="maekit shard", description=COMMANDS["shard"] + ". SRC: class folders, a folder of images "
-        "(any depth), or a root with train/ and val/; DST gets shard-NNNNNN.tar files and shards.json, "
-        "usable as --data_path DST.")
-    parser.add_argument("src", metavar="SRC_FOLDER", help="image folder to write")
-    parser.add_argument("dst", metavar="DST", help="output folder (new or empty)")
-    parser.add_argument("--shard_size", type=int, default=1000, help="samples per shard (default 1000)")
-    parser.add_argument("--labelled", action=argparse.BooleanOptionalAction, default=None,
-                        help="write .cls labels from class folders (default: when SRC has class folders)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample order (default 0)")
-    args = parser.parse_args(argv)
+def run_command(command: str, argv: Sequence[str]) -> int:
+    """``maekit <command> argv``: parse, run, exit code."""
+    cfg = parse(command, argv)
+    if COMMANDS[command].trains:
+        return exit_code_of_run(command, lambda: run_task(command, cfg))
+    return int(run_task(command, cfg) or 0)
+
+
+# ----------------------------------------------------------------------------- the small commands
+def run_list_models(cfg: tool_config.ListModelsConfig) -> int:
+    """``maekit list-models [PATTERN]``: one registered name a line."""
+    from .models import list_models
+
+    print("\n".join(list_models(cfg.pattern)))
+    return 0
+
+
+def run_shard(cfg: tool_config.ShardConfig) -> int:
+    """``maekit shard SRC DST``: write the tar shards and shards.json; one line per split."""
     from .data.shard_writer import write_shards
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 1000 == 0:
             print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    for split in write_shards(args.src, args.dst, shard_size=args.shard_size, labelled=args.labelled,
-                              seed=args.seed, progress=progress):
+    for split in write_shards(cfg.src, cfg.dst, shard_size=cfg.shard_size, labelled=cfg.labelled, seed=cfg.seed,
+                              progress=progress):
         classes = f", {len(split['classes'])} classes" if split["classes"] else ", unlabelled"
         print(f"{split['dst']}: {split['samples']} images in {split['shards']} shards{classes}")
     return 0
 
 
-def _download(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="maekit download", description=COMMANDS["download"] + ". Each goes where maekit.load_model "
-        "looks for it (maekit's cache, the Hugging Face cache, timm's), so a later run with MAEKIT_OFFLINE=1 / "
-        "HF_HUB_OFFLINE=1 (a compute node without network) finds it there.")
-    parser.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="published weights name (mae_vit_base_patch16.full), hf-hub:org/name[@rev] or "
-                             "org/name, timm:name.tag, or an http(s) URL")
-    args = parser.parse_args(argv)
+def run_download(cfg: tool_config.DownloadConfig) -> int:
+    """``maekit download SOURCE...``: each into its cache; prints where it went."""
     from .hub.load import local_source
 
-    for source in args.sources:  # errors go through the CLI's error boundary (maekit.errors)
+    for source in cfg.sources:
         print(f"{source}: {local_source(source, names=True)}", flush=True)
     return 0
+
+
+# ----------------------------------------------------------------------------- main
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: maekit <command> [options]   (maekit <command> -h for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {cmd.description}" for name, cmd in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         handlers=[CurrentStreamHandler("stderr")],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return int(_dispatch(command)(rest) or 0)
+        return run_command(command, rest)
     except KeyboardInterrupt:
         print(f"maekit {command}: interrupted", file=sys.stderr)
         return 130

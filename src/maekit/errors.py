@@ -145,10 +145,25 @@ def _causes(e: BaseException) -> list[BaseException]:
     return out
 
 
+# Optional extras (pyproject.toml): a missing one is a line with the install command, not a traceback.
+EXTRAS = {"webdataset": "shards", "datasets": "hf", "fastapi": "app", "uvicorn": "app", "multipart": "app",
+          "python_multipart": "app", "wandb": "wandb"}
+
+
+def _missing_extra(exc: ImportError) -> str | None:
+    if "pip install" in str(exc):  # maekit's own message names the extra
+        return _first_line(exc)
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    return None if extra is None else f"this needs the {extra} extra ({top} is missing): pip install 'maekit[{extra}]'"
+
+
 def describe(exc: BaseException) -> tuple[int, str] | None:
     """``(exit_code, message)`` for an expected failure, None for an unexpected one (a bug)."""
     if isinstance(exc, MaekitError):
         return exc.exit_code, _first_paragraph(exc)
+    if isinstance(exc, ImportError) and (missing := _missing_extra(exc)):
+        return RUNTIME, missing
     if "yaml" in _module_of(exc):
         return USAGE, f"cannot read the YAML config: {' '.join(str(exc).split())}"
     if _is_network(exc):

@@ -208,14 +208,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _train(self, weights: Any, resume: Any) -> dict[str, Any]:
-        from ..tasks import entry
+        from .. import cli as entry  # the command table: run_task(command, cfg, ...)
 
         opts, module, arch = self._model_options(weights)
         if resume:
             opts["resume"] = "auto" if resume is True else os.fspath(resume)
         cls = PretrainConfig if self.mim else FinetuneConfig
         cfg, train_ds, eval_ds = self._task_config(cls, train=True, arch=arch, **opts)
-        last = entry.run("pretrain" if self.mim else "finetune", cfg, model=module, train_dataset=train_ds,
+        last = entry.run_task("pretrain" if self.mim else "finetune", cfg, model=module, train_dataset=train_ds,
                          eval_dataset=eval_ds)
         self.last_log = last
         ckpt = self.output_dir / LAST_NAME
@@ -319,7 +319,7 @@ class Trainer:
         """
         if kwargs:
             raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
-        from ..tasks import entry
+        from .. import cli as entry  # the command table: run_task(command, cfg, ...)
 
         model = self._inference_model(eval_checkpoint)
         if self.mim:
@@ -331,7 +331,7 @@ class Trainer:
         if nb not in (None, int(model.num_classes)):
             raise ValueError(f"nb_classes is {nb} but {model.model_name} predicts {model.num_classes} classes")
         cfg, _, eval_ds = self._task_config(EvalConfig, train=False, nb_classes=int(model.num_classes))
-        return entry.run("eval", cfg, model=model, eval_dataset=eval_ds)
+        return entry.run_task("eval", cfg, model=model, eval_dataset=eval_ds)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, input_data: Any = None, predict_checkpoint: Any = None, batch_size: int | None = None,

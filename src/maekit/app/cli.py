@@ -1,52 +1,13 @@
-"""``maekit app --model SOURCE [--model SOURCE2 ...] [--host 127.0.0.1] [--port 7860]``."""
+"""``maekit app --model SOURCE [--model SOURCE2 ...] [--host 127.0.0.1] [--port 7860]`` (options:
+:class:`maekit.tasks.tool_config.AppConfig`)."""
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
-from collections.abc import Sequence
+from typing import Any
 
-_MODEL_HELP = (
-    "a model: registered name (+ .tag for published weights, e.g. mae_vit_base_patch16.visualize), "
-    "model folder, checkpoint file of any supported format, or URL; repeat to compare models"
-)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="maekit app",
-        description="A local web page (and HTTP API) to look at models: reconstructions with a mask-ratio "
-        "slider, several models side by side, classifier top-5, PCA of patch features.",
-    )
-    p.add_argument("--model", action="append", required=True, metavar="SOURCE", help=_MODEL_HELP)
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 exposes the models to the network)",
-    )
-    p.add_argument("--port", type=int, default=7860, help="port (7860; 0 picks a free one)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default cpu)")
-    p.add_argument(
-        "--no_download", action="store_true", help="never download: random weights for a bare name"
-    )
-    p.add_argument("--max_upload_mb", type=float, default=20.0, help="largest request body in MB (20)")
-    p.add_argument(
-        "--max_pixels", type=float, default=50e6, help="images with more pixels are refused (50e6)"
-    )
-    p.add_argument(
-        "--max_side",
-        type=int,
-        default=4096,
-        help="a longer side above this is reduced before the model's resize (4096)",
-    )
-    p.add_argument(
-        "--log_level",
-        default="warning",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="server log level (warning; info logs each request)",
-    )
-    return p
+from ..tasks.common import inference_device
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -61,35 +22,32 @@ def _bind(host: str, port: int) -> socket.socket:
         ) from e
 
 
-def main(argv: Sequence[str]) -> int:
-    """Load the models, bind, print the URL and serve until Ctrl+C."""
-    args = _parser().parse_args(list(argv))
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_side <= 0:
+def run_app(cfg: Any) -> int:
+    """Load the models of ``cfg`` (:class:`maekit.tasks.tool_config.AppConfig`), bind, print the URL and
+    serve until Ctrl+C. A missing web extra is a one-line message (the CLI's error boundary)."""
+    if cfg.max_upload_mb <= 0 or cfg.max_pixels <= 0 or cfg.max_side <= 0:
         raise ValueError("--max_upload_mb, --max_pixels and --max_side must be positive")
-    sock = _bind(args.host, args.port)  # before the heavy imports and loading: a busy port fails fast
+    sock = _bind(cfg.host, cfg.port)  # before the heavy imports and loading: a busy port fails fast
     try:
         import uvicorn
 
         from .server import create_app
     except ImportError as e:
         sock.close()
-        print(
-            f"maekit app needs the web extra ({e.name} is missing): pip install 'maekit[app]'",
-            file=sys.stderr,
-        )
-        return 2
+        raise ImportError(f"maekit app needs the web extra ({e.name} is missing): pip install 'maekit[app]'",
+                          name=e.name) from None
     from .service import Limits, ModelRegistry
 
     limits = Limits(
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        max_pixels=int(args.max_pixels),
-        max_side=int(args.max_side),
+        max_upload_bytes=int(cfg.max_upload_mb * 2**20),
+        max_pixels=int(cfg.max_pixels),
+        max_side=int(cfg.max_side),
     )
-    loopback = args.host in ("127.0.0.1", "localhost", "::1")
-    registry = ModelRegistry.load(args.model, download=not args.no_download, device=args.device)
+    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    registry = ModelRegistry.load(cfg.model, download=not cfg.no_download, device=inference_device(cfg.device))
     app = create_app(registry, limits, loopback_only=loopback)
     port = sock.getsockname()[1]
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(
         f"maekit app: {len(registry.slots)} model(s) ({', '.join(registry.slots)}) at "
         f"http://{shown}:{port}/  (Ctrl+C to stop)",
@@ -97,13 +55,13 @@ def main(argv: Sequence[str]) -> int:
     )
     if not loopback:
         print(
-            f"maekit app: warning: listening on {args.host}: anyone who can reach this machine can use "
+            f"maekit app: warning: listening on {cfg.host}: anyone who can reach this machine can use "
             "these models",
             file=sys.stderr,
             flush=True,
         )
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "info")
+        uvicorn.Config(app, log_level=cfg.log_level, access_log=cfg.log_level == "info")
     )
     server.run(sockets=[sock])
     return 0

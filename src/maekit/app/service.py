@@ -80,7 +80,7 @@ class ModelSlot:
         return int(self.model.in_chans)
 
     def __post_init__(self) -> None:
-        # Built once, from the module, as the commands build theirs (maekit.api.commands), so the
+        # Built once, from the module, as the commands build theirs (maekit.tasks.predict), so the
         # outputs are equal to `maekit visualize` / `maekit predict`.
         tasks = (
             ["masked_image_modeling"]

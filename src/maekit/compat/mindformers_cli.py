@@ -1,18 +1,17 @@
-"""``maekit run``: the flags of run_mindformer.py, and :func:`run_mindformers`, which runs a run YAML
-through the :class:`~maekit.api.Trainer` in the YAML's (or ``--run_mode``'s) mode.
+"""``maekit run`` (run_mindformer.py's interface; options: :class:`maekit.tasks.tool_config.RunConfig`):
+:func:`run_mindformers` runs a run YAML through the :class:`~maekit.api.Trainer` in the YAML's (or
+``--run_mode``'s) mode.
 
 Each flag sets a key of the YAML (``--epochs`` is ``runner_config.epochs``), which
-:mod:`maekit.compat.mindformers` maps onto the task config. Parsing imports no torch (``maekit run -h``).
+:mod:`maekit.compat.mindformers` maps onto the task config.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from .run_yaml import DEFAULT_CONFIG, RUN_MODES, parse_options
+from .run_yaml import parse_options
 
 # flag -> the YAML key it sets
 _FLAG_KEYS = {
@@ -25,67 +24,32 @@ _FLAG_KEYS = {
 }
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="maekit run",
-        description="Run a MindFormers-style YAML (run_mindformer.py's interface): train, finetune, eval or "
-                    "predict through maekit.Trainer. See maekit.compat.mindformers for the YAML mapping.")
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help=f"run YAML: a file or a packaged config (default {DEFAULT_CONFIG}; also "
-                        "vit/run_vit_base_p16_224_100ep.yaml)")
-    p.add_argument("--run_mode", choices=RUN_MODES, default=None, help="default: the YAML's run_mode")
-    p.add_argument("--load_checkpoint", default=None,
-                   help="train: starting weights; finetune: the pretrained checkpoint (required); "
-                        "eval / predict: the weights to use (file, model folder or name)")
-    p.add_argument("--train_dataset_dir", default=None, help="training images (folder or builtin:digits)")
-    p.add_argument("--eval_dataset_dir", default=None, help="evaluation images (folder or builtin:digits)")
-    p.add_argument("--predict_data", nargs="+", default=None, metavar="IMAGE",
-                   help="predict: image files, folders or URLs")
-    p.add_argument("--predict_batch_size", type=int, default=None)
-    p.add_argument("--output_dir", default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=None)
-    p.add_argument("--resume_training", nargs="?", const=True, default=None,
-                   help="resume from the latest checkpoint in output_dir, or from the file given")
-    p.add_argument("--device", "--device_target", dest="device", default=None,
-                   help="auto, cpu, cuda, cuda:N (MindFormers' CPU / GPU accepted)")
-    p.add_argument("--options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override YAML keys, e.g. runner_config.epochs=1 lr_schedule.learning_rate=1e-4 "
-                        "amp=none")
-    for flag in ("--mode", "--device_id", "--use_parallel", "--src_strategy_path_or_dir", "--auto_trans_ckpt",
-                 "--only_save_strategy", "--strategy_load_checkpoint", "--remote_save_url", "--profile",
-                 "--sink_mode", "--num_samples", "--do_eval"):
-        p.add_argument(flag, default=None, help=argparse.SUPPRESS)  # MindSpore / Ascend: accepted, ignored
-    return p
+def yaml_options(cfg: Any) -> dict[str, Any]:
+    """``{dotted YAML key: value}`` of ``--options`` and of the flags (``--epochs 1`` ->
+    ``runner_config.epochs: 1``; a flag wins); a bare ``--resume_training`` (or ``auto``) is
+    ``resume_training: True``, the newest checkpoint of output_dir."""
+    options = parse_options(cfg.options)
+    flags = {key: getattr(cfg, flag) for flag, key in _FLAG_KEYS.items() if getattr(cfg, flag) is not None}
+    if flags.get("resume_training") == "auto":
+        flags["resume_training"] = True
+    return {**options, **flags}
 
 
-def parse_run_args(argv: Sequence[str]) -> argparse.Namespace:
-    """``maekit run`` argv -> its namespace; ``args.options`` is ``{dotted YAML key: value}`` of
-    ``--options`` and of the flags (``--epochs 1`` -> ``runner_config.epochs: 1``; a flag wins)."""
-    args = _run_parser().parse_args(list(argv))
-    args.options = parse_options(args.options)
-    args.options.update({key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()
-                         if getattr(args, flag) is not None})
-    return args
-
-
-def run_mindformers(args: argparse.Namespace) -> int:
+def run_mindformers(args: Any) -> int:
     """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
     [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``
-    (``args`` from :func:`parse_run_args`); returns the exit code."""
+    (``args``: :class:`maekit.tasks.tool_config.RunConfig`); returns the exit code."""
     from ..api.trainer import Trainer
-    from ..tasks.entry import exit_code_of_run
+    from ..cli import exit_code_of_run
     from .mindformers import load_run_config
 
-    rc = load_run_config(args.config, args.options)
+    rc = load_run_config(args.config, yaml_options(args))
     trainer = Trainer(args=rc)
     modes = {"train": _train, "finetune": _train, "eval": _evaluate, "predict": _predict}
     return exit_code_of_run("run", lambda: modes[rc.run_mode](trainer, rc, args))
 
 
-def _train(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+def _train(trainer: Any, rc: Any, args: Any) -> None:
     """train / finetune: ``load_checkpoint`` is the starting weights (``--init`` / ``--finetune``)."""
     resume = rc.resume_training or None
     if rc.run_mode == "train":
@@ -111,7 +75,7 @@ def _weights(rc: Any) -> str | None:
     return rc.load_checkpoint or (None if not name or is_model(name) else name)
 
 
-def _evaluate(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+def _evaluate(trainer: Any, rc: Any, args: Any) -> None:
     metrics = trainer.evaluate(eval_checkpoint=_weights(rc))
     if rc.task == "image_classification":
         print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
@@ -121,7 +85,7 @@ def _evaluate(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
     print(json.dumps(metrics))
 
 
-def _predict(trainer: Any, rc: Any, args: argparse.Namespace) -> None:
+def _predict(trainer: Any, rc: Any, args: Any) -> None:
     from ..api.pipelines import expand_inputs
 
     if not args.predict_data:

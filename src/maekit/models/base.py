@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from ..fileio import atomic_write_dir, plain_tensors
-from .card import DEFAULT_COMMIT_MESSAGE
 from .config import CONFIG_NAME, ModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -210,7 +209,7 @@ class MaekitModel:
         return model.eval()
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-                    token: str | None = None, commit_message: str = DEFAULT_COMMIT_MESSAGE,
+                    token: str | None = None, commit_message: str | None = None,
                     training_config: str | None = None, metrics: Mapping[str, Any] | None = None,
                     card_extra: Mapping[str, str] | None = None) -> Any:
         """Upload this model to the Hugging Face Hub: the :meth:`save_pretrained` folder plus a
@@ -228,9 +227,9 @@ class MaekitModel:
         Returns:
             huggingface_hub's ``CommitInfo`` (``commit_url``, ``oid``).
         """
-        from .card import push_model
+        from ..hub.push import push_to_hub  # the one module that pushes (card, upload, failures)
 
-        return push_model(self, repo_id, private=private, revision=revision, token=token,
+        return push_to_hub(self, repo_id, private=private, revision=revision, token=token,
                           commit_message=commit_message, training_config=training_config, metrics=metrics,
                           card_extra=card_extra)
 

@@ -18,4 +18,7 @@ ALIASES: dict[str, str] = {
     "norm_pixel_loss": "norm_pix_loss", "max_grad_norm": "clip_grad",
     "dataset_dir": "data_path", "resume_from_checkpoint": "resume", "checkpoint": "resume",
     "local-rank": "local_rank", "top_k": "topk",
+    # maekit knn's first spellings; the knn_ names are the ones of maekit pretrain's k-NN monitor
+    "k": "knn_k", "temperature": "knn_temperature", "bank_per_class": "knn_bank_per_class",
+    "max_queries": "knn_max_queries",
 }

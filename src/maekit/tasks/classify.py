@@ -25,8 +25,9 @@ from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
 from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
-from .arch_from_source import with_source_arch, read_source
-from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
+from ..hub.push import push_trained
+from .arch_from_source import read_source, with_source_arch
+from .common import count_parameters, learning_rate, shape_overrides, start_run
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
 

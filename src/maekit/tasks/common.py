@@ -39,6 +39,12 @@ def device_name(device: str | None) -> str | None:
     return "cuda" + device[3:] if device.startswith("gpu") else device
 
 
+def inference_device(device: str | None) -> str:
+    """The device a command that only runs a model uses: ``auto`` (the one default of every
+    command) is CUDA when torch sees a GPU, else the CPU."""
+    return device_name(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def start_run(*, device: str | None, seed: int, amp: str, run: Any = None) -> RunContext:
     """Initialise distributed (torchrun / SLURM), logging, seeds and precision. ``run``: a training
     config whose ``output_dir`` is checked first (:func:`maekit.engine.lock.check_output_dir`), so that
@@ -61,26 +67,6 @@ def start_run(*, device: str | None, seed: int, amp: str, run: Any = None) -> Ru
         torch.backends.cudnn.allow_tf32 = True
     dtype, scaler = resolve_amp(amp, dist.device)
     return RunContext(dist, dtype, scaler)
-
-
-def push_trained(cfg: Any, model: torch.nn.Module, *, rank: int) -> None:
-    """``--push_to_hub``: upload the trained model with the card of its run folder (rank 0). A
-    failure is a message that says the run is saved and how to push it later."""
-    if not cfg.push_to_hub or rank != 0:
-        return
-    from ..errors import RuntimeFailure
-    from ..hub.push import hub_failure, push_to_hub
-
-    try:
-        info = push_to_hub(model, cfg.hub_model_id, run_dir=cfg.output_dir)
-    except Exception as e:
-        failure = hub_failure(e, cfg.hub_model_id)
-        if failure is None:
-            raise
-        last = os.path.join(cfg.output_dir, "checkpoint-last.pth")
-        raise RuntimeFailure(f"{failure}; the run is saved in {cfg.output_dir}: push it later with "
-                             f"`maekit push {last} {cfg.hub_model_id}`") from e
-    log.info("pushed to the Hub: %s", info.commit_url)
 
 
 def image_size(input_size: list[int] | int | tuple[int, ...]) -> int | tuple[int, int]:

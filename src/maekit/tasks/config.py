@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .aliases import ALIASES  # noqa: F401  (re-exported: the table of this module's options)
 from .validate import ConfigError, ConfigMixin
@@ -55,7 +55,15 @@ def opt(default: Any, help: str, **meta: Any) -> Any:
 # The one alias table lives in .aliases (validate.py reads it too); add other spellings there.
 
 _AMP = ("auto", "bf16", "fp16", "none")
+OUTPUT_DIR = "./output_dir"  # where every command writes unless told (predict's reconstructions too)
 MASK_RATIO = 0.75  # the one place of the reference mask ratio (docs/REFERENCE_RECIPES.md C.2)
+# The official scripts' distributed flags: torchrun / the environment set what they said, so they
+# are accepted and dropped (ConfigMixin.ignored), never recorded.
+_DIST_FLAGS = {"world_size": True, "local_rank": True, "dist_on_itp": False, "dist_url": True}
+
+
+def _mask_ratio(help: str = "fraction of patches removed") -> Any:
+    return opt(MASK_RATIO, help, min=0, below=1)
 
 
 def _default_num_workers() -> int:
@@ -77,8 +85,6 @@ class ModelOptions:
     patch_size: int | None = opt(None, "patch size (default: the model's)", min=1)
     in_chans: int | None = opt(None, "image channels (default: the model's, 3)", min=1)
     model_args: dict = opt({}, "other constructor arguments (depth, embed_dim ...)", cli=False)
-    # Here because every command has these options; maekit.errors reads it (as MAEKIT_DEBUG=1).
-    debug: bool = opt(False, "on an error, show the full traceback as well as the message")
 
 
 @dataclass
@@ -113,7 +119,7 @@ class DeviceOptions:
 
 @dataclass
 class RunOptions(DeviceOptions):
-    output_dir: str = opt("./output_dir", "checkpoints, log.txt and config.yaml go here")
+    output_dir: str = opt(OUTPUT_DIR, "checkpoints, log.txt and config.yaml go here")
     log_dir: str | None = opt(None, "TensorBoard folder (off when not set)")
     seed: int = opt(0, "base seed; each rank uses seed + rank")
     resume: str = opt("", "checkpoint to resume from, or auto for the latest in output_dir")
@@ -133,11 +139,18 @@ class RunOptions(DeviceOptions):
                             "options and metrics) to the Hugging Face Hub repository --hub_model_id")
     hub_model_id: str | None = opt(None, "the Hub repository of --push_to_hub: user/name or org/name, created "
                                    "when missing (token: HF_TOKEN or hf auth login)", metavar="REPO_ID")
-    # Accepted for command-line compatibility with the official scripts; torchrun sets these.
-    world_size: int = opt(1, "", hidden=True)
-    local_rank: int = opt(-1, "", hidden=True, flags=("--local_rank", "--local-rank"))
-    dist_on_itp: bool = opt(False, "", hidden=True)
-    dist_url: str = opt("env://", "", hidden=True)
+
+
+@dataclass
+class KnnOptions:
+    """The weighted k-NN evaluation (maekit knn, and the --knn_data_path monitor of maekit pretrain)."""
+
+    knn_k: int = opt(20, "k-NN neighbours", min=1)
+    knn_temperature: float = opt(0.07, "k-NN temperature of the exp(similarity / T) weights", min=0)
+    knn_bank_per_class: int | None = opt(100, "k-NN bank: first N images of each class of the train split "
+                                         "(0: all)", min=0)
+    knn_max_queries: int | None = opt(1000, "k-NN queries: at most N images of the val split, balanced over "
+                                      "classes (0: all)", min=0)
 
 
 @dataclass
@@ -155,12 +168,14 @@ class ScheduleOptions:
 
 # ----------------------------------------------------------------------------- task configs
 @dataclass
-class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
+class PretrainConfig(ConfigMixin, KnnOptions, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
     """maekit pretrain: MAE / ConvMAE pretraining (docs/REFERENCE_RECIPES.md C.2)."""
+
+    ignored: ClassVar[dict[str, bool]] = _DIST_FLAGS
 
     model: str = opt("mae_vit_large_patch16", "registered pretraining model (mae_* / convmae_*)")
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
-    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed", min=0)
+    mask_ratio: float = _mask_ratio()
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     init: str = opt("", "start from the weights of any source (official _full or encoder-only file, PASSL, "
                     "MindFormers, transformers ViTMAE folder, maekit folder or checkpoint, name.tag, URL): the "
@@ -179,12 +194,6 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
     knn_data_path: str | None = opt(None, "labelled images (class folders, train/ + val/ root, builtin:digits) "
                                     "for the weighted k-NN monitor (knn_top1 / knn_top5 in log.txt)")
     knn_every: int = opt(1, "k-NN monitor (and online probe) every N epochs", min=1)
-    knn_k: int = opt(20, "k-NN neighbours", min=1)
-    knn_temperature: float = opt(0.07, "k-NN temperature of the exp(similarity / T) weights", min=0)
-    knn_bank_per_class: int | None = opt(100, "k-NN bank: first N images of each class of the train split "
-                                         "(0: all)", min=0)
-    knn_max_queries: int | None = opt(1000, "k-NN queries: at most N images of the val split, balanced over "
-                                      "classes (0: all)", min=0)
     online_probe: bool = opt(False, "train a detached BatchNorm + linear head on the --knn_data_path features "
                              "alongside (probe_top1 in log.txt; resumable)")
     recon_every: int = opt(1, "reconstruction grid of 8 fixed images every N epochs (output_dir/reconstructions, "
@@ -193,6 +202,7 @@ class PretrainConfig(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, Ru
 
 @dataclass
 class _ClassifyOptions(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
+    ignored: ClassVar[dict[str, bool]] = _DIST_FLAGS
     model: str = opt("vit_large_patch16", "registered classifier (vit_* / convvit_*)")
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
     finetune: str = opt("", "pretrained weights: file, model folder or name")
@@ -204,6 +214,8 @@ class _ClassifyOptions(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, 
 @dataclass
 class FinetuneConfig(_ClassifyOptions):
     """maekit finetune: layer decay, mixup, RandAugment (docs/REFERENCE_RECIPES.md C.3)."""
+
+    ignored: ClassVar[dict[str, bool]] = {**_DIST_FLAGS, "resplit": False}
 
     epochs: int = opt(50, "training epochs", min=0)
     min_lr: float = opt(1e-6, "floor of the cosine schedule", min=0)
@@ -217,7 +229,6 @@ class FinetuneConfig(_ClassifyOptions):
     reprob: float = opt(0.25, "random-erasing probability", min=0)
     remode: str = opt("pixel", "random-erasing mode")
     recount: int = opt(1, "random-erasing count", min=0)
-    resplit: bool = opt(False, "", hidden=True)
     mixup: float = opt(0.0, "mixup alpha (0 = off)", min=0)
     cutmix: float = opt(0.0, "cutmix alpha (0 = off)", min=0)
     cutmix_minmax: list[float] | None = opt(None, "cutmix min/max ratio (overrides alpha)")
@@ -245,22 +256,24 @@ class LinprobeConfig(_ClassifyOptions):
 class EvalConfig(ConfigMixin, ModelOptions, DataOptions, DeviceOptions):
     """maekit eval: top-1 / top-5 of a classifier checkpoint or saved model."""
 
+    # the fine-tune command line's pooling flags: the checkpoint records the pooling
+    ignored: ClassVar[dict[str, bool]] = {"global_pool": False, "cls_token": False}
+
     resume: str = opt("", "classifier checkpoint file or saved model folder", required=True)
     model: str | None = opt(None, "model name (default: read from the checkpoint)")
     batch_size: int = opt(128, "images per process per step", min=1)
     dist_eval: bool = opt(True, "under torchrun, shard the validation set across processes (padding dropped)",
                           off="--no_dist_eval", off_help="every process evaluates the whole set (the reference)")
     output_dir: str | None = opt(None, "eval.json goes here (off when not set)")
-    global_pool: bool | None = opt(None, "", hidden=True, off="--cls_token")
 
 
 @dataclass
 class _InferenceOptions(ConfigMixin, ModelOptions):
     model: str = opt("", "registered name (+ .tag for published weights, e.g. mae_vit_large_patch16.visualize), "
                      "model folder, checkpoint file or URL", required=True)
-    mask_ratio: float = opt(MASK_RATIO, "reconstruction: fraction of patches removed", min=0)
+    mask_ratio: float = _mask_ratio("reconstruction: fraction of patches removed")
     seed: int = opt(2, "reconstruction: seed of the mask (the official demo's; same seed = same mask)")
-    device: str | None = opt(None, "cpu, cuda, cuda:1 ... (default cpu)")
+    device: str = opt("auto", "auto (a GPU when there is one), cpu, cuda, cuda:N")
     no_download: bool = opt(False, "never download: random weights for a bare name")
 
 
@@ -272,8 +285,8 @@ class PredictConfig(_InferenceOptions):
     task: str = opt("auto", "auto (by model type), image_classification, masked_image_modeling or "
                     "image_feature_extraction")
     topk: int = opt(5, "classes shown per image", min=1)
-    output_dir: str | None = opt(None, "reconstruction: where the PNGs go (default ./output); "
-                                 "features: writes features.pt")
+    output_dir: str | None = opt(None, f"reconstruction: where the PNGs go (default {OUTPUT_DIR}, as training); "
+                                 "features: writes features.pt there")
     json: bool = opt(False, "print the results as JSON")
     batch_size: int = opt(8, "images per forward pass", min=1)
 
@@ -297,7 +310,7 @@ class DemoConfig(ConfigMixin):
     warmup_epochs: float = opt(3, "pretraining warm-up epochs", min=0)
     blr: float = opt(1.5e-3, "pretraining base lr", min=0)
     batch_size: int = opt(64, "pretraining batch", min=1)
-    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed", min=0)
+    mask_ratio: float = _mask_ratio()
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     probe_epochs: int = opt(5, "linear-probe epochs", min=1)
     probe_batch_size: int = opt(128, "linear-probe batch", min=1)
@@ -320,14 +333,14 @@ class BenchConfig(ConfigMixin):
     steps: int = opt(5, "timed steps (after --warmup)", min=1)
     warmup: int = opt(2, "untimed steps first", min=0)
     amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU", choices=_AMP)
-    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed (pretraining models)", min=0)
+    mask_ratio: float = _mask_ratio("fraction of patches removed (pretraining models)")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N")
     compile: bool = opt(False, "torch.compile the model")
     json: bool = opt(False, "print one JSON object")
 
 
 @dataclass
-class KnnConfig(ConfigMixin, DeviceOptions):
+class KnnConfig(ConfigMixin, KnnOptions, DeviceOptions):
     """maekit knn: weighted k-NN accuracy of a model's frozen features on labelled images."""
 
     model: str = opt("", "registered name (+ .tag), model folder, checkpoint file (any supported format) or URL",
@@ -336,10 +349,8 @@ class KnnConfig(ConfigMixin, DeviceOptions):
     train_split: str | None = opt(None, "bank folder (default data_path/train)")
     val_split: str | None = opt(None, "query folder (default data_path/val)")
     input_size: list[int] | None = opt(None, "image size: S or H W (default: the model's)", min=1, metavar="S")
-    k: int = opt(20, "neighbours", min=1)
-    temperature: float = opt(0.07, "temperature of the exp(similarity / T) weights", min=0)
-    bank_per_class: int | None = opt(None, "bank: first N images of each class (default: all)", min=0)
-    max_queries: int | None = opt(None, "queries: at most N, balanced over classes (default: all)", min=0)
+    knn_bank_per_class: int | None = opt(None, "bank: first N images of each class (default: all)", min=0)
+    knn_max_queries: int | None = opt(None, "queries: at most N, balanced over classes (default: all)", min=0)
     batch_size: int = opt(64, "images per forward pass", min=1)
     output_dir: str | None = opt(None, "knn.json goes here (off when not set)")
     no_download: bool = opt(False, "never download: random weights for a bare name")

@@ -15,7 +15,7 @@ import os
 import typing
 from typing import Any, Sequence
 
-from .config import ALIASES
+from .aliases import ALIASES
 from .validate import ConfigError, _kind, field_types, resolve_keys
 
 
@@ -31,7 +31,7 @@ def _help(f: dataclasses.Field, default: Any) -> str:
     text = f.metadata.get("help", "")
     if isinstance(default, bool):
         return text + (" (default)" if default else "")
-    if default not in (None, "", [], {}):
+    if default not in (None, "", [], {}) and "(default" not in text:  # a help that explains its default
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         return f"{text} (default: {shown})"
     return text
@@ -52,41 +52,60 @@ def _value_kwargs(hint: Any) -> dict[str, Any]:
 
 def _add_field(group: Any, f: dataclasses.Field, hint: Any, default: Any) -> None:
     meta = f.metadata
-    flags = list(meta.get("flags") or [f"--{f.name}"])
     hidden = meta.get("hidden", False)
-    kw: dict[str, Any] = {"dest": f.name, "help": argparse.SUPPRESS if hidden else _help(f, default)}
-    kw.update(_value_kwargs(hint), **{k: meta[k] for k in ("choices", "metavar") if meta.get(k)})
-    group.add_argument(*flags, **kw)
-    if meta.get("off"):  # a bool's negative flag
+    kw: dict[str, Any] = {"help": argparse.SUPPRESS if hidden else _help(f, default)}
+    kw.update(_value_kwargs(hint), **{k: meta[k] for k in ("choices", "metavar", "nargs", "const", "action")
+                                      if meta.get(k) is not None})
+    if meta.get("action") == "append":  # one value per flag, repeated
+        kw.pop("nargs", None)
+    if meta.get("positional"):  # SRC DST, SOURCE REPO_ID ...: argparse names the dest
+        group.add_argument(f.name, **kw)
+        return
+    flags = list(meta.get("flags") or [f"--{f.name}"])
+    group.add_argument(*flags, dest=f.name, **kw)
+    if meta.get("off"):  # a bool's negative flag; further spellings are hidden aliases
+        off, *old = [meta["off"]] if isinstance(meta["off"], str) else meta["off"]
         off_help = meta.get("off_help", f"unset {flags[0]}") + ("" if default is not False else " (default)")
-        group.add_argument(meta["off"], action="store_false", dest=f.name,
-                           help=argparse.SUPPRESS if hidden else off_help)
+        group.add_argument(off, action="store_false", dest=f.name, help=argparse.SUPPRESS if hidden else off_help)
+        for flag in old:
+            group.add_argument(flag, action="store_false", dest=f.name, help=argparse.SUPPRESS)
 
 
-def build_parser(cls: type, *, prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per CLI field of ``cls`` (aliases as hidden flags).
+DEBUG_HELP = "on an error, show the full traceback as well as the message (also MAEKIT_DEBUG=1)"
+
+
+def parser_for(cls: type, *, prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag (or positional) per CLI field of ``cls``, ``--debug``, and,
+    when ``cls.file_options``, ``--config`` and the aliases as hidden flags.
 
     Every default is ``SUPPRESS``: the namespace holds only what was typed, so ``--config`` values
     can sit between the config's defaults and the flags.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").split("\n")[0],
                                      argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", help="YAML file of options (keys named like the flags), or a packaged "
-                                         "recipe such as pretrain/mae_vit_base; flags win")
+    if cls.file_options:
+        parser.add_argument("--config", help="YAML file of options (keys named like the flags), or a packaged "
+                                             "recipe such as pretrain/mae_vit_base; flags win")
     types = field_types(cls)
-    defaults = cls()
+    defaults = {f.name: cls.default(f.name) for f in dataclasses.fields(cls)}
     names = set()
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
-        default = getattr(defaults, f.name)
-        _add_field(parser, f, types[f.name], default)
+        _add_field(parser, f, types[f.name], defaults[f.name])
         names.add(f.name)
         names.update(flag.lstrip("-") for flag in f.metadata.get("flags") or ())
-    for alias, target in ALIASES.items():
-        if target in names and alias not in names:
-            parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS,
-                                **_value_kwargs(types[target]))
+    # read by maekit.errors from the command line (an error's traceback), so it is no option
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for name, takes_value in cls.ignored.items():  # official flags nothing reads: accepted, dropped
+        spellings = {name, name.replace("_", "-")} | {a for a, t in ALIASES.items() if t == name}
+        parser.add_argument(*sorted(f"--{s}" for s in spellings), dest=f"ignored {name}", help=argparse.SUPPRESS,
+                            **({} if takes_value else {"action": "store_true"}))
+    if cls.file_options:
+        for alias, target in ALIASES.items():
+            if target in names and alias not in names:
+                parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS,
+                                    **_value_kwargs(types[target]))
     return parser
 
 
@@ -94,11 +113,14 @@ def resolve_config_path(path: str) -> str:
     """A YAML path, or the name of a packaged recipe (``pretrain/mae_vit_base``)."""
     if os.path.isfile(path):
         return path
-    packaged = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", path)
-    for candidate in (packaged, packaged + ".yaml"):
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+    for candidate in (os.path.join(root, path), os.path.join(root, path) + ".yaml"):
         if os.path.isfile(candidate):
             return candidate
-    raise ConfigError(f"config file not found: {path} (neither a file nor a packaged recipe under maekit/configs)")
+    recipes = sorted(os.path.relpath(os.path.join(d, n), root).removesuffix(".yaml")
+                     for d, _, files in os.walk(root) for n in files if n.endswith(".yaml"))
+    raise ConfigError(f"config file not found: {path} (neither a file nor a packaged recipe; the packaged "
+                      f"recipes are {', '.join(recipes)})")
 
 
 def read_yaml(path: str, *, expect: str = "a mapping of option: value") -> dict[str, Any]:
@@ -144,26 +166,23 @@ def flat_options(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def parse(cls: type, argv: Sequence[str], *, prog: str, description: str | None = None) -> Any:
+def config_from_argv(cls: type, argv: Sequence[str], *, prog: str, description: str | None = None) -> Any:
     """``argv`` (and its ``--config`` file) -> a validated ``cls`` instance; ``-h`` prints help and exits."""
-    given = vars(build_parser(cls, prog=prog, description=description).parse_args(list(argv)))
+    given = {k: v for k, v in vars(parser_for(cls, prog=prog, description=description).parse_args(list(argv)))
+             .items() if k != "debug" and not k.startswith("ignored ")}
     values: dict[str, Any] = {}
-    path = given.pop("config", None)
+    path = given.pop("config", None) if cls.file_options else None
     if path:
         values.update(flat_options(read_yaml(path)))
-        source = path
-    else:
-        source = prog
+    source = path or prog
     # aliases in the file and flags are resolved by from_dict; flags win over the file
-
     merged = {**resolve_keys(cls, values, source=source), **given}
     missing = [f.name for f in dataclasses.fields(cls) if f.metadata.get("required") and not merged.get(f.name)]
     if missing:
-        raise ConfigError(f"{prog}: {', '.join('--' + m for m in missing)} "
-                          f"{'is' if len(missing) == 1 else 'are'} required")
+        raise ConfigError(f"{', '.join('--' + m for m in missing)} {'is' if len(missing) == 1 else 'are'} required")
     cfg = cls.from_dict(merged, source=source)
     cfg.typed = frozenset(given)  # a typed flag is the user's choice even at its default value
     return cfg
 
 
-__all__ = ["build_parser", "flat_options", "parse", "read_yaml", "resolve_config_path"]
+__all__ = ["config_from_argv", "flat_options", "parser_for", "read_yaml", "resolve_config_path"]

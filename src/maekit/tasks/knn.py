@@ -21,12 +21,14 @@ from ..data import resolve_mean_std
 from ..engine.knn import knn_accuracy
 from ..engine.monitors import LabelledFeatures, MonitorContext
 from .common import image_size, start_run
+from .config import KnnConfig
 from .monitoring import knn_datasets
 
 log = logging.getLogger("maekit.tasks")
 
 
-def knn_evaluate(model: nn.Module, data_path: str, *, k: int = 20, temperature: float = 0.07,
+def knn_evaluate(model: nn.Module, data_path: str, *, k: int = KnnConfig.default("knn_k"),
+                 temperature: float = KnnConfig.default("knn_temperature"),
                  bank_per_class: int | None = None, max_queries: int | None = None, batch_size: int = 64,
                  num_workers: int = 0, mean=None, std=None, device: Any = "cpu", autocast_dtype=None,
                  dist=None, train_split=None, val_split=None) -> dict[str, Any]:
@@ -65,14 +67,15 @@ def run_knn(cfg: Any) -> int:
     h, w = model.img_size
     log.info("knn: %s from %s (input %dx%d, patch %s%s)", model.model_name, cfg.model, h, w, model.patch_size,
              ", --input_size given" if overrides else ", as the source records")
-    result = knn_evaluate(model, cfg.data_path, k=cfg.k, temperature=cfg.temperature,
-                          bank_per_class=cfg.bank_per_class, max_queries=cfg.max_queries, batch_size=cfg.batch_size,
+    result = knn_evaluate(model, cfg.data_path, k=cfg.knn_k, temperature=cfg.knn_temperature,
+                          bank_per_class=cfg.knn_bank_per_class, max_queries=cfg.knn_max_queries,
+                          batch_size=cfg.batch_size,
                           num_workers=cfg.num_workers, mean=cfg.mean, std=cfg.std, device=ctx.device,
                           autocast_dtype=ctx.autocast_dtype, dist=ctx.dist, train_split=cfg.train_split,
                           val_split=cfg.val_split)
     result.update(source=str(cfg.model), seconds=round(time.time() - t0, 1))
     if ctx.dist.rank == 0:
-        print(f"k-NN (k={cfg.k}, T={cfg.temperature:g}) of {cfg.model} on {cfg.data_path}: "
+        print(f"k-NN (k={cfg.knn_k}, T={cfg.knn_temperature:g}) of {cfg.model} on {cfg.data_path}: "
               f"top-1 {result['knn_top1']:.2f}%  top-5 {result['knn_top5']:.2f}%  "
               f"({result['bank_images']} bank / {result['query_images']} query images)")
         if cfg.output_dir:

@@ -18,7 +18,8 @@ from ..engine.report import Reporter
 from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..models.masking import per_sample_noise
-from .common import count_parameters, learning_rate, push_trained, shape_overrides, start_run
+from ..hub.push import push_trained
+from .common import count_parameters, learning_rate, shape_overrides, start_run
 from .config import PretrainConfig
 from .monitoring import build_pretrain_monitors
 

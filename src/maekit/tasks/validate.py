@@ -10,17 +10,23 @@ import difflib
 import functools
 import os
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
+from ..errors import ConfigError
 from .aliases import ALIASES
 
 
-class ConfigError(ValueError):
-    """A configuration file or value the user must fix."""
-
-
 class ConfigMixin:
-    """Construction from dicts (aliases resolved), validation, and a plain-dict view."""
+    """Construction from dicts (aliases resolved), validation, and a plain-dict view.
+
+    Class attributes a config may set: ``file_options`` (``--config FILE`` and the alias
+    spellings of :data:`ALIASES` are accepted; the tool commands turn it off) and ``ignored``
+    (``{option: takes a value}``: official flags and keys accepted for compatibility, which nothing
+    reads, so they are dropped instead of recorded in config.yaml and checkpoints).
+    """
+
+    file_options: ClassVar[bool] = True
+    ignored: ClassVar[dict[str, bool]] = {}
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -46,7 +52,7 @@ class ConfigMixin:
         new.typed = self.typed
         return new
 
-    # The options typed on the command line (set by maekit.tasks.flags.parse); empty otherwise.
+    # The options typed on the command line (set by maekit.tasks.flags.config_from_argv); empty otherwise.
     typed: frozenset[str] = frozenset()  # a class attribute, not a dataclass field (no annotation scan)
 
     def is_given(self, name: str) -> bool:
@@ -121,13 +127,14 @@ def check_value(cls: type, f: dataclasses.Field, value: Any) -> Any:
         return None
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{f.name}: choose one of {', '.join(meta['choices'])}; got {value!r}")
-    low = meta.get("min")
-    if low is not None and any(v < low for v in (value if isinstance(value, list) else [value])):
+    low, below = meta.get("min"), meta.get("below")
+    values = value if isinstance(value, list) else [value]
+    if below is not None and any(not low <= v < below for v in values):
+        raise ConfigError(f"{f.name} must be in [{low}, {below}), got {value!r}")
+    if low is not None and any(v < low for v in values):
         raise ConfigError(f"{f.name} must be >= {low}, got {value!r}")
     if f.name == "input_size" and isinstance(value, list) and len(value) not in (1, 2):
         raise ConfigError(f"input_size takes one or two numbers (S or H W), got {value}")
-    if f.name == "mask_ratio" and not 0 <= value < 1:
-        raise ConfigError(f"mask_ratio must be in [0, 1), got {value}")
     return value
 
 
@@ -141,11 +148,16 @@ def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, A
     """``data`` with aliases replaced by field names; unknown keys are a ``ConfigError``."""
 
     names = {f.name for f in dataclasses.fields(cls)}
+    aliases = ALIASES if getattr(cls, "file_options", True) else {}  # TrainingArguments: not a ConfigMixin
+    ignored = getattr(cls, "ignored", {})
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = ALIASES.get(key, key)
+        name = aliases.get(key, key)
+        if name in ignored:  # accepted for compatibility, read by nothing: not recorded
+            continue
         if name not in names:
-            close = difflib.get_close_matches(key, sorted(names | {a for a, t in ALIASES.items() if t in names}), n=3)
+            spellings = names | {a for a, t in aliases.items() if t in names}
+            close = difflib.get_close_matches(key, sorted(spellings), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{source}: unknown option {key!r} for {cls.__name__}{hint}")
         if name in out:
