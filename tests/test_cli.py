@@ -142,7 +142,7 @@ def test_tool_commands_keep_their_positionals_and_flags():
                             "--options", "amp=none"])
     from maekit.compat.mindformers_cli import yaml_options
 
-    assert yaml_options(run) == ["amp=none", "runner_config.epochs=1", 'device="CPU"', "resume_training=True"]
+    assert yaml_options(run) == {"amp": "none", "runner_config.epochs": 1, "device": "CPU", "resume_training": True}
     from maekit.convert.formats import FORMATS
     from maekit.tasks.tool_config import CONVERT_FORMATS
 

@@ -106,7 +106,6 @@ class TrainingArguments:
     resume_ignore_args: bool | None = None
     push_to_hub: bool | None = None
     hub_model_id: str | None = None
-    debug: bool | None = None
     eval: bool | None = None
     dist_eval: bool | None = None
     # monitors of pretraining
