@@ -236,6 +236,8 @@ def test_trainer_set_up_errors(digits, tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), **FAST)
     with pytest.raises(ValueError, match="pretraining model"):
         Trainer(task="masked_image_modeling", model="vit_tiny_patch16", train_dataset=train, args=args).train()
+    with pytest.raises(ValueError, match="'vit_tiny_patch16' is not a pretraining model"):  # args' model: no default
+        Trainer(task="masked_image_modeling", train_dataset=train, args=args.replace(model="vit_tiny_patch16")).train()
     with pytest.raises(ValueError, match="give eval_dataset"):
         Trainer(task="image_classification", model="vit_tiny_patch16", train_dataset=train, args=args).train()
     with pytest.raises(ValueError, match="give train_dataset"):

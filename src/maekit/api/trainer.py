@@ -193,8 +193,8 @@ class Trainer:
         if isinstance(src, MAEConfig):
             return opts, None, src
         if src is None:
-            if not ({"init", "finetune"} & set(self._options()) or weights is not None):
-                opts["model"] = DEFAULT_MODELS[self.task]
+            if not ({"model", "init", "finetune"} & set(self._options()) or weights is not None):
+                opts["model"] = DEFAULT_MODELS[self.task]  # args name no model, nor weights that give one
             return opts, None, None
         text = os.fspath(src)
         if not Path(text).expanduser().exists() and is_model(text):  # a bare name: architecture only
