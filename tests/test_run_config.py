@@ -91,13 +91,14 @@ def test_options_set_dotted_keys():
 
 
 def test_flags_set_yaml_keys_as_values_and_win_over_options():
-    from maekit.compat.mindformers_cli import parse_run_args
+    from maekit.cli import parse
+    from maekit.compat.mindformers_cli import yaml_options
 
-    args = parse_run_args(["--epochs", "2", "--options", "runner_config.epochs=3", "amp=none", "--device", "cpu",
-                           "--train_dataset_dir", "123", "--resume_training"])
-    assert args.options == {"runner_config.epochs": 2, "amp": "none", "device": "cpu", "resume_training": True,
-                            "train_dataset.data_loader.dataset_dir": "123"}
-    rc = load_run_config(MAE_YAML, args.options)
+    options = yaml_options(parse("run", ["--epochs", "2", "--options", "runner_config.epochs=3", "amp=none",
+                                         "--device", "cpu", "--train_dataset_dir", "123", "--resume_training"]))
+    assert options == {"runner_config.epochs": 2, "amp": "none", "device": "cpu", "resume_training": True,
+                       "train_dataset.data_loader.dataset_dir": "123"}
+    rc = load_run_config(MAE_YAML, options)
     assert (rc.args.epochs, rc.args.amp, rc.args.device, rc.train_dataset, rc.resume_training) == (
         2, "none", "cpu", "123", True)
     assert {"epochs", "amp", "device"} <= rc.args.typed and "lr" not in rc.args.typed
