@@ -94,6 +94,13 @@ def test_one_config_error_and_one_line_messages(tmp_path, capsys, monkeypatch):
     assert run_cli("pretrain", "--push_to_hub", "--output_dir", tmp_path / "o", "--device", "cpu") == 2
     err = capsys.readouterr().err
     assert "--hub_model_id is missing" in err and "None" not in err, err
+    # a split folder that does not exist: named as the flag that sets it
+    from conftest import FAST, TINY_VIT
+
+    assert run_cli("finetune", *TINY_VIT, *FAST, "--data_path", tmp_path, "--train_split", "nope",
+                   "--output_dir", tmp_path / "ft") == 2
+    err = capsys.readouterr().err
+    assert "--train_split nope does not exist" in err and "train_split=" not in err, err
     # a recipe that does not exist: the packaged ones are listed
     assert run_cli("pretrain", "--config", "pretrain/mae_vit_base_patch16") == 2
     err = capsys.readouterr().err
@@ -312,3 +319,27 @@ def test_log_lines_follow_the_current_stdout(monkeypatch):
     monkeypatch.setattr("sys.stdout", new)
     logging.getLogger("maekit.test").info("hello from a later run")
     assert "hello from a later run" in new.getvalue()
+
+
+def test_resume_with_another_constructor_argument_is_refused_with_both_values(tmp_path, digit_folders, capsys):
+    """The resume guard compares the config's model_args (it compared a key no config has): heads do
+    not change a weight shape, so without the guard the run resumed as another model."""
+    from conftest import FAST, TINY_MAE
+
+    def run(heads: int, *extra: str) -> int:
+        cfg = tmp_path / f"heads{heads}.yaml"
+        cfg.write_text(f"model_args: {{depth: 1, decoder_depth: 1, num_heads: {heads}}}\n")
+        return run_cli("pretrain", *TINY_MAE, "--config", cfg, "--data_path", digit_folders / "unlabelled",
+                       "--output_dir", tmp_path / "run", "--batch_size", "16", "--warmup_epochs", "0",
+                       "--recon_every", "0", *FAST, *extra)
+
+    assert run(2, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert run(4, "--epochs", "2", "--resume", "auto") == 2
+    err = capsys.readouterr().err
+    assert "--model_args: checkpoint" in err and "'num_heads': 2" in err and "'num_heads': 4" in err, err
+    assert run(2, "--epochs", "2", "--resume", "auto") == 0
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert not {"world_size", "local_rank", "dist_on_itp", "dist_url", "debug"} & set(recorded), recorded

@@ -194,9 +194,9 @@ def resolve_split_dir(
     explicit = train_split if split == "train" else val_split
     path = Path(data_path) / (explicit if explicit is not None else split)
     if not path.is_dir():
-        how = f"{split}_split={str(explicit)!r}" if explicit is not None else f"the {split!r} split"
+        how = f"--{split}_split {explicit}" if explicit is not None else f"the {split!r} split"
         raise FileNotFoundError(
             f"folder {str(path)!r} for {how} does not exist "
-            f"(expected {Path(data_path)!s}/{split}/<class>/<images>, or pass {split}_split=<folder>)"
+            f"(expected {Path(data_path)!s}/{split}/<class>/<images>, or give --{split}_split FOLDER)"
         )
     return path

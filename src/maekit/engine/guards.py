@@ -18,7 +18,7 @@ logger = logging.getLogger("maekit.engine")
 # --resume_ignore_args (epochs may grow: extending a run is the usual reason to resume).
 TRAJECTORY_KEYS = (
     "model", "input_size", "patch_size", "in_chans", "norm_pix_loss", "mask_ratio", "sparse_stages",
-    "model_overrides", "drop_path", "global_pool", "nb_classes", "batch_size", "accum_iter", "eff_batch_size",
+    "model_args", "drop_path", "global_pool", "nb_classes", "batch_size", "accum_iter", "eff_batch_size",
     "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "layer_decay", "clip_grad", "augment",
     "smoothing", "mixup", "cutmix", "mean", "std", "task",
 )

@@ -173,7 +173,7 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     log.info("%s %s: %d classes, %d train / %d val images, %.2fM trainable parameters", task, cfg.model,
              len(classes), len(train_set), len(val_set), count_parameters(net) / 1e6)
     resolved = dict(cfg.to_dict(), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
-                    nb_classes=len(classes), world_size=ctx.dist.world_size, task=task)
+                    nb_classes=len(classes), task=task)
     extra = {"model_name": net.model_name, "model_args": dict(net.model_args), "class_names": classes, "task": task}
     runner = Runner(
         model=net, optimizer=optimizer, train_loader=train_loader, step_fn=make_step_fn(criterion, mixup_fn),

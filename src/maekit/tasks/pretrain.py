@@ -138,7 +138,7 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
         train_dataset, transform=build_eval_transform(model.img_size, in_chans=in_chans, mean=mean, std=std,
                                                       crop_pct=1.0), in_chans=in_chans, input_size=model.img_size)
     resolved = dict(cfg.to_dict(), model=model.model_name, lr=lr, eff_batch_size=eff_batch, mean=list(mean),
-                    std=list(std), world_size=ctx.dist.world_size, task="pretrain")
+                    std=list(std), task="pretrain")
     runner = Runner(
         model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, epochs=cfg.epochs, lr=lr,
         min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs, output_dir=cfg.output_dir,
