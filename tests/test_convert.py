@@ -203,7 +203,7 @@ def test_infer_encoder_only_and_finetuned_variants():
     assert infer_model(conv_enc)[:2] == ("convmae_convvit_base_patch16", {})
 
 
-def test_infer_non_standard_width_reports_heads():
+def test_infer_non_standard_width_refuses_to_guess_heads():
     sd = _meta_sd(
         "mae_vit_base_patch16",
         embed_dim=256,
@@ -213,10 +213,15 @@ def test_infer_non_standard_width_reports_heads():
         decoder_num_heads=3,
         decoder_depth=1,
     )
-    name, args, notes = infer_model(sd)
+    # width 256 / decoder width 96: no preset fixes the head counts, so they are refused, never guessed
+    with pytest.raises(ConversionError, match=r"num_heads \(attention heads of the encoder, width 256\).*--num_heads"):
+        infer_model(sd)
+    with pytest.raises(ConversionError, match=r"decoder_num_heads .*width 96.*decoder_num_heads=N"):
+        infer_model(sd, num_heads=4)
+    name, args, notes = infer_model(sd, num_heads=4, decoder_num_heads=3)
     assert args["embed_dim"] == 256 and args["num_heads"] == 4 and args["decoder_num_heads"] == 3
-    assert any("num_heads=4" in n and "--num_heads" in n for n in notes)
-    name2, args2, _ = infer_model(sd, num_heads=8)
+    assert any("num_heads=4 (given)" in n for n in notes)
+    name2, args2, _ = infer_model(sd, num_heads=8, decoder_num_heads=3)
     assert args2["num_heads"] == 8
 
 

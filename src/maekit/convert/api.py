@@ -103,11 +103,20 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: s
     into the Linear head when the model has a plain one. Every such step is in ``notes``.
     """
     fmt, loaded = read(path, format)
-    name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    try:
+        name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    except ConversionError as e:  # name the file whose weights or recorded arguments are refused
+        raise e if e.path else ConversionError(e.problem, _config_file(path)) from e
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
     return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
                             class_names=loaded.hints.get("class_names"),
                             preprocessing=loaded.hints.get("preprocessing"))
+
+
+def _config_file(path: str | os.PathLike) -> Path:
+    """The file that records a model: a folder's ``config.json``, else the file itself."""
+    p = Path(path)
+    return p / "config.json" if (p / "config.json").is_file() else p
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:
@@ -218,7 +227,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     if out.exists() and Path(src).exists() and os.path.samefile(src, out):
         raise ConversionError("source and destination are the same", out)
     fmt_in, loaded = read(src, fmt_in)
-    name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    try:
+        name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
+    except ConversionError as e:
+        raise e if e.path else ConversionError(e.problem, _config_file(src)) from e
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
     spec = spec.with_metadata(loaded.hints.get("class_names"), loaded.hints.get("preprocessing"))
     written, write_notes = TABLE[fmt_out].write(sd, out, spec)

@@ -9,9 +9,10 @@ table is the fixed sin-cos one of MAE / ConvMAE pretraining).
 Not in the weights: the number of attention heads, ``norm_pix_loss`` and the LayerNorm epsilon.
 They come, in this order, from an explicit override (``num_heads=...``), the file's own
 metadata (HF ``config.json``, the ``args`` of a training checkpoint, a maekit ``config.json``),
-or the closest registered preset (same width -> the preset's head count; another width -> the
-preset's head width, 64 for the encoder, 32 for the decoder). Each such choice is reported in
-the notes.
+or the registered presets: a head count only when every preset of that width has the same one
+(else the source is refused, naming the argument: a guessed head count changes the model's
+function); ``norm_pix_loss`` (the loss only) the preset's, said as assumed. Each such choice is
+reported in the notes.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 # Arguments that weights determine, and those they cannot.
 _ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "decoder_embed_dim", "decoder_depth",
          "num_classes", "global_pool")
-_SOFT = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
+SOFT_ARGS = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
 # Re-exported: the fit checks used to live here.
-__all__ = ["DECODER_PREFIXES", "FIXED_TABLES", "FUSION_PREFIXES", "HEAD_PREFIXES", "check_fit", "family_of",
+__all__ = ["SOFT_ARGS", "DECODER_PREFIXES", "FIXED_TABLES", "FUSION_PREFIXES", "HEAD_PREFIXES", "check_fit", "family_of",
            "fit_state_dict", "grid_from_pos_embed", "infer_model", "weight_facts"]
 
 
@@ -158,27 +159,28 @@ def _same(key: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def _pick_heads(width: int, preset: ArchSpec, preset_width: int, preset_heads: int, given: Any,
-                source: str | None, label: str, notes: list[str]) -> int:
-    """A head count: given / from the file, the preset's at the preset's width, else the preset's head width."""
-    flag = "--" + label
+def _pick_heads(width: int, family: str, decoder: bool, given: Any, source: str | None, label: str,
+                notes: list[str]) -> int:
+    """A head count: given / stated by the file, else the one every registered preset of this width
+    has. Anything else would be a guess that changes the model's function: refused, naming how to
+    give it (issue 21 item 1)."""
     if given is not None:
         if source:
             notes.append(f"{label}={given} ({source})")
         return int(given)
-    if width == preset_width and preset_heads:
-        notes.append(
-            f"{label}={preset_heads}: not stored in the weights; taken from preset {preset.name} "
-            f"(pass {flag} to change)"
-        )
-        return preset_heads
-    head_dim = preset_width // preset_heads if preset_heads else 64
-    heads = width // head_dim if width % head_dim == 0 and width >= head_dim else 1
-    notes.append(
-        f"{label}={heads}: not stored in the weights; width {width} is not that of a preset, so "
-        f"{heads} heads of {width // heads} (as {preset.name}); pass {flag} if the model had another count"
-    )
-    return heads
+    heads = {(s.decoder_num_heads if decoder else s.num_heads): n for n, s in presets(family)
+             if (s.decoder_embed_dim if decoder else s.width) == width}
+    if len(heads) == 1:
+        count, preset = next(iter(heads.items()))
+        notes.append(f"{label}={count}: not stored in the weights; every preset of width {width} ({preset}) has "
+                     f"{count} (pass --{label} to change)")
+        return int(count)
+    part = "decoder" if decoder else "encoder"
+    raise ConversionError(
+        f"{label} (attention heads of the {part}, width {width}) is not stated by the source and "
+        + (f"the presets of that width disagree ({sorted(heads)})" if heads else "no registered preset has that width")
+        + f": give it (maekit convert --{label} N; load_model(..., {label}=N); a run's --config "
+        f"model_args: {{{label}: N}}); maekit does not guess it")
 
 
 def _candidate_cost(facts: dict[str, Any], spec: ArchSpec) -> int:
@@ -191,13 +193,16 @@ def _candidate_cost(facts: dict[str, Any], spec: ArchSpec) -> int:
 
 
 def _trusted(state_dict, hints: dict, overrides: dict, notes: list[str]):
-    """A maekit folder / checkpoint names its exact model: (name, args) if the weights fit it."""
+    """A maekit folder / checkpoint names its exact model: (name, args) if the weights fit it. Recorded
+    arguments that are invalid (out of range, wrong type, no such argument) are refused, not
+    replaced by a guess from the weights."""
     name = hints.get("model_name")
     if not (name and "model_args" in hints):
         return None
     args = {**hints["model_args"], **overrides}
+    spec = arch_spec(name, args)
     try:
-        check_fit(state_dict, arch_spec(name, args))
+        check_fit(state_dict, spec)
         return name, args
     except ConversionError as e:
         notes.append(f"the file names model {name} {hints['model_args']}, but: {e}; inferring from the weights")
@@ -249,19 +254,20 @@ def _soft_args(facts: dict, family: str, preset: ArchSpec, soft: dict, hints: di
 
     args: dict[str, Any] = {}
     width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
-    heads = _pick_heads(width, preset, preset.width, preset.num_heads, *given("num_heads"), "num_heads", notes)
+    heads = _pick_heads(width, family, False, *given("num_heads"), "num_heads", notes)
     if heads != preset.num_heads:
         args["num_heads"] = heads
     pretrain = family in PRETRAIN_FAMILIES
     if pretrain and facts.get("decoder_embed_dim") is not None:
-        dheads = _pick_heads(facts["decoder_embed_dim"], preset, preset.decoder_embed_dim or 0,
-                             preset.decoder_num_heads or 0, *given("decoder_num_heads"), "decoder_num_heads", notes)
+        dheads = _pick_heads(facts["decoder_embed_dim"], family, True, *given("decoder_num_heads"),
+                             "decoder_num_heads", notes)
         if dheads != preset.decoder_num_heads:
             args["decoder_num_heads"] = dheads
     value, src = given("norm_pix_loss")
     if pretrain and value is None:
-        notes.append(f"norm_pix_loss={preset.norm_pix_loss}: not stored in the weights (preset default); pass "
-                     "--norm_pix_loss if the model was trained on normalised-pixel targets")
+        notes.append(f"norm_pix_loss: not stated by the source, assumed {preset.norm_pix_loss} (the preset's; it "
+                     "changes the loss only: pass --norm_pix_loss if the model was trained on normalised-pixel "
+                     "targets)")
     elif pretrain and bool(value) != preset.norm_pix_loss:
         args["norm_pix_loss"] = bool(value)
     value, src = given("layer_norm_eps")
@@ -310,7 +316,7 @@ def infer_model(
     if family != own_family:  # head / decoder shape from the preset
         facts.update(num_classes=None, global_pool=None, decoder_embed_dim=None, decoder_depth=None)
     name, preset = _pick_preset(facts, family, hints.get("model_name"))
-    soft = {k: overrides.pop(k) for k in list(overrides) if k in _SOFT}
+    soft = {k: overrides.pop(k) for k in list(overrides) if k in SOFT_ARGS}
     _settle_img_size(facts, overrides, hints, name, preset, notes)
     arch = preset.arch()
     args = {k: _as_arg(k, facts[k]) for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k])}

@@ -117,11 +117,14 @@ def local_source(source: str | os.PathLike, *, names: bool = False, base_url: st
 
 
 def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool = True,
-            model_name: str | None = None, base_url: str | None = None, progress: bool = True) -> Resolved:
+            model_name: str | None = None, base_url: str | None = None, progress: bool = True,
+            stated: dict[str, Any] | None = None) -> Resolved:
     """Name / folder / file / URL / Hub id / ``timm:`` name -> its :class:`ModelConfig` and, if
     ``weights``, its state dict.
 
-    ``model_name`` picks the registered model for a file whose model cannot be told otherwise.
+    ``model_name`` picks the registered model for a file whose model cannot be told otherwise;
+    ``stated`` gives what a file's weights cannot show (``num_heads``, ``decoder_num_heads``,
+    ``norm_pix_loss``, ``layer_norm_eps``; other keys are ignored here).
     """
     text = os.fspath(source)
     entry = table.entry_for_url(text) if cache.is_url(text) else None
@@ -129,7 +132,7 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
         return Resolved(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
     local = local_source(text, progress=progress)
     if local is not None:
-        return _read_path(local, text, model_name)
+        return _read_path(local, text, model_name, stated or {})
     try:
         entry = table.lookup(text)
     except ValueError as e:
@@ -158,11 +161,12 @@ def _entry_for_filename(path: Path, model_name: str) -> table.WeightsEntry | Non
     return None
 
 
-def _read_path(path: Path, label: str, model_name: str | None) -> Resolved:
+def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str, Any]) -> Resolved:
     """A checkpoint file or a folder of any format: weights fitted to the model they record or fit."""
     from ..convert import read_checkpoint
+    from ..convert.infer import SOFT_ARGS
 
-    loaded = read_checkpoint(path, model=model_name)
+    loaded = read_checkpoint(path, model=model_name, **{k: v for k, v in stated.items() if k in SOFT_ARGS})
     cfg = ModelConfig(canonical_name(loaded.model_name), dict(loaded.model_args), loaded.class_names)
     notes = list(loaded.notes)
     entry = _entry_for_filename(path, loaded.model_name) if path.is_file() else None
@@ -178,10 +182,11 @@ def _read_path(path: Path, label: str, model_name: str | None) -> Resolved:
     return Resolved(cfg, label, loaded.state_dict, loaded.preprocessing)
 
 
-def load_config(source: str | os.PathLike, *, model_name: str | None = None) -> ModelConfig:
+def load_config(source: str | os.PathLike, *, model_name: str | None = None,
+                stated: dict[str, Any] | None = None) -> ModelConfig:
     """The :class:`ModelConfig` of a source, nothing downloaded (a file's weights are read to tell
-    its model)."""
-    return resolve(source, weights=False, download=False, model_name=model_name).config
+    its model; ``stated`` as :func:`resolve`)."""
+    return resolve(source, weights=False, download=False, model_name=model_name, stated=stated).config
 
 
 # ---------------------------------------------------------------------------- loading
@@ -206,7 +211,7 @@ class LoadReport:
         """The report, one line per kind; ``flag`` (``--init``) heads each line."""
         head = f"{flag}: " if flag else ""
         out = [f"{flag + ' ' if flag else ''}{self.source}: {self.model_name} initialised from it: "
-               f"{_groups(self.loaded)} ({len(self.loaded)} tensors)"]
+               f"loaded {len(self.loaded)} tensors ({_groups(self.loaded)})"]
         if self.pos_embed_resized:
             (a, b), (c, d) = self.pos_embed_resized
             out.append(f"{head}position embedding interpolated from {a}x{b} to {c}x{d}")
@@ -374,12 +379,12 @@ def _warn_random_parts(model: nn.Module, sd: dict, report: LoadReport) -> None:
         raise ValueError(f"{label}: weights do not fit {name}: unexpected {_summ(unexpected)}")
     if report.head_reinitialised:
         warnings.warn(f"{label}: no classification head for this model in the weights; the head of {name} is "
-                      "randomly initialised (fine-tune it before classifying)", UserWarning, stacklevel=3)
+                      "randomly initialised (fine-tune it before classifying)", UserWarning, stacklevel=4)
     decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
     if decoder:
         warnings.warn(f"{label} holds encoder weights only: the decoder ({len(decoder)} tensors) is randomly "
                       "initialised, so reconstructions are meaningless until it is trained (the "
-                      "'.visualize' or '.full' weights have a decoder)", DecoderNotLoadedWarning, stacklevel=3)
+                      "'.visualize' or '.full' weights have a decoder)", DecoderNotLoadedWarning, stacklevel=4)
 
 
 def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None = None, download: bool = True,
@@ -408,7 +413,7 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
     if num_classes is not None:
         overrides["num_classes"] = int(num_classes)
     src = resolve(source, weights=True, download=download, model_name=model_name, base_url=base_url,
-                  progress=progress)
+                  progress=progress, stated=overrides)
     cfg = src.config
     if "num_classes" in overrides:  # a classifier: of a pretraining source, its encoder's
         cfg = classifier_config(cfg)

@@ -33,6 +33,7 @@ import torch
 
 from ..fileio import atomic_write_dir, plain_tensors
 from .config import CONFIG_NAME, ModelConfig
+from .limits import check_param_memory
 
 WEIGHTS_NAME = "model.safetensors"
 PROCESSOR_NAME = "preprocessor_config.json"
@@ -78,6 +79,7 @@ class MaekitModel:
             return self  # __init__ raises its own, clearer error
         bound.apply_defaults()
         self.__dict__["_init_args"] = dict(list(bound.arguments.items())[1:])
+        check_param_memory(cls.__name__, self.__dict__["_init_args"])  # before anything is allocated
         return self
 
     def architecture(self) -> dict[str, Any]:

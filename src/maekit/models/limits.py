@@ -5,11 +5,17 @@ A config.json (or YAML, or ``model_args``) with ``depth: 1e9`` used to allocate 
 :func:`check_model_args` refuses such values with a message naming the key and the bound. The
 bounds are far beyond any published MAE / ConvMAE / ViT (ViT-22B: depth 48, width 6144) and only
 catch nonsense. ConvMAE's per-stage arguments are lists; each entry is checked.
+
+Values each in range can still be absurd together (``depth 1024, embed_dim 4096``):
+:func:`check_param_memory` estimates the parameters' memory from the resolved constructor
+arguments (every model checks itself before allocating, ``MaekitModel.__new__``) and refuses an
+architecture whose float32 weights alone exceed the machine's memory.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from ..errors import ConfigError
@@ -76,3 +82,38 @@ def _check_patch_fits(name: str, args: dict[str, Any]) -> None:
     patch = math.prod(int(p) for p in _entries(args["patch_size"]))  # ConvMAE: stages multiply
     if patch > size:
         raise ConfigError(f"{name}: patch_size {args['patch_size']} is larger than img_size {args['img_size']}")
+
+
+def estimate_params(arch: dict[str, Any]) -> int:
+    """About how many parameters the transformer blocks of ``arch`` (resolved constructor arguments:
+    ``embed_dim``, ``depth``, ``mlp_ratio``, ``decoder_*``) hold: ``depth * (4 + 2 * mlp_ratio) * D^2``
+    per stage (attention 4 D^2, MLP 2 r D^2), plus the decoder's."""
+    dims, depths = _entries(arch.get("embed_dim") or 0), _entries(arch.get("depth") or 0)
+    ratios = _entries(arch.get("mlp_ratio") or 4.0)
+    ratios = ratios * len(dims) if len(ratios) == 1 else ratios
+    total = sum(int(n) * (4 + 2 * float(r)) * int(d) ** 2 for d, n, r in zip(dims, depths, ratios))
+    dec = arch.get("decoder_embed_dim")
+    if dec:
+        total += int(arch.get("decoder_depth") or 0) * (4 + 2 * float(ratios[-1])) * int(dec) ** 2
+    return int(total)
+
+
+def _machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no estimate
+        return None
+
+
+def check_param_memory(name: str, arch: dict[str, Any]) -> None:
+    """Refuse ``arch`` when its float32 parameters alone would not fit in this machine's memory.
+
+    Raises:
+        ConfigError: naming the estimate, the memory and the arguments that make it.
+    """
+    need, have = estimate_params(arch) * 4, _machine_memory()
+    if have and need > have:
+        shown = ", ".join(f"{k}={arch[k]}" for k in ("depth", "embed_dim", "decoder_depth", "decoder_embed_dim")
+                          if arch.get(k) is not None)
+        raise ConfigError(f"{name}: {shown} makes about {need / 4e9:.0f} billion parameters ({need / 1e9:.0f} GB "
+                          f"in float32), more than this machine's {have / 1e9:.0f} GB of memory")

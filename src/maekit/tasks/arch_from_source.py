@@ -68,18 +68,20 @@ def read_source(read: Any, source: Any, flag: str) -> Any:
         raise ConfigError(f"{flag} {source}: {e}") from e
 
 
-def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str | None = None) -> SourceArch:
+def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str | None = None,
+                stated: dict[str, Any] | None = None) -> SourceArch:
     """The architecture ``source`` records (any source :func:`maekit.hub.load_config` reads), for a
     pretraining model (``pretraining=True``) or a classifier. ``model_name`` (the user's ``--model``)
-    is used only for a file whose model cannot be told from its weights."""
+    is used only for a file whose model cannot be told from its weights; ``stated`` (the run's
+    ``model_args``) gives what its weights cannot show (``num_heads`` ...)."""
     from ..hub import load_config
 
     try:
-        recorded = load_config(source)
+        recorded = load_config(source, stated=stated)
     except ValueError:
         if not model_name:
             raise
-        recorded = load_config(source, model_name=model_name)
+        recorded = load_config(source, model_name=model_name, stated=stated)
     return arch_of(recorded, pretraining=pretraining)
 
 
@@ -212,7 +214,8 @@ def with_source_arch(cfg: Any) -> Any:
         return cfg
     source, flag = found
     given = cfg.model if cfg.model and cfg.is_given("model") else None
-    arch = read_source(lambda s: source_arch(s, pretraining=False, model_name=given), source, flag)
+    arch = read_source(lambda s: source_arch(s, pretraining=False, model_name=given, stated=cfg.model_args),
+                       source, flag)
     return apply_source_arch(cfg, arch, source=source, flag=flag)
 
 

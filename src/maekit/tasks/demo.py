@@ -121,7 +121,9 @@ def run_demo(args: DemoConfig) -> int:
     torch.manual_seed(args.seed)
     init = build_pretrain_model(model=args.model, input_size=[args.input_size],
                                 patch_size=None if args.model.startswith("convmae") else args.patch_size)
-    save_checkpoint(out / "untrained.pth", {"model": init.state_dict()})
+    # with its identity, as every maekit checkpoint: the probe reads its architecture, nothing assumed
+    save_checkpoint(out / "untrained.pth", {"model": init.state_dict(), "extra": {
+        "model_name": init.model_name, "model_args": dict(init.model_args)}})
     # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped, and
     #    skips a finished pretraining: the Runner refuses a run with no epoch left to train)
     done = _pretraining_done(out / "pretrain", args.epochs)

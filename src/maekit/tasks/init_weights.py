@@ -29,7 +29,8 @@ def init_pretrain_model(cfg: Any, build: Callable[[Any], nn.Module]) -> tuple[nn
     from ..hub.load import load_weights_into, resolve
 
     source = cfg.init
-    resolved = read_source(lambda s: resolve(s, weights=True), source, "--init")  # read once: config and weights
+    # read once: config and weights (the run's model_args give what the weights cannot show: num_heads ...)
+    resolved = read_source(lambda s: resolve(s, weights=True, stated=cfg.model_args), source, "--init")
     arch = arch_of(resolved.config, pretraining=True)
     recorded_npl = arch.model_args.pop("norm_pix_loss", None)
     arch.model_args.pop("sparse_stages", None)  # an execution choice, not part of the weights
