@@ -62,63 +62,78 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str]
     return missing, unexpected
 
 
+def _linprobe_head(out: StateDict, spec: ArchSpec, missing: list[str], unexpected: list[str], keep: bool,
+                   notes: list[str]) -> tuple[StateDict, list[str], list[str]]:
+    """A classifier's linear-probe head (``head.0`` BatchNorm1d, ``head.1`` Linear): kept as in the
+    file (``keep``) or folded into one Linear ``head``."""
+    linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
+    if not linprobe or spec.family in PRETRAIN_FAMILIES:
+        return out, missing, unexpected
+    if keep:
+        notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
+        return out, [k for k in missing if not k.startswith("head.")], [k for k in unexpected if k not in linprobe]
+    out, note = fold_linprobe_head(out)
+    notes.append(note)
+    return (out, *check_fit(out, spec))
+
+
+def _drop_foreign(out: StateDict, spec: ArchSpec, unexpected: list[str], notes: list[str]) -> None:
+    """Drop the parts model ``spec`` has not (a classifier's decoder / fusion convs, a pretraining
+    model's head); anything else unexpected is a ConversionError."""
+    fam = spec.family
+    foreign = ("decoder", "fusion", "head") if fam not in PRETRAIN_FAMILIES else ("head",)
+    dropped = [k for k in unexpected if _part(k, fam) in foreign]
+    other = [k for k in unexpected if k not in dropped]
+    if other:
+        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: unexpected "
+                              + describe_keys(other))
+    for k in dropped:
+        out.pop(k)
+    if dropped:
+        parts = "/".join(sorted({_part(k, fam) for k in dropped}))
+        notes.append(f"dropped {len(dropped)} {parts} weight(s) that model {spec.name} has not: "
+                     + describe_keys(dropped, 3))
+
+
+def _fill_fixed_tables(out: StateDict, spec: ArchSpec, missing: list[str], notes: list[str]) -> None:
+    """A pretraining model's absent sin-cos tables (the decoder's only when the decoder is there)."""
+    has_decoder = any(m.startswith("decoder_") for m in out)
+    grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
+    dtype = next(iter(out.values())).dtype if out else torch.float32
+    for k in FIXED_TABLES:
+        if k in missing and (k == "pos_embed" or has_decoder):
+            out[k] = get_2d_sincos_pos_embed(spec.shapes[k][-1], grid, spec.family == "mae")[None].to(dtype)
+            missing.remove(k)
+            notes.append(f"{k} was absent; filled with the fixed sin-cos table")
+
+
+_MISSING_NOTES = {
+    "decoder": "no decoder weights (encoder-only checkpoint): the decoder of a model built from this file starts "
+               "from its initialisation",
+    "fusion": "no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)",
+    "head": "no classification head weights: the head starts from its initialisation",
+}
+
+
 def fit_state_dict(
     sd: Mapping[str, torch.Tensor], spec: ArchSpec, *, keep_linprobe: bool = True
 ) -> tuple[StateDict, list[str]]:
     """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
     has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
-    fold a linear-probe head. Anything else that does not fit raises ConversionError."""
-    out, notes = dict(sd), []
-    missing, unexpected = check_fit(out, spec)
-    linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
-    if linprobe and spec.family not in PRETRAIN_FAMILIES:
-        if keep_linprobe:
-            notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
-            unexpected = [k for k in unexpected if k not in linprobe]
-            missing = [k for k in missing if not k.startswith("head.")]
-        else:
-            out, note = fold_linprobe_head(out)
-            notes.append(note)
-            missing, unexpected = check_fit(out, spec)
-    fam = spec.family
-    dropped = [
-        k
-        for k in unexpected
-        if _part(k, fam) != "encoder" and not (fam in PRETRAIN_FAMILIES and _part(k, fam) in ("decoder", "fusion"))
-    ]
-    if dropped:
-        for k in dropped:
-            out.pop(k)
-        parts = sorted({_part(k, fam) for k in dropped})
-        notes.append(
-            f"dropped {len(dropped)} {'/'.join(parts)} weight(s) that model {spec.name} has not: "
-            + describe_keys(dropped, 3)
-        )
-    other = [k for k in unexpected if k not in dropped]
-    if other:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: unexpected " + describe_keys(other)
-        )
-    if spec.family in PRETRAIN_FAMILIES:
-        cls_row = spec.family == "mae"
-        for k in FIXED_TABLES:
-            if k in missing and (k == "pos_embed" or any(m.startswith("decoder_") for m in out)):
-                shape = spec.shapes[k]
-                grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
-                dtype = next(iter(out.values())).dtype if out else torch.float32
-                out[k] = get_2d_sincos_pos_embed(shape[-1], grid, cls_row)[None].to(dtype)
-                missing.remove(k)
-                notes.append(f"{k} was absent; filled with the fixed sin-cos table")
-    parts = sorted({_part(k, fam) for k in missing})
-    if "decoder" in parts:
-        notes.append(
-            "no decoder weights (encoder-only checkpoint): the decoder of a model built from this "
-            "file starts from its initialisation"
-        )
-    if "fusion" in parts:
-        notes.append("no stage1/2_output_decode weights (encoder-only ConvMAE checkpoint)")
-    if "head" in parts and spec.family not in PRETRAIN_FAMILIES:
-        notes.append("no classification head weights: the head starts from its initialisation")
+    fold a linear-probe head. Anything else that does not fit raises ConversionError.
+
+    Returns:
+        (state dict, notes): the fitted weights and one note per step taken.
+    """
+    notes: list[str] = []
+    out, missing, unexpected = _linprobe_head(dict(sd), spec, *check_fit(sd, spec), keep_linprobe, notes)
+    _drop_foreign(out, spec, unexpected, notes)
+    pretraining = spec.family in PRETRAIN_FAMILIES
+    if pretraining:
+        _fill_fixed_tables(out, spec, missing, notes)
+    parts = {_part(k, spec.family) for k in missing}
+    shown = ("decoder", "fusion") if pretraining else ("decoder", "fusion", "head")
+    notes += [_MISSING_NOTES[p] for p in shown if p in parts]
     return out, notes
 
 

@@ -26,7 +26,7 @@ import torch
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .errors import ConversionError
-from .fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit, fit_state_dict
+from .fit import DECODER_PREFIXES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit
 from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 
 
@@ -34,9 +34,7 @@ from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 _ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "decoder_embed_dim", "decoder_depth",
          "num_classes", "global_pool")
 SOFT_ARGS = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
-# Re-exported: the fit checks used to live here.
-__all__ = ["SOFT_ARGS", "DECODER_PREFIXES", "FIXED_TABLES", "FUSION_PREFIXES", "HEAD_PREFIXES", "check_fit", "family_of",
-           "fit_state_dict", "grid_from_pos_embed", "infer_model", "weight_facts"]
+__all__ = ["SOFT_ARGS", "family_of", "grid_from_pos_embed", "infer_model", "weight_facts"]
 
 
 def family_of(sd: Mapping[str, torch.Tensor]) -> str:

@@ -256,7 +256,7 @@ def _read_weights(source: Any, label: str | None) -> tuple[dict[str, torch.Tenso
     return dict(load_state_dict(local)), label or text
 
 
-def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport) -> None:
+def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
     """A classifier takes a source's encoder: its decoder is dropped, a head of another size (or a
     linear-probe head for a plain one) left out, a position table of another grid interpolated."""
     plain_head = not isinstance(getattr(model, "head", None), nn.Sequential)
@@ -268,17 +268,18 @@ def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport) -
             report.ignored.append(key)
             del sd[key]
     theirs, ours = sd.get("pos_embed"), own.get("pos_embed")
-    if theirs is not None and ours is not None and theirs.shape != ours.shape and theirs.shape[-1] == ours.shape[-1]:
-        prefix, grid = int(model.num_prefix_tokens), tuple(model.grid_size)
-        side = int(round((theirs.shape[1] - prefix) ** 0.5))
-        if side * side != theirs.shape[1] - prefix:
-            raise ValueError(f"{report.source}: pos_embed of shape {tuple(theirs.shape)} cannot be resized to "
-                             f"{tuple(ours.shape)}")
-        sd["pos_embed"] = resize_pos_embed(theirs, grid, num_prefix_tokens=prefix, old_grid=(side, side))
-        report.pos_embed_resized = ((side, side), grid)
+    if theirs is None or ours is None or theirs.shape == ours.shape or theirs.shape[-1] != ours.shape[-1]:
+        return  # same grid, or another width (a shape mismatch, said by the caller)
+    prefix, grid = int(model.num_prefix_tokens), tuple(model.grid_size)
+    side = int(round((theirs.shape[1] - prefix) ** 0.5))
+    if side * side != theirs.shape[1] - prefix:
+        raise ValueError(f"{report.source}: pos_embed of shape {tuple(theirs.shape)} cannot be resized to "
+                         f"{tuple(ours.shape)}")
+    sd["pos_embed"] = resize_pos_embed(theirs, grid, num_prefix_tokens=prefix, old_grid=(side, side))
+    report.pos_embed_resized = ((side, side), grid)
 
 
-def _fit_pretraining(sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
+def _fit_pretraining(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
     """A pretraining model keeps its own fixed tables of another grid; to start training (``--init``)
     it also takes a classifier's encoder (head and ``fc_norm`` left out, its own final norm kept)."""
     for key in FIXED_TABLES:
@@ -295,22 +296,37 @@ def _fit_pretraining(sd: dict, own: dict, report: LoadReport, for_training: bool
         report.random.append(key)
 
 
-def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
-    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error."""
-    name, label = model.model_name, report.source
-    if model.is_pretraining:
-        decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
-        other = [k for k in report.random if k not in decoder and k not in sd] + (decoder if require_decoder else [])
-        if other or result.unexpected_keys:
-            hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and require_decoder else ""
-            raise ValueError(f"{label}: weights do not fit {name}{hint}: missing {_summ(other)}; "
-                             f"unexpected {_summ(list(result.unexpected_keys))}")
-        return
+def _account(model: nn.Module, sd: dict, own: dict, result: Any, report: LoadReport) -> None:
+    """Sort every tensor into loaded / random / rebuilt / ignored after ``load_state_dict``."""
+    report.loaded = [k for k in sd if k in own and k not in report.random]
+    fixed = FIXED_TABLES if model.is_pretraining else ()
+    report.rebuilt = [k for k in result.missing_keys if k in fixed]
+    report.random += [k for k in result.missing_keys
+                      if k not in fixed and k not in report.random and not k.endswith("num_batches_tracked")]
+    report.ignored += list(result.unexpected_keys)
+
+
+def _check_encoder(report: LoadReport) -> None:
+    """A classifier needs the whole encoder from its source (its head may start fresh)."""
     not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
     if not report.loaded or not_head:
-        raise ValueError(f"{label}: the checkpoint does not hold this model's encoder ({len(report.loaded)} tensors "
-                         f"matched; missing {_summ(not_head or report.random)}). Is it a checkpoint of another "
-                         "architecture or size?")
+        raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
+                         f"({len(report.loaded)} tensors matched; missing {_summ(not_head or report.random)}). "
+                         "Is it a checkpoint of another architecture or size?")
+
+
+def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
+    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error."""
+    if not model.is_pretraining:
+        _check_encoder(report)
+        return
+    decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
+    other = [k for k in report.random if k not in decoder and k not in sd]
+    missing = other + decoder if require_decoder else other
+    if missing or result.unexpected_keys:
+        hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and require_decoder else ""
+        raise ValueError(f"{report.source}: weights do not fit {model.model_name}{hint}: missing {_summ(missing)}; "
+                         f"unexpected {_summ(list(result.unexpected_keys))}")
 
 
 def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None, head_init_std: float = 2e-5,
@@ -340,20 +356,13 @@ def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None
     sd, label = _read_weights(source, label)
     own = model.state_dict()
     report = LoadReport(label, model.model_name)
-    if model.is_pretraining:
-        _fit_pretraining(sd, own, report, for_training)
-    else:
-        _fit_classifier(model, sd, own, report)
+    (_fit_pretraining if model.is_pretraining else _fit_classifier)(model, sd, own, report, for_training)
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:
         raise ValueError(f"{label}: weights do not fit {model.model_name}: {_summ(bad, 8)}")
     result = model.load_state_dict(sd, strict=False)
-    report.loaded = [k for k in sd if k in own and k not in report.random]
-    report.rebuilt = [k for k in result.missing_keys if k in FIXED_TABLES and model.is_pretraining]
-    report.random += [k for k in result.missing_keys if k not in report.rebuilt and k not in report.random
-                      and not k.endswith("num_batches_tracked")]
-    report.ignored += list(result.unexpected_keys)
+    _account(model, sd, own, result, report)
     _check_complete(model, sd, result, report, require_decoder)
     if not model.is_pretraining and any(k.startswith("head.") for k in report.random):
         _reinit_head(model, head_init_std, report)
