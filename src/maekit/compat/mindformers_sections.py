@@ -13,6 +13,7 @@ from .run_yaml import config_warning as _warn
 
 _SCHEDULES = ("cosine", "cosinewithwarmuplr", "cosinewithwarmup", "warmupcosinedecaylr")
 _OPTIMIZERS = ("adamw", "adamweightdecay", "fp32adamw", "fusedadamweightdecay")
+_DEVICES = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "auto": "auto"}  # context.device_target -> device
 TASK_BETAS = {"masked_image_modeling": (0.9, 0.95), "image_classification": (0.9, 0.999)}
 _IGNORED_DATASET = {
     "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
@@ -28,16 +29,9 @@ def map_device(top: Section, fields: dict[str, Any]) -> None:
         "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
     target = context.get("device_target", "str")
     if target is not None:
-        low = target.lower()
-        if low in ("cpu",):
-            fields["device"] = "cpu"
-        elif low in ("gpu", "cuda"):
-            fields["device"] = "cuda"
-        elif low == "auto":
-            fields["device"] = "auto"
-        else:
+        fields["device"] = _DEVICES.get(target.lower(), "auto")
+        if target.lower() not in _DEVICES:
             _warn(f"context.device_target {target!r}: maekit runs on CUDA or the CPU; using auto")
-            fields["device"] = "auto"
     context.warn_unknown()
 
 
