@@ -90,6 +90,7 @@ from .run_yaml import (
     apply_options,
     check_options_take_effect,
     convert_value,
+    option_type,
     parse_options,
     read_run_yaml,
     resolve_run_config_path,
@@ -179,25 +180,23 @@ def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONF
 
 # The one table of keys copied as they are: (section, YAML key, task option, kind). The keys that
 # need more (schedule, optimizer, datasets, architecture) are mapped by the functions below.
-_COPY: tuple[tuple[str, str, str, str], ...] = (
-    ("", "seed", "seed", "int"), ("", "output_dir", "output_dir", "str"),
-    ("runner_config", "epochs", "epochs", "int"), ("runner_config", "batch_size", "batch_size", "int"),
-    ("runner_config", "num_classes", "nb_classes", "int"),
-    ("runner_config", "gradient_accumulation_steps", "accum_iter", "int"),
-    ("model_config", "patch_size", "patch_size", "int"), ("model_config", "num_channels", "in_chans", "int"),
-    ("model_config", "in_chans", "in_chans", "int"), ("model_config", "norm_pix_loss", "norm_pix_loss", "bool"),
-    ("model_config", "norm_pixel_loss", "norm_pix_loss", "bool"),
-    ("model_config", "drop_path_rate", "drop_path", "float"),
-    ("model_config", "use_mean_pooling", "global_pool", "bool"),
-    ("model_config", "num_labels", "nb_classes", "int"), ("model_config", "num_classes", "nb_classes", "int"),
+_COPY: tuple[tuple[str, str, str], ...] = (
+    ("", "seed", "seed"), ("", "output_dir", "output_dir"),
+    ("runner_config", "epochs", "epochs"), ("runner_config", "batch_size", "batch_size"),
+    ("runner_config", "num_classes", "nb_classes"), ("runner_config", "gradient_accumulation_steps", "accum_iter"),
+    ("model_config", "patch_size", "patch_size"), ("model_config", "num_channels", "in_chans"),
+    ("model_config", "in_chans", "in_chans"), ("model_config", "norm_pix_loss", "norm_pix_loss"),
+    ("model_config", "norm_pixel_loss", "norm_pix_loss"), ("model_config", "drop_path_rate", "drop_path"),
+    ("model_config", "use_mean_pooling", "global_pool"), ("model_config", "num_labels", "nb_classes"),
+    ("model_config", "num_classes", "nb_classes"),
 )
 
 
 def _copy(section: Section, name: str, fields: dict[str, Any]) -> None:
-    """The ``_COPY`` rows of one section."""
-    for where, key, option, kind in _COPY:
+    """The ``_COPY`` rows of one section, each read as its option's type."""
+    for where, key, option in _COPY:
         if where == name and key in section:
-            fields[option] = section.get(key, kind)
+            fields[option] = section.get(key, option_type(option))
 
 
 def _run_keys(top: Section, where: str) -> tuple[str, str | None, bool | str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .run_yaml import Section, convert_value
+from .run_yaml import Section, convert_value, option_type
 from .run_yaml import config_warning as _warn
 
 _SCHEDULES = ("cosine", "cosinewithwarmuplr", "cosinewithwarmup", "warmupcosinedecaylr")
@@ -144,10 +144,9 @@ def _map_loader(ds: Section, key: str, fields: dict[str, Any], *, train: bool) -
     return dataset_dir
 
 
-# transform type -> (task option, kind, the transform's keys for it): read from the train set only
-_ERASING = (("reprob", "float", ("probability", "prob")), ("remode", "str", ("mode",)),
-            ("recount", "int", ("max_count",)))
-_AUGMENT = (("aa", "str", ("config_str",)),)
+# transform type -> (task option, the transform's keys for it): read from the train set only
+_ERASING = (("reprob", ("probability", "prob")), ("remode", ("mode",)), ("recount", ("max_count",)))
+_AUGMENT = (("aa", ("config_str",)),)
 _TRAIN_TRANSFORMS = {"randomerasing": _ERASING, "random_erasing": _ERASING, "rand_augment_transform": _AUGMENT,
                      "randaugment": _AUGMENT, "auto_augment_transform": _AUGMENT}
 _CROPS = ("randomcropdecoderesize", "randomresizedcrop", "centercrop")  # their sizes are checked
@@ -166,10 +165,10 @@ def _map_transforms(transforms: list, key: str, fields: dict[str, Any], sizes: l
         elif ttype in _CROPS and t.get("size") is not None:
             sizes.append((f"{here}.size", t["size"]))
         elif train and ttype in _TRAIN_TRANSFORMS:
-            for option, kind, names in _TRAIN_TRANSFORMS[ttype]:
+            for option, names in _TRAIN_TRANSFORMS[ttype]:
                 name = next((n for n in names if t.get(n) is not None), None)
                 if name is not None:
-                    fields[option] = convert_value(t[name], kind, f"{here}.{name}")
+                    fields[option] = convert_value(t[name], option_type(option), f"{here}.{name}")
     return mean_std
 
 
@@ -186,13 +185,13 @@ def _normalize(t: Mapping, here: str) -> tuple[list[float], list[float]]:
 
 
 def map_mixup(section: Section, fields: dict[str, Any]) -> None:
-    for key, name, kind in (("mixup_alpha", "mixup", "float"), ("cutmix_alpha", "cutmix", "float"),
-                            ("prob", "mixup_prob", "float"), ("switch_prob", "mixup_switch_prob", "float"),
-                            ("label_smoothing", "smoothing", "float"), ("mode", "mixup_mode", "str"),
-                            ("cutmix_minmax", "cutmix_minmax", "floats")):
-        value = section.get(key, kind)
+    """``mixup_op`` -> the mixup / cutmix options (read as their types)."""
+    for key, option in (("mixup_alpha", "mixup"), ("cutmix_alpha", "cutmix"), ("prob", "mixup_prob"),
+                        ("switch_prob", "mixup_switch_prob"), ("label_smoothing", "smoothing"), ("mode", "mixup_mode"),
+                        ("cutmix_minmax", "cutmix_minmax")):
+        value = section.get(key, option_type(option))
         if value is not None:
-            fields[name] = value
+            fields[option] = value
     section.used.add("num_classes")
     section.warn_unknown()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -168,9 +169,19 @@ class Section:
 _KINDS = {"bool": bool, "int": int, "float": float, "str": str, "floats": list[float]}
 
 
-def convert_value(value: Any, kind: str, where: str) -> Any:
-    """``value`` of the run YAML as ``kind`` (the task configs' type check, :func:`maekit.tasks.validate.to_type`);
-    also ``any``, ``list`` and ``size`` (S, [S], [H, W]: one number when square)."""
+def option_type(option: str) -> Any:
+    """The type of task option ``option`` (pretraining's, else fine-tuning's): what a YAML key that
+    sets it is read as, so that each option's type is written once, in :mod:`maekit.tasks.config`."""
+    from ..tasks.config import FinetuneConfig, PretrainConfig
+    from ..tasks.validate import field_types
+
+    return field_types(PretrainConfig if option in PretrainConfig.__dataclass_fields__ else FinetuneConfig)[option]
+
+
+def convert_value(value: Any, kind: Any, where: str) -> Any:
+    """``value`` of the run YAML as ``kind``: a type (:func:`option_type`) or a name in ``_KINDS``
+    (the task configs' type check, :func:`maekit.tasks.validate.to_type`); also ``any``, ``list`` and
+    ``size`` (S, [S], [H, W]: one number when square)."""
     from ..tasks.validate import to_type
 
     if kind == "any":
@@ -184,11 +195,12 @@ def convert_value(value: Any, kind: str, where: str) -> Any:
         if len(sizes) not in (1, 2):
             raise ValueError(f"{where}: expected one or two sizes, got {value!r}")
         return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
-    if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    hint = _KINDS[kind] if isinstance(kind, str) else kind
+    if str in (hint, *typing.get_args(hint)) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # a name or path that YAML read as a number
-    return to_type(_KINDS[kind], where, value)
+    return to_type(hint, where, value)
 
 
 __all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "check_options_take_effect",
-           "config_warning", "parse_options",
+           "config_warning", "option_type", "parse_options",
            "convert_value", "read_run_yaml", "resolve_run_config_path"]
