@@ -267,7 +267,7 @@ def test_model_flag_picks_a_sibling_family(tmp_path):
     assert any("dropped" in n for n in report.notes)
     ck = read_checkpoint(tmp_path / "vit")
     with pytest.warns(UserWarning, match="no classification head"):  # the folder has no head weights
-        vit = load_model(ck.path)
+        vit = load_model(ck.label)
     assert torch.equal(vit.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight)
 
 
@@ -277,8 +277,8 @@ def test_load_checkpoint_builds_the_model(tmp_path):
         model.state_dict(), tmp_path / "hf", "hf", model_name=model.model_name, config=model.model_args
     )
     ck = read_checkpoint(path)
-    assert ck.format == "hf" and ck.model_args["norm_pix_loss"] is True
-    built = load_model(ck.path).eval()
+    assert ck.format == "hf" and ck.config.model_args["norm_pix_loss"] is True
+    built = load_model(ck.label).eval()
     x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, 16)
     with torch.no_grad():
         torch.testing.assert_close(built(x, noise=noise).loss, model.eval()(x, noise=noise).loss)

@@ -96,9 +96,9 @@ def test_read_folder_saved_by_transformers(tmp_path, eps):
     ref.save_pretrained(tmp_path / "hf")
     assert detect_format(tmp_path / "hf") == "hf"
     ck = read_checkpoint(tmp_path / "hf")
-    assert ck.model_name == "mae_vit_tiny_patch16"
-    assert ck.model_args.get("layer_norm_eps", 1e-6) == eps and ck.model_args["norm_pix_loss"] is True
-    ours = load_model(ck.path).eval()
+    assert ck.config.model_name == "mae_vit_tiny_patch16"
+    assert ck.config.model_args.get("layer_norm_eps", 1e-6) == eps and ck.config.model_args["norm_pix_loss"] is True
+    ours = load_model(ck.label).eval()
     x, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
         a, b = ours(x, noise=noise), ref(pixel_values=x, noise=noise)
@@ -149,9 +149,9 @@ def test_vit_classifier_both_ways(tmp_path):
         torch.testing.assert_close(ref(pixel_values=x).logits, ours(x), atol=1e-5, rtol=1e-5)
     ref.save_pretrained(tmp_path / "by_hf")
     ck = read_checkpoint(tmp_path / "by_hf")
-    assert ck.model_name == "vit_tiny_patch16" and ck.model_args["global_pool"] is False
+    assert ck.config.model_name == "vit_tiny_patch16" and ck.config.model_args["global_pool"] is False
     with torch.no_grad():
-        torch.testing.assert_close(load_model(ck.path).eval()(x), ours(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_model(ck.label).eval()(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- timm
@@ -215,10 +215,10 @@ def test_import_timm_weights(tmp_path):
     save_file(ref.state_dict(), tmp_path / "timm.safetensors")
     assert detect_format(tmp_path / "timm.safetensors") == "timm"
     ck = read_checkpoint(tmp_path / "timm.safetensors")
-    assert ck.model_name == "vit_tiny_patch16" and ck.model_args["global_pool"] is False
+    assert ck.config.model_name == "vit_tiny_patch16" and ck.config.model_args["global_pool"] is False
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(load_model(ck.path).eval()(x), ref(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(load_model(ck.label).eval()(x), ref(x), atol=1e-5, rtol=1e-5)
     # as an MAE encoder: the head goes, the decoder starts fresh
     report = convert(tmp_path / "timm.safetensors", tmp_path / "mae", model="mae_vit_tiny_patch16", **TINY)
     assert any("dropped" in n for n in report.notes)

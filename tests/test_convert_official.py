@@ -63,7 +63,7 @@ def test_encoder_only_pretrain_file(tmp_path):
     assert report.model_name == "mae_vit_tiny_patch16"
     assert any("encoder-only" in n for n in report.notes)
     ck = read_checkpoint(tmp_path / "out")
-    model = load_model(ck.path)
+    model = load_model(ck.label)
     assert torch.equal(model.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
 
 
@@ -104,7 +104,7 @@ def test_linprobe_file(tmp_path):
             assert torch.equal(back[k], sd[k]), k
     # a model with a plain Linear head gets the BatchNorm folded in, with the same eval outputs
     ck = read_checkpoint(tmp_path / "lin.pth")
-    model = load_model(ck.path).eval()
+    model = load_model(ck.label).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         feats = vit.forward_head(vit.forward_features(x), pre_logits=True)

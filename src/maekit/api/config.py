@@ -32,10 +32,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
-from ..models import canonical_name, create_model
+from ..models import canonical_name
 from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported)
 from ..models.config import CONFIG_NAME, ModelConfig, jsonable
 
@@ -77,15 +76,13 @@ class MAEConfig(ModelConfig):
         args = {official_field(k): v for k, v in {**(model_args or {}), **flat}.items() if v is not None}
         state = dict(model_name=canonical_name(model_name), model_args=jsonable(args),
                      class_names=None if class_names is None else [str(c) for c in class_names],
-                     weights=weights, _resolved=None)
+                     weights=weights)
         self.__dict__.update(state)  # fields are read-only afterwards (__setattr__)
 
     @classmethod
     def from_model(cls, model: nn.Module) -> MAEConfig:
-        """The config of a maekit model (``model.config``), resolved from the model itself."""
-        cfg = cls.from_dict(model.config.to_dict())
-        cfg.__dict__["_resolved"] = _resolved(model)
-        return cfg
+        """The config of a maekit model (``model.config``)."""
+        return cls.from_dict(model.config.to_dict())
 
     def model_config(self) -> ModelConfig:
         """The plain :class:`~maekit.models.ModelConfig` (what ``model.config`` holds)."""
@@ -98,12 +95,15 @@ class MAEConfig(ModelConfig):
 
     def architecture(self) -> dict[str, Any]:
         """Every resolved architecture field (overrides applied), as the model states it
-        (``model.architecture()``) when built on the meta device (no memory, no init)."""
-        if self._resolved is None:
-            with torch.device("meta"):
-                model = create_model(self.model_name, **self.model_args)
-            self.__dict__["_resolved"] = _resolved(model)
-        return dict(self._resolved)
+        (``model.architecture()``), with the task; the model's record
+        (:func:`maekit.convert.arch_spec`: built once on the meta device, no memory, no init)."""
+        from ..convert.spec import PRETRAIN_FAMILIES, arch_spec
+
+        spec = arch_spec(self.model_name, self.model_args)
+        arch = {k: jsonable(v) for k, v in spec.architecture.items() if k != "family"}
+        h, w = arch["img_size"]
+        arch["img_size"] = h if h == w else [h, w]
+        return {"task": _TASK_MIM if spec.family in PRETRAIN_FAMILIES else _TASK_CLS, **arch}
 
     @property
     def task(self) -> str:
@@ -128,7 +128,6 @@ class MAEConfig(ModelConfig):
             self.__dict__[name] = jsonable(value)
         else:
             self.model_args[official_field(name)] = jsonable(value)
-            self.__dict__["_resolved"] = None
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` into ``save_directory`` (created)."""
@@ -176,11 +175,3 @@ class AutoConfig:
         from ..hub.table import list_pretrained
 
         return list_pretrained()
-
-
-def _resolved(model: nn.Module) -> dict[str, Any]:
-    """``model.architecture()`` in config form: the task, JSON values, a square size as one int."""
-    arch = {k: jsonable(v) for k, v in model.architecture().items() if k != "family"}
-    h, w = arch["img_size"]
-    arch["img_size"] = h if h == w else [h, w]
-    return {"task": _TASK_MIM if model.is_pretraining else _TASK_CLS, **arch}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models.config import ModelConfig
 from ._util import StateDict
 from .base import Loaded
 from .detect import detect_format
@@ -48,16 +49,16 @@ def load_state_dict(path: str | os.PathLike, format: str | None = None) -> State
 
 @dataclass
 class LoadedCheckpoint:
-    """Weights plus the model they fit (what ``maekit.load_model`` builds from a file)."""
+    """A source read: the model it records or its weights fit (``config``: name, arguments, labels,
+    published weights name) and, when read, the weights fitted to that model (what
+    ``maekit.load_model`` builds from)."""
 
-    state_dict: StateDict
-    format: str
-    path: str
-    model_name: str
-    model_args: dict[str, Any]
+    config: ModelConfig
+    label: str  # the path or source, for messages
+    state_dict: StateDict | None = None
+    preprocessing: dict[str, Any] | None = None  # image_mean / image_std / crop_pct the source records
+    format: str | None = None
     notes: list[str] = field(default_factory=list)
-    class_names: list[str] | None = None  # labels a maekit training checkpoint records
-    preprocessing: dict[str, Any] | None = None  # image_mean / image_std / crop_pct the folder records
 
 
 def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str | None = None,
@@ -107,10 +108,12 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: s
         name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     except ConversionError as e:  # name the file whose weights or recorded arguments are refused
         raise e if e.path else ConversionError(e.problem, _config_file(path)) from e
+    from ..models import canonical_name
+
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
-    return LoadedCheckpoint(sd, fmt, os.fspath(path), name, args, loaded.notes + notes + fit_notes,
-                            class_names=loaded.hints.get("class_names"),
-                            preprocessing=loaded.hints.get("preprocessing"))
+    config = ModelConfig(canonical_name(name), args, loaded.hints.get("class_names"))
+    return LoadedCheckpoint(config, os.fspath(path), sd, loaded.hints.get("preprocessing"), fmt,
+                            loaded.notes + notes + fit_notes)
 
 
 def _config_file(path: str | os.PathLike) -> Path:

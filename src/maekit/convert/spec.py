@@ -47,6 +47,9 @@ class ArchSpec:
     # preprocessor_config.json, timm pretrained_cfg), when the source records them.
     class_names: tuple[str, ...] | None = field(default=None, compare=False)
     preprocessing: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Everything the model states about itself (``model.architecture()``: every resolved constructor
+    # argument), for the API's config view (``maekit.MAEConfig``).
+    architecture: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def with_metadata(self, class_names: Any = None, preprocessing: dict[str, Any] | None = None) -> ArchSpec:
         """This spec with labels (kept only when they fit ``num_classes``) and ``preprocessing``
@@ -97,7 +100,8 @@ def _describe(name: str, args_json: str) -> ArchSpec:
         raise ConversionError(f"cannot build model {name!r} with {args}: {e}") from e
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     arch = model.architecture()  # the model says what it is (maekit.models.base.MaekitModel)
-    return ArchSpec(name=name, args=args, shapes=shapes, **{k: arch[k] for k in _FIELDS if k in arch})
+    return ArchSpec(name=name, args=args, shapes=shapes, architecture=arch,
+                    **{k: arch[k] for k in _FIELDS if k in arch})
 
 
 def arch_spec(name: str, args: dict[str, Any] | None = None) -> ArchSpec:

@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
+from ..convert.api import LoadedCheckpoint
 from ..convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
 from ..models import canonical_name, classifier_config, create_model, is_model
 from ..models.config import CONFIG_NAME, ModelConfig
@@ -59,16 +60,6 @@ log = logging.getLogger(__name__)
 
 class DecoderNotLoadedWarning(UserWarning):
     """A pretraining model got encoder weights only: its decoder is random."""
-
-
-@dataclass
-class Resolved:
-    """A source resolved to the config of its model and (when asked) its weights."""
-
-    config: ModelConfig
-    label: str  # for messages
-    state_dict: dict[str, torch.Tensor] | None = None
-    preprocessing: dict[str, Any] | None = None  # what the source folder's preprocessing file says
 
 
 # ---------------------------------------------------------------------------- sources
@@ -118,7 +109,7 @@ def local_source(source: str | os.PathLike, *, names: bool = False, base_url: st
 
 def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool = True,
             model_name: str | None = None, base_url: str | None = None, progress: bool = True,
-            stated: dict[str, Any] | None = None) -> Resolved:
+            stated: dict[str, Any] | None = None) -> LoadedCheckpoint:
     """Name / folder / file / URL / Hub id / ``timm:`` name -> its :class:`ModelConfig` and, if
     ``weights``, its state dict.
 
@@ -129,7 +120,7 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
     text = os.fspath(source)
     entry = table.entry_for_url(text) if cache.is_url(text) else None
     if entry is not None and not weights:  # a published file: its model without downloading it
-        return Resolved(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
+        return LoadedCheckpoint(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
     local = local_source(text, progress=progress)
     if local is not None:
         return _read_path(local, text, model_name, stated or {})
@@ -140,14 +131,14 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
     if entry is None:
         if weights and download:
             log.info("%s has no published weights: built with random weights", text)
-        return Resolved(ModelConfig(canonical_name(table.split_name(text)[0])), text)
+        return LoadedCheckpoint(ModelConfig(canonical_name(table.split_name(text)[0])), text)
     cfg = ModelConfig(canonical_name(entry.model_name), dict(entry.model_args), weights=entry.name)
     if not (weights and download):
-        return Resolved(cfg, text)
+        return LoadedCheckpoint(cfg, text)
     local = cache.fetch_weights(entry, base=base_url, progress=progress)
     from ..convert import load_state_dict
 
-    return Resolved(cfg, f"{entry.name} ({local})", dict(load_state_dict(local)))
+    return LoadedCheckpoint(cfg, f"{entry.name} ({local})", dict(load_state_dict(local)))
 
 
 def _entry_for_filename(path: Path, model_name: str) -> table.WeightsEntry | None:
@@ -161,16 +152,15 @@ def _entry_for_filename(path: Path, model_name: str) -> table.WeightsEntry | Non
     return None
 
 
-def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str, Any]) -> Resolved:
+def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str, Any]) -> LoadedCheckpoint:
     """A checkpoint file or a folder of any format: weights fitted to the model they record or fit."""
     from ..convert import read_checkpoint
     from ..convert.infer import SOFT_ARGS
 
     loaded = read_checkpoint(path, model=model_name, **{k: v for k, v in stated.items() if k in SOFT_ARGS})
-    cfg = ModelConfig(canonical_name(loaded.model_name), dict(loaded.model_args), loaded.class_names)
-    notes = list(loaded.notes)
-    entry = _entry_for_filename(path, loaded.model_name) if path.is_file() else None
-    if entry is not None and "norm_pix_loss" not in loaded.model_args:
+    cfg, notes = loaded.config, loaded.notes
+    entry = _entry_for_filename(path, cfg.model_name) if path.is_file() else None
+    if entry is not None and "norm_pix_loss" not in cfg.model_args:
         cfg.model_args["norm_pix_loss"] = entry.model_args["norm_pix_loss"]
         cfg.weights = entry.name
         notes.append(f"norm_pix_loss={entry.model_args['norm_pix_loss']}: the file is named like the "
@@ -179,7 +169,8 @@ def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str,
         cfg.weights = ModelConfig.from_json_file(path / CONFIG_NAME).weights or cfg.weights
     for note in notes:
         log.info("%s: %s", label, note)
-    return Resolved(cfg, label, loaded.state_dict, loaded.preprocessing)
+    loaded.label = label
+    return loaded
 
 
 def load_config(source: str | os.PathLike, *, model_name: str | None = None,
