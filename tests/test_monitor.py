@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,13 +13,15 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from maekit.data import resolve_dataset
 from maekit.engine.distributed import DistInfo
-from maekit.engine.guards import ResumeArgsError, check_lars_budget, check_warmup
+from maekit.engine.checkpoint import ResumeArgsError
 from maekit.engine.knn import class_capped_indices, knn_accuracy, knn_scores
 from maekit.engine.monitors import LabelledFeatures, MonitorContext
-from maekit.engine.optim import build_adamw, param_groups_weight_decay
+from maekit.engine.optim import build_adamw, check_lars_budget, param_groups_weight_decay
 from maekit.engine.report import Reporter, parse_report_to
 from maekit.engine.runner import Runner
+from maekit.engine.schedule import check_warmup
 from maekit.models import create_model
+from maekit.tasks.config import PretrainConfig
 from maekit.tasks.monitoring import build_pretrain_monitors, knn_datasets
 from maekit.tasks.pretrain import pretrain_transform
 
@@ -64,8 +65,8 @@ def _run(out, *, monitors: bool, epochs=EPOCHS, resume=None, model=None, report_
     # a DistributedSampler: the Runner sets its epoch, so a resumed run shuffles as an uninterrupted one
     loader = DataLoader(data, batch_size=32, drop_last=True, collate_fn=_collate,
                         sampler=DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=0))
-    opts = SimpleNamespace(knn_data_path="builtin:digits", online_probe=True, recon_every=2, data_path="builtin:digits",
-                           mask_ratio=0.75, batch_size=64, knn_bank_per_class=20, knn_max_queries=100)
+    opts = PretrainConfig(knn_data_path="builtin:digits", online_probe=True, recon_every=2, data_path="builtin:digits",
+                          knn_bank_per_class=20, knn_max_queries=100, num_workers=0)
     mons = build_pretrain_monitors(opts, model, mean=MEAN, std=STD) if monitors else []
     reporter = Reporter(log_dir=out / "tb", output_dir=out, report_to=report_to) if monitors else None
     runner = Runner(model=model, optimizer=build_adamw(param_groups_weight_decay(model, 0.05), lr=1.5e-3,

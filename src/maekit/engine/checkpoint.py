@@ -226,3 +226,59 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return str(obj)
+
+
+# Options that change what a resumed run computes; a resume with other values is refused unless
+# --resume_ignore_args (epochs may grow: extending a run is the usual reason to resume).
+TRAJECTORY_KEYS = (
+    "model", "input_size", "patch_size", "in_chans", "norm_pix_loss", "mask_ratio", "sparse_stages",
+    "model_args", "drop_path", "global_pool", "nb_classes", "batch_size", "accum_iter", "eff_batch_size",
+    "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "layer_decay", "clip_grad", "augment",
+    "smoothing", "mixup", "cutmix", "mean", "std", "task",
+)
+
+
+class ResumeArgsError(ValueError):
+    """A resume whose options differ from the checkpoint's (names the differences)."""
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    return value
+
+
+def args_differences(stored: dict | None, current: dict, keys=TRAJECTORY_KEYS) -> dict[str, tuple]:
+    """``{key: (stored, current)}`` for the ``keys`` present in both that differ."""
+    if not isinstance(stored, dict):
+        return {}
+    diff = {}
+    for key in keys:
+        if key in stored and key in current and _norm(stored[key]) != _norm(current[key]):
+            if key == "input_size" and _norm(stored[key]) in ([_norm(current[key])], _norm(current[key])):
+                continue
+            diff[key] = (stored[key], current[key])
+    return diff
+
+
+def check_resume_args(stored: dict | None, current: dict, *, path: Any, ignore: bool = False) -> dict[str, tuple]:
+    """Refuse (``ResumeArgsError``) a resume whose options differ from the checkpoint's, unless ``ignore``.
+
+    Returns the differences (logged as a warning when ignored).
+    """
+    diff = args_differences(stored, current)
+    if not diff:
+        return diff
+    lines = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    if not ignore:
+        raise ResumeArgsError(
+            f"cannot resume from {path}: the run was started with other options ({lines}). Resuming would "
+            "silently change the training; give the checkpoint's values, start a new --output_dir, or add "
+            "--resume_ignore_args to continue with the new ones (the old configuration is kept in "
+            "config-history.yaml).")
+    logger.warning("resuming from %s with changed options (--resume_ignore_args): %s", path, lines)
+    return diff

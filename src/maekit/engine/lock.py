@@ -17,6 +17,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import RunFolderError, write_failure
 
@@ -164,3 +165,27 @@ def check_output_dir(output_dir: str | os.PathLike | None, *, resume: object, ov
     or overwritten. Nothing is taken or deleted here; the Runner takes the lock when it starts."""
     RunLock(output_dir).check_not_held_elsewhere()
     check_fresh_run(output_dir, resume=resume, overwrite=overwrite, remove=False)
+
+
+def take_output_dir(lock: RunLock, output_dir: str | os.PathLike | None, *, resume: Any, overwrite: bool,
+                    is_main: bool) -> None:
+    """Lock ``output_dir`` (rank 0), refuse to clobber an earlier run, drop orphan temporary files.
+
+    Collective: every rank calls it and all raise together, so no rank waits for a failed one.
+    """
+    from .checkpoint import remove_orphan_temps
+    from .distributed import sum_over_ranks
+
+    error: Exception | None = None
+    try:
+        if is_main:
+            lock.acquire()
+        check_fresh_run(output_dir, resume=resume, overwrite=overwrite, remove=is_main)
+        if is_main and output_dir:
+            for p in remove_orphan_temps(output_dir):
+                logger.warning("removed %s, left by a save that was interrupted", p.name)
+    except Exception as e:  # raised below, after the other ranks heard of it
+        error = e
+    if sum_over_ranks([float(error is not None)])[0]:
+        lock.release()
+        raise error if error is not None else RunFolderError(f"another rank could not use --output_dir {output_dir}")

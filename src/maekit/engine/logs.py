@@ -20,7 +20,7 @@ import yaml
 
 from ..console import CurrentStreamHandler
 from ..fileio import atomic_write
-from .checkpoint import to_plain
+from .checkpoint import args_differences, to_plain
 from .distributed import is_main_process
 
 logger = logging.getLogger("maekit.engine")
@@ -157,3 +157,26 @@ def _yaml_safe(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
     return obj
+
+
+def archive_config(output_dir: str | os.PathLike | None, new_config: dict, *, enabled: bool = True) -> Path | None:
+    """Before ``config.yaml`` is overwritten with a different configuration, append the old one to
+    ``config-history.yaml`` (a YAML list, oldest first, each with the time it was replaced)."""
+    if not output_dir or not enabled:
+        return None
+    current = Path(output_dir) / "config.yaml"
+    if not current.is_file():
+        return None
+    try:
+        old = yaml.safe_load(current.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        old = {"unreadable_config_yaml": current.read_text(encoding="utf-8", errors="replace")}
+    if not args_differences(old, new_config) and not args_differences(new_config, old):
+        return None
+    history = current.with_name("config-history.yaml")
+    entries = yaml.safe_load(history.read_text(encoding="utf-8")) if history.is_file() else None
+    entries = entries if isinstance(entries, list) else []
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    entries.append({"replaced_at": stamp, "config": old})
+    history.write_text(yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
+    return history

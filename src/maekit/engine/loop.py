@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.nn.utils import clip_grad_norm_
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..errors import TrainingDiverged
+from ..errors import DataError, TrainingDiverged, UsageError
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import is_dist, sum_over_ranks
 from .logs import Progress
@@ -341,3 +341,29 @@ def train_one_epoch(
                     clip_grad=clip_grad, should_stop=should_stop or (lambda: False), tb=tb,
                     n_iters=len(loader), stats=stats if stats is not None else EpochStats())
     return run.run(loader, start_step, log_every)
+
+
+def check_batches(loader: Iterable, accum_iter: int) -> None:
+    """The optimizer must step at least once per epoch."""
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return  # an iterable without a length: nothing to check up front
+    batch = getattr(loader, "batch_size", None)
+    if n == 0:
+        raise UsageError("the training data gives no batch at all (fewer samples than --batch_size "
+                         f"{batch}?); lower --batch_size or add data")
+    if accum_iter > n:
+        raise UsageError(f"--accum_iter {accum_iter} is more than the {n} batches of an epoch (--batch_size "
+                         f"{batch}): the optimizer would never step; lower --accum_iter to at most {n} "
+                         "or --batch_size")
+
+
+def check_epoch_data(*, n_samples: int, skipped_files: int, epoch: int) -> None:
+    """An epoch that trained on no sample at all: every image failed to decode (or none came)."""
+    if n_samples > 0:
+        return
+    if skipped_files:
+        raise DataError(f"every image of epoch {epoch} failed to decode ({skipped_files} files skipped, 0 "
+                        "trained on): check the data folder (the warnings above name the files)")
+    raise DataError(f"epoch {epoch} trained on no sample at all: check the data")

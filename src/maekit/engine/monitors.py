@@ -25,14 +25,7 @@ from torch.utils.data import Dataset, Subset
 
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import DistInfo
-from .knn import (
-    DEFAULT_K,
-    DEFAULT_TEMPERATURE,
-    class_capped_indices,
-    dataset_targets,
-    extract_features,
-    knn_accuracy,
-)
+from .knn import class_capped_indices, dataset_targets, extract_features, knn_accuracy
 
 logger = logging.getLogger("maekit.engine")
 Monitor = Callable[[nn.Module, int, "MonitorContext"], "dict[str, float]"]
@@ -106,9 +99,8 @@ class LabelledFeatures:
     sets are the same every epoch.
     """
 
-    def __init__(self, bank: Dataset, queries: Dataset, *, num_classes: int | None = None,
-                 bank_per_class: int | None = 100, max_queries: int | None = 1000, batch_size: int = 64,
-                 num_workers: int = 0):
+    def __init__(self, bank: Dataset, queries: Dataset, *, bank_per_class: int | None, max_queries: int | None,
+                 num_classes: int | None = None, batch_size: int = 64, num_workers: int = 0):
         bank_targets, query_targets = dataset_targets(bank), dataset_targets(queries)
         self.num_classes = int(num_classes or max(bank_targets + query_targets) + 1)
         q_per_class = math.ceil(max_queries / self.num_classes) if max_queries else None
@@ -136,8 +128,7 @@ class KnnMonitor:
 
     name = "knn"
 
-    def __init__(self, features: LabelledFeatures, *, every: int = 1, k: int = DEFAULT_K,
-                 temperature: float = DEFAULT_TEMPERATURE):
+    def __init__(self, features: LabelledFeatures, *, k: int, temperature: float, every: int = 1):
         self.features, self.every, self.k, self.temperature = features, every, k, temperature
         logger.info("k-NN monitor (k=%d, T=%g) every %d epoch(s): %s", k, temperature, every, features.describe())
 

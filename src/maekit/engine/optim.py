@@ -7,10 +7,13 @@ only resumes into groups built the same way.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 import torch
 import torch.nn as nn
+
+logger = logging.getLogger("maekit.engine")
 
 
 def effective_batch_and_lr(
@@ -192,3 +195,37 @@ class LARS(torch.optim.Optimizer):
                 mu.mul_(g["momentum"]).add_(dp)
                 p.add_(mu, alpha=-g["lr"])
         return loss
+
+
+# LARS: the update of a weight tensor is lr * trust * ||w|| / ||g|| * g, so each step moves it by
+# at most about lr * trust_coefficient of its own norm (before momentum).
+LARS_TRUST = 0.001
+MIN_RELATIVE_MOVE = 1.0  # the head must be able to move by about its own norm over the run
+
+
+def lars_budget(*, lr: float, steps: int, trust_coefficient: float = LARS_TRUST, momentum: float = 0.9) -> float:
+    """Upper bound on the relative change of a weight tensor after ``steps`` LARS steps at ``lr``
+    (momentum amplifies a constant direction by up to ``1 / (1 - momentum)``)."""
+    return lr * trust_coefficient * steps / (1.0 - momentum)
+
+
+def check_lars_budget(*, lr: float, blr: float | None, eff_batch_size: int, steps: int,
+                      trust_coefficient: float = LARS_TRUST, momentum: float = 0.9) -> str | None:
+    """Warn when LARS cannot move the linear head in the whole run; returns the message (or None).
+
+    Sizes the bound with the peak ``lr`` (warmup and the cosine decay only shrink it). At the
+    reference (lr = 0.1 * 16384 / 256 = 6.4, 90 epochs of ImageNet) the bound is ~10^4x the need.
+    """
+    budget = lars_budget(lr=lr, steps=steps, trust_coefficient=trust_coefficient, momentum=momentum)
+    if budget >= MIN_RELATIVE_MOVE:
+        return None
+    need_lr = MIN_RELATIVE_MOVE * (1.0 - momentum) / (trust_coefficient * max(steps, 1))
+    suggest = need_lr * 256 / max(eff_batch_size, 1)
+    msg = (f"linear probe: LARS moves each weight by at most ~{trust_coefficient:g} x lr per step; with lr "
+           f"{lr:.3g} (effective batch {eff_batch_size}) and {steps} steps the head can change by at most "
+           f"{100 * budget:.2g}% of its norm, so accuracy will stay near chance. Use --blr {suggest:.3g} "
+           f"or more (lr {need_lr:.3g}), a larger batch, or more epochs.")
+    if blr is None:
+        msg = msg.replace(f"Use --blr {suggest:.3g} or more (lr {need_lr:.3g})", f"Use --lr {need_lr:.3g} or more")
+    logger.warning(msg)
+    return msg

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import signal
 import time
@@ -32,19 +33,18 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import TrainingDiverged
-from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, copy_checkpoint, describe_mismatch,
-                         load_checkpoint, load_newest_checkpoint, restore_rng_state, save_checkpoint, to_plain)
+from ..errors import TrainingDiverged, UsageError
+from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, check_resume_args, copy_checkpoint,
+                         describe_mismatch, load_checkpoint, load_newest_checkpoint, restore_rng_state,
+                         save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, sum_over_ranks
-from .guards import archive_config, check_resume_args, check_warmup
-from .logs import JsonLogWriter, save_config
-from .lock import RunLock
-from .loop import EpochStats, StepFn, TrainingInterrupted, train_one_epoch
+from .lock import RunLock, take_output_dir
+from .logs import JsonLogWriter, archive_config, save_config
+from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
 from .nonfinite import NonFiniteParametersError, advice, all_finite, nonfinite_names
-from .preflight import check_batches, check_epoch_data, check_schedule, check_settings, take_output_dir
 from .report import Reporter
-from .schedule import LRSchedule
+from .schedule import LRSchedule, check_schedule, check_warmup
 from .signals import stop_requests
 
 logger = logging.getLogger("maekit.engine")
@@ -118,7 +118,7 @@ class Runner:
         self.n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.stop_signal: int | None = None
         self._resumed = False
-        check_settings(clip_grad=clip_grad, epochs=epochs, accum_iter=accum_iter)
+        _check_settings(clip_grad=clip_grad, epochs=epochs, accum_iter=accum_iter)
         self.overwrite = bool(self.config.get("overwrite")) if overwrite is None else bool(overwrite)
         self.resumed_from: Path | None = None
         self.lock = RunLock(self.output_dir if self.is_main else None)
@@ -145,7 +145,8 @@ class Runner:
             TrainingDiverged: NaN/inf loss (NonFiniteLossError), parameters or clipped gradients
                 (NonFiniteParametersError); nothing is written for the failed epoch, and the
                 message says what to try.
-            UsageError / RunFolderError / DataError: see ``engine.preflight`` and ``engine.lock``.
+            UsageError / RunFolderError / DataError: settings, data or run folder that would make
+                the run a silent no-op (``engine.schedule``, ``engine.loop``, ``engine.lock``).
         """
         take_output_dir(self.lock, self.output_dir, resume=self.resume, overwrite=self.overwrite,
                         is_main=self.is_main)
@@ -379,3 +380,15 @@ class Runner:
         self.stop_signal = signum
         logger.warning("Received %s: finishing the current step, then saving %s",
                        signal.Signals(signum).name, LAST_NAME)
+
+
+def _check_settings(*, clip_grad: float | None, epochs: int, accum_iter: int) -> None:
+    """Refuse values that would make training a silent no-op or go uphill."""
+    if clip_grad is not None and not (isinstance(clip_grad, (int, float)) and math.isfinite(clip_grad)
+                                      and clip_grad > 0):
+        raise UsageError(f"--clip_grad must be a positive number (the largest gradient norm allowed), got "
+                         f"{clip_grad!r}; leave it out to train without clipping")
+    if int(epochs) < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}: nothing would be trained")
+    if int(accum_iter) < 1:
+        raise UsageError(f"--accum_iter must be at least 1, got {accum_iter}")

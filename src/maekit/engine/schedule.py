@@ -6,10 +6,16 @@ recomputes exactly the same values and no scheduler state needs saving.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from ..errors import UsageError
+
+logger = logging.getLogger("maekit.engine")
 
 
 def lr_at(epoch_float: float, *, base_lr: float, min_lr: float, epochs: float, warmup_epochs: float) -> float:
@@ -47,3 +53,24 @@ def adjust_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
     return lr
+
+
+def check_warmup(*, warmup_epochs: float, epochs: int) -> str | None:
+    """Warn when the lr never leaves warmup (``warmup_epochs >= epochs``)."""
+    if epochs <= 0 or warmup_epochs < epochs:
+        return None
+    msg = (f"warmup_epochs ({warmup_epochs:g}) >= epochs ({epochs}): the learning rate never reaches its peak "
+           f"and the cosine decay never starts; use --warmup_epochs {max(epochs // 10, 1)} or fewer for a "
+           f"{epochs}-epoch run")
+    logger.warning(msg)
+    return msg
+
+
+def check_schedule(*, start_epoch: int, epochs: int, resumed_from: Path | None) -> None:
+    """A run whose start is at or past the end would exit 0 having done nothing."""
+    if start_epoch < epochs:
+        return
+    if resumed_from is not None:
+        raise UsageError(f"{resumed_from} already finished epoch {start_epoch - 1}, the last of --epochs "
+                         f"{epochs}: nothing left to train; raise --epochs to train longer")
+    raise UsageError(f"--start_epoch {start_epoch} is not before --epochs {epochs}: nothing would be trained")

@@ -20,14 +20,11 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
 from ..data import build_finetune_transform, build_linprobe_transform, build_loader, resolve_mean_std
-from ..engine.guards import check_lars_budget
-from ..engine.optim import LARS, build_adamw, param_groups_layer_decay
-from ..engine.report import Reporter
-from ..engine.runner import Runner
-from ..models import create_model, is_pretraining_model
+from ..engine.optim import LARS, build_adamw, check_lars_budget, param_groups_layer_decay
 from ..hub.push import push_trained
+from ..models import create_model, is_pretraining_model
 from .arch_from_source import read_source, with_source_arch
-from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .common import count_parameters, learning_rate, shape_overrides, start_run, task_runner
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
 
@@ -174,17 +171,9 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
              len(classes), len(train_set), len(val_set), count_parameters(net) / 1e6)
     resolved = dict(cfg.to_dict(), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
                     nb_classes=len(classes), task=task)
-    extra = {"model_name": net.model_name, "model_args": dict(net.model_args), "class_names": classes, "task": task}
-    runner = Runner(
-        model=net, optimizer=optimizer, train_loader=train_loader, step_fn=make_step_fn(criterion, mixup_fn),
-        epochs=cfg.epochs, lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
-        output_dir=cfg.output_dir, accum_iter=cfg.accum_iter, autocast_dtype=ctx.autocast_dtype,
-        use_grad_scaler=ctx.use_scaler, clip_grad=cfg.clip_grad, save_every=cfg.save_every,
-        resume=cfg.resume or None, start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=resolved,
-        eval_fn=eval_fn, best_metric="acc1", extra_state=extra, dist=ctx.dist, compile=cfg.compile,
-        log_every=cfg.print_freq,
-        reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to, config=resolved),
-    )
+    runner = task_runner(cfg, ctx, model=net, optimizer=optimizer, train_loader=train_loader,
+                         step_fn=make_step_fn(criterion, mixup_fn), lr=lr, config=resolved, eval_fn=eval_fn,
+                         best_metric="acc1", extra_state={"class_names": classes, "task": task})
     last = runner.fit()
     if runner.best_value is not None:
         log.info("Max accuracy: %.2f%%", runner.best_value)

@@ -118,3 +118,29 @@ def write_eval_json(output_dir: str | None, result: dict[str, Any], *, rank: int
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "eval.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+
+
+def task_runner(cfg: Any, ctx: RunContext, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                train_loader: Any, step_fn: Any, lr: float, config: dict[str, Any],
+                extra_state: dict[str, Any] | None = None, **task: Any) -> Any:
+    """The engine's :class:`~maekit.engine.runner.Runner` of a training task, its settings read once
+    from the task config ``cfg`` (schedule, output and log folders, checkpoints, resume, compile,
+    logging) and the run context ``ctx`` (devices, precision).
+
+    ``lr`` is the scaled learning rate, ``config`` the resolved options saved as config.yaml and in
+    checkpoints; ``extra_state`` joins the model's name and constructor arguments in the checkpoint;
+    ``task``: what differs between tasks (``eval_fn``, ``best_metric``, ``monitors``,
+    ``find_unused_parameters``).
+    """
+    from ..engine.report import Reporter
+    from ..engine.runner import Runner
+
+    extra = {"model_name": model.model_name, "model_args": dict(model.model_args), **(extra_state or {})}
+    return Runner(model=model, optimizer=optimizer, train_loader=train_loader, step_fn=step_fn, epochs=cfg.epochs,
+                  lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs, output_dir=cfg.output_dir,
+                  accum_iter=cfg.accum_iter, autocast_dtype=ctx.autocast_dtype, use_grad_scaler=ctx.use_scaler,
+                  clip_grad=cfg.clip_grad, save_every=cfg.save_every, resume=cfg.resume or None,
+                  start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=config, dist=ctx.dist,
+                  compile=cfg.compile, log_every=cfg.print_freq, overwrite=cfg.overwrite, extra_state=extra,
+                  reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to,
+                                    config=config), **task)

@@ -25,6 +25,7 @@ from ..engine.checkpoint import capture_rng_state, restore_rng_state
 from ..engine.knn import dataset_targets, frozen_eval
 from ..engine.monitors import KnnMonitor, LabelledFeatures, MonitorContext, OnlineProbe, is_due
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
+from .config import PretrainConfig
 
 log = logging.getLogger("maekit.tasks")
 RECON_IMAGES = 8
@@ -140,33 +141,29 @@ def _first_items(source: Any, n: int) -> list:
         return list(itertools.islice(iter(source), n))
 
 
-def build_pretrain_monitors(opts: Any, model: nn.Module, *, mean, std, train_dataset: Dataset | None = None,
+def build_pretrain_monitors(cfg: PretrainConfig, model: nn.Module, *, mean, std, train_dataset: Dataset | None = None,
                             seed: int = 0) -> list:
     """Monitors from the pretrain options (``knn_data_path``, ``knn_every``, ``knn_k``,
     ``knn_temperature``, ``knn_bank_per_class``, ``knn_max_queries``, ``online_probe``,
-    ``recon_every``); attributes missing from ``opts`` take their defaults."""
-    get = lambda name, default=None: getattr(opts, name, default)
+    ``recon_every``, and ``batch_size`` / ``num_workers`` for the feature passes, capped at 256 / 4)."""
     rng = capture_rng_state()  # dataset transforms / inits below must not move the training streams
     try:
         monitors: list = []
         img_size, in_chans = model.img_size, model.in_chans
-        if get("knn_data_path"):
-            bank, queries = knn_datasets(get("knn_data_path"), img_size=img_size, in_chans=in_chans, mean=mean,
-                                         std=std)
-            feats = LabelledFeatures(bank, queries, bank_per_class=get("knn_bank_per_class", 100),
-                                     max_queries=get("knn_max_queries", 1000), batch_size=min(get("batch_size", 64), 256),
-                                     num_workers=min(get("num_workers", 0) or 0, 4))
-            monitors.append(KnnMonitor(feats, every=get("knn_every") or 1, k=get("knn_k", 20),
-                                       temperature=get("knn_temperature", 0.07)))
-            if get("online_probe"):
-                monitors.append(OnlineProbe(feats, every=get("knn_every") or 1, seed=seed))
-        elif get("online_probe"):
+        if cfg.knn_data_path:
+            bank, queries = knn_datasets(cfg.knn_data_path, img_size=img_size, in_chans=in_chans, mean=mean, std=std)
+            feats = LabelledFeatures(bank, queries, bank_per_class=cfg.knn_bank_per_class,
+                                     max_queries=cfg.knn_max_queries, batch_size=min(cfg.batch_size, 256),
+                                     num_workers=min(cfg.num_workers, 4))
+            monitors.append(KnnMonitor(feats, every=cfg.knn_every, k=cfg.knn_k, temperature=cfg.knn_temperature))
+            if cfg.online_probe:
+                monitors.append(OnlineProbe(feats, every=cfg.knn_every, seed=seed))
+        elif cfg.online_probe:
             raise ValueError("--online_probe trains on labelled images: give them with --knn_data_path")
-        every = get("recon_every", 1)
-        if every:
-            images = fixed_images(get("data_path"), train_dataset, img_size=img_size, in_chans=in_chans,
-                                  mean=mean, std=std, options=opts)
-            monitors.append(ReconstructionMonitor(images, every=every, mask_ratio=get("mask_ratio", 0.75), mean=mean,
+        if cfg.recon_every:
+            images = fixed_images(cfg.data_path, train_dataset, img_size=img_size, in_chans=in_chans,
+                                  mean=mean, std=std, options=cfg)
+            monitors.append(ReconstructionMonitor(images, every=cfg.recon_every, mask_ratio=cfg.mask_ratio, mean=mean,
                                                   std=std, num_patches=model.num_patches, seed=seed))
         monitors.append(CurvesMonitor())
         return monitors

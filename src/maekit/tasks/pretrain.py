@@ -14,12 +14,10 @@ from ..data import (as_dataset, batch_mask_seeds, build_eval_transform, build_lo
                     resolve_dataset, resolve_mean_std)
 from ..data.factory import source_options
 from ..engine.optim import build_adamw, param_groups_weight_decay
-from ..engine.report import Reporter
-from ..engine.runner import Runner
 from ..models import create_model, is_pretraining_model
 from ..models.masking import per_sample_noise
 from ..hub.push import push_trained
-from .common import count_parameters, learning_rate, shape_overrides, start_run
+from .common import count_parameters, learning_rate, shape_overrides, start_run, task_runner
 from .config import PretrainConfig
 from .monitoring import build_pretrain_monitors
 
@@ -131,26 +129,18 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
     eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
                                   world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
     optimizer = build_adamw(param_groups_weight_decay(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
-    mask_ratio = cfg.mask_ratio
-    step_fn = make_pretrain_step(mask_ratio, int(model.num_patches))
+    step_fn = make_pretrain_step(cfg.mask_ratio, int(model.num_patches))
     # The monitors' fallback images: the user's dataset with the float evaluation transform.
     monitor_images = None if train_dataset is None else as_dataset(
         train_dataset, transform=build_eval_transform(model.img_size, in_chans=in_chans, mean=mean, std=std,
                                                       crop_pct=1.0), in_chans=in_chans, input_size=model.img_size)
     resolved = dict(cfg.to_dict(), model=model.model_name, lr=lr, eff_batch_size=eff_batch, mean=list(mean),
                     std=list(std), task="pretrain")
-    runner = Runner(
-        model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, epochs=cfg.epochs, lr=lr,
-        min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs, output_dir=cfg.output_dir,
-        accum_iter=cfg.accum_iter, autocast_dtype=ctx.autocast_dtype, use_grad_scaler=ctx.use_scaler,
-        clip_grad=cfg.clip_grad, save_every=cfg.save_every, resume=cfg.resume or None,
-        start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=resolved, dist=ctx.dist,
+    runner = task_runner(
+        cfg, ctx, model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, lr=lr, config=resolved,
         # Every parameter takes part in the loss, except mask_token when nothing is masked.
-        find_unused_parameters=mask_ratio == 0, compile=cfg.compile, log_every=cfg.print_freq,
-        extra_state={"model_name": model.model_name, "model_args": dict(model.model_args)},
-        monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=monitor_images, seed=cfg.seed),
-        reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to, config=resolved),
-    )
+        find_unused_parameters=cfg.mask_ratio == 0,
+        monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=monitor_images, seed=cfg.seed))
     last = runner.fit()
     push_trained(cfg, runner.model_without_ddp, rank=ctx.dist.rank)
     return last
