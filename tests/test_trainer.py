@@ -133,6 +133,18 @@ def test_mim_predict_returns_pipeline_results(pretrained, image):
     assert [r["input"] for r in rows] == [str(image), "input1"]
 
 
+def test_resume_training_from_a_run_folder_is_resume(pretrained, digits, tmp_path):
+    """resume_training=<run folder> is --resume <run folder>: its newest checkpoint's weights and
+    training state, so a 2-epoch run continues at epoch 1."""
+    first, _ = pretrained
+    trainer = Trainer(task="masked_image_modeling", model=tiny_mae(), train_dataset=digits[0],
+                      args=TrainingArguments(output_dir=str(tmp_path), blr=1e-3, **{**FAST, "epochs": 2}))
+    last = trainer.train(resume_training=first.output_dir)
+    records = [json.loads(line) for line in (tmp_path / "log.txt").read_text().splitlines()]
+    assert last["epoch"] == 1 and [r["epoch"] for r in records] == [1]
+    assert torch.load(trainer.checkpoint, weights_only=False)["args"]["resume"] == str(first.output_dir)
+
+
 def test_mim_module_weights_are_the_starting_point(tmp_path, digits):
     module = tiny_mae()
     before = {k: v.clone() for k, v in module.state_dict().items()}
