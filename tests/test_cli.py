@@ -197,8 +197,10 @@ def test_list_models_and_bench(capsys):
                                                "convmae_convvit_small_patch16"]
     assert run_cli("bench", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--batch_size", "4",
                    "--steps", "1", "--warmup", "0", "--amp", "none", "--device", "cpu", "--json") == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr()
+    res = json.loads(out.out.strip().splitlines()[-1])
     assert res["images_per_sec"] > 0 and res["precision"] == "float32"
+    assert "maekit bench: step 1/1 (timed)" in out.err  # progress, not minutes of silence
 
 
 # ----------------------------------------------------------------------------- one config flow

@@ -47,7 +47,7 @@ COMMANDS: dict[str, Command] = {
                          "maekit.tasks.predict:run_visualize"),
     "convert": Command(tool_config.ConvertConfig, "convert weights between official, PASSL, MindFormers, HF, timm "
                        "and maekit formats", "maekit.convert.cli:run_convert"),
-    "run": Command(tool_config.RunConfig, "run a MindFormers-style YAML (train / finetune / eval / predict)",
+    "run": Command(tool_config.RunCommandConfig, "run a MindFormers-style YAML (train / finetune / eval / predict)",
                    "maekit.compat.mindformers_cli:run_mindformers"),
     "demo": Command(task_config.DemoConfig, "pretrain a small MAE on built-in digits, probe it, write pictures and "
                     "a report", "maekit.tasks.demo:run_demo", trains=True),

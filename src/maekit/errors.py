@@ -171,22 +171,26 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
                          "use a local file or folder (HF_HUB_OFFLINE=1 uses only what is cached)")
     if any(_is_network(c) for c in _causes(exc)):  # e.g. "weights unavailable" raised from a URLError
         return RUNTIME, str(exc)
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
-        return USAGE, str(exc)
-    if isinstance(exc, PermissionError):
-        return RUNTIME, (f"permission denied on {exc.filename or 'a file'}: this user may not read or write it; "
-                         "fix its permissions or choose another path")
     if isinstance(exc, OSError):
-        code = exc.errno
-        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS):
-            return RUNTIME, str(write_failure(exc.filename or ".", exc))
-        return RUNTIME, f"{type(exc).__name__}: {exc}"
+        return _describe_os_error(exc)
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return RUNTIME, (f"out of memory ({_first_line(exc)}): lower --batch_size (and raise --accum_iter to "
                          "keep the effective batch), use --amp bf16, or a smaller --input_size")
     if isinstance(exc, ValueError):  # maekit raises ValueError for bad arguments throughout
         return USAGE, str(exc)
     return None
+
+
+def _describe_os_error(exc: OSError) -> tuple[int, str]:
+    """A missing or clashing path is the user's (exit 2); permissions, a full disk, the rest: 1."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)):
+        return USAGE, str(exc)
+    if isinstance(exc, PermissionError):
+        return RUNTIME, (f"permission denied on {exc.filename or 'a file'}: this user may not read or write it; "
+                         "fix its permissions or choose another path")
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS):
+        return RUNTIME, str(write_failure(exc.filename or ".", exc))
+    return RUNTIME, f"{type(exc).__name__}: {exc}"
 
 
 def _first_paragraph(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""``maekit run`` (run_mindformer.py's interface; options: :class:`maekit.tasks.tool_config.RunConfig`):
+"""``maekit run`` (run_mindformer.py's interface; options: :class:`maekit.tasks.tool_config.RunCommandConfig`):
 :func:`run_mindformers` runs a run YAML through the :class:`~maekit.api.Trainer` in the YAML's (or
 ``--run_mode``'s) mode.
 
@@ -38,7 +38,7 @@ def yaml_options(cfg: Any) -> dict[str, Any]:
 def run_mindformers(args: Any) -> int:
     """``maekit run --config X.yaml --run_mode train|finetune|eval|predict [--load_checkpoint P]
     [--train_dataset_dir D] [--eval_dataset_dir D] [--predict_data img ...] [--options k=v ...]``
-    (``args``: :class:`maekit.tasks.tool_config.RunConfig`); returns the exit code."""
+    (``args``: :class:`maekit.tasks.tool_config.RunCommandConfig`); returns the exit code."""
     from ..api.trainer import Trainer
     from ..cli import exit_code_of_run
     from .mindformers import load_run_config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -16,15 +17,15 @@ from ..engine.metrics import autocast_context
 from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..engine.precision import resolve_amp
 from ..models import create_model, is_pretraining_model
-from .common import device_name, image_size
+from .common import image_size, inference_device
 from .config import BenchConfig
 
 
 def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int, amp: str, mask_ratio: float,
-            device: str | None, compile: bool = False) -> dict:
-    """Median images/s of ``steps`` training steps; also peak CUDA memory when on a GPU."""
-    dev = torch.device(device_name(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pretrain = is_pretraining_model(model)
+            device: str | None, compile: bool = False, progress: bool = False) -> dict:
+    """Median images/s of ``steps`` training steps; also peak CUDA memory when on a GPU.
+    ``progress``: a line on stderr per step (a large model on a CPU takes minutes)."""
+    dev = torch.device(inference_device(device))
     net = create_model(model, img_size=image_size(input_size)).to(dev).train()
     dtype, use_scaler = resolve_amp(amp, dev)
     scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
@@ -33,20 +34,22 @@ def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int,
     h, w = net.img_size if isinstance(net.img_size, tuple) else (net.img_size, net.img_size)
     x = torch.randn(batch_size, net.in_chans, h, w, device=dev)
     y = torch.randint(0, getattr(net, "num_classes", 1) or 1, (batch_size,), device=dev)
+    if is_pretraining_model(model):
+        def loss_fn() -> torch.Tensor:
+            return fwd(x, mask_ratio=mask_ratio).loss
+    else:
+        def loss_fn() -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(fwd(x), y)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        with autocast_context(dev, dtype):
-            loss = fwd(x, mask_ratio=mask_ratio).loss if pretrain else torch.nn.functional.cross_entropy(fwd(x), y)
-        (scaler.scale(loss) if scaler else loss).backward()
-        scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        _step(loss_fn, opt, scaler, dev, dtype)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        if progress:
+            kind = "timed" if i >= warmup else "warm-up"
+            print(f"maekit bench: step {i + 1}/{warmup + steps} ({kind}) {time.perf_counter() - t0:.2f} s",
+                  file=sys.stderr, flush=True)
     out = {"model": model, "device": str(dev), "precision": str(dtype or torch.float32).replace("torch.", ""),
            "batch_size": batch_size, "images_per_sec": round(batch_size / statistics.median(times), 2)}
     if dev.type == "cuda":
@@ -54,11 +57,27 @@ def measure(*, model: str, input_size, batch_size: int, steps: int, warmup: int,
     return out
 
 
+def _step(loss_fn, opt: torch.optim.Optimizer, scaler, dev: torch.device, dtype) -> None:
+    """One training step as the Runner's (autocast forward, backward, optimizer step)."""
+    with autocast_context(dev, dtype):
+        loss = loss_fn()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_bench(args: BenchConfig) -> int:
     """``maekit bench``: measure and print; returns the exit code."""
     res = measure(model=args.model, input_size=args.input_size, batch_size=args.batch_size, steps=args.steps,
                   warmup=args.warmup, amp=args.amp, mask_ratio=args.mask_ratio, device=args.device,
-                  compile=args.compile)
+                  compile=args.compile, progress=True)
     if args.json:
         print(json.dumps(res))
     else:

@@ -97,16 +97,21 @@ def parser_for(cls: type, *, prog: str, description: str | None = None) -> argpa
         names.update(flag.lstrip("-") for flag in f.metadata.get("flags") or ())
     # read by maekit.errors from the command line (an error's traceback), so it is no option
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    for name, takes_value in cls.ignored.items():  # official flags nothing reads: accepted, dropped
+    _add_other_spellings(parser, cls, names, types)
+    return parser
+
+
+def _add_other_spellings(parser: argparse.ArgumentParser, cls: type, names: set[str], types: dict) -> None:
+    """Hidden flags: the official ones nothing reads (``cls.ignored``: accepted, dropped), and the
+    alias table's spellings of the options ``names`` (configs with ``file_options``)."""
+    for name, takes_value in cls.ignored.items():
         spellings = {name, name.replace("_", "-")} | {a for a, t in ALIASES.items() if t == name}
         parser.add_argument(*sorted(f"--{s}" for s in spellings), dest=f"ignored {name}", help=argparse.SUPPRESS,
                             **({} if takes_value else {"action": "store_true"}))
-    if cls.file_options:
-        for alias, target in ALIASES.items():
-            if target in names and alias not in names:
-                parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS,
-                                    **_value_kwargs(types[target]))
-    return parser
+    aliases = ALIASES.items() if cls.file_options else ()
+    for alias, target in aliases:
+        if target in names and alias not in names:
+            parser.add_argument(f"--{alias}", dest=target, help=argparse.SUPPRESS, **_value_kwargs(types[target]))
 
 
 def resolve_config_path(path: str) -> str:

@@ -115,7 +115,7 @@ class AppConfig(_ToolOptions):
 
 
 @dataclass
-class RunConfig(_ToolOptions):
+class RunCommandConfig(_ToolOptions):
     """maekit run: run a MindFormers-style YAML (run_mindformer.py's interface): train, finetune, eval or predict
     through maekit.Trainer. Each flag sets a key of the YAML (--epochs is runner_config.epochs); see
     maekit.compat.mindformers for the mapping."""
@@ -150,4 +150,4 @@ class RunConfig(_ToolOptions):
 
 
 __all__ = ["AppConfig", "CONVERT_FORMATS", "ConvertConfig", "DownloadConfig", "ListModelsConfig", "PushConfig",
-           "RunConfig", "ShardConfig"]
+           "RunCommandConfig", "ShardConfig"]
