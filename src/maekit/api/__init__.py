@@ -27,7 +27,7 @@ from ..hub.table import WeightsEntry, list_pretrained, register_weights
 __all__ = [
     "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",
     "ImageClassificationPipeline", "ImageFeatureExtractionPipeline", "ImageProcessor", "MAEConfig",
-    "MaskedImageModelingPipeline", "Pipeline", "RunConfig", "RunConfigWarning", "Trainer", "TrainingArguments",
+    "MaskedImageModelingPipeline", "MindFormersRun", "Pipeline", "RunConfigWarning", "Trainer", "TrainingArguments",
     "WeightsEntry", "WeightsUnavailableError", "cache_dir",
     "download", "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "register_weights",
     "save_pretrained",
@@ -36,7 +36,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The MindFormers run YAML lives in maekit.compat (which builds on the Trainer): loaded on first use.
-    if name in ("RunConfig", "RunConfigWarning", "load_run_config"):
+    if name in ("MindFormersRun", "RunConfigWarning", "load_run_config"):
         from ..compat import mindformers
 
         return getattr(mindformers, name)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..compat.mindformers import DEFAULT_MODELS, RunConfig, load_run_config
+from ..compat.mindformers import DEFAULT_MODELS, MindFormersRun, load_run_config
 from ..engine.checkpoint import BEST_NAME, LAST_NAME
 from ..models import canonical_name, classifier_name, is_model, is_pretraining_model
 from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
@@ -61,7 +61,7 @@ class Trainer:
         args: :class:`TrainingArguments`, a dict of its fields, a task config (``PretrainConfig``
             ...: the options it sets), or a run YAML (path or packaged name such as
             ``mae/run_mae_vit_base_p16_224_800ep.yaml``, or its
-            :class:`~maekit.compat.mindformers.RunConfig`).
+            :class:`~maekit.compat.mindformers.MindFormersRun`).
         task: ``masked_image_modeling`` / ``image_classification`` (hyphens accepted).
         model: name, tagged name, folder, checkpoint file, URL, Hub id, config or ``nn.Module``.
         model_name: MindFormers' spelling of ``model`` for a name (used when ``model`` is None).
@@ -74,7 +74,7 @@ class Trainer:
         self.run_config = None
         if isinstance(args, (str, os.PathLike)):
             args = load_run_config(args)
-        if isinstance(args, RunConfig):  # the YAML's task config, task, model and datasets
+        if isinstance(args, MindFormersRun):  # the YAML's task config, task, model and datasets
             self.run_config = rc = args
             task = task or rc.task
             if model is None and model_name is None:

@@ -138,7 +138,7 @@ _ARCH_FIELDS = {
 
 
 @dataclass
-class RunConfig:
+class MindFormersRun:
     """A run YAML mapped onto maekit (module docstring).
 
     Attributes:
@@ -163,7 +163,7 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------- mapping
 def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONFIG,
-                    options: Sequence[str] | Mapping[str, Any] = ()) -> RunConfig:
+                    options: Sequence[str] | Mapping[str, Any] = ()) -> MindFormersRun:
     """Read a run YAML (path, packaged name or an already loaded dict), apply ``options``, map it.
     An option key that would not take effect is a ``ValueError`` (unknown keys of the file only warn)."""
     if isinstance(config, Mapping):
@@ -302,7 +302,7 @@ def _map_mask_ratio(mc: Section, fields: dict[str, Any], task: str) -> None:
               "ignored")
 
 
-def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set[str] | None = None) -> RunConfig:
+def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set[str] | None = None) -> MindFormersRun:
     """Map a run-YAML dict onto maekit (module docstring); ``read`` collects the dotted keys read."""
     where = os.path.basename(source) if source else ""
     top = Section(data, "", read=read)
@@ -326,7 +326,7 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set
     cls = TASK_CONFIGS[task]
     _map_maekit_fields(top, fields, cls)
     check_sizes(fields.get("input_size"), sizes_seen)
-    return RunConfig(run_mode=run_mode, task=task, model=model_name, args=_task_config(cls, fields, task, where),
+    return MindFormersRun(run_mode=run_mode, task=task, model=model_name, args=_task_config(cls, fields, task, where),
                      train_dataset=train_dir, eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
                      default_checkpoint=default_checkpoint, resume_training=resume, source=source, data=dict(data))
 
@@ -397,5 +397,5 @@ def _named_architecture(name: str, task: str, fields: dict[str, Any], where: str
         raise ValueError(f"{where}: trainer.model_name: {e}") from None
 
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODELS", "RUN_MODES", "RunConfig", "RunConfigWarning", "apply_options", "load_run_config",
-           "map_run_config", "read_run_yaml", "resolve_run_config_path"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODELS", "RUN_MODES", "MindFormersRun", "RunConfigWarning", "apply_options",
+           "load_run_config", "map_run_config", "read_run_yaml", "resolve_run_config_path"]
