@@ -353,3 +353,67 @@ def test_model_config_out_of_range_is_refused_before_allocation(tmp_path, key, v
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         MaekitModel.from_pretrained(folder)
     assert time.time() - t0 < 30  # refused before building 1e9 blocks
+
+
+# ----------------------------------------------------------------- a network that never answers
+@pytest.fixture
+def silent_server():
+    """A loopback port that accepts connections and never answers; yields its URL."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+_PUSH = ("import torch, maekit\nfrom maekit.hub import push_to_hub\n"
+         "m = maekit.create_model('mae_vit_tiny_patch16', img_size=32, patch_size=8, depth=1, decoder_depth=1)\n"
+         "try:\n    push_to_hub(m, 'me/x')\nexcept maekit.errors.RuntimeFailure as e:\n    print('FAILURE', e)\n")
+
+
+@pytest.mark.parametrize("case", ["hf-hub", "hf-dataset", "push_to_hub", "python-push", "wandb", "wandb-no-key"])
+def test_a_server_that_never_answers_fails_in_bounded_time(digit_folders, tmp_path, tiny, silent_server, case):
+    image = next((digit_folders / "val" / "one").glob("*.png"))
+    env = dict(python_env(), HF_ENDPOINT=silent_server, HF_HUB_DOWNLOAD_TIMEOUT="1", HF_HUB_ETAG_TIMEOUT="1",
+               HF_HOME=str(tmp_path / "hf"), HF_TOKEN="hf_test", WANDB_BASE_URL=silent_server, WANDB_INIT_TIMEOUT="1",
+               WANDB_MODE="online", HOME=str(tmp_path), WANDB_API_KEY="a" * 40)
+    train = args(tiny, digit_folders / "unlabelled", tmp_path / "out")
+    argv, code, needles = {
+        "hf-hub": (["predict", "--model", "hf-hub:me/x", "--input", image], 1, ["hf-hub:me/x: cannot reach the Hub"]),
+        "hf-dataset": (args(tiny, "hf:me/data", tmp_path / "out"), 1, ["hf:me/data: cannot reach the Hub"]),
+        "push_to_hub": ([*train, "--push_to_hub", "--hub_model_id", "me/x"], 1,
+                        ["pushing to me/x: cannot reach the Hub", "the run is saved in"]),
+        "python-push": (None, 0, ["FAILURE pushing to me/x: cannot reach the Hub"]),
+        "wandb": ([*train, "--report_to", "wandb"], 1, [f"no answer from {silent_server} within 1 s",
+                                                        "WANDB_INIT_TIMEOUT"]),
+        "wandb-no-key": ([*train, "--report_to", "wandb"], 2, ["--report_to wandb: No API key", "WANDB_API_KEY"]),
+    }[case]
+    if case == "wandb-no-key":
+        del env["WANDB_API_KEY"]
+    command = [PY, "-c", _PUSH] if argv is None else [PY, "-m", "maekit", *map(str, argv)]
+    started = time.monotonic()
+    res = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert res.returncode == code, res.stderr[-3000:]
+    said = res.stdout + res.stderr
+    for needle in needles:
+        assert needle in said, said[-3000:]
+    if case.startswith(("hf", "push", "python")):
+        assert silent_server in said and "HF_HUB_DOWNLOAD_TIMEOUT" in said
+    assert "Traceback" not in said
+    assert took < 90  # bounded: 1 s waits, no retries of a silent host (it hung for minutes before)

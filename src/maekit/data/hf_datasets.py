@@ -69,9 +69,15 @@ def load_hf(spec: str) -> Any:
     if path.exists():
         raise ValueError(f"hf:{name} is a file; give a save_to_disk folder, an image folder or a Hub "
                          "dataset name")
+    from ..hub.remote import bound_hub_session, unreachable
+
+    bound_hub_session()  # a Hub that never answers: one bounded wait, not datasets' retries of none
     try:
         return ds.load_dataset(name)
     except Exception as err:  # noqa: BLE001 - datasets raises many types (not found, HTTP, config errors)
+        silent = unreachable(err, f"hf:{name}")
+        if silent:
+            raise FileNotFoundError(silent) from err
         raise FileNotFoundError(
             f"cannot load the Hugging Face dataset {name!r}: it is not a local folder and the Hub said "
             f"{type(err).__name__}: {err}"

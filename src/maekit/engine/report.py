@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RuntimeFailure, UsageError
 from ..fileio import atomic_write
 from .checkpoint import to_plain
 from .distributed import is_main_process
@@ -164,5 +165,21 @@ def _start_wandb(output_dir: Any, config: dict | None):
     folder.mkdir(parents=True, exist_ok=True)
     # Resume the same wandb run after a restart: the id is derived from the output folder.
     run_id = "maekit-" + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "maekit"), name=folder.name, dir=str(folder),
-                      id=run_id, resume="allow", config=to_plain(config or {}), reinit="finish_previous")
+    # wandb waits 90 s (+10) for a server that never answers; 30 s unless the user chose
+    settings = None if os.environ.get("WANDB_INIT_TIMEOUT") else wandb.Settings(init_timeout=30)
+    try:
+        return wandb.init(project=os.environ.get("WANDB_PROJECT", "maekit"), name=folder.name, dir=str(folder),
+                          id=run_id, resume="allow", config=to_plain(config or {}), reinit="finish_previous",
+                          settings=settings)
+    except wandb.errors.UsageError as e:  # no API key, above all
+        raise UsageError(f"--report_to wandb: {_first_line(e)} (or set WANDB_API_KEY; WANDB_MODE=offline "
+                         "logs without an account, to sync later)") from e
+    except wandb.errors.CommError as e:  # the server did not answer in time
+        server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        wait = os.environ.get("WANDB_INIT_TIMEOUT", "30")
+        raise RuntimeFailure(f"--report_to wandb: no answer from {server} within {wait} s ({_first_line(e)}); "
+                             "check the connection, raise WANDB_INIT_TIMEOUT, or set WANDB_MODE=offline") from e
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

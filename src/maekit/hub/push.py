@@ -191,6 +191,9 @@ def push_to_hub(model: nn.Module, repo_id: str, *, run_dir: str | os.PathLike | 
         maekit.errors.RuntimeFailure: the Hub refused the request or could not be reached (one line
             that names the repository or the endpoint, :func:`hub_failure`; the cause is chained).
     """
+    from .remote import bound_hub_session
+
+    bound_hub_session()  # every request waits at most HF_HUB_DOWNLOAD_TIMEOUT s; a silent Hub is not retried
     model = _maekit_model(model)
     card = model_card(model, run_dir, repo_id, training_config=training_config, metrics=metrics, extra=card_extra)
     try:
@@ -229,14 +232,10 @@ def hub_failure(e: BaseException, repo_id: str) -> RuntimeFailure | None:
             return RuntimeFailure(f"the Hub refused the token for {repo_id} (HTTP {status}: {said}); set "
                                   "HF_TOKEN or run `hf auth login` with a token that has write access")
         return RuntimeFailure(f"pushing to {repo_id} failed (HTTP {status}: {said})")
-    if type(e).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3") \
-            or isinstance(e, (ConnectionError, TimeoutError)):
-        from huggingface_hub import constants
+    from .remote import unreachable
 
-        return RuntimeFailure(f"cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}); check the "
-                              "connection or HF_ENDPOINT")
-    return None
+    said = unreachable(e, f"pushing to {repo_id}")
+    return RuntimeFailure(said) if said else None
 
 
 # ----------------------------------------------------------------------------- the commands

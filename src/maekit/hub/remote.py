@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
 from pathlib import Path
 
 PREFIX = "hf-hub:"
@@ -24,6 +27,87 @@ _SAFE_FILES, _BIN_FILES = ["*.json", "*.safetensors"], ["*.json", "pytorch_model
 _LOOSE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pdparams", ".pd", ".npz")
 # Suffixes of checkpoint files of any format: a bare name ending so is a path, not a Hub id.
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".safetensors", ".npz", ".tar")
+
+
+# --------------------------------------------------------------------------- bounded network
+# huggingface_hub's shared HTTP session has no timeout (``timeout=None``): a Hub that accepts the
+# connection and never answers hangs ``model_info`` / ``create_repo`` / a commit for ever, and its
+# retrying helpers (``http_backoff``: 5 retries, 23 s of sleeps) multiply any timeout by six. maekit
+# installs a session (on its first Hub call, never at import) whose transport fills every timeout a
+# request left unset, and fails fast, without another wait, once a host went silent: one timeout per
+# operation, then a one-line error naming the endpoint and the variable that sets the wait.
+_SILENT_FOR = 120.0  # seconds a host that timed out is considered silent (requests to it fail at once)
+_silent: dict[str, float] = {}
+_installed = threading.Lock()
+_done = False
+
+
+def hub_timeout() -> float:
+    """Seconds a Hub request may wait for the server: ``HF_HUB_DOWNLOAD_TIMEOUT`` (default 10)."""
+    try:
+        return max(0.1, float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10))
+    except ValueError:
+        return 10.0
+
+
+def silent_host(url: str | None = None) -> bool:
+    """True when the Hub (``url``'s host, default the endpoint) timed out in the last two minutes."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    host = urlsplit(url or constants.ENDPOINT).netloc
+    seen = _silent.get(host)
+    return seen is not None and time.monotonic() - seen < _SILENT_FOR
+
+
+def bound_hub_session() -> None:
+    """Make huggingface_hub's HTTP session time out (once per process; see the comment above)."""
+    global _done
+    with _installed:
+        if _done:
+            return
+        import httpx2
+        from huggingface_hub import set_client_factory
+        from huggingface_hub.utils._http import hf_request_event_hook
+
+        class HubUnreachable(httpx2.TransportError, TimeoutError):
+            """A request to a host that went silent: not retried (not a ``NetworkError``)."""
+
+        class BoundedClient(httpx2.Client):
+            def send(self, request, **kwargs):
+                host = request.url.netloc.decode("ascii", "replace")
+                wait = hub_timeout()
+                if silent_host(f"http://{host}"):
+                    raise HubUnreachable(f"{host} did not answer within {wait:g} s", request=request)
+                given = request.extensions.get("timeout") or {}
+                request.extensions["timeout"] = {k: given.get(k) or wait for k in ("connect", "read", "write", "pool")}
+                try:
+                    return super().send(request, **kwargs)
+                except (httpx2.TimeoutException, httpx2.ConnectError):
+                    _silent[host] = time.monotonic()
+                    raise
+
+        def factory():  # huggingface_hub's default_client_factory, bounded
+            return BoundedClient(event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True)
+
+        set_client_factory(factory)
+        _done = True
+
+
+def unreachable(e: BaseException, what: str) -> str | None:
+    """The one-line message for a Hub request that got no answer (None: ``e`` is another failure)."""
+    from huggingface_hub import constants
+
+    transport = type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3")
+    if not (transport or isinstance(e, (ConnectionError, TimeoutError))):
+        return None
+    if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
+        said = f"no answer within {hub_timeout():g} s"
+    else:
+        said = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}"
+    return (f"{what}: cannot reach the Hub at {constants.ENDPOINT} ({said}); check the connection or HF_ENDPOINT, "
+            "raise HF_HUB_DOWNLOAD_TIMEOUT for a slow network, or set HF_HUB_OFFLINE=1 to use the cache only")
 
 
 def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
@@ -44,29 +128,46 @@ def hub_id(text: str, *, exists_locally: bool) -> tuple[str, str | None] | None:
 
 
 def snapshot(repo_id: str, revision: str | None = None) -> Path:
-    """The local folder of a Hub repository's model files (downloaded into the Hub cache if needed)."""
-    from huggingface_hub import snapshot_download
+    """The local folder of a Hub repository's model files (downloaded into the Hub cache if needed;
+    from the cache alone when the Hub does not answer)."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    bound_hub_session()
+    name = f"hf-hub:{repo_id}{'@' + revision if revision else ''}"
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_SAFE_FILES))
-        if not any(folder.glob("*.safetensors")):  # an older repository: its torch.save weights
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_BIN_FILES))
-        if any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")):
-            return folder
-        return _loose_checkpoint(repo_id, revision, folder) or folder
+        try:
+            return _snapshot(repo_id, revision, cached_only=silent_host())
+        except (LocalEntryNotFoundError, HfHubHTTPError):
+            raise
+        except Exception as e:  # the Hub went silent mid-way (maekit's fast failure): what the cache holds
+            if unreachable(e, name) is None:
+                raise
+            return _snapshot(repo_id, revision, cached_only=True)
     except LocalEntryNotFoundError as e:
-        from huggingface_hub import constants
-
-        name = f"hf-hub:{repo_id}{'@' + revision if revision else ''}"
         if constants.HF_HUB_OFFLINE:
             raise FileNotFoundError(f"{name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
                                     "HF_HUB_OFFLINE=1 forbids downloads: unset HF_HUB_OFFLINE, or pass a local "
                                     "folder") from e
+        if silent_host():
+            raise FileNotFoundError(f"{unreachable(TimeoutError(), name)}; or pass a local folder") from e
         raise FileNotFoundError(f"{name} is not in the Hugging Face cache and cannot be downloaded "
                                 f"({str(e).splitlines()[0]}); check the connection, or pass a local folder") from e
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"hf-hub:{repo_id}: {str(e).splitlines()[0]}") from e
+
+
+def _snapshot(repo_id: str, revision: str | None, *, cached_only: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_SAFE_FILES,
+                                    local_files_only=cached_only))
+    if not any(folder.glob("*.safetensors")):  # an older repository: its torch.save weights
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_BIN_FILES,
+                                        local_files_only=cached_only or silent_host()))
+    if any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")):
+        return folder
+    return _loose_checkpoint(repo_id, revision, folder) or folder
 
 
 def _loose_checkpoint(repo_id: str, revision: str | None, folder: Path) -> Path | None:
@@ -78,7 +179,7 @@ def _loose_checkpoint(repo_id: str, revision: str | None, folder: Path) -> Path 
     """
     from huggingface_hub import HfApi, constants, hf_hub_download
 
-    if constants.HF_HUB_OFFLINE:  # what the cache holds of this revision
+    if constants.HF_HUB_OFFLINE or silent_host():  # what the cache holds of this revision
         names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     else:
         names = HfApi().list_repo_files(repo_id, revision=revision)
