@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from ..compat.mindformers import DEFAULT_MODELS, MindFormersRun, load_run_config
@@ -346,14 +345,13 @@ class Trainer:
             dict with ``reconstruction`` / ``masked`` / ``grid`` (PIL), ``mask``, ``loss``, ``files``;
             image classification, per image a list of ``{'label', 'score', 'index'}``.
         """
-        from ..tasks.common import device_name
+        from ..tasks.common import inference_device
         from .pipelines import pipeline
 
         inputs = predict_inputs(input_data, self.eval_dataset)
         model = self._inference_model(predict_checkpoint)
         opts = self._options()
-        device = device_name(opts.get("device")) or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = pipeline(self.task, model, device=device,
+        pipe = pipeline(self.task, model, device=inference_device(opts.get("device")),
                         batch_size=batch_size or opts.get("batch_size", PredictConfig.default("batch_size")))
         if self.mim:
             kwargs.setdefault("mask_ratio", opts.get("mask_ratio", PredictConfig.default("mask_ratio")))
