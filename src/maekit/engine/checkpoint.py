@@ -14,7 +14,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -228,16 +228,6 @@ def to_plain(obj: Any) -> Any:
     return str(obj)
 
 
-# Options that change what a resumed run computes; a resume with other values is refused unless
-# --resume_ignore_args (epochs may grow: extending a run is the usual reason to resume).
-TRAJECTORY_KEYS = (
-    "model", "input_size", "patch_size", "in_chans", "norm_pix_loss", "mask_ratio", "sparse_stages",
-    "model_args", "drop_path", "global_pool", "nb_classes", "batch_size", "accum_iter", "eff_batch_size",
-    "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "layer_decay", "clip_grad", "augment",
-    "smoothing", "mixup", "cutmix", "mean", "std", "task",
-)
-
-
 class ResumeArgsError(ValueError):
     """A resume whose options differ from the checkpoint's (names the differences)."""
 
@@ -252,12 +242,12 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def args_differences(stored: dict | None, current: dict, keys=TRAJECTORY_KEYS) -> dict[str, tuple]:
-    """``{key: (stored, current)}`` for the ``keys`` present in both that differ."""
+def args_differences(stored: dict | None, current: dict, keys: Iterable[str] | None = None) -> dict[str, tuple]:
+    """``{key: (stored, current)}`` for the ``keys`` (default: every key) present in both that differ."""
     if not isinstance(stored, dict):
         return {}
-    diff = {}
-    for key in keys:
+    diff, current = {}, to_plain(current)  # as a checkpoint stores it (paths as text ...)
+    for key in sorted(set(stored) & set(current)) if keys is None else keys:
         if key in stored and key in current and _norm(stored[key]) != _norm(current[key]):
             if key == "input_size" and _norm(stored[key]) in ([_norm(current[key])], _norm(current[key])):
                 continue
@@ -265,12 +255,12 @@ def args_differences(stored: dict | None, current: dict, keys=TRAJECTORY_KEYS) -
     return diff
 
 
-def check_resume_args(stored: dict | None, current: dict, *, path: Any, ignore: bool = False) -> dict[str, tuple]:
-    """Refuse (``ResumeArgsError``) a resume whose options differ from the checkpoint's, unless ``ignore``.
-
-    Returns the differences (logged as a warning when ignored).
+def check_resume_args(stored: dict | None, current: dict, *, path: Any, ignore: bool = False,
+                      keys: Iterable[str] | None = None) -> dict[str, tuple]:
+    """Refuse (``ResumeArgsError``) a resume whose options ``keys`` (default: all) differ from the
+    checkpoint's, unless ``ignore``. Returns the differences (logged as a warning when ignored).
     """
-    diff = args_differences(stored, current)
+    diff = args_differences(stored, current, keys)
     if not diff:
         return diff
     lines = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())

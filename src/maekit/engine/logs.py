@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import yaml
@@ -159,9 +159,11 @@ def _yaml_safe(obj: Any) -> Any:
     return obj
 
 
-def archive_config(output_dir: str | os.PathLike | None, new_config: dict, *, enabled: bool = True) -> Path | None:
-    """Before ``config.yaml`` is overwritten with a different configuration, append the old one to
-    ``config-history.yaml`` (a YAML list, oldest first, each with the time it was replaced)."""
+def archive_config(output_dir: str | os.PathLike | None, new_config: dict, *, enabled: bool = True,
+                   keys: Iterable[str] | None = None) -> Path | None:
+    """Before ``config.yaml`` is overwritten with a configuration that differs in ``keys`` (default:
+    any), append the old one to ``config-history.yaml`` (a YAML list, oldest first, each with the
+    time it was replaced)."""
     if not output_dir or not enabled:
         return None
     current = Path(output_dir) / "config.yaml"
@@ -171,7 +173,7 @@ def archive_config(output_dir: str | os.PathLike | None, new_config: dict, *, en
         old = yaml.safe_load(current.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         old = {"unreadable_config_yaml": current.read_text(encoding="utf-8", errors="replace")}
-    if not args_differences(old, new_config) and not args_differences(new_config, old):
+    if not args_differences(old, new_config, keys) and not args_differences(new_config, old, keys):
         return None
     history = current.with_name("config-history.yaml")
     entries = yaml.safe_load(history.read_text(encoding="utf-8")) if history.is_file() else None

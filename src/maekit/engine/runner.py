@@ -82,6 +82,8 @@ class Runner:
             ``overwrite`` key of ``config`` (the task configs carry ``--overwrite`` there).
         monitors: ``monitor(model, epoch, ctx) -> dict`` after each epoch (engine.monitors).
         reporter: an engine.report.Reporter (TensorBoard / CSV / wandb); default TensorBoard on log_dir.
+        resume_keys: the ``config`` keys a resume must not change (``ResumeArgsError`` names them;
+            the ``resume_ignore_args`` key of ``config`` allows it); default: every key both record.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Iterable,
@@ -95,7 +97,7 @@ class Runner:
                  extra_state: dict[str, Any] | None = None, dist: DistInfo | None = None,
                  device: str | torch.device | None = None, find_unused_parameters: bool = False,
                  compile: bool = False, log_every: int = 20, handle_signals: bool = True, overwrite: bool | None = None,
-                 monitors: list | None = None, reporter: Any = None):
+                 monitors: list | None = None, reporter: Any = None, resume_keys: Iterable[str] | None = None):
         if device is None:
             device = dist.device if dist is not None else next(model.parameters()).device
         self.device = torch.device(device)
@@ -123,6 +125,7 @@ class Runner:
         self.resumed_from: Path | None = None
         self.lock = RunLock(self.output_dir if self.is_main else None)
         self.monitors, self.reporter = list(monitors or []), reporter
+        self.resume_keys = None if resume_keys is None else tuple(resume_keys)
 
     def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
         if self.dist.distributed:
@@ -166,7 +169,7 @@ class Runner:
         check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
         check_batches(self.train_loader, self.accum_iter)
         self._announce()
-        archive_config(self.output_dir, self.config, enabled=self.is_main)
+        archive_config(self.output_dir, self.config, enabled=self.is_main, keys=self.resume_keys)
         save_config(self.output_dir, self.config, enabled=self.is_main)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
         if self.resume:
@@ -311,7 +314,8 @@ class Runner:
         # a checkpoint saved from a DDP-wrapped model: drop the wrapper's prefix
         if weights and all(k.startswith("module.") for k in weights):
             weights = {k[len("module."):]: v for k, v in weights.items()}
-        check_resume_args(ckpt.get("args"), self.config, path=path, ignore=bool(self.config.get("resume_ignore_args")))
+        check_resume_args(ckpt.get("args"), self.config, path=path, ignore=bool(self.config.get("resume_ignore_args")),
+                          keys=self.resume_keys)
         try:
             self.model_without_ddp.load_state_dict(weights)
         except RuntimeError:  # strict: another architecture or size

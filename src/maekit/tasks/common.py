@@ -15,6 +15,7 @@ from ..engine.lock import check_output_dir
 from ..engine.logs import setup_logging
 from ..engine.optim import effective_batch_and_lr
 from ..engine.precision import resolve_amp
+from .config import RESUME_CHECKED
 
 log = logging.getLogger("maekit.tasks")
 
@@ -142,5 +143,6 @@ def task_runner(cfg: Any, ctx: RunContext, *, model: torch.nn.Module, optimizer:
                   clip_grad=cfg.clip_grad, save_every=cfg.save_every, resume=cfg.resume or None,
                   start_epoch=cfg.start_epoch, log_dir=cfg.log_dir, config=config, dist=ctx.dist,
                   compile=cfg.compile, log_every=cfg.print_freq, overwrite=cfg.overwrite, extra_state=extra,
+                  resume_keys=RESUME_CHECKED,
                   reporter=Reporter(log_dir=cfg.log_dir, output_dir=cfg.output_dir, report_to=cfg.report_to,
                                     config=config), **task)

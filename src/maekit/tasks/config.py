@@ -74,6 +74,17 @@ def _default_num_workers() -> int:
     return max(0, min(10, cpus // local - 1))
 
 
+# Options that change what a resumed run computes (and what the task adds to its resolved config:
+# eff_batch_size, task); a resume with other values is refused unless --resume_ignore_args. Epochs
+# may grow: extending a run is the usual reason to resume.
+RESUME_CHECKED = (
+    "model", "input_size", "patch_size", "in_chans", "norm_pix_loss", "mask_ratio", "sparse_stages",
+    "model_args", "drop_path", "global_pool", "nb_classes", "batch_size", "accum_iter", "eff_batch_size",
+    "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "layer_decay", "clip_grad", "augment",
+    "smoothing", "mixup", "cutmix", "mean", "std", "task",
+)
+
+
 # ----------------------------------------------------------------------------- mixins
 @dataclass
 class ModelOptions:
