@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo bench docs docs-images clean
 
 install: $(STAMP)
 
@@ -27,5 +27,15 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/pretrain_throughput.py
 
+# The site, into site/: the CLI reference and the model table are generated from the code by the
+# hook in scripts/docs_reference.py at every build; --strict fails on a broken link or reference.
+docs: install
+	$(BIN)/python -m mkdocs build --strict
+
+# The pictures of the docs (docs/images/*.png), made by the code: the demo's reconstructions and
+# loss curve, the k-NN monitor plot, and the app in headless Chromium (minutes: run the demo).
+docs-images: install
+	$(BIN)/python scripts/docs_images.py
+
 clean:
-	rm -rf $(VENV) demo_output build *.egg-info src/*.egg-info
+	rm -rf $(VENV) demo_output site build *.egg-info src/*.egg-info

@@ -379,7 +379,7 @@ def _browser(chromium: str, tmp: Path, *args: str) -> str:
 
 def test_page_in_headless_chromium(server, chromium, tmp_path):
     """The page loads, fetches the models, runs the first sample through every model and shows the
-    controls; the screenshot goes to $MAEKIT_APP_SCREENSHOT when set (docs/app_screenshot.png)."""
+    controls; the screenshot goes to $MAEKIT_APP_SCREENSHOT when set (docs/images/app_screenshot.png)."""
     shot = tmp_path / "page.png"
     dom = _browser(chromium, tmp_path, "--dump-dom", f"--screenshot={shot}", server["url"] + "/")
     for control in ('id="mask_ratio"', 'id="seed"', 'id="use_mae_normpix"', 'id="use_cls"', "astronaut.jpg"):

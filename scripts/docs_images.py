@@ -1,0 +1,146 @@
+"""``make docs-images``: the pictures of the documentation, made by the code (docs/images/*.png).
+
+1. ``maekit demo``: its ``reconstruction.png`` and ``loss_curve.png`` -> ``demo_reconstruction.png``,
+   ``demo_loss_curve.png``.
+2. A pretraining run on ``builtin:digits`` with the k-NN monitor and the online probe: its
+   ``log.txt`` curves beside its last reconstructions -> ``monitor_digits.png``.
+3. ``maekit app`` with the demo's pretrained model and a classifier, in headless Chromium ->
+   ``app_screenshot.png`` (the page as a user sees it: a real reconstruction, not noise).
+
+The runs go to ``--work`` (default ``build/docs-images``) and are reused when present (the demo
+resumes or skips a finished pretraining), so a second call takes seconds. Minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "docs" / "images"
+MONITOR_EPOCHS = 10
+
+
+def maekit(*args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    print("+ maekit", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "maekit", *args], check=True, env=env)
+
+
+def demo_images(work: Path) -> Path:
+    """Run (or finish) the demo; copy its pictures. Returns its pretrained checkpoint."""
+    out = work / "demo"
+    maekit("demo", "--output_dir", str(out))
+    shutil.copyfile(out / "reconstruction.png", IMAGES / "demo_reconstruction.png")
+    shutil.copyfile(out / "loss_curve.png", IMAGES / "demo_loss_curve.png")
+    found = sorted(out.rglob("checkpoint-last.pth"), key=lambda p: len(p.parts))
+    if not found:
+        raise SystemExit(f"the demo wrote no checkpoint-last.pth under {out}")
+    return found[0]
+
+
+def monitor_image(work: Path) -> None:
+    """k-NN / online-probe curves of a short digits run beside its last reconstructions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    out = work / "monitor"
+    if not (out / f"checkpoint-{MONITOR_EPOCHS - 1}.pth").exists():
+        maekit("pretrain", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "4",
+               "--data_path", "builtin:digits", "--epochs", str(MONITOR_EPOCHS), "--warmup_epochs", "2",
+               "--batch_size", "64", "--blr", "1.5e-3", "--knn_data_path", "builtin:digits", "--knn_every", "1",
+               "--online_probe", "--output_dir", str(out), "--resume", "auto")
+    rows = [json.loads(line) for line in (out / "log.txt").read_text().splitlines() if line.strip()]
+    recon = sorted((out / "reconstructions").glob("epoch_*.png"))[-1]
+    fig = plt.figure(figsize=(11, 4.2), dpi=100)
+    ax = fig.add_axes((0.06, 0.12, 0.46, 0.78))
+    epochs = [r["epoch"] + 1 for r in rows]
+    ax.plot([e for e, r in zip(epochs, rows) if "knn_top1" in r], [r["knn_top1"] for r in rows if "knn_top1" in r],
+            "o-", label="k-NN top-1")
+    ax.plot([e for e, r in zip(epochs, rows) if "probe_top1" in r],
+            [r["probe_top1"] for r in rows if "probe_top1" in r], "s--", label="online probe top-1")
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel("accuracy on the test split (%)")
+    ax.grid(alpha=0.3)
+    loss_ax = ax.twinx()
+    loss_ax.plot(epochs, [r["train_loss"] for r in rows], "k:", label="train loss")
+    loss_ax.set_ylabel("train loss")
+    handles = ax.get_legend_handles_labels()[0] + loss_ax.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="center right")
+    ax.set_title(f"mae_vit_tiny_patch16 on builtin:digits: --knn_data_path --online_probe", fontsize=10)
+    right = fig.add_axes((0.6, 0.04, 0.38, 0.86))
+    right.imshow(Image.open(recon))
+    right.set_axis_off()
+    right.set_title(f"{recon.name}: original | masked | reconstruction | + visible", fontsize=10)
+    fig.savefig(IMAGES / "monitor_digits.png")
+    plt.close(fig)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_screenshot(work: Path, checkpoint: Path, chromium: str) -> None:
+    """``maekit app`` with the demo's model (+ a classifier), photographed by headless Chromium."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    app = subprocess.Popen([sys.executable, "-m", "maekit", "app", "--model", str(checkpoint), "--model",
+                            "vit_tiny_patch16", "--no_download", "--port", str(port)], env=env, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            if app.poll() is not None:
+                raise SystemExit("maekit app exited at start-up")
+            try:
+                urllib.request.urlopen(url + "/api/models", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        shot = work / "app.png"
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+                 "--window-size=1280,860", f"--user-data-dir={work / 'chromium-profile'}",
+                 "--virtual-time-budget=20000", f"--screenshot={shot}"]
+        subprocess.run([chromium, *flags, url + "/?sample=chelsea.jpg&features=1"], check=True, timeout=300,
+                       capture_output=True)
+        shutil.copyfile(shot, IMAGES / "app_screenshot.png")
+    finally:
+        os.killpg(app.pid, 15)
+        app.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=str(ROOT / "build" / "docs-images"), help="where the runs go")
+    parser.add_argument("--only", choices=("demo", "monitor", "app"), nargs="+", default=["demo", "monitor", "app"])
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    checkpoint = demo_images(work) if {"demo", "app"} & set(args.only) else None
+    if "monitor" in args.only:
+        monitor_image(work)
+    if "app" in args.only:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+        if not chromium:
+            raise SystemExit("no Chromium on PATH (apt-get install chromium): the app screenshot is not made")
+        app_screenshot(work, checkpoint, chromium)
+    for name in sorted(IMAGES.glob("*.png")):
+        print(f"{name.relative_to(ROOT)}: {name.stat().st_size // 1024} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
