@@ -2,9 +2,10 @@
 
 1. ``maekit demo``: its ``reconstruction.png`` and ``loss_curve.png`` -> ``demo_reconstruction.png``,
    ``demo_loss_curve.png``.
-2. A pretraining run on ``builtin:digits`` with the k-NN monitor and the online probe: its
-   ``log.txt`` curves beside its last reconstructions -> ``monitor_digits.png``.
-3. ``maekit app`` with the demo's pretrained model and a classifier, in headless Chromium ->
+2. A pretraining run on 500 digits written as PNG files (as the pretraining tutorial does) with
+   the k-NN monitor and the online probe: its ``log.txt`` curves beside its last reconstructions
+   -> ``monitor_digits.png``.
+3. ``maekit app`` with the demo's pretrained model, in headless Chromium ->
    ``app_screenshot.png`` (the page as a user sees it: a real reconstruction, not noise).
 
 The runs go to ``--work`` (default ``build/docs-images``) and are reused when present (the demo
@@ -26,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
-MONITOR_EPOCHS = 10
+MONITOR_EPOCHS = 6
+MONITOR_IMAGES = 500
 
 
 def maekit(*args: str) -> None:
@@ -35,16 +37,33 @@ def maekit(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "maekit", *args], check=True, env=env)
 
 
-def demo_images(work: Path) -> Path:
-    """Run (or finish) the demo; copy its pictures. Returns its pretrained checkpoint."""
+def demo_images(work: Path) -> None:
+    """Run (or finish) the demo; copy its pictures."""
     out = work / "demo"
     maekit("demo", "--output_dir", str(out))
     shutil.copyfile(out / "reconstruction.png", IMAGES / "demo_reconstruction.png")
     shutil.copyfile(out / "loss_curve.png", IMAGES / "demo_loss_curve.png")
-    found = sorted(out.rglob("checkpoint-last.pth"), key=lambda p: len(p.parts))
+
+
+def demo_checkpoint(work: Path) -> Path:
+    """The demo's pretrained model (``--only app`` takes it from an earlier, possibly unfinished, demo)."""
+    found = sorted((work / "demo").rglob("checkpoint-last.pth"), key=lambda p: len(p.parts))
     if not found:
-        raise SystemExit(f"the demo wrote no checkpoint-last.pth under {out}")
+        raise SystemExit(f"no demo checkpoint under {work / 'demo'}: run with --only demo first")
     return found[0]
+
+
+def digit_folders(root: Path, n: int) -> None:
+    """``n`` digits as PNG files, root/train/<label>/ and root/val/<label>/ (every class in both)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i in range(n):
+        folder = root / ("val" if i % 50 < 10 else "train") / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray((digits.images[i] * 255 / 16).astype("uint8")).resize((32, 32), Image.BICUBIC)
+        image.save(folder / f"{i:04d}.png")
 
 
 def monitor_image(work: Path) -> None:
@@ -55,12 +74,14 @@ def monitor_image(work: Path) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    out = work / "monitor"
+    out, data = work / "monitor", work / "digits"
+    if not data.exists():
+        digit_folders(data, MONITOR_IMAGES)
     if not (out / f"checkpoint-{MONITOR_EPOCHS - 1}.pth").exists():
         maekit("pretrain", "--model", "mae_vit_tiny_patch16", "--input_size", "32", "--patch_size", "4",
-               "--data_path", "builtin:digits", "--epochs", str(MONITOR_EPOCHS), "--warmup_epochs", "2",
-               "--batch_size", "64", "--blr", "1.5e-3", "--knn_data_path", "builtin:digits", "--knn_every", "1",
-               "--online_probe", "--output_dir", str(out), "--resume", "auto")
+               "--data_path", str(data), "--epochs", str(MONITOR_EPOCHS), "--warmup_epochs", "1",
+               "--batch_size", "32", "--blr", "1.5e-3", "--knn_data_path", str(data), "--knn_every", "1",
+               "--online_probe", "--num_workers", "0", "--output_dir", str(out), "--resume", "auto")
     rows = [json.loads(line) for line in (out / "log.txt").read_text().splitlines() if line.strip()]
     recon = sorted((out / "reconstructions").glob("epoch_*.png"))[-1]
     fig = plt.figure(figsize=(11, 4.2), dpi=100)
@@ -78,7 +99,7 @@ def monitor_image(work: Path) -> None:
     loss_ax.set_ylabel("train loss")
     handles = ax.get_legend_handles_labels()[0] + loss_ax.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="center right")
-    ax.set_title(f"mae_vit_tiny_patch16 on builtin:digits: --knn_data_path --online_probe", fontsize=10)
+    ax.set_title(f"mae_vit_tiny_patch16 on {MONITOR_IMAGES} digits: --knn_data_path --online_probe", fontsize=10)
     right = fig.add_axes((0.6, 0.04, 0.38, 0.86))
     right.imshow(Image.open(recon))
     right.set_axis_off()
@@ -94,11 +115,11 @@ def _free_port() -> int:
 
 
 def app_screenshot(work: Path, checkpoint: Path, chromium: str) -> None:
-    """``maekit app`` with the demo's model (+ a classifier), photographed by headless Chromium."""
+    """``maekit app`` with the demo's model, photographed by headless Chromium."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    app = subprocess.Popen([sys.executable, "-m", "maekit", "app", "--model", str(checkpoint), "--model",
-                            "vit_tiny_patch16", "--no_download", "--port", str(port)], env=env, start_new_session=True)
+    app = subprocess.Popen([sys.executable, "-m", "maekit", "app", "--model", str(checkpoint), "--port", str(port)],
+                           env=env, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(240):
@@ -129,14 +150,15 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     IMAGES.mkdir(parents=True, exist_ok=True)
-    checkpoint = demo_images(work) if {"demo", "app"} & set(args.only) else None
+    if "demo" in args.only:
+        demo_images(work)
     if "monitor" in args.only:
         monitor_image(work)
     if "app" in args.only:
         chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
         if not chromium:
             raise SystemExit("no Chromium on PATH (apt-get install chromium): the app screenshot is not made")
-        app_screenshot(work, checkpoint, chromium)
+        app_screenshot(work, demo_checkpoint(work), chromium)
     for name in sorted(IMAGES.glob("*.png")):
         print(f"{name.relative_to(ROOT)}: {name.stat().st_size // 1024} KiB")
     return 0

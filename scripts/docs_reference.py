@@ -4,9 +4,10 @@ A page holding the line ``<!-- generated: cli -->`` gets the command-line refere
 holding ``<!-- generated: models -->`` the model table: both are built from the code at every
 ``mkdocs build`` (``make docs``), so nothing generated is committed and nothing can go stale.
 
-- The command-line reference comes from the parsers the commands themselves use (the task
-  commands' parsers are generated from the config dataclasses of ``maekit.tasks.config``): every
-  command, every flag with its type, default, help and alias names.
+- The command-line reference comes from ``maekit.cli.COMMANDS`` and ``maekit.cli.build_parser``,
+  the parsers the commands use, generated from their config dataclasses (``maekit.tasks.config``,
+  ``maekit.tasks.tool_config``): every command, every flag with its type, default, help and
+  alias names.
 - The model table comes from the registry: every registered name, its aliases and its parameter
   counts (models built on the ``meta`` device: no memory, no weights).
 
@@ -16,61 +17,28 @@ holding ``<!-- generated: models -->`` the model table: both are built from the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser):
-        self.parser = parser
-
-
-@contextlib.contextmanager
-def _capture_parsers() -> Iterator[None]:
-    real = argparse.ArgumentParser.parse_known_args
-
-    def capture(self, *args, **kwargs):
-        raise _Captured(self)
-
-    argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.parse_known_args = real  # type: ignore[method-assign]
-
-
 def command_parser(command: str) -> argparse.ArgumentParser:
-    """The argparse parser of ``maekit <command>``: the one its ``-h`` prints.
+    """The argparse parser of ``maekit <command>``: the one its ``-h`` prints."""
+    from maekit.cli import build_parser
 
-    Uses ``maekit.cli.build_parser`` where the package has it; otherwise runs the command's own
-    entry point with parsing intercepted, so this reads the very parser the command builds.
-    """
-    from maekit import cli
-
-    if hasattr(cli, "build_parser"):
-        return cli.build_parser(command)
-    with _capture_parsers():
-        try:
-            cli._dispatch(command)([])
-        except _Captured as got:
-            return got.parser
-    raise RuntimeError(f"maekit {command} built no argparse parser")
+    return build_parser(command)
 
 
-def _task_defaults(command: str) -> Any:
-    """The config dataclass instance holding the defaults of a task command (None for the others:
-    their parsers carry their defaults)."""
-    from maekit.tasks.config import TASK_CONFIGS
+def _defaults(command: str) -> Any:
+    """The command's config dataclass instance: the defaults (the parsers hold SUPPRESS)."""
+    from maekit.cli import COMMANDS
 
-    cls = TASK_CONFIGS.get(command)
-    return cls() if cls is not None else None
+    return COMMANDS[command].config()
 
 
 def _type_name(action: argparse.Action) -> str:
@@ -86,7 +54,7 @@ def _type_name(action: argparse.Action) -> str:
 def _default(action: argparse.Action, defaults: Any) -> str:
     if isinstance(action, argparse._StoreFalseAction):
         return ""
-    value = getattr(defaults, action.dest, None) if defaults is not None else action.default
+    value = getattr(defaults, action.dest, action.default)
     if value is argparse.SUPPRESS or value in (None, "", [], {}) or value is False:
         return ""
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
@@ -100,7 +68,7 @@ def flag_rows(command: str) -> list[dict[str, str]]:
     """One row per documented option of ``maekit <command>``: flags (all spellings ``-h`` shows),
     aliases (hidden spellings of the same option), type, default, help."""
     parser = command_parser(command)
-    defaults = _task_defaults(command)
+    defaults = _defaults(command)
     visible = [a for a in parser._actions if a.help is not argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
     hidden: dict[str, list[str]] = {}
     for a in parser._actions:
@@ -111,9 +79,11 @@ def flag_rows(command: str) -> list[dict[str, str]]:
         names = a.option_strings or [a.metavar or a.dest.upper()]
         # The first visible flag of an option lists its aliases; an --off flag stands alone.
         first = next(b for b in visible if b.dest == a.dest) is a
-        text = re.sub(r" \(default: [^)]*\)$", "", a.help or "")
-        # A help that explains its default (a machine-dependent one) keeps it in words.
-        default = _default(a, defaults) if first and "(default" not in text else ""
+        text, default = a.help or "", _default(a, defaults) if first else ""
+        if default and text.endswith(f" (default: {default})"):
+            text = text[: -len(f" (default: {default})")]  # the default has its own column
+        elif "(default" in text:
+            default = ""  # a help that states its default in words (a machine-dependent one) keeps it
         rows.append({"flags": ", ".join(names), "aliases": ", ".join(hidden.get(a.dest, [])) if first else "",
                      "type": _type_name(a), "default": default, "help": text})
     return rows
@@ -123,8 +93,9 @@ def cli_markdown() -> str:
     from maekit.cli import COMMANDS
 
     out = []
-    for command, summary in COMMANDS.items():
+    for command, row in COMMANDS.items():
         parser = command_parser(command)
+        summary = row.description
         out += [f"## maekit {command}", "", summary[0].upper() + summary[1:] + ".", ""]
         description = (parser.description or "").strip()
         if description and not description.lower().startswith(summary.lower()):
