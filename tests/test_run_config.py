@@ -106,6 +106,16 @@ def test_flags_set_yaml_keys_as_values_and_win_over_options():
         load_run_config(MAE_YAML, ["train_dataset.transforms.0={type: RandomErasing, probability: 0.5, mode: const}"])
 
 
+def test_mask_ratio_from_model_config_else_mask_policy():
+    data = yaml.safe_load(Path(resolve_run_config_path(MAE_YAML)).read_text())
+    del data["model"]["model_config"]["mask_ratio"]
+    assert load_run_config(data, ["train_dataset.mask_policy.mask_ratio=0.6"]).args.mask_ratio == 0.6
+    with pytest.warns(RunConfigWarning, match="mask_policy.mask_ratio 0.6 differ; using 0.75"):
+        assert load_run_config(MAE_YAML, ["train_dataset.mask_policy.mask_ratio=0.6"]).args.mask_ratio == 0.75
+    with pytest.warns(RunConfigWarning, match=r"eval_dataset.mask_policy: unknown key\(s\) \['mask_ratio'\]"):
+        load_run_config({**data, "eval_dataset": {"mask_policy": {"mask_ratio": 0.5}}})
+
+
 def test_mapping_of_lr_architecture_and_maekit_keys(tmp_path):
     rc = load_run_config(MAE_YAML, ["lr_scale=False", "lr_schedule.learning_rate=1e-4", "amp=none",
                                     "model.model_config.hidden_size=192", "model.model_config.num_hidden_layers=2",

@@ -254,6 +254,13 @@ def _map_datasets(top: Section, fields: dict[str, Any], sizes: list) -> tuple[st
               "for both")
     if "mixup_op" in top:
         map_mixup(top.section("mixup_op"), fields)
+    for key in ("train_dataset", "eval_dataset"):  # mask ratio (train set; model_config's wins), mask size
+        mask = top.section(key).section("mask_policy", ignored={"type", "patch_size", "input_size"})
+        if key == "train_dataset" and "mask_ratio" in mask:
+            fields["mask_ratio"] = mask.get("mask_ratio", option_type("mask_ratio"))
+        if "input_size" in mask:
+            sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
+        mask.warn_unknown()
     return train_dir, eval_dir
 
 

@@ -19,6 +19,7 @@ _IGNORED_DATASET = {
     "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
     "repeat", "numa_enable", "prefetch_size", "type", "do_eval", "auto_tune", "filepath_prefix",
     "autotune_per_step", "profile", "tokenizer", "text_transforms", "eval_interval", "eval_offset",
+    "mask_policy",  # read with the model's mask ratio (maekit.compat.mindformers)
 }
 
 
@@ -112,12 +113,6 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
     if train and batch is not None and "batch_size" not in fields:
         fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
     mean_std = _map_transforms(ds.get("transforms", "list") or [], key, fields, sizes, train=train)
-    mask = ds.section("mask_policy", ignored={"type", "patch_size", "input_size"})
-    if train and "mask_ratio" in mask:
-        fields["mask_ratio"] = mask.get("mask_ratio", "float")
-    if "input_size" in mask:
-        sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
-    mask.warn_unknown()
     if "mixup_op" in ds:
         if train:
             map_mixup(ds.section("mixup_op"), fields)
