@@ -34,7 +34,7 @@ def run_app(cfg: Any) -> int:
         from .server import create_app
     except ImportError as e:
         sock.close()
-        raise ImportError(f"maekit app needs the web extra ({e.name} is missing): pip install 'maekit[app]'",
+        raise ImportError(f"this needs the app extra ({e.name} is missing): pip install 'maekit[app]'",
                           name=e.name) from None
     from .service import Limits, ModelRegistry
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, write_failure
+from ..errors import CheckpointError, UsageError, write_failure
 from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
 
 logger = logging.getLogger("maekit.engine")
@@ -228,7 +228,7 @@ def to_plain(obj: Any) -> Any:
     return str(obj)
 
 
-class ResumeArgsError(ValueError):
+class ResumeArgsError(UsageError):
     """A resume whose options differ from the checkpoint's (names the differences)."""
 
 
