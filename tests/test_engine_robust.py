@@ -259,6 +259,20 @@ def test_stop_on_last_batch_saves_before_eval_and_resume_evaluates(tmp_path):
         assert torch.equal(v, resumed.model_without_ddp.state_dict()[k]), k
 
 
+def test_stop_during_the_last_epochs_save_completes_and_a_requeue_exits_clean(tmp_path, caplog):
+    def eval_fn(model):
+        if load_checkpoint(tmp_path / "checkpoint-last.pth")["epoch"] == 0:  # the last epoch's evaluation
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"acc1": 1.0}
+
+    augmented_runner(tmp_path, masked_step, epochs=1, eval_fn=lambda m: {"acc1": 0.0}).fit()
+    log = augmented_runner(tmp_path, masked_step, epochs=2, eval_fn=eval_fn, resume="auto").fit()
+    assert log["epoch"] == 1 and load_checkpoint(tmp_path / "checkpoint-last.pth")["epoch"] == 1
+    assert "SIGTERM arrived after the last epoch was saved: the run is complete" in caplog.text
+    assert augmented_runner(tmp_path, masked_step, epochs=2, resume="auto").fit() == {}  # the requeue
+    assert "is complete (checkpoint-last.pth finished epoch 1 of --epochs 2): nothing to do" in caplog.text
+
+
 def test_epoch_where_every_image_failed_to_decode_is_an_error(tmp_path):
     from maekit.errors import DataError
 

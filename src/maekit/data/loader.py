@@ -208,6 +208,8 @@ def _dataset_and_sampler(dataset, *, batch_size: int, train: bool, drop_last: bo
     if isinstance(dataset, IterableDataset):
         if hasattr(dataset, "set_batch_size"):  # tar shards: per-worker quotas in whole batches
             dataset.set_batch_size(batch_size)
+        if hasattr(dataset, "sample_seeds"):  # tar shards: per-sample seeds, as SeededDataset gives
+            dataset.sample_seeds = seed if seeded else None
         return dataset, None
     if seeded and not isinstance(dataset, SeededDataset):
         dataset = SeededDataset(dataset, seed)

@@ -26,6 +26,7 @@ import io
 import os
 import random
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -34,6 +35,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .images import UndecodableImageWarning, load_image, mode_for_chans
+from .seeding import MASK_STREAM, sample_seed, seeded_rngs
 from .shards import IMAGE_MEMBER_EXTS, ShardIndex, resolve_shards, webdataset_module
 
 
@@ -95,6 +97,11 @@ class ShardDataset(IterableDataset):
         self.batch_size = 1
         self.epoch = 0
         self._iters = 0
+        # Set by build_loader for training: the base of per-sample seeds (module maekit.data.seeding).
+        # Each sample's augmentation and mask seed then depend on (seed, epoch, shard, key, pass)
+        # only, so a run resumed mid-epoch (whose skipped batches are read again) gets the same
+        # crops and masks; None: the global RNGs draw them, as in the references.
+        self.sample_seeds: int | None = None
 
     # -- epoch plan ---------------------------------------------------------------------------
     def set_batch_size(self, batch_size: int) -> None:
@@ -146,7 +153,7 @@ class ShardDataset(IterableDataset):
             quota = None
         rng = random.Random(hash((self.seed, epoch, rank, worker)))
         for sample in islice(self._samples(shards, epoch, stride, offset, rng), quota):
-            yield self._decode(sample)
+            yield self._decode(sample, epoch)
 
     def _samples(self, shards: list[int], epoch: int, stride: int, offset: int,
                  rng: random.Random) -> Iterator[dict[str, Any]]:
@@ -162,7 +169,7 @@ class ShardDataset(IterableDataset):
                 random.Random(hash((self.seed, epoch, cycle))).shuffle(order)
             before = next(counter)
             counts = self.counts or [None] * len(self.urls)
-            raw = (s for i in order for s in _shard_samples(self.urls[i], counts[i]))
+            raw = ({**s, "__pass__": cycle} for i in order for s in _shard_samples(self.urls[i], counts[i]))
             mine = (s for s in raw if next(counter) % stride == offset)
             if self.train and self.shuffle_buffer > 1:
                 mine = shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(mine)
@@ -174,9 +181,19 @@ class ShardDataset(IterableDataset):
                 raise RuntimeError(f"the shards {names} yielded no sample; they are empty or unreadable")
             cycle += 1
 
-    def _decode(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
+    def _decode(self, sample: dict[str, Any], epoch: int = 0) -> tuple[Any, ...] | None:
         if sample.get("__missing__"):  # lost in a truncated shard (warned once per shard)
             return None
+        if self.sample_seeds is None or not self.train:
+            return self._item(sample)
+        # A sample's identity: its shard and key (and the pass, when an epoch reads its shards twice).
+        index = zlib.crc32(f"{sample.get('__url__')}\0{sample.get('__key__')}".encode()) \
+            + (int(sample.get("__pass__", 0)) << 32)
+        with seeded_rngs(sample_seed(self.sample_seeds, epoch, index)):
+            item = self._item(sample)
+        return None if item is None else (*item, sample_seed(self.sample_seeds, epoch, index, MASK_STREAM))
+
+    def _item(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
         where = f"{sample.get('__url__')}:{sample.get('__key__')}"
         ext = next((e for e in IMAGE_MEMBER_EXTS if e in sample), None)
         if ext is None:

@@ -166,6 +166,12 @@ class Runner:
     def _fit(self) -> dict[str, Any]:
         self.stop_signal = None
         self.load_resume()
+        if self.resume == "auto" and self.resumed_from is not None and self.start_epoch >= self.epochs:
+            # a requeued job whose run had finished (perhaps signalled during its last save): done
+            logger.warning("the run in %s is complete (%s finished epoch %d of --epochs %d): nothing to do; "
+                           "raise --epochs to train longer", self.output_dir, self.resumed_from.name,
+                           self.start_epoch - 1, self.epochs)
+            return {}
         check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
         check_batches(self.train_loader, self.accum_iter)
         self._announce()
@@ -223,9 +229,13 @@ class Runner:
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
-        # A signal that arrived during eval / saving: every rank must agree, or one would hang.
+        # A signal that arrived during eval / saving: every rank must agree, or one would hang. After
+        # the last epoch's save the run is complete: it ends as finished (exit 0), not interrupted.
         if sum_over_ranks([float(self.stop_signal is not None)])[0] > 0:
-            raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, self._last_path())
+            if epoch + 1 < self.epochs:
+                raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, self._last_path())
+            logger.warning("%s arrived after the last epoch was saved: the run is complete",
+                           signal.Signals(self.stop_signal or signal.SIGTERM).name)
         return log
 
     def _epoch_log(self, epoch: int, stats: EpochStats) -> dict[str, Any]:
