@@ -35,6 +35,31 @@ TINY_VIT = cli_flags(model=TINY_VIT_NAME, input_size=TINY_ARGS["img_size"], patc
 FAST = cli_flags(**FAST_ARGS)
 
 
+
+@pytest.fixture(scope="session")
+def tiny_depth(tmp_path_factory) -> dict[str, list[str]]:
+    """``--config`` flags that give TINY_MAE / TINY_VIT the depths of TINY_MAE_ARGS / TINY_ARGS (2 blocks, a
+    1-block decoder), which CLI flags cannot name: ``run_cli("pretrain", *TINY_MAE, *tiny_depth["mae"], ...)``
+    trains 3 blocks instead of the preset's 12 + 8; a checkpoint of one starts ``*TINY_VIT, *tiny_depth["vit"]``."""
+    root = tmp_path_factory.mktemp("tiny_depth")
+    flags = {}
+    for kind, args in (("mae", TINY_MAE_ARGS), ("vit", TINY_ARGS)):
+        depths = ", ".join(f"{k}: {v}" for k, v in args.items() if "depth" in k)
+        (root / f"{kind}.yaml").write_text(f"model_args: {{{depths}}}\n")
+        flags[kind] = ["--config", str(root / f"{kind}.yaml")]
+    return flags
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain(digit_folders, tiny_depth, tmp_path_factory) -> Path:
+    """One epoch of ``maekit pretrain`` of the tiny MAE on digit_folders/unlabelled (64 images, batch 8): the
+    output folder of a run shared by the tests that start from a pretrained checkpoint. Never write into it."""
+    out = tmp_path_factory.mktemp("tiny_pretrain")
+    assert run_cli("pretrain", *TINY_MAE, *tiny_depth["mae"], "--data_path", digit_folders / "unlabelled",
+                   "--output_dir", out, "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "1", "--blr", "1e-3",
+                   *FAST) == 0
+    return out
+
 @pytest.fixture
 def seed():
     torch.manual_seed(0)
