@@ -26,10 +26,11 @@ probe). The same option has the same default in every command, except where the 
 ``weight_decay`` (0.05 / 0.05 / 0), ``global_pool`` (fine-tune True, linear probe False: the
 reference's cls token), ``save_every`` (pretrain 20, others 1), ``dist_eval`` (``maekit eval``
 shards by default; the fine-tune reference does not), ``seed`` (predict / visualize: 2, the
-official demo's mask seed), ``device`` (predict / visualize: None = cpu), ``output_dir`` (eval /
-predict: none unless given) and ``nb_classes`` (reference 1000; here None = from the data).
-``DemoConfig`` and ``BenchConfig`` have their own defaults (a tiny model on digits; a throughput
-probe).
+official demo's mask seed), ``output_dir`` (eval / predict: none unless given), ``nb_classes``
+(reference 1000; here None = from the data) and the k-NN caps (the pretraining monitor samples its
+bank and queries, ``maekit knn`` takes them all). ``DemoConfig`` and ``BenchConfig`` have their
+own defaults (a tiny model on digits; a throughput probe). The tool commands' options (convert,
+push, shard, download, app, list-models, run) are in :mod:`maekit.tasks.tool_config`.
 
 This module imports no torch: ``maekit <command> -h`` builds its parser from it.
 """

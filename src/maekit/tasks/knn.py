@@ -2,7 +2,8 @@
 
 The same evaluation as the pretraining monitor (``--knn_data_path``; :mod:`maekit.engine.knn`):
 bank = the train split, queries = the val split (or every 10th image held out when there is no
-val split), unmasked pooled features, cosine similarity, ``k`` = 20, ``T`` = 0.07. The model is
+val split), unmasked pooled features, cosine similarity, ``--knn_k`` neighbours weighted by
+``exp(similarity / --knn_temperature)`` (defaults: :class:`~maekit.tasks.config.KnnConfig`). The model is
 anything :func:`maekit.load_model` reads: registered name, model folder, training checkpoint,
 official / PASSL / MindFormers / timm / HF file, URL. Under torchrun the images are sharded.
 """
@@ -29,7 +30,8 @@ log = logging.getLogger("maekit.tasks")
 
 def knn_evaluate(model: nn.Module, data_path: str, *, k: int = KnnConfig.default("knn_k"),
                  temperature: float = KnnConfig.default("knn_temperature"),
-                 bank_per_class: int | None = None, max_queries: int | None = None, batch_size: int = 64,
+                 bank_per_class: int | None = None, max_queries: int | None = None,
+                 batch_size: int = KnnConfig.default("batch_size"),
                  num_workers: int = 0, mean=None, std=None, device: Any = "cpu", autocast_dtype=None,
                  dist=None, train_split=None, val_split=None) -> dict[str, Any]:
     """k-NN of ``model`` on ``data_path``: ``{'knn_top1', 'knn_top5', 'bank_images', 'query_images', ...}``."""
