@@ -192,6 +192,10 @@ def test_help_usage_and_unknown_command(capsys):
 
 
 def test_list_models_and_bench(capsys):
+    from maekit.models import list_models, registry
+
+    # read from the presets' source: the names their import registers (other tests may register more)
+    assert cli.preset_names() == [n for n in list_models() if registry._MODELS[n].__module__.startswith("maekit.")]
     assert run_cli("list-models", "convmae_*") == 0
     assert capsys.readouterr().out.split() == ["convmae_convvit_base_patch16", "convmae_convvit_base_patch16_dec512d8b",
                                                "convmae_convvit_small_patch16"]
@@ -215,6 +219,9 @@ def test_help_needs_no_torch_and_shows_each_default_once():
             "    text = buf.getvalue()\n"
             "    assert '(default: None)' not in text and '``' not in text and text.count('(default: 0.75)') <= 1, cmd\n"
             "    print(cmd, len(text))\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    assert main(['list-models', 'mae_*']) == 0\n"
+            "assert 'mae_vit_base_patch16' in buf.getvalue().split()\n"
             "heavy = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=python_env(), timeout=120)

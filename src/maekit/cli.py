@@ -12,10 +12,13 @@ CLI reference is generated from the two.
 from __future__ import annotations
 
 import argparse
+import ast
+import fnmatch
 import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from .tasks import config as task_config
@@ -132,11 +135,28 @@ def run_command(command: str, argv: Sequence[str]) -> int:
 
 # ----------------------------------------------------------------------------- the small commands
 def run_list_models(cfg: tool_config.ListModelsConfig) -> int:
-    """``maekit list-models [PATTERN]``: one registered name a line."""
-    from .models import list_models
-
-    print("\n".join(list_models(cfg.pattern)))
+    """``maekit list-models [PATTERN]``: one registered name a line (aliases included)."""
+    names = preset_names()
+    print("\n".join(n for n in names if cfg.pattern is None or fnmatch.fnmatch(n, cfg.pattern)))
     return 0
+
+
+def preset_names() -> list[str]:
+    """The names maekit's presets register (``@register_model`` and its ``aliases``), sorted, read from
+    the preset modules' source without importing them (torch): a fresh process knows only these,
+    and ``maekit list-models`` answers at once. A test keeps it equal to :func:`maekit.models.list_models`."""
+    names = []
+    for module in ("vit", "mae_presets", "convmae_presets"):
+        tree = ast.parse((Path(__file__).parent / "models" / f"{module}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            for dec in getattr(node, "decorator_list", ()):
+                call = dec if isinstance(dec, ast.Call) else None
+                target = call.func if call is not None else dec
+                if isinstance(target, ast.Name) and target.id == "register_model":
+                    names.append(node.name)
+                    names += [n for kw in (call.keywords if call is not None else ()) if kw.arg == "aliases"
+                              for n in ast.literal_eval(kw.value)]
+    return sorted(names)
 
 
 def run_shard(cfg: tool_config.ShardConfig) -> int:
