@@ -242,11 +242,13 @@ def test_corrupt_file_through_worker_process(tmp_path):
 
 def test_collate_drops_none_and_handles_all_bad_batch():
     item = (torch.ones(3, 4, 4), 7)
-    images, targets, skipped = collate_skip_none([item, None, item, None, None])
-    assert images.shape == (2, 3, 4, 4) and targets.tolist() == [7, 7] and skipped == 3
+    images, targets, skipped, seeds = collate_skip_none([item, None, item, None, None])
+    assert images.shape == (2, 3, 4, 4) and targets.tolist() == [7, 7] and skipped == 3 and seeds is None
     assert targets.dtype == torch.int64
-    images, targets, skipped = collate_skip_none([None, None, None])
+    images, targets, skipped, seeds = collate_skip_none([None, None, None])
     assert images.shape[0] == 0 and targets.shape == (0,) and skipped == 3
+    seeded = collate_skip_none([(torch.ones(3, 4, 4), 1, 11), None, (torch.ones(3, 4, 4), 2, 12)])
+    assert seeded.mask_seeds.tolist() == [11, 12] and seeded.num_skipped == 1  # the seeds are a field
 
 
 # ----------------------------------------------------------------------------- builtin digits
@@ -381,16 +383,16 @@ def test_loader_two_replicas_disjoint_and_set_epoch():
     for rank in range(2):
         loader = build_loader(ds, batch_size=5, train=True, num_replicas=2, rank=rank, seed=3)
         assert loader.drop_last and len(loader) == 2
-        seen.append({int(t) for x, y, n in loader for t in y})
+        seen.append({int(t) for x, y, n, _ in loader for t in y})
         set_epoch(loader, 0)
-        first = [int(t) for _, y, _ in loader for t in y]
+        first = [int(t) for _, y, _, _ in loader for t in y]
         set_epoch(loader, 1)
-        assert [int(t) for _, y, _ in loader for t in y] != first  # reshuffled per epoch
+        assert [int(t) for _, y, _, _ in loader for t in y] != first  # reshuffled per epoch
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(20))
 
     # Evaluation: sequential on every rank, or sharded with dist_eval (padding warned).
     ev = build_loader(ds, batch_size=8, train=False, num_replicas=2, rank=1)
-    assert [int(t) for _, y, _ in ev for t in y] == list(range(20)) and not ev.drop_last
+    assert [int(t) for _, y, _, _ in ev for t in y] == list(range(20)) and not ev.drop_last
     with pytest.warns(UserWarning, match="repeats"):
         shards = [
             build_sampler(_Indexed(7), train=False, dist_eval=True, num_replicas=2, rank=r) for r in range(2)
@@ -407,7 +409,8 @@ def test_loader_two_replicas_disjoint_and_set_epoch():
 
 def test_digits_loader_end_to_end():
     ds = resolve_dataset("builtin:digits", "val", in_chans=1, transform=build_eval_transform(32, in_chans=1))
-    images, targets, skipped = next(iter(build_loader(ds, batch_size=64, train=False)))
+    images, targets, skipped, seeds = next(iter(build_loader(ds, batch_size=64, train=False)))
+    assert seeds is None  # an evaluation loader draws no masks
     assert images.shape == (64, 1, 32, 32) and targets.tolist() == ds.targets[:64] and skipped == 0
     assert os.fspath(ds.root) == "builtin:digits"
 

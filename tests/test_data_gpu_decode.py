@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from maekit.data import UnlabeledImageFolder, batch_mask_seeds, build_loader, build_pretrain_transform
+from maekit.data import UnlabeledImageFolder, build_loader, build_pretrain_transform
 from maekit.data.gpu_decode import EncodedBatch, EncodedCrop, GpuDecodeCrop
 from maekit.data.synthetic import photo_like
 
@@ -43,7 +43,7 @@ def test_same_boxes_and_flips_as_the_cpu_pipeline(folder, workers):
     a = next(iter(build_loader(cpu, **kw)))
     b = next(iter(build_loader(gpu, num_workers=workers, **kw)))
     assert b[0].shape == a[0].shape == (7, 3, 32, 32) and b[0].dtype == torch.float32
-    assert torch.equal(batch_mask_seeds(a[0]), batch_mask_seeds(b[0]))
+    assert torch.equal(a.mask_seeds, b.mask_seeds)
     # Same region and flip: PIL vs torch bicubic differ by a few levels, a wrong box or flip by far more.
     std = torch.tensor(STD).view(1, 3, 1, 1) * 255
     diff = ((a[0] - b[0]) * std).abs().mean(dim=(1, 2, 3))

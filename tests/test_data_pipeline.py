@@ -44,7 +44,7 @@ def photos(tmp_path_factory):
 
 def _batches(loader, epoch):
     set_epoch(loader, epoch)
-    return [(x.clone(), batch_mask_seeds(x).clone()) for x, _, _ in loader]
+    return [(b.images.clone(), batch_mask_seeds(b).clone()) for b in loader]
 
 
 # ----------------------------------------------------------------------------- uint8 + device normalise
@@ -151,7 +151,7 @@ class _SignalMe(Dataset):
 
 def test_workers_ignore_sigterm_and_sigint():
     loader = build_loader(_SignalMe(), batch_size=2, train=False, num_workers=1)
-    assert [y.tolist() for _, y, _ in loader] == [[0, 1], [2, 3]]  # the worker survived its signals
+    assert [b.targets.tolist() for b in loader] == [[0, 1], [2, 3]]  # the worker survived its signals
     assert loader.loader.persistent_workers and loader.loader.prefetch_factor == 4
 
 
@@ -230,7 +230,7 @@ def test_iterable_dataset_split_over_ranks_and_workers_equal_steps():
             loader = build_loader(ds, batch_size=2, train=True, num_workers=nw, mean=MEAN, std=STD)
             batches = list(loader)
             assert len(loader) == 2 and len(batches) == 2
-            labels = sorted(int(t) for _, y, _ in batches for t in y)
+            labels = sorted(int(t) for b in batches for y in [b.targets] for t in y)
             if nw == 0:
                 seen.append(labels)
                 first = {int(t): x for b in batches for x, t in zip(b[0], b[1])}
@@ -247,7 +247,7 @@ def test_subset_of_user_items_through_a_training_loader():
     pil, _, _ = _user_items()
     ds = as_dataset(Subset([(pil, i) for i in range(8)], range(6)), transform=build_pretrain_transform(16, uint8=True))
     loader = build_loader(ds, batch_size=3, train=True, mean=MEAN, std=STD)
-    got = [(x.shape, sorted(y.tolist()), batch_mask_seeds(x).shape) for x, y, _ in loader]
+    got = [(b.images.shape, sorted(b.targets.tolist()), b.mask_seeds.shape) for b in loader]
     assert len(got) == 2 and all(s == (3, 3, 16, 16) and m == (3,) for s, _, m in got)
     assert sorted(t for _, ys, _ in got for t in ys) == list(range(6))
 

@@ -127,7 +127,7 @@ def test_ranks_get_disjoint_shards_equal_length_and_no_rank_runs_dry(class_folde
         loader = build_loader(ds, batch_size=4, train=True, num_workers=2)
         for epoch in range(2):
             set_epoch(loader, epoch)
-            batches = [(images, targets) for images, targets, _ in loader]
+            batches = [(b.images, b.targets) for b in loader]
             assert len(batches) == len(loader) == 2  # every rank, every epoch
             assert all((t == -1).all() for _, t in batches)
         per_rank.append({image_id(x) for images, _ in batches for x in images})
@@ -295,7 +295,7 @@ loader = build_loader(ds, batch_size=2, train=True, num_workers=2)
 epochs = []
 for epoch in range(2):
     set_epoch(loader, epoch)
-    ids = [int(round(float(x[0, 0, 0]) * 255)) for images, _, _ in loader for x in images]
+    ids = [int(round(float(x[0, 0, 0]) * 255)) for b in loader for x in b.images]
     epochs.append({"ids": ids, "len": len(loader)})
 gathered = [None, None]
 dist.all_gather_object(gathered, epochs)

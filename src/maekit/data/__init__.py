@@ -24,7 +24,7 @@ from .builtin import (
 )
 from .datasets import UNLABELLED_TARGET, ImageClassFolder, UnlabeledImageFolder, resolve_split_dir
 from .decode import RandomResizedCropDecode, decode_crop
-from .device import DeviceLoader, batch_mask_seeds
+from .device import Batch, DeviceLoader, batch_mask_seeds
 from .gpu_decode import EncodedBatch, GpuDecodeCrop
 from .factory import is_builtin, resolve_dataset, source_options
 from .hf_datasets import HFImageDataset, is_hf_source, wrap_hf_dataset
@@ -74,6 +74,7 @@ __all__ = [
     "UNLABELLED_TARGET",
     "ConvertImage",
     "DeviceLoader",
+    "Batch",
     "EncodedBatch",
     "GpuDecodeCrop",
     "DigitsDataset",

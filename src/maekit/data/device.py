@@ -12,42 +12,44 @@ timm's ``PrefetchLoader`` does (timm's class is not reused: it yields ``(input, 
 cannot carry maekit's ``num_skipped`` or per-sample mask seeds). Float batches pass through
 (moved to the device only), so the wrapper also serves datasets that already normalise.
 
-Batches keep the maekit form ``(images, targets, num_skipped)``. When the loader's items carry
-per-sample mask seeds (:mod:`maekit.data.seeding`), they travel with the images and are read
-back with :func:`batch_mask_seeds`.
+Batches keep the maekit form (:class:`~maekit.data.loader.Batch`); the per-sample mask seeds
+stay on the CPU (they are inputs of :func:`maekit.models.masking.per_sample_noise`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
 
-_SEEDS_ATTR = "_maekit_mask_seeds"
+
+class Batch(NamedTuple):
+    """One batch of every maekit loader (:mod:`maekit.data.loader` says what each field holds)."""
+
+    images: Any
+    """(B, C, H, W) float or uint8 images (an ``EncodedBatch`` before ``--decode gpu`` decoding)."""
+    targets: torch.Tensor
+    """(B,) int64 class indices (-1 for unlabelled data)."""
+    num_skipped: int
+    """Files of this batch that could not be decoded (B = batch size - num_skipped)."""
+    mask_seeds: torch.Tensor | None = None
+    """(B,) int64 per-sample mask seeds of a seeded training loader, else None."""
 
 
-def batch_mask_seeds(images: torch.Tensor) -> torch.Tensor | None:
-    """The (N,) int64 per-sample mask seeds that came with a batch of images, or None.
+def batch_mask_seeds(batch: Sequence[Any]) -> torch.Tensor | None:
+    """The (N,) int64 per-sample mask seeds of a loader batch (its ``mask_seeds`` field), or None
+    for a batch without them (a plain ``(images, targets, num_skipped)`` triple).
 
     Feed them to :func:`maekit.models.masking.per_sample_noise` and pass the result as ``noise=``
     to the MAE forward, so each image's mask depends only on ``(seed, epoch, index)``.
     """
-    return getattr(images, _SEEDS_ATTR, None)
-
-
-def attach_mask_seeds(images: torch.Tensor, seeds: torch.Tensor | None) -> torch.Tensor:
-    """Attach (N,) mask seeds to ``images`` (read back with :func:`batch_mask_seeds`). The seeds
-    ride as an attribute so that ``(images, targets, num_skipped)`` keeps its three fields;
-    ``images.to(device)`` on the same device returns the same object and keeps them."""
-    if seeds is not None:
-        setattr(images, _SEEDS_ATTR, seeds)
-    return images
+    return batch[3] if len(batch) > 3 else None
 
 
 class DeviceLoader:
-    """Iterate ``loader`` and deliver ``(images, targets, num_skipped)`` on ``device``: uint8 images
+    """Iterate ``loader`` and deliver :class:`~maekit.data.loader.Batch` es on ``device``: uint8 images
     normalised with ``mean`` / ``std`` there, float images moved as they are.
 
     Args:
@@ -87,9 +89,8 @@ class DeviceLoader:
             raise AttributeError(name)
         return getattr(self.loader, name)  # sampler, dataset, batch_size, num_workers...
 
-    def _finish(self, batch: Sequence[Any]) -> tuple[torch.Tensor, Any, int]:
+    def _finish(self, batch: Sequence[Any]) -> Any:
         images, targets, skipped = batch[0], batch[1], batch[2]
-        seeds = batch[3] if len(batch) > 3 else None
         # --decode gpu batches (maekit.data.gpu_decode.EncodedBatch) decode on the device to uint8
         images = images.decode(self.device) if hasattr(images, "decode") else images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
@@ -101,7 +102,7 @@ class DeviceLoader:
             images = images.float().sub_(self.mean).div_(self.std)
         if isinstance(targets, torch.Tensor):
             targets = targets.to(self.device, non_blocking=True)
-        return attach_mask_seeds(images, seeds), targets, skipped
+        return Batch(images, targets, skipped, batch_mask_seeds(batch))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Any, int]]:
         return self.iter_batches(self.loader)

@@ -1,10 +1,13 @@
 """Data loaders of the references (docs/REFERENCE_RECIPES.md C.1) with skipping of undecodable files.
 
-Every maekit loader yields ``(images, targets, num_skipped)``:
+Every maekit loader yields a :class:`Batch` ``(images, targets, num_skipped, mask_seeds)``:
 
 - ``images``: (B, C, H, W) float; ``targets``: (B,) int64 (class indices, or -1 for
   unlabelled data); ``num_skipped``: Python int, the files of this batch that could not be
   decoded (already warned about by name by the dataset). B = batch size - num_skipped.
+- ``mask_seeds``: (B,) int64, each image's own mask seed on training loaders
+  (:mod:`maekit.data.seeding`), else None. The engine reads only the first three fields, so a
+  loader of its own may yield plain ``(images, targets, num_skipped)`` triples.
 - When every file of a batch is bad, ``images`` is ``torch.empty(0)`` and ``targets``
   ``torch.empty(0, dtype=int64)`` with ``num_skipped`` = the batch size; the engine skips
   such a batch (check ``images.shape[0] == 0``).
@@ -49,24 +52,21 @@ from torch.utils.data import (
     default_collate,
 )
 
-from .device import DeviceLoader
+from .device import Batch, DeviceLoader
 from .gpu_decode import collate_encoded
 from .seeding import SeededDataset, SeededSampler
 
 
-def collate_skip_none(batch: Sequence[Any]) -> tuple:
+def collate_skip_none(batch: Sequence[Any]) -> Batch:
     """Collate ``(image, target)`` or ``(image, target, mask_seed)`` items, dropping ``None``
-    (undecodable files).
-
-    Returns:
-        ``(images (B, ...), targets (B,) int64, num_skipped)``, plus ``mask_seeds (B,) int64``
-        when the items carry them (:class:`~maekit.data.seeding.SeededDataset`); empty tensors
-        and ``num_skipped = len(batch)`` when every item is None.
+    (undecodable files), into a :class:`Batch`; ``mask_seeds`` is set when the items carry them
+    (:class:`~maekit.data.seeding.SeededDataset`). Empty tensors and ``num_skipped = len(batch)``
+    when every item is None.
     """
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped)
     encoded = collate_encoded([item[0] for item in good])  # --decode gpu: decoded on the device
     if encoded is not None:
         targets = default_collate([item[1] for item in good])
@@ -74,9 +74,8 @@ def collate_skip_none(batch: Sequence[Any]) -> tuple:
         images, targets = default_collate([item[:2] for item in good])
     images = encoded if encoded is not None else images
     targets = torch.as_tensor(targets, dtype=torch.int64)
-    if len(good[0]) > 2:
-        return images, targets, skipped, torch.tensor([item[2] for item in good], dtype=torch.int64)
-    return images, targets, skipped
+    seeds = torch.tensor([item[2] for item in good], dtype=torch.int64) if len(good[0]) > 2 else None
+    return Batch(images, targets, skipped, seeds)
 
 
 def dist_info() -> tuple[int, int]:

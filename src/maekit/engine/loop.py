@@ -135,11 +135,9 @@ def iterate_from(loader: Iterable, start: int) -> Iterable:
 
 
 def _to_device(batch: tuple, device: torch.device) -> tuple:
-    images, targets, num_skipped = batch
-    images = images.to(device, non_blocking=True)
-    if isinstance(targets, torch.Tensor):
-        targets = targets.to(device, non_blocking=True)
-    return images, targets, num_skipped
+    images = batch[0].to(device, non_blocking=True)
+    targets = batch[1].to(device, non_blocking=True) if isinstance(batch[1], torch.Tensor) else batch[1]
+    return type(batch)(images, targets, *batch[2:]) if hasattr(batch, "_fields") else (images, targets, *batch[2:])
 
 
 def _average_grads(params: list[torch.Tensor]) -> None:

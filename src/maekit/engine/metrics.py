@@ -68,7 +68,7 @@ def evaluate(
     limit = _real_samples_on_rank(loader)
     n = loss_sum = acc1_sum = acc5_sum = 0.0
     pos = 0
-    for images, targets, num_skipped in loader:
+    for images, targets, num_skipped, *_ in loader:
         b = images.shape[0]
         keep = b if limit is None else max(0, min(b, limit - pos))
         pos += b + int(num_skipped)

@@ -89,7 +89,7 @@ def make_pretrain_step(mask_ratio: float, num_patches: int):
         images = batch[0]
         # Each image's mask comes from its own (seed, epoch, index) seed: independent of the batch
         # it lands in, the worker count, the world size and of where a run was resumed.
-        seeds = batch_mask_seeds(images)
+        seeds = batch_mask_seeds(batch)
         noise = per_sample_noise(seeds, num_patches, images.device) if seeds is not None else None
         return net(images, mask_ratio=mask_ratio, noise=noise).loss, images.shape[0]
 

@@ -74,13 +74,14 @@ def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | 
     was_training = model.training
     model.eval()
     pos, n, loss_sum = 0, 0, 0.0
-    for images, _, num_skipped in loader:
+    for batch in loader:
+        images, num_skipped = batch[0], batch[2]
         b = images.shape[0]
         rows = noise[pos:pos + b]
         pos += b + int(num_skipped)
         if b == 0:
             continue
-        seeds = batch_mask_seeds(images)  # EvalMaskSeeds: each image's own, whatever was skipped
+        seeds = batch_mask_seeds(batch)  # EvalMaskSeeds: each image's own, whatever was skipped
         if seeds is not None:
             rows = per_sample_noise(seeds, int(model.num_patches))
         images = images.to(device, non_blocking=True)
