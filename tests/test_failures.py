@@ -423,3 +423,85 @@ def test_a_server_that_never_answers_fails_in_bounded_time(digit_folders, tmp_pa
         assert silent_server in said and "HF_HUB_DOWNLOAD_TIMEOUT" in said
     assert "Traceback" not in said
     assert took < 90  # bounded: 1 s waits, no retries of a silent host (it hung for minutes before)
+
+
+# ------------------------------------------------------------------- full disk, kills during writes
+def _limited(limit: int):
+    def preexec():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+@pytest.mark.parametrize("dst", ["folder", "model.safetensors", "model.pth", "model.pdparams", "model.ckpt"])
+def test_convert_past_a_file_size_limit_is_one_line_naming_the_folder(tmp_path, dst):
+    from maekit.models import create_model
+
+    src = tmp_path / "src"
+    create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1).save_pretrained(src)
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / dst
+    res = subprocess.run([PY, "-m", "maekit", "convert", src, target, *(["--to", "maekit"] if dst == "folder" else [])],
+                         env=python_env(), capture_output=True, text=True, timeout=300, preexec_fn=_limited(64 << 10))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "file-size limit" in res.stderr and str(tmp_path / "out") in res.stderr, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no partial file, no temp left
+
+
+def test_shard_past_a_file_size_limit_leaves_no_truncated_shard(digit_folders, tmp_path):
+    dst = tmp_path / "shards"
+    res = subprocess.run([PY, "-m", "maekit", "shard", digit_folders / "train", dst, "--shard_size", "50"],
+                         env=python_env(), capture_output=True, text=True, timeout=300, preexec_fn=_limited(24 << 10))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "file-size limit" in res.stderr and str(dst) in res.stderr and "Traceback" not in res.stderr
+    assert not list(dst.glob("*.tar")) and not (dst / "shards.json").exists()
+
+
+def test_shard_skips_and_names_corrupt_files(digit_folders, tmp_path, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for p in list((digit_folders / "unlabelled").glob("*.png"))[:5]:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    assert run_cli("shard", src, tmp_path / "shards") == 0
+    captured = capsys.readouterr()
+    assert "5 images in 1 shards" in captured.out
+    assert "skipped 1 corrupt image file(s): " + str(src / "broken.png") in captured.err
+    assert json.loads((tmp_path / "shards" / "shards.json").read_text())["shardlist"][0]["nsamples"] == 5
+
+
+_KILL_MID_SWAP = """
+import os, signal, sys
+from maekit import fileio
+fileio._exchange = lambda a, b: False  # the rename fallback, killed between its two renames
+real = os.replace
+def replace(a, b):
+    real(a, b)
+    if str(a) == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+fileio.atomic_write_dir(sys.argv[1], lambda tmp: (tmp / "config.json").write_text("new"))
+"""
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_sigkill_while_replacing_a_folder_loses_nothing(tmp_path, exchange):
+    from maekit.fileio import atomic_write_dir
+
+    dst = tmp_path / "model"
+    dst.mkdir()
+    (dst / "config.json").write_text("old")
+    (dst / "notes.txt").write_text("mine")
+    if exchange:  # the atomic swap: the old folder or the new one, and the user's other files kept
+        atomic_write_dir(dst, lambda tmp: (tmp / "config.json").write_text("new"))
+        assert (dst / "config.json").read_text() == "new" and (dst / "notes.txt").read_text() == "mine"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+        return
+    res = subprocess.run([PY, "-c", _KILL_MID_SWAP, str(dst)], env=python_env(), capture_output=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL
+    assert not dst.exists()  # killed in the moment the old folder was renamed aside
+    atomic_write_dir(dst, lambda tmp: (tmp / "config.json").write_text("newer"))  # the next run repairs it
+    assert (dst / "config.json").read_text() == "newer" and (dst / "notes.txt").read_text() == "mine"

@@ -171,6 +171,9 @@ def run_shard(cfg: tool_config.ShardConfig) -> int:
                               progress=progress):
         classes = f", {len(split['classes'])} classes" if split["classes"] else ", unlabelled"
         print(f"{split['dst']}: {split['samples']} images in {split['shards']} shards{classes}")
+        if split["corrupt"]:
+            shown = ", ".join(split["corrupt"][:3]) + (" ..." if len(split["corrupt"]) > 3 else "")
+            print(f"maekit shard: skipped {len(split['corrupt'])} corrupt image file(s): {shown}", file=sys.stderr)
     return 0
 
 

@@ -8,8 +8,11 @@ depending on each other (the engine must not pull in the converters, which impor
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,6 +64,11 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
 
     Readers see the old file or the new one, never a partial one. A failure (or an interruption,
     KeyboardInterrupt included) leaves ``dst`` as it was and removes the temporary file.
+
+    Raises:
+        maekit.errors.DiskFullError / RuntimeFailure: the write failed (a full disk, a file-size
+            limit, a read-only folder; torch and safetensors report these without an errno): the
+            message names ``dst``'s folder and its free space.
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -70,11 +78,32 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         with open(tmp, "r+b") as f:  # flush the data before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
+        failure = _write_failure(dst, e, [tmp])
         tmp.unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from e
         raise
     fsync_dir(dst.parent)
     return dst
+
+
+def _write_failure(dst: Path, e: BaseException, partial: list[Path]) -> BaseException | None:
+    """The one-line error for a failed write of ``dst`` (None: ``e`` is no write failure)."""
+    from .errors import MaekitError, _fsize_limit, write_failure
+
+    if isinstance(e, MaekitError) or not (isinstance(e, (OSError, RuntimeError)) or "Safetensor" in type(e).__name__):
+        return None
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return None
+    found = re.search(r"os error (\d+)", str(e))  # safetensors keeps the errno in its message only
+    if found and getattr(e, "errno", None) is None:
+        e = OSError(int(found.group(1)), str(e))
+    sizes = [p.stat().st_size for p in partial if p.is_file()]
+    limit = _fsize_limit()
+    # a write stopped at the file-size limit: say so (torch's "unexpected pos" carries no errno)
+    needed = max(sizes) + 1 if sizes and limit is not None and max(sizes) >= limit else None
+    return write_failure(dst, e, needed=needed)
 
 
 def plain_tensors(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,13 +124,19 @@ def plain_tensors(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Fill a temporary folder with ``write(tmp_dir)``, then move it to ``dst``.
+    """Fill a temporary folder with ``write(tmp_dir)``, then put it at ``dst``.
 
-    If ``dst`` already is a folder, the files written replace theirs and its other files are
-    kept (moved over); the swap is renames only, so ``dst`` is never a half-written folder, and
-    a failure puts the old folder back.
+    If ``dst`` already is a folder, the files written replace theirs and its other files are kept
+    (hard-linked, else copied, into the new folder). The swap is one atomic exchange of the two
+    folders (Linux ``renameat2(RENAME_EXCHANGE)``), so ``dst`` is always the old folder or the new
+    one, even under SIGKILL. Where the exchange is not available, ``dst`` is renamed aside for a
+    moment; a kill in that moment is repaired by the next call (:func:`recover_dir`).
+
+    Raises:
+        maekit.errors.DiskFullError / RuntimeFailure: as :func:`atomic_write`.
     """
     dst = Path(dst)
+    recover_dir(dst)
     if dst.exists() and not dst.is_dir():
         raise NotADirectoryError(f"{dst}: exists and is not a folder")
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -109,25 +144,76 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
     tmp.mkdir()
     try:
         write(tmp)
-        written = {p.name for p in tmp.iterdir()}
         if not dst.exists():
             os.replace(tmp, dst)
             return dst
-        old = temp_sibling(dst, "old")
-        os.replace(dst, old)
-        try:
-            for p in old.iterdir():  # keep the user's other files
-                if p.name not in written:
-                    os.replace(p, tmp / p.name)
-            os.replace(tmp, dst)
-        except BaseException:
-            for p in tmp.iterdir() if tmp.exists() else ():
-                if p.name not in written:
-                    os.replace(p, old / p.name)
-            os.replace(old, dst)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        written = {p.name for p in tmp.iterdir()}
+        for p in dst.iterdir():  # keep the user's other files: links, so dst stays whole meanwhile
+            if p.name not in written:
+                _link_or_copy(p, tmp / p.name)
+        if not _exchange(tmp, dst):
+            _swap_by_renames(tmp, dst)
+    except BaseException as e:
+        failure = _write_failure(dst / "x", e, [p for p in tmp.rglob("*")] if tmp.exists() else [])
         shutil.rmtree(tmp, ignore_errors=True)
+        if failure is not None:
+            raise failure from e
         raise
+    shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
     return dst
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(src, dst)
+
+
+def _link_or_copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        fsync_dir(b.parent)
+        return True
+    return False
+
+
+def _swap_by_renames(tmp: Path, dst: Path) -> None:
+    old = temp_sibling(dst, "old")
+    os.replace(dst, old)  # a kill between these two renames: recover_dir puts `old` back
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        os.replace(old, dst)
+        raise
+    os.replace(old, tmp)  # the caller removes tmp
+
+
+def recover_dir(dst: str | os.PathLike) -> Path | None:
+    """Put back a folder that an interrupted :func:`atomic_write_dir` left renamed aside
+    (``.{name}.XXXX.old.tmp``) when ``dst`` itself is missing; returns what was restored."""
+    dst = Path(dst)
+    if dst.exists() or not dst.parent.is_dir():
+        return None
+    aside = sorted(dst.parent.glob(f".{glob.escape(dst.name)}.*.old.tmp"), key=lambda p: p.stat().st_mtime)
+    if not aside:
+        return None
+    os.replace(aside[-1], dst)
+    return aside[-1]
+

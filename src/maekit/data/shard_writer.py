@@ -18,6 +18,7 @@ length without scanning the shards.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from collections.abc import Callable
@@ -58,8 +59,11 @@ def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None 
                 progress: Callable[[int, int], None] | None = None) -> dict:
     """Write the images under ``src`` into ``dst/shard-NNNNNN.tar`` + ``dst/shards.json``.
 
+    Files PIL cannot parse are left out and listed in ``corrupt``. A failure (a full disk) removes
+    the shards this call wrote, so no truncated shard is left without its ``shards.json``.
+
     Returns:
-        ``{"dst", "shards", "samples", "classes"}``.
+        ``{"dst", "shards", "samples", "classes", "corrupt"}``.
     """
     files, targets, classes = _layout(src, labelled)
     if not files:
@@ -67,26 +71,53 @@ def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None 
     order = list(range(len(files)))
     random.Random(seed).shuffle(order)
     dst.mkdir(parents=True, exist_ok=True)
-    counts: list[int] = []
     names: list[str] = []
-
-    def finished(fname: str) -> None:
-        names.append(os.path.basename(fname))
-
+    counts: list[int] = []
+    corrupt: list[str] = []
     wds = webdataset_module()
-    with wds.ShardWriter(str(dst / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0,
-                         post=finished) as sink:
-        for done, i in enumerate(order, 1):
-            path = files[i]
-            sample = {"__key__": f"{done - 1:09d}", path.suffix[1:].lower(): path.read_bytes()}
-            if targets is not None:
-                sample["cls"] = str(targets[i]).encode()
-            sink.write(sample)
-            if progress is not None:
-                progress(done, len(files))
-    counts = [shard_size] * (len(names) - 1) + [len(files) - shard_size * (len(names) - 1)]
-    write_index(dst, names, counts, classes)
-    return {"dst": str(dst), "shards": len(names), "samples": len(files), "classes": classes}
+    try:
+        with wds.ShardWriter(str(dst / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0,
+                             post=lambda fname: names.append(os.path.basename(fname))) as sink:
+            for done, i in enumerate(order, 1):
+                path = files[i]
+                data = path.read_bytes()
+                if not _decodes(data):  # stored, it would only be skipped at every epoch
+                    corrupt.append(str(path))
+                    continue
+                sample = {"__key__": f"{done - 1:09d}", path.suffix[1:].lower(): data}
+                if targets is not None:
+                    sample["cls"] = str(targets[i]).encode()
+                sink.write(sample)
+                if sink.count == 1:  # a new shard began
+                    counts.append(0)
+                counts[-1] += 1
+                if progress is not None:
+                    progress(done, len(files))
+        if not counts:
+            raise FileNotFoundError(f"no decodable image under {str(src)!r} ({len(corrupt)} corrupt files)")
+        write_index(dst, names, counts, classes)
+    except BaseException as e:  # no truncated shard without an index: remove what this call wrote
+        for name in [*names, *(SHARD_PATTERN % k for k in range(len(counts) + 1))]:
+            (dst / name).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, FileNotFoundError):
+            from ..errors import write_failure
+
+            raise write_failure(dst / (SHARD_PATTERN % max(len(counts) - 1, 0)), e) from e
+        raise
+    return {"dst": str(dst), "shards": len(names), "samples": sum(counts), "classes": classes,
+            "corrupt": corrupt}
+
+
+def _decodes(data: bytes) -> bool:
+    """True when PIL can parse the image's header and structure (``verify``: no full decode)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises many types for bad data
+        return False
 
 
 def write_shards(src: str | os.PathLike, dst: str | os.PathLike, *, shard_size: int = 1000,

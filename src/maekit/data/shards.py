@@ -159,9 +159,9 @@ def write_index(folder: Path, names: list[str], counts: list[int], classes: list
     }
     if classes is not None:
         spec["classes"] = classes
-    path = folder / INDEX_NAME
-    path.write_text(json.dumps(spec, indent=1))
-    return path
+    from ..fileio import atomic_write
+
+    return atomic_write(folder / INDEX_NAME, lambda tmp: tmp.write_text(json.dumps(spec, indent=1)))
 
 
 def _scan_local(paths: list[str]) -> tuple[list[int], list[str] | None]:

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, UsageError, write_failure
+from ..errors import CheckpointError, MaekitError, UsageError, write_failure
 from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
 
 logger = logging.getLogger("maekit.engine")
@@ -53,6 +53,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """
     try:
         return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except MaekitError as e:  # atomic_write's own message, but with the size this file needs
+        raise write_failure(path, e.__cause__ or e, needed=state_nbytes(state)) from e.__cause__
     except (OSError, RuntimeError) as e:  # torch.save reports ENOSPC as a RuntimeError
         raise write_failure(path, e, needed=state_nbytes(state)) from e
 
