@@ -317,6 +317,65 @@ def test_body_without_length_over_the_limit_and_foreign_host_are_refused(server)
     assert "Traceback" not in server["log"].read_text()
 
 
+def test_cross_origin_writes_are_refused(server):
+    host = server["url"].split("//", 1)[1]
+    url, sample = server["url"] + "/api/classify", {"model": "cls", "sample": "coffee.jpg"}
+    for headers in ({"Origin": "http://evil.com"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, _, body = _request(url, sample, headers=headers)
+        assert status == 403 and "cross-origin request refused" in json.loads(body)["detail"], headers
+    assert _request(url, sample, headers={"Origin": f"http://{host}"})[0] == 200  # the app's own page
+    assert _request(url, sample)[0] == 200  # a script (no Origin)
+    assert _request(server["url"] + "/api/models", headers={"Origin": "http://evil.com"})[0] == 200  # reads
+
+
+def test_model_ids_are_named_by_the_user_or_readable(tmp_path):
+    from maekit.app.service import _model_id, split_model_arg
+
+    assert split_model_arg("mine=runs/ft/checkpoint-best.pth") == ("mine", "runs/ft/checkpoint-best.pth")
+    assert split_model_arg("hf-hub:org/name") == (None, "hf-hub:org/name")
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert split_model_arg(str(odd)) == (None, str(odd))  # an existing path is a path
+    assert _model_id("runs/ft/checkpoint-best.pth", set()) == "ft/checkpoint-best"
+    assert _model_id("runs/ft/checkpoint-best.pth", {"ft/checkpoint-best"}) == "ft/checkpoint-best-2"
+    assert _model_id("weights/mae_pretrain_vit_base.pth", set()) == "mae_pretrain_vit_base"
+    assert _model_id("out/model", set()) == "model"
+
+
+def test_decodes_are_bounded_and_the_page_says_top_k():
+    import threading
+
+    from maekit.app import service
+
+    limits = service.Limits(max_decodes=2)
+    running, peak, lock = [0], [0], threading.Lock()
+    real = service._decode
+
+    def slow_decode(data, lim):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return real(data, lim)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    service._decode = slow_decode
+    try:
+        threads = [threading.Thread(target=service.decode_image, args=(buf.getvalue(), limits)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        service._decode = real
+    assert peak[0] == 2
+    js = (Path(service.__file__).parent / "static" / "app.js").read_text()
+    assert "top-${k}" in js and "Math.min(5, model.num_classes" in js and "top-5`" not in js
+
+
 # ---------------------------------------------------------------------------- concurrency
 def test_twenty_concurrent_requests_give_identical_results(server, photo):
     image = {"image": (photo.name, photo.read_bytes())}

@@ -70,6 +70,8 @@ class Guard:
                         f"not {host!r} (start it with --host 0.0.0.0 to serve the network)"
                     ),
                 )
+            if message is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+                message = _cross_origin(headers)
             length = headers.get(b"content-length", b"")
             if message is None and length.isdigit() and int(length) > self.max_bytes:
                 message = (
@@ -83,6 +85,21 @@ class Guard:
                 await JSONResponse({"detail": message[1]}, status_code=message[0])(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _cross_origin(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    """A 403 for a write sent by a page of another origin (a browser names it in ``Origin``; a
+    script or curl sends none): any web page could otherwise make a visitor's browser post here."""
+    from urllib.parse import urlsplit
+
+    origin = headers.get(b"origin", b"").decode("latin-1").strip()
+    site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
+    host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+    if site == "cross-site" or (origin and origin != "null" and urlsplit(origin).netloc.lower() != host) \
+            or origin == "null":
+        return 403, (f"cross-origin request refused: this server accepts uploads from its own page only "
+                     f"(Origin {origin or site!r}, server {host!r})")
+    return None
 
 
 def _too_large(limits: Limits) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,10 +46,29 @@ class Limits:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000  # refused above this (decoding it would take ~150 MB and more)
     max_side: int = 4096  # longer side reduced to this before the model's own resize
+    max_decodes: int = 2  # uploads decoded at the same time (the rest wait): bounds the memory
+
+
+_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
+
+
+def split_model_arg(text: str) -> tuple[str | None, str]:
+    """``--model NAME=SOURCE`` -> ``(NAME, SOURCE)``; a plain source (or an existing path holding
+    '=') -> ``(None, text)``."""
+    name, sep, source = text.partition("=")
+    if sep and _ID.match(name) and source and not os.path.exists(text):
+        return name, source
+    return None, text
 
 
 def _model_id(source: str, taken: set[str]) -> str:
-    base = os.path.basename(os.path.normpath(source)) if os.sep in source or "/" in source else source
+    """An id for a model the user did not name: the file's stem (``checkpoint-best`` under its
+    folder's name: ``ft/checkpoint-best``), a folder's or a Hub repository's name."""
+    path = os.path.normpath(source) if os.sep in source or "/" in source else source
+    base, parent = os.path.basename(path), os.path.basename(os.path.dirname(path))
+    stem, ext = os.path.splitext(base)
+    if ext.lower() in (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pdparams", ".pd", ".npz"):
+        base = f"{parent}/{stem}" if stem.startswith("checkpoint") and parent else stem
     base = base or "model"
     name, n = base, 2
     while name in taken:
@@ -127,9 +147,13 @@ class ModelRegistry:
     @classmethod
     def load(cls, sources: list[str], *, download: bool = True, device: str | None = None) -> ModelRegistry:
         slots: list[ModelSlot] = []
-        for source in sources:
+        for text in sources:
+            name, source = split_model_arg(text)
+            taken = {s.id for s in slots}
+            if name in taken:
+                raise ValueError(f"--model {text}: the name {name!r} is already used by another --model")
             model = load_model(source, download=download, device=device)
-            slots.append(ModelSlot(_model_id(source, {s.id for s in slots}), source, model))
+            slots.append(ModelSlot(name or _model_id(source, taken), source, model))
         return cls(slots)
 
     def get(self, model_id: str | None, view: str) -> ModelSlot:
@@ -174,6 +198,22 @@ def decode_image(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
     """
     if not data:
         raise AppError(400, "the upload is empty: choose an image file (PNG, JPEG, WebP, BMP, TIFF, GIF)")
+    # A decoded image takes up to ~3 bytes a pixel (150 MB at the pixel limit): at most
+    # limits.max_decodes at a time, the others wait, so concurrent large uploads cannot pile up.
+    with _decode_slots(limits.max_decodes):
+        return _decode(data, limits)
+
+
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _decode_slots(n: int) -> threading.BoundedSemaphore:
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(max(1, int(n)), threading.BoundedSemaphore(max(1, int(n))))
+
+
+def _decode(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
@@ -195,6 +235,7 @@ def decode_image(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
     notes: list[str] = []
     try:
         if max(w, h) > limits.max_side:
+            img.draft(img.mode, (limits.max_side, limits.max_side))  # JPEG: decode at a reduced scale
             img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
             notes.append(
                 f"resized from {w}x{h} to {img.size[0]}x{img.size[1]} before the model's own resize "

@@ -77,8 +77,9 @@ async function reconstructCard(model, index) {
 }
 
 async function classifyCard(model) {
-  const box = card(model, `${model.model_name}, top-5`);
-  const work = call("/api/classify", imageForm({ model: model.id, top_k: 5 })).then(async (response) => {
+  const k = Math.min(5, model.num_classes || 5);
+  const box = card(model, `${model.model_name}, top-${k}`);
+  const work = call("/api/classify", imageForm({ model: model.id, top_k: k })).then(async (response) => {
     const rows = await response.json();
     const list = el("ol", { class: "top5" });
     for (const row of rows) {
