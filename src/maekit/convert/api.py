@@ -95,25 +95,23 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
     return model, args, [], spec
 
 
-def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None,
-                    **overrides: Any) -> LoadedCheckpoint:
+def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: str | None = None, *,
+                    keep_linprobe: bool = False, **overrides: Any) -> LoadedCheckpoint:
     """Read any supported checkpoint and match it to a registered model.
 
     The weights are fitted to the model: absent fixed sin-cos tables are filled, parts the model
     has not (a decoder for a classifier...) are dropped, a linear-probe BatchNorm head is folded
-    into the Linear head when the model has a plain one. Every such step is in ``notes``.
+    into the Linear head when the model has a plain one (kept with ``keep_linprobe``). Every such
+    step is in ``notes``.
     """
     fmt, loaded = read(path, format)
     try:
         name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     except ConversionError as e:  # name the file whose weights or recorded arguments are refused
         raise e if e.path else ConversionError(e.problem, _config_file(path)) from e
-    from ..models import canonical_name
-
-    sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=False)
-    config = ModelConfig(canonical_name(name), args, loaded.hints.get("class_names"))
-    return LoadedCheckpoint(config, os.fspath(path), sd, loaded.hints.get("preprocessing"), fmt,
-                            loaded.notes + notes + fit_notes)
+    sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=keep_linprobe)
+    return LoadedCheckpoint(ModelConfig(name, args, loaded.hints.get("class_names")), os.fspath(path), sd,
+                            loaded.hints.get("preprocessing"), fmt, loaded.notes + notes + fit_notes)
 
 
 def _config_file(path: str | os.PathLike) -> Path:
@@ -229,14 +227,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     out = _destination(dst, fmt_out)
     if out.exists() and Path(src).exists() and os.path.samefile(src, out):
         raise ConversionError("source and destination are the same", out)
-    fmt_in, loaded = read(src, fmt_in)
-    try:
-        name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
-    except ConversionError as e:
-        raise e if e.path else ConversionError(e.problem, _config_file(src)) from e
-    sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=fmt_out in _LOSSLESS_HEADS)
-    spec = spec.with_metadata(loaded.hints.get("class_names"), loaded.hints.get("preprocessing"))
+    ck = read_checkpoint(src, fmt_in, model, keep_linprobe=fmt_out in _LOSSLESS_HEADS, **overrides)
+    cfg, sd = ck.config, ck.state_dict
+    spec = arch_spec(cfg.model_name, cfg.model_args).with_metadata(cfg.class_names, ck.preprocessing)
     written, write_notes = TABLE[fmt_out].write(sd, out, spec)
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
-    return ConversionReport(os.fspath(src), os.fspath(written), fmt_in, fmt_out, name, args, len(sd), n_params,
-                            loaded.notes + notes + fit_notes + write_notes)
+    return ConversionReport(os.fspath(src), os.fspath(written), ck.format, fmt_out, cfg.model_name, cfg.model_args,
+                            len(sd), n_params, ck.notes + write_notes)

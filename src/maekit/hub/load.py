@@ -159,6 +159,7 @@ def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str,
 
     loaded = read_checkpoint(path, model=model_name, **{k: v for k, v in stated.items() if k in SOFT_ARGS})
     cfg, notes = loaded.config, loaded.notes
+    cfg.model_name = canonical_name(cfg.model_name)
     entry = _entry_for_filename(path, cfg.model_name) if path.is_file() else None
     if entry is not None and "norm_pix_loss" not in cfg.model_args:
         cfg.model_args["norm_pix_loss"] = entry.model_args["norm_pix_loss"]

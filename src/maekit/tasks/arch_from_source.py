@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from .validate import ConfigError
@@ -22,27 +21,6 @@ from .validate import ConfigError
 log = logging.getLogger("maekit.tasks")
 
 _SHAPE_ARGS = ("img_size", "patch_size", "in_chans")  # options of their own (--input_size ...)
-
-
-@dataclass
-class SourceArch:
-    """What a source records, for a model of the wanted kind (classifier or pretraining model).
-
-    Attributes:
-        model: the registered name of the wanted kind (``mae_vit_base_patch16`` -> ``vit_base_patch16``).
-        input_size: ``[S]`` or ``[H, W]``.
-        patch_size: int for ViT; None for ConvMAE (its stage strides travel in ``model_args``).
-        in_chans: image channels.
-        model_args: the other constructor arguments to carry over (depth, embed_dim, decoder ...).
-        global_pool: a classifier source's pooling (True: mean of the patch tokens); None otherwise.
-    """
-
-    model: str
-    input_size: list[int]
-    patch_size: int | None
-    in_chans: int
-    model_args: dict[str, Any] = field(default_factory=dict)
-    global_pool: bool | None = None
 
 
 def pretraining_name(name: str) -> str:
@@ -69,7 +47,7 @@ def read_source(read: Any, source: Any, flag: str) -> Any:
 
 
 def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str | None = None,
-                stated: dict[str, Any] | None = None) -> SourceArch:
+                stated: dict[str, Any] | None = None) -> dict[str, Any]:
     """The architecture ``source`` records (any source :func:`maekit.hub.load_config` reads), for a
     pretraining model (``pretraining=True``) or a classifier. ``model_name`` (the user's ``--model``)
     is used only for a file whose model cannot be told from its weights; ``stated`` (the run's
@@ -85,10 +63,14 @@ def source_arch(source: str | os.PathLike, *, pretraining: bool, model_name: str
     return arch_of(recorded, pretraining=pretraining)
 
 
-def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
-    """:func:`source_arch` of a source's :class:`maekit.models.ModelConfig` (already resolved). A
+def arch_of(recorded: Any, *, pretraining: bool) -> dict[str, Any]:
+    """The task options a source's :class:`maekit.models.ModelConfig` (already resolved) sets, for a
+    model of the wanted kind: ``model`` (its registered name: ``mae_vit_base_patch16`` ->
+    ``vit_base_patch16``), ``input_size`` (``[S]`` or ``[H, W]``), ``patch_size`` (None for ConvMAE,
+    whose stage strides travel in ``model_args``), ``in_chans``, ``global_pool`` (a classifier
+    source's pooling; None otherwise) and ``model_args`` (depth, embed_dim, decoder ...). A
     classifier's own arguments (``num_classes``: the data's; ``drop_path_rate``: the run's) are not
-    carried over; its pooling is, as ``global_pool``."""
+    carried over."""
     from ..convert.spec import arch_spec
     from ..models import classifier_name
     from ..models.config import other_kind_args
@@ -102,7 +84,8 @@ def arch_of(recorded: Any, *, pretraining: bool) -> SourceArch:
     h, w = spec.img_size
     target = pretraining_name(recorded.model_name) if pretraining else classifier_name(recorded.model_name)
     pool = None if pretraining or spec.global_pool is None else spec.global_pool == "avg"
-    return SourceArch(target, [h] if h == w else [h, w], patch, int(spec.in_chans), args, pool)
+    return dict(model=target, input_size=[h] if h == w else [h, w], patch_size=patch, in_chans=int(spec.in_chans),
+                global_pool=pool, model_args=args)
 
 
 def _sizes(value: Any) -> list[int]:
@@ -147,37 +130,37 @@ def _take(cfg: Any, name: str, value: Any, *, source: str, flag: str) -> Any:
     return None
 
 
-def _check_width(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> None:
+def _check_width(cfg: Any, arch: dict[str, Any], *, source: str, flag: str) -> None:
     """An explicit ``--model`` means its preset's width: a source of another width is refused with
     both named (not taken silently through ``model_args``; issue 21 item 2)."""
     from ..convert.spec import arch_spec
     from ..models.config import jsonable
 
-    theirs = arch.model_args.get("embed_dim")
+    theirs = arch["model_args"].get("embed_dim")
     if theirs is None or not cfg.is_given("model") or "embed_dim" in cfg.model_args:
         return
     preset = jsonable(arch_spec(cfg.model).embed_dim)
     if preset != jsonable(theirs):
         raise ConfigError(f"--model {cfg.model} is a model of width {_show(preset)}, but {flag} {source} holds one "
-                          f"of width {_show(theirs)} ({arch.model} with embed_dim={_show(theirs)}). Leave --model "
+                          f"of width {_show(theirs)} ({arch['model']} with embed_dim={_show(theirs)}). Leave --model "
                           f"out to use the source's architecture, or give {flag} weights of a {cfg.model}.")
 
 
-def apply_source_arch(cfg: Any, arch: SourceArch, *, source: str, flag: str) -> Any:
-    """``cfg`` with the model name, shape flags, pooling and ``model_args`` of ``arch`` where ``cfg``
-    does not set them; logs what was taken. An explicit contradicting ``--model`` (also one of
+def apply_source_arch(cfg: Any, arch: dict[str, Any], *, source: str, flag: str) -> Any:
+    """``cfg`` with the model name, shape flags, pooling and ``model_args`` of ``arch``
+    (:func:`arch_of`) where ``cfg`` does not set them; logs what was taken. An explicit contradicting ``--model`` (also one of
     another width) / ``--patch_size`` / ``--in_chans`` (or ``model_args`` entry) is a
     :class:`ConfigError` naming both values; another ``--input_size`` is logged (the run changes the
     resolution)."""
     _check_width(cfg, arch, source=source, flag=flag)
     changes, taken = {}, []
     for name in ("model", "input_size", "patch_size", "in_chans", "global_pool"):
-        value = _take(cfg, name, getattr(arch, name), source=source, flag=flag) if hasattr(cfg, name) else None
+        value = _take(cfg, name, arch[name], source=source, flag=flag) if hasattr(cfg, name) else None
         if value is not None:
             changes[name] = value
             taken.append(f"--{name} {_show(value)}")
     merged = dict(cfg.model_args)
-    for key, value in arch.model_args.items():
+    for key, value in arch["model_args"].items():
         if key in merged and merged[key] != value:
             raise ConfigError(f"model_args {key}={merged[key]!r} contradicts {flag} {source}, which records "
                               f"{key}={value!r}")
@@ -220,7 +203,6 @@ def with_source_arch(cfg: Any) -> Any:
 
 
 __all__ = [
-    "SourceArch",
     "apply_source_arch",
     "arch_of",
     "arch_source",
