@@ -248,24 +248,23 @@ class ImageProcessor:
         if isinstance(images, (list, tuple)):
             if not images:
                 raise ValueError("no images given (an empty list)")
-            out: list = []
-            for item in images:
-                loaded, _ = self.load(item)
-                out.extend(loaded)
-            return out, True
-        if isinstance(images, (str, Path)):
-            return [_open_image(images, self.num_channels)], False
-        if isinstance(images, Image.Image):
-            return [convert_image(images, self.num_channels)], False
-        if isinstance(images, (np.ndarray, torch.Tensor)):
-            if images.ndim == 4:
-                return [_array_to_chw(x) for x in images], True
-            if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (2, 3) and (
-                    images.ndim == 2 or images.shape[-1] in (1, 3, 4)):
-                arr = images[..., 0] if images.ndim == 3 and images.shape[-1] == 1 else images
-                return [convert_image(Image.fromarray(arr), self.num_channels)], False
-            return [_array_to_chw(images)], False
-        raise ValueError(f"unsupported image input {_describe_input(images)}: pass a path, URL, PIL image, "
+            return [x for item in images for x in self.load(item)[0]], True
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            return [_array_to_chw(x) for x in images], True
+        return [self._load_one(images)], False
+
+    def _load_one(self, image: ImageInput) -> Image.Image | torch.Tensor:
+        if isinstance(image, (str, Path)):
+            return _open_image(image, self.num_channels)
+        if isinstance(image, Image.Image):
+            return convert_image(image, self.num_channels)
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (
+                image.ndim == 2 or image.ndim == 3 and image.shape[-1] in (1, 3, 4)):
+            arr = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+            return convert_image(Image.fromarray(arr), self.num_channels)
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            return _array_to_chw(image)
+        raise ValueError(f"unsupported image input {_describe_input(image)}: pass a path, URL, PIL image, "
                          "numpy array, torch tensor or a list of them")
 
     def preprocess(self, images: ImageInput) -> torch.Tensor:

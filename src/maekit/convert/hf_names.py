@@ -25,11 +25,13 @@ def looks_hf(keys: Iterable[str]) -> bool:
     return any(k.startswith(_HF_PREFIXES) for k in keys)
 
 
-_LAYER = {  # official block sub-key -> HF (hub) sub-key
+_LAYER = {  # official block sub-key -> HF (hub) sub-key ({} of qkv: query, key, value)
     "norm1.weight": "layernorm_before.weight",
     "norm1.bias": "layernorm_before.bias",
     "norm2.weight": "layernorm_after.weight",
     "norm2.bias": "layernorm_after.bias",
+    "attn.qkv.weight": "attention.attention.{}.weight",
+    "attn.qkv.bias": "attention.attention.{}.bias",
     "attn.proj.weight": "attention.output.dense.weight",
     "attn.proj.bias": "attention.output.dense.bias",
     "mlp.fc1.weight": "intermediate.dense.weight",
@@ -73,6 +75,8 @@ _NORMALISE = [
 ]
 _HF_LAYER_RE = re.compile(r"^(vit\.encoder\.layer|encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
 _HF_QKV_RE = re.compile(r"^attention\.attention\.(query|key|value)\.(weight|bias)$")
+_EMBED_BACK = {v: k for k, v in _EMBED.items()}
+_BACK = {**{v: k for k, v in _DECODER.items()}, **{v: k for k, v in _HEAD.items()}}
 
 
 def _normalise(name: str) -> str:
@@ -82,74 +86,66 @@ def _normalise(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ names
+def _hf_name(key: str, arch: str, prefix: str) -> str | None:
+    """The hub name of official ``key`` in ``arch`` (``{}``: one per query / key / value), or None."""
+    if key in _EMBED:
+        return prefix + _EMBED[key]
+    if key in _DECODER and arch == "ViTMAEForPreTraining" or key in _HEAD and arch == "ViTForImageClassification":
+        return {**_DECODER, **_HEAD}[key]
+    m = re.match(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$", key)
+    if not m or m[3] not in _LAYER or m[1] == "decoder_blocks" and arch != "ViTMAEForPreTraining":
+        return None
+    base = f"{prefix}encoder.layer.{m[2]}" if m[1] == "blocks" else f"decoder.decoder_layers.{m[2]}"
+    return f"{base}.{_LAYER[m[3]]}"
+
+
 def to_hf(sd: Mapping[str, torch.Tensor], arch: str, path: str | os.PathLike = "") -> dict[str, torch.Tensor]:
-    """Official names -> hub names of ``arch``."""
+    """Official names -> hub names of ``arch`` (the fused qkv split into query, key, value)."""
     prefix = "" if arch == "ViTMAEModel" else "vit."
     out: dict[str, torch.Tensor] = {}
-    bad = []
-    for key, t in sd.items():
-        m = re.match(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$", key)
-        if key in _EMBED:
-            out[prefix + _EMBED[key]] = t
-        elif key in _DECODER and arch == "ViTMAEForPreTraining":
-            out[_DECODER[key]] = t
-        elif key in _HEAD and arch == "ViTForImageClassification":
-            out[_HEAD[key]] = t
-        elif m:
-            group, i, sub = m.groups()
-            base = f"{prefix}encoder.layer.{i}" if group == "blocks" else f"decoder.decoder_layers.{i}"
-            if group == "decoder_blocks" and arch != "ViTMAEForPreTraining":
-                bad.append(key)
-            elif sub in ("attn.qkv.weight", "attn.qkv.bias"):
-                kind = sub.rsplit(".", 1)[1]
-                for name, part in zip(_QKV, t.chunk(3, dim=0)):
-                    out[f"{base}.attention.attention.{name}.{kind}"] = part
-            elif sub in _LAYER:
-                out[f"{base}.{_LAYER[sub]}"] = t
-            else:
-                bad.append(key)
-        else:
-            bad.append(key)
+    names = {key: _hf_name(key, arch, prefix) for key in sd}
+    bad = [key for key, name in names.items() if name is None]
     if bad:
         raise ConversionError(f"no {arch} name for: " + describe_keys(bad), path)
+    for key, name in names.items():
+        parts = zip(_QKV, sd[key].chunk(3, dim=0)) if "{}" in name else [("", sd[key])]
+        out.update((name.format(n), t) for n, t in parts)
     return out
 
 
+def _official_name(name: str) -> tuple[str | None, str | None]:
+    """(official key, query / key / value or None) of a normalised hub name; ('', None): a key with
+    no counterpart in MAE; (None, None): unknown."""
+    plain = name[4:] if name.startswith("vit.") else name
+    if m := _HF_LAYER_RE.match(name):
+        group, i, sub = m.groups()
+        base = f"decoder_blocks.{i}" if group.startswith("decoder") else f"blocks.{i}"
+        if q := _HF_QKV_RE.match(sub):
+            return f"{base}.attn.qkv.{q[2]}", q[1]
+        return (f"{base}.{_LAYER_BACK[sub]}" if sub in _LAYER_BACK else None), None
+    if plain in _EMBED_BACK or name in _BACK:
+        return _EMBED_BACK.get(plain) or _BACK[name], None
+    return ("" if plain.startswith(("pooler.", "embeddings.mask_token")) else None), None
+
+
 def from_hf(sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Hub (or transformers-5) names -> official names."""
-    emb_back = {v: k for k, v in _EMBED.items()}
-    dec_back = {v: k for k, v in _DECODER.items()}
+    """Hub (or transformers-5) names -> (official-name state dict, notes on skipped weights)."""
     out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
     skipped, unknown = [], []
     for raw, t in sd.items():
-        name = _normalise(raw)
-        plain = name[4:] if name.startswith("vit.") else name
-        m = _HF_LAYER_RE.match(name)
-        if m:
-            group, i, sub = m.groups()
-            base = f"decoder_blocks.{i}" if group.startswith("decoder") else f"blocks.{i}"
-            q = _HF_QKV_RE.match(sub)
-            if q:
-                qkv.setdefault((base, q.group(2)), {})[q.group(1)] = t
-            elif sub in _LAYER_BACK:
-                out[f"{base}.{_LAYER_BACK[sub]}"] = t
-            else:
-                unknown.append(raw)
-        elif plain in emb_back:
-            out[emb_back[plain]] = t
-        elif name in dec_back:
-            out[dec_back[name]] = t
-        elif name in ("classifier.weight", "classifier.bias"):
-            out["head." + name.split(".")[1]] = t
-        elif plain.startswith(("pooler.", "embeddings.mask_token")):
-            skipped.append(raw)
+        key, part = _official_name(_normalise(raw))
+        if part is not None:
+            qkv.setdefault(key, {})[part] = t
+        elif key:
+            out[key] = t
         else:
-            unknown.append(raw)
-    for (base, kind), parts in qkv.items():
+            (unknown if key is None else skipped).append(raw)
+    for key, parts in qkv.items():
         if sorted(parts) != sorted(_QKV):
-            raise ConversionError(f"{base}: query/key/value {kind} incomplete", path)
-        out[f"{base}.attn.qkv.{kind}"] = torch.cat([parts[n] for n in _QKV], dim=0)
+            raise ConversionError(f"{key.rsplit('.attn', 1)[0]}: query/key/value {key.rsplit('.', 1)[1]} "
+                                  "incomplete", path)
+        out[key] = torch.cat([parts[n] for n in _QKV], dim=0)
     if unknown:
         raise ConversionError("not a ViTMAE / ViT checkpoint: unknown weights " + describe_keys(unknown), path)
     if not out:

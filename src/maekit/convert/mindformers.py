@@ -96,42 +96,43 @@ def _is_bookkeeping(name: str) -> bool:
     return name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)
 
 
+def _official_name(name: str) -> tuple[str | None, str | None]:
+    """(official key, '1' / '2' / '3' of a split qkv or None) of a MindFormers name; (None, None):
+    not a MAE / ViT parameter."""
+    if name.startswith("vit.") and name[4:].startswith(("decoder_", "mask_tokens")):
+        name = name[4:]  # the official converter prefixes every key, decoder ones too
+    if not (m := _BLOCK_RE.match(name)):
+        return _ROOT_FROM_MF.get(name), None
+    group, i, sub = m.groups()
+    base = f"{'blocks' if group == 'vit.blocks' else 'decoder_blocks'}.{i}"
+    if q := _QKV_RE.match(sub):
+        return f"{base}.attn.qkv.{q[2]}", q[1]
+    return (f"{base}.{_BLOCK_FROM_MF[sub]}" if sub in _BLOCK_FROM_MF else None), None
+
+
 def from_mindformers(
     entries: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
 ) -> tuple[dict, list[str]]:
-    """MindFormers names / layouts -> official."""
+    """MindFormers names / layouts -> (official-name state dict, notes on the entries skipped)."""
     sd: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    ignored, unknown = [], []
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    ignored = [name for name in entries if _is_bookkeeping(name)]
+    unknown = []
     for name, t in entries.items():
-        if _is_bookkeeping(name):
-            ignored.append(name)
-            continue
-        n = name
-        if n.startswith("vit.") and n[4:].startswith(("decoder_", "mask_tokens")):
-            n = n[4:]  # the official converter prefixes every key, decoder ones too
-        m = _BLOCK_RE.match(n)
-        if m:
-            group, i, sub = m.groups()
-            base = f"{'blocks' if group == 'vit.blocks' else 'decoder_blocks'}.{i}"
-            q = _QKV_RE.match(sub)
-            if q:
-                qkv.setdefault((base, q.group(2)), {})[q.group(1)] = t
-                continue
-            if sub in _BLOCK_FROM_MF:
-                off = _BLOCK_FROM_MF[sub]
-                sd[f"{base}.{off}"] = t.t().contiguous() if off in _TRANSPOSED and t.ndim == 2 else t
-                continue
-        elif n in _ROOT_FROM_MF:
-            sd[_ROOT_FROM_MF[n]] = t
-            continue
-        unknown.append(name)
-    for (base, kind), parts in qkv.items():
+        key, part = (None, None) if _is_bookkeeping(name) else _official_name(name)
+        if part is not None:
+            qkv.setdefault(key, {})[part] = t
+        elif key is not None:
+            sd[key] = t.t().contiguous() if key.split(".", 2)[-1] in _TRANSPOSED and t.ndim == 2 else t
+        elif not _is_bookkeeping(name):
+            unknown.append(name)
+    for key, parts in qkv.items():
         if sorted(parts) != ["1", "2", "3"]:
+            base, kind = key.rsplit(".attn.qkv.", 1)
             raise ConversionError(
                 f"{base}: attention.dense1/2/3.{kind} incomplete (found dense{''.join(sorted(parts))})", path
             )
-        sd[f"{base}.attn.qkv.{kind}"] = torch.cat([parts["1"], parts["2"], parts["3"]], dim=0)
+        sd[key] = torch.cat([parts["1"], parts["2"], parts["3"]], dim=0)
     if not sd:
         raise ConversionError(
             "no MindFormers MAE / ViT parameter in this checkpoint; entries: "
