@@ -165,3 +165,45 @@ def test_features_of_classifiers_and_convmae(photos):
                            decoder_depth=1)
     tokens = pipeline("image_feature_extraction", model=convmae, pool=False)(photos[4])
     assert tokens.shape == (16, 64)
+
+
+@pytest.mark.parametrize("task", ["image_classification", "image_feature_extraction"])
+def test_empty_nan_and_negative_inputs_are_refused(task, tmp_path, monkeypatch):
+    import io
+    import threading
+    import http.server
+
+    import numpy as np
+
+    model = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2)
+    pipe = pipeline(task, model)
+    for image, words in [(Image.new("RGB", (0, 0)), r"empty \(0x0 pixels\)"),
+                         (np.zeros((0, 5, 3), np.uint8), "empty"),
+                         (torch.full((3, 32, 32), float("nan")), "NaN or infinite"),
+                         ([torch.rand(3, 32, 32), -torch.ones(3, 32, 32)], "image 1 holds negative values")]:
+        with pytest.raises(ValueError, match=words):
+            pipe(image)
+    assert len(pipe(torch.rand(3, 32, 32))) > 0
+    # a decompression bomb served by URL: the message, as for the same file on disk
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    body = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    monkeypatch.delenv("MAEKIT_OFFLINE", raising=False)  # a loopback server: nothing leaves the machine
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ValueError, match="cannot decode the image at http"):
+            pipe(f"http://127.0.0.1:{server.server_address[1]}/bomb.png")
+    finally:
+        server.shutdown()

@@ -98,6 +98,21 @@ def expand_inputs(inputs: Any) -> Any:
     return expanded if folder or isinstance(inputs, (list, tuple)) else inputs
 
 
+def _check_image(image: Any, index: int | None) -> None:
+    """Refuse what would give a meaningless result: an empty image, NaN / inf pixels, negative
+    intensities (a tensor normalised already: pass the [0, 1] image, the pipeline normalises)."""
+    which = "the image" if index is None else f"image {index}"
+    size = image.size if hasattr(image, "getbbox") else tuple(image.shape[-2:])
+    if min(size) == 0:
+        raise ValueError(f"{which} is empty ({size[0]}x{size[1]} pixels)")
+    if isinstance(image, torch.Tensor) and image.numel():
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"{which} holds NaN or infinite values")
+        if float(image.min()) < 0:
+            raise ValueError(f"{which} holds negative values (minimum {float(image.min()):.4g}): pass pixels in "
+                             "[0, 1] (or uint8); the pipeline normalises them itself")
+
+
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -149,6 +164,8 @@ class Pipeline:
         batch_size = int(options.pop("batch_size", self.batch_size))
         raw = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         loaded, batched = self.image_processor.load(inputs)
+        for k, image in enumerate(loaded):
+            _check_image(image, k if batched else None)
         items = raw if len(raw) == len(loaded) else [None] * len(loaded)
         outputs: list = []
         state = self._start(len(loaded), **options)

@@ -63,7 +63,7 @@ def _open_image(x: str | Path, in_chans: int) -> Image.Image:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 return convert_image(img, in_chans).copy()
-        except (OSError, ValueError, SyntaxError, EOFError) as e:
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             raise ValueError(f"cannot decode the image at {x}: {e}") from e
     path = Path(x).expanduser()
     if not path.exists():
