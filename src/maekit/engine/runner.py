@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -97,7 +97,7 @@ class Runner:
                  extra_state: dict[str, Any] | None = None, dist: DistInfo | None = None,
                  device: str | torch.device | None = None, find_unused_parameters: bool = False,
                  compile: bool = False, log_every: int = 20, handle_signals: bool = True, overwrite: bool | None = None,
-                 monitors: list | None = None, reporter: Any = None, resume_keys: Iterable[str] | None = None):
+                 monitors: list | None = None, reporter: Any = None, resume_keys: Sequence[str] | None = None):
         if device is None:
             device = dist.device if dist is not None else next(model.parameters()).device
         self.device = torch.device(device)
@@ -125,7 +125,7 @@ class Runner:
         self.resumed_from: Path | None = None
         self.lock = RunLock(self.output_dir if self.is_main else None)
         self.monitors, self.reporter = list(monitors or []), reporter
-        self.resume_keys = None if resume_keys is None else tuple(resume_keys)
+        self.resume_keys = resume_keys
 
     def _wrap(self, model: nn.Module, find_unused: bool, compile: bool) -> nn.Module:
         if self.dist.distributed:
