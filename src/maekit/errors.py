@@ -17,7 +17,7 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 USAGE, RUNTIME = 2, 1
 
@@ -90,11 +90,7 @@ def write_failure(path: str | os.PathLike, cause: BaseException, needed: int | N
     """
     folder = _existing_folder(Path(path).parent)
     code = getattr(cause, "errno", None)
-    try:
-        usage = shutil.disk_usage(folder)
-        space = f"{human_bytes(usage.free)} free of {human_bytes(usage.total)}"
-    except OSError:
-        usage, space = None, "free space unknown"
+    usage, space = _free_space(folder)
     need = f" (this file needs about {human_bytes(needed)})" if needed else ""
     limit = _fsize_limit()
     if code == errno.EROFS or isinstance(cause, PermissionError):
@@ -111,6 +107,15 @@ def write_failure(path: str | os.PathLike, cause: BaseException, needed: int | N
                              "last) or choose another --output_dir; checkpoints already written are intact")
     return RuntimeFailure(f"writing {path} failed ({type(cause).__name__}: {_first_line(cause)}); {folder} has "
                           f"{space}")
+
+
+def _free_space(folder: Path) -> tuple[Any, str]:
+    """(``shutil.disk_usage`` of ``folder`` or None, "N free of M" for a message)."""
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return None, "free space unknown"
+    return usage, f"{human_bytes(usage.free)} free of {human_bytes(usage.total)}"
 
 
 def _fsize_limit() -> int | None:
