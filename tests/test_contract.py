@@ -69,6 +69,21 @@ def test_model_says_what_it_is(name):
     assert set(groups) == {"stem", "blocks"}
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if is_pretraining_model(n)])
+def test_forward_masks_the_reference_ratio_by_default(name):
+    """The documented ``forward(imgs, mask_ratio=0.75)`` default is the commands' one (MASK_RATIO):
+    the same masks as ``--mask_ratio``'s default, drawn from the same noise."""
+    import inspect
+
+    from maekit.tasks.config import MASK_RATIO, PretrainConfig
+
+    model = tiny(name)
+    assert inspect.signature(model.forward).parameters["mask_ratio"].default == MASK_RATIO
+    assert PretrainConfig.default("mask_ratio") == MASK_RATIO
+    x, noise = torch.randn(1, 3, 32, 32), torch.rand(1, model.num_patches)
+    assert torch.equal(model(x, noise=noise).mask, model(x, mask_ratio=MASK_RATIO, noise=noise).mask)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_and_every_parameter_gets_a_gradient(name):
     model = tiny(name).train()
