@@ -31,11 +31,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from torchvision import transforms
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..data.images import convert_image, load_image, mode_for_chans
-from ..data.transforms import ResizeCover, build_eval_transform, default_crop_pct, resolve_mean_std, to_size
+from ..data.transforms import default_crop_pct, eval_geometry, resolve_mean_std, to_size
 from ..hub.cache import is_url, read_url_bytes
 from ..models import create_model
 from ..models.base import PROCESSOR_NAME
@@ -151,7 +150,8 @@ class ImageProcessor:
         self.crop_pct = float(crop_pct) if crop_pct is not None else default_crop_pct(self.size)
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        self._pil_transform = self._build_pil_transform()
+        self._pil_transform = transforms.Compose([*self._geometry(), transforms.ToTensor(),
+                                                  transforms.Normalize(self.image_mean, self.image_std)])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -219,22 +219,7 @@ class ImageProcessor:
 
     # ------------------------------------------------------------------ transforms
     def _geometry(self) -> list:
-        h, w = self.size
-        if self.resize_mode == "resize":
-            return [transforms.Resize((h, w), interpolation=InterpolationMode.BICUBIC, antialias=True)]
-        if h == w:
-            resize = transforms.Resize(int(h / self.crop_pct), interpolation=InterpolationMode.BICUBIC,
-                                       antialias=True)
-        else:
-            resize = ResizeCover((int(h / self.crop_pct), int(w / self.crop_pct)))
-        return [resize, transforms.CenterCrop((h, w))]
-
-    def _build_pil_transform(self) -> transforms.Compose:
-        if self.resize_mode == "crop":  # the evaluation transform of maekit.data, unchanged
-            return build_eval_transform(self.size, in_chans=self.num_channels, mean=self.image_mean,
-                                        std=self.image_std, crop_pct=self.crop_pct)
-        return transforms.Compose([*self._geometry(), transforms.ToTensor(),
-                                   transforms.Normalize(self.image_mean, self.image_std)])
+        return eval_geometry(self.size, self.crop_pct, whole=self.resize_mode == "resize")
 
     def _tensor_transform(self, t: torch.Tensor) -> torch.Tensor:
         t = _convert_channels(t, self.num_channels)

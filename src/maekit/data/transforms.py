@@ -67,15 +67,9 @@ def resolve_mean_std(
         std = IMAGENET_DEFAULT_STD if in_chans == 3 else (GRAY_DEFAULT_STD,) * in_chans
     out = []
     for name, values in (("mean", mean), ("std", std)):
-        values = (
-            (float(values),) * in_chans
-            if isinstance(values, (int, float))
-            else tuple(float(v) for v in values)
-        )
+        values = (float(values),) * in_chans if isinstance(values, (int, float)) else tuple(map(float, values))
         if len(values) != in_chans:
-            raise ValueError(
-                f"{name} has {len(values)} values {values} but in_chans={in_chans}; give one per channel"
-            )
+            raise ValueError(f"{name} has {len(values)} values {values} but in_chans={in_chans}; give one per channel")
         out.append(values)
     if any(s <= 0 for s in out[1]):
         raise ValueError(f"std must be positive, got {out[1]}")
@@ -154,17 +148,20 @@ def _final(in_chans: int, mean, std, uint8: bool = False) -> list:
     return [transforms.ToTensor(), transforms.Normalize(mean, std)]
 
 
-def _crop(input_size: Size, in_chans: int, scale, fast_decode: bool, no_rejection: bool, gpu: bool = False) -> list:
+def _crop_flip(input_size: Size, in_chans: int, mean, std, scale, no_rejection: bool, uint8: bool,
+               fast_decode: bool, gpu_decode: bool) -> transforms.Compose:
+    """RandomResizedCrop (torchvision's, or the no-rejection one) -> flip -> ToTensor -> Normalize
+    (``uint8``: PILToTensor), decoded as the flags say."""
     size = to_size(input_size)
     cls = RandomResizedCropNoRejection if no_rejection else transforms.RandomResizedCrop
-    if gpu:  # crop, flip and uint8 conversion happen on the device (gpu_decode.py)
-        return [GpuDecodeCrop(size, scale, in_chans=in_chans, crop_class=cls)]
-    if fast_decode:
-        return [RandomResizedCropDecode(size, scale, in_chans=in_chans, crop_class=cls)]
-    return [ConvertImage(in_chans), cls(size, scale=scale, interpolation=InterpolationMode.BICUBIC)]
-
-
-def _compose(steps: list) -> transforms.Compose:
+    if gpu_decode:  # crop, flip and uint8 conversion happen on the device (gpu_decode.py)
+        steps = [GpuDecodeCrop(size, scale, in_chans=in_chans, crop_class=cls)]
+    elif fast_decode:
+        steps = [RandomResizedCropDecode(size, scale, in_chans=in_chans, crop_class=cls)]
+    else:
+        steps = [ConvertImage(in_chans), cls(size, scale=scale, interpolation=InterpolationMode.BICUBIC)]
+    if not gpu_decode:
+        steps += [transforms.RandomHorizontalFlip(), *_final(in_chans, mean, std, uint8)]
     out = transforms.Compose(steps)
     # Datasets hand a not-yet-decoded image to transforms that decode it themselves.
     out.lazy_decode = bool(getattr(steps[0], "lazy_decode", False))  # type: ignore[attr-defined]
@@ -192,10 +189,7 @@ def build_pretrain_transform(
     ``gpu_decode=True``: workers send file bytes with the drawn box and flip; decoding, crop,
     flip happen on the device (:mod:`maekit.data.gpu_decode`; implies uint8).
     """
-    if gpu_decode:
-        return _compose(_crop(input_size, in_chans, scale, False, False, gpu=True))
-    return _compose([*_crop(input_size, in_chans, scale, fast_decode, False), transforms.RandomHorizontalFlip(),
-                     *_final(in_chans, mean, std, uint8)])
+    return _crop_flip(input_size, in_chans, mean, std, scale, False, uint8, fast_decode, gpu_decode)
 
 
 def build_finetune_transform(
@@ -255,47 +249,22 @@ def _finetune_transform(input_size, in_chans, mean, std, auto_augment, color_jit
                         interpolation):
     mode_for_chans(in_chans)
     mean, std = resolve_mean_std(in_chans, mean, std)
-    common = {
-        "input_size": to_size(input_size),
-        "is_training": True,
-        "interpolation": interpolation,
-        "re_prob": re_prob,
-        "re_mode": re_mode,
-        "re_count": re_count,
-    }
+    common = {"input_size": to_size(input_size), "is_training": True, "interpolation": interpolation,
+              "re_prob": re_prob, "re_mode": re_mode, "re_count": re_count}
     if in_chans == 3:
-        return transforms.Compose(
-            [
-                ConvertImage(3),
-                create_transform(
-                    auto_augment=auto_augment, color_jitter=color_jitter, mean=mean, std=std, **common
-                ),
-            ]
-        )
+        return transforms.Compose([ConvertImage(3), create_transform(
+            auto_augment=auto_augment, color_jitter=color_jitter, mean=mean, std=std, **common)])
     # The final stage (ToTensor, Normalize, RandomErasing) with this channel count's mean/std.
-    _, _, final = create_transform(
-        auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True, **common
-    )
+    primary, _, final = create_transform(auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True,
+                                         **common)
     if in_chans == 1:
-        primary, secondary, _ = create_transform(
-            auto_augment=auto_augment,
-            color_jitter=color_jitter,
-            mean=mean * 3,
-            std=std * 3,
-            separate=True,
-            **common,
-        )
+        primary, secondary, _ = create_transform(auto_augment=auto_augment, color_jitter=color_jitter,
+                                                 mean=mean * 3, std=std * 3, separate=True, **common)
         return transforms.Compose([ConvertImage(3), primary, secondary, ConvertImage(1), final])
     if auto_augment or color_jitter:
-        warnings.warn(
-            f"in_chans={in_chans}: auto_augment={auto_augment!r} and color_jitter={color_jitter!r} "
-            "need RGB images and are not applied (crop, flip and random erasing are)",
-            UserWarning,
-            stacklevel=2,
-        )
-    primary, _, _ = create_transform(
-        auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True, **common
-    )
+        warnings.warn(f"in_chans={in_chans}: auto_augment={auto_augment!r} and color_jitter={color_jitter!r} "
+                      "need RGB images and are not applied (crop, flip and random erasing are)",
+                      UserWarning, stacklevel=2)
     return transforms.Compose([ConvertImage(in_chans), primary, final])
 
 
@@ -315,7 +284,17 @@ def build_eval_transform(
     ratio, to cover (int(H / crop_pct), int(W / crop_pct)), then centre-cropped to (H, W).
     ``uint8`` as in :func:`build_pretrain_transform`.
     """
+    size = to_size(input_size)
+    return transforms.Compose([ConvertImage(in_chans), *eval_geometry(size, crop_pct),
+                               *_final(in_chans, mean, std, uint8)])
+
+
+def eval_geometry(input_size: Size, crop_pct: float | None = None, whole: bool = False) -> list:
+    """The resize + centre crop of :func:`build_eval_transform` (PIL images or (C, H, W) tensors);
+    ``whole=True``: a plain bicubic resize to (H, W), the whole image kept (the reconstruction demo's)."""
     h, w = to_size(input_size)
+    if whole:
+        return [transforms.Resize((h, w), interpolation=InterpolationMode.BICUBIC)]
     crop_pct = default_crop_pct((h, w)) if crop_pct is None else crop_pct
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
@@ -323,9 +302,7 @@ def build_eval_transform(
         resize = transforms.Resize(int(h / crop_pct), interpolation=InterpolationMode.BICUBIC)
     else:
         resize = ResizeCover((int(h / crop_pct), int(w / crop_pct)))
-    return transforms.Compose(
-        [ConvertImage(in_chans), resize, transforms.CenterCrop((h, w)), *_final(in_chans, mean, std, uint8)]
-    )
+    return [resize, transforms.CenterCrop((h, w))]
 
 
 def build_linprobe_transform(
@@ -342,7 +319,4 @@ def build_linprobe_transform(
     (input_size, bicubic, scale 0.08-1) -> RandomHorizontalFlip -> ToTensor -> Normalize.
     Use :func:`build_eval_transform` for its validation data. ``uint8``, ``fast_decode`` and
     ``gpu_decode`` as in :func:`build_pretrain_transform`."""
-    if gpu_decode:
-        return _compose(_crop(input_size, in_chans, (0.08, 1.0), False, True, gpu=True))
-    return _compose([*_crop(input_size, in_chans, (0.08, 1.0), fast_decode, True), transforms.RandomHorizontalFlip(),
-                     *_final(in_chans, mean, std, uint8)])
+    return _crop_flip(input_size, in_chans, mean, std, (0.08, 1.0), True, uint8, fast_decode, gpu_decode)
