@@ -123,7 +123,8 @@ def resolve_config_path(path: str) -> str:
         if os.path.isfile(candidate):
             return candidate
     recipes = sorted(os.path.relpath(os.path.join(d, n), root).removesuffix(".yaml")
-                     for d, _, files in os.walk(root) for n in files if n.endswith(".yaml"))
+                     for d, _, files in os.walk(root) for n in files
+                     if n.endswith(".yaml") and not n.startswith("run_"))  # run_*: maekit run's YAMLs
     raise ConfigError(f"config file not found: {path} (neither a file nor a packaged recipe; the packaged "
                       f"recipes are {', '.join(recipes)})")
 
