@@ -404,3 +404,22 @@ def test_arch_spec_reports_architecture():
     spec = arch_spec("mae_vit_base_patch16")
     assert (spec.family, spec.embed_dim, spec.num_heads, spec.decoder_num_heads) == ("mae", 768, 12, 16)
     assert spec.shapes["decoder_pred.weight"] == (768, 512)
+
+
+def test_hostile_files_are_refused_with_a_message(tmp_path, capsys):
+    import pickle
+    import struct
+
+    import numpy as np
+
+    from conftest import run_cli
+
+    deep = tmp_path / "deep.safetensors"  # a header nested 100000 deep: json recursion, not a real file
+    header = ('{"a":' * 100000 + "1" + "}" * 100000).encode()
+    deep.write_bytes(struct.pack("<Q", len(header)) + header)
+    objects = tmp_path / "objects.pdparams"  # a harmless object array where weights should be
+    objects.write_bytes(pickle.dumps({"w": np.array([{"a": 1}, "x"], dtype=object)}, protocol=4))
+    assert run_cli("convert", deep, tmp_path / "a") == 2
+    assert "deep.safetensors: cannot tell the format" in capsys.readouterr().err
+    assert run_cli("convert", objects, tmp_path / "b") == 2
+    assert "entry 'w' is an array of object (not numbers): not a weights file" in capsys.readouterr().err

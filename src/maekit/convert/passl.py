@@ -120,6 +120,8 @@ def _to_array(name: str, value: Any, path: str | os.PathLike) -> np.ndarray:
         value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         raise ConversionError(f"entry {name!r} is a {type(value).__name__}, not an array", path)
+    if value.dtype.kind not in "biufc":  # object / string arrays hold no weights
+        raise ConversionError(f"entry {name!r} is an array of {value.dtype} (not numbers): not a weights file", path)
     return value
 
 

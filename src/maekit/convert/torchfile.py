@@ -141,7 +141,7 @@ def safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
         raw = f.read(n)
     try:
         header = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a header nested deeper than any real one: not safetensors
         return None
     return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
 
