@@ -118,7 +118,7 @@ def app_screenshot(work: Path, checkpoint: Path, chromium: str) -> None:
     """``maekit app`` with the demo's model, photographed by headless Chromium."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    app = subprocess.Popen([sys.executable, "-m", "maekit", "app", "--model", str(checkpoint), "--port", str(port)],
+    app = subprocess.Popen([sys.executable, "-m", "maekit", "app", "--model", f"demo={checkpoint}", "--port", str(port)],
                            env=env, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -14,6 +14,7 @@ for "your images"); tutorials create the rest themselves.
   ``maekit app`` one is waited for until it answers. Each page has its own free port, which
   replaces the app's 7860 (given as ``--port``, and in the addresses): suites may run side by side. ``pip install 'maekit[X]'`` checks that the
   extra X exists (the test environment has every extra already).
+- ``curl`` fails on an HTTP error status (``fail-with-body`` in the ``.curlrc`` of ``CURL_HOME``).
 - Nothing reaches the network: ``MAEKIT_OFFLINE=1`` and ``HF_HUB_OFFLINE=1`` over a Hugging Face
   cache pre-filled with a tiny ``facebook/vit-mae-base`` (same layout and classes as the real one).
 - ``<!-- docs-test: hub -->`` before a block: it runs online against the loopback Hugging Face Hub
@@ -276,7 +277,7 @@ class Page:
             r = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=self.dir, env=self.env,
                                capture_output=True, text=True, timeout=300)
             print(r.stdout, r.stderr)
-            assert r.returncode == 0, f"{block.id}: `{line}` exited {r.returncode}:\n{r.stderr[-3000:]}"
+            assert r.returncode == 0, f"{block.id}: `{line}` exited {r.returncode}:\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
 
     def _wait_for_app(self) -> None:
         deadline = time.monotonic() + 120
@@ -362,8 +363,11 @@ def pages(tmp_path_factory):
     bin_dir.mkdir()
     (bin_dir / "maekit").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m maekit "$@"\n')
     (bin_dir / "maekit").chmod(0o755)
+    # curl fails on an HTTP error status, as the examples expect (the default .curlrc place).
+    (root / "curl").mkdir()
+    (root / "curl" / ".curlrc").write_text("fail-with-body\n")
     env = python_env()
-    env.update(PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+    env.update(CURL_HOME=str(root / "curl"), PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
                MAEKIT_HOME=str(root / "maekit_cache"), MAEKIT_OFFLINE="1", HF_HUB_OFFLINE="1",
                HF_HUB_CACHE=str(hf_cache), HF_HOME=str(root / "hf_home"), MPLBACKEND="Agg",
                no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
