@@ -33,6 +33,7 @@ gives a single result, a list (or 4-D batch) a list.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -47,19 +48,9 @@ from ..models import is_pretraining_model
 from ..viz.reconstruction import panels_grid, reconstruct
 from .processor import AutoImageProcessor, ImageProcessor
 
-TASK_ALIASES: dict[str, str] = {
-    "masked_image_modeling": "masked_image_modeling",
-    "masked-image-modeling": "masked_image_modeling",
-    "mim": "masked_image_modeling",
-    "reconstruction": "masked_image_modeling",
-    "image_classification": "image_classification",
-    "image-classification": "image_classification",
-    "classification": "image_classification",
-    "image_feature_extraction": "image_feature_extraction",
-    "image-feature-extraction": "image_feature_extraction",
-    "feature_extraction": "image_feature_extraction",
-    "feature-extraction": "image_feature_extraction",
-}
+# besides the task names themselves, with hyphens or underscores
+TASK_ALIASES = {"mim": "masked_image_modeling", "reconstruction": "masked_image_modeling",
+                "classification": "image_classification", "feature_extraction": "image_feature_extraction"}
 PIPELINE_DEFAULTS = {
     "masked_image_modeling": "mae_vit_base_patch16.visualize",
     "image_classification": "vit_base_patch16.finetuned",
@@ -68,11 +59,12 @@ PIPELINE_DEFAULTS = {
 
 
 def normalize_task(task: str) -> str:
-    key = task.strip().lower()
-    if key not in TASK_ALIASES:
+    key = task.strip().lower().replace("-", "_")
+    key = TASK_ALIASES.get(key, key)
+    if key not in PIPELINE_DEFAULTS:
         raise ValueError(f"unknown task {task!r}; choose one of masked_image_modeling, image_classification, "
                          "image_feature_extraction (hyphens accepted)")
-    return TASK_ALIASES[key]
+    return key
 
 
 def expand_inputs(inputs: Any) -> Any:
@@ -119,14 +111,11 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _stem(item: Any, index: int) -> str:
-    if item is None:
-        return f"image{index}"
-    if isinstance(item, (str, Path)) and not str(item).lower().startswith(("http://", "https://")):
-        return re.sub(r"[^\w.-]+", "_", Path(item).stem) or f"image{index}"
-    if isinstance(item, str):
-        name = item.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        return re.sub(r"[^\w.-]+", "_", name) or f"image{index}"
-    return f"image{index}"
+    """A file-name stem for input ``item`` (a path's or URL's; else ``image<index>``)."""
+    text = os.fspath(item) if isinstance(item, (str, Path)) else ""
+    if text.lower().startswith(("http://", "https://")):
+        text = text.split("?", 1)[0].rstrip("/")
+    return re.sub(r"[^\w.-]+", "_", Path(text).stem) or f"image{index}"
 
 
 class Pipeline:
@@ -239,21 +228,14 @@ class MaskedImageModelingPipeline(Pipeline):
 
 
 def _slice_panels(panels, sl):
-    from dataclasses import replace
-
-    return replace(panels, original=panels.original[sl], masked=panels.masked[sl],
-                   reconstruction=panels.reconstruction[sl], pasted=panels.pasted[sl], mask=panels.mask[sl],
-                   loss=panels.loss[sl])
+    return dataclasses.replace(panels, **{f.name: getattr(panels, f.name)[sl] for f in dataclasses.fields(panels)})
 
 
 def _save(out: dict, folder: Path, stem: str) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for key, suffix in (("grid", "grid"), ("reconstruction", "reconstruction"),
-                        ("reconstruction_visible", "reconstruction_visible")):
-        path = folder / f"{stem}_{suffix}.png"
+    files = {key: str(folder / f"{stem}_{key}.png") for key in ("grid", "reconstruction", "reconstruction_visible")}
+    for key, path in files.items():
         out[key].save(path)
-        files[key] = str(path)
     return files
 
 

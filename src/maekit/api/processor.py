@@ -179,14 +179,6 @@ class ImageProcessor:
                    image_std=data.get("image_std"), resize_mode=mode, crop_pct=data.get("crop_pct"))
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> ImageProcessor:
-        with open(path, encoding="utf-8") as f:
-            try:
-                return cls.from_dict(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
-
-    @classmethod
     def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> ImageProcessor:
         """Same as :meth:`AutoImageProcessor.from_pretrained`."""
         return AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
@@ -288,21 +280,13 @@ class AutoImageProcessor:
     def from_pretrained(cls, name_or_path: Any, **kwargs: Any) -> ImageProcessor:
         """A folder's ``preprocessor_config.json`` if it has one; otherwise the defaults for the
         model it names (:meth:`ImageProcessor.from_model`). ``kwargs`` override fields."""
-        if isinstance(name_or_path, nn.Module):
-            return ImageProcessor.from_model(name_or_path, **kwargs)
-        if isinstance(name_or_path, MAEConfig):
+        if isinstance(name_or_path, (nn.Module, MAEConfig)):
             return ImageProcessor.from_model(name_or_path, **kwargs)
         if isinstance(name_or_path, (str, os.PathLike)) and not is_url(name_or_path):
             path = Path(name_or_path)
-            if path.is_dir() and (path / PROCESSOR_NAME).is_file():
-                data = json.loads((path / PROCESSOR_NAME).read_text(encoding="utf-8"))
-                return ImageProcessor.from_dict({**data, **kwargs})
+            path = path / PROCESSOR_NAME if path.is_dir() else path
             if path.is_file() and path.name == PROCESSOR_NAME:
                 return ImageProcessor.from_dict({**json.loads(path.read_text(encoding="utf-8")), **kwargs})
         from .config import AutoConfig
 
         return ImageProcessor.from_model(AutoConfig.from_pretrained(name_or_path), **kwargs)
-
-    @staticmethod
-    def for_model(model: nn.Module, **kwargs: Any) -> ImageProcessor:
-        return ImageProcessor.from_model(model, **kwargs)

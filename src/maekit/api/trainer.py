@@ -48,9 +48,6 @@ from .pipelines import normalize_task
 from .trainer_options import data_options, predict_inputs, write_predictions
 
 TASKS = ("masked_image_modeling", "image_classification")
-# A model's constructor arguments that the task sets from its own options (the one of them that is a
-# task option of this task is taken over when args does not set it).
-_TASK_ARGS = ("num_classes", "drop_path_rate", "drop_rate", "sparse_stages", "norm_pix_loss", "global_pool")
 
 
 class Trainer:
@@ -173,11 +170,10 @@ class Trainer:
         from ..tasks.arch_from_source import apply_source_arch, arch_of
 
         arch = arch_of(config, pretraining=self.mim)
-        option = "norm_pix_loss" if self.mim else "global_pool"
-        value = arch.model_args.get(option)
-        arch.model_args = {k: v for k, v in arch.model_args.items() if k not in _TASK_ARGS}
-        if value is not None and not cfg.is_given(option):
-            cfg = cfg.replace(**{option: bool(value)})
+        norm_pix = arch["model_args"].pop("norm_pix_loss", None)
+        arch["model_args"].pop("sparse_stages", None)  # an execution choice, not part of the weights
+        if norm_pix is not None and not cfg.is_given("norm_pix_loss"):
+            cfg = cfg.replace(norm_pix_loss=bool(norm_pix))
         return apply_source_arch(cfg, arch, source=config.model_name, flag="Trainer(model=...)")
 
     def _model_options(self, weights: Any) -> tuple[dict[str, Any], nn.Module | None, Any]:
@@ -222,8 +218,7 @@ class Trainer:
         self._model = None
         return last
 
-    def train(self, train_checkpoint: Any = False, resume_training: Any = None,
-              **kwargs: Any) -> dict[str, Any]:
+    def train(self, train_checkpoint: Any = False, resume_training: Any = None) -> dict[str, Any]:
         """Masked image modeling: pretrain (``maekit pretrain``); image classification: fine-tune
         (``maekit finetune``) from the model's weights or from scratch.
 
@@ -236,20 +231,15 @@ class Trainer:
         Returns:
             The last epoch's log record (``train_loss``, ``test_acc1``...).
         """
-        if kwargs:
-            raise TypeError(f"train() got unexpected arguments {sorted(kwargs)}")
         return self._train(self._checkpoint_arg(train_checkpoint), resume_training)
 
-    def finetune(self, finetune_checkpoint: Any = None, resume_training: Any = None, **kwargs: Any
-                 ) -> dict[str, Any]:
+    def finetune(self, finetune_checkpoint: Any = None, resume_training: Any = None) -> dict[str, Any]:
         """Fine-tune from ``finetune_checkpoint`` (a pretraining or classifier checkpoint file,
         model folder, tagged name, or True: this output_dir's ``checkpoint-last.pth``). Image
         classification loads its encoder (head re-initialised); masked image modeling continues
         pretraining from it. Default: the model's weights (a bare name: its published weights).
         The architecture is the Trainer's model when one was given, else the checkpoint's.
         """
-        if kwargs:
-            raise TypeError(f"finetune() got unexpected arguments {sorted(kwargs)}")
         checkpoint = self._checkpoint_arg(finetune_checkpoint)
         src = self.model_source if self.model_source is not None else DEFAULT_MODELS[self.task]
         if checkpoint is None and isinstance(src, (MAEConfig, Mapping)):
@@ -309,15 +299,13 @@ class Trainer:
         return save_pretrained(self.model, save_directory)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, eval_checkpoint: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def evaluate(self, eval_checkpoint: Any = None) -> dict[str, Any]:
         """Evaluate the current model (or ``eval_checkpoint``) on ``eval_dataset``.
 
         Returns:
             image classification: ``{'test_acc1', 'test_acc5', 'test_loss'}``; masked image
             modeling: ``{'test_loss', 'test_n'}`` (fixed masks from ``args.seed``).
         """
-        if kwargs:
-            raise TypeError(f"evaluate() got unexpected arguments {sorted(kwargs)}")
         from .. import cli as entry  # the command table: run_task(command, cfg, ...)
 
         model = self._inference_model(eval_checkpoint)

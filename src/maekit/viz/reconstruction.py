@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data.transforms import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from ..data.transforms import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 
 @dataclass
