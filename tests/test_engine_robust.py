@@ -23,7 +23,7 @@ from conftest import PY, python_env, loop_tracebacks
 from maekit.engine import Runner, TrainingInterrupted, load_checkpoint
 from maekit.engine.lock import LOCK_NAME, RunLock
 from maekit.engine.nonfinite import NonFiniteParametersError
-from maekit.errors import RUNTIME, USAGE, CheckpointError, RunFolderError, describe, handle_cli_error
+from maekit.errors import RUNTIME, USAGE, CheckpointError, RunFolderError, TrainingDiverged, describe, handle_cli_error
 from test_engine_loop import collate, make_model
 
 
@@ -153,6 +153,31 @@ def test_nonfinite_weights_after_last_step_keep_previous_checkpoint(tmp_path):
     assert ckpt["epoch"] == 0 and not (tmp_path / "checkpoint-1.pth").exists()
     assert all(bool(torch.isfinite(v).all()) for v in ckpt["model"].values())
     assert not (tmp_path / LOCK_NAME).exists()  # released on failure
+
+
+def test_a_loss_rising_by_orders_of_magnitude_keeps_the_last_good_checkpoint(tmp_path, caplog):
+    # epoch 0 healthy, epoch 1 a loss 1000x higher (weights already going), epoch 2 NaN: the advice
+    # names checkpoint-good.pth, which holds epoch 0, not the diverging epoch 1 of checkpoint-last.pth.
+    calls = [0]
+
+    def step(model, batch):
+        calls[0] += 1
+        loss, n = masked_step(model, batch)
+        factor = 1.0 if calls[0] <= 6 else (1e3 if calls[0] <= 12 else math.nan)
+        return loss * factor, n
+
+    runner = augmented_runner(tmp_path, step)
+    with pytest.raises(TrainingDiverged) as info:
+        runner.fit()
+    good = tmp_path / "checkpoint-good.pth"
+    assert load_checkpoint(good)["epoch"] == 0 and load_checkpoint(tmp_path / "checkpoint-last.pth")["epoch"] == 1
+    assert f"resume from {good}, the last checkpoint whose loss was finite and not rising" in str(info.value)
+    assert "kept the checkpoint of epoch 0 as checkpoint-good.pth" in caplog.text
+    from maekit.engine.nonfinite import healthy_epochs
+
+    assert healthy_epochs([{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 9.0},
+                           {"epoch": 2, "train_loss": 11.0}, {"epoch": 3, "train_loss": math.nan},
+                           {"epoch": 4, "train_loss": 0.5}]) == [0, 1, 4]
 
 
 class InfGrad(torch.autograd.Function):

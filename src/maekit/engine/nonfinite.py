@@ -10,13 +10,22 @@ checked through the norm ``clip_grad_norm_`` already returns (no extra work).
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
 from ..errors import TrainingDiverged
+
+
+logger = logging.getLogger("maekit.engine")
+GOOD_NAME = "checkpoint-good.pth"
+RISE = 10.0  # an epoch loss this many times the lowest before it: diverging, not noise
 
 
 class NonFiniteParametersError(TrainingDiverged):
@@ -56,6 +65,49 @@ def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -
     return ", ".join(bad) or "unknown tensors"
 
 
+def healthy_epochs(records: list[dict[str, Any]]) -> list[int]:
+    """Epochs whose ``train_loss`` was finite and at most :data:`RISE` times the lowest of the
+    healthy epochs before it (the first finite one is healthy)."""
+    good, lowest = [], math.inf
+    for r in records:
+        loss = r.get("train_loss")
+        if isinstance(loss, (int, float)) and math.isfinite(loss) and (lowest is math.inf or loss <= RISE * lowest):
+            good.append(int(r.get("epoch", -1)))
+            lowest = min(lowest, loss)
+    return good
+
+
+def keep_last_good(output_dir: str | Path | None, record: dict[str, Any], *, enabled: bool = True) -> Path | None:
+    """Before ``checkpoint-last.pth`` is overwritten by the epoch of ``record``: when that epoch's
+    loss rose by orders of magnitude (not in :func:`healthy_epochs`) while the checkpoint on disk is
+    of a healthy epoch, keep that one as ``checkpoint-good.pth`` (a hard link), so a divergence
+    never leaves only diverging weights to resume from. Returns the kept file, if any."""
+    if not enabled or output_dir is None:
+        return None
+    out = Path(output_dir)
+    last, log = out / "checkpoint-last.pth", out / "log.txt"
+    if not last.is_file() or not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.startswith("{")]
+    epoch = int(record.get("epoch", -1))
+    healthy = healthy_epochs([r for r in records if int(r.get("epoch", -1)) <= epoch])
+    if epoch in healthy or epoch - 1 not in healthy:
+        return None
+    tmp = out / f".{GOOD_NAME}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(last, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(last, tmp)
+    os.replace(tmp, out / GOOD_NAME)
+    logger.warning("epoch %d: train_loss %.4g rose over %gx the lowest so far: kept the checkpoint of epoch %d as "
+                   "%s (resume from it if the run diverges)", epoch, record.get("train_loss"), RISE, epoch - 1,
+                   GOOD_NAME)
+    return out / GOOD_NAME
+
+
 def advice(output_dir: str | Path | None, *, amp_dtype: torch.dtype | None, clip_grad: float | None,
            use_scaler: bool) -> str:
     """What to try after a divergence, naming the newest numbered checkpoint to resume from."""
@@ -71,6 +123,10 @@ def advice(output_dir: str | Path | None, *, amp_dtype: torch.dtype | None, clip
 def _resume_tip(output_dir: str | Path | None) -> str:
     if not output_dir or not Path(output_dir).is_dir():
         return "start again (no checkpoint was written)"
+    good = Path(output_dir) / GOOD_NAME
+    if good.is_file():
+        return (f"then resume from {good}, the last checkpoint whose loss was finite and not rising "
+                f"(--resume {good}; checkpoint-last.pth already holds diverging weights)")
     numbered = sorted((int(m.group(1)), p.name) for p in Path(output_dir).iterdir()
                       if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name)))
     if (Path(output_dir) / "checkpoint-last.pth").is_file():

@@ -42,7 +42,7 @@ from .lock import RunLock, take_output_dir
 from .logs import JsonLogWriter, archive_config, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
-from .nonfinite import NonFiniteParametersError, advice, all_finite, nonfinite_names
+from .nonfinite import NonFiniteParametersError, advice, all_finite, keep_last_good, nonfinite_names
 from .report import Reporter
 from .schedule import LRSchedule, check_schedule, check_warmup
 from .signals import stop_requests
@@ -226,6 +226,7 @@ class Runner:
         improved = self._update_best(log)
         json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
         tb.log_epoch(log)
+        keep_last_good(self.output_dir, log, enabled=self.is_main)  # a loss rising 10x: keep the last good one
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
         tb.flush()
