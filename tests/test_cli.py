@@ -352,3 +352,14 @@ def test_resume_with_another_constructor_argument_is_refused_with_both_values(tm
 
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert not {"world_size", "local_rank", "dist_on_itp", "dist_url", "debug"} & set(recorded), recorded
+
+
+def test_knn_on_a_relative_folder_of_class_folders(digit_folders, monkeypatch, capsys):
+    """`maekit knn --data_path train` (class folders, relative): read once, not as train/train."""
+    from conftest import FAST
+
+    monkeypatch.chdir(digit_folders)
+    assert run_cli("knn", "--model", "mae_vit_tiny_patch16", "--no_download", "--data_path", "train",
+                   "--input_size", "32", "--knn_bank_per_class", "10", "--knn_max_queries", "30", *FAST) == 0
+    out = capsys.readouterr().out
+    assert "k-NN (k=20, T=0.07) of mae_vit_tiny_patch16 on train: top-1" in out, out

@@ -89,7 +89,7 @@ def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_sp
     tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std)
     root = Path(str(data_path))
     if train_split is None and root.is_dir() and not (root / "train").is_dir():
-        train_split = root  # a plain folder of class folders
+        train_split = "."  # a plain folder of class folders (relative to data_path: not joined twice)
     splits = {"train_split": train_split, "val_split": val_split}
     try:
         bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans, **splits)
