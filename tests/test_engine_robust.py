@@ -180,6 +180,13 @@ def test_a_loss_rising_by_orders_of_magnitude_keeps_the_last_good_checkpoint(tmp
                            {"epoch": 4, "train_loss": 0.5}]) == [0, 1, 4]
 
 
+def test_a_new_run_does_not_append_to_an_old_log_without_checkpoints(tmp_path):
+    (tmp_path / "log.txt").write_text('{"epoch": 0, "train_loss": 99.0}\n{"epoch": 1, "train_loss": 98.0}\n')
+    augmented_runner(tmp_path, masked_step, epochs=1).fit()
+    log = [json.loads(x) for x in (tmp_path / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0] and log[0]["train_loss"] != 99.0
+
+
 class InfGrad(torch.autograd.Function):
     """Identity forward, infinite gradient backward: finite loss, non-finite gradients."""
 

@@ -178,8 +178,9 @@ class Runner:
         archive_config(self.output_dir, self.config, enabled=self.is_main, keys=self.resume_keys)
         save_config(self.output_dir, self.config, enabled=self.is_main)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
-        if self.resume:
-            json_log.drop_from_epoch(self.start_epoch)
+        # Lines of epochs this run is about to (re)do: a resumed run's repeated epoch, or an earlier
+        # run's log left in a folder without checkpoints (a new run must not append to it).
+        json_log.drop_from_epoch(self.start_epoch)
         tb = self.reporter if self.reporter is not None else Reporter(log_dir=self.log_dir, enabled=self.is_main)
         t0, last = time.time(), {}
         try:
