@@ -505,3 +505,18 @@ def test_sigkill_while_replacing_a_folder_loses_nothing(tmp_path, exchange):
     assert not dst.exists()  # killed in the moment the old folder was renamed aside
     atomic_write_dir(dst, lambda tmp: (tmp / "config.json").write_text("newer"))  # the next run repairs it
     assert (dst / "config.json").read_text() == "newer" and (dst / "notes.txt").read_text() == "mine"
+
+
+def test_a_one_class_finetune_warns(digit_folders, tmp_path, capfd):
+    data = tmp_path / "one"
+    for split in ("train", "val"):
+        (data / split / "zero").mkdir(parents=True)
+        for p in list((digit_folders / split / "zero").glob("*.png"))[:8]:
+            (data / split / "zero" / p.name).write_bytes(p.read_bytes())
+    cfg = tmp_path / "vit.yaml"
+    cfg.write_text("model: vit_tiny_patch16\ninput_size: 16\npatch_size: 8\n"
+                   "model_args: {depth: 1, embed_dim: 48, num_heads: 3}\n")
+    assert run_cli("finetune", "--config", cfg, "--data_path", data, "--output_dir", tmp_path / "out",
+                   "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
+    said = capfd.readouterr()
+    assert "the training data has one class (zero): a one-class classifier learns nothing" in said.out + said.err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..data import as_dataset, build_eval_transform, resolve_dataset, resolve_mean_std
 from ..data.factory import source_options
 from ..engine.metrics import evaluate
@@ -45,6 +47,10 @@ def labelled_datasets(args, *, in_chans: int, img_size, train_transform,
     if args.nb_classes is not None and args.nb_classes != len(classes):
         raise ValueError(f"--nb_classes {args.nb_classes} but the data has {len(classes)} classes "
                          f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
+    if train is not None and len(classes) == 1:
+        logging.getLogger("maekit").warning(
+            "the training data has one class (%s): a one-class classifier learns nothing (its loss is 0 from the "
+            "first step); give a folder per class", classes[0])
     return train, val, classes
 
 
