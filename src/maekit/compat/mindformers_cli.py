@@ -2,34 +2,25 @@
 :func:`run_mindformers` runs a run YAML through the :class:`~maekit.api.Trainer` in the YAML's (or
 ``--run_mode``'s) mode.
 
-Each flag sets a key of the YAML (``--epochs`` is ``runner_config.epochs``), which
-:mod:`maekit.compat.mindformers` maps onto the task config.
+Each flag sets a key of the YAML (``--epochs`` is ``runner_config.epochs``: the field's ``yaml_key``),
+which :mod:`maekit.compat.mindformers` maps onto the task config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from .run_yaml import parse_options
-
-# flag -> the YAML key it sets
-_FLAG_KEYS = {
-    "output_dir": "output_dir", "seed": "seed", "epochs": "runner_config.epochs",
-    "batch_size": "runner_config.batch_size",
-    "gradient_accumulation_steps": "runner_config.gradient_accumulation_steps", "device": "device",
-    "run_mode": "run_mode", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
-    "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "load_checkpoint": "load_checkpoint",
-    "resume_training": "resume_training",
-}
-
 
 def yaml_options(cfg: Any) -> dict[str, Any]:
     """``{dotted YAML key: value}`` of ``--options`` and of the flags (``--epochs 1`` ->
     ``runner_config.epochs: 1``; a flag wins); a bare ``--resume_training`` (or ``auto``) is
     ``resume_training: True``, the newest checkpoint of output_dir."""
     options = parse_options(cfg.options)
-    flags = {key: getattr(cfg, flag) for flag, key in _FLAG_KEYS.items() if getattr(cfg, flag) is not None}
+    flags = {f.metadata["yaml_key"]: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+             if "yaml_key" in f.metadata and getattr(cfg, f.name) is not None}
     if flags.get("resume_training") == "auto":
         flags["resume_training"] = True
     return {**options, **flags}

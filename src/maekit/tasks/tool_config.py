@@ -27,9 +27,10 @@ class _ToolOptions(ConfigMixin):
 
 @dataclass
 class ConvertConfig(_ToolOptions):
-    """maekit convert: convert weights between formats (official, PASSL, MindFormers, HF, timm, maekit). The input format is detected from the content and the model
-    shape from the weights; what the weights cannot tell (head counts, norm_pix_loss) comes from the matching
-    preset or the flags, and is printed."""
+    """maekit convert: convert weights between formats (official, PASSL, MindFormers, HF, timm, maekit).
+    The input format is detected from the content and the model shape from the weights; what the
+    weights cannot tell (head counts, norm_pix_loss) comes from the matching preset or the flags, and
+    is printed."""
 
     src: str = opt("", "input file or folder; also hf-hub:org/name, an http(s) URL, timm:name.tag or a published "
                    "weights name (mae_vit_base_patch16.full)", positional=True, metavar="SRC")
@@ -120,27 +121,36 @@ class RunCommandConfig(_ToolOptions):
     through maekit.Trainer. Each flag sets a key of the YAML (--epochs is runner_config.epochs); see
     maekit.compat.mindformers for the mapping."""
 
+    # yaml_key: the key of the run YAML a flag sets (maekit.compat.mindformers_cli.yaml_options)
+
     config: str = opt(DEFAULT_CONFIG, "run YAML: a file or a packaged config (also "
                       "vit/run_vit_base_p16_224_100ep.yaml)")
     run_mode: str | None = opt(None, "train, finetune, eval or predict (default: the YAML's run_mode)",
-                               choices=RUN_MODES)
+                               choices=RUN_MODES, yaml_key="run_mode")
     load_checkpoint: str | None = opt(None, "train: starting weights; finetune: the pretrained checkpoint "
-                                      "(required); eval / predict: the weights to use (file, model folder or name)")
-    train_dataset_dir: str | None = opt(None, "training images (folder or builtin:digits)")
-    eval_dataset_dir: str | None = opt(None, "evaluation images (folder or builtin:digits)")
+                                      "(required); eval / predict: the weights to use (file, model folder or name)",
+                                      yaml_key="load_checkpoint")
+    train_dataset_dir: str | None = opt(None, "training images (folder or builtin:digits)",
+                                        yaml_key="train_dataset.data_loader.dataset_dir")
+    eval_dataset_dir: str | None = opt(None, "evaluation images (folder or builtin:digits)",
+                                       yaml_key="eval_dataset.data_loader.dataset_dir")
     predict_data: list[str] | None = opt(None, "predict: image files, folders or URLs", metavar="IMAGE")
     predict_batch_size: int | None = opt(None, "predict: images per forward pass (default: the YAML's batch)",
                                          min=1)
-    output_dir: str | None = opt(None, "checkpoints, logs and results (default: the YAML's output_dir)")
-    seed: int | None = opt(None, "base seed (default: the YAML's seed)")
-    epochs: int | None = opt(None, "training epochs (runner_config.epochs)", min=0)
-    batch_size: int | None = opt(None, "images per process per step (runner_config.batch_size)", min=1)
+    output_dir: str | None = opt(None, "checkpoints, logs and results (default: the YAML's output_dir)",
+                                 yaml_key="output_dir")
+    seed: int | None = opt(None, "base seed (default: the YAML's seed)", yaml_key="seed")
+    epochs: int | None = opt(None, "training epochs (runner_config.epochs)", min=0, yaml_key="runner_config.epochs")
+    batch_size: int | None = opt(None, "images per process per step (runner_config.batch_size)", min=1,
+                                 yaml_key="runner_config.batch_size")
     gradient_accumulation_steps: int | None = opt(None, "micro-batches per optimizer step "
-                                                  "(runner_config.gradient_accumulation_steps)", min=1)
+                                                  "(runner_config.gradient_accumulation_steps)", min=1,
+                                                  yaml_key="runner_config.gradient_accumulation_steps")
     resume_training: str | None = opt(None, "resume from the latest checkpoint in output_dir (no value, or auto), "
-                                      "or from the checkpoint given", nargs="?", const="auto", metavar="CHECKPOINT")
+                                      "or from the checkpoint given", nargs="?", const="auto", metavar="CHECKPOINT",
+                                      yaml_key="resume_training")
     device: str | None = opt(None, "auto, cpu, cuda, cuda:N (MindFormers' CPU / GPU accepted)",
-                             flags=("--device", "--device_target"))
+                             flags=("--device", "--device_target"), yaml_key="device")
     options: list[str] = opt([], "override YAML keys, e.g. runner_config.epochs=1 lr_schedule.learning_rate=1e-4 "
                              "amp=none", action="extend", metavar="KEY=VALUE")
     # MindSpore / Ascend flags of run_mindformer.py: accepted, meaningless here
