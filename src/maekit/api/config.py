@@ -32,8 +32,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
 from ..models import canonical_name
 from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported)
 from ..models.config import CONFIG_NAME, ModelConfig, jsonable
@@ -78,11 +76,6 @@ class MAEConfig(ModelConfig):
                      class_names=None if class_names is None else [str(c) for c in class_names],
                      weights=weights)
         self.__dict__.update(state)  # fields are read-only afterwards (__setattr__)
-
-    @classmethod
-    def from_model(cls, model: nn.Module) -> MAEConfig:
-        """The config of a maekit model (``model.config``)."""
-        return cls.from_dict(model.config.to_dict())
 
     def model_config(self) -> ModelConfig:
         """The plain :class:`~maekit.models.ModelConfig` (what ``model.config`` holds)."""
