@@ -121,3 +121,26 @@ def test_sharded_extraction_equals_single_process(tmp_path):
         assert torch.equal(got["labels"], labels[order])
         assert torch.allclose(got["feats"], single[order], atol=1e-6)
     assert knn_accuracy(single, labels, single, labels, num_classes=10, k=1)["top1"] == 100.0
+
+
+def test_knn_on_labelled_shards_equals_the_folders_and_other_classes_are_refused(digit_folders, tmp_path, capsys):
+    model = tmp_path / "model"
+    _tiny().save_pretrained(model)
+    common = ["--model", str(model), "--device", "cpu", "--num_workers", "0", "--k", "5"]
+    assert main(["shard", str(digit_folders / "train"), str(tmp_path / "shards" / "train")]) == 0
+    assert main(["shard", str(digit_folders / "val"), str(tmp_path / "shards" / "val")]) == 0
+    results = []
+    for data in (digit_folders, tmp_path / "shards"):
+        assert main(["knn", *common, "--data_path", str(data), "--output_dir", str(tmp_path / data.name)]) == 0
+        results.append(json.loads((tmp_path / data.name / "knn.json").read_text()))
+    for key in ("bank_images", "query_images", "num_classes", "knn_top1", "knn_top5"):
+        assert results[0][key] == results[1][key], key
+    other = tmp_path / "other"  # the same train split, a val split with another class
+    for split, names in (("train", ("zero", "one", "two")), ("val", ("zero", "one", "three"))):
+        for name, source in zip(names, ("zero", "one", "two")):
+            (other / split / name).mkdir(parents=True)
+            for p in list((digit_folders / split / source).glob("*.png"))[:5]:
+                (other / split / name / p.name).write_bytes(p.read_bytes())
+    capsys.readouterr()
+    assert main(["knn", *common, "--data_path", str(other)]) == 2
+    assert "the train and val splits have different classes" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from itertools import islice
 from typing import Any
 
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .images import UndecodableImageWarning, load_image, mode_for_chans
 from .seeding import MASK_STREAM, sample_seed, seeded_rngs
@@ -216,9 +216,34 @@ class ShardDataset(IterableDataset):
                 return None
         return (self.transform(img) if self.transform is not None else img), target
 
+    def in_memory(self) -> "ShardSamples":
+        """Every labelled sample of one ordered pass, decoded and transformed, as a map-style dataset
+        with ``targets`` and ``classes`` (a k-NN bank or query set: small labelled sets that are
+        indexed and sub-sampled per class, which a stream cannot be). Undecodable samples are left out."""
+        import copy
+
+        once = copy.copy(self)
+        once.train, once.sample_seeds = False, None
+        items = [item for item in once if item is not None and item[1] >= 0]
+        return ShardSamples(items, self.classes)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(shards={len(self.urls)}, samples={self.num_samples}, "
                 f"train={self.train}, in_chans={self.in_chans})")
+
+
+class ShardSamples(Dataset):
+    """``(image, target)`` items held in memory (:meth:`ShardDataset.in_memory`)."""
+
+    def __init__(self, items: list[tuple[Any, int]], classes: list[str] | None):
+        self.items, self.classes = items, classes
+        self.targets = [int(t) for _, t in items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.items[index]
 
 
 def _shard_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any]]:

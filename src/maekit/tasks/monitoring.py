@@ -92,12 +92,14 @@ def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_sp
         train_split = "."  # a plain folder of class folders (relative to data_path: not joined twice)
     splits = {"train_split": train_split, "val_split": val_split}
     try:
-        bank = resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans, **splits)
+        bank = _indexable(resolve_dataset(data_path, "train", labelled=True, transform=tf, in_chans=in_chans,
+                                          **splits))
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"{flag} {data_path}: needs labelled images (class folders, an ImageNet-style "
                          f"root with train/ and val/, or builtin:digits): {e}") from e
     try:
-        return bank, resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans, **splits)
+        queries = _indexable(resolve_dataset(data_path, "val", labelled=True, transform=tf, in_chans=in_chans,
+                                             **splits))
     except FileNotFoundError:
         targets, counts, held, kept = dataset_targets(bank), {}, [], []
         for i, t in enumerate(targets):
@@ -108,6 +110,16 @@ def knn_datasets(data_path: str, *, img_size, in_chans: int, mean, std, train_sp
         log.info("k-NN: %s has no val split; holding out %d of %d images as queries", data_path, len(held),
                  len(targets))
         return Subset(bank, kept), Subset(bank, held)
+    bank_classes, query_classes = getattr(bank, "classes", None), getattr(queries, "classes", None)
+    if bank_classes is not None and query_classes is not None and list(bank_classes) != list(query_classes):
+        raise ValueError(f"{flag} {data_path}: the train and val splits have different classes "
+                         f"({list(bank_classes)[:8]} vs {list(query_classes)[:8]}); k-NN would score them as the same")
+    return bank, queries
+
+
+def _indexable(dataset: Dataset) -> Dataset:
+    """Labelled tar shards read into memory once (a k-NN set is indexed per class; a stream is not)."""
+    return dataset.in_memory() if hasattr(dataset, "in_memory") else dataset
 
 
 def fixed_images(data_path: str, train_dataset: Dataset | None, *, img_size, in_chans: int, mean, std,
