@@ -12,9 +12,8 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint
-from timm.layers import DropPath, Mlp
+from timm.models.vision_transformer import Block as TimmBlock
 
 
 def layer_norm(eps: float = 1e-6):
@@ -22,48 +21,22 @@ def layer_norm(eps: float = 1e-6):
     return partial(nn.LayerNorm, eps=eps)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention; ``qkv`` rows are [Q; K; V], head-major inside each."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        x = x.transpose(1, 2).reshape(b, n, d)
-        return self.proj_drop(self.proj(x))
-
-
-class Block(nn.Module):
-    """``x + DropPath(Attn(LN(x)))`` then ``x + DropPath(MLP(LN(x)))``."""
+class Block(TimmBlock):
+    """The references' block, timm's ``vision_transformer.Block``: ``x + DropPath(Attn(LN(x)))`` then
+    ``x + DropPath(MLP(LN(x)))`` on (B, N, D) tokens, attention through
+    ``F.scaled_dot_product_attention`` (``qkv`` rows [Q; K; V], head-major inside each)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path: float = 0.0, norm_layer=None, proj_drop: float = 0.0, attn_drop: float = 0.0):
-        super().__init__()
-        norm_layer = norm_layer or layer_norm()
-        self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path,
+                         norm_layer=norm_layer or layer_norm(), proj_drop=proj_drop, attn_drop=attn_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    @property
+    def drop_path(self) -> nn.Module:
+        """The stochastic depth of both branches (timm's ``drop_path1`` / ``drop_path2``)."""
+        return self.drop_path1
 
 
 class GradCheckpointMixin:
