@@ -57,8 +57,7 @@ from .convmae_layers import (CONV_NORM_EPS, CBlock, CMlp, ConvPatchEmbed, Visibl
 from .base import MaekitModel, stem_blocks_matcher
 from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .mae import check_images
-from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
-from .outputs import MAEOutput
+from .masking import PretrainingMixin, gather_tokens, patchify, random_masking_indices
 from .pos_embed import get_2d_sincos_pos_embed
 from .vit import pool_name
 
@@ -79,7 +78,7 @@ def _stage_architecture(model) -> dict:
 
 
 # ---------------------------------------------------------------------------- pretraining
-class MaskedAutoencoderConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
+class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, nn.Module):
     """ConvMAE pretraining model (official ``MaskedAutoencoderConvViT``).
 
     Args:
@@ -150,14 +149,6 @@ class MaskedAutoencoderConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
     @property
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
-
-    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, L, 16*16*C) in the reference element order."""
-        return patchify(imgs, self.patch_size)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, L, 16*16*C) -> (N, C, H, W)."""
-        return unpatchify(x, self.patch_size, self.grid_size, self.in_chans)
 
     def stage_masks(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage-3 mask (N, L), 1 = removed -> the stage-1 and stage-2 masks (N, 1, h, w)."""
@@ -234,28 +225,6 @@ class MaskedAutoencoderConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
         x = gather_tokens(torch.cat([x, mask_tokens], dim=1), ids_restore) + self.decoder_pos_embed
         x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
         return self.decoder_pred(self.decoder_norm(x))
-
-    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over removed patches (norm-pix targets if configured)."""
-        return masked_mse_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss)
-
-    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75,
-                noise: torch.Tensor | None = None) -> MAEOutput:
-        """Pretraining forward pass.
-
-        Args:
-            imgs: (N, C, H, W) normalised images.
-            mask_ratio: fraction of stage-3 tokens (16x16 patches) removed, in [0, 1).
-            noise: optional (N, L) noise that fixes the mask (smallest noise = kept).
-
-        Returns:
-            MAEOutput(loss, pred (N, L, 16*16*C), mask (N, L), ids_restore (N, L)).
-        """
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, ids_restore)
-        loss = self.forward_loss(imgs, pred, mask)
-        return MAEOutput(loss=loss, pred=pred, mask=mask, ids_restore=ids_restore)
-
 
 # ---------------------------------------------------------------------------- classifier
 

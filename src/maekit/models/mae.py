@@ -12,8 +12,7 @@ import torch.nn as nn
 
 from .base import MaekitModel, stem_blocks_matcher
 from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
-from .masking import gather_tokens, masked_mse_loss, patchify, random_masking_indices, unpatchify
-from .outputs import MAEOutput
+from .masking import PretrainingMixin, gather_tokens, random_masking_indices
 from .pos_embed import _as_hw, get_2d_sincos_pos_embed
 
 
@@ -48,7 +47,7 @@ def check_images(imgs: torch.Tensor, in_chans: int, img_size: tuple[int, int]) -
                          f"img_size=({imgs.shape[2]}, {imgs.shape[3]})")
 
 
-class MaskedAutoencoderViT(MaekitModel, GradCheckpointMixin, nn.Module):
+class MaskedAutoencoderViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, nn.Module):
     """Masked autoencoder with a ViT encoder and a light ViT decoder.
 
     Args:
@@ -118,14 +117,6 @@ class MaskedAutoencoderViT(MaekitModel, GradCheckpointMixin, nn.Module):
         self.apply(init_mae_weights)
 
     # ------------------------------------------------------------- patches
-    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, L, p*p*C) in the reference element order."""
-        return patchify(imgs, self.patch_size)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, L, p*p*C) -> (N, C, H, W)."""
-        return unpatchify(x, self.patch_size, self.grid_size, self.in_chans)
-
     @property
     def num_patches(self) -> int:
         return self.patch_embed.num_patches
@@ -162,26 +153,6 @@ class MaskedAutoencoderViT(MaekitModel, GradCheckpointMixin, nn.Module):
         x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:, :]
-
-    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over removed patches (norm-pix targets if configured)."""
-        return masked_mse_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss)
-
-    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75, noise: torch.Tensor | None = None) -> MAEOutput:
-        """Pretraining forward pass.
-
-        Args:
-            imgs: (N, C, H, W) normalised images.
-            mask_ratio: fraction of patches removed, in [0, 1).
-            noise: optional (N, L) noise that fixes the mask (smallest noise = kept).
-
-        Returns:
-            MAEOutput(loss, pred (N, L, p*p*C), mask (N, L), ids_restore (N, L)).
-        """
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, ids_restore)
-        loss = self.forward_loss(imgs, pred, mask)
-        return MAEOutput(loss=loss, pred=pred, mask=mask, ids_restore=ids_restore)
 
     def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
         """Encoder on all patches, no masking.

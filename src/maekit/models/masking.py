@@ -165,12 +165,51 @@ def masked_mse_loss(
         Scalar: mean squared error over removed patches. With no removed patch
         (mask_ratio 0) the loss is the mean over all patches instead of 0/0 = NaN.
     """
-    if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1.0e-6) ** 0.5
-    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    per_patch = ((pred.float() - loss_target(target, norm_pix_loss).float()) ** 2).mean(dim=-1)
     mask = mask.float()
     removed = mask.sum()
     # torch.where instead of an `if` keeps the function free of host syncs (and compile-friendly).
     return torch.where(removed > 0, (per_patch * mask).sum() / removed.clamp_min(1.0), per_patch.mean())
+
+
+def loss_target(target: torch.Tensor, norm_pix_loss: bool) -> torch.Tensor:
+    """(N, L, P) patches -> the loss target: as they are, or each patch normalised by its mean and
+    unbiased variance (+1e-6) when ``norm_pix_loss``."""
+    if not norm_pix_loss:
+        return target
+    mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+    return (target - mean) / (var + 1.0e-6) ** 0.5
+
+
+class PretrainingMixin:
+    """What MAE and ConvMAE pretraining models share: patches of ``patch_size`` on ``grid_size``,
+    the loss, and ``forward`` = ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``."""
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, L, p*p*C) in the reference element order."""
+        return patchify(imgs, self.patch_size)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L, p*p*C) -> (N, C, H, W)."""
+        return unpatchify(x, self.patch_size, self.grid_size, self.in_chans)
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over removed patches (norm-pix targets if configured): a scalar."""
+        return masked_mse_loss(pred, self.patchify(imgs), mask, self.norm_pix_loss)
+
+    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75, noise: torch.Tensor | None = None):
+        """Pretraining forward pass.
+
+        Args:
+            imgs: (N, C, H, W) normalised images.
+            mask_ratio: fraction of patches (ConvMAE: stage-3 tokens) removed, in [0, 1).
+            noise: optional (N, L) noise that fixes the mask (smallest noise = kept).
+
+        Returns:
+            MAEOutput(loss, pred (N, L, p*p*C), mask (N, L), ids_restore (N, L)).
+        """
+        from .outputs import MAEOutput
+
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
+        pred = self.forward_decoder(latent, ids_restore)
+        return MAEOutput(loss=self.forward_loss(imgs, pred, mask), pred=pred, mask=mask, ids_restore=ids_restore)

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from ..models.masking import loss_target
+
 from ..data.transforms import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from ..data.transforms import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
@@ -64,18 +66,11 @@ def reconstruct(model: torch.nn.Module, imgs: torch.Tensor, *, mask_ratio: float
         pred = denormalize_patches(pred, target)
     recon = model.unpatchify(pred)
     mask = model.unpatchify(out.mask.float().unsqueeze(-1).expand(-1, -1, pred.shape[-1]))
-    per_patch = ((out.pred.float() - _loss_target(model, target)) ** 2).mean(-1)
+    per_patch = ((out.pred.float() - loss_target(target, getattr(model, "norm_pix_loss", False))) ** 2).mean(-1)
     removed = out.mask.float().sum(1).clamp_min(1.0)
     loss = torch.where(out.mask.sum(1) > 0, (per_patch * out.mask).sum(1) / removed, per_patch.mean(1))
     masked = imgs * (1 - mask)
     return ReconstructionPanels(imgs, masked, recon, masked + recon * mask, mask, loss)
-
-
-def _loss_target(model: torch.nn.Module, target: torch.Tensor) -> torch.Tensor:
-    if getattr(model, "norm_pix_loss", False):
-        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-        return (target - mean) / (var + 1.0e-6) ** 0.5
-    return target
 
 
 def to_pixels(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
