@@ -369,3 +369,30 @@ def test_no_file_selects_a_command_canary(class_folders, tmp_path, capsys):
     typed = f"pipe:touch {canary}; cat {first}"
     assert run_cli("pretrain", "--data_path", typed, "--num_samples", "4", *common) == 0
     assert canary.exists()
+
+
+def test_a_corrupt_shard_member_is_warned_once_by_its_key_in_one_line(tmp_path):
+    import io
+
+    folder = tmp_path / "sh"
+    folder.mkdir()
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(good, format="PNG")
+    with wds.TarWriter(str(folder / "shard-000000.tar")) as sink:
+        for k in range(4):
+            sink.write({"__key__": f"s{k}", "png": good.getvalue() if k != 2 else b"not a png"})
+    (folder / "shards.json").write_text(json.dumps(
+        {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": "sh",
+         "shardlist": [{"url": "shard-000000.tar", "nsamples": 4}]}))
+    ds = ShardDataset(resolve_shards(folder), train=True, shuffle_buffer=0, labelled=False)
+    said = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sum(item is None for item in ds) == 1  # counted every epoch
+        said.append([str(w.message) for w in caught if issubclass(w.category, UndecodableImageWarning)])
+    assert len(said[0]) == 1 and said[1:] == [[], []]  # said in the first epoch only
+    assert "shard-000000.tar:s2.png" in said[0][0] and "BytesIO" not in said[0][0]
+    line = warnings.formatwarning(said[0][0], UndecodableImageWarning, "/src/maekit/x.py", 9)
+    assert line == f"warning: {said[0][0]}\n"  # no maekit source file and line

@@ -43,6 +43,18 @@ class UndecodableImageWarning(UserWarning):
     """A file with an image extension could not be decoded and was skipped."""
 
 
+def _format_warning(message, category, filename, lineno, line=None):  # noqa: ANN001 - warnings' signature
+    """maekit's data warnings as one line ``warning: <message>``: the user's file is in the message;
+    maekit's own source file and line (what Python prints by default) mean nothing to them."""
+    if isinstance(category, type) and issubclass(category, UndecodableImageWarning):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+warnings.formatwarning = _format_warning
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when ``path`` has an image suffix (any case) and is not a hidden file."""
     name = os.path.basename(os.fspath(path))

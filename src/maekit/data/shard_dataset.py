@@ -102,6 +102,9 @@ class ShardDataset(IterableDataset):
         # only, so a run resumed mid-epoch (whose skipped batches are read again) gets the same
         # crops and masks; None: the global RNGs draw them, as in the references.
         self.sample_seeds: int | None = None
+        # Corrupt members are warned about in the first epoch this process trains (workers get a
+        # copy each epoch, so their own memory of what was said is lost), then only counted.
+        self._first_epoch: int | None = None
 
     # -- epoch plan ---------------------------------------------------------------------------
     def set_batch_size(self, batch_size: int) -> None:
@@ -115,6 +118,8 @@ class ShardDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle the shard order for ``epoch`` (like ``DistributedSampler.set_epoch``)."""
         self.epoch = int(epoch)
+        if self._first_epoch is None:
+            self._first_epoch = self.epoch
 
     def _world(self) -> tuple[int, int]:
         if self._replicas is not None:
@@ -184,6 +189,15 @@ class ShardDataset(IterableDataset):
     def _decode(self, sample: dict[str, Any], epoch: int = 0) -> tuple[Any, ...] | None:
         if sample.get("__missing__"):  # lost in a truncated shard (warned once per shard)
             return None
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        if epoch != self._first_epoch:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndecodableImageWarning)
+                return self._seeded(sample, epoch)
+        return self._seeded(sample, epoch)
+
+    def _seeded(self, sample: dict[str, Any], epoch: int) -> tuple[Any, ...] | None:
         if self.sample_seeds is None or not self.train:
             return self._item(sample)
         # A sample's identity: its shard and key (and the pass, when an epoch reads its shards twice).
@@ -200,10 +214,12 @@ class ShardDataset(IterableDataset):
             warnings.warn(f"skipping shard sample {where}: no image member ({'/'.join(IMAGE_MEMBER_EXTS)})",
                           UndecodableImageWarning, stacklevel=2)
             return None
+        data = io.BytesIO(sample[ext])
         try:
-            img = load_image(io.BytesIO(sample[ext]), self.in_chans)
+            img = load_image(data, self.in_chans)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-            warnings.warn(f"skipping undecodable image {where}.{ext}: {type(err).__name__}: {err}",
+            said = str(err).replace(repr(data), f"{where}.{ext}")  # PIL names the in-memory buffer
+            warnings.warn(f"skipping undecodable image {where}.{ext}: {type(err).__name__}: {said}",
                           UndecodableImageWarning, stacklevel=2)
             return None
         target = -1
