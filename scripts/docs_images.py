@@ -47,10 +47,10 @@ def demo_images(work: Path) -> None:
 
 def demo_checkpoint(work: Path) -> Path:
     """The demo's pretrained model (``--only app`` takes it from an earlier, possibly unfinished, demo)."""
-    found = sorted((work / "demo").rglob("checkpoint-last.pth"), key=lambda p: len(p.parts))
-    if not found:
-        raise SystemExit(f"no demo checkpoint under {work / 'demo'}: run with --only demo first")
-    return found[0]
+    path = work / "demo" / "pretrain" / "checkpoint-last.pth"  # the demo's probes write classifiers beside it
+    if not path.exists():
+        raise SystemExit(f"no {path}: run with --only demo first")
+    return path
 
 
 def digit_folders(root: Path, n: int) -> None:
