@@ -55,13 +55,14 @@ def all_finite(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ NaN
-def test_huge_lr_stops_without_writing_nonfinite_weights(digit_folders, tmp_path, tiny):
+def test_huge_lr_stops_without_writing_nonfinite_weights(digit_folders, tmp_path, tiny, capsys):
     out = tmp_path / "out"
-    res = cli(*args(tiny, digit_folders / "unlabelled", out, "--blr", "1e6", "--warmup_epochs", "0", epochs=3))
-    assert res.returncode == 1, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr
-    assert "non-finite" in res.stderr.lower() or "is nan" in res.stderr.lower()
-    assert "lower the learning rate" in res.stderr and "--clip_grad" in res.stderr
+    code = run_cli(*args(tiny, digit_folders / "unlabelled", out, "--blr", "1e6", "--warmup_epochs", "0", epochs=3))
+    err = capsys.readouterr().err
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err
+    assert "non-finite" in err.lower() or "is nan" in err.lower()
+    assert "lower the learning rate" in err and "--clip_grad" in err
     for ckpt in out.glob("checkpoint*.pth"):  # whatever was written before the divergence is usable
         assert all_finite(ckpt), ckpt.name
 
@@ -96,8 +97,7 @@ def test_group_sigterm_with_two_workers_saves_and_exits_143(digit_folders, tmp_p
     ckpt = torch.load(out / "checkpoint-last.pth", weights_only=True)
     assert ckpt["epoch"] == -1 and 0 < ckpt["step_in_epoch"] < 8
     assert not (out / ".maekit.lock").exists()
-    res = cli(*argv, "--resume", "auto")
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert run_cli(*argv, "--resume", "auto") == 0  # in-process: the signal was the other process's
     assert epochs_logged(out) == [0, 1]
 
 
@@ -124,8 +124,7 @@ def interrupt_then_finish(argv: list[str], waits: list[int]) -> int:
             return interrupted
         assert proc.returncode == 143, rest[-3000:]
         interrupted, resume = interrupted + 1, ["--resume", "auto"]
-    res = cli(*argv, *resume)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert run_cli(*argv, *resume) == 0  # in-process: no signal left to take
     return interrupted
 
 
@@ -141,8 +140,7 @@ def test_sigterm_at_random_steps_then_resume_is_bitwise_exact(digit_folders, tmp
         data = tmp_path / "shards"
     straight, split = tmp_path / "straight", tmp_path / "split"
     extra = ["--augment", "reference", "--save_every", "0", "--num_workers", workers]
-    res = cli(*args(tiny, data, straight, *extra, epochs=2))
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert run_cli(*args(tiny, data, straight, *extra, epochs=2)) == 0  # in-process: nothing to signal
     rng = random.Random(seed)
     assert interrupt_then_finish(args(tiny, data, split, *extra, epochs=2),
                                  [rng.randint(1, 5) for _ in range(2)]) >= 1
@@ -168,27 +166,28 @@ def test_sigterm_then_resume_auto_completes_a_classifier_run(digit_folders, tmp_
     ckpt = torch.load(out / "checkpoint-last.pth", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["extra"]["model_args"]["num_classes"] == 3
     if command == "finetune":  # its checkpoint starts another fine-tune (the same crash)
-        again = cli(*argv[:6], str(tmp_path / "again"), *argv[7:], "--finetune", str(out / "checkpoint-last.pth"))
-        assert again.returncode == 0, again.stderr[-3000:]
+        assert run_cli(*argv[:6], tmp_path / "again", *argv[7:], "--finetune", out / "checkpoint-last.pth") == 0
 
 
 # ------------------------------------------------------------------------------ output folder
-def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_path, tiny):
+def test_two_runs_one_folder_then_stale_lock_is_taken_over(digit_folders, tmp_path, tiny, capsys):
     out = tmp_path / "out"
     argv = args(tiny, digit_folders / "unlabelled", out, epochs=100000)
     first = _start(argv)
     _wait_for(first, "Epoch: [0]  [0/8]")
     assert json.loads((out / ".maekit.lock").read_text())["pid"] == first.pid
-    second = cli(*argv, "--resume", "auto")
-    assert second.returncode == 2, second.stderr[-2000:]
-    assert f"in use by a running maekit process (PID {first.pid}" in second.stderr
-    assert "pretraining mae_vit" not in second.stdout  # refused before the data and model were built
+    second = run_cli(*argv, "--resume", "auto")  # in-process: another process than the first all the same
+    out2, err2 = capsys.readouterr()
+    assert second == 2, err2[-2000:]
+    assert f"in use by a running maekit process (PID {first.pid}" in err2
+    assert "pretraining mae_vit" not in out2  # refused before the data and model were built
     first.kill()  # SIGKILL: no handler runs, the lock stays behind
     first.communicate()
     assert (out / ".maekit.lock").exists()
-    third = cli(*args(tiny, digit_folders / "unlabelled", out, "--overwrite", epochs=1))
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert f"stale lock {out / '.maekit.lock'} of PID {first.pid}" in third.stdout + third.stderr
+    third = run_cli(*args(tiny, digit_folders / "unlabelled", out, "--overwrite", epochs=1))
+    out3, err3 = capsys.readouterr()
+    assert third == 0, err3[-3000:]
+    assert f"stale lock {out / '.maekit.lock'} of PID {first.pid}" in out3 + err3
     assert not (out / ".maekit.lock").exists() and epochs_logged(out) == [0]
 
 
