@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from .datasets import UNLABELLED_TARGET
 from .images import convert_image, mode_for_chans
+from .transforms import to_size
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DATASETS: tuple[str, ...] = ("digits",)
@@ -33,13 +34,6 @@ DIGITS_TEST_SIZE = 360
 DIGITS_TRAIN_SIZE = DIGITS_NUM_IMAGES - DIGITS_TEST_SIZE  # 1437
 DIGITS_DEFAULT_SIZE = 32
 DIGITS_SPLIT_SEED = 0
-
-
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size!r}")
-    return int(h), int(w)
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,7 +88,7 @@ class DigitsDataset(Dataset):
         mode_for_chans(in_chans)
         self.split = "val" if split == "test" else split
         self.indices = digits_split_indices(split)
-        self.size = _pair(size)
+        self.size = to_size(size)
         self.transform = transform
         self.in_chans = in_chans
         self.labelled = labelled

@@ -9,7 +9,7 @@ float64 (like the official NumPy code) and return float32.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 
 def _as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -80,18 +80,13 @@ def resize_pos_embed(
     Returns:
         (1, prefix + new_h*new_w, D) tensor.
     """
-    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    n_old, dim = patches.shape[1], patches.shape[2]
     if old_grid is None:
-        side = int(round(n_old**0.5))
-        if side * side != n_old:
-            raise ValueError(
-                f"cannot infer the grid of a position table with {n_old} patch rows; pass old_grid"
-            )
+        side = int(round((pos_embed.shape[1] - num_prefix_tokens) ** 0.5))
+        if side * side != pos_embed.shape[1] - num_prefix_tokens:
+            raise ValueError(f"cannot infer the grid of a position table with "
+                             f"{pos_embed.shape[1] - num_prefix_tokens} patch rows; pass old_grid")
         old_grid = (side, side)
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
-    grid = patches.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
-    patches = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
-    return torch.cat([prefix, patches], dim=1)
+    return resample_abs_pos_embed(pos_embed, list(new_grid), list(old_grid), num_prefix_tokens=num_prefix_tokens,
+                                  interpolation="bicubic", antialias=False)
