@@ -136,9 +136,14 @@ def test_ranks_get_disjoint_shards_equal_length_and_no_rank_runs_dry(class_folde
 
 def test_corrupt_member_is_skipped_and_counted_in_pretraining(class_folders, tmp_path, capsys):
     src, _ = class_folders
-    (src / "dog" / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # 19 samples
     shards = tmp_path / "sh"
     assert run_cli("shard", src, shards, "--shard_size", "6") == 0
+    # a fourth shard holding a corrupt member (another tool's: maekit shard leaves corrupt files out): 19 samples
+    with wds.TarWriter(str(shards / "shard-000003.tar")) as sink:
+        sink.write({"__key__": "000000018", "jpg": b"\xff\xd8 not really a jpeg", "cls": b"1"})
+    index = json.loads((shards / "shards.json").read_text())
+    index["shardlist"].append({"url": "shard-000003.tar", "nsamples": 1})
+    (shards / "shards.json").write_text(json.dumps(index))
     with pytest.warns(UndecodableImageWarning, match=r"shard-00000\d\.tar:\d+\.jpg"):
         items = list(resolve_dataset(shards, "train", transform=T.ToTensor(), seed=0))
     assert len(items) == 19 and sum(item is None for item in items) == 1  # one pass: each sample once
