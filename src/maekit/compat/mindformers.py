@@ -125,16 +125,9 @@ _IGNORED_MODEL_CONFIG = {
     "init_values", "window_size", "use_abs_pos_emb", "use_rel_pos_bias", "use_shared_rel_pos_bias",
     "encoder_stride", "decoder_dim_head", "decoder_intermediate_size",
 }
-# MindFormers / HF architecture field -> constructor argument
-_ARCH_FIELDS = {
-    "hidden_size": "embed_dim", "embed_dim": "embed_dim",
-    "num_hidden_layers": "depth", "depth": "depth",
-    "num_attention_heads": "num_heads", "num_heads": "num_heads",
-    "decoder_hidden_size": "decoder_embed_dim", "decoder_dim": "decoder_embed_dim",
-    "decoder_embed_dim": "decoder_embed_dim",
-    "decoder_num_hidden_layers": "decoder_depth", "decoder_depth": "decoder_depth",
-    "decoder_num_attention_heads": "decoder_num_heads", "decoder_num_heads": "decoder_num_heads",
-}
+# constructor arguments a model_config may override (under these or the MindFormers / HF names of
+# maekit.api.config.FIELD_ALIASES: hidden_size, num_hidden_layers ...)
+_ARCH_ARGS = ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads")
 
 
 @dataclass
@@ -276,7 +269,10 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
         fields["input_size"] = model_size if model_size is not None else image_size
     _copy(mc, "model_config", fields)
     _map_mask_ratio(mc, fields, task)
-    arch_values = {name: mc.get(key, "any") for key, name in _ARCH_FIELDS.items() if key in mc}
+    from ..api.config import official_field
+
+    arch_values = {official_field(k): mc.get(k, "any") for k in list(mc.data) if official_field(k) in _ARCH_ARGS
+                   and k in mc}
     intermediate = mc.get("intermediate_size", "int")
     mc.warn_unknown()
     model.warn_unknown()
