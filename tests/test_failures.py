@@ -519,3 +519,19 @@ def test_a_one_class_finetune_warns(digit_folders, tmp_path, capfd):
                    "--batch_size", "8", "--epochs", "1", "--warmup_epochs", "0", *FAST) == 0
     said = capfd.readouterr()
     assert "the training data has one class (zero): a one-class classifier learns nothing" in said.out + said.err
+
+
+def test_predict_on_a_folder_skips_and_reports_corrupt_files(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "a_red.png")
+    (folder / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.new("RGB", (40, 30), (10, 10, 200)).save(folder / "c_blue.png")
+    assert run_cli("predict", "--model", "mae_vit_tiny_patch16", "--no_download", "--input", folder,
+                   "--input_size", "32", "--patch_size", "8", "--output_dir", tmp_path / "out", "--json",
+                   "--device", "cpu") == 0
+    captured = capsys.readouterr()
+    assert [Path(r["input"]).name for r in json.loads(captured.out)] == ["a_red.png", "c_blue.png"]
+    assert f"skipped 1 unreadable image file(s) of 3: {folder / 'b_broken.png'}" in captured.err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ _TASKS = {"masked_image_modeling": _reconstructions, "image_classification": _cl
 def run_predict(cfg: PredictConfig) -> int:
     """``maekit predict --model X --input img... [--task] [--topk 5] [--mask_ratio] [--seed] [--output_dir]
     [--json] [--input_size S --patch_size P ...]``; prints the results, returns the exit code."""
-    inputs = expand_inputs(list(cfg.input))
+    inputs, skipped = _readable(expand_inputs(list(cfg.input)))
     model = _load_model(cfg)
     if cfg.task == "auto":
         task = "masked_image_modeling" if is_pretraining_model(model) else "image_classification"
@@ -82,7 +83,33 @@ def run_predict(cfg: PredictConfig) -> int:
         task = normalize_task(cfg.task)
     rows, lines = _TASKS[task](cfg, pipeline(task, model, batch_size=cfg.batch_size), inputs)
     print(json.dumps(rows, indent=2) if cfg.json else "\n".join(lines))
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        print(f"maekit predict: skipped {len(skipped)} unreadable image file(s) of {len(inputs) + len(skipped)}: "
+              f"{shown}", file=sys.stderr)
     return 0
+
+
+def _readable(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """(inputs that can be read, local files that cannot: skipped as training skips them). A single
+    input is left to the pipeline, whose message says what is wrong with it."""
+    if len(inputs) < 2:
+        return inputs, []
+    from PIL import Image
+
+    good, bad = [], []
+    for item in inputs:
+        if os.path.isfile(item):
+            try:
+                with Image.open(item) as img:
+                    img.verify()
+            except Exception:  # noqa: BLE001 - PIL raises many types for bad files
+                bad.append(item)
+                continue
+        good.append(item)
+    if not good:
+        raise ValueError(f"none of the {len(inputs)} input files is a readable image ({', '.join(bad[:3])} ...)")
+    return good, bad
 
 
 def run_visualize(cfg: VisualizeConfig) -> int:
