@@ -146,10 +146,6 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
         self.apply(init_mae_weights)
 
     # ------------------------------------------------------------- patches
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
     def stage_masks(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage-3 mask (N, L), 1 = removed -> the stage-1 and stage-2 masks (N, 1, h, w)."""
         p2, p3 = self.stage_patch_sizes[1:]
@@ -278,10 +274,6 @@ class ConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

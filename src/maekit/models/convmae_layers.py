@@ -253,7 +253,7 @@ def build_encoder(model: nn.Module, *, img_size, patch_size, in_chans, embed_dim
         f1, f2 = patches[1] * patches[2], patches[2]
         model.stage1_output_decode = nn.Conv2d(dims[0], dims[2], f1, stride=f1)
         model.stage2_output_decode = nn.Conv2d(dims[1], dims[2], f2, stride=f2)
-    num_patches = maps[2][0] * maps[2][1]
+    model.num_patches = num_patches = maps[2][0] * maps[2][1]
     model.pos_embed = nn.Parameter(torch.zeros(1, num_patches, dims[2]), requires_grad=pos_embed_trainable)
     dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
     model.blocks1 = nn.ModuleList([CBlock(dims[0], ratios[0], drop, dpr[i]) for i in range(depths[0])])

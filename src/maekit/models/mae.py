@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import PatchEmbed
 
 from .base import MaekitModel, stem_blocks_matcher
 from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .masking import PretrainingMixin, gather_tokens, random_masking_indices
 from .pos_embed import _as_hw, get_2d_sincos_pos_embed
-
-
-class PatchEmbed(nn.Module):
-    """Conv patch embedding: (N, C, H, W) -> (N, L, D), patches in row-major order."""
-
-    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        if img_size[0] % patch_size or img_size[1] % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
-        self.img_size = img_size
-        self.patch_size = (patch_size, patch_size)
-        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 def check_images(imgs: torch.Tensor, in_chans: int, img_size: tuple[int, int]) -> None:
@@ -71,7 +55,9 @@ class MaskedAutoencoderViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, n
         self.norm_pix_loss = norm_pix_loss
         norm_layer = layer_norm(layer_norm_eps)
 
-        self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim)
+        if self.img_size[0] % patch_size or self.img_size[1] % patch_size:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {patch_size}")
+        self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim)  # timm's: conv, (N, L, D)
         self.patch_size = patch_size
         self.grid_size = self.patch_embed.grid_size
         num_patches = self.patch_embed.num_patches
