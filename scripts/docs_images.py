@@ -68,12 +68,6 @@ def digit_folders(root: Path, n: int) -> None:
 
 def monitor_image(work: Path) -> None:
     """k-NN / online-probe curves of a short digits run beside its last reconstructions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
     out, data = work / "monitor", work / "digits"
     if not data.exists():
         digit_folders(data, MONITOR_IMAGES)
@@ -83,14 +77,22 @@ def monitor_image(work: Path) -> None:
                "--batch_size", "32", "--blr", "1.5e-3", "--knn_data_path", str(data), "--knn_every", "1",
                "--online_probe", "--num_workers", "0", "--output_dir", str(out), "--resume", "auto")
     rows = [json.loads(line) for line in (out / "log.txt").read_text().splitlines() if line.strip()]
-    recon = sorted((out / "reconstructions").glob("epoch_*.png"))[-1]
+    _plot_monitor(rows, sorted((out / "reconstructions").glob("epoch_*.png"))[-1], IMAGES / "monitor_digits.png")
+
+
+def _plot_monitor(rows: list[dict], recon: Path, dst: Path) -> None:
+    """Accuracy curves (k-NN, online probe) and the train loss of ``rows`` (log.txt), beside ``recon``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     fig = plt.figure(figsize=(11, 4.2), dpi=100)
     ax = fig.add_axes((0.06, 0.12, 0.46, 0.78))
     epochs = [r["epoch"] + 1 for r in rows]
-    ax.plot([e for e, r in zip(epochs, rows) if "knn_top1" in r], [r["knn_top1"] for r in rows if "knn_top1" in r],
-            "o-", label="k-NN top-1")
-    ax.plot([e for e, r in zip(epochs, rows) if "probe_top1" in r],
-            [r["probe_top1"] for r in rows if "probe_top1" in r], "s--", label="online probe top-1")
+    for key, style, label in (("knn_top1", "o-", "k-NN top-1"), ("probe_top1", "s--", "online probe top-1")):
+        ax.plot([r["epoch"] + 1 for r in rows if key in r], [r[key] for r in rows if key in r], style, label=label)
     ax.set_xlabel("epochs trained")
     ax.set_ylabel("accuracy on the test split (%)")
     ax.grid(alpha=0.3)
@@ -104,7 +106,7 @@ def monitor_image(work: Path) -> None:
     right.imshow(Image.open(recon))
     right.set_axis_off()
     right.set_title(f"{recon.name}: original | masked | reconstruction | + visible", fontsize=10)
-    fig.savefig(IMAGES / "monitor_digits.png")
+    fig.savefig(dst)
     plt.close(fig)
 
 

@@ -64,6 +64,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _help_and_default(text: str, default: str) -> tuple[str, str]:
+    """The help without its "(default: X)" (the default has its own column); a help that states
+    its default in words (a machine-dependent one) keeps it, and the column stays empty."""
+    if default and text.endswith(f" (default: {default})"):
+        return text[: -len(f" (default: {default})")], default
+    return text, "" if "(default" in text else default
+
+
 def flag_rows(command: str) -> list[dict[str, str]]:
     """One row per documented option of ``maekit <command>``: flags (all spellings ``-h`` shows),
     aliases (hidden spellings of the same option), type, default, help."""
@@ -79,11 +87,7 @@ def flag_rows(command: str) -> list[dict[str, str]]:
         names = a.option_strings or [a.metavar or a.dest.upper()]
         # The first visible flag of an option lists its aliases; an --off flag stands alone.
         first = next(b for b in visible if b.dest == a.dest) is a
-        text, default = a.help or "", _default(a, defaults) if first else ""
-        if default and text.endswith(f" (default: {default})"):
-            text = text[: -len(f" (default: {default})")]  # the default has its own column
-        elif "(default" in text:
-            default = ""  # a help that states its default in words (a machine-dependent one) keeps it
+        text, default = _help_and_default(a.help or "", _default(a, defaults) if first else "")
         rows.append({"flags": ", ".join(names), "aliases": ", ".join(hidden.get(a.dest, [])) if first else "",
                      "type": _type_name(a), "default": default, "help": text})
     return rows
