@@ -271,13 +271,10 @@ def class_names(model: nn.Module) -> list[str]:
     if names is not None and len(names) == n:
         return [str(x) for x in names]
     if n == 1000:
-        try:
-            from timm.data import ImageNetInfo
+        from timm.data import ImageNetInfo  # timm >= 0.9 ships the ImageNet-1k names
 
-            info = ImageNetInfo()
-            return [info.index_to_description(i) for i in range(1000)]
-        except (ImportError, AttributeError, OSError):  # an old timm: LABEL_i
-            return [f"LABEL_{i}" for i in range(n)]
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)]
     return [f"LABEL_{i}" for i in range(n)]
 
 
@@ -288,15 +285,9 @@ class ImageFeatureExtractionPipeline(Pipeline):
     _call_params = ("pool",)
 
     def _run(self, pixel_values, items, offset, state, *, pool: bool = True) -> list:
-        feats = extract_features(self.model, pixel_values, pool=pool).float().cpu()
-        return list(feats)
-
-
-def extract_features(model: nn.Module, pixel_values: torch.Tensor, *, pool: bool = True) -> torch.Tensor:
-    """(N, D) pooled or (N, T, D) token features, unmasked (module docstring for the pooling)."""
-    if not pool:
-        return model.forward_features(pixel_values)
-    return pooled_features(model, pixel_values)  # the k-NN monitor's rule: one definition
+        # pooled: the k-NN monitor's rule (engine.knn.pooled_features), one definition
+        feats = pooled_features(self.model, pixel_values) if pool else self.model.forward_features(pixel_values)
+        return list(feats.float().cpu())
 
 
 _PIPELINES = {
