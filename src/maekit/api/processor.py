@@ -33,7 +33,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from ..data.images import convert_image, load_image, mode_for_chans
+from ..data.images import _DECODE_ERRORS, convert_image, load_image, mode_for_chans
 from ..data.transforms import default_crop_pct, eval_geometry, resolve_mean_std, to_size
 from ..hub.cache import is_url, read_url_bytes
 from ..models import create_model
@@ -57,22 +57,18 @@ def _describe_input(x: Any) -> str:
 def _open_image(x: str | Path, in_chans: int) -> Image.Image:
     """A path or URL -> converted PIL image; errors name the input."""
     if is_url(x):
-        data = read_url_bytes(str(x))
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                return convert_image(img, in_chans).copy()
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot decode the image at {x}: {e}") from e
-    path = Path(x).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {os.fspath(x)}")
-    if path.is_dir():
-        raise ValueError(f"{os.fspath(x)} is a folder, not an image (pass the image files in it)")
+        source, failure = io.BytesIO(read_url_bytes(str(x))), f"cannot decode the image at {x}"
+    else:
+        source = Path(x).expanduser()
+        if not source.exists():
+            raise FileNotFoundError(f"image not found: {os.fspath(x)}")
+        if source.is_dir():
+            raise ValueError(f"{os.fspath(x)} is a folder, not an image (pass the image files in it)")
+        failure = f"cannot read image {os.fspath(x)}"
     try:
-        return load_image(path, in_chans)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {os.fspath(x)}: {type(e).__name__}: {e}") from e
+        return load_image(source, in_chans)
+    except _DECODE_ERRORS as e:
+        raise ValueError(f"{failure}: {type(e).__name__}: {e}") from e
 
 
 def _array_to_chw(x: np.ndarray | torch.Tensor) -> torch.Tensor:
