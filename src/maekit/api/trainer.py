@@ -45,7 +45,7 @@ from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainCo
 from ..tasks.validate import ConfigMixin
 from .config import MAEConfig
 from .pipelines import normalize_task
-from .trainer_options import data_options, predict_inputs, write_predictions
+from .trainer_options import data_options, write_predictions
 
 TASKS = ("masked_image_modeling", "image_classification")
 
@@ -334,9 +334,12 @@ class Trainer:
             image classification, per image a list of ``{'label', 'score', 'index'}``.
         """
         from ..tasks.common import inference_device
-        from .pipelines import pipeline
+        from .pipelines import expand_inputs, pipeline
 
-        inputs = predict_inputs(input_data, self.eval_dataset)
+        if input_data is None and not (isinstance(self.eval_dataset, (str, os.PathLike))
+                                       and Path(self.eval_dataset).is_dir()):
+            raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or tensors)")
+        inputs = expand_inputs(self.eval_dataset if input_data is None else input_data)
         model = self._inference_model(predict_checkpoint)
         opts = self._options()
         pipe = pipeline(self.task, model, device=inference_device(opts.get("device")),

@@ -94,32 +94,17 @@ def _eval_data(ev: Any, root: str | None, opts: dict[str, Any], *, mixed: bool) 
     return (root if mixed else ev), None
 
 
-def predict_inputs(input_data: Any, eval_dataset: Any) -> Any:
-    """``input_data`` with folders expanded; default: the ``eval_dataset`` folder's images."""
-    from .pipelines import expand_inputs
-
-    if input_data is None:
-        if not (isinstance(eval_dataset, (str, os.PathLike)) and Path(eval_dataset).is_dir()):
-            raise ValueError("predict() needs input_data (image paths, a folder, PIL images, arrays or tensors)")
-        input_data = eval_dataset
-    return expand_inputs(input_data)
-
-
 def write_predictions(output_dir: Path, task: str, inputs: Any, results: Any) -> Path | None:
     """``output_dir/<task>_result.json`` (rank 0): per input its name and loss + files or predictions."""
     from ..engine.distributed import get_rank
 
     if get_rank() != 0:
         return None
-    items = inputs if isinstance(inputs, list) else [inputs]
-    outs = results if isinstance(inputs, list) else [results]
-    rows = []
-    for i, (item, res) in enumerate(zip(items, outs, strict=False)):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}"
-        if task == "masked_image_modeling":
-            rows.append({"input": name, "loss": res["loss"], "files": res.get("files", {})})
-        else:
-            rows.append({"input": name, "predictions": res})
+    items, outs = (inputs, results) if isinstance(inputs, list) else ([inputs], [results])
+    mim = task == "masked_image_modeling"
+    rows = [{"input": os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}",
+             **({"loss": res["loss"], "files": res.get("files", {})} if mim else {"predictions": res})}
+            for i, (item, res) in enumerate(zip(items, outs, strict=False))]
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{task}_result.json"
     path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
@@ -127,4 +112,4 @@ def write_predictions(output_dir: Path, task: str, inputs: Any, results: Any) ->
     return path
 
 
-__all__ = ["data_options", "is_dataset", "predict_inputs", "write_predictions"]
+__all__ = ["data_options", "is_dataset", "write_predictions"]
