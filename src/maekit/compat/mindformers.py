@@ -1,7 +1,7 @@
 """MindFormers-shaped run YAML (docs/REFERENCE_RECIPES.md G.5) -> task, model and :class:`TrainingArguments`.
 
 A pure function of the YAML dict (:func:`map_run_config`); the keys copied as they are form the
-table ``_COPY``, the others are mapped by one function per section (:mod:`.mindformers_sections`).
+table ``_COPY`` of :mod:`.mindformers_sections`, the others by one function per section there.
 
 Used by ``maekit run --config X.yaml --run_mode ...`` and ``Trainer(args="X.yaml")``. A config
 is a path or a packaged name (``mae/run_mae_vit_base_p16_224_800ep.yaml``; a leading ``configs/``
@@ -77,6 +77,7 @@ from .mindformers_sections import (
     check_sizes,
     map_dataset,
     map_device,
+    copy_keys,
     map_mixup,
     map_optimizer,
     map_processor,
@@ -171,27 +172,6 @@ def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONF
     return rc
 
 
-# The one table of keys copied as they are: (section, YAML key, task option, kind). The keys that
-# need more (schedule, optimizer, datasets, architecture) are mapped by the functions below.
-_COPY: tuple[tuple[str, str, str], ...] = (
-    ("", "seed", "seed"), ("", "output_dir", "output_dir"),
-    ("runner_config", "epochs", "epochs"), ("runner_config", "batch_size", "batch_size"),
-    ("runner_config", "num_classes", "nb_classes"), ("runner_config", "gradient_accumulation_steps", "accum_iter"),
-    ("model_config", "patch_size", "patch_size"), ("model_config", "num_channels", "in_chans"),
-    ("model_config", "in_chans", "in_chans"), ("model_config", "norm_pix_loss", "norm_pix_loss"),
-    ("model_config", "norm_pixel_loss", "norm_pix_loss"), ("model_config", "drop_path_rate", "drop_path"),
-    ("model_config", "use_mean_pooling", "global_pool"), ("model_config", "num_labels", "nb_classes"),
-    ("model_config", "num_classes", "nb_classes"),
-)
-
-
-def _copy(section: Section, name: str, fields: dict[str, Any]) -> None:
-    """The ``_COPY`` rows of one section, each read as its option's type."""
-    for where, key, option in _COPY:
-        if where == name and key in section:
-            fields[option] = section.get(key, option_type(option))
-
-
 def _run_keys(top: Section, where: str) -> tuple[str, str | None, bool | str]:
     """(run_mode, load_checkpoint or None, resume_training: False, True or a path)."""
     run_mode = top.get("run_mode", "str", "train")
@@ -267,7 +247,7 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
     model_size = mc.get("img_size", "size") if model_size is None else model_size
     if model_size is not None or image_size is not None:
         fields["input_size"] = model_size if model_size is not None else image_size
-    _copy(mc, "model_config", fields)
+    copy_keys(mc, "model_config", fields)
     _map_mask_ratio(mc, fields, task)
     from ..api.config import official_field
 
@@ -311,12 +291,12 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set
     top = Section(data, "", read=read)
     fields: dict[str, Any] = {"output_dir": TrainingArguments.output_dir}  # MindFormers' default folder
     run_mode, load_checkpoint, resume = _run_keys(top, where)
-    _copy(top, "", fields)
+    copy_keys(top, "", fields)
     map_device(top, fields)
     task, model_name, model = _task_and_model(top, where)
     runner = top.section("runner_config", ignored={
         "sink_mode", "sink_size", "per_epoch_size", "initial_epoch", "has_trained_epoches", "has_trained_steps"})
-    _copy(runner, "runner_config", fields)
+    copy_keys(runner, "runner_config", fields)
     image_size = runner.get("image_size", "size")
     runner.warn_unknown()
     sizes_seen: list[tuple[str, Any]] = []

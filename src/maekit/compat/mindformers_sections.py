@@ -23,6 +23,32 @@ _IGNORED_DATASET = {
 }
 
 
+# The one table of keys copied as they are: (section, YAML key, task option, kind). The keys that
+# need more (datasets, architecture ...) are mapped by the functions of this module and maekit.compat.mindformers.
+_COPY: tuple[tuple[str, str, str], ...] = (
+    ("", "seed", "seed"), ("", "output_dir", "output_dir"),
+    ("runner_config", "epochs", "epochs"), ("runner_config", "batch_size", "batch_size"),
+    ("runner_config", "num_classes", "nb_classes"), ("runner_config", "gradient_accumulation_steps", "accum_iter"),
+    ("model_config", "patch_size", "patch_size"), ("model_config", "num_channels", "in_chans"),
+    ("model_config", "in_chans", "in_chans"), ("model_config", "norm_pix_loss", "norm_pix_loss"),
+    ("model_config", "norm_pixel_loss", "norm_pix_loss"), ("model_config", "drop_path_rate", "drop_path"),
+    ("model_config", "use_mean_pooling", "global_pool"), ("model_config", "num_labels", "nb_classes"),
+    ("model_config", "num_classes", "nb_classes"),
+    ("lr_schedule", "lr_end", "min_lr"), ("lr_schedule", "warmup_epochs", "warmup_epochs"),
+    ("optimizer", "weight_decay", "weight_decay"),
+    ("mixup_op", "mixup_alpha", "mixup"), ("mixup_op", "cutmix_alpha", "cutmix"), ("mixup_op", "prob", "mixup_prob"),
+    ("mixup_op", "switch_prob", "mixup_switch_prob"), ("mixup_op", "label_smoothing", "smoothing"),
+    ("mixup_op", "mode", "mixup_mode"), ("mixup_op", "cutmix_minmax", "cutmix_minmax"),
+)
+
+
+def copy_keys(section: Section, name: str, fields: dict[str, Any]) -> None:
+    """The ``_COPY`` rows of one section, each read as its option's type."""
+    for where, key, option in _COPY:
+        if where == name and (value := section.get(key, option_type(option))) is not None:
+            fields[option] = value
+
+
 def map_device(top: Section, fields: dict[str, Any]) -> None:
     """``context.device_target`` -> ``device`` (Ascend and others: auto, with a warning)."""
     context = top.section("context", ignored={
@@ -51,10 +77,7 @@ def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str)
             fields["blr"] = lr * 256.0 / lr_scale_factor
         else:
             fields["lr"] = lr
-    if "lr_end" in sched:
-        fields["min_lr"] = sched.get("lr_end", "float")
-    if "warmup_epochs" in sched:
-        fields["warmup_epochs"] = sched.get("warmup_epochs", "float")
+    copy_keys(sched, "lr_schedule", fields)
     if sched.get("warmup_lr_init", "float", 0.0):
         _warn("lr_schedule.warmup_lr_init is not supported: the warmup starts at 0")
     for key in ("warmup_steps", "warmup_ratio"):
@@ -80,8 +103,7 @@ def map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str
     if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
         raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW "
                          "(type: adamw)")
-    if "weight_decay" in opt:
-        fields["weight_decay"] = opt.get("weight_decay", "float")
+    copy_keys(opt, "optimizer", fields)
     betas = TASK_BETAS[task]
     for key, want in (("beta1", betas[0]), ("beta2", betas[1]), ("eps", 1e-8)):
         value = opt.get(key, "float")
@@ -181,12 +203,7 @@ def _normalize(t: Mapping, here: str) -> tuple[list[float], list[float]]:
 
 def map_mixup(section: Section, fields: dict[str, Any]) -> None:
     """``mixup_op`` -> the mixup / cutmix options (read as their types)."""
-    for key, option in (("mixup_alpha", "mixup"), ("cutmix_alpha", "cutmix"), ("prob", "mixup_prob"),
-                        ("switch_prob", "mixup_switch_prob"), ("label_smoothing", "smoothing"), ("mode", "mixup_mode"),
-                        ("cutmix_minmax", "cutmix_minmax")):
-        value = section.get(key, option_type(option))
-        if value is not None:
-            fields[option] = value
+    copy_keys(section, "mixup_op", fields)
     section.used.add("num_classes")
     section.warn_unknown()
 
