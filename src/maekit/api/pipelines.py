@@ -127,10 +127,7 @@ class Pipeline:
 
     def __init__(self, model: nn.Module, image_processor: ImageProcessor | None = None, *, device: Any = None,
                  batch_size: int = 8, **defaults: Any):
-        unknown = set(defaults) - set(self._call_params)
-        if unknown:
-            raise ValueError(f"{self.task}: unknown argument(s) {sorted(unknown)}; accepted: "
-                             f"{sorted(self._call_params) + ['batch_size', 'device', 'image_processor']}")
+        self._refuse_unknown(defaults, ["batch_size", "device", "image_processor"])
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
@@ -141,14 +138,16 @@ class Pipeline:
         self.defaults = defaults
         self._check_model()
 
+    def _refuse_unknown(self, given: dict, also: list[str]) -> None:
+        if unknown := sorted(set(given) - set(self._call_params) - set(also)):
+            raise ValueError(f"{self.task}: unknown argument(s) {unknown}; accepted: "
+                             f"{sorted(self._call_params) + also}")
+
     def _check_model(self) -> None:
         pass
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
-        unknown = set(kwargs) - set(self._call_params) - {"batch_size"}
-        if unknown:
-            raise ValueError(f"{self.task}: unknown argument(s) {sorted(unknown)}; accepted: "
-                             f"{sorted(self._call_params) + ['batch_size']}")
+        self._refuse_unknown(kwargs, ["batch_size"])
         options = {**self.defaults, **kwargs}
         batch_size = int(options.pop("batch_size", self.batch_size))
         raw = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
