@@ -1,5 +1,5 @@
 """What the :class:`~maekit.api.Trainer` puts into a task config besides its options and model: the
-data (:func:`data_options`); and the inputs and result file of ``Trainer.predict``."""
+data (:func:`data_options`); and the result file of ``Trainer.predict``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..data.factory import is_builtin
+
 
 def is_dataset(obj: Any) -> bool:
     """A torch Dataset (or anything indexable with a length), as opposed to a folder name."""
     return (not isinstance(obj, (str, os.PathLike, bytes)) and hasattr(obj, "__getitem__")
             and hasattr(obj, "__len__"))
-
-
-def _builtin(path: str) -> bool:
-    return str(path).lower().startswith("builtin:")
 
 
 def data_options(*, task: str, train_dataset: Any, eval_dataset: Any, data_path: str | None,
@@ -61,7 +59,7 @@ def _train_data(tr: Any, data_path: str | None, opts: dict[str, Any], *, task: s
         return None, data_path, False
     root = os.fspath(tr)
     # classification from a folder of class folders (not a root with train/ and val/)
-    class_dir = task != "masked_image_modeling" and not _builtin(root) and not (Path(root) / "train").is_dir()
+    class_dir = task != "masked_image_modeling" and not is_builtin(root) and not (Path(root) / "train").is_dir()
     if class_dir and train:
         opts["train_split"] = os.path.abspath(root)
     return None, root, class_dir
@@ -69,7 +67,7 @@ def _train_data(tr: Any, data_path: str | None, opts: dict[str, Any], *, task: s
 
 def _has_val(root: str | None, folder: bool) -> bool:
     """Whether the training root has a validation split (``builtin:``, or a ``val/`` folder)."""
-    return root is not None and folder and (_builtin(root) or (Path(root) / "val").is_dir())
+    return root is not None and folder and (is_builtin(root) or (Path(root) / "val").is_dir())
 
 
 def _eval_data(ev: Any, root: str | None, opts: dict[str, Any], *, mixed: bool) -> tuple[str | None, Any]:
@@ -81,12 +79,12 @@ def _eval_data(ev: Any, root: str | None, opts: dict[str, Any], *, mixed: bool) 
         return root, ev
     ev = os.fspath(ev)
     mixed = mixed and root != ev
-    if _builtin(ev):
+    if is_builtin(ev):
         if mixed:
             raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; "
                              "give the evaluation set as a folder or a torch Dataset")
         return ev, None
-    if mixed and _builtin(root):
+    if mixed and is_builtin(root):
         raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give "
                          "both as folders, or the training set as a torch Dataset")
     sub = Path(ev) / "val"
