@@ -203,12 +203,6 @@ LARS_TRUST = 0.001
 MIN_RELATIVE_MOVE = 1.0  # the head must be able to move by about its own norm over the run
 
 
-def lars_budget(*, lr: float, steps: int, trust_coefficient: float = LARS_TRUST, momentum: float = 0.9) -> float:
-    """Upper bound on the relative change of a weight tensor after ``steps`` LARS steps at ``lr``
-    (momentum amplifies a constant direction by up to ``1 / (1 - momentum)``)."""
-    return lr * trust_coefficient * steps / (1.0 - momentum)
-
-
 def check_lars_budget(*, lr: float, blr: float | None, eff_batch_size: int, steps: int,
                       trust_coefficient: float = LARS_TRUST, momentum: float = 0.9) -> str | None:
     """Warn when LARS cannot move the linear head in the whole run; returns the message (or None).
@@ -216,7 +210,9 @@ def check_lars_budget(*, lr: float, blr: float | None, eff_batch_size: int, step
     Sizes the bound with the peak ``lr`` (warmup and the cosine decay only shrink it). At the
     reference (lr = 0.1 * 16384 / 256 = 6.4, 90 epochs of ImageNet) the bound is ~10^4x the need.
     """
-    budget = lars_budget(lr=lr, steps=steps, trust_coefficient=trust_coefficient, momentum=momentum)
+    # the most a weight tensor can change, relative to its norm, in ``steps`` steps at ``lr`` (momentum
+    # amplifies a constant direction by up to 1 / (1 - momentum))
+    budget = lr * trust_coefficient * steps / (1.0 - momentum)
     if budget >= MIN_RELATIVE_MOVE:
         return None
     need_lr = MIN_RELATIVE_MOVE * (1.0 - momentum) / (trust_coefficient * max(steps, 1))
