@@ -200,25 +200,7 @@ def resolve_shards(data_path: str | os.PathLike, split: str = "train", *,
             unreadable index or shard, or remote shards without ``num_samples``.
     """
     s = os.fspath(data_path)
-    folder = Path(s)
-    if not _is_url(s) and folder.is_dir():
-        if (folder / split).is_dir() and (_tars_in(folder / split) or (folder / split / INDEX_NAME).exists()):
-            folder = folder / split
-        elif split != "train":
-            raise FileNotFoundError(
-                f"shard folder {s!r} has no {split!r} sub-folder of shards; write one with "
-                f"`maekit shard SRC {s}` on a source with a {split}/ folder"
-            )
-        if (folder / INDEX_NAME).exists():
-            index = read_index(str(folder / INDEX_NAME))
-        else:
-            index = ShardIndex([str(p) for p in _tars_in(folder)], None)
-    elif s.endswith(".json"):
-        index = read_index(s)
-    else:
-        index = ShardIndex(webdataset_module().shardlists.expand_urls(s), None)
-    if not index.urls:
-        raise ValueError(f"no tar shards ({', '.join(SHARD_SUFFIXES)}) found in {s!r}")
+    index = _listed_shards(s, split)
     local = [u for u in index.urls if not _is_url(u)]
     missing = [u for u in local if not os.path.isfile(u)]
     if missing:
@@ -242,6 +224,38 @@ def resolve_shards(data_path: str | os.PathLike, split: str = "train", *,
     if not index.num_samples:
         raise ValueError(f"the shards of {s!r} hold no image samples ({'/'.join(IMAGE_MEMBER_EXTS)} members)")
     return index
+
+
+def _listed_shards(s: str, split: str) -> ShardIndex:
+    """The shard URLs ``s`` names for ``split`` (a folder, an index, a pattern), counts when an
+    index gives them."""
+    folder = Path(s)
+    if not _is_url(s) and folder.is_dir():
+        folder = _split_folder(folder, split, s)
+        if (folder / INDEX_NAME).exists():
+            index = read_index(str(folder / INDEX_NAME))
+        else:
+            index = ShardIndex([str(p) for p in _tars_in(folder)], None)
+    elif s.endswith(".json"):
+        index = read_index(s)
+    else:
+        index = ShardIndex(webdataset_module().shardlists.expand_urls(s), None)
+    if not index.urls:
+        raise ValueError(f"no tar shards ({', '.join(SHARD_SUFFIXES)}) found in {s!r}")
+    return index
+
+
+def _split_folder(folder: Path, split: str, s: str) -> Path:
+    """``folder/split`` when it holds shards; ``folder`` itself for the train split."""
+    sub = folder / split
+    if sub.is_dir() and (_tars_in(sub) or (sub / INDEX_NAME).exists()):
+        return sub
+    if split != "train":
+        raise FileNotFoundError(
+            f"shard folder {s!r} has no {split!r} sub-folder of shards; write one with "
+            f"`maekit shard SRC {s}` on a source with a {split}/ folder"
+        )
+    return folder
 
 
 def _sibling_index(index: ShardIndex) -> ShardIndex:
