@@ -367,3 +367,25 @@ def test_exit_kills_a_worker_that_outlived_its_iterator():
     res = subprocess.run([PY, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "done", res.stderr[-2000:]
     assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr[-2000:]
+
+
+def test_thread_policy(monkeypatch):
+    from maekit.engine.distributed import SMALL_STEP_VALUES, apply_thread_policy, main_threads
+
+    assert main_threads(cores=2, workers=2, step_values=None) == 1  # 2 cores, 2 loader workers
+    assert main_threads(cores=16, workers=4, step_values=SMALL_STEP_VALUES) == 1  # small work: one thread
+    assert main_threads(cores=16, workers=4, step_values=64 * 3 * 224 * 224) == 12
+    assert main_threads(cores=16, workers=2, step_values=None, local_procs=4) == 2
+    model, loader = torch.nn.Linear(2, 2), DataLoader(list(range(8)), batch_size=4)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is left alone
+        assert apply_thread_policy(model, loader, "cpu") is None and torch.get_num_threads() == before
+        monkeypatch.setenv("MAEKIT_NUM_THREADS", "1")
+        assert apply_thread_policy(model, loader, "cpu") == 1
+        monkeypatch.delenv("MAEKIT_NUM_THREADS")
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        model.img_size, model.in_chans = 16, 3
+        assert apply_thread_policy(model, loader, "cpu") == 1  # 4 x 3 x 16 x 16 values a step
+    finally:
+        torch.set_num_threads(before)

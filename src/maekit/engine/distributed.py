@@ -208,3 +208,46 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     np.random.seed(s % 2**32)
     random.seed(s)
     return s
+
+
+# ----------------------------------------------------------------------------- CPU threads
+# Values per step (batch x channels x pixels) up to which one intra-op thread is as fast as several:
+# the per-op work is too small to split, and extra threads only spin against the loader workers and
+# other jobs (measured: 17.6 vs 62.5 img/s, default threads vs one, on 2 busy cores; benchmarks/RESULTS.md).
+SMALL_STEP_VALUES = 16 * 3 * 64 * 64
+
+
+def main_threads(*, cores: int, workers: int, step_values: int | None, local_procs: int = 1) -> int:
+    """Intra-op threads for a training process: 1 for small steps; else the cores this process may
+    use (its share of the machine's, less one per loader worker), at least 1."""
+    if step_values is not None and step_values <= SMALL_STEP_VALUES:
+        return 1
+    return max(1, cores // max(1, local_procs) - max(0, workers))
+
+
+def apply_thread_policy(model: torch.nn.Module, loader, device: torch.device | str) -> int | None:
+    """Set torch's intra-op threads by :func:`main_threads` for CPU training; returns the number set.
+
+    Left alone (None) on accelerators and when the user chose (``OMP_NUM_THREADS`` or
+    ``MAEKIT_NUM_THREADS``, which sets it)."""
+    chosen = os.environ.get("MAEKIT_NUM_THREADS")
+    if chosen:
+        torch.set_num_threads(max(1, int(chosen)))
+        return torch.get_num_threads()
+    if torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    workers = int(getattr(getattr(loader, "loader", loader), "num_workers", 0) or 0)
+    batch = getattr(loader, "batch_size", None) or getattr(getattr(loader, "loader", None), "batch_size", None)
+    size, chans = getattr(model, "img_size", None), getattr(model, "in_chans", None)
+    step = None
+    if batch and size is not None and chans:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        step = int(batch) * int(chans) * int(h) * int(w)
+    threads = main_threads(cores=cores, workers=workers, step_values=step,
+                           local_procs=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    torch.set_num_threads(threads)
+    return threads

@@ -37,7 +37,7 @@ from ..errors import TrainingDiverged, UsageError
 from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, check_resume_args, copy_checkpoint,
                          describe_mismatch, load_checkpoint, load_newest_checkpoint, restore_rng_state,
                          save_checkpoint, to_plain)
-from .distributed import DistInfo, all_gather_objects, sum_over_ranks
+from .distributed import DistInfo, all_gather_objects, apply_thread_policy, sum_over_ranks
 from .lock import RunLock, take_output_dir
 from .logs import JsonLogWriter, archive_config, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
@@ -174,6 +174,9 @@ class Runner:
             return {}
         check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
         check_batches(self.train_loader, self.accum_iter)
+        threads = apply_thread_policy(self.model_without_ddp, self.train_loader, self.device)
+        if threads is not None:
+            logger.info("CPU threads: %d (MAEKIT_NUM_THREADS or OMP_NUM_THREADS to choose)", threads)
         self._announce()
         archive_config(self.output_dir, self.config, enabled=self.is_main, keys=self.resume_keys)
         save_config(self.output_dir, self.config, enabled=self.is_main)
