@@ -174,6 +174,7 @@ class Runner:
             return {}
         check_schedule(start_epoch=self.start_epoch, epochs=self.epochs, resumed_from=self.resumed_from)
         check_batches(self.train_loader, self.accum_iter)
+        caller_threads = torch.get_num_threads()  # restored after the run: a library call leaves it as it was
         threads = apply_thread_policy(self.model_without_ddp, self.train_loader, self.device)
         if threads is not None:
             logger.info("CPU threads: %d (MAEKIT_NUM_THREADS or OMP_NUM_THREADS to choose)", threads)
@@ -192,6 +193,7 @@ class Runner:
                     last = self._run_epoch(epoch, json_log, tb)
         finally:
             tb.close()
+            torch.set_num_threads(caller_threads)
         logger.info("Training time %s", datetime.timedelta(seconds=int(time.time() - t0)))
         return last
 
