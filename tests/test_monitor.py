@@ -125,6 +125,9 @@ def test_reconstructions_curves_and_tensorboard_images(monitored):
     assert [e.step for e in events.Images("reconstructions")] == [1]
     assert {"monitor/knn_top1", "monitor/probe_top1", "train_loss"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("monitor/knn_top1")) == EPOCHS
+    # one axis (epoch_1000x): the monitors at each epoch's end, after that epoch's train_loss points
+    assert [e.step for e in events.Scalars("monitor/knn_top1")] == [1000 * (k + 1) for k in range(EPOCHS)]
+    assert max(e.step for e in events.Scalars("train_loss")) < 1000 * EPOCHS
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS))
     assert float(rows[-1]["knn_top1"]) == pytest.approx(_records(out)[-1]["knn_top1"])

@@ -112,10 +112,10 @@ class Reporter:
             return
         epoch = int(record.get("epoch", 0))
         numeric = {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if self.tb is not None:
+        if self.tb is not None:  # at the end of the epoch on train_loss's axis (epoch_1000x)
             for k, v in numeric.items():
                 if k.startswith(("knn_", "probe_", "recon_")):
-                    self.tb.add_scalar(f"monitor/{k}", v, epoch)
+                    self.tb.add_scalar(f"monitor/{k}", v, epoch_end(epoch))
         if self.wandb_run is not None:
             self.wandb_run.log({f"epoch/{k}": v for k, v in numeric.items() if k != "epoch"} | {"epoch": epoch})
         if "csv" in self.backends and self.csv_path is not None:
@@ -146,6 +146,12 @@ class Reporter:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+def epoch_end(epoch: int) -> int:
+    """The x of an epoch's end on the per-step axis ``epoch_1000x`` (so every TensorBoard scalar of
+    a run shares one axis)."""
+    return (int(epoch) + 1) * 1000
 
 
 def _int(value: Any) -> int:

@@ -43,7 +43,7 @@ from .logs import JsonLogWriter, archive_config, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
 from .nonfinite import NonFiniteParametersError, advice, all_finite, keep_last_good, nonfinite_names
-from .report import Reporter
+from .report import Reporter, epoch_end
 from .schedule import LRSchedule, check_schedule, check_warmup
 from .signals import stop_requests
 
@@ -234,7 +234,7 @@ class Runner:
         tb.log_epoch(log)
         keep_last_good(self.output_dir, log, enabled=self.is_main)  # a loss rising 10x: keep the last good one
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
-        tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch)
+        tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch_end(epoch))
         tb.flush()
         # A signal that arrived during eval / saving: every rank must agree, or one would hang. After
         # the last epoch's save the run is complete: it ends as finished (exit 0), not interrupted.
