@@ -94,7 +94,9 @@ def _write_failure(dst: Path, e: BaseException, partial: list[Path]) -> BaseExce
 
     if isinstance(e, MaekitError) or not (isinstance(e, (OSError, RuntimeError)) or "Safetensor" in type(e).__name__):
         return None
-    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+    if isinstance(e, OSError):  # raised as it is, naming dst: the CLI's message gives its folder and free space
+        if e.errno is not None and e.filename is None:
+            e.filename = os.fspath(dst)
         return None
     found = re.search(r"os error (\d+)", str(e))  # safetensors keeps the errno in its message only
     if found and getattr(e, "errno", None) is None:
@@ -154,7 +156,7 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
         if not _exchange(tmp, dst):
             _swap_by_renames(tmp, dst)
     except BaseException as e:
-        failure = _write_failure(dst / "x", e, [p for p in tmp.rglob("*")] if tmp.exists() else [])
+        failure = _write_failure(dst, e, [p for p in tmp.rglob("*")] if tmp.exists() else [])
         shutil.rmtree(tmp, ignore_errors=True)
         if failure is not None:
             raise failure from e
