@@ -222,7 +222,7 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "reconstruct")
         img, notes = await _read_image(image, sample, limits)
-        out = await run_in_threadpool(service.reconstruct, slot, img, mask_ratio=mask_ratio, seed=seed)
+        out = await run_in_threadpool(service.reconstruct_view, slot, img, mask_ratio=mask_ratio, seed=seed)
         mask = "/".join("".join(str(int(v)) for v in row) for row in out["mask"].tolist())
         headers = {
             "X-Maekit-Loss": repr(out["loss"]),
@@ -243,7 +243,7 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "classify")
         img, notes = await _read_image(image, sample, limits)
-        out = await run_in_threadpool(service.classify, slot, img, top_k=top_k)
+        out = await run_in_threadpool(service.classify_view, slot, img, top_k=top_k)
         return JSONResponse(out["predictions"], headers=_meta(slot.id, out["seconds"], notes + out["notes"]))
 
     @post("/api/features")
@@ -254,7 +254,7 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "features")
         img, notes = await _read_image(image, sample, limits)
-        out = await run_in_threadpool(service.features, slot, img)
+        out = await run_in_threadpool(service.features_view, slot, img)
         return _png(out["image"], {"X-Maekit-Model": slot.id}, out["seconds"], notes + out["notes"])
 
 

@@ -269,30 +269,33 @@ def for_model(img: Image.Image, slot: ModelSlot) -> tuple[Image.Image, list[str]
 
 
 # ---------------------------------------------------------------------------- views
-def reconstruct(slot: ModelSlot, img: Image.Image, *, mask_ratio: float, seed: int) -> dict[str, Any]:
+def _run(slot: ModelSlot, img: Image.Image, task: str, **kwargs: Any) -> tuple[Any, dict[str, Any], Image.Image]:
+    """``task``'s pipeline on ``img`` under the model's lock: (its output, ``{seconds, notes}``, the
+    image as the model took it)."""
+    image, notes = for_model(img, slot)
+    with slot.lock:
+        t0 = time.perf_counter()
+        out = slot.pipe(task)(image, **kwargs)
+        seconds = time.perf_counter() - t0
+    return out, {"seconds": seconds, "notes": notes}, image
+
+
+def reconstruct_view(slot: ModelSlot, img: Image.Image, *, mask_ratio: float, seed: int) -> dict[str, Any]:
     """The masked-image-modeling pipeline's result (``grid`` PIL image, ``loss``, ``mask``) and seconds."""
     if not 0.0 <= mask_ratio < 1.0:
         raise AppError(400, f"mask_ratio must be in [0, 1), got {mask_ratio}")
     if not 0 <= seed < 2**63:
         raise AppError(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
-    image, notes = for_model(img, slot)
-    with slot.lock:
-        t0 = time.perf_counter()
-        out = slot.pipe("masked_image_modeling")(image, mask_ratio=mask_ratio, seed=seed)
-        seconds = time.perf_counter() - t0
-    return {**out, "seconds": seconds, "notes": notes}
+    out, timing, _ = _run(slot, img, "masked_image_modeling", mask_ratio=mask_ratio, seed=seed)
+    return {**out, **timing}
 
 
-def classify(slot: ModelSlot, img: Image.Image, *, top_k: int = 5) -> dict[str, Any]:
-    """``[{'label', 'score', 'index'}, ...]`` best first, from the classification pipeline."""
+def classify_view(slot: ModelSlot, img: Image.Image, *, top_k: int = 5) -> dict[str, Any]:
+    """``predictions``: ``[{'label', 'score', 'index'}, ...]`` best first, from the classification pipeline."""
     if top_k < 1:
         raise AppError(400, f"top_k must be at least 1, got {top_k}")
-    image, notes = for_model(img, slot)
-    with slot.lock:
-        t0 = time.perf_counter()
-        out = slot.pipe("image_classification")(image, top_k=top_k)
-        seconds = time.perf_counter() - t0
-    return {"predictions": out, "seconds": seconds, "notes": notes}
+    out, timing, _ = _run(slot, img, "image_classification", top_k=top_k)
+    return {"predictions": out, **timing}
 
 
 def feature_pca(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -321,17 +324,13 @@ def feature_pca(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return proj.T.reshape(3, h, w).float()
 
 
-def features(slot: ModelSlot, img: Image.Image) -> dict[str, Any]:
+def features_view(slot: ModelSlot, img: Image.Image) -> dict[str, Any]:
     """The model's input (its feature-extraction crop) beside the PCA colours of its patch tokens."""
     grid = _grid_size(slot.model)
     if grid is None:
         raise AppError(400, _wrong_view(slot, "features"))
-    image, notes = for_model(img, slot)
+    tokens, timing, image = _run(slot, img, "image_feature_extraction", pool=False)
     pipe = slot.pipe("image_feature_extraction")
-    with slot.lock:
-        t0 = time.perf_counter()
-        tokens = pipe(image, pool=False)
-        seconds = time.perf_counter() - t0
     pixel_values = pipe.image_processor.preprocess(image)
     shown = pipe.image_processor.to_pil(pixel_values)[0].convert("RGB")
     colours = feature_pca(tokens, grid)
@@ -340,4 +339,4 @@ def features(slot: ModelSlot, img: Image.Image) -> dict[str, Any]:
     canvas = Image.new("RGB", (shown.width * 2 + 2, shown.height), "white")
     canvas.paste(shown, (0, 0))
     canvas.paste(pca, (shown.width + 2, 0))
-    return {"image": canvas, "seconds": seconds, "notes": notes, "grid": grid}
+    return {"image": canvas, **timing, "grid": grid}
