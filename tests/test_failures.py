@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -535,3 +536,27 @@ def test_predict_on_a_folder_skips_and_reports_corrupt_files(tmp_path, capsys):
     captured = capsys.readouterr()
     assert [Path(r["input"]).name for r in json.loads(captured.out)] == ["a_red.png", "c_blue.png"]
     assert f"skipped 1 unreadable image file(s) of 3: {folder / 'b_broken.png'}" in captured.err
+
+
+class _KillsItsWorker(torch.utils.data.Dataset):
+    """Item 3 kills the worker process that loads it, as the out-of-memory killer would."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        if i == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return torch.zeros(3, 4, 4), 0
+
+
+def test_a_loader_worker_killed_like_by_the_oom_killer_is_one_line_naming_it():
+    from maekit.errors import RUNTIME, describe
+
+    loader = torch.utils.data.DataLoader(_KillsItsWorker(), batch_size=2, num_workers=1)
+    with pytest.raises(RuntimeError) as caught:
+        list(loader)
+    code, message = describe(caught.value)
+    assert code == RUNTIME
+    assert re.search(r"data-loading worker \(pid \d+\) is killed by signal: Killed", message), message
+    assert "out-of-memory killer" in message and "--resume auto" in message and "--num_workers" in message

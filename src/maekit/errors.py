@@ -178,12 +178,30 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
         return RUNTIME, str(exc)
     if isinstance(exc, OSError):
         return _describe_os_error(exc)
+    if isinstance(exc, RuntimeError) and (worker := _killed_worker(exc)):
+        return RUNTIME, worker
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return RUNTIME, (f"out of memory ({_first_line(exc)}): lower --batch_size (and raise --accum_iter to "
                          "keep the effective batch), use --amp bf16, or a smaller --input_size")
     if isinstance(exc, ValueError):  # maekit raises ValueError for bad arguments throughout
         return USAGE, str(exc)
     return None
+
+
+def _killed_worker(exc: RuntimeError) -> str | None:
+    """PyTorch's "DataLoader worker (pid(s) N) ..." as what happened and what to do."""
+    import re
+
+    found = re.search(r"DataLoader worker \(pids? ?\(?s?\)? ?([\d, ]+)\)(.*)", str(exc))
+    if found is None:
+        return None
+    # the signal is named by the error this one was raised from (PyTorch's SIGCHLD handler)
+    signalled = [m.group(0) for c in (exc, *_causes(exc)) if (m := re.search(r"killed by signal: \w+", str(c)))]
+    how = ("is " + signalled[0]) if signalled else (found.group(2).strip().rstrip(".") or "exited unexpectedly")
+    oom = " (a SIGKILL: most likely the kernel's out-of-memory killer)" if how.endswith("Killed") else ""
+    return (f"data-loading worker (pid {found.group(1).strip()}) {how}{oom}. The checkpoints already written "
+            "are intact: rerun with --resume auto to continue. To use less memory: fewer --num_workers, a smaller "
+            "--batch_size (raise --accum_iter to keep the effective batch) or --input_size")
 
 
 def _describe_os_error(exc: OSError) -> tuple[int, str]:
