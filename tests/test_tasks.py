@@ -262,3 +262,20 @@ def test_resume_from_a_non_training_file_is_a_message(digit_folders, tmp_path, c
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 7)}}, other)
     assert pretrain(tmp_path / "o2", digit_folders / "unlabelled", "--resume", other) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_demo_report_counts_every_pretraining_epoch_also_after_a_resume(tmp_path):
+    """The report's pretraining time is the sum of the epochs' own times in log.txt: a second
+    ``maekit demo`` that finds the pretraining done (or resumes it) does not report only its part."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--input_size", "16", "--patch_size", "8", "--epochs", "2", "--warmup_epochs", "0",
+            "--probe_epochs", "1", "--num_workers", "0", "--device", "cpu", "--output_dir", out]
+    assert run_cli(*argv) == 0
+    records = [json.loads(line) for line in (out / "pretrain" / "log.txt").read_text().splitlines()]
+    assert len(records) == 2 and all(r["train_seconds"] > 0 for r in records)
+    first = json.loads((out / "report.json").read_text())
+    assert first["pretrain_seconds"] == pytest.approx(sum(r["train_seconds"] for r in records), abs=0.1)
+    assert run_cli(*argv) == 0  # the pretraining is found finished and skipped
+    again = json.loads((out / "report.json").read_text())
+    assert again["pretrain_seconds"] == pytest.approx(first["pretrain_seconds"], abs=0.1)
+    assert f"in {first['pretrain_seconds']:.0f} s of training" in (out / "report.md").read_text()
