@@ -251,7 +251,7 @@ class Runner:
                     stats.images_per_sec, stats.skipped_files)
         log: dict[str, Any] = {"train_lr": stats.lr, "train_loss": stats.loss,
                                "train_images_per_sec": stats.images_per_sec, "skipped_files": stats.skipped_files,
-                               "train_seconds": round(stats.elapsed, 2)}
+                               "train_seconds": stats.elapsed}
         if self.eval_fn is not None:
             metrics = self.eval_fn(self.model_without_ddp)
             log.update({(k if k.startswith("test_") else f"test_{k}"): v for k, v in metrics.items()})
