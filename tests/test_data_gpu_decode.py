@@ -81,3 +81,24 @@ def test_pretrain_cli_with_gpu_decode_and_fast_decode(folder, tmp_path, opts, ti
                    *flags) == 0
     record = json.loads((tmp_path / "out" / "log.txt").read_text().splitlines()[-1])
     assert record["epoch"] == 0 and np.isfinite(record["train_loss"])
+
+
+def test_truncated_jpeg_is_skipped_and_counted_like_the_cpu_path(folder, tmp_path):
+    """A JPEG cut short parses (its header is whole) but would fail the batch's decode_jpeg call:
+    it is skipped and counted as the CPU pipeline does, and the other images arrive."""
+    import shutil
+    import warnings
+
+    for i in range(3):
+        shutil.copy(folder / f"a{i}.jpg", tmp_path / f"a{i}.jpg")
+    whole = (folder / "a3.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    kw = dict(batch_size=4, train=True, seed=3, mean=MEAN, std=STD, device="cpu")
+    for gpu_decode in (False, True):
+        ds = UnlabeledImageFolder(tmp_path, transform=build_pretrain_transform(32, uint8=not gpu_decode,
+                                                                                gpu_decode=gpu_decode), split=None)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            batch = next(iter(build_loader(ds, **kw)))
+        assert batch.num_skipped == 1 and batch.images.shape == (3, 3, 32, 32), gpu_decode
+        assert any("cut.jpg" in str(w.message) for w in seen), gpu_decode

@@ -64,8 +64,12 @@ class GpuDecodeCrop:
         fp = getattr(img, "fp", None)
         if img.format == "JPEG" and img.mode in ("RGB", "L") and self.in_chans in (1, 3) and fp is not None:
             fp.seek(0)
-            data = torch.frombuffer(bytearray(fp.read()), dtype=torch.uint8)
-            return EncodedCrop(data, tuple(int(v) for v in box), flip, tuple(self.size), self.in_chans)
+            raw = fp.read()
+            # a truncated file (no end-of-image marker) would fail the whole batch's nvJPEG call:
+            # it takes the CPU path below, whose decode error skips and names it like any bad file
+            if raw.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+                data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+                return EncodedCrop(data, tuple(int(v) for v in box), flip, tuple(self.size), self.in_chans)
         out = TF.resized_crop(convert_image(img, self.in_chans), *box, list(self.size),
                               interpolation=InterpolationMode.BICUBIC)
         return TF.pil_to_tensor(TF.hflip(out) if flip else out)
