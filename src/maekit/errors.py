@@ -198,7 +198,8 @@ def _killed_worker(exc: RuntimeError) -> str | None:
     # the signal is named by the error this one was raised from (PyTorch's SIGCHLD handler)
     signalled = [m.group(0) for c in (exc, *_causes(exc)) if (m := re.search(r"killed by signal: \w+", str(c)))]
     how = ("is " + signalled[0]) if signalled else (found.group(2).strip().rstrip(".") or "exited unexpectedly")
-    oom = " (a SIGKILL: most likely the kernel's out-of-memory killer)" if how.endswith("Killed") else ""
+    oom = (" (a SIGKILL: most likely the kernel's out-of-memory killer)" if how.endswith("Killed") else
+           " (a worker that vanishes was most often killed by the kernel's out-of-memory killer: see dmesg)")
     return (f"data-loading worker (pid {found.group(1).strip()}) {how}{oom}. The checkpoints already written "
             "are intact: rerun with --resume auto to continue. To use less memory: fewer --num_workers, a smaller "
             "--batch_size (raise --accum_iter to keep the effective batch) or --input_size")
