@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import http.server
 import threading
 import warnings
@@ -370,6 +371,8 @@ def test_timm_export_loads_with_one_timm_line(tmp_path):
     cfg = theirs.pretrained_cfg
     assert cfg["num_classes"] == 3 and tuple(cfg["input_size"]) == (3, 32, 32) and cfg["crop_pct"] == 0.875
     assert tuple(cfg["mean"]) == (0.485, 0.456, 0.406) and cfg["label_names"] == ["cat", "dog", "owl"]
+    written = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert not {"tag", "hf_hub_id", "license", "paper_ids"} & set(written)  # not timm's own weights' record
     # transformers runs the timm folder too (TimmWrapper), mean-pooled head and labels included
     import numpy as np
     from PIL import Image

@@ -106,6 +106,10 @@ def _timm_args(spec) -> dict[str, Any]:
             "img_size": list(spec.img_size), "num_classes": spec.num_classes or 0, "global_pool": pool}
 
 
+_PROVENANCE = ("tag", "hf_hub_id", "hf_hub_filename", "url", "file", "license", "paper_ids", "paper_name",
+               "origin_url", "notes", "architecture_tag")
+
+
 def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
     """``tensors`` (a timm ViT's state dict: decoder dropped, linear-probe head folded) as a timm
     folder written by ``timm.models.save_for_hf``; returns (folder, notes).
@@ -137,6 +141,10 @@ def write_folder(tensors: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[
         # transformers' TimmWrapper (it passes num_classes=num_labels beside model_args).
         cfg = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
         cfg.get("model_args", {}).pop("num_classes", None)
+        # the twin's pretrained_cfg describes timm's own weights of that name (tag augreg_in21k_ft_in1k,
+        # its Hub id, licence, paper): none of that is true of these weights
+        for key in _PROVENANCE:
+            cfg.get("pretrained_cfg", {}).pop(key, None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
     notes = [] if spec.layer_norm_eps == 1e-6 else [
