@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -105,7 +106,7 @@ def write_failure(path: str | os.PathLike, cause: BaseException, needed: int | N
         return DiskFullError(f"no space left on device writing {path}: {folder} has {space}{need}. "
                              "Free some space (old checkpoint-N.pth files, --save_every 0 keeps only the "
                              "last) or choose another --output_dir; checkpoints already written are intact")
-    return RuntimeFailure(f"writing {path} failed ({type(cause).__name__}: {_first_line(cause)}); {folder} has "
+    return RuntimeFailure(f"writing {path} failed ({type(cause).__name__}: {first_line(cause)}); {folder} has "
                           f"{space}")
 
 
@@ -127,7 +128,8 @@ def _fsize_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message (at most 300 characters), or its type's name when empty."""
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else type(e).__name__
 
@@ -157,7 +159,7 @@ EXTRAS = {"webdataset": "shards", "datasets": "hf", "fastapi": "app", "uvicorn":
 
 def _missing_extra(exc: ImportError) -> str | None:
     if "pip install" in str(exc):  # maekit's own message names the extra
-        return _first_line(exc)
+        return first_line(exc)
     top = (exc.name or "").split(".")[0]
     extra = EXTRAS.get(top)
     return None if extra is None else f"this needs the {extra} extra ({top} is missing): pip install 'maekit[{extra}]'"
@@ -172,7 +174,7 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
     if "yaml" in _module_of(exc):
         return USAGE, f"cannot read the YAML config: {' '.join(str(exc).split())}"
     if _is_network(exc):
-        return RUNTIME, (f"network failure ({type(exc).__name__}: {_first_line(exc)}). Check the connection, or "
+        return RUNTIME, (f"network failure ({type(exc).__name__}: {first_line(exc)}). Check the connection, or "
                          "use a local file or folder (HF_HUB_OFFLINE=1 uses only what is cached)")
     if any(_is_network(c) for c in _causes(exc)):  # e.g. "weights unavailable" raised from a URLError
         return RUNTIME, str(exc)
@@ -181,7 +183,7 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, RuntimeError) and (worker := _killed_worker(exc)):
         return RUNTIME, worker
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return RUNTIME, (f"out of memory ({_first_line(exc)}): lower --batch_size (and raise --accum_iter to "
+        return RUNTIME, (f"out of memory ({first_line(exc)}): lower --batch_size (and raise --accum_iter to "
                          "keep the effective batch), use --amp bf16, or a smaller --input_size")
     if isinstance(exc, ValueError):  # maekit raises ValueError for bad arguments throughout
         return USAGE, str(exc)
@@ -190,8 +192,6 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
 
 def _killed_worker(exc: RuntimeError) -> str | None:
     """PyTorch's "DataLoader worker (pid(s) N) ..." as what happened and what to do."""
-    import re
-
     found = re.search(r"DataLoader worker \(pids? ?\(?s?\)? ?([\d, ]+)\)(.*)", str(exc))
     if found is None:
         return None

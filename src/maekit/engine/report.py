@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError, first_line
 from ..fileio import atomic_write
 from .checkpoint import to_plain
 from .distributed import is_main_process
@@ -178,14 +178,11 @@ def _start_wandb(output_dir: Any, config: dict | None):
                           id=run_id, resume="allow", config=to_plain(config or {}), reinit="finish_previous",
                           settings=settings)
     except wandb.errors.UsageError as e:  # no API key, above all
-        raise UsageError(f"--report_to wandb: {_first_line(e)} (or set WANDB_API_KEY; WANDB_MODE=offline "
+        raise UsageError(f"--report_to wandb: {first_line(e)} (or set WANDB_API_KEY; WANDB_MODE=offline "
                          "logs without an account, to sync later)") from e
     except wandb.errors.CommError as e:  # the server did not answer in time
         server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
         wait = os.environ.get("WANDB_INIT_TIMEOUT", "30")
-        raise RuntimeFailure(f"--report_to wandb: no answer from {server} within {wait} s ({_first_line(e)}); "
+        raise RuntimeFailure(f"--report_to wandb: no answer from {server} within {wait} s ({first_line(e)}); "
                              "check the connection, raise WANDB_INIT_TIMEOUT, or set WANDB_MODE=offline") from e
 
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
