@@ -45,6 +45,7 @@ import torch.nn as nn
 from ..engine.knn import pooled_features
 from ..hub.load import load_model
 from ..models import is_pretraining_model
+from ..tasks.config import MASK_RATIO
 from ..viz.reconstruction import panels_grid, reconstruct
 from .processor import AutoImageProcessor, ImageProcessor
 
@@ -123,7 +124,7 @@ class Pipeline:
 
     task = ""
     resize_mode = "crop"  # default processor geometry: the evaluation crop
-    _call_params: tuple[str, ...] = ()
+    call_params: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, image_processor: ImageProcessor | None = None, *, device: Any = None,
                  batch_size: int = 8, **defaults: Any):
@@ -139,9 +140,9 @@ class Pipeline:
         self._check_model()
 
     def _refuse_unknown(self, given: dict, also: list[str]) -> None:
-        if unknown := sorted(set(given) - set(self._call_params) - set(also)):
+        if unknown := sorted(set(given) - set(self.call_params) - set(also)):
             raise ValueError(f"{self.task}: unknown argument(s) {unknown}; accepted: "
-                             f"{sorted(self._call_params) + also}")
+                             f"{sorted(self.call_params) + also}")
 
     def _check_model(self) -> None:
         pass
@@ -181,7 +182,7 @@ class MaskedImageModelingPipeline(Pipeline):
 
     task = "masked_image_modeling"
     resize_mode = "resize"  # the whole image, as the official demo
-    _call_params = ("mask_ratio", "seed", "output_dir")
+    call_params = ("mask_ratio", "seed", "output_dir")
 
     def _check_model(self) -> None:
         if not is_pretraining_model(self.model):
@@ -189,15 +190,16 @@ class MaskedImageModelingPipeline(Pipeline):
             raise ValueError(f"masked_image_modeling needs a pretraining model (mae_* / convmae_*); {name} "
                              "is a classifier: use the image_classification or image_feature_extraction task")
 
-    def _start(self, count: int, *, mask_ratio: float = 0.75, seed: int | None = None,
+    def _start(self, count: int, *, mask_ratio: float = MASK_RATIO, seed: int | None = None,
                output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-        if not 0.0 <= float(mask_ratio) < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        # the mask ratio is checked by the model (maekit.models.masking); the seed here, where it is used
+        if seed is not None and not 0 <= int(seed) < 2**63:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         # One noise table for all images, so a mask does not depend on the batch size.
         return {"noise": torch.rand(count, self.model.num_patches, generator=generator), "names": set()}
 
-    def _run(self, pixel_values, items, offset, state, *, mask_ratio: float = 0.75, seed: int | None = None,
+    def _run(self, pixel_values, items, offset, state, *, mask_ratio: float = MASK_RATIO, seed: int | None = None,
              output_dir: str | os.PathLike | None = None) -> list:
         n = pixel_values.shape[0]
         panels = reconstruct(self.model, pixel_values, mask_ratio=float(mask_ratio),
@@ -242,7 +244,7 @@ class ImageClassificationPipeline(Pipeline):
     """Top-k labels and softmax scores (module docstring)."""
 
     task = "image_classification"
-    _call_params = ("top_k", "topk")
+    call_params = ("top_k", "topk")
 
     def _check_model(self) -> None:
         if is_pretraining_model(self.model) or int(getattr(self.model, "num_classes", 0) or 0) <= 0:
@@ -281,7 +283,7 @@ class ImageFeatureExtractionPipeline(Pipeline):
     """Unmasked, deterministic encoder features (module docstring)."""
 
     task = "image_feature_extraction"
-    _call_params = ("pool",)
+    call_params = ("pool",)
 
     def _run(self, pixel_values, items, offset, state, *, pool: bool = True) -> list:
         # pooled: the k-NN monitor's rule (engine.knn.pooled_features), one definition

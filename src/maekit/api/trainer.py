@@ -325,8 +325,8 @@ class Trainer:
                 **kwargs: Any) -> Any:
         """Run the task's pipeline on ``input_data`` (path, URL, folder, PIL image, array, tensor or a
         list of them; default: the images of an ``eval_dataset`` folder) with the current model or
-        ``predict_checkpoint``. ``kwargs`` go to the pipeline (``mask_ratio``, ``seed``, ``output_dir``;
-        ``top_k``).
+        ``predict_checkpoint``. ``kwargs`` go to the pipeline (its call options, :mod:`maekit.api.pipelines`;
+        masked image modeling: the run's mask ratio, seed 2 and ``output_dir`` unless given).
 
         Returns:
             The pipeline's result (:mod:`maekit.api.pipelines`): masked image modeling, per image a
@@ -344,10 +344,9 @@ class Trainer:
         opts = self._options()
         pipe = pipeline(self.task, model, device=inference_device(opts.get("device")),
                         batch_size=batch_size or opts.get("batch_size", PredictConfig.default("batch_size")))
-        if self.mim:
-            kwargs.setdefault("mask_ratio", opts.get("mask_ratio", PredictConfig.default("mask_ratio")))
-            kwargs.setdefault("seed", PredictConfig.default("seed"))
-            kwargs.setdefault("output_dir", str(self.output_dir))
+        if self.mim:  # the run's options the pipeline takes; the mask seed of `maekit predict`, not the run's
+            run = {k: opts[k] for k in pipe.call_params if k in opts and k != "seed"}
+            kwargs = {**run, "seed": PredictConfig.default("seed"), "output_dir": str(self.output_dir), **kwargs}
         results = pipe(inputs, **kwargs)
         write_predictions(self.output_dir, self.task, inputs, results)
         return results

@@ -222,7 +222,8 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "reconstruct")
         img, notes = await _read_image(image, sample, limits)
-        out = await run_in_threadpool(service.reconstruct_view, slot, img, mask_ratio=mask_ratio, seed=seed)
+        out, timing, _ = await run_in_threadpool(service.run_view, slot, img, "masked_image_modeling",
+                                                 mask_ratio=mask_ratio, seed=seed)
         mask = "/".join("".join(str(int(v)) for v in row) for row in out["mask"].tolist())
         headers = {
             "X-Maekit-Loss": repr(out["loss"]),
@@ -232,7 +233,7 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
             "X-Maekit-Mask-Ratio": repr(mask_ratio),
             "X-Maekit-Seed": str(seed),
         }
-        return _png(out["grid"], headers, out["seconds"], notes + out["notes"])
+        return _png(out["grid"], headers, timing["seconds"], notes + timing["notes"])
 
     @post("/api/classify")
     async def classify(
@@ -243,8 +244,8 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "classify")
         img, notes = await _read_image(image, sample, limits)
-        out = await run_in_threadpool(service.classify_view, slot, img, top_k=top_k)
-        return JSONResponse(out["predictions"], headers=_meta(slot.id, out["seconds"], notes + out["notes"]))
+        out, timing, _ = await run_in_threadpool(service.run_view, slot, img, "image_classification", top_k=top_k)
+        return JSONResponse(out, headers=_meta(slot.id, timing["seconds"], notes + timing["notes"]))
 
     @post("/api/features")
     async def features(

@@ -111,9 +111,6 @@ class ModelSlot:
             tasks.append("image_feature_extraction")
         self.pipes = {task: pipeline(task, self.model) for task in tasks}
 
-    def pipe(self, task: str) -> Pipeline:
-        return self.pipes[task]
-
     def info(self) -> dict[str, Any]:
         """What ``GET /api/models`` shows for this model."""
         m = self.model
@@ -269,33 +266,16 @@ def for_model(img: Image.Image, slot: ModelSlot) -> tuple[Image.Image, list[str]
 
 
 # ---------------------------------------------------------------------------- views
-def _run(slot: ModelSlot, img: Image.Image, task: str, **kwargs: Any) -> tuple[Any, dict[str, Any], Image.Image]:
-    """``task``'s pipeline on ``img`` under the model's lock: (its output, ``{seconds, notes}``, the
-    image as the model took it)."""
+def run_view(slot: ModelSlot, img: Image.Image, task: str,
+             **options: Any) -> tuple[Any, dict[str, Any], Image.Image]:
+    """``task``'s pipeline on ``img`` under the model's lock, ``options`` its call's (checked by the
+    pipeline): (its output, ``{seconds, notes}``, the image as the model took it)."""
     image, notes = for_model(img, slot)
     with slot.lock:
         t0 = time.perf_counter()
-        out = slot.pipe(task)(image, **kwargs)
+        out = slot.pipes[task](image, **options)
         seconds = time.perf_counter() - t0
     return out, {"seconds": seconds, "notes": notes}, image
-
-
-def reconstruct_view(slot: ModelSlot, img: Image.Image, *, mask_ratio: float, seed: int) -> dict[str, Any]:
-    """The masked-image-modeling pipeline's result (``grid`` PIL image, ``loss``, ``mask``) and seconds."""
-    if not 0.0 <= mask_ratio < 1.0:
-        raise AppError(400, f"mask_ratio must be in [0, 1), got {mask_ratio}")
-    if not 0 <= seed < 2**63:
-        raise AppError(400, f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
-    out, timing, _ = _run(slot, img, "masked_image_modeling", mask_ratio=mask_ratio, seed=seed)
-    return {**out, **timing}
-
-
-def classify_view(slot: ModelSlot, img: Image.Image, *, top_k: int = 5) -> dict[str, Any]:
-    """``predictions``: ``[{'label', 'score', 'index'}, ...]`` best first, from the classification pipeline."""
-    if top_k < 1:
-        raise AppError(400, f"top_k must be at least 1, got {top_k}")
-    out, timing, _ = _run(slot, img, "image_classification", top_k=top_k)
-    return {"predictions": out, **timing}
 
 
 def feature_pca(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -326,13 +306,11 @@ def feature_pca(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 def features_view(slot: ModelSlot, img: Image.Image) -> dict[str, Any]:
     """The model's input (its feature-extraction crop) beside the PCA colours of its patch tokens."""
-    grid = _grid_size(slot.model)
-    if grid is None:
-        raise AppError(400, _wrong_view(slot, "features"))
-    tokens, timing, image = _run(slot, img, "image_feature_extraction", pool=False)
-    pipe = slot.pipe("image_feature_extraction")
+    tokens, timing, image = run_view(slot, img, "image_feature_extraction", pool=False)
+    pipe = slot.pipes["image_feature_extraction"]
     pixel_values = pipe.image_processor.preprocess(image)
     shown = pipe.image_processor.to_pil(pixel_values)[0].convert("RGB")
+    grid = _grid_size(slot.model)  # not None: the registry offers this view only then
     colours = feature_pca(tokens, grid)
     pca = Image.fromarray((colours.permute(1, 2, 0) * 255).round().byte().numpy(), mode="RGB")
     pca = pca.resize(shown.size, Image.Resampling.NEAREST)
