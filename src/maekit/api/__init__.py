@@ -5,7 +5,7 @@
 >>> from maekit.api import AutoModel, pipeline
 >>> model = AutoModel.from_pretrained("mae_vit_large_patch16.visualize")  # doctest: +SKIP
 >>> pipe = pipeline("masked_image_modeling", model=model)                # doctest: +SKIP
->>> out = pipe("cat.jpg", mask_ratio=0.75, seed=2)                        # doctest: +SKIP
+>>> out = pipe("cat.jpg", seed=2)  # the official demo's mask                  # doctest: +SKIP
 >>> out["grid"].save("cat_grid.png")                                      # doctest: +SKIP
 """
 

@@ -7,28 +7,13 @@
 >>> trainer.train()                      # maekit pretrain (same code path)       # doctest: +SKIP
 >>> trainer.evaluate()                   # {'test_loss': ..., 'test_n': ...}      # doctest: +SKIP
 >>> trainer.predict(input_data="cat.jpg")  # the masked_image_modeling pipeline     # doctest: +SKIP
-
-``train()`` / ``finetune()`` build the task config of ``maekit pretrain`` (masked image modeling) or
-``maekit finetune`` (image classification) and call the task function the CLI calls, with the CLI's
-files in ``args.output_dir``. The constructor's ``model`` becomes the task options the CLI's flags
-would give: a bare registered name is ``--model`` (random weights); a tagged name, folder, file, URL
-or Hub id is the weights source, ``--init`` (``--finetune`` for classification), which also gives
-the architecture; a config (:class:`~maekit.api.MAEConfig`) gives the architecture; an ``nn.Module``
-built by maekit is handed to the task function (its architecture recorded in the config). For image
-classification a pretraining model stands for its encoder.
-
-After training, ``evaluate()`` (classification: ``{'test_acc1', 'test_acc5', 'test_loss'}`` as
-``maekit finetune --eval``; masked image modeling: ``{'test_loss', 'test_n'}``, the reconstruction
-loss with fixed masks, where MindFormers raises NotImplementedError), ``predict()``, ``model`` and
-``save_pretrained()`` use ``checkpoint-last.pth``; before, the model as given (a bare name: its
-published weights, as in MindFormers, unless ``args.download`` is False). ``predict(input_data=...)``
-runs :func:`maekit.api.pipeline` (mask seed 2, the official demo's) and writes
-``<task>_result.json`` (and the reconstructions) to ``output_dir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -38,6 +23,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..compat.mindformers import DEFAULT_MODELS, MindFormersRun, load_run_config
+from ..data.factory import is_builtin
 from ..engine.checkpoint import BEST_NAME, LAST_NAME
 from ..models import canonical_name, classifier_name, is_model, is_pretraining_model
 from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
@@ -45,13 +31,29 @@ from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainCo
 from ..tasks.validate import ConfigMixin
 from .config import MAEConfig
 from .pipelines import normalize_task
-from .trainer_options import data_options, write_predictions
 
 TASKS = ("masked_image_modeling", "image_classification")
 
 
 class Trainer:
-    """Train, fine-tune, evaluate and predict with the task commands (module docstring).
+    """Train, fine-tune, evaluate and predict with the task commands.
+
+    ``train()`` / ``finetune()`` build the task config of ``maekit pretrain`` (masked image modeling) or
+    ``maekit finetune`` (image classification) and call the task function the CLI calls, with the CLI's
+    files in ``args.output_dir``. The constructor's ``model`` becomes the task options the CLI's flags
+    would give: a bare registered name is ``--model`` (random weights); a tagged name, folder, file, URL
+    or Hub id is the weights source, ``--init`` (``--finetune`` for classification), which also gives
+    the architecture; a config (:class:`~maekit.api.MAEConfig`) gives the architecture; an ``nn.Module``
+    built by maekit is handed to the task function (its architecture recorded in the config). For image
+    classification a pretraining model stands for its encoder.
+
+    After training, ``evaluate()`` (classification: ``{'test_acc1', 'test_acc5', 'test_loss'}`` as
+    ``maekit finetune --eval``; masked image modeling: ``{'test_loss', 'test_n'}``, the reconstruction
+    loss with fixed masks, where MindFormers raises NotImplementedError), ``predict()``, ``model`` and
+    ``save_pretrained()`` use ``checkpoint-last.pth``; before, the model as given (a bare name: its
+    published weights, as in MindFormers, unless ``args.download`` is False). ``predict(input_data=...)``
+    runs :func:`maekit.api.pipeline` (mask seed 2, the official demo's) and writes
+    ``<task>_result.json`` (and the reconstructions) to ``output_dir``.
 
     Args:
         args: :class:`TrainingArguments`, a dict of its fields, a task config (``PretrainConfig``
@@ -67,17 +69,15 @@ class Trainer:
     def __init__(self, args: TrainingArguments | Mapping[str, Any] | str | os.PathLike | None = None,
                  task: str | None = None, model: Any = None, model_name: str | None = None,
                  train_dataset: Any = None, eval_dataset: Any = None):
-        self.run_config = None
         if isinstance(args, (str, os.PathLike)):
             args = load_run_config(args)
         if isinstance(args, MindFormersRun):  # the YAML's task config, task, model and datasets
-            self.run_config = rc = args
-            task = task or rc.task
+            task = task or args.task
             if model is None and model_name is None:
-                model = rc.model
-            train_dataset = rc.train_dataset if train_dataset is None else train_dataset
-            eval_dataset = rc.eval_dataset if eval_dataset is None else eval_dataset
-            args = rc.args
+                model = args.model
+            train_dataset = args.train_dataset if train_dataset is None else train_dataset
+            eval_dataset = args.eval_dataset if eval_dataset is None else eval_dataset
+            args = args.args
         elif args is None or isinstance(args, Mapping):
             args = TrainingArguments(**dict(args or {}))
         elif not isinstance(args, (TrainingArguments, ConfigMixin)):
@@ -89,7 +89,6 @@ class Trainer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.checkpoint: Path | None = None  # checkpoint-last.pth of the last train() / finetune()
-        self.last_log: dict[str, Any] | None = None
         self._model: nn.Module | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -151,10 +150,7 @@ class Trainer:
         have is ignored with a warning (evaluation ignores the training-only ones silently).
         """
         opts = {**self._options(), **values}
-        data_opts, train_ds, eval_ds = data_options(
-            task=self.task, train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
-            data_path=opts.get("data_path"), val_split=opts.get("val_split"), train=train)
-        opts.update(data_opts)
+        train_ds, eval_ds = self._data(opts, train=train)
         names = set(cls.__dataclass_fields__)
         unknown = sorted(k for k in opts if k not in names)
         if unknown and train:
@@ -163,6 +159,29 @@ class Trainer:
         cfg = cls.from_dict({k: v for k, v in opts.items() if k in names}, source="TrainingArguments")
         cfg.typed = frozenset(opts) & names  # what the user set wins over what a model records
         return (cfg if arch is None else self._with_arch(cfg, arch)), train_ds, eval_ds
+
+    def _data(self, opts: dict[str, Any], *, train: bool) -> tuple[Any, Any]:
+        """(train Dataset or None, evaluation Dataset or None) of ``train_dataset`` / ``eval_dataset``
+        (folder, ``builtin:...`` or torch Dataset); a folder sets ``opts``' ``data_path``, ``train_split``
+        or ``val_split``. ``train``: for training (masked image modeling then needs no evaluation set);
+        else for evaluation only."""
+        train_ds, root, class_dir = _train_data(self.train_dataset, opts, mim=self.mim, train=train)
+        if train and root is None:
+            raise ValueError("give train_dataset (a folder, 'builtin:digits' or a torch Dataset) to train")
+        eval_ds, ev = None, self.eval_dataset
+        if not train or not self.mim:  # the evaluation set
+            if _is_dataset(ev):
+                eval_ds = ev
+            elif ev is not None:
+                mixed = train and train_ds is None and root is not None  # training from a folder
+                root = _eval_folder(os.fspath(ev), root, opts, mixed=mixed)
+            elif not (opts.get("val_split") or _has_val(root, train_ds is None and not class_dir)):
+                what = "evaluates after every epoch" if train else "evaluates"
+                raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' "
+                                 "or a torch Dataset), or a train folder with train/ and val/")
+        if root is not None:
+            opts["data_path"] = root
+        return train_ds, eval_ds
 
     def _with_arch(self, cfg: Any, config: Any) -> Any:
         """``cfg`` with the model name, shape and ``model_args`` of ``config`` where it sets none
@@ -212,7 +231,6 @@ class Trainer:
         cfg, train_ds, eval_ds = self._task_config(cls, train=True, arch=arch, **opts)
         last = entry.run_task("pretrain" if self.mim else "finetune", cfg, model=module, train_dataset=train_ds,
                          eval_dataset=eval_ds)
-        self.last_log = last
         ckpt = self.output_dir / LAST_NAME
         self.checkpoint = ckpt if ckpt.is_file() else None
         self._model = None
@@ -346,10 +364,26 @@ class Trainer:
                         batch_size=batch_size or opts.get("batch_size", PredictConfig.default("batch_size")))
         if self.mim:  # the run's options the pipeline takes; the mask seed of `maekit predict`, not the run's
             run = {k: opts[k] for k in pipe.call_params if k in opts and k != "seed"}
-            kwargs = {**run, "seed": PredictConfig.default("seed"), "output_dir": str(self.output_dir), **kwargs}
+            kwargs = {**run, "seed": PredictConfig.default("seed"), "output_dir": str(self.output_dir),
+                      **kwargs}
         results = pipe(inputs, **kwargs)
-        write_predictions(self.output_dir, self.task, inputs, results)
+        self._write_predictions(inputs, results)
         return results
+
+    def _write_predictions(self, inputs: Any, results: Any) -> None:
+        """``output_dir/<task>_result.json`` (rank 0): per input its name and loss + files or predictions."""
+        from ..engine.distributed import get_rank
+
+        if get_rank() != 0:
+            return
+        items, outs = (inputs, results) if isinstance(inputs, list) else ([inputs], [results])
+        rows = [{"input": os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}",
+                 **({"loss": res["loss"], "files": res.get("files", {})} if self.mim else
+                    {"predictions": res})} for i, (item, res) in enumerate(zip(items, outs, strict=False))]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{self.task}_result.json"
+        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        logging.getLogger("maekit.api").info("output result is saved at: %s", path)
 
     def __repr__(self) -> str:
         model = getattr(self.model_source, "model_name", self.model_source)
@@ -358,4 +392,47 @@ class Trainer:
         return f"Trainer(task={self.task!r}, model={model!r}, output_dir={str(self.output_dir)!r})"
 
 
-__all__ = ["DEFAULT_MODELS", "TASKS", "Trainer", "TrainingArguments"]
+def _is_dataset(obj: Any) -> bool:
+    """A torch Dataset (or anything indexable with a length), as opposed to a folder name."""
+    return (not isinstance(obj, (str, os.PathLike, bytes)) and hasattr(obj, "__getitem__")
+            and hasattr(obj, "__len__"))
+
+
+def _train_data(tr: Any, opts: dict[str, Any], *, mim: bool, train: bool) -> tuple[Any, str | None, bool]:
+    """(train Dataset or None, data root, whether ``tr`` is a folder of class folders) for
+    ``train_dataset`` ``tr``; such a folder sets ``opts['train_split']``."""
+    if _is_dataset(tr) and train:
+        return tr, f"<{type(tr).__name__} of {len(tr)} items>", False
+    if tr is None or _is_dataset(tr):
+        return None, opts.get("data_path"), False
+    root = os.fspath(tr)
+    # classification from a folder of class folders (not a root with train/ and val/)
+    class_dir = not mim and not is_builtin(root) and not (Path(root) / "train").is_dir()
+    if class_dir and train:
+        opts["train_split"] = os.path.abspath(root)
+    return None, root, class_dir
+
+
+def _has_val(root: str | None, folder: bool) -> bool:
+    """Whether the training root has a validation split (``builtin:``, or a ``val/`` folder)."""
+    return root is not None and folder and (is_builtin(root) or (Path(root) / "val").is_dir())
+
+
+def _eval_folder(ev: str, root: str | None, opts: dict[str, Any], *, mixed: bool) -> str | None:
+    """The data root with ``eval_dataset`` ``ev`` (a folder sets ``opts['val_split']``); ``mixed``:
+    training from the folder ``root`` (it must be the same kind)."""
+    mixed = mixed and root != ev
+    if is_builtin(ev):
+        if mixed:
+            raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; "
+                             "give the evaluation set as a folder or a torch Dataset")
+        return ev
+    if mixed and is_builtin(root):
+        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give "
+                         "both as folders, or the training set as a torch Dataset")
+    sub = Path(ev) / "val"
+    opts["val_split"] = os.path.abspath(sub if sub.is_dir() else ev)
+    return root if mixed else ev
+
+
+__all__ = ["TASKS", "Trainer"]

@@ -244,7 +244,8 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     ) -> Response:
         slot = registry.get(model, "classify")
         img, notes = await _read_image(image, sample, limits)
-        out, timing, _ = await run_in_threadpool(service.run_view, slot, img, "image_classification", top_k=top_k)
+        out, timing, _ = await run_in_threadpool(service.run_view, slot, img, "image_classification",
+                                                 top_k=top_k)
         return JSONResponse(out, headers=_meta(slot.id, timing["seconds"], notes + timing["notes"]))
 
     @post("/api/features")

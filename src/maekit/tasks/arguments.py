@@ -1,4 +1,4 @@
-"""``TrainingArguments``: the options of ``maekit pretrain`` / ``maekit finetune`` for the :class:`~maekit.api.Trainer`.
+"""``TrainingArguments``: the options of ``maekit pretrain`` / ``finetune`` for the :class:`~maekit.api.Trainer`.
 
 Its fields are the options of ``PretrainConfig`` and ``FinetuneConfig`` (the official ``main_pretrain.py``
 / ``main_finetune.py`` names), taken from those classes, not written again here: a new task option is a
