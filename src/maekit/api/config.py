@@ -5,22 +5,8 @@ A :class:`MAEConfig` is ``model_name`` + ``model_args`` (the overrides given to
 ``config.json`` of a model folder holds, so it round-trips. For reading, every resolved
 architecture field is also available (``config.embed_dim``, ``config.depth``...), taken from
 the model built on the ``meta`` device (no memory, no time), and the Hugging Face /
-MindFormers field names are aliases of ours:
-
-=============================  =======================
-alias                          maekit / official name
-=============================  =======================
-image_size                     img_size
-num_channels                   in_chans
-hidden_size                    embed_dim
-num_hidden_layers              depth
-num_attention_heads            num_heads
-decoder_hidden_size, decoder_dim  decoder_embed_dim
-decoder_num_hidden_layers      decoder_depth
-decoder_num_attention_heads    decoder_num_heads
-norm_pixel_loss                norm_pix_loss
-num_labels                     num_classes
-=============================  =======================
+MindFormers field names of ``FIELD_ALIASES`` (``image_size``, ``num_channels``, ``hidden_size``,
+``num_hidden_layers``, ``num_labels`` ...) are aliases of ours.
 
 Setting an attribute (``config.image_size = 64``) sets the override of the official name.
 """
@@ -33,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..models import canonical_name
-from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME  # noqa: F401  (re-exported)
 from ..models.config import CONFIG_NAME, ModelConfig, jsonable
 
-FIELD_ALIASES: dict[str, str] = {
+FIELD_ALIASES: dict[str, str] = {  # Hugging Face / MindFormers name -> ours (the official one)
     "image_size": "img_size",
     "num_channels": "in_chans",
     "hidden_size": "embed_dim",
@@ -60,7 +45,7 @@ def official_field(name: str) -> str:
 
 class MAEConfig(ModelConfig):
     """A :class:`~maekit.models.ModelConfig` that reads like a Hugging Face config: alias names
-    (table above) and every resolved architecture field as attributes; prints as JSON.
+    (``FIELD_ALIASES``) and every resolved architecture field as attributes; prints as JSON.
 
     Args:
         model_name: a registered name or alias (stored canonical).
@@ -156,11 +141,6 @@ class AutoConfig:
         for k, v in overrides.items():
             setattr(cfg, k, v)
         return cfg
-
-    @classmethod
-    def for_model(cls, model_name: str, **model_args: Any) -> MAEConfig:
-        """A config for a registered model with the given constructor arguments."""
-        return MAEConfig(model_name, model_args)
 
     @staticmethod
     def show_support_list() -> list[str]:

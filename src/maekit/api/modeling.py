@@ -19,11 +19,6 @@ from ..models.base import unwrap
 from .config import MAEConfig, official_field
 
 
-def _official(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Hugging Face / MindFormers argument names (``image_size``, ``num_labels``) -> ours."""
-    return {official_field(k): v for k, v in overrides.items()}
-
-
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, processor: Any = None) -> Path:
     """``model.save_pretrained(save_directory, processor)`` of a model (DDP / compiled wrappers unwrapped)."""
     return unwrap(model).save_pretrained(save_directory, processor=processor)
@@ -42,8 +37,9 @@ class AutoModel:
         Returns:
             The model in eval mode.
         """
+        overrides = {official_field(k): v for k, v in overrides.items()}  # image_size -> img_size ...
         return load_model(name_or_path, download=download, base_url=base_url, progress=progress, device=device,
-                          **_official(overrides))
+                          **overrides)
 
     @classmethod
     def from_config(cls, config: MAEConfig | Mapping[str, Any], *, device: Any = None,

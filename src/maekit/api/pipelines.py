@@ -106,11 +106,6 @@ def _check_image(image: Any, index: int | None) -> None:
                              "[0, 1] (or uint8); the pipeline normalises them itself")
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _stem(item: Any, index: int) -> str:
     """A file-name stem for input ``item`` (a path's or URL's; else ``image<index>``)."""
     text = os.fspath(item) if isinstance(item, (str, Path)) else ""
@@ -132,7 +127,7 @@ class Pipeline:
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
-        self.device = _device_of(self.model)
+        self.device = next(self.model.parameters(), torch.empty(0)).device  # a model without parameters: CPU
         self.image_processor = image_processor or ImageProcessor.from_model(model,
                                                                             resize_mode=self.resize_mode)
         self.batch_size = int(batch_size)
@@ -244,7 +239,7 @@ class ImageClassificationPipeline(Pipeline):
     """Top-k labels and softmax scores (module docstring)."""
 
     task = "image_classification"
-    call_params = ("top_k", "topk")
+    call_params = ("top_k",)
 
     def _check_model(self) -> None:
         if is_pretraining_model(self.model) or int(getattr(self.model, "num_classes", 0) or 0) <= 0:
@@ -254,8 +249,8 @@ class ImageClassificationPipeline(Pipeline):
                              "fine-tune it")
         self.labels = class_names(self.model)
 
-    def _run(self, pixel_values, items, offset, state, *, top_k: int = 5, topk: int | None = None) -> list:
-        k = int(topk if topk is not None else top_k)
+    def _run(self, pixel_values, items, offset, state, *, top_k: int = 5) -> list:
+        k = int(top_k)
         if k < 1:
             raise ValueError(f"top_k must be at least 1, got {k}")
         probs = self.model(pixel_values).float().softmax(dim=-1).cpu()

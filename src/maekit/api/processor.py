@@ -257,13 +257,9 @@ class ImageProcessor:
         return {"pixel_values": self.preprocess(images)}
 
     # ------------------------------------------------------------------ outputs
-    def to_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Undo Normalize: (N, C, H, W) -> [0, 1]."""
-        return to_pixels(pixel_values.float(), self.image_mean, self.image_std)
-
     def to_pil(self, pixel_values: torch.Tensor) -> list[Image.Image]:
         """(N, C, H, W) normalised -> PIL images ('L' for 1 channel, 'RGB' for 3; alpha is not shown)."""
-        pix = self.to_pixels(pixel_values)
+        pix = to_pixels(pixel_values.float(), self.image_mean, self.image_std)  # Normalize undone: [0, 1]
         if pix.shape[1] == 2:
             pix = pix[:, :1]
         return [tensor_to_pil(x) for x in pix]
