@@ -67,7 +67,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..tasks.arguments import TrainingArguments
@@ -119,12 +119,34 @@ _IGNORED_TOP = {
     "load_checkpoint", "resume_training", "context", "trainer", "runner_config", "train_dataset",
     "eval_dataset", "model", "lr_schedule", "optimizer", "processor", "mixup_op",
 }
-_IGNORED_MODEL_CONFIG = {
-    "type", "initializer_range", "qkv_bias", "hidden_act", "post_layernorm_residual", "layer_norm_eps",
-    "attention_probs_dropout_prob", "hidden_dropout_prob", "layernorm_compute_type", "softmax_compute_type",
-    "param_init_type", "compute_dtype", "parallel_config", "moe_config", "loss_type", "use_moe",
-    "init_values", "window_size", "use_abs_pos_emb", "use_rel_pos_bias", "use_shared_rel_pos_bias",
-    "encoder_stride", "decoder_dim_head", "decoder_intermediate_size",
+_IGNORED_DATASET = {
+    "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
+    "repeat", "numa_enable", "prefetch_size", "type", "do_eval", "auto_tune", "filepath_prefix",
+    "autotune_per_step", "profile", "tokenizer", "text_transforms", "eval_interval", "eval_offset",
+    "mask_policy",  # read with the model's mask ratio (_map_datasets)
+}
+# The one table of the keys of each section (by name) that nothing reads and no warning names:
+# MindSpore / Ascend settings maekit has no counterpart for, or values maekit takes from the model.
+_IGNORED_KEYS = {
+    "model_config": {
+        "type", "initializer_range", "qkv_bias", "hidden_act", "post_layernorm_residual", "layer_norm_eps",
+        "attention_probs_dropout_prob", "hidden_dropout_prob", "layernorm_compute_type",
+        "softmax_compute_type", "param_init_type", "compute_dtype", "parallel_config", "moe_config", "loss_type",
+        "use_moe", "init_values", "window_size", "use_abs_pos_emb", "use_rel_pos_bias", "use_shared_rel_pos_bias",
+        "encoder_stride", "decoder_dim_head", "decoder_intermediate_size"},
+    "runner_config": {"sink_mode", "sink_size", "per_epoch_size", "initial_epoch", "has_trained_epoches",
+                      "has_trained_steps"},
+    "context": {"mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth",
+                "save_graphs", "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"},
+    "lr_schedule": {"total_steps", "decay_steps"},
+    "optimizer": {"learning_rate"},
+    "processor": {"type", "tokenizer", "return_tensors"},
+    "image_processor": {"type", "patch_size", "mask_ratio", "interpolation", "image_mean", "image_std",
+                        "is_hwc"},
+    "train_dataset": _IGNORED_DATASET,
+    "eval_dataset": _IGNORED_DATASET,
+    "data_loader": {"type", "shuffle", "num_shards", "shard_id", "decode", "class_indexing", "extensions"},
+    "mask_policy": {"type", "patch_size", "input_size"},
 }
 # constructor arguments a model_config may override (under these or the MindFormers / HF names of
 # maekit.api.config.FIELD_ALIASES: hidden_size, num_hidden_layers ...)
@@ -151,8 +173,6 @@ class MindFormersRun:
     load_checkpoint: str | None = None
     default_checkpoint: str | None = None
     resume_training: bool | str = False
-    source: str | None = None
-    data: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # ----------------------------------------------------------------------------- mapping
@@ -228,7 +248,7 @@ def _map_datasets(top: Section, fields: dict[str, Any], sizes: list) -> tuple[st
     if "mixup_op" in top:
         map_mixup(top.section("mixup_op"), fields)
     for key in ("train_dataset", "eval_dataset"):  # mask ratio (train set; model_config's wins), mask size
-        mask = top.section(key).section("mask_policy", ignored={"type", "patch_size", "input_size"})
+        mask = top.section(key).section("mask_policy")
         if key == "train_dataset" and "mask_ratio" in mask:
             fields["mask_ratio"] = mask.get("mask_ratio", option_type("mask_ratio"))
         if "input_size" in mask:
@@ -241,7 +261,7 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
                       where: str) -> tuple[str | None, str | None]:
     """``model.model_config`` -> shape / loss options and ``model_args`` (architecture overrides);
     returns (model name, default checkpoint)."""
-    mc = model.section("model_config", ignored=_IGNORED_MODEL_CONFIG)
+    mc = model.section("model_config")
     default_checkpoint = mc.get("checkpoint_name_or_path", "str") or None
     model_size = mc.get("image_size", "size")
     model_size = mc.get("img_size", "size") if model_size is None else model_size
@@ -288,14 +308,13 @@ def _map_mask_ratio(mc: Section, fields: dict[str, Any], task: str) -> None:
 def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set[str] | None = None) -> MindFormersRun:
     """Map a run-YAML dict onto maekit (module docstring); ``read`` collects the dotted keys read."""
     where = os.path.basename(source) if source else ""
-    top = Section(data, "", read=read)
+    top = Section(data, "", read=read, ignored=_IGNORED_KEYS)
     fields: dict[str, Any] = {"output_dir": TrainingArguments.output_dir}  # MindFormers' default folder
     run_mode, load_checkpoint, resume = _run_keys(top, where)
     copy_keys(top, "", fields)
     map_device(top, fields)
     task, model_name, model = _task_and_model(top, where)
-    runner = top.section("runner_config", ignored={
-        "sink_mode", "sink_size", "per_epoch_size", "initial_epoch", "has_trained_epoches", "has_trained_steps"})
+    runner = top.section("runner_config")
     copy_keys(runner, "runner_config", fields)
     image_size = runner.get("image_size", "size")
     runner.warn_unknown()
@@ -311,7 +330,7 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set
     check_sizes(fields.get("input_size"), sizes_seen)
     return MindFormersRun(run_mode=run_mode, task=task, model=model_name, args=_task_config(cls, fields, task, where),
                      train_dataset=train_dir, eval_dataset=eval_dir, load_checkpoint=load_checkpoint,
-                     default_checkpoint=default_checkpoint, resume_training=resume, source=source, data=dict(data))
+                     default_checkpoint=default_checkpoint, resume_training=resume)
 
 
 def _task_config(cls: type, fields: dict[str, Any], task: str, where: str) -> Any:

@@ -15,12 +15,6 @@ _SCHEDULES = ("cosine", "cosinewithwarmuplr", "cosinewithwarmup", "warmupcosined
 _OPTIMIZERS = ("adamw", "adamweightdecay", "fp32adamw", "fusedadamweightdecay")
 _DEVICES = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "auto": "auto"}  # context.device_target -> device
 TASK_BETAS = {"masked_image_modeling": (0.9, 0.95), "image_classification": (0.9, 0.999)}
-_IGNORED_DATASET = {
-    "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
-    "repeat", "numa_enable", "prefetch_size", "type", "do_eval", "auto_tune", "filepath_prefix",
-    "autotune_per_step", "profile", "tokenizer", "text_transforms", "eval_interval", "eval_offset",
-    "mask_policy",  # read with the model's mask ratio (maekit.compat.mindformers)
-}
 
 
 # The one table of keys copied as they are: (section, YAML key, task option, kind). The keys that
@@ -51,9 +45,7 @@ def copy_keys(section: Section, name: str, fields: dict[str, Any]) -> None:
 
 def map_device(top: Section, fields: dict[str, Any]) -> None:
     """``context.device_target`` -> ``device`` (Ascend and others: auto, with a warning)."""
-    context = top.section("context", ignored={
-        "mode", "device_id", "enable_graph_kernel", "graph_kernel_flags", "max_call_depth", "save_graphs",
-        "save_graphs_path", "max_device_memory", "jit_config", "runtime_num_threads"})
+    context = top.section("context")
     target = context.get("device_target", "str")
     if target is not None:
         fields["device"] = _DEVICES.get(target.lower(), "auto")
@@ -66,7 +58,7 @@ def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str)
     """``lr_schedule``, ``lr_scale`` and layer decay -> blr / lr, min_lr, warmup_epochs, layer_decay."""
     lr_scale = top.get("lr_scale", "bool", False)
     lr_scale_factor = top.get("lr_scale_factor", "float", 256.0)
-    sched = top.section("lr_schedule", ignored={"total_steps", "decay_steps"})
+    sched = top.section("lr_schedule")
     stype = sched.get("type", "str")
     if stype is not None and stype.lower().replace("_", "") not in _SCHEDULES:
         raise ValueError(f"{where}: lr_schedule.type {stype!r} is not available; maekit trains with linear "
@@ -98,7 +90,7 @@ def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str)
 
 def map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str) -> None:
     """``optimizer`` -> weight_decay; the type must be AdamW, other betas / eps only warn."""
-    opt = top.section("optimizer", ignored={"learning_rate"})
+    opt = top.section("optimizer")
     otype = opt.get("type", "str")
     if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
         raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW "
@@ -114,9 +106,8 @@ def map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str
 
 def map_processor(top: Section, sizes_seen: list[tuple[str, Any]]) -> None:
     """``processor.image_processor.size``: only checked against the image size."""
-    proc = top.section("processor", ignored={"type", "tokenizer", "return_tensors"})
-    ip = proc.section("image_processor", ignored={"type", "patch_size", "mask_ratio", "interpolation",
-                                                   "image_mean", "image_std", "is_hwc"})
+    proc = top.section("processor")
+    ip = proc.section("image_processor")
     psize = ip.get("size", "any")
     if psize is not None:
         sizes_seen.append(("processor.image_processor.size", psize))
@@ -129,7 +120,7 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
     if key not in top:
         top.used.add(key)
         return None, None
-    ds = top.section(key, ignored=_IGNORED_DATASET)
+    ds = top.section(key)
     dataset_dir = _map_loader(ds, key, fields, train=train)
     batch = ds.get("batch_size", "int")
     if train and batch is not None and "batch_size" not in fields:
@@ -146,8 +137,7 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
 
 def _map_loader(ds: Section, key: str, fields: dict[str, Any], *, train: bool) -> str | None:
     """``data_loader``: the folder; its (else the dataset's) ``num_parallel_workers`` -> num_workers."""
-    loader = ds.section("data_loader", ignored={"type", "shuffle", "num_shards", "shard_id", "decode",
-                                                "class_indexing", "extensions"})
+    loader = ds.section("data_loader")
     ltype = loader.data.get("type")
     if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
         _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")

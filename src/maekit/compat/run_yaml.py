@@ -129,25 +129,28 @@ def _index(part: str, node: list, where: str) -> int:
 
 # ----------------------------------------------------------------------------- typed access
 class Section:
-    """Typed reads of one YAML mapping, remembering which keys were used."""
+    """Typed reads of one YAML mapping, remembering which keys were used. ``ignored``: ``{section name:
+    keys read by nothing and never warned about}``, shared by the whole tree."""
 
-    def __init__(self, data: Any, where: str, ignored: set[str] | frozenset[str] = frozenset(),
-                 read: set[str] | None = None):
+    def __init__(self, data: Any, where: str, read: set[str] | None = None,
+                 ignored: Mapping[str, set[str]] | None = None):
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise ValueError(f"{where} must be a mapping (a YAML section), got {type(data).__name__}: "
                              f"{data!r}")
-        self.data, self.where, self.used = dict(data), where, set(ignored)
+        self.ignored = ignored if ignored is not None else {}
+        self.data, self.where = dict(data), where
+        self.used = set(self.ignored.get(where.rpartition(".")[2], ()))
         # dotted paths whose value was read (shared by the whole tree): what takes effect
         self.read = read if read is not None else set()
 
     def __contains__(self, key: str) -> bool:
         return self.data.get(key) is not None
 
-    def section(self, key: str, ignored: set[str] | frozenset[str] = frozenset()) -> Section:
+    def section(self, key: str) -> Section:
         self.used.add(key)
-        return Section(self.data.get(key), self._path(key), ignored, self.read)
+        return Section(self.data.get(key), self._path(key), self.read, self.ignored)
 
     def _path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
