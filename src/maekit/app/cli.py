@@ -16,10 +16,8 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family, backlog=128)
     except OSError as e:
-        raise ValueError(
-            f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port "
-            "(0 picks a free one) or --host"
-        ) from e
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port "
+                         "(0 picks a free one) or --host") from e
 
 
 def run_app(cfg: Any) -> int:
@@ -38,30 +36,18 @@ def run_app(cfg: Any) -> int:
                           name=e.name) from None
     from .service import Limits, ModelRegistry
 
-    limits = Limits(
-        max_upload_bytes=int(cfg.max_upload_mb * 2**20),
-        max_pixels=int(cfg.max_pixels),
-        max_side=int(cfg.max_side),
-    )
+    limits = Limits(max_upload_bytes=int(cfg.max_upload_mb * 2**20), max_pixels=int(cfg.max_pixels),
+                    max_side=int(cfg.max_side))
     loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
     registry = ModelRegistry.load(cfg.model, download=not cfg.no_download, device=inference_device(cfg.device))
     app = create_app(registry, limits, loopback_only=loopback)
     port = sock.getsockname()[1]
     shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(
-        f"maekit app: {len(registry.slots)} model(s) ({', '.join(registry.slots)}) at "
-        f"http://{shown}:{port}/  (Ctrl+C to stop)",
-        flush=True,
-    )
+    print(f"maekit app: {len(registry.slots)} model(s) ({', '.join(registry.slots)}) at "
+          f"http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
     if not loopback:
-        print(
-            f"maekit app: warning: listening on {cfg.host}: anyone who can reach this machine can use "
-            "these models",
-            file=sys.stderr,
-            flush=True,
-        )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level=cfg.log_level, access_log=cfg.log_level == "info")
-    )
+        print(f"maekit app: warning: listening on {cfg.host}: anyone who can reach this machine can use "
+              "these models", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=cfg.log_level, access_log=cfg.log_level == "info"))
     server.run(sockets=[sock])
     return 0

@@ -63,24 +63,14 @@ class Guard:
             message = None
             host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0].strip("[]")
             if self.loopback_only and host and host not in _LOOPBACK:
-                message = (
-                    403,
-                    (
-                        f"this server only answers requests addressed to 127.0.0.1 or localhost, "
-                        f"not {host!r} (start it with --host 0.0.0.0 to serve the network)"
-                    ),
-                )
+                message = 403, (f"this server only answers requests addressed to 127.0.0.1 or localhost, "
+                                f"not {host!r} (start it with --host 0.0.0.0 to serve the network)")
             if message is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
                 message = _cross_origin(headers)
             length = headers.get(b"content-length", b"")
             if message is None and length.isdigit() and int(length) > self.max_bytes:
-                message = (
-                    413,
-                    (
-                        f"the upload is {int(length) / 2**20:.1f} MB; this server accepts at most "
-                        f"{self.max_bytes / 2**20:g} MB per request (maekit app --max_upload_mb)"
-                    ),
-                )
+                message = 413, (f"the upload is {int(length) / 2**20:.1f} MB; this server accepts at most "
+                                f"{self.max_bytes / 2**20:g} MB per request (maekit app --max_upload_mb)")
             if message is not None:
                 await JSONResponse({"detail": message[1]}, status_code=message[0])(scope, receive, send)
                 return
@@ -103,10 +93,8 @@ def _cross_origin(headers: dict[bytes, bytes]) -> tuple[int, str] | None:
 
 
 def _too_large(limits: Limits) -> str:
-    return (
-        f"the request is over {limits.max_upload_bytes / 2**20:g} MB, the limit of this server "
-        "(maekit app --max_upload_mb)"
-    )
+    return (f"the request is over {limits.max_upload_bytes / 2**20:g} MB, the limit of this server "
+            "(maekit app --max_upload_mb)")
 
 
 def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
@@ -116,10 +104,8 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [
-            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-            for e in exc.errors()
-        ]
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                 for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     @app.exception_handler(ValueError)
@@ -135,15 +121,12 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("maekit app: %s %s failed", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error ({type(exc).__name__}: {exc}); the server log has the details"},
-            status_code=500,
-        )
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); the server log has "
+                                       "the details"}, status_code=500)
 
 
-def create_app(
-    registry: ModelRegistry, limits: Limits | None = None, *, loopback_only: bool = True
-) -> FastAPI:
+def create_app(registry: ModelRegistry, limits: Limits | None = None, *,
+               loopback_only: bool = True) -> FastAPI:
     """The application for a set of loaded models (see the module docstring for the routes)."""
     limits = limits or Limits()
     app = FastAPI(title="maekit app", docs_url=None, redoc_url=None)
@@ -159,10 +142,8 @@ async def _read_image(image: UploadFile | None, sample: str | None, limits: Limi
     if image is not None and sample:
         raise AppError(400, "send either an image file or a sample name, not both")
     if image is None and not sample:
-        raise AppError(
-            400,
-            f"no image: send a multipart file field 'image', or 'sample' with one of {', '.join(SAMPLES)}",
-        )
+        raise AppError(400, f"no image: send a multipart file field 'image', or 'sample' with one of "
+                            f"{', '.join(SAMPLES)}")
     if sample:
         if sample not in SAMPLES:
             raise AppError(404, f"no sample {sample!r}; available: {', '.join(SAMPLES)}")
@@ -170,11 +151,7 @@ async def _read_image(image: UploadFile | None, sample: str | None, limits: Limi
     else:
         data = await image.read(limits.max_upload_bytes + 1)
         if len(data) > limits.max_upload_bytes:
-            raise AppError(
-                413,
-                f"the image file is over {limits.max_upload_bytes / 2**20:g} MB, the limit of "
-                "this server (maekit app --max_upload_mb)",
-            )
+            raise AppError(413, _too_large(limits))
     return await run_in_threadpool(service.decode_image, data, limits)
 
 
@@ -262,18 +239,12 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
 
 def _meta(model_id: str, seconds: float, notes: list[str]) -> dict[str, str]:
     # json.dumps escapes non-ASCII, so the header stays latin-1 safe.
-    return {
-        "X-Maekit-Model": model_id,
-        "X-Maekit-Seconds": f"{seconds:.4f}",
-        "X-Maekit-Notes": json.dumps(notes),
-    }
+    return {"X-Maekit-Model": model_id, "X-Maekit-Seconds": f"{seconds:.4f}",
+            "X-Maekit-Notes": json.dumps(notes)}
 
 
 def _png(img, headers: dict[str, str], seconds: float, notes: list[str]) -> Response:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return Response(
-        buf.getvalue(),
-        media_type="image/png",
-        headers={**headers, **_meta(headers["X-Maekit-Model"], seconds, notes)},
-    )
+    return Response(buf.getvalue(), media_type="image/png",
+                    headers={**headers, **_meta(headers["X-Maekit-Model"], seconds, notes)})

@@ -24,7 +24,7 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
 from ..api.pipelines import Pipeline, pipeline
-from ..data.images import convert_image, mode_for_chans
+from ..data.images import _DECODE_ERRORS, convert_image, mode_for_chans
 from ..hub import load_model
 
 RECONSTRUCTION_PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
@@ -102,11 +102,9 @@ class ModelSlot:
     def __post_init__(self) -> None:
         # Built once, from the module, as the commands build theirs (maekit.tasks.predict), so the
         # outputs are equal to `maekit visualize` / `maekit predict`.
-        tasks = (
-            ["masked_image_modeling"]
-            if self.pretraining
-            else (["image_classification"] if int(getattr(self.model, "num_classes", 0) or 0) > 0 else [])
-        )
+        classifier = int(getattr(self.model, "num_classes", 0) or 0) > 0
+        tasks = ["masked_image_modeling"] if self.pretraining else (["image_classification"] if classifier
+                                                                    else [])
         if _grid_size(self.model) is not None:
             tasks.append("image_feature_extraction")
         self.pipes = {task: pipeline(task, self.model) for task in tasks}
@@ -215,31 +213,23 @@ def _decode(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise AppError(413, f"the image is too large to decode safely ({e})") from e
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except _DECODE_ERRORS as e:
         why = "not a known image format" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise AppError(
-            400,
-            f"cannot read the upload as an image ({len(data)} bytes, {why}): send a PNG, JPEG, "
-            "WebP, BMP, TIFF or GIF file",
-        ) from e
+        raise AppError(400, f"cannot read the upload as an image ({len(data)} bytes, {why}): send a PNG, "
+                            "JPEG, WebP, BMP, TIFF or GIF file") from e
     w, h = img.size
     if w * h > limits.max_pixels:
-        raise AppError(
-            413,
-            f"the image is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server accepts at most "
-            f"{limits.max_pixels / 1e6:g} megapixels (maekit app --max_pixels)",
-        )
+        raise AppError(413, f"the image is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server accepts at "
+                            f"most {limits.max_pixels / 1e6:g} megapixels (maekit app --max_pixels)")
     notes: list[str] = []
     try:
         if max(w, h) > limits.max_side:
             img.draft(img.mode, (limits.max_side, limits.max_side))  # JPEG: decode at a reduced scale
             img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BICUBIC)
-            notes.append(
-                f"resized from {w}x{h} to {img.size[0]}x{img.size[1]} before the model's own resize "
-                f"(limit {limits.max_side} px on the longer side, maekit app --max_side)"
-            )
+            notes.append(f"resized from {w}x{h} to {img.size[0]}x{img.size[1]} before the model's own resize "
+                         f"(limit {limits.max_side} px on the longer side, maekit app --max_side)")
         img.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except _DECODE_ERRORS as e:
         raise AppError(400, f"the image is truncated or corrupt and cannot be decoded: {e}") from e
     return img, notes
 
@@ -250,19 +240,13 @@ def for_model(img: Image.Image, slot: ModelSlot) -> tuple[Image.Image, list[str]
     try:
         out = convert_image(img, slot.in_chans)
     except ValueError as e:
-        raise AppError(
-            400,
-            f"cannot convert an image of mode {img.mode} ({len(img.getbands())} channels) to "
-            f"the {slot.in_chans} channels model {slot.id!r} takes: {e}",
-        ) from e
-    notes = []
-    if img.mode != target:
-        notes.append(
-            f"converted from mode {img.mode} ({len(img.getbands())} channel"
-            f"{'s' if len(img.getbands()) != 1 else ''}) to {target} for {slot.id} "
-            f"({slot.in_chans} channel{'s' if slot.in_chans != 1 else ''})"
-        )
-    return out, notes
+        raise AppError(400, f"cannot convert an image of mode {img.mode} ({len(img.getbands())} channels) to "
+                            f"the {slot.in_chans} channels model {slot.id!r} takes: {e}") from e
+    if img.mode == target:
+        return out, []
+    bands = len(img.getbands())
+    return out, [f"converted from mode {img.mode} ({bands} channel{'s' if bands != 1 else ''}) to {target} "
+                 f"for {slot.id} ({slot.in_chans} channel{'s' if slot.in_chans != 1 else ''})"]
 
 
 # ---------------------------------------------------------------------------- views
