@@ -12,13 +12,8 @@
 from .config import AutoConfig, MAEConfig
 from ..hub.cache import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
-from .pipelines import (
-    ImageClassificationPipeline,
-    ImageFeatureExtractionPipeline,
-    MaskedImageModelingPipeline,
-    Pipeline,
-    pipeline,
-)
+from .pipelines import (ImageClassificationPipeline, ImageFeatureExtractionPipeline, MaskedImageModelingPipeline,
+                        Pipeline, pipeline)
 from .processor import AutoImageProcessor, ImageProcessor
 from .trainer import Trainer
 from ..tasks.arguments import TrainingArguments

@@ -72,30 +72,11 @@ from typing import Any
 
 from ..tasks.arguments import TrainingArguments
 from ..tasks.config import ALIASES, FinetuneConfig, PretrainConfig
-from .mindformers_sections import (
-    TASK_BETAS,
-    check_sizes,
-    map_dataset,
-    map_device,
-    copy_keys,
-    map_mixup,
-    map_optimizer,
-    map_processor,
-    map_schedule,
-)
-from .run_yaml import (
-    DEFAULT_CONFIG,
-    RUN_MODES,
-    RunConfigWarning,
-    Section,
-    apply_options,
-    check_options_take_effect,
-    convert_value,
-    option_type,
-    parse_options,
-    read_run_yaml,
-    resolve_run_config_path,
-)
+from .mindformers_sections import (TASK_BETAS, check_sizes, copy_keys, map_dataset, map_device, map_mixup,
+                                   map_optimizer, map_processor, map_schedule)
+from .run_yaml import (DEFAULT_CONFIG, RUN_MODES, RunConfigWarning, Section, apply_options,
+                       check_options_take_effect, convert_value, option_type, parse_options, read_run_yaml,
+                       resolve_run_config_path)
 from .run_yaml import config_warning as _warn
 
 DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
