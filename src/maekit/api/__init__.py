@@ -9,11 +9,12 @@
 >>> out["grid"].save("cat_grid.png")                                      # doctest: +SKIP
 """
 
+from ..compat.mindformers import MindFormersRun, RunConfigWarning, load_run_config  # run YAML: Trainer args
 from .config import AutoConfig, MAEConfig
 from ..hub.cache import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
-from .pipelines import (ImageClassificationPipeline, ImageFeatureExtractionPipeline, MaskedImageModelingPipeline,
-                        Pipeline, pipeline)
+from .pipelines import (ImageClassificationPipeline, ImageFeatureExtractionPipeline,
+                        MaskedImageModelingPipeline, Pipeline, pipeline)
 from .processor import AutoImageProcessor, ImageProcessor
 from .trainer import Trainer
 from ..tasks.arguments import TrainingArguments
@@ -27,12 +28,3 @@ __all__ = [
     "download", "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "register_weights",
     "save_pretrained",
 ]
-
-
-def __getattr__(name: str):
-    # The MindFormers run YAML lives in maekit.compat (which builds on the Trainer): loaded on first use.
-    if name in ("MindFormersRun", "RunConfigWarning", "load_run_config"):
-        from ..compat import mindformers
-
-        return getattr(mindformers, name)
-    raise AttributeError(f"module 'maekit.api' has no attribute {name!r}")

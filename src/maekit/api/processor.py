@@ -157,11 +157,7 @@ class ImageProcessor:
         if isinstance(model, MAEConfig):
             with torch.device("meta"):
                 model = create_model(model.model_name, **model.model_args)
-        pre = model.preprocessor_config()
-        defaults = dict(size=(pre["size"]["height"], pre["size"]["width"]), num_channels=pre["num_channels"],
-                        resize_mode=pre["resize_mode"], image_mean=pre["image_mean"], image_std=pre["image_std"],
-                        crop_pct=pre["crop_pct"])
-        return cls(**{**defaults, **kwargs})
+        return cls.from_dict({**model.preprocessor_config(), **kwargs})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageProcessor:

@@ -363,7 +363,7 @@ class Trainer:
         pipe = pipeline(self.task, model, device=inference_device(opts.get("device")),
                         batch_size=batch_size or opts.get("batch_size", PredictConfig.default("batch_size")))
         if self.mim:  # the run's options the pipeline takes; the mask seed of `maekit predict`, not the run's
-            run = {k: opts[k] for k in pipe.call_params if k in opts and k != "seed"}
+            run = {k: opts[k] for k in pipe.call_params if k in opts}
             kwargs = {**run, "seed": PredictConfig.default("seed"), "output_dir": str(self.output_dir),
                       **kwargs}
         results = pipe(inputs, **kwargs)

@@ -33,10 +33,7 @@ def resolve_run_config_path(path: str | os.PathLike) -> str:
     from ..tasks.validate import ConfigError
 
     text = os.fspath(path)
-    candidates = [text]
-    if text.replace("\\", "/").startswith("configs/"):
-        candidates.append(text[len("configs/"):])
-    for candidate in candidates:
+    for candidate in (text, text.replace("\\", "/").removeprefix("configs/")):  # MindFormers' spelling
         try:
             return resolve_config_path(candidate)
         except ConfigError:
