@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..tasks.config import MASK_RATIO
 from . import service
 from .service import AppError, Limits, ModelRegistry
 
@@ -193,7 +194,7 @@ def _add_views(app: FastAPI, registry: ModelRegistry, limits: Limits) -> None:
     async def reconstruct(
         image: Annotated[UploadFile | None, File()] = None,
         sample: Annotated[str | None, Form()] = None,
-        mask_ratio: Annotated[float, Form()] = 0.75,
+        mask_ratio: Annotated[float, Form()] = MASK_RATIO,
         seed: Annotated[int, Form()] = 2,
         model: Annotated[str | None, Form()] = None,
     ) -> Response:
