@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..hub.table import list_pretrained
 from ..models import canonical_name
 from ..models.config import CONFIG_NAME, ModelConfig, jsonable
 
@@ -142,9 +143,4 @@ class AutoConfig:
             setattr(cfg, k, v)
         return cfg
 
-    @staticmethod
-    def show_support_list() -> list[str]:
-        """Names with published weights (MindFormers' method name)."""
-        from ..hub.table import list_pretrained
-
-        return list_pretrained()
+    show_support_list = staticmethod(list_pretrained)  # MindFormers' name: the names with published weights

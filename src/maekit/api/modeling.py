@@ -54,10 +54,7 @@ class AutoModel:
             model.to(device)
         return model.eval()
 
-    @staticmethod
-    def show_support_list() -> list[str]:
-        """Names with published weights (MindFormers' method name)."""
-        return table.list_pretrained()
+    show_support_list = staticmethod(table.list_pretrained)  # MindFormers' name: names with published weights
 
 
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> nn.Module:

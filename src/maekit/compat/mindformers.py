@@ -109,6 +109,7 @@ _IGNORED_DATASET = {
 # The one table of the keys of each section (by name) that nothing reads and no warning names:
 # MindSpore / Ascend settings maekit has no counterpart for, or values maekit takes from the model.
 _IGNORED_KEYS = {
+    "": _IGNORED_TOP,
     "model_config": {
         "type", "initializer_range", "qkv_bias", "hidden_act", "post_layernorm_residual", "layer_norm_eps",
         "attention_probs_dropout_prob", "hidden_dropout_prob", "layernorm_compute_type",
@@ -330,15 +331,13 @@ def _task_config(cls: type, fields: dict[str, Any], task: str, where: str) -> An
 
 
 def _map_maekit_fields(top: Section, fields: dict[str, Any], cls: type) -> None:
-    """Top-level keys named like options of the task (``amp: none``...); then every key MindFormers
-    has but maekit ignores is marked read, and the rest is warned about."""
+    """Top-level keys named like options of the task (``amp: none``...); then the keys nothing read
+    (but the ignored ones, ``_IGNORED_KEYS``) are warned about."""
     names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")}
     for key in list(top.data):
         name = ALIASES.get(key, key)
         if name in names and key not in _IGNORED_TOP:  # not MindFormers' own sections and keys
             fields[name] = top.get(key, "any")  # the task config checks the type
-    for key in _IGNORED_TOP:
-        top.used.add(key)
     top.warn_unknown()
 
 
