@@ -47,13 +47,10 @@ class Trainer:
     built by maekit is handed to the task function (its architecture recorded in the config). For image
     classification a pretraining model stands for its encoder.
 
-    After training, ``evaluate()`` (classification: ``{'test_acc1', 'test_acc5', 'test_loss'}`` as
-    ``maekit finetune --eval``; masked image modeling: ``{'test_loss', 'test_n'}``, the reconstruction
-    loss with fixed masks, where MindFormers raises NotImplementedError), ``predict()``, ``model`` and
-    ``save_pretrained()`` use ``checkpoint-last.pth``; before, the model as given (a bare name: its
-    published weights, as in MindFormers, unless ``args.download`` is False). ``predict(input_data=...)``
-    runs :func:`maekit.api.pipeline` (mask seed 2, the official demo's) and writes
-    ``<task>_result.json`` (and the reconstructions) to ``output_dir``.
+    After training, ``evaluate()`` (masked image modeling too, where MindFormers raises
+    NotImplementedError), ``predict()``, ``model`` and ``save_pretrained()`` use ``checkpoint-last.pth``;
+    before, the model as given (a bare name: its published weights, as in MindFormers, unless
+    ``args.download`` is False).
 
     Args:
         args: :class:`TrainingArguments`, a dict of its fields, a task config (``PretrainConfig``
@@ -344,7 +341,8 @@ class Trainer:
         """Run the task's pipeline on ``input_data`` (path, URL, folder, PIL image, array, tensor or a
         list of them; default: the images of an ``eval_dataset`` folder) with the current model or
         ``predict_checkpoint``. ``kwargs`` go to the pipeline (its call options, :mod:`maekit.api.pipelines`;
-        masked image modeling: the run's mask ratio, seed 2 and ``output_dir`` unless given).
+        masked image modeling: the run's mask ratio, seed 2 (the official demo's) and ``output_dir``
+        unless given). The results are also written to ``output_dir/<task>_result.json``.
 
         Returns:
             The pipeline's result (:mod:`maekit.api.pipelines`): masked image modeling, per image a
