@@ -47,6 +47,10 @@ class Limits:
     max_pixels: int = 50_000_000  # refused above this (decoding it would take ~150 MB and more)
     max_side: int = 4096  # longer side reduced to this before the model's own resize
     max_decodes: int = 2  # uploads decoded at the same time (the rest wait): bounds the memory
+    decodes: threading.BoundedSemaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.decodes = threading.BoundedSemaphore(max(1, int(self.max_decodes)))
 
 
 _ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
@@ -195,17 +199,8 @@ def decode_image(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
         raise AppError(400, "the upload is empty: choose an image file (PNG, JPEG, WebP, BMP, TIFF, GIF)")
     # A decoded image takes up to ~3 bytes a pixel (150 MB at the pixel limit): at most
     # limits.max_decodes at a time, the others wait, so concurrent large uploads cannot pile up.
-    with _decode_slots(limits.max_decodes):
+    with limits.decodes:
         return _decode(data, limits)
-
-
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def _decode_slots(n: int) -> threading.BoundedSemaphore:
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault(max(1, int(n)), threading.BoundedSemaphore(max(1, int(n))))
 
 
 def _decode(data: bytes, limits: Limits) -> tuple[Image.Image, list[str]]:
