@@ -38,7 +38,7 @@ def test_weighted_knn_scores_exact():
     # neighbours: bank 0 (sim 1.0, class 0) and bank 2 (sim 0.6, class 1)
     assert torch.allclose(scores, torch.tensor([[torch.e ** 2, torch.e ** 1.2]]))
     acc = knn_accuracy(bank, labels, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]),
-                       num_classes=2, k=1)
+                       num_classes=2, k=1, temperature=0.5)
     assert acc == {"top1": 50.0, "top5": 100.0}
 
 
@@ -90,7 +90,8 @@ def monitored(tmp_path_factory):
     bank, queries = knn_datasets("builtin:digits", img_size=32, in_chans=3, mean=MEAN, std=STD)
     feats = LabelledFeatures(bank, queries, bank_per_class=20, max_queries=100)
     ctx = MonitorContext(None, DistInfo(device=torch.device("cpu")), None)
-    init_acc = knn_accuracy(*feats.get(init, 0, ctx)[:2], *feats.get(init, 0, ctx)[2:], num_classes=10)
+    init_acc = knn_accuracy(*feats.get(init, 0, ctx), num_classes=10, k=PretrainConfig.default("knn_k"),
+                            temperature=PretrainConfig.default("knn_temperature"))
     model = _run(out, monitors=True)
     return out, model, init_acc
 

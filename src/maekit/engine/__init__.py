@@ -5,11 +5,9 @@ distributed set-up, evaluation and logging. Never imports a concrete model; a ta
 
 from .checkpoint import (CheckpointError, capture_rng_state, find_latest_checkpoint, load_checkpoint,
                          restore_rng_state, save_checkpoint)
-from .distributed import (DistInfo, all_reduce_mean, all_reduce_sum, barrier, cleanup, get_rank, get_world_size,
-                          init_distributed, is_main_process, seed_everything)
-from .logs import JsonLogWriter, Progress, save_config, setup_logging
+from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed, seed_everything
 from .loop import EpochStats, NonFiniteLossError, TrainingInterrupted, train_one_epoch
-from .metrics import autocast_context, evaluate
+from .metrics import evaluate
 from .optim import (LARS, build_adamw, effective_batch_and_lr, layer_decay_group_names, layer_ids,
                     param_groups_layer_decay, param_groups_weight_decay)
 from .precision import resolve_amp
@@ -17,11 +15,10 @@ from .runner import Runner
 from .schedule import LRSchedule, adjust_learning_rate, lr_at
 
 __all__ = [
-    "CheckpointError", "DistInfo", "EpochStats", "JsonLogWriter", "LARS", "LRSchedule", "NonFiniteLossError",
-    "Progress", "Runner", "TrainingInterrupted", "adjust_learning_rate", "all_reduce_mean",
-    "all_reduce_sum", "autocast_context", "barrier", "build_adamw", "capture_rng_state", "cleanup",
-    "effective_batch_and_lr", "evaluate", "find_latest_checkpoint", "get_rank",
-    "get_world_size", "init_distributed", "is_main_process", "layer_decay_group_names", "layer_ids", "load_checkpoint",
-    "lr_at", "param_groups_layer_decay", "param_groups_weight_decay", "resolve_amp", "restore_rng_state",
-    "save_checkpoint", "save_config", "seed_everything", "setup_logging", "train_one_epoch",
+    "CheckpointError", "DistInfo", "EpochStats", "LARS", "LRSchedule", "NonFiniteLossError", "Runner",
+    "TrainingInterrupted", "adjust_learning_rate", "all_reduce_sum", "build_adamw", "capture_rng_state",
+    "cleanup", "effective_batch_and_lr", "evaluate", "find_latest_checkpoint", "init_distributed",
+    "layer_decay_group_names", "layer_ids", "load_checkpoint", "lr_at", "param_groups_layer_decay",
+    "param_groups_weight_decay", "resolve_amp", "restore_rng_state", "save_checkpoint", "seed_everything",
+    "train_one_epoch",
 ]

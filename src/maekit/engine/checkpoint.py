@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, MaekitError, UsageError, write_failure
+from ..errors import CheckpointError, MaekitError, UsageError, first_line, write_failure
 from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
 
 logger = logging.getLogger("maekit.engine")
@@ -66,14 +66,10 @@ def remove_orphan_temps(output_dir: str | os.PathLike) -> list[Path]:
     Returns the removed paths.
     """
     d = Path(output_dir)
-    if not d.is_dir():
-        return []
-    removed = []
-    for p in d.iterdir():
-        if _TEMP_RE.fullmatch(p.name) and p.is_file():
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
+    found = [p for p in d.iterdir() if _TEMP_RE.fullmatch(p.name) and p.is_file()] if d.is_dir() else []
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -109,9 +105,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = safe_torch_load(path, map_location=map_location)
     except Exception as e:  # torch raises many types here (RuntimeError, UnpicklingError, IndexError...)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt, or not a plain-data "
-                              f"torch checkpoint ({type(e).__name__}: {first})") from e
+                              f"torch checkpoint ({type(e).__name__}: {first_line(e)})") from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     if isinstance(ckpt.get("args"), argparse.Namespace):
@@ -140,8 +135,7 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     ``checkpoint-last.pth``, else the highest ``checkpoint-N.pth``, else ConvMAE's rolling
     ``checkpoint.pth``, else None.
     """
-    found = checkpoint_candidates(output_dir)
-    return found[0] if found else None
+    return next(iter(checkpoint_candidates(output_dir)), None)
 
 
 def checkpoint_candidates(output_dir: str | os.PathLike) -> list[Path]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 DEFAULT_MASTER_PORT = "29500"
 
@@ -76,7 +76,7 @@ def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.de
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise UsageError(f"--device {device!r} is not a device torch knows: use cpu, cuda, cuda:N, mps or auto "
-                         f"({str(e).splitlines()[0][:120]})") from e
+                         f"({first_line(e)})") from e
     if device.type not in ("cpu", "cuda", "mps", "xpu", "meta") and not hasattr(torch, device.type):
         raise UsageError(f"--device {device.type!r}: no backend for it in this torch build; use cpu, cuda, "
                          "cuda:N, mps or auto")
@@ -130,21 +130,9 @@ def is_main_process() -> bool:
 
 
 def barrier() -> None:
-    if is_dist():
-        if torch_dist.get_backend() == "nccl":
-            # Without device_ids NCCL guesses the GPU from the rank and warns.
-            torch_dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            torch_dist.barrier()
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over all ranks (a new tensor; the input itself when not distributed)."""
-    if not is_dist():
-        return tensor
-    out = tensor.detach().clone()
-    torch_dist.all_reduce(out)
-    return out / get_world_size()
+    if is_dist():  # without device_ids NCCL guesses the GPU from the rank and warns
+        nccl = torch_dist.get_backend() == "nccl"
+        torch_dist.barrier(device_ids=[torch.cuda.current_device()] if nccl else None)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -236,10 +224,8 @@ def apply_thread_policy(model: torch.nn.Module, loader, device: torch.device | s
         return torch.get_num_threads()
     if torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    # sched_getaffinity: the cores this process may use (Linux only)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(getattr(getattr(loader, "loader", loader), "num_workers", 0) or 0)
     batch = getattr(loader, "batch_size", None) or getattr(getattr(loader, "loader", None), "batch_size", None)
     size, chans = getattr(model, "img_size", None), getattr(model, "in_chans", None)

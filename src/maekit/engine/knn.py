@@ -2,8 +2,9 @@
 
 Every image is encoded unmasked, in eval mode, pooled to one vector and L2-normalised. A query
 votes with its ``k`` nearest bank images (cosine similarity ``s``), each weighted by
-``exp(s / T)``; the class with the largest summed weight is the prediction. Defaults ``k=20``,
-``T=0.07`` (Wu et al. 2018, as used by DINO and solo-learn).
+``exp(s / T)``; the class with the largest summed weight is the prediction. The defaults of ``k``
+and ``T`` are the ``knn_k`` / ``knn_temperature`` options of :class:`maekit.tasks.config.KnnOptions`
+(20 and 0.07: Wu et al. 2018, as used by DINO and solo-learn).
 
 Feature extraction is sharded over the ranks (each rank encodes every ``world_size``-th image)
 and gathered to all ranks, so every rank returns the same numbers. It draws nothing from the
@@ -14,6 +15,7 @@ around the whole call, so a training run is bit-for-bit the same with or without
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -23,9 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import all_gather_objects, get_rank, get_world_size
-
-DEFAULT_K = 20
-DEFAULT_TEMPERATURE = 0.07
+from .metrics import autocast_context
 
 
 def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -68,12 +68,11 @@ def class_capped_indices(targets: Sequence[int], per_class: int | None) -> list[
     """
     if not per_class or per_class <= 0:
         return list(range(len(targets)))
-    seen: dict[int, int] = {}
+    seen: Counter[int] = Counter()
     keep = []
     for i, t in enumerate(targets):
-        t = int(t)
-        if seen.get(t, 0) < per_class:
-            seen[t] = seen.get(t, 0) + 1
+        seen[int(t)] += 1
+        if seen[int(t)] <= per_class:
             keep.append(i)
     return keep
 
@@ -117,8 +116,7 @@ def extract_features(model: nn.Module, dataset: Dataset, *, device: torch.device
             if batch is None:
                 continue
             images = batch[0].to(device, non_blocking=True)
-            with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                                enabled=autocast_dtype is not None):
+            with autocast_context(device, autocast_dtype):
                 f = pooled_features(model, images)
             feats.append(F.normalize(f.float(), dim=1).cpu())
             labels.append(batch[1])
@@ -130,7 +128,7 @@ def extract_features(model: nn.Module, dataset: Dataset, *, device: torch.device
 
 
 def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, *, num_classes: int,
-               k: int = DEFAULT_K, temperature: float = DEFAULT_TEMPERATURE, chunk: int = 1024) -> torch.Tensor:
+               k: int, temperature: float, chunk: int = 1024) -> torch.Tensor:
     """Class scores (Nq, num_classes) of weighted k-NN.
 
     Args:
@@ -150,8 +148,8 @@ def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Ten
 
 
 def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor,
-                 query_labels: torch.Tensor, *, num_classes: int, k: int = DEFAULT_K,
-                 temperature: float = DEFAULT_TEMPERATURE) -> dict[str, float]:
+                 query_labels: torch.Tensor, *, num_classes: int, k: int,
+                 temperature: float) -> dict[str, float]:
     """``{'top1': %, 'top5': %}`` of weighted k-NN (top-5 is top-``num_classes`` below 5 classes)."""
     scores = knn_scores(bank, bank_labels, queries, num_classes=num_classes, k=k, temperature=temperature)
     ranked = scores.topk(min(5, num_classes), dim=1).indices

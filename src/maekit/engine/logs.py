@@ -57,14 +57,12 @@ class Progress:
     ``Epoch: [e]  [  i/N]  eta: 0:01:02  lr: 0.000123  loss: 0.1234 (0.2345)  img/s: 812.3``.
     """
 
-    def __init__(self, total: int, *, epoch: int, start: int = 0, log_every: int = 20,
-                 enabled: bool | None = None, tty: bool | None = None):
+    def __init__(self, total: int, *, epoch: int, start: int = 0, log_every: int = 20):
         self.total, self.epoch, self.start, self.log_every = total, epoch, start, max(int(log_every), 1)
-        self.enabled = is_main_process() if enabled is None else enabled
+        self.enabled = is_main_process()
         self.t0 = time.perf_counter()
         self.bar = None
-        use_bar = sys.stdout.isatty() if tty is None else tty
-        if self.enabled and use_bar:
+        if self.enabled and sys.stdout.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=start, desc=f"Epoch {epoch}", file=sys.stdout,
@@ -89,20 +87,17 @@ class Progress:
                 msg += f"  max mem: {torch.cuda.max_memory_allocated() / 2**20:.0f}"
             logger.info(msg)
 
-    def close(self) -> float:
-        """Close the bar; returns seconds since construction."""
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        return time.perf_counter() - self.t0
 
 
 class JsonLogWriter:
     """Appends one JSON object per line to ``output_dir/log.txt`` (reference format)."""
 
-    def __init__(self, output_dir: str | os.PathLike | None, *, enabled: bool | None = None,
-                 filename: str = "log.txt"):
+    def __init__(self, output_dir: str | os.PathLike | None, *, enabled: bool | None = None):
         active = is_main_process() if enabled is None else enabled
-        self.path = Path(output_dir) / filename if (output_dir and active) else None
+        self.path = Path(output_dir) / "log.txt" if (output_dir and active) else None
 
     def write(self, stats: dict[str, Any]) -> None:
         if self.path is None:
@@ -121,9 +116,9 @@ class JsonLogWriter:
         """
         if self.path is None or not self.path.is_file():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        keep = [ln for ln in lines if ln.strip() and not _epoch_at_least(ln, epoch)]
-        if len(keep) != len([ln for ln in lines if ln.strip()]):
+        lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        keep = [ln for ln in lines if not _epoch_at_least(ln, epoch)]
+        if len(keep) != len(lines):
             atomic_write(self.path, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8"))
 
 
@@ -136,15 +131,19 @@ def _epoch_at_least(line: str, epoch: int) -> bool:
 
 
 def save_config(output_dir: str | os.PathLike | None, config: dict[str, Any], *,
-                enabled: bool | None = None, filename: str = "config.yaml") -> Path | None:
-    """Write the resolved run configuration as YAML (rank 0). Returns the path or None."""
+                enabled: bool | None = None, keys: Iterable[str] | None = None) -> Path | None:
+    """Write the resolved run configuration as ``config.yaml`` (rank 0). Returns the path or None.
+
+    An earlier ``config.yaml`` that differs in ``keys`` (default: any) is first appended to
+    ``config-history.yaml`` (a YAML list, oldest first, each with the time it was replaced).
+    """
     if not output_dir or not (is_main_process() if enabled is None else enabled):
         return None
-    path = Path(output_dir) / filename
+    path = Path(output_dir) / "config.yaml"
+    if path.is_file():
+        _archive_config(path, config, keys)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plain = to_plain(config)
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(_yaml_safe(plain), f, sort_keys=False)
+    path.write_text(yaml.safe_dump(_yaml_safe(to_plain(config)), sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -159,26 +158,16 @@ def _yaml_safe(obj: Any) -> Any:
     return obj
 
 
-def archive_config(output_dir: str | os.PathLike | None, new_config: dict, *, enabled: bool = True,
-                   keys: Iterable[str] | None = None) -> Path | None:
-    """Before ``config.yaml`` is overwritten with a configuration that differs in ``keys`` (default:
-    any), append the old one to ``config-history.yaml`` (a YAML list, oldest first, each with the
-    time it was replaced)."""
-    if not output_dir or not enabled:
-        return None
-    current = Path(output_dir) / "config.yaml"
-    if not current.is_file():
-        return None
+def _archive_config(current: Path, new_config: dict, keys: Iterable[str] | None) -> None:
     try:
         old = yaml.safe_load(current.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         old = {"unreadable_config_yaml": current.read_text(encoding="utf-8", errors="replace")}
     if not args_differences(old, new_config, keys) and not args_differences(new_config, old, keys):
-        return None
+        return
     history = current.with_name("config-history.yaml")
     entries = yaml.safe_load(history.read_text(encoding="utf-8")) if history.is_file() else None
     entries = entries if isinstance(entries, list) else []
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     entries.append({"replaced_at": stamp, "config": old})
     history.write_text(yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
-    return history

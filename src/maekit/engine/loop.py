@@ -35,7 +35,7 @@ from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import is_dist, sum_over_ranks
 from .logs import Progress
 from .metrics import autocast_context
-from .nonfinite import NonFiniteParametersError, all_finite, nonfinite_names
+from .nonfinite import check_finite
 from .schedule import adjust_learning_rate
 
 StepFn = Callable[[nn.Module, tuple], "tuple[torch.Tensor, int]"]
@@ -163,8 +163,6 @@ class _EpochRun:
         self.ddp = is_dist() and hasattr(model, "no_sync")
         self.accumulated = False  # a backward ran since the last optimizer step
         self.lr = self.last_loss = 0.0
-        self.window_start_stats = dataclasses.replace(stats)
-        self.window_start_rng: dict = {}
 
     def run(self, loader: Iterable, start: int, log_every: int) -> EpochStats:
         st = self.stats
@@ -256,8 +254,7 @@ class _EpochRun:
     def _rewind(self, window_start: int) -> None:
         restore_rng_state(self.window_start_rng)
         elapsed = self.stats.elapsed
-        for f in dataclasses.fields(EpochStats):
-            setattr(self.stats, f.name, getattr(self.window_start_stats, f.name))
+        vars(self.stats).update(vars(self.window_start_stats))
         self.stats.elapsed, self.stats.next_step, self.stats.interrupted = elapsed, window_start, True
 
     def _optimizer_step(self, i: int, last_skipped: bool) -> None:
@@ -278,20 +275,11 @@ class _EpochRun:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.accumulated = False
-        self._check_finite(i, grad_norm)
-
-    def _check_finite(self, i: int, grad_norm: torch.Tensor | None) -> None:
         # Parameters are identical on every rank after a DDP step, so every rank reaches the same
         # verdict without a collective. One fused reduction and one sync per optimizer step.
-        grads_bad = grad_norm is not None and not bool(torch.isfinite(grad_norm))
-        if grads_bad or not all_finite(self.params):
-            model = getattr(self.model, "module", self.model)
-            model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-            what = "gradients (norm {})".format(float(grad_norm)) if grads_bad else "parameters"
-            raise NonFiniteParametersError(
-                f"non-finite {what} after the optimizer step at epoch {self.epoch}, step {i} "
-                f"({nonfinite_names(model.named_parameters())}) although the loss was finite; stopping "
-                "without saving (checkpoints on disk are left as they were)")
+        check_finite(self.model, self.params, grad_norm=grad_norm,
+                     when=f"after the optimizer step at epoch {self.epoch}, step {i}",
+                     then=" although the loss was finite; stopping without saving")
 
 
 def train_one_epoch(

@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.utils import accuracy
 from torch.utils.data import DistributedSampler
 
-from .distributed import all_reduce_sum
+from .distributed import sum_over_ranks
 
 logger = logging.getLogger("maekit.engine")
 
@@ -66,8 +66,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     limit = _real_samples_on_rank(loader)
-    n = loss_sum = acc1_sum = acc5_sum = 0.0
-    pos = 0
+    sums, pos = [0.0] * 4, 0  # samples, loss, acc1, acc5 (each weighted by the samples)
     for images, targets, num_skipped, *_ in loader:
         b = images.shape[0]
         keep = b if limit is None else max(0, min(b, limit - pos))
@@ -80,14 +79,10 @@ def evaluate(
             logits = _logits(model(images))
             loss = criterion(logits, targets)
         acc1, acc5 = accuracy(logits.float(), targets, topk=(1, 5))
-        n += keep
-        loss_sum += loss.item() * keep
-        acc1_sum += acc1.item() * keep
-        acc5_sum += acc5.item() * keep
+        sums = [s + v * keep for s, v in zip(sums, (1.0, loss.item(), acc1.item(), acc5.item()))]
     model.train(was_training)
-    totals = all_reduce_sum(torch.tensor([n, loss_sum, acc1_sum, acc5_sum], dtype=torch.float64,
-                                         device=device)).tolist()
-    n = max(totals[0], 1.0)
-    stats = {"acc1": totals[2] / n, "acc5": totals[3] / n, "loss": totals[1] / n, "n": int(totals[0])}
+    count, loss_sum, acc1_sum, acc5_sum = sum_over_ranks(sums)
+    n = max(count, 1.0)
+    stats = {"acc1": acc1_sum / n, "acc5": acc5_sum / n, "loss": loss_sum / n, "n": int(count)}
     logger.info("* Acc@1 %.3f Acc@5 %.3f loss %.3f", stats["acc1"], stats["acc5"], stats["loss"])
     return stats

@@ -54,24 +54,20 @@ def is_due(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or (epochs > 0 and epoch + 1 == epochs)
 
 
-def run_monitors(monitors: Sequence[Monitor], model: nn.Module, epoch: int, ctx: MonitorContext) -> dict[str, float]:
-    """Call each monitor in order; later ones see earlier results in ``ctx.log``.
+def run_monitors(monitors: Sequence[Monitor], model: nn.Module, epoch: int, ctx: MonitorContext) -> None:
+    """Call each monitor in order, adding its numbers to ``ctx.log``, where later ones see them.
 
     The RNG state (torch, CUDA, numpy, random) is restored afterwards whatever the monitors drew
     (module inits, shuffles), so training continues exactly as without them.
     """
     if not monitors:
-        return {}
-    out: dict[str, float] = {}
+        return
     rng = capture_rng_state()
     try:
         for monitor in monitors:
-            values = monitor(model, epoch, ctx) or {}
-            out.update(values)
-            ctx.log.update(values)
+            ctx.log.update(monitor(model, epoch, ctx) or {})
     finally:
         restore_rng_state(rng)
-    return out
 
 
 def monitor_states(monitors: Sequence[Any]) -> dict[str, Any]:
@@ -211,7 +207,5 @@ class OnlineProbe:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-        if "head" in state:
-            self._pending = {"head": state["head"], "optimizer": state["optimizer"]}
-            if self.head is not None:
-                self._build(self.head[1].in_features)
+        if "head" in state:  # the head is built from it on the next call, when the feature size is known
+            self.head, self._pending = None, state

@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from torch import nn
 
 from ..errors import TrainingDiverged
-
+from .checkpoint import LAST_NAME, checkpoint_candidates, copy_checkpoint
 
 logger = logging.getLogger("maekit.engine")
 GOOD_NAME = "checkpoint-good.pth"
@@ -65,6 +64,22 @@ def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -
     return ", ".join(bad) or "unknown tensors"
 
 
+def check_finite(model: nn.Module, params: Iterable[torch.Tensor] | None = None, *, when: str, then: str,
+                 grad_norm: torch.Tensor | None = None) -> None:
+    """Raise :class:`NonFiniteParametersError` when ``params`` (default: ``model``'s) or ``grad_norm``
+    hold NaN/inf; the message says ``when``, names the bad tensors of ``model`` (unwrapped from DDP
+    and ``torch.compile``), then says ``then``."""
+    grads_bad = grad_norm is not None and not bool(torch.isfinite(grad_norm))
+    if not grads_bad and all_finite(model.parameters() if params is None else params):
+        return
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    what = f"gradients (norm {float(grad_norm)})" if grads_bad else "parameters"
+    names = nonfinite_names(model.named_parameters())
+    raise NonFiniteParametersError(f"non-finite {what} {when} ({names}){then} "
+                                   "(checkpoints on disk are left as they were)")
+
+
 def healthy_epochs(records: list[dict[str, Any]]) -> list[int]:
     """Epochs whose ``train_loss`` was finite and at most :data:`RISE` times the lowest of the
     healthy epochs before it (the first finite one is healthy)."""
@@ -85,7 +100,7 @@ def keep_last_good(output_dir: str | Path | None, record: dict[str, Any], *, ena
     if not enabled or output_dir is None:
         return None
     out = Path(output_dir)
-    last, log = out / "checkpoint-last.pth", out / "log.txt"
+    last, log = out / LAST_NAME, out / "log.txt"
     if not last.is_file() or not log.is_file():
         return None
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.startswith("{")]
@@ -93,15 +108,7 @@ def keep_last_good(output_dir: str | Path | None, record: dict[str, Any], *, ena
     healthy = healthy_epochs([r for r in records if int(r.get("epoch", -1)) <= epoch])
     if epoch in healthy or epoch - 1 not in healthy:
         return None
-    tmp = out / f".{GOOD_NAME}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(last, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(last, tmp)
-    os.replace(tmp, out / GOOD_NAME)
+    copy_checkpoint(last, out / GOOD_NAME)
     logger.warning("epoch %d: train_loss %.4g rose over %gx the lowest so far: kept the checkpoint of epoch %d as "
                    "%s (resume from it if the run diverges)", epoch, record.get("train_loss"), RISE, epoch - 1,
                    GOOD_NAME)
@@ -121,15 +128,12 @@ def advice(output_dir: str | Path | None, *, amp_dtype: torch.dtype | None, clip
 
 
 def _resume_tip(output_dir: str | Path | None) -> str:
-    if not output_dir or not Path(output_dir).is_dir():
-        return "start again (no checkpoint was written)"
-    good = Path(output_dir) / GOOD_NAME
-    if good.is_file():
+    good = Path(output_dir) / GOOD_NAME if output_dir else None
+    found = checkpoint_candidates(good.parent) if good else []  # last, numbered (newest first), ...
+    if good and good.is_file():
         return (f"then resume from {good}, the last checkpoint whose loss was finite and not rising "
                 f"(--resume {good}; checkpoint-last.pth already holds diverging weights)")
-    numbered = sorted((int(m.group(1)), p.name) for p in Path(output_dir).iterdir()
-                      if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name)))
-    if (Path(output_dir) / "checkpoint-last.pth").is_file():
-        hint = f" (or --resume {Path(output_dir) / numbered[-1][1]})" if numbered else ""
+    if found and found[0].name == LAST_NAME:
+        hint = f" (or --resume {found[1]})" if len(found) > 1 and found[1].name != "checkpoint.pth" else ""
         return f"then resume from the last good state with --resume auto{hint}"
     return "start again (no checkpoint was written)"

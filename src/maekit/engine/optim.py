@@ -44,10 +44,7 @@ def param_groups_weight_decay(
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim == 1 or name.endswith(".bias") or name in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        (no_decay if p.ndim == 1 or name.endswith(".bias") or name in skip else decay).append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
@@ -72,14 +69,9 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     return ids, max(ids.values())
 
 
-def param_groups_layer_decay(
-    model: nn.Module,
-    *,
-    weight_decay: float,
-    layer_decay: float,
-    num_layers: int | None = None,
-    no_weight_decay: Iterable[str] = (),
-) -> list[dict]:
+def param_groups_layer_decay(model: nn.Module, *, weight_decay: float, layer_decay: float,
+                             num_layers: int | None = None,
+                             no_weight_decay: Iterable[str] = ()) -> list[dict]:
     """MAE ``param_groups_lrd`` (BEiT-style layer-wise LR decay).
 
     Args:
@@ -94,24 +86,20 @@ def param_groups_layer_decay(
         (The names are not stored in the groups, as in the reference; see
         :func:`layer_decay_group_names`.)
     """
-    return list(_layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay).values())
+    return list(_layer_decay_groups(model, weight_decay=weight_decay, layer_decay=layer_decay,
+                                    num_layers=num_layers, no_weight_decay=no_weight_decay).values())
 
 
-def layer_decay_group_names(
-    model: nn.Module,
-    *,
-    weight_decay: float,
-    layer_decay: float,
-    num_layers: int | None = None,
-    no_weight_decay: Iterable[str] = (),
-) -> dict[str, list[str]]:
-    """``{'layer_{id}_{decay|no_decay}': [param names]}`` for :func:`param_groups_layer_decay`."""
+def layer_decay_group_names(model: nn.Module, **kwargs) -> dict[str, list[str]]:
+    """``{'layer_{id}_{decay|no_decay}': [param names]}`` for :func:`param_groups_layer_decay` (same
+    keyword arguments)."""
     name_of = {id(p): n for n, p in model.named_parameters()}
-    groups = _layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay)
-    return {k: [name_of[id(p)] for p in g["params"]] for k, g in groups.items()}
+    return {k: [name_of[id(p)] for p in g["params"]] for k, g in _layer_decay_groups(model, **kwargs).items()}
 
 
-def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_decay):
+def _layer_decay_groups(model: nn.Module, *, weight_decay: float, layer_decay: float,
+                        num_layers: int | None = None,
+                        no_weight_decay: Iterable[str] = ()) -> dict[str, dict]:
     ids, last = layer_ids(model)
     if num_layers is not None and num_layers != last:
         raise ValueError(f"num_layers={num_layers} but the model's group_matcher gives {last} layers")
@@ -121,15 +109,9 @@ def _layer_decay_groups(model, weight_decay, layer_decay, num_layers, no_weight_
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim == 1 or name in skip:
-            kind, wd = "no_decay", 0.0
-        else:
-            kind, wd = "decay", weight_decay
-        layer_id = ids[name]
-        key = f"layer_{layer_id}_{kind}"
-        if key not in groups:
-            groups[key] = {"lr_scale": scales[layer_id], "weight_decay": wd, "params": []}
-        groups[key]["params"].append(p)
+        kind, wd = ("no_decay", 0.0) if p.ndim == 1 or name in skip else ("decay", weight_decay)
+        group = {"lr_scale": scales[ids[name]], "weight_decay": wd, "params": []}
+        groups.setdefault(f"layer_{ids[name]}_{kind}", group)["params"].append(p)
     return groups
 
 
@@ -217,11 +199,10 @@ def check_lars_budget(*, lr: float, blr: float | None, eff_batch_size: int, step
         return None
     need_lr = MIN_RELATIVE_MOVE * (1.0 - momentum) / (trust_coefficient * max(steps, 1))
     suggest = need_lr * 256 / max(eff_batch_size, 1)
+    use = f"--lr {need_lr:.3g} or more" if blr is None else f"--blr {suggest:.3g} or more (lr {need_lr:.3g})"
     msg = (f"linear probe: LARS moves each weight by at most ~{trust_coefficient:g} x lr per step; with lr "
            f"{lr:.3g} (effective batch {eff_batch_size}) and {steps} steps the head can change by at most "
-           f"{100 * budget:.2g}% of its norm, so accuracy will stay near chance. Use --blr {suggest:.3g} "
-           f"or more (lr {need_lr:.3g}), a larger batch, or more epochs.")
-    if blr is None:
-        msg = msg.replace(f"Use --blr {suggest:.3g} or more (lr {need_lr:.3g})", f"Use --lr {need_lr:.3g} or more")
+           f"{100 * budget:.2g}% of its norm, so accuracy will stay near chance. Use {use}, a larger batch, "
+           "or more epochs.")
     logger.warning(msg)
     return msg

@@ -36,7 +36,7 @@ BACKENDS = ("tensorboard", "csv", "wandb")
 
 def parse_report_to(report_to: str | Iterable[str] | None, *, log_dir: Any = None) -> list[str]:
     """``'tensorboard,csv'`` / a list / None -> backend names; None means TensorBoard iff ``log_dir``."""
-    if report_to is None or report_to == "" or report_to == []:
+    if not report_to:
         return ["tensorboard"] if log_dir else []
     items = report_to.replace(" ", ",").split(",") if isinstance(report_to, str) else list(report_to)
     names = [n.strip().lower() for n in items if n and n.strip()]
@@ -72,7 +72,6 @@ class Reporter:
         if "tensorboard" in self.backends:
             from torch.utils.tensorboard import SummaryWriter
 
-            os.makedirs(log_dir, exist_ok=True)
             self.tb = SummaryWriter(log_dir=str(log_dir))
         if "csv" in self.backends and self.csv_path is None:
             raise ValueError("--report_to csv needs --output_dir (metrics.csv is written there)")
@@ -94,7 +93,7 @@ class Reporter:
 
     def add_image(self, tag: str, image: Any, epoch: int) -> None:
         """A PIL image or (H, W, C) uint8 array, at x = ``epoch``."""
-        if not self.enabled or (self.tb is None and self.wandb_run is None):
+        if not self.active:
             return
         arr = np.asarray(image)
         if arr.ndim == 2:
@@ -118,7 +117,7 @@ class Reporter:
                     self.tb.add_scalar(f"monitor/{k}", v, epoch_end(epoch))
         if self.wandb_run is not None:
             self.wandb_run.log({f"epoch/{k}": v for k, v in numeric.items() if k != "epoch"} | {"epoch": epoch})
-        if "csv" in self.backends and self.csv_path is not None:
+        if "csv" in self.backends:
             self._write_csv(record, epoch)
 
     def _write_csv(self, record: dict[str, Any], epoch: int) -> None:
@@ -132,7 +131,6 @@ class Reporter:
         writer = csv.DictWriter(buf, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.csv_path, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"))
 
     def flush(self) -> None:

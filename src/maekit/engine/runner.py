@@ -39,10 +39,10 @@ from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, check_resume_a
                          save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, apply_thread_policy, sum_over_ranks
 from .lock import RunLock, take_output_dir
-from .logs import JsonLogWriter, archive_config, save_config
+from .logs import JsonLogWriter, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
-from .nonfinite import NonFiniteParametersError, advice, all_finite, keep_last_good, nonfinite_names
+from .nonfinite import advice, check_finite, keep_last_good
 from .report import Reporter, epoch_end
 from .schedule import LRSchedule, check_schedule, check_warmup
 from .signals import stop_requests
@@ -179,8 +179,7 @@ class Runner:
         if threads is not None:
             logger.info("CPU threads: %d (MAEKIT_NUM_THREADS or OMP_NUM_THREADS to choose)", threads)
         self._announce()
-        archive_config(self.output_dir, self.config, enabled=self.is_main, keys=self.resume_keys)
-        save_config(self.output_dir, self.config, enabled=self.is_main)
+        save_config(self.output_dir, self.config, enabled=self.is_main, keys=self.resume_keys)
         json_log = JsonLogWriter(self.output_dir, enabled=self.is_main)
         # Lines of epochs this run is about to (re)do: a resumed run's repeated epoch, or an earlier
         # run's log left in a folder without checkpoints (a new run must not append to it).
@@ -220,15 +219,13 @@ class Runner:
         # A stop requested during the epoch's last batch: save before evaluation and monitors (they
         # may be long, and their DataLoader workers may have died of the same group signal). The
         # checkpoint says "all batches done"; the resumed run evaluates, logs and saves the epoch.
-        late_stop = (self.eval_fn is not None or self.monitors) and not stats.interrupted and \
-            sum_over_ranks([float(self.stop_signal is not None)])[0] > 0
+        late_stop = (self.eval_fn is not None or self.monitors) and not stats.interrupted \
+            and self._stop_agreed()
         if stats.interrupted or late_stop:
             path = self.save(epoch - 1, step_in_epoch=stats.next_step, partial=stats)
             raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, path)
         check_epoch_data(n_samples=stats.n_samples, skipped_files=stats.skipped_files, epoch=epoch)
-        log = self._epoch_log(epoch, stats)
-        log.update(run_monitors(self.monitors, self.model_without_ddp, epoch, MonitorContext(
-            self.output_dir, self.dist, tb, self.epochs, self.device, self.autocast_dtype, dict(log))))
+        log = self._epoch_log(epoch, stats, tb)
         improved = self._update_best(log)
         json_log.write(log)  # before the checkpoint: a kill in between is undone by drop_from_epoch on resume
         tb.log_epoch(log)
@@ -236,16 +233,25 @@ class Runner:
         self.save(epoch, numbered=self._numbered(epoch), best=improved)
         tb.add_scalars({f"perf/{k}": v for k, v in log.items() if k.startswith("test_")}, epoch_end(epoch))
         tb.flush()
-        # A signal that arrived during eval / saving: every rank must agree, or one would hang. After
-        # the last epoch's save the run is complete: it ends as finished (exit 0), not interrupted.
-        if sum_over_ranks([float(self.stop_signal is not None)])[0] > 0:
-            if epoch + 1 < self.epochs:
-                raise TrainingInterrupted(self.stop_signal or signal.SIGTERM, self._last_path())
-            logger.warning("%s arrived after the last epoch was saved: the run is complete",
-                           signal.Signals(self.stop_signal or signal.SIGTERM).name)
+        self._stop_after_save(epoch)
         return log
 
-    def _epoch_log(self, epoch: int, stats: EpochStats) -> dict[str, Any]:
+    def _stop_agreed(self) -> bool:
+        """Whether a stop was requested on any rank. Collective: every rank must call it."""
+        return sum_over_ranks([float(self.stop_signal is not None)])[0] > 0
+
+    def _stop_after_save(self, epoch: int) -> None:
+        """A signal that arrived during eval / saving: every rank must agree, or one would hang. After
+        the last epoch's save the run is complete: it ends as finished (exit 0), not interrupted."""
+        if not self._stop_agreed():
+            return
+        signum = self.stop_signal or signal.SIGTERM
+        if epoch + 1 < self.epochs:
+            raise TrainingInterrupted(signum, self._last_path())
+        logger.warning("%s arrived after the last epoch was saved: the run is complete",
+                       signal.Signals(signum).name)
+
+    def _epoch_log(self, epoch: int, stats: EpochStats, tb: Reporter) -> dict[str, Any]:
         logger.info("Epoch: [%d] Total time: %s  Averaged stats: lr: %.6f  loss: %.4f  img/s: %.1f  skipped: %d",
                     epoch, datetime.timedelta(seconds=int(stats.elapsed)), stats.lr, stats.loss,
                     stats.images_per_sec, stats.skipped_files)
@@ -256,6 +262,8 @@ class Runner:
             metrics = self.eval_fn(self.model_without_ddp)
             log.update({(k if k.startswith("test_") else f"test_{k}"): v for k, v in metrics.items()})
         log.update(epoch=epoch, n_parameters=self.n_parameters)
+        run_monitors(self.monitors, self.model_without_ddp, epoch, MonitorContext(
+            self.output_dir, self.dist, tb, self.epochs, self.device, self.autocast_dtype, log))
         return log
 
     def _update_best(self, log: dict[str, Any]) -> bool:
@@ -302,10 +310,8 @@ class Runner:
         Raises:
             NonFiniteParametersError: the weights hold NaN/inf; nothing is written.
         """
-        if not all_finite(self.model_without_ddp.parameters()):  # every rank holds the same weights
-            raise NonFiniteParametersError(
-                f"non-finite parameters at epoch {epoch} ({nonfinite_names(self.model_without_ddp.named_parameters())}):"
-                " not saving them (checkpoints on disk are left as they were)")
+        # every rank holds the same weights: all raise together
+        check_finite(self.model_without_ddp, when=f"at epoch {epoch}", then=": not saving them")
         state = self.checkpoint_state(epoch, step_in_epoch, partial)
         if not self.is_main or self.output_dir is None:
             return self._last_path()
@@ -325,7 +331,7 @@ class Runner:
         if found is None:
             return
         path, ckpt = found
-        weights = ckpt.get("model") if isinstance(ckpt, dict) else None
+        weights = ckpt.get("model")  # load_checkpoint returns dicts only
         if not isinstance(weights, dict):
             raise ValueError(f"{path}: not a training checkpoint (no 'model' state dict to resume from); "
                              "to start from pretrained weights use --finetune (classifiers) instead of --resume")
@@ -387,12 +393,9 @@ class Runner:
     def _restore_rng(self, rng: Any) -> None:
         if isinstance(rng, list) and len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
-        elif isinstance(rng, dict) and self.dist.world_size == 1:
-            restore_rng_state(rng)
-        elif rng is not None:  # a single-process dict is one rank's state, not len(dict) ranks
-            n = len(rng) if isinstance(rng, list) else 1
+        elif rng is not None:
             logger.warning("RNG state saved for %d rank(s), this run has %d; keeping this run's seeds",
-                           n, self.dist.world_size)
+                           len(rng) if isinstance(rng, list) else 1, self.dist.world_size)
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum: int) -> None:

@@ -7,6 +7,7 @@ recomputes exactly the same values and no scheduler state needs saving.
 from __future__ import annotations
 
 import logging
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,7 @@ class LRSchedule:
     warmup_epochs: float
 
     def __call__(self, epoch_float: float) -> float:
-        return lr_at(epoch_float, base_lr=self.base_lr, min_lr=self.min_lr, epochs=self.epochs,
-                     warmup_epochs=self.warmup_epochs)
+        return lr_at(epoch_float, **dataclasses.asdict(self))
 
 
 def adjust_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> float:

@@ -34,14 +34,13 @@ def stop_requests(on_signal: Callable[[int], None], enabled: bool = True) -> Ite
         yield
         return
     pid = os.getpid()
-    chld: list = []
 
     def handler(signum, frame):
         if os.getpid() != pid:  # a forked DataLoader worker inherited this handler: the main process decides
             return
-        if not chld and hasattr(signal, "SIGCHLD"):
+        if hasattr(signal, "SIGCHLD"):
             # Workers dying from the same group signal must not abort the save that follows.
-            chld.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         on_signal(signum)
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
