@@ -127,14 +127,6 @@ class RunLock:
         self.release()
 
 
-def existing_checkpoints(output_dir: str | os.PathLike | None) -> list[str]:
-    """Names of checkpoint files in ``output_dir`` (sorted), ``[]`` for none or no folder."""
-    d = Path(output_dir) if output_dir else None
-    if d is None or not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if CHECKPOINT_RE.fullmatch(p.name))
-
-
 def check_fresh_run(output_dir: str | os.PathLike | None, *, resume: object, overwrite: bool,
                     remove: bool) -> None:
     """Refuse a run without ``--resume`` into a folder holding checkpoints, unless ``overwrite``.
@@ -142,9 +134,10 @@ def check_fresh_run(output_dir: str | os.PathLike | None, *, resume: object, ove
     With ``overwrite`` the earlier run's checkpoints and ``log.txt`` are deleted (``remove``: rank 0
     only), so ``--resume auto`` later cannot mix the two runs.
     """
-    if resume or not output_dir:
+    d = Path(output_dir) if output_dir else None
+    if resume or d is None or not d.is_dir():
         return
-    found = existing_checkpoints(output_dir)
+    found = sorted(p.name for p in d.iterdir() if CHECKPOINT_RE.fullmatch(p.name))
     if not found:
         return
     if not overwrite:
@@ -155,7 +148,7 @@ def check_fresh_run(output_dir: str | os.PathLike | None, *, resume: object, ove
             "another --output_dir")
     if remove:
         for name in [*found, "log.txt"]:
-            (Path(output_dir) / name).unlink(missing_ok=True)
+            (d / name).unlink(missing_ok=True)
         logger.warning("--overwrite: removed %s from %s", ", ".join(found + ["log.txt"]), output_dir)
 
 

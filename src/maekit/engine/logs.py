@@ -93,11 +93,11 @@ class Progress:
 
 
 class JsonLogWriter:
-    """Appends one JSON object per line to ``output_dir/log.txt`` (reference format)."""
+    """Appends one JSON object per line to ``output_dir/log.txt`` (reference format); nothing when
+    not ``enabled`` (ranks != 0)."""
 
-    def __init__(self, output_dir: str | os.PathLike | None, *, enabled: bool | None = None):
-        active = is_main_process() if enabled is None else enabled
-        self.path = Path(output_dir) / "log.txt" if (output_dir and active) else None
+    def __init__(self, output_dir: str | os.PathLike | None, *, enabled: bool = True):
+        self.path = Path(output_dir) / "log.txt" if (output_dir and enabled) else None
 
     def write(self, stats: dict[str, Any]) -> None:
         if self.path is None:
