@@ -86,8 +86,7 @@ def parse(command: str, argv: Sequence[str]) -> Any:
     """``argv`` of ``maekit <command>`` -> its validated config (``-h``: help, SystemExit 0)."""
     from .tasks.flags import config_from_argv
 
-    cmd = COMMANDS[command]
-    return config_from_argv(cmd.config, argv, prog=f"maekit {command}", description=_describe(cmd))
+    return config_from_argv(COMMANDS[command].config, argv, build_parser(command))
 
 
 def task_function(command: str) -> Callable[..., Any]:

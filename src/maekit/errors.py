@@ -69,11 +69,11 @@ class TrainingDiverged(RuntimeFailure):
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"  # pragma: no cover
+    return f"{n:.1f} TiB"
 
 
 def _existing_folder(path: str | os.PathLike) -> Path:
@@ -168,7 +168,7 @@ def _missing_extra(exc: ImportError) -> str | None:
 def describe(exc: BaseException) -> tuple[int, str] | None:
     """``(exit_code, message)`` for an expected failure, None for an unexpected one (a bug)."""
     if isinstance(exc, MaekitError):
-        return exc.exit_code, _first_paragraph(exc)
+        return exc.exit_code, str(exc).strip().split("\n\n")[0]  # the first paragraph
     if isinstance(exc, ImportError) and (missing := _missing_extra(exc)):
         return RUNTIME, missing
     if "yaml" in _module_of(exc):
@@ -215,10 +215,6 @@ def _describe_os_error(exc: OSError) -> tuple[int, str]:
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG, errno.EROFS):
         return RUNTIME, str(write_failure(exc.filename or ".", exc))
     return RUNTIME, f"{type(exc).__name__}: {exc}"
-
-
-def _first_paragraph(exc: BaseException) -> str:
-    return str(exc).strip().split("\n\n")[0]
 
 
 def debug_requested(argv: Sequence[str] = ()) -> bool:

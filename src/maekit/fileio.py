@@ -8,6 +8,7 @@ depending on each other (the engine must not pull in the converters, which impor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import re
@@ -36,16 +37,12 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
 
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename inside ``directory`` durable (not possible on every OS / filesystem)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def temp_sibling(dst: Path, kind: str = "file") -> Path:

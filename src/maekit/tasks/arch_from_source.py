@@ -94,10 +94,6 @@ def _sizes(value: Any) -> list[int]:
     return sizes * 2 if len(sizes) == 1 else sizes
 
 
-def _same_size(a: Any, b: Any) -> bool:
-    return _sizes(a) == _sizes(b)
-
-
 def _show(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
@@ -107,7 +103,7 @@ def _same(name: str, given: Any, value: Any) -> bool:
 
     if name == "model":
         return canonical_name(given) == value
-    return _same_size(given, value) if name == "input_size" else given == value
+    return _sizes(given) == _sizes(value) if name == "input_size" else given == value
 
 
 def _take(cfg: Any, name: str, value: Any, *, source: str, flag: str) -> Any:
@@ -200,14 +196,3 @@ def with_source_arch(cfg: Any) -> Any:
     arch = read_source(lambda s: source_arch(s, pretraining=False, model_name=given, stated=cfg.model_args),
                        source, flag)
     return apply_source_arch(cfg, arch, source=source, flag=flag)
-
-
-__all__ = [
-    "apply_source_arch",
-    "arch_of",
-    "arch_source",
-    "pretraining_name",
-    "read_source",
-    "source_arch",
-    "with_source_arch",
-]

@@ -86,15 +86,11 @@ def parser_for(cls: type, *, prog: str, description: str | None = None) -> argpa
     if cls.file_options:
         parser.add_argument("--config", help="YAML file of options (keys named like the flags), or a packaged "
                                              "recipe such as pretrain/mae_vit_base; flags win")
-    types = field_types(cls)
-    defaults = {f.name: cls.default(f.name) for f in dataclasses.fields(cls)}
-    names = set()
+    types, names = field_types(cls), set()
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", True):
-            continue
-        _add_field(parser, f, types[f.name], defaults[f.name])
-        names.add(f.name)
-        names.update(flag.lstrip("-") for flag in f.metadata.get("flags") or ())
+        if f.metadata.get("cli", True):
+            _add_field(parser, f, types[f.name], cls.default(f.name))
+            names |= {f.name, *(flag.lstrip("-") for flag in f.metadata.get("flags") or ())}
     # read by maekit.errors from the command line (an error's traceback), so it is no option
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     _add_other_spellings(parser, cls, names, types)
@@ -172,15 +168,14 @@ def flat_options(data: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def config_from_argv(cls: type, argv: Sequence[str], *, prog: str, description: str | None = None) -> Any:
-    """``argv`` (and its ``--config`` file) -> a validated ``cls`` instance; ``-h`` prints help and exits."""
-    given = {k: v for k, v in vars(parser_for(cls, prog=prog, description=description).parse_args(list(argv)))
-             .items() if k != "debug" and not k.startswith("ignored ")}
-    values: dict[str, Any] = {}
+def config_from_argv(cls: type, argv: Sequence[str], parser: argparse.ArgumentParser) -> Any:
+    """``argv`` (and its ``--config`` file) -> a validated ``cls`` instance, read by ``parser`` (its
+    :func:`parser_for`); ``-h`` prints help and exits."""
+    given = {k: v for k, v in vars(parser.parse_args(list(argv))).items()
+             if k != "debug" and not k.startswith("ignored ")}
     path = given.pop("config", None) if cls.file_options else None
-    if path:
-        values.update(flat_options(read_yaml(path)))
-    source = path or prog
+    values = flat_options(read_yaml(path)) if path else {}
+    source = path or parser.prog
     # aliases in the file and flags are resolved by from_dict; flags win over the file
     merged = {**resolve_keys(cls, values, source=source), **given}
     missing = [f.name for f in dataclasses.fields(cls) if f.metadata.get("required") and not merged.get(f.name)]

@@ -28,8 +28,9 @@ class ConfigMixin:
     file_options: ClassVar[bool] = True
     ignored: ClassVar[dict[str, bool]] = {}
 
-    def __post_init__(self) -> None:
-        _validate(self)
+    def __post_init__(self) -> None:  # every field through check_value, once per config
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, check_value(type(self), f, getattr(self, f.name)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Any:
@@ -71,14 +72,8 @@ def _kind(hint: Any) -> tuple[Any, bool]:
     """(the non-None type, whether None is allowed)."""
     args = typing.get_args(hint)
     if type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
+        return next(a for a in args if a is not type(None)), True
     return hint, False
-
-
-def coerce(cls: type, key: str, value: Any) -> Any:
-    """``value`` as the type of field ``key`` of ``cls``; a ``ConfigError`` naming the key otherwise."""
-    return to_type(field_types(cls)[key], key, value)
 
 
 def to_type(hint: Any, key: str, value: Any) -> Any:
@@ -121,7 +116,7 @@ def _scalar(t: type, key: str, v: Any, whole: Any, name: str | None = None) -> A
 
 def check_value(cls: type, f: dataclasses.Field, value: Any) -> Any:
     """``value`` of field ``f`` of ``cls``: coerced to its type, checked against its choices and bounds."""
-    value = coerce(cls, f.name, value)
+    value = to_type(field_types(cls)[f.name], f.name, value)
     meta = f.metadata
     if value is None:
         return None
@@ -136,12 +131,6 @@ def check_value(cls: type, f: dataclasses.Field, value: Any) -> Any:
     if f.name == "input_size" and isinstance(value, list) and len(value) not in (1, 2):
         raise ConfigError(f"input_size takes one or two numbers (S or H W), got {value}")
     return value
-
-
-def _validate(cfg: Any) -> None:
-    """Every field of ``cfg`` through :func:`check_value`; called once per config."""
-    for f in dataclasses.fields(cfg):
-        object.__setattr__(cfg, f.name, check_value(type(cfg), f, getattr(cfg, f.name)))
 
 
 def resolve_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
