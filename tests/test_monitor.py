@@ -147,6 +147,25 @@ def test_online_probe_resumes_exactly(monitored, tmp_path):
         assert resumed[-1][key] == pytest.approx(full[-1][key], rel=1e-5), key
 
 
+def test_short_run_says_what_its_reconstructions_will_look_like(caplog):
+    """Issue 21 item 11: a few epochs draw noise; a run shorter than the demo's says so when the
+    reconstruction monitor is built (with the figures of the runs in the docs), a long one does not."""
+    tasks_log = logging.getLogger("maekit.tasks")
+    tasks_log.addHandler(caplog.handler)  # maekit's logger may not propagate (setup_logging)
+    try:
+        caplog.set_level(logging.INFO, logger="maekit")
+        for epochs, noted in ((2, True), (400, False)):
+            caplog.clear()
+            opts = PretrainConfig(data_path="builtin:digits", epochs=epochs, num_workers=0)
+            monitors = build_pretrain_monitors(opts, _model(), mean=MEAN, std=STD)
+            assert any(m.name == "reconstructions" for m in monitors)
+            assert ("reconstructions of a short run look like noise" in caplog.text) is noted, caplog.text
+            # the demo's figures, as docs/get-started.md reports them
+            assert ("after 25 epochs on 1437 images" in caplog.text) is noted
+    finally:
+        tasks_log.removeHandler(caplog.handler)
+
+
 # ----------------------------------------------------------------------------- guards
 def test_resume_with_changed_norm_pix_loss_is_refused(tmp_path, caplog):
     model = _model()

@@ -279,3 +279,22 @@ def test_demo_report_counts_every_pretraining_epoch_also_after_a_resume(tmp_path
     again = json.loads((out / "report.json").read_text())
     assert again["pretrain_seconds"] == pytest.approx(first["pretrain_seconds"], abs=0.1)
     assert f"in {first['pretrain_seconds']:.0f} s of training" in (out / "report.md").read_text()
+    # issue 21 item 11: two epochs draw noise, and the report says so (with the demo's own figures)
+    assert "reconstructions of a short run look like noise" in (out / "report.md").read_text()
+    assert first["mask_ratio"] == 0.75 and first["epochs"] == 2 and first["input_size"] == 16
+
+
+def test_demo_report_notes_noisy_reconstructions_only_for_a_short_run(tmp_path):
+    from maekit.tasks.config import DemoConfig
+    from maekit.tasks.demo import pretraining_options, write_report
+
+    numbers = {k: 50.0 for k in ("probe_top1_pretrained", "probe_top1_untrained", "knn_top1_pretrained",
+                                 "knn_top1_untrained")}
+    report = {**numbers, "train_images": 1437, "pretrain_seconds": 1.0, "final_train_loss": 0.4,
+              "test_reconstruction_loss": 0.45}
+    for epochs, noted in ((3, True), (DemoConfig.default("epochs"), False)):
+        write_report(tmp_path, report, pretraining_options(DemoConfig(epochs=epochs)))
+        md = (tmp_path / "report.md").read_text()
+        assert ("look like noise" in md) is noted and f"pretrained for {epochs} epochs" in md
+        assert "mask_ratio 0.75" in md
+        assert json.loads((tmp_path / "report.json").read_text())["epochs"] == epochs

@@ -2,7 +2,7 @@
 
 >>> import maekit
 >>> model = maekit.create_model("mae_vit_base_patch16", norm_pix_loss=True)
->>> out = model(images, mask_ratio=0.75)            # out.loss, out.pred, out.mask, out.ids_restore
+>>> out = model(images)        # 75% of the patches masked: out.loss, out.pred, out.mask, out.ids_restore
 >>> pipe = maekit.pipeline("masked_image_modeling", model="mae_vit_large_patch16.visualize")
 
 Every name loads on first use, so ``import maekit`` (and ``maekit -h``) imports neither torch,

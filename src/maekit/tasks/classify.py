@@ -19,12 +19,11 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from ..data import build_finetune_transform, build_linprobe_transform, build_loader, resolve_mean_std
+from ..data import build_finetune_transform, build_linprobe_transform, resolve_mean_std
 from ..engine.optim import LARS, build_adamw, check_lars_budget, param_groups_layer_decay
-from ..hub.push import push_trained
 from ..models import create_model, is_pretraining_model
 from .arch_from_source import read_source, with_source_arch
-from .common import count_parameters, learning_rate, shape_overrides, start_run, task_runner
+from .common import config_overrides, count_parameters, learning_rate, start_run, task_loader, train_task
 from .config import FinetuneConfig, LinprobeConfig
 from .labelled import labelled_datasets, make_eval_fn
 
@@ -32,16 +31,6 @@ log = logging.getLogger("maekit.tasks")
 
 
 # ----------------------------------------------------------------------------- model
-def build_classifier(*, model: str, num_classes: int, input_size, patch_size=None, in_chans=None,
-                     global_pool: bool = True, drop_path: float = 0.0, **extra: Any) -> nn.Module:
-    """A registered classifier (``vit_*`` / ``convvit_*``) with the shape options applied."""
-    if is_pretraining_model(model):
-        raise ValueError(f"{model!r} is not a classifier; use a vit_* or convvit_* name "
-                         "(mae_* / convmae_* names are pretraining models)")
-    return create_model(model, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path,
-                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
-
-
 def load_encoder(model: nn.Module, source: Any, head_init_std: float) -> None:
     """The encoder of ``source`` (a state dict, or any source ``maekit.load_model`` reads: file, folder,
     URL, Hub id, ``timm:`` name, published weights name) into the classifier ``model``; logs the report."""
@@ -108,10 +97,13 @@ def train_transform(cfg: FinetuneConfig | LinprobeConfig, img_size, *, in_chans:
 
 
 def classifier_for(cfg, *, num_classes: int, linprobe: bool) -> nn.Module:
-    """The classifier ``cfg`` describes (name, shape flags, ``model_args``, pooling, drop path)."""
-    return build_classifier(model=cfg.model, num_classes=num_classes, input_size=cfg.input_size,
-                            patch_size=cfg.patch_size, in_chans=cfg.in_chans, global_pool=cfg.global_pool,
-                            drop_path=0.0 if linprobe else cfg.drop_path, **cfg.model_args)
+    """The registered classifier (``vit_*`` / ``convvit_*``) ``cfg`` describes (name, shape flags,
+    ``model_args``, pooling, drop path)."""
+    if is_pretraining_model(cfg.model):
+        raise ValueError(f"{cfg.model!r} is not a classifier; use a vit_* or convvit_* name "
+                         "(mae_* / convmae_* names are pretraining models)")
+    return create_model(cfg.model, num_classes=num_classes, global_pool=cfg.global_pool,
+                        drop_path_rate=0.0 if linprobe else cfg.drop_path, **config_overrides(cfg))
 
 
 def optimizer_and_loss(cfg, model: nn.Module, *, lr: float, linprobe: bool, num_classes: int):
@@ -143,10 +135,9 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     in_chans, img_size = probe.in_chans, probe.img_size
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
     train_tf = train_transform(cfg, img_size, in_chans=in_chans, mean=mean, std=std, linprobe=linprobe)
-    train_set, val_set, classes = labelled_datasets(cfg, in_chans=in_chans, img_size=img_size,
-                                                    train_transform=train_tf, train_dataset=train_dataset,
-                                                    val_dataset=eval_dataset, world_size=ctx.dist.world_size,
-                                                    rank=ctx.dist.rank)
+    train_set, val_set, classes = labelled_datasets(
+        cfg, in_chans=in_chans, img_size=img_size, train_transform=train_tf, train_dataset=train_dataset,
+        val_dataset=eval_dataset, dist=ctx.dist)
     net = classifier_for(cfg, num_classes=len(classes), linprobe=linprobe)
     net.class_names = list(classes)  # the model knows its labels (save_pretrained, push, pipelines)
     if cfg.grad_checkpointing:
@@ -155,14 +146,9 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
     load_encoder(net, source, head_init_std=0.01 if linprobe else 2e-5)
     if linprobe:
         add_linear_probe_head(net)
-    val_loader = build_loader(val_set, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                              pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed,
-                              device=ctx.device, mean=mean, std=std)
-    eval_fn = make_eval_fn(val_loader, ctx)
-    train_loader = build_loader(train_set, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                                pin_memory=cfg.pin_mem, seed=cfg.seed, device=ctx.device, mean=mean, std=std)
-    eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
-                                  world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
+    eval_fn = make_eval_fn(task_loader(cfg, ctx, val_set, train=False, mean=mean, std=std), ctx)
+    train_loader = task_loader(cfg, ctx, train_set, train=True, mean=mean, std=std)
+    eff_batch, lr = learning_rate(cfg, ctx)
     optimizer, criterion, mixup_fn = optimizer_and_loss(cfg, net, lr=lr, linprobe=linprobe, num_classes=len(classes))
     if linprobe:  # warn when LARS at this lr cannot move the head in the whole run (issue 12)
         check_lars_budget(lr=lr, blr=None if cfg.lr else cfg.blr, eff_batch_size=eff_batch,
@@ -171,14 +157,9 @@ def run_classification(cfg, *, linprobe: bool, model: nn.Module | None = None, t
              len(classes), len(train_set), len(val_set), count_parameters(net) / 1e6)
     resolved = dict(cfg.to_dict(), lr=lr, eff_batch_size=eff_batch, mean=list(mean), std=list(std),
                     nb_classes=len(classes), task=task)
-    runner = task_runner(cfg, ctx, model=net, optimizer=optimizer, train_loader=train_loader,
-                         step_fn=make_step_fn(criterion, mixup_fn), lr=lr, config=resolved, eval_fn=eval_fn,
-                         best_metric="acc1", extra_state={"class_names": classes, "task": task})
-    last = runner.fit()
-    if runner.best_value is not None:
-        log.info("Max accuracy: %.2f%%", runner.best_value)
-    push_trained(cfg, runner.model_without_ddp, rank=ctx.dist.rank)
-    return last
+    return train_task(cfg, ctx, model=net, optimizer=optimizer, train_loader=train_loader,
+                      step_fn=make_step_fn(criterion, mixup_fn), lr=lr, config=resolved, eval_fn=eval_fn,
+                      best_metric="acc1", extra_state={"class_names": classes, "task": task})
 
 
 def _evaluate_only(cfg, eval_dataset) -> dict[str, Any]:

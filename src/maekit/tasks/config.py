@@ -63,10 +63,6 @@ MASK_RATIO = 0.75  # the one place of the reference mask ratio (docs/REFERENCE_R
 _DIST_FLAGS = {"world_size": True, "local_rank": True, "dist_on_itp": False, "dist_url": True}
 
 
-def _mask_ratio(help: str = "fraction of patches removed") -> Any:
-    return opt(MASK_RATIO, help, min=0, below=1)
-
-
 def _default_num_workers() -> int:
     # Same rule as maekit.data.default_num_workers (not imported: this module stays torch-free).
     # torchrun sets LOCAL_WORLD_SIZE before the process starts, so it is known here.
@@ -87,6 +83,18 @@ RESUME_CHECKED = (
 
 
 # ----------------------------------------------------------------------------- mixins
+@dataclass
+class MaskOptions:
+    """The masking of a pretraining model's forward (pretrain, demo, bench, predict, visualize)."""
+
+    mask_ratio: float = opt(MASK_RATIO, "fraction of patches removed (pretraining models)", min=0, below=1)
+
+    def masking(self) -> dict[str, float]:
+        """The keyword arguments of the masked forward these options set: ``model(imgs, noise=...,
+        **cfg.masking())``, :func:`maekit.viz.reconstruct`, the masked-image-modeling pipeline."""
+        return {"mask_ratio": self.mask_ratio}
+
+
 @dataclass
 class ModelOptions:
     """Which model and its shape (the constructor arguments the flags name)."""
@@ -180,14 +188,14 @@ class ScheduleOptions:
 
 # ----------------------------------------------------------------------------- task configs
 @dataclass
-class PretrainConfig(ConfigMixin, KnnOptions, ModelOptions, ScheduleOptions, DataOptions, RunOptions):
+class PretrainConfig(ConfigMixin, KnnOptions, MaskOptions, ModelOptions, ScheduleOptions, DataOptions,
+                     RunOptions):
     """maekit pretrain: MAE / ConvMAE pretraining (docs/REFERENCE_RECIPES.md C.2)."""
 
     ignored: ClassVar[dict[str, bool]] = _DIST_FLAGS
 
     model: str = opt("mae_vit_large_patch16", "registered pretraining model (mae_* / convmae_*)")
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")
-    mask_ratio: float = _mask_ratio()
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     init: str = opt("", "start from the weights of any source (official _full or encoder-only file, PASSL, "
                     "MindFormers, transformers ViTMAE folder, maekit folder or checkpoint, name.tag, URL): the "
@@ -280,10 +288,9 @@ class EvalConfig(ConfigMixin, ModelOptions, DataOptions, DeviceOptions):
 
 
 @dataclass
-class _InferenceOptions(ConfigMixin, ModelOptions):
+class _InferenceOptions(ConfigMixin, MaskOptions, ModelOptions):
     model: str = opt("", "registered name (+ .tag for published weights, e.g. mae_vit_large_patch16.visualize), "
                      "model folder, checkpoint file or URL", required=True)
-    mask_ratio: float = _mask_ratio("reconstruction: fraction of patches removed")
     seed: int = opt(2, "reconstruction: seed of the mask (the official demo's; same seed = same mask)")
     device: str = opt("auto", "auto (a GPU when there is one), cpu, cuda, cuda:N")
     no_download: bool = opt(False, "never download: random weights for a bare name")
@@ -312,7 +319,7 @@ class VisualizeConfig(_InferenceOptions):
 
 
 @dataclass
-class DemoConfig(ConfigMixin):
+class DemoConfig(ConfigMixin, MaskOptions):
     """maekit demo: pretrain a small MAE on built-in digits, probe it, write pictures and a report."""
 
     model: str = opt("mae_vit_tiny_patch16", "pretraining model (mae_* or convmae_*)")
@@ -322,7 +329,6 @@ class DemoConfig(ConfigMixin):
     warmup_epochs: float = opt(3, "pretraining warm-up epochs", min=0)
     blr: float = opt(1.5e-3, "pretraining base lr", min=0)
     batch_size: int = opt(64, "pretraining batch", min=1)
-    mask_ratio: float = _mask_ratio()
     norm_pix_loss: bool = opt(False, "per-patch normalised pixel targets")
     probe_epochs: int = opt(5, "linear-probe epochs", min=1)
     probe_batch_size: int = opt(128, "linear-probe batch", min=1)
@@ -336,7 +342,7 @@ class DemoConfig(ConfigMixin):
 
 
 @dataclass
-class BenchConfig(ConfigMixin):
+class BenchConfig(ConfigMixin, MaskOptions):
     """maekit bench: training-step throughput of a registered model on random data."""
 
     model: str = opt("mae_vit_base_patch16", "registered model name")
@@ -345,7 +351,6 @@ class BenchConfig(ConfigMixin):
     steps: int = opt(5, "timed steps (after --warmup)", min=1)
     warmup: int = opt(2, "untimed steps first", min=0)
     amp: str = opt("auto", "precision: auto = bf16 autocast on GPUs that support it, fp32 on CPU", choices=_AMP)
-    mask_ratio: float = _mask_ratio("fraction of patches removed (pretraining models)")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N")
     compile: bool = opt(False, "torch.compile the model")
     json: bool = opt(False, "print one JSON object")

@@ -12,6 +12,7 @@ Every step goes through the same task code as ``maekit pretrain`` / ``maekit lin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,13 +23,13 @@ import torch
 from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resolve_mean_std
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError
-from ..hub.load import load_weights_into
 from ..models import classifier_name
-from ..viz import panels_grid, plot_curves, read_log, reconstruct
+from ..viz import plot_curves, read_log
 from .classify import run_linprobe
-from .config import DemoConfig, LinprobeConfig, PretrainConfig
+from .config import DemoConfig, KnnConfig, LinprobeConfig, PretrainConfig
 from .knn import knn_evaluate
-from .pretrain import build_pretrain_model, run_pretrain
+from .monitoring import SHORT_RUN_NOTE, reconstruction_grid
+from .pretrain import pretrain_model, run_pretrain
 
 log = logging.getLogger("maekit.tasks")
 
@@ -44,11 +45,16 @@ def _common(cfg: DemoConfig) -> dict:
             "amp": "none"}
 
 
+def pretraining_options(cfg: DemoConfig) -> dict:
+    """The demo's options that are ``maekit pretrain``'s (model, size, schedule, masking ...), by name."""
+    names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"output_dir"}
+    return {k: v for k, v in cfg.to_dict().items() if k in names}
+
+
 def pretrain_config(cfg: DemoConfig, out: Path) -> PretrainConfig:
     """The pretraining step (resumable: a second ``maekit demo`` continues where a killed one stopped)."""
-    return PretrainConfig(model=cfg.model, **_shape(cfg), mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
-                          epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, blr=cfg.blr, batch_size=cfg.batch_size,
-                          output_dir=str(out), save_every=cfg.epochs, resume="auto", **_common(cfg))
+    return PretrainConfig.from_dict({**pretraining_options(cfg), **_shape(cfg), **_common(cfg),
+                                     "output_dir": str(out), "save_every": cfg.epochs, "resume": "auto"})
 
 
 def linprobe_config(cfg: DemoConfig, checkpoint: Path, out: Path) -> LinprobeConfig:
@@ -69,37 +75,30 @@ def _pretraining_done(folder: Path, epochs: int) -> bool:
         return False
 
 
-def _pretrained(args, checkpoint: Path) -> torch.nn.Module:
-    model = build_pretrain_model(model=args.model, input_size=[args.input_size],
-                                 patch_size=None if args.model.startswith("convmae") else args.patch_size,
-                                 norm_pix_loss=args.norm_pix_loss)
-    load_weights_into(model, checkpoint, require_decoder=True)
-    return model
-
-
-def save_reconstructions(args, checkpoint: Path, out_png: Path, n: int = 8) -> float:
-    """Reconstruction grid of ``n`` test digits; returns their mean loss over removed patches."""
-    model = _pretrained(args, checkpoint)
+def save_reconstructions(cfg: PretrainConfig, model: torch.nn.Module, out_png: Path, n: int = 8) -> float:
+    """Reconstruction grid of the first ``n`` test digits (the official demo's mask seed, 2); returns
+    their mean loss over removed patches."""
+    size = cfg.input_size[0]
+    test = DigitsDataset("test", transform=build_eval_transform(size, crop_pct=1.0), size=size)
+    noise = torch.rand(n, model.num_patches, generator=torch.Generator().manual_seed(2))
     mean, std = resolve_mean_std(3)
-    test = DigitsDataset("test", transform=build_eval_transform(args.input_size, crop_pct=1.0), size=args.input_size)
-    imgs = torch.stack([test[i][0] for i in range(n)])
-    panels = reconstruct(model.eval(), imgs, mask_ratio=args.mask_ratio,
-                         noise=torch.rand(n, model.num_patches, generator=torch.Generator().manual_seed(2)))
-    grid = panels_grid(panels, mean=mean, std=std)
-    grid = grid.resize((grid.width * 3, grid.height * 3), resample=0)  # digits are tiny; enlarge for viewing
+    images = torch.stack([test[i][0] for i in range(n)])
+    grid, loss = reconstruction_grid(model, images, noise, cfg, mean=mean, std=std)
     grid.save(out_png)
-    return float(panels.loss.mean())
+    return loss
 
 
-def write_report(out: Path, report: dict) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+def write_report(out: Path, report: dict, options: dict) -> None:
+    """``report.json`` (``report`` and the pretraining ``options``) and ``report.md``."""
+    (out / "report.json").write_text(json.dumps({**options, **report}, indent=2) + "\n", encoding="utf-8")
     pre, rnd = report["probe_top1_pretrained"], report["probe_top1_untrained"]
     knn_pre, knn_rnd = report["knn_top1_pretrained"], report["knn_top1_untrained"]
+    shown = ", ".join(f"{k} {v}" for k, v in options.items())
     md = [
         "# maekit demo report", "",
-        f"Model `{report['model']}` pretrained for {report['epochs']} epochs on `builtin:digits` "
-        f"({report['train_images']} images, {report['input_size']} px, mask ratio {report['mask_ratio']}) "
-        f"in {report['pretrain_seconds']:.0f} s of training (all its epochs, also across a resume).", "",
+        f"Model `{options['model']}` pretrained for {options['epochs']} epochs on `builtin:digits` "
+        f"({report['train_images']} images) in {report['pretrain_seconds']:.0f} s of training (all its "
+        f"epochs, also across a resume). Options: {shown}.", "",
         "| frozen encoder | linear probe top-1 (BatchNorm + linear head, LARS) | k-NN top-1 (k=20, T=0.07) |",
         "|---|---|---|",
         f"| MAE-pretrained encoder | **{pre:.2f}%** | **{knn_pre:.2f}%** |",
@@ -109,6 +108,8 @@ def write_report(out: Path, report: dict) -> None:
         f"{report['test_reconstruction_loss']:.4f}.", "",
         "![reconstructions](reconstruction.png)", "", "![loss](loss_curve.png)", "",
     ]
+    if options["epochs"] < DemoConfig.default("epochs"):
+        md.insert(-4, f"Note: {SHORT_RUN_NOTE % DemoConfig.default('epochs')}.\n")
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
 
@@ -118,16 +119,16 @@ def run_demo(args: DemoConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     # 1. the untrained control: the pretraining model exactly as initialised
+    pcfg = pretrain_config(args, out / "pretrain")
     torch.manual_seed(args.seed)
-    init = build_pretrain_model(model=args.model, input_size=[args.input_size],
-                                patch_size=None if args.model.startswith("convmae") else args.patch_size)
+    init = pretrain_model(pcfg)
     # with its identity, as every maekit checkpoint: the probe reads its architecture, nothing assumed
     save_checkpoint(out / "untrained.pth", {"model": init.state_dict(), "extra": {
         "model_name": init.model_name, "model_args": dict(init.model_args)}})
     # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped, and
     #    skips a finished pretraining: the Runner refuses a run with no epoch left to train)
     done = _pretraining_done(out / "pretrain", args.epochs)
-    last = {} if done else run_pretrain(pretrain_config(args, out / "pretrain"))
+    last = {} if done else run_pretrain(pcfg)
     ckpt = out / "pretrain" / "checkpoint-last.pth"
     # 3. probes
     pre = run_linprobe(linprobe_config(args, ckpt, out / "probe_pretrained"))
@@ -137,11 +138,11 @@ def run_demo(args: DemoConfig) -> int:
     # every epoch's own time from the log, so a resumed demo reports the whole pretraining
     pretrain_seconds = sum(r.get("train_seconds", 0.0) for r in records)
     plot_curves(records, out / "loss_curve.png", title=f"{args.model} on builtin:digits")
-    rec_loss = save_reconstructions(args, ckpt, out / "reconstruction.png")
-    knn_pre, knn_rnd = (knn_evaluate(m, "builtin:digits", device="cpu")["knn_top1"]
-                        for m in (_pretrained(args, ckpt), init))
+    pretrained = pretrain_model(pcfg, ckpt)
+    rec_loss = save_reconstructions(pcfg, pretrained, out / "reconstruction.png")
+    knn = KnnConfig(data_path="builtin:digits", num_workers=0)  # the whole train split as the bank
+    knn_pre, knn_rnd = (knn_evaluate(m, knn)["knn_top1"] for m in (pretrained, init))
     report = {
-        "model": args.model, "epochs": args.epochs, "input_size": args.input_size, "mask_ratio": args.mask_ratio,
         "train_images": DIGITS_TRAIN_SIZE, "pretrain_seconds": round(pretrain_seconds, 1),
         "final_train_loss": records[-1]["train_loss"] if records else last.get("train_loss"),
         "test_reconstruction_loss": rec_loss,
@@ -149,7 +150,7 @@ def run_demo(args: DemoConfig) -> int:
         "knn_top1_pretrained": knn_pre, "knn_top1_untrained": knn_rnd,
         "total_seconds": round(time.time() - t0, 1),
     }
-    write_report(out, report)
+    write_report(out, report, pretraining_options(args))
     print(f"\nlinear probe top-1: pretrained {report['probe_top1_pretrained']:.2f}% vs untrained "
           f"{report['probe_top1_untrained']:.2f}%\nk-NN top-1: pretrained {knn_pre:.2f}% vs untrained {knn_rnd:.2f}%"
           f"\nwrote {out}/reconstruction.png, loss_curve.png, report.json, report.md")

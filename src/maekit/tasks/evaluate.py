@@ -7,7 +7,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from .common import config_overrides, start_run, write_eval_json
+from ..data import resolve_mean_std
+from .common import config_overrides, start_run, task_loader, write_json
 from .config import EvalConfig
 from .labelled import labelled_datasets, make_eval_fn
 
@@ -39,22 +40,18 @@ def run_eval(cfg: EvalConfig, *, model: nn.Module | None = None, train_dataset=N
     ctx = start_run(device=cfg.device, seed=0, amp=cfg.amp)
     if model is None:
         model = load_classifier(cfg)
-    class_names = model.class_names
     _, val, classes = labelled_datasets(cfg, in_chans=model.in_chans, img_size=model.img_size, train_transform=None,
                                         val_dataset=eval_dataset)
     n_out = model.head[-1].out_features if isinstance(model.head, nn.Sequential) else model.head.out_features
     if n_out != len(classes):
         raise ValueError(f"the model predicts {n_out} classes but {cfg.data_path} has {len(classes)}")
-    if class_names and list(class_names) != list(classes):
-        log.warning("class folders %s differ from the names stored with the model %s", classes[:5], class_names[:5])
-    from ..data import build_loader, resolve_mean_std
-
+    if model.class_names and list(model.class_names) != list(classes):
+        log.warning("class folders %s differ from the names stored with the model %s", classes[:5],
+                    model.class_names[:5])
     mean, std = resolve_mean_std(model.in_chans, cfg.mean, cfg.std)  # uint8 batches are normalised on the device
-    loader = build_loader(val, batch_size=cfg.batch_size, train=False, num_workers=cfg.num_workers,
-                          pin_memory=cfg.pin_mem, dist_eval=cfg.dist_eval and ctx.dist.distributed,
-                          device=ctx.device, mean=mean, std=std)
+    loader = task_loader(cfg, ctx, val, train=False, mean=mean, std=std)
     stats = make_eval_fn(loader, ctx)(model.to(ctx.device))
     log.info("Accuracy of the network on the %d validation images: %.1f%%", len(val), stats["acc1"])
     result = {f"test_{k}": v for k, v in stats.items()}
-    write_eval_json(cfg.output_dir, result, rank=ctx.dist.rank)
+    write_json(cfg.output_dir, "eval.json", result, rank=ctx.dist.rank)
     return result

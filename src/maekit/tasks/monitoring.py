@@ -20,47 +20,65 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..data import build_eval_transform, resolve_dataset
-from ..data.factory import source_options
 from ..engine.checkpoint import capture_rng_state, restore_rng_state
 from ..engine.knn import dataset_targets, frozen_eval
 from ..engine.monitors import KnnMonitor, LabelledFeatures, MonitorContext, OnlineProbe, is_due
 from ..viz import panels_grid, plot_curves, read_log, reconstruct
-from .config import PretrainConfig
+from .common import task_dataset
+from .config import DemoConfig, MaskOptions, PretrainConfig
 
 log = logging.getLogger("maekit.tasks")
 RECON_IMAGES = 8
+
+
+# What a short run's reconstructions look like (issue 21 item 11), from the runs the docs show:
+# docs/tutorials/pretrain.md (6 epochs on 500 digits: still noise) and docs/get-started.md (the demo).
+SHORT_RUN_NOTE = (
+    "reconstructions of a short run look like noise, then blur: an MAE fills in removed patches slowly. "
+    "In the runs the docs show, mae_vit_tiny_patch16 on builtin:digits still draws noise after 6 epochs "
+    "on 500 images, and maekit demo reaches blurred but recognisable digits after %d epochs on 1437 "
+    "images (reconstruction loss 0.453); the paper's ImageNet runs train 800 to 1600 epochs")
+
+
+def reconstruction_grid(model: nn.Module, images: torch.Tensor, noise: torch.Tensor, options: MaskOptions, *,
+                        mean: Sequence[float], std: Sequence[float]) -> tuple[Any, float]:
+    """(PIL grid of original | masked | reconstruction | reconstruction + visible, enlarged for
+    viewing when small; mean loss over the removed patches) of ``images`` (N, C, H, W) masked by
+    ``noise`` (N, L) and ``options`` (:meth:`~maekit.tasks.config.MaskOptions.masking`)."""
+    with frozen_eval(model):
+        panels = reconstruct(model, images, noise=noise.to(images.device), **options.masking())
+    grid = panels_grid(panels, mean=mean, std=std)
+    if grid.width < 512:  # small images (digits): enlarge for viewing, nearest neighbour
+        scale = max(512 // grid.width, 1)
+        grid = grid.resize((grid.width * scale, grid.height * scale), resample=0)
+    return grid, float(panels.loss.mean())
 
 
 class ReconstructionMonitor:
     """Four-panel grid (original | masked | reconstruction | reconstruction + visible) of fixed
     images with a fixed mask, every ``every`` epochs: ``output_dir/reconstructions/epoch_XXXX.png``
     and the image ``reconstructions`` in TensorBoard / wandb (rank 0 only). Logs ``recon_loss``
-    (loss over the removed patches of these images)."""
+    (loss over the removed patches of these images). ``options``: the run's masking."""
 
     name = "reconstructions"
 
-    def __init__(self, images: torch.Tensor, *, every: int, mask_ratio: float, mean: Sequence[float],
+    def __init__(self, images: torch.Tensor, *, every: int, options: MaskOptions, mean: Sequence[float],
                  std: Sequence[float], num_patches: int, seed: int = 0):
-        self.images, self.every, self.mask_ratio, self.mean, self.std = images, every, mask_ratio, mean, std
+        self.images, self.every, self.options, self.mean, self.std = images, every, options, mean, std
         self.noise = torch.rand(images.shape[0], num_patches, generator=torch.Generator().manual_seed(seed))
 
     def __call__(self, model: nn.Module, epoch: int, ctx: MonitorContext) -> dict[str, float]:
         if not ctx.is_main or not is_due(epoch, self.every, ctx.epochs):
             return {}
-        with frozen_eval(model):
-            panels = reconstruct(model, self.images.to(ctx.device), mask_ratio=self.mask_ratio,
-                                 noise=self.noise.to(ctx.device))
-        grid = panels_grid(panels, mean=self.mean, std=self.std)
-        if grid.width < 512:  # small images (digits): enlarge for viewing, nearest neighbour
-            scale = max(512 // grid.width, 1)
-            grid = grid.resize((grid.width * scale, grid.height * scale), resample=0)
+        grid, loss = reconstruction_grid(model, self.images.to(ctx.device), self.noise, self.options,
+                                         mean=self.mean, std=self.std)
         if ctx.output_dir:
             folder = Path(ctx.output_dir) / "reconstructions"
             folder.mkdir(parents=True, exist_ok=True)
             grid.save(folder / f"epoch_{epoch:04d}.png")
         if hasattr(ctx.reporter, "add_image"):
             ctx.reporter.add_image("reconstructions", grid, epoch)
-        return {"recon_loss": float(panels.loss.mean())}
+        return {"recon_loss": loss}
 
 
 class CurvesMonitor:
@@ -122,25 +140,22 @@ def _indexable(dataset: Dataset) -> Dataset:
     return dataset.in_memory() if hasattr(dataset, "in_memory") else dataset
 
 
-def fixed_images(data_path: str, train_dataset: Dataset | None, *, img_size, in_chans: int, mean, std,
-                 n: int = RECON_IMAGES, options: Any = None) -> torch.Tensor:
-    """(n, C, H, W) normalised: the first validation images of ``data_path``, else the first
-    training images (from ``train_dataset`` when given: the Trainer's already-transformed set).
-    ``options``: the task config, for the tar-shard / ``hf:`` options (image column, split ...)."""
+def fixed_images(cfg: Any, train_dataset: Any = None, *, img_size, in_chans: int, mean, std,
+                 n: int = RECON_IMAGES) -> torch.Tensor:
+    """(n, C, H, W) normalised: the first validation images of ``cfg.data_path``, else its first
+    training images, else those of ``train_dataset`` (any dataset object: the Trainer's)."""
     tf = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0)
     source: Any = None
-    try:
-        source = resolve_dataset(data_path, "val", labelled=False, transform=tf, in_chans=in_chans,
-                                 **source_options(options, "val"))
-    except (FileNotFoundError, ValueError, TypeError):
+    for split, given in (("val", None), ("train", None), ("train", train_dataset)):
         try:
-            source = resolve_dataset(data_path, "train", labelled=False, transform=tf, in_chans=in_chans,
-                                     **source_options(options))
+            source = task_dataset(cfg, split, given, transform=tf, in_chans=in_chans, img_size=img_size,
+                                  labelled=False)
+            break
         except (FileNotFoundError, ValueError, TypeError):
-            source = train_dataset
+            continue
     images = [it[0] for it in _first_items(source, n * 2) if it is not None][:n]
     if not images:
-        raise ValueError(f"no decodable image in {data_path} for the reconstruction monitor")
+        raise ValueError(f"no decodable image in {cfg.data_path} for the reconstruction monitor")
     return torch.stack(images)
 
 
@@ -153,11 +168,14 @@ def _first_items(source: Any, n: int) -> list:
         return list(itertools.islice(iter(source), n))
 
 
-def build_pretrain_monitors(cfg: PretrainConfig, model: nn.Module, *, mean, std, train_dataset: Dataset | None = None,
-                            seed: int = 0) -> list:
+def build_pretrain_monitors(cfg: PretrainConfig, model: nn.Module, *, mean, std,
+                            train_dataset: Any = None) -> list:
     """Monitors from the pretrain options (``knn_data_path``, ``knn_every``, ``knn_k``,
     ``knn_temperature``, ``knn_bank_per_class``, ``knn_max_queries``, ``online_probe``,
-    ``recon_every``, and ``batch_size`` / ``num_workers`` for the feature passes, capped at 256 / 4)."""
+    ``recon_every``, the masking, ``seed``, and ``batch_size`` / ``num_workers`` for the feature
+    passes, capped at 256 / 4). ``train_dataset``: the run's dataset object, if any (the
+    reconstructions' images when ``data_path`` has none). A run shorter than the demo's logs
+    what its reconstructions will look like (:data:`SHORT_RUN_NOTE`)."""
     rng = capture_rng_state()  # dataset transforms / inits below must not move the training streams
     try:
         monitors: list = []
@@ -169,14 +187,16 @@ def build_pretrain_monitors(cfg: PretrainConfig, model: nn.Module, *, mean, std,
                                      num_workers=min(cfg.num_workers, 4))
             monitors.append(KnnMonitor(feats, every=cfg.knn_every, k=cfg.knn_k, temperature=cfg.knn_temperature))
             if cfg.online_probe:
-                monitors.append(OnlineProbe(feats, every=cfg.knn_every, seed=seed))
+                monitors.append(OnlineProbe(feats, every=cfg.knn_every, seed=cfg.seed))
         elif cfg.online_probe:
             raise ValueError("--online_probe trains on labelled images: give them with --knn_data_path")
         if cfg.recon_every:
-            images = fixed_images(cfg.data_path, train_dataset, img_size=img_size, in_chans=in_chans,
-                                  mean=mean, std=std, options=cfg)
-            monitors.append(ReconstructionMonitor(images, every=cfg.recon_every, mask_ratio=cfg.mask_ratio, mean=mean,
-                                                  std=std, num_patches=model.num_patches, seed=seed))
+            images = fixed_images(cfg, train_dataset, img_size=img_size, in_chans=in_chans, mean=mean,
+                                  std=std)
+            monitors.append(ReconstructionMonitor(images, every=cfg.recon_every, options=cfg, mean=mean,
+                                                  std=std, num_patches=model.num_patches, seed=cfg.seed))
+            if cfg.epochs < DemoConfig.default("epochs"):
+                log.info("note: " + SHORT_RUN_NOTE, DemoConfig.default("epochs"))
         monitors.append(CurvesMonitor())
         return monitors
     finally:

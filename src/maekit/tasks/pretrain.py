@@ -7,31 +7,18 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-
 from torchvision import transforms as T
 
-from ..data import (as_dataset, batch_mask_seeds, build_eval_transform, build_loader, build_pretrain_transform,
-                    resolve_dataset, resolve_mean_std)
-from ..data.factory import source_options
+from ..data import batch_mask_seeds, build_eval_transform, build_pretrain_transform, resolve_mean_std
 from ..engine.optim import build_adamw, param_groups_weight_decay
 from ..models import create_model, is_pretraining_model
 from ..models.masking import per_sample_noise
-from ..hub.push import push_trained
-from .common import count_parameters, learning_rate, shape_overrides, start_run, task_runner
-from .config import PretrainConfig
+from .common import (config_overrides, count_parameters, learning_rate, start_run, task_dataset, task_loader,
+                     train_task)
+from .config import MaskOptions, PretrainConfig
 from .monitoring import build_pretrain_monitors
 
 log = logging.getLogger("maekit.tasks")
-
-
-def build_pretrain_model(*, model: str, input_size, patch_size=None, in_chans=None, norm_pix_loss=False,
-                         **extra: Any) -> torch.nn.Module:
-    """A registered MAE / ConvMAE pretraining model with the shape options applied."""
-    if not is_pretraining_model(model):
-        raise ValueError(f"{model!r} is not a pretraining model; use an mae_* or convmae_* name "
-                         "(classifiers such as vit_* are for finetune / linprobe)")
-    return create_model(model, norm_pix_loss=norm_pix_loss,
-                        **shape_overrides(input_size=input_size, patch_size=patch_size, in_chans=in_chans), **extra)
 
 
 def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std, uint8: bool = False,
@@ -48,20 +35,23 @@ def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std, uint
     return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
 
 
-def sparse_stages_override(model: str, sparse_stages: bool) -> dict[str, Any]:
-    """``--sparse_stages`` is a ConvMAE constructor argument; MAE has no conv stages."""
-    if not sparse_stages:
-        return {}
-    if not model.startswith("convmae"):
+def pretrain_model(cfg: PretrainConfig, weights: Any = None) -> torch.nn.Module:
+    """The registered MAE / ConvMAE pretraining model ``cfg`` describes (name, shape flags,
+    ``norm_pix_loss``, ``sparse_stages``, ``model_args``); with ``weights`` (any source
+    :func:`maekit.hub.load_weights_into` reads) loaded, decoder included (an encoder-only source
+    cannot reconstruct: a ValueError)."""
+    if not is_pretraining_model(cfg.model):
+        raise ValueError(f"{cfg.model!r} is not a pretraining model; use an mae_* or convmae_* name "
+                         "(classifiers such as vit_* are for finetune / linprobe)")
+    if cfg.sparse_stages and not cfg.model.startswith("convmae"):  # a ConvMAE constructor argument
         raise ValueError("--sparse_stages applies to ConvMAE models (convmae_*) only")
-    return {"sparse_stages": True}
+    sparse = {"sparse_stages": True} if cfg.sparse_stages else {}
+    model = create_model(cfg.model, norm_pix_loss=cfg.norm_pix_loss, **sparse, **config_overrides(cfg))
+    if weights is not None:
+        from ..hub import load_weights_into
 
-
-def pretrain_model(cfg: PretrainConfig) -> torch.nn.Module:
-    """The model ``cfg`` describes (name, shape flags, ``model_args``)."""
-    return build_pretrain_model(model=cfg.model, input_size=cfg.input_size, patch_size=cfg.patch_size,
-                                in_chans=cfg.in_chans, norm_pix_loss=cfg.norm_pix_loss,
-                                **sparse_stages_override(cfg.model, cfg.sparse_stages), **cfg.model_args)
+        load_weights_into(model, weights, require_decoder=True)
+    return model
 
 
 def model_to_train(cfg: PretrainConfig, model: torch.nn.Module | None) -> tuple[torch.nn.Module, PretrainConfig]:
@@ -82,16 +72,19 @@ def model_to_train(cfg: PretrainConfig, model: torch.nn.Module | None) -> tuple[
     return model, cfg
 
 
-def make_pretrain_step(mask_ratio: float, num_patches: int):
-    """The Runner's ``step_fn``: batch -> (masked-autoencoder loss, images)."""
+def make_pretrain_step(cfg: MaskOptions, num_patches: int):
+    """The Runner's ``step_fn``: batch -> (masked-autoencoder loss, images), masked as ``cfg`` says
+    (:meth:`~maekit.tasks.config.MaskOptions.masking`); also the step ``maekit bench`` times and the
+    forward of the reconstruction evaluation. ``noise``: the masks of a batch without mask seeds."""
 
-    def step_fn(net, batch):
+    def step_fn(net, batch, noise=None):
         images = batch[0]
         # Each image's mask comes from its own (seed, epoch, index) seed: independent of the batch
         # it lands in, the worker count, the world size and of where a run was resumed.
         seeds = batch_mask_seeds(batch)
-        noise = per_sample_noise(seeds, num_patches, images.device) if seeds is not None else None
-        return net(images, mask_ratio=mask_ratio, noise=noise).loss, images.shape[0]
+        if seeds is not None:
+            noise = per_sample_noise(seeds, num_patches, images.device)
+        return net(images, noise=noise, **cfg.masking()).loss, images.shape[0]
 
     return step_fn
 
@@ -112,35 +105,22 @@ def run_pretrain(cfg: PretrainConfig, *, model: torch.nn.Module | None = None, t
     """
     ctx = start_run(device=cfg.device, seed=cfg.seed, amp=cfg.amp, run=cfg)
     model, cfg = model_to_train(cfg, model)
-    in_chans = model.in_chans
+    in_chans, img_size = model.in_chans, model.img_size
     mean, std = resolve_mean_std(in_chans, cfg.mean, cfg.std)
-    transform = pretrain_transform(cfg.augment, model.img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
+    transform = pretrain_transform(cfg.augment, img_size, in_chans=in_chans, mean=mean, std=std, uint8=True,
                                    fast_decode=cfg.fast_decode, gpu_decode=cfg.decode == "gpu")
-    if train_dataset is not None:  # any dataset object; maekit applies the transform (maekit.data.adapt)
-        dataset = as_dataset(train_dataset, transform=transform, in_chans=in_chans, input_size=model.img_size,
-                             seed=cfg.seed, world_size=ctx.dist.world_size, rank=ctx.dist.rank)
-    else:
-        dataset = resolve_dataset(cfg.data_path, "train", labelled=False, transform=transform, in_chans=in_chans,
-                                  **source_options(cfg))
-    loader = build_loader(dataset, batch_size=cfg.batch_size, train=True, num_workers=cfg.num_workers,
-                          pin_memory=cfg.pin_mem, seed=cfg.seed, device=ctx.device, mean=mean, std=std)
+    dataset = task_dataset(cfg, "train", train_dataset, transform=transform, in_chans=in_chans,
+                           img_size=img_size, labelled=False, dist=ctx.dist)
+    loader = task_loader(cfg, ctx, dataset, train=True, mean=mean, std=std)
     log.info("pretraining %s (%.2fM trainable parameters) on %d images from %s",
              model.model_name, count_parameters(model) / 1e6, len(dataset), cfg.data_path)
-    eff_batch, lr = learning_rate(batch_size=cfg.batch_size, accum_iter=cfg.accum_iter,
-                                  world_size=ctx.dist.world_size, blr=cfg.blr, lr=cfg.lr)
+    eff_batch, lr = learning_rate(cfg, ctx)
     optimizer = build_adamw(param_groups_weight_decay(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
-    step_fn = make_pretrain_step(cfg.mask_ratio, int(model.num_patches))
-    # The monitors' fallback images: the user's dataset with the float evaluation transform.
-    monitor_images = None if train_dataset is None else as_dataset(
-        train_dataset, transform=build_eval_transform(model.img_size, in_chans=in_chans, mean=mean, std=std,
-                                                      crop_pct=1.0), in_chans=in_chans, input_size=model.img_size)
     resolved = dict(cfg.to_dict(), model=model.model_name, lr=lr, eff_batch_size=eff_batch, mean=list(mean),
                     std=list(std), task="pretrain")
-    runner = task_runner(
-        cfg, ctx, model=model, optimizer=optimizer, train_loader=loader, step_fn=step_fn, lr=lr, config=resolved,
+    return train_task(
+        cfg, ctx, model=model, optimizer=optimizer, train_loader=loader, lr=lr, config=resolved,
+        step_fn=make_pretrain_step(cfg, int(model.num_patches)),
         # Every parameter takes part in the loss, except mask_token when nothing is masked.
         find_unused_parameters=cfg.mask_ratio == 0,
-        monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=monitor_images, seed=cfg.seed))
-    last = runner.fit()
-    push_trained(cfg, runner.model_without_ddp, rank=ctx.dist.rank)
-    return last
+        monitors=build_pretrain_monitors(cfg, model, mean=mean, std=std, train_dataset=train_dataset))
