@@ -215,18 +215,22 @@ def test_a_models_normalisation_travels_with_it(tmp_path, hf_cache):
 
 
 def test_our_processor_reads_a_transformers_preprocessor_like_transformers(tmp_path):
-    """A transformers ``ViTImageProcessor`` file resizes the whole image (no centre crop): ours reads
-    it the same way, equal to transformers' own pixels up to one grey level (it rounds to uint8)."""
+    """A transformers ``ViTImageProcessor`` file (an MAE's HF export) resizes the whole image (no
+    centre crop), a ``BitImageProcessor`` one (a classifier's) resizes the shorter side and centre-crops:
+    ours reads each the same way, equal to transformers' own pixels up to one grey level (it rounds to
+    uint8)."""
     import numpy as np
     from PIL import Image
     from transformers import AutoImageProcessor as HFProcessor
 
     vit = maekit.create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=2, global_pool=False)
-    folder = maekit.hub.export_model(vit, tmp_path / "hf", "hf")
+    mae = maekit.create_model("mae_vit_tiny_patch16", img_size=32, patch_size=8, depth=1, decoder_depth=1)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    ours = maekit.AutoImageProcessor.from_pretrained(folder)
-    assert ours.resize_mode == "resize"
-    want = HFProcessor.from_pretrained(folder)(img, return_tensors="pt")["pixel_values"]
-    got = ours(img, return_tensors="pt")["pixel_values"]
-    assert got.shape == want.shape == (1, 3, 32, 32)
-    assert float((got - want).abs().max()) <= 1 / 255 / 0.224 + 1e-4
+    for model, mode in ((mae, "resize"), (vit, "crop")):
+        folder = maekit.hub.export_model(model, tmp_path / mode, "hf")
+        ours = maekit.AutoImageProcessor.from_pretrained(folder)
+        assert ours.resize_mode == mode and ours.size == (32, 32)
+        want = HFProcessor.from_pretrained(folder)(img, return_tensors="pt")["pixel_values"]
+        got = ours(img, return_tensors="pt")["pixel_values"]
+        assert got.shape == want.shape == (1, 3, 32, 32)
+        assert float((got - want).abs().max()) <= 1 / 255 / 0.224 + 1e-4

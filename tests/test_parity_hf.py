@@ -6,8 +6,11 @@ then both implementations run on the same images and the same masking noise.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 import maekit
 from maekit.convert import save_state_dict
@@ -77,7 +80,8 @@ def test_hf_vitmae_encoder_parity_tiny(tmp_path):
     folder = save_state_dict(
         enc, tmp_path / "enc", "hf", model_name=model.model_name, config=model.model_args
     )
-    hf_enc = transformers.ViTMAEModel.from_pretrained(folder).eval()
+    # the export keeps every patch (mask_ratio 0.0, test below); masked here to compare the masking too
+    hf_enc = transformers.ViTMAEModel.from_pretrained(folder, mask_ratio=0.75).eval()
     imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
         latent, mask, _ = model.forward_encoder(imgs, 0.75, noise)
@@ -176,3 +180,58 @@ def test_hf_export_runs_in_a_transformers_pipeline(tmp_path):
         ours = vit(pixels)[0].softmax(-1)
     top = pipeline("image-classification", model=str(out), device="cpu")(img, top_k=1)[0]
     assert top["label"] == f"LABEL_{int(ours.argmax())}" and abs(top["score"] - float(ours.max())) < 1e-5
+
+
+SAMPLE = Path(maekit.__file__).parent / "app" / "static" / "samples" / "chelsea.jpg"  # 266 x 400 photo
+
+
+def test_hf_classifier_export_crops_as_maekit_in_transformers_pipeline(tmp_path):
+    """The HF export of a classifier preprocesses like maekit's eval transform in transformers' own
+    pipeline: shorter side to size / 0.875, centre crop (BitImageProcessor). The former
+    ViTImageProcessor export squashed the whole photo: its top-1 differed by about 1e-2 here."""
+    from transformers import AutoImageProcessor, pipeline
+
+    from maekit.api.processor import AutoImageProcessor as MaekitProcessor
+
+    torch.manual_seed(0)
+    vit = maekit.create_model("vit_tiny_patch16", num_classes=3, global_pool=False, **TINY).eval()
+    with torch.no_grad():
+        vit.head.weight.normal_(0, 0.01)  # outputs that depend on the image, not on 1/255 of resampling
+    out = save_state_dict(vit.state_dict(), tmp_path / "hf", "hf", vit.model_name, vit.model_args)
+    ours = maekit.pipeline("image-classification", model=vit)(str(SAMPLE), top_k=3)
+    theirs = pipeline("image-classification", model=str(out), device="cpu")(str(SAMPLE), top_k=3)
+    assert [t["label"] for t in theirs] == [o["label"] for o in ours]
+    assert max(abs(t["score"] - o["score"]) for t, o in zip(theirs, ours)) < 1e-4
+    # the geometry is maekit's to the pixel (transformers' PIL backend; its default torchvision one
+    # resamples within 1/255), and maekit reads the exported file back as the same crop
+    pixels = MaekitProcessor.from_pretrained(vit)(str(SAMPLE))["pixel_values"]
+    pil = AutoImageProcessor.from_pretrained(out, backend="pil")(Image.open(SAMPLE), return_tensors="pt")
+    assert torch.equal(pil["pixel_values"], pixels)
+    assert torch.equal(MaekitProcessor.from_pretrained(out)(str(SAMPLE))["pixel_values"], pixels)
+
+
+def test_hf_encoder_export_gives_unmasked_features(tmp_path):
+    """An MAE without its decoder exports as ViTMAEModel with mask_ratio 0.0: transformers keeps every
+    patch, the cls token is forward_features' (patch tokens in a random order unless ``noise`` is
+    given; ``noise=arange`` keeps the spatial order: all of forward_features)."""
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    mae = maekit.create_model("mae_vit_tiny_patch16", **TINY).eval()
+    _perturb(mae)
+    enc = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+    out = save_state_dict(enc, tmp_path / "enc", "hf", model_name=mae.model_name, config=mae.model_args)
+    hf_enc = transformers.ViTMAEModel.from_pretrained(out).eval()
+    assert hf_enc.config.mask_ratio == 0.0
+    imgs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = mae.forward_features(imgs)
+        ref = hf_enc(pixel_values=imgs, noise=torch.arange(16.0).expand(2, 16)).last_hidden_state
+        shuffled = hf_enc(pixel_values=imgs).last_hidden_state
+    torch.testing.assert_close(ref, ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shuffled[:, 0], ours[:, 0], atol=1e-5, rtol=1e-5)
+    feats = pipeline("image-feature-extraction", model=str(out), device="cpu")(str(SAMPLE), return_tensors=True)
+    pixels = transformers.AutoImageProcessor.from_pretrained(out)(Image.open(SAMPLE), return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(feats[0, 0], mae.forward_features(pixels["pixel_values"])[0, 0],
+                                   atol=1e-5, rtol=1e-5)

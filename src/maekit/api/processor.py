@@ -161,7 +161,8 @@ class ImageProcessor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageProcessor:
-        size = data.get("size", 224)
+        # a centre-cropping transformers processor (BitImageProcessor...) feeds the model its crop_size
+        size = (data.get("do_center_crop") and data.get("crop_size")) or data.get("size", 224)
         if isinstance(size, dict):  # ours and Hugging Face's {"height", "width"}; HF's {"shortest_edge"}
             size = (size["height"], size["width"]) if "height" in size else size.get("shortest_edge", 224)
         # transformers' processors resize the whole image unless they centre-crop (do_center_crop)

@@ -155,7 +155,8 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
                 "decoder_num_hidden_layers": spec.decoder_depth,
                 "decoder_num_attention_heads": spec.decoder_num_heads,
                 "decoder_intermediate_size": int(round(spec.decoder_embed_dim * spec.mlp_ratio)),
-                "mask_ratio": 0.75,
+                # the encoder-only export is for features: transformers' ViTMAEModel then keeps every patch
+                "mask_ratio": 0.75 if arch == "ViTMAEForPreTraining" else 0.0,
                 "norm_pix_loss": bool(spec.norm_pix_loss),
             }
         )
@@ -163,12 +164,20 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def image_processor_config(spec) -> dict[str, Any]:
-    """``preprocessor_config.json`` of transformers' ``ViTImageProcessor`` for the model: its size,
-    bicubic resize, the model's mean / std (so ``AutoImageProcessor`` and ``pipeline`` work)."""
+    """``preprocessor_config.json`` of a transformers image processor for the model (so
+    ``AutoImageProcessor`` and ``pipeline`` preprocess as maekit does): bicubic, the model's mean / std;
+    a pretraining model's ``ViTImageProcessor`` resizes the whole image to the input size, a
+    classifier's ``BitImageProcessor`` resizes the shorter side to ``size / crop_pct`` and centre-crops
+    ``size``: maekit's evaluation transform (``crop_pct`` recorded too, for maekit's reader)."""
     pre = spec.preprocessor()
-    return {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": pre["size"], "resample": 3,
-            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": pre["image_mean"],
-            "image_std": pre["image_std"]}
+    out = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": pre["size"], "resample": 3,
+           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": pre["image_mean"],
+           "image_std": pre["image_std"]}
+    if pre["resize_mode"] == "crop":
+        edge = int(min(pre["size"].values()) / pre["crop_pct"])
+        out.update(image_processor_type="BitImageProcessor", size={"shortest_edge": edge}, do_center_crop=True,
+                   crop_size=pre["size"], crop_pct=pre["crop_pct"], do_convert_rgb=pre["num_channels"] == 3)
+    return out
 
 
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple[Path, list[str]]:
