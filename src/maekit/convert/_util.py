@@ -4,6 +4,7 @@ File writes (atomic files and folders, safetensors-ready tensors) live in :mod:`
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 
@@ -15,14 +16,10 @@ from .errors import ConversionError
 StateDict = dict[str, torch.Tensor]
 
 
-def block_indices(keys: Iterable[str], prefix: str) -> list[int]:
-    """Sorted distinct ``i`` of keys ``{prefix}.{i}.*``."""
-    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    return sorted({int(m.group(1)) for k in keys if (m := pat.match(k))})
-
-
 def count_blocks(keys: Iterable[str], prefix: str) -> int:
-    idx = block_indices(keys, prefix)
+    """How many blocks ``{prefix}.{i}.*`` the keys hold (their indices must be 0..n-1)."""
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    idx = sorted({int(m.group(1)) for k in keys if (m := pat.match(k))})
     if idx and idx != list(range(len(idx))):
         raise ConversionError(f"block indices of {prefix!r} are not 0..n-1: {idx}")
     return len(idx)
@@ -61,3 +58,82 @@ def fold_linprobe_head(sd: Mapping[str, torch.Tensor], eps: float = 1e-6) -> tup
         "the linear-probe head (BatchNorm1d without affine + Linear) was folded into one Linear "
         "'head' (same eval-mode outputs up to rounding; the BatchNorm statistics are not kept)"
     )
+
+
+Rules = dict  # official name template -> a framework's (a str, or a tuple of 3 for the fused qkv)
+_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def _template(name: str) -> tuple[str, str | None]:
+    """(name with its block index as ``{}``, the index): ``blocks.3.mlp.fc1.weight`` -> ``blocks.{}.mlp.fc1.weight``."""
+    m = _INDEX.search(name)
+    return (name, None) if m is None else (f"{name[:m.start()]}.{{}}.{name[m.end():]}", m[1])
+
+
+def prefixed(rules: Rules, official: str, foreign: str) -> Rules:
+    """``rules`` with ``official`` / ``foreign`` put before the names of each side."""
+    def pre(v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        return tuple(foreign + n for n in v) if isinstance(v, tuple) else foreign + v
+    return {official + k: pre(v) for k, v in rules.items()}
+
+
+class NameMap:
+    """Official parameter names <-> a framework's, from one table of name templates.
+
+    In a template ``{}`` is the block index, ``{p}`` (both sides) ``weight`` / ``bias``, and ``{g}`` (the
+    framework's side) the LayerNorm ``gamma`` / ``beta`` of that ``{p}``; a tuple of three names is the
+    fused ``qkv`` split into its query / key / value rows. ``transposed``: official names (templates)
+    whose 2-D weights the framework stores [in, out].
+    """
+
+    def __init__(self, rules: Rules, transposed: Iterable[str] = ()):
+        self.table: dict[str, str | tuple[str, ...]] = {}
+        for official, foreign in rules.items():
+            for p, g in (("weight", "gamma"), ("bias", "beta")) if "{p}" in official else [("", "")]:
+                def fill(n: str, p: str = p, g: str = g) -> str:
+                    return n.replace("{p}", p).replace("{g}", g)
+                self.table[fill(official)] = tuple(map(fill, foreign)) if isinstance(foreign, tuple) else fill(foreign)
+        self.back = {n: (o, j if isinstance(f, tuple) else None) for o, f in self.table.items()
+                     for j, n in enumerate(f if isinstance(f, tuple) else (f,))}
+        self.transposed = set(transposed)
+
+    def _layout(self, template: str, t: torch.Tensor) -> torch.Tensor:
+        return t.t().contiguous() if template in self.transposed and t.ndim == 2 else t
+
+    def to_foreign(self, sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, list[str]]:
+        """(the framework's names and layouts, the official keys it has no name for)."""
+        out: StateDict = {}
+        bad = []
+        for key, t in sd.items():
+            template, i = _template(key)
+            name = self.table.get(template)
+            if name is None:
+                bad.append(key)
+            elif isinstance(name, tuple):
+                out.update((n.format(i), part.contiguous()) for n, part in zip(name, t.chunk(3, dim=0)))
+            else:
+                out[name.format(i)] = self._layout(template, t)
+        return out, bad
+
+    def to_official(self, sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[StateDict, list[str]]:
+        """(official names and layouts, the framework's names this table does not know)."""
+        out: StateDict = {}
+        parts: dict[str, dict[int, torch.Tensor]] = {}
+        unknown = []
+        for name, t in sd.items():
+            template, i = _template(name)
+            if template not in self.back:
+                unknown.append(name)
+                continue
+            official, j = self.back[template]
+            if j is None:
+                out[official.format(i)] = self._layout(official, t)
+            else:
+                parts.setdefault(official.format(i), {})[j] = t
+        for key, got in parts.items():
+            if len(got) != 3:
+                names = [n.format(_template(key)[1]) for n in self.table[_template(key)[0]]]
+                raise ConversionError(f"{key} is stored as {', '.join(names)}: "
+                                      f"only {', '.join(names[j] for j in sorted(got))} found", path)
+            out[key] = torch.cat([got[j] for j in range(3)], dim=0)
+        return out, unknown

@@ -29,19 +29,15 @@ and bookkeeping scalars (``global_step``, ``learning_rate``, ...) are skipped.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ._util import describe_keys, fold_linprobe_head, plain_tensors
+from ._util import NameMap, describe_keys, fold_linprobe_head, plain_tensors, prefixed
 from .base import Format, Loaded
 from .errors import ConversionError
-from .mindspore_ckpt import DTYPE_NAMES, DTYPES, SLICE_BYTES, looks_like_ckpt, read_entries, write_entries
-
-__all__ = ["DTYPES", "DTYPE_NAMES", "SLICE_BYTES", "from_mindformers", "read", "read_entries", "to_mindformers",
-           "write", "write_entries"]
+from .mindspore_ckpt import SLICE_BYTES, looks_like_ckpt, read_entries, write_entries
 
 OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "moments.", "accu_grads.", "accum_grads.",
                       "global_norm", "scale_sense", "optimizer.")
@@ -51,88 +47,46 @@ BOOKKEEPING = {"global_step", "learning_rate", "epoch_num", "step_num", "loss_sc
 
 
 # ------------------------------------------------------------------------ names
-_BLOCK_TO_MF = {
-    "norm1.weight": "layernorm1.gamma",
-    "norm1.bias": "layernorm1.beta",
-    "norm2.weight": "layernorm2.gamma",
-    "norm2.bias": "layernorm2.beta",
-    "attn.proj.weight": "attention.projection.weight",
-    "attn.proj.bias": "attention.projection.bias",
-    "mlp.fc1.weight": "output.mapping.weight",
-    "mlp.fc1.bias": "output.mapping.bias",
-    "mlp.fc2.weight": "output.projection.weight",
-    "mlp.fc2.bias": "output.projection.bias",
+_BLOCK = {  # official block sub-name -> MindFormers ({p}: weight / bias, {g}: gamma / beta; a tuple: the split qkv)
+    "norm1.{p}": "layernorm1.{g}",
+    "norm2.{p}": "layernorm2.{g}",
+    "attn.qkv.{p}": tuple(f"attention.dense{j}.{{p}}" for j in (1, 2, 3)),
+    "attn.proj.{p}": "attention.projection.{p}",
+    "mlp.fc1.{p}": "output.mapping.{p}",
+    "mlp.fc2.{p}": "output.projection.{p}",
 }
-_BLOCK_FROM_MF = {v: k for k, v in _BLOCK_TO_MF.items()}
-_TRANSPOSED = {"attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"}
-_ROOT_TO_MF = {
+_NAMES = NameMap({
     "cls_token": "vit.cls_tokens",
     "pos_embed": "vit.pos_embed",
-    "patch_embed.proj.weight": "vit.patch_embed.proj.weight",
-    "patch_embed.proj.bias": "vit.patch_embed.proj.bias",
-    "norm.weight": "vit.norm.gamma",
-    "norm.bias": "vit.norm.beta",
-    "fc_norm.weight": "vit.fc_norm.gamma",
-    "fc_norm.bias": "vit.fc_norm.beta",
-    "head.weight": "head.weight",
-    "head.bias": "head.bias",
+    "patch_embed.proj.{p}": "vit.patch_embed.proj.{p}",
+    "norm.{p}": "vit.norm.{g}",
+    "fc_norm.{p}": "vit.fc_norm.{g}",
+    "head.{p}": "head.{p}",
     "mask_token": "mask_tokens",
-    "decoder_pos_embed": "decoder_pos_embed",
-    "decoder_embed.weight": "decoder_embed.weight",
-    "decoder_embed.bias": "decoder_embed.bias",
-    "decoder_norm.weight": "decoder_norm.gamma",
-    "decoder_norm.bias": "decoder_norm.beta",
-    "decoder_pred.weight": "decoder_pred.weight",
-    "decoder_pred.bias": "decoder_pred.bias",
-}
-_ROOT_FROM_MF = {v: k for k, v in _ROOT_TO_MF.items()}
-_ROOT_FROM_MF.update({"sincos_pos_embedding": "pos_embed", "vit.sincos_pos_embedding": "pos_embed"})
-_BLOCK_RE = re.compile(r"^(vit\.blocks|decoder_blocks)\.(\d+)\.(.+)$")
-_OFFICIAL_BLOCK_RE = re.compile(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$")
-_QKV_RE = re.compile(r"^attention\.dense([123])\.(weight|bias)$")
+    "decoder_norm.{p}": "decoder_norm.{g}",
+    **{k: k for k in ("decoder_pos_embed", "decoder_embed.{p}", "decoder_pred.{p}")},
+    **prefixed(_BLOCK, "blocks.{}.", "vit.blocks.{}."),
+    **prefixed(_BLOCK, "decoder_blocks.{}.", "decoder_blocks.{}."),
+}, transposed=[f"{b}.{{}}.{w}.weight" for b in ("blocks", "decoder_blocks") for w in ("attn.proj", "mlp.fc1", "mlp.fc2")])
 
 
 def _is_bookkeeping(name: str) -> bool:
     return name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)
 
 
-def _official_name(name: str) -> tuple[str | None, str | None]:
-    """(official key, '1' / '2' / '3' of a split qkv or None) of a MindFormers name; (None, None):
-    not a MAE / ViT parameter."""
+def _read_name(name: str) -> str:
+    """The names of the official converter (decoder ones with ``vit.`` too, ``sincos_pos_embedding``) as ours."""
     if name.startswith("vit.") and name[4:].startswith(("decoder_", "mask_tokens")):
-        name = name[4:]  # the official converter prefixes every key, decoder ones too
-    if not (m := _BLOCK_RE.match(name)):
-        return _ROOT_FROM_MF.get(name), None
-    group, i, sub = m.groups()
-    base = f"{'blocks' if group == 'vit.blocks' else 'decoder_blocks'}.{i}"
-    if q := _QKV_RE.match(sub):
-        return f"{base}.attn.qkv.{q[2]}", q[1]
-    return (f"{base}.{_BLOCK_FROM_MF[sub]}" if sub in _BLOCK_FROM_MF else None), None
+        return name[4:]
+    return "vit.pos_embed" if name in ("sincos_pos_embedding", "vit.sincos_pos_embedding") else name
 
 
 def from_mindformers(
     entries: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
 ) -> tuple[dict, list[str]]:
     """MindFormers names / layouts -> (official-name state dict, notes on the entries skipped)."""
-    sd: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
     ignored = [name for name in entries if _is_bookkeeping(name)]
-    unknown = []
-    for name, t in entries.items():
-        key, part = (None, None) if _is_bookkeeping(name) else _official_name(name)
-        if part is not None:
-            qkv.setdefault(key, {})[part] = t
-        elif key is not None:
-            sd[key] = t.t().contiguous() if key.split(".", 2)[-1] in _TRANSPOSED and t.ndim == 2 else t
-        elif not _is_bookkeeping(name):
-            unknown.append(name)
-    for key, parts in qkv.items():
-        if sorted(parts) != ["1", "2", "3"]:
-            base, kind = key.rsplit(".attn.qkv.", 1)
-            raise ConversionError(
-                f"{base}: attention.dense1/2/3.{kind} incomplete (found dense{''.join(sorted(parts))})", path
-            )
-        sd[key] = torch.cat([parts["1"], parts["2"], parts["3"]], dim=0)
+    sd, unknown = _NAMES.to_official({_read_name(n): t for n, t in entries.items() if n not in ignored}, path)
     if not sd:
         raise ConversionError(
             "no MindFormers MAE / ViT parameter in this checkpoint; entries: "
@@ -151,32 +105,14 @@ def to_mindformers(
     sd: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
 ) -> list[tuple[str, torch.Tensor]]:
     """Official names / layouts -> MindFormers (encoder and decoder)."""
-    out: list[tuple[str, torch.Tensor]] = []
-    bad = []
-    for key, t in plain_tensors(sd).items():
-        if key in _ROOT_TO_MF:
-            out.append((_ROOT_TO_MF[key], t))
-            continue
-        m = _OFFICIAL_BLOCK_RE.match(key)
-        if m:
-            group, i, sub = m.groups()
-            base = f"{'vit.blocks' if group == 'blocks' else 'decoder_blocks'}.{i}"
-            if sub in ("attn.qkv.weight", "attn.qkv.bias"):
-                kind = sub.rsplit(".", 1)[1]
-                for j, part in enumerate(t.chunk(3, dim=0), start=1):
-                    out.append((f"{base}.attention.dense{j}.{kind}", part.contiguous()))
-                continue
-            if sub in _BLOCK_TO_MF:
-                out.append((f"{base}.{_BLOCK_TO_MF[sub]}", t.t().contiguous() if sub in _TRANSPOSED else t))
-                continue
-        bad.append(key)
+    out, bad = _NAMES.to_foreign(plain_tensors(sd))
     if bad:
         raise ConversionError(
             "the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
             + describe_keys(bad),
             path,
         )
-    return out
+    return list(out.items())
 
 
 def read(path: str | os.PathLike) -> Loaded:
