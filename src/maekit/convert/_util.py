@@ -65,7 +65,8 @@ _INDEX = re.compile(r"\.(\d+)\.")
 
 
 def _template(name: str) -> tuple[str, str | None]:
-    """(name with its block index as ``{}``, the index): ``blocks.3.mlp.fc1.weight`` -> ``blocks.{}.mlp.fc1.weight``."""
+    """(the name with its block index as ``{}``, the index): ``blocks.3.mlp.fc1.weight`` ->
+    (``blocks.{}.mlp.fc1.weight``, ``'3'``)."""
     m = _INDEX.search(name)
     return (name, None) if m is None else (f"{name[:m.start()]}.{{}}.{name[m.end():]}", m[1])
 
@@ -92,7 +93,8 @@ class NameMap:
             for p, g in (("weight", "gamma"), ("bias", "beta")) if "{p}" in official else [("", "")]:
                 def fill(n: str, p: str = p, g: str = g) -> str:
                     return n.replace("{p}", p).replace("{g}", g)
-                self.table[fill(official)] = tuple(map(fill, foreign)) if isinstance(foreign, tuple) else fill(foreign)
+                split = isinstance(foreign, tuple)
+                self.table[fill(official)] = tuple(map(fill, foreign)) if split else fill(foreign)
         self.back = {n: (o, j if isinstance(f, tuple) else None) for o, f in self.table.items()
                      for j, n in enumerate(f if isinstance(f, tuple) else (f,))}
         self.transposed = set(transposed)
@@ -115,7 +117,8 @@ class NameMap:
                 out[name.format(i)] = self._layout(template, t)
         return out, bad
 
-    def to_official(self, sd: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[StateDict, list[str]]:
+    def to_official(self, sd: Mapping[str, torch.Tensor],
+                    path: str | os.PathLike = "") -> tuple[StateDict, list[str]]:
         """(official names and layouts, the framework's names this table does not know)."""
         out: StateDict = {}
         parts: dict[str, dict[int, torch.Tensor]] = {}

@@ -7,6 +7,7 @@ so a new format is one new module plus one line there.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,15 +70,25 @@ class Format:
         return None if self.folder else "model" + self.suffixes[0]
 
 
+def folder_of(path: str | os.PathLike) -> Path:
+    """The folder a path is, or holds the file it is."""
+    p = Path(path)
+    return p.parent if p.is_file() else p
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path`` (None when there is no such file)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ConversionError(f"invalid JSON ({e})", path) from e
+
+
 def read_json_config(folder: Path) -> dict[str, Any]:
     """``folder/config.json`` as a dict ({} when absent or not an object)."""
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        return {}
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ConversionError(f"invalid JSON ({e})", cfg_file) from e
+    cfg = read_json(folder / "config.json")
     return cfg if isinstance(cfg, dict) else {}
 
 
@@ -97,13 +108,7 @@ def preprocessing_hint(mean: Any, std: Any, crop_pct: Any = None) -> dict[str, A
 def read_processor_file(folder: Path) -> dict[str, Any] | None:
     """The normalisation (and maekit's ``crop_pct``) of ``folder/preprocessor_config.json`` -- maekit's
     or transformers' -- as a ``preprocessing`` hint; None when the folder has no such file."""
-    path = folder / PROCESSOR_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ConversionError(f"invalid JSON ({e})", path) from e
+    data = read_json(folder / PROCESSOR_FILE)
     if not isinstance(data, dict):
         return None
     return preprocessing_hint(data.get("image_mean"), data.get("image_std"), data.get("crop_pct"))

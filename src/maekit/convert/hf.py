@@ -25,50 +25,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..models.base import PROCESSOR_NAME
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, read_json_config, read_processor_file
+from .base import Format, Loaded, folder_of, read_json, read_json_config, read_processor_file
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
-from .torchfile import is_torch_head, safetensors_keys, torch_load, unpack_checkpoint
+from .torchfile import is_torch_head, load_weights, safetensors_keys, torch_load, unpack_checkpoint
+
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLE = ("model.safetensors", "pytorch_model.bin")
 
 
 # ------------------------------------------------------------------------------ files
 def _weight_files(folder: Path) -> list[Path]:
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (folder / index).is_file():
+    for index in (folder / n for n in _INDEXES):
+        if index.is_file():
             try:
-                names = json.loads((folder / index).read_text())["weight_map"].values()
-            except (ValueError, KeyError, AttributeError) as e:
-                raise ConversionError(f"unreadable shard index ({e})", folder / index) from e
-            names = list(dict.fromkeys(names))
+                names = list(dict.fromkeys(read_json(index)["weight_map"].values()))
+            except (TypeError, KeyError, AttributeError) as e:
+                raise ConversionError(f"unreadable shard index ({e})", index) from e
             # Shards are files of this folder: an index must not point elsewhere ('../x', '/x').
             bad = [n for n in names if not isinstance(n, str) or not n or Path(n).name != n]
             if bad:
-                raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", folder / index)
+                raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", index)
             return [folder / n for n in names]
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / single).is_file():
-            return [folder / single]
+    for single in (folder / n for n in _SINGLE):
+        if single.is_file():
+            return [single]
     raise ConversionError("no model.safetensors or pytorch_model.bin in this folder", folder)
 
 
-def load_tensors(file: Path) -> dict[str, torch.Tensor]:
-    """A safetensors or (weights-only) PyTorch file -> {name: tensor}."""
-    if file.suffix == ".safetensors":
-        try:
-            return load_file(file)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ConversionError(f"truncated or corrupted safetensors file ({e})", file) from e
-    return unpack_checkpoint(torch_load(file), file)[0]
-
-
-def folder_of(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    return p.parent if p.is_file() else p
+_HINTS = {"num_attention_heads": "num_heads", "decoder_num_attention_heads": "decoder_num_heads",
+          "layer_norm_eps": "layer_norm_eps", "norm_pix_loss": "norm_pix_loss", "image_size": "img_size"}
 
 
 def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,15 +66,7 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not cfg:
         return {}
     h: dict[str, Any] = {"source": "the HF config.json"}
-    for src, dst in (
-        ("num_attention_heads", "num_heads"),
-        ("decoder_num_attention_heads", "decoder_num_heads"),
-        ("layer_norm_eps", "layer_norm_eps"),
-        ("norm_pix_loss", "norm_pix_loss"),
-        ("image_size", "img_size"),
-    ):
-        if cfg.get(src) is not None:
-            h[dst] = cfg[src]
+    h.update((dst, cfg[src]) for src, dst in _HINTS.items() if cfg.get(src) is not None)
     labels = cfg.get("id2label")
     if isinstance(labels, dict) and labels and not all(str(v) == f"LABEL_{k}" for k, v in labels.items()):
         try:
@@ -104,10 +86,7 @@ def read(path: str | os.PathLike) -> Loaded:
     files = (
         [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
     )
-    raw: dict[str, torch.Tensor] = {}
-    for f in files:
-        raw.update(load_tensors(f))
-    sd, notes = from_hf(raw, folder)
+    sd, notes = from_hf({k: t for f in files for k, t in load_weights(f).items()}, folder)
     hints = config_hints(cfg)
     if (pre := read_processor_file(folder)) is not None:
         hints["preprocessing"] = pre
@@ -171,12 +150,13 @@ def image_processor_config(spec) -> dict[str, Any]:
     ``size``: maekit's evaluation transform (``crop_pct`` recorded too, for maekit's reader)."""
     pre = spec.preprocessor()
     out = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": pre["size"], "resample": 3,
-           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": pre["image_mean"],
-           "image_std": pre["image_std"]}
+           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+           "image_mean": pre["image_mean"], "image_std": pre["image_std"]}
     if pre["resize_mode"] == "crop":
         edge = int(min(pre["size"].values()) / pre["crop_pct"])
-        out.update(image_processor_type="BitImageProcessor", size={"shortest_edge": edge}, do_center_crop=True,
-                   crop_size=pre["size"], crop_pct=pre["crop_pct"], do_convert_rgb=pre["num_channels"] == 3)
+        out.update(image_processor_type="BitImageProcessor", size={"shortest_edge": edge},
+                   do_center_crop=True, crop_size=pre["size"], crop_pct=pre["crop_pct"],
+                   do_convert_rgb=pre["num_channels"] == 3)
     return out
 
 
@@ -243,9 +223,9 @@ def sniff(path: Path, head: bytes) -> bool:
         return True
     if "model_name" in cfg:
         return False
-    if any((path / n).is_file() for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")):
+    if any((path / n).is_file() for n in _INDEXES):
         return True
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in _SINGLE:
         if (path / name).is_file():
             with open(path / name, "rb") as f:
                 return _hf_weights_file(path / name, f.read(4096))

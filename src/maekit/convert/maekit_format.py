@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from ._util import atomic_write_dir, plain_tensors
-from .base import PROCESSOR_FILE, Format, Loaded, read_json_config, read_processor_file
+from .base import PROCESSOR_FILE, Format, Loaded, folder_of, read_json, read_json_config, read_processor_file
 from .errors import ConversionError
 from .torchfile import read_safetensors
 
@@ -25,21 +25,12 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def folder_of(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    return p.parent if p.is_file() else p
-
-
 def read_config(folder: Path) -> dict[str, Any]:
     f = folder / CONFIG_NAME
-    try:
-        cfg = json.loads(f.read_text())
-    except FileNotFoundError:
+    cfg = read_json(f)
+    if cfg is None:
         raise ConversionError(
-            f"no {CONFIG_NAME} (a maekit model folder holds {CONFIG_NAME} + {WEIGHTS_NAME})", folder
-        ) from None
-    except ValueError as e:
-        raise ConversionError(f"invalid JSON ({e})", f) from e
+            f"no {CONFIG_NAME} (a maekit model folder holds {CONFIG_NAME} + {WEIGHTS_NAME})", folder)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_name"), str):
         raise ConversionError("not a maekit config (no 'model_name')", f)
     if not isinstance(cfg.get("model_args", {}), dict):
@@ -53,7 +44,7 @@ def read(path: str | os.PathLike) -> Loaded:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ConversionError(f"no {WEIGHTS_NAME}", folder)
-    sd, _ = read_safetensors(weights)
+    sd = read_safetensors(weights)[0]
     hints = {
         "model_name": cfg["model_name"],
         "model_args": dict(cfg.get("model_args", {})),

@@ -47,7 +47,8 @@ BOOKKEEPING = {"global_step", "learning_rate", "epoch_num", "step_num", "loss_sc
 
 
 # ------------------------------------------------------------------------ names
-_BLOCK = {  # official block sub-name -> MindFormers ({p}: weight / bias, {g}: gamma / beta; a tuple: the split qkv)
+# official block sub-name -> MindFormers ({p}: weight / bias, {g}: gamma / beta; a tuple: the split qkv)
+_BLOCK = {
     "norm1.{p}": "layernorm1.{g}",
     "norm2.{p}": "layernorm2.{g}",
     "attn.qkv.{p}": tuple(f"attention.dense{j}.{{p}}" for j in (1, 2, 3)),
@@ -67,7 +68,8 @@ _NAMES = NameMap({
     **{k: k for k in ("decoder_pos_embed", "decoder_embed.{p}", "decoder_pred.{p}")},
     **prefixed(_BLOCK, "blocks.{}.", "vit.blocks.{}."),
     **prefixed(_BLOCK, "decoder_blocks.{}.", "decoder_blocks.{}."),
-}, transposed=[f"{b}.{{}}.{w}.weight" for b in ("blocks", "decoder_blocks") for w in ("attn.proj", "mlp.fc1", "mlp.fc2")])
+}, transposed=[f"{b}.{{}}.{w}.weight" for b in ("blocks", "decoder_blocks")
+                for w in ("attn.proj", "mlp.fc1", "mlp.fc2")])
 
 
 def _is_bookkeeping(name: str) -> bool:
@@ -75,7 +77,7 @@ def _is_bookkeeping(name: str) -> bool:
 
 
 def _read_name(name: str) -> str:
-    """The names of the official converter (decoder ones with ``vit.`` too, ``sincos_pos_embedding``) as ours."""
+    """The official converter's names (decoder ones with ``vit.`` too, ``sincos_pos_embedding``) as ours."""
     if name.startswith("vit.") and name[4:].startswith(("decoder_", "mask_tokens")):
         return name[4:]
     return "vit.pos_embed" if name in ("sincos_pos_embedding", "vit.sincos_pos_embedding") else name

@@ -27,7 +27,7 @@ import torch
 from ._util import atomic_write_dir
 from .base import Loaded, preprocessing_hint, read_json_config
 from .errors import ConversionError
-from .torchfile import read_safetensors, torch_load, unpack_checkpoint
+from .torchfile import load_weights
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # (width, heads) -> the timm architecture of that shape; the other arguments are passed too.
@@ -92,11 +92,7 @@ def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
         weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
         if weights is None:
             raise ConversionError(f"no {' or '.join(WEIGHT_FILES)} in this timm folder", folder)
-    if weights.suffix == ".safetensors":
-        sd = read_safetensors(weights)[0]
-    else:
-        sd = unpack_checkpoint(torch_load(weights, mmap=True), weights)[0]
-    return Loaded(dict(sd), _hints(cfg), [])
+    return Loaded(load_weights(weights), _hints(cfg), [])
 
 
 def _timm_args(spec) -> dict[str, Any]:

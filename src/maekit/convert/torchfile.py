@@ -146,6 +146,13 @@ def safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
     return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
 
 
+def load_weights(file: Path) -> StateDict:
+    """The tensors of a ``.safetensors`` or (weights-only) PyTorch weights file."""
+    if file.suffix == ".safetensors":
+        return read_safetensors(file)[0]
+    return unpack_checkpoint(torch_load(file), file)[0]
+
+
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
