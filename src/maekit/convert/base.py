@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..models.base import PROCESSOR_NAME
 from ._util import StateDict
 from .errors import ConversionError
 
@@ -92,7 +93,23 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-PROCESSOR_FILE = "preprocessor_config.json"
+def label_list(labels: Any) -> list[str] | None:
+    """Labels as a list of strings: a list, or a dict by index (HF ``id2label``, timm ``label_names``);
+    None for none (or ids that are not numbers: no usable order)."""
+    if isinstance(labels, dict):
+        try:
+            labels = [labels[k] for k in sorted(labels, key=int)]
+        except ValueError:
+            return None
+    return [str(n) for n in labels] if isinstance(labels, (list, tuple)) and labels else None
+
+
+def size_arg(size: Any) -> int | list[int] | None:
+    """An image size (S, [H, W] or (H, W)) as a model argument: one number when square."""
+    if not size:
+        return None
+    size = [int(s) for s in (size if isinstance(size, (list, tuple)) else [size])]
+    return size[0] if len(set(size)) == 1 else size
 
 
 def preprocessing_hint(mean: Any, std: Any, crop_pct: Any = None) -> dict[str, Any] | None:
@@ -108,7 +125,7 @@ def preprocessing_hint(mean: Any, std: Any, crop_pct: Any = None) -> dict[str, A
 def read_processor_file(folder: Path) -> dict[str, Any] | None:
     """The normalisation (and maekit's ``crop_pct``) of ``folder/preprocessor_config.json`` -- maekit's
     or transformers' -- as a ``preprocessing`` hint; None when the folder has no such file."""
-    data = read_json(folder / PROCESSOR_FILE)
+    data = read_json(folder / PROCESSOR_NAME)
     if not isinstance(data, dict):
         return None
     return preprocessing_hint(data.get("image_mean"), data.get("image_std"), data.get("crop_pct"))

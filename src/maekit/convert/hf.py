@@ -29,7 +29,8 @@ from safetensors.torch import save_file
 
 from ..models.base import PROCESSOR_NAME
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, folder_of, read_json, read_json_config, read_processor_file
+from .base import (Format, Loaded, folder_of, label_list, read_json, read_json_config, read_processor_file,
+                   size_arg)
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
 from .torchfile import is_torch_head, load_weights, safetensors_keys, torch_load, unpack_checkpoint
@@ -67,12 +68,9 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     h: dict[str, Any] = {"source": "the HF config.json"}
     h.update((dst, cfg[src]) for src, dst in _HINTS.items() if cfg.get(src) is not None)
-    labels = cfg.get("id2label")
-    if isinstance(labels, dict) and labels and not all(str(v) == f"LABEL_{k}" for k, v in labels.items()):
-        try:
-            h["class_names"] = [str(labels[k]) for k in sorted(labels, key=int)]
-        except ValueError:  # ids that are not numbers: no usable order
-            pass
+    labels = label_list(cfg.get("id2label"))
+    if labels and labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' default names
+        h["class_names"] = labels
     if cfg.get("hidden_act", "gelu") != "gelu":
         h["warning"] = f"hidden_act={cfg['hidden_act']!r} (maekit uses exact GELU)"
     return h
@@ -97,11 +95,6 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(sd, hints, notes)
 
 
-def _img_size(spec) -> Any:
-    h, w = spec.img_size
-    return h if h == w else [h, w]
-
-
 def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
     """config.json for ``arch`` from a :class:`~maekit.convert.spec.ArchSpec`."""
     cfg: dict[str, Any] = {
@@ -116,7 +109,7 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
         "attention_probs_dropout_prob": 0.0,
         "initializer_range": 0.02,
         "layer_norm_eps": spec.layer_norm_eps,
-        "image_size": _img_size(spec),
+        "image_size": size_arg(spec.img_size),
         "patch_size": spec.patch_size,
         "num_channels": spec.in_chans,
         "qkv_bias": True,

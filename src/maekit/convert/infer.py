@@ -26,6 +26,7 @@ import torch
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .errors import ConversionError
+from .base import size_arg
 from .fit import DECODER_PREFIXES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit
 from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 
@@ -140,8 +141,7 @@ def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
 def _as_arg(key: str, value: Any) -> Any:
     """Spec value -> constructor argument (JSON friendly)."""
     if key == "img_size":
-        h, w = value
-        return int(h) if h == w else [int(h), int(w)]
+        return size_arg(value)
     if key == "global_pool":
         return value == "avg"
     if isinstance(value, tuple):

@@ -23,18 +23,8 @@ from ..fileio import atomic_write
 from ._util import describe_keys
 from .errors import ConversionError
 
-DTYPES: dict[str, torch.dtype] = {
-    "Float32": torch.float32,
-    "Float16": torch.float16,
-    "BFloat16": torch.bfloat16,
-    "Float64": torch.float64,
-    "Int8": torch.int8,
-    "Int16": torch.int16,
-    "Int32": torch.int32,
-    "Int64": torch.int64,
-    "UInt8": torch.uint8,
-    "Bool": torch.bool,
-}
+DTYPES: dict[str, torch.dtype] = {n: getattr(torch, n.lower()) for n in (  # Float32 -> torch.float32...
+    "Float32", "Float16", "BFloat16", "Float64", "Int8", "Int16", "Int32", "Int64", "UInt8", "Bool")}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 SLICE_BYTES = 512 * 1024 * 1024  # MindSpore's slice size
 
@@ -87,14 +77,10 @@ def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
 
 def _enc_varint(n: int) -> bytes:
     out = bytearray()
-    while True:
-        b = n & 0x7F
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    return bytes(out + bytes([n]))
 
 
 def _key(field: int, wire: int) -> bytes:
@@ -137,44 +123,38 @@ def read_entries(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list
             buf.close()
 
 
+def _message(buf, span: tuple[int, int]) -> dict[tuple[int, int], list]:
+    """A message's values by (field number, wire type), in order."""
+    out: dict[tuple[int, int], list] = {}
+    for field, wire, value in _fields(buf, *span):
+        out.setdefault((field, wire), []).append(value)
+    return out
+
+
 def _value(buf, value) -> tuple[str, tuple[int, int] | None, bool]:
     """One ``Checkpoint.value``: (tag, tensor span or None, is a map tensor)."""
-    tag = tensor = None
-    is_map = False
-    for f2, w2, v2 in _fields(buf, *value):
-        if f2 == 1 and w2 == 2:
-            try:
-                tag = bytes(buf[v2[0] : v2[1]]).decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Corrupt("a tag that is not UTF-8") from None
-        elif f2 == 2 and w2 == 2:
-            tensor = v2
-        elif f2 == 3:
-            is_map = True
-    if tag is None:
+    m = _message(buf, value)
+    if (1, 2) not in m:
         raise _Corrupt("a value without a tag")
-    return tag, tensor, is_map
+    try:
+        tag = bytes(buf[slice(*m[(1, 2)][-1])]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Corrupt("a tag that is not UTF-8") from None
+    return tag, m.get((2, 2), [None])[-1], any(f == 3 for f, _ in m)
 
 
 def _tensor_fields(buf, tensor: tuple[int, int], tag: str) -> tuple[list[int], str, tuple[int, int]]:
     """A ``TensorProto``: (dims, tensor_type, content span)."""
-    dims: list[int] = []
-    ttype = content = None
-    for f3, w3, v3 in _fields(buf, *tensor):
-        if f3 == 1 and w3 == 0:
-            dims.append(v3)  # type: ignore[arg-type]
-        elif f3 == 1 and w3 == 2:  # packed
-            p, e = v3  # type: ignore[misc]
-            while p < e:
-                d, p = _varint(buf, p, e)
-                dims.append(d)
-        elif f3 == 2 and w3 == 2:
-            ttype = bytes(buf[v3[0] : v3[1]]).decode("utf-8", "replace")
-        elif f3 == 3 and w3 == 2:
-            content = v3
-    if ttype is None or content is None:
+    m = _message(buf, tensor)
+    dims = list(m.get((1, 0), []))
+    for p, e in m.get((1, 2), []):  # packed
+        while p < e:
+            d, p = _varint(buf, p, e)
+            dims.append(d)
+    if (2, 2) not in m or (3, 2) not in m:
         raise _Corrupt(f"tensor {tag!r} lacks its type or content")
-    return [d - (1 << 64) if d >= 1 << 63 else d for d in dims], ttype, content
+    ttype = bytes(buf[slice(*m[(2, 2)][-1])]).decode("utf-8", "replace")
+    return [d - (1 << 64) if d >= 1 << 63 else d for d in dims], ttype, m[(3, 2)][-1]
 
 
 def _assemble(buf, tag: str, e: dict, dtype: torch.dtype) -> torch.Tensor:
@@ -228,6 +208,9 @@ def write_entries(
 ) -> Path:
     """Write ``[(tag, tensor)]`` as MindSpore does: one Checkpoint message per slice."""
 
+    def field(number: int, size: int) -> bytes:  # the key and length of a LEN field
+        return _key(number, 2) + _enc_varint(size)
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             for tag, t in entries:
@@ -236,20 +219,16 @@ def write_entries(
                     raise ConversionError(f"{tag}: dtype {t.dtype} has no MindSpore checkpoint type", dst)
                 flat = t.detach().cpu().contiguous().reshape(-1)
                 raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
-                nbytes = raw.numel()
-                n_slices = max(1, math.ceil(nbytes / slice_bytes))
+                n_slices = max(1, math.ceil(raw.numel() / slice_bytes))
                 per = math.ceil(flat.numel() / n_slices) * t.element_size() if flat.numel() else 0
                 head = b"".join(_key(1, 0) + _enc_varint(d) for d in t.shape)
-                head += _key(2, 2) + _enc_varint(len(dtype_name)) + dtype_name.encode()
+                head += field(2, len(dtype_name)) + dtype_name.encode()
                 tag_b = tag.encode("utf-8")
                 for i in range(n_slices):
                     chunk = raw[i * per : (i + 1) * per].numpy() if per else raw.numpy()
-                    tensor = head + _key(3, 2) + _enc_varint(chunk.nbytes)
-                    tensor_len = len(tensor) + chunk.nbytes
-                    value = _key(1, 2) + _enc_varint(len(tag_b)) + tag_b + _key(2, 2) + _enc_varint(tensor_len)
-                    f.write(_key(1, 2) + _enc_varint(len(value) + tensor_len))
-                    f.write(value)
-                    f.write(tensor)
+                    tensor = head + field(3, chunk.nbytes)
+                    value = field(1, len(tag_b)) + tag_b + field(2, len(tensor) + chunk.nbytes)
+                    f.write(field(1, len(value) + len(tensor) + chunk.nbytes) + value + tensor)
                     f.write(memoryview(chunk))
 
     return atomic_write(dst, write)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ._util import atomic_write_dir
-from .base import Loaded, preprocessing_hint, read_json_config
+from .base import Loaded, label_list, preprocessing_hint, read_json_config, size_arg
 from .errors import ConversionError
 from .torchfile import load_weights
 
@@ -59,28 +59,13 @@ def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     hints: dict[str, Any] = {"source": f"the timm config.json ({cfg['architecture']})"}
     if args.get("num_heads") is not None:
         hints["num_heads"] = int(args["num_heads"])
-    if size := _img_size(args.get("img_size") or (pre.get("input_size") or [None])[1:]):
+    if size := size_arg(args.get("img_size") or (pre.get("input_size") or [None])[1:]):
         hints["img_size"] = size
     if (norm := preprocessing_hint(pre.get("mean"), pre.get("std"), pre.get("crop_pct"))) is not None:
         hints["preprocessing"] = norm
-    if labels := _labels(cfg.get("label_names", pre.get("label_names"))):
+    if labels := label_list(cfg.get("label_names", pre.get("label_names"))):
         hints["class_names"] = labels
     return hints
-
-
-def _img_size(size: Any) -> int | list[int] | None:
-    """timm's ``img_size`` (S or [H, W]) or ``input_size[1:]``: one number when square."""
-    if not size:
-        return None
-    size = [int(s) for s in (size if isinstance(size, (list, tuple)) else [size])]
-    return size[0] if len(set(size)) == 1 else size
-
-
-def _labels(labels: Any) -> list[str] | None:
-    """timm's ``label_names`` (a list, or a dict by index) as a list of strings."""
-    if isinstance(labels, dict):
-        labels = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
-    return [str(n) for n in labels] if isinstance(labels, (list, tuple)) and labels else None
 
 
 def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
