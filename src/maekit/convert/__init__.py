@@ -11,14 +11,11 @@ Everything is exchanged as a state dict under the official (R1 / R2) parameter n
 """
 
 from ._util import fold_linprobe_head
-from .api import (ConversionReport, LoadedCheckpoint, convert, format_for_destination, load_state_dict, read_checkpoint,
-                  resolve_model, save_state_dict)
+from .api import convert, load_state_dict, read_checkpoint, save_state_dict
 from .detect import detect_format
 from .errors import ConversionError
-from .formats import FORMATS, TABLE, get_format
-from .infer import family_of, infer_model
-from .spec import ArchSpec, arch_spec
+from .infer import infer_model
+from .spec import arch_spec
 
-__all__ = ["FORMATS", "TABLE", "ArchSpec", "ConversionError", "ConversionReport", "LoadedCheckpoint", "convert",
-           "arch_spec", "detect_format", "family_of", "fold_linprobe_head", "format_for_destination", "get_format",
-           "infer_model", "load_state_dict", "read_checkpoint", "resolve_model", "save_state_dict"]
+__all__ = ["ConversionError", "arch_spec", "convert", "detect_format", "fold_linprobe_head", "infer_model",
+           "load_state_dict", "read_checkpoint", "save_state_dict"]

@@ -177,7 +177,15 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
         family_of(sd)
     if spec is not None:
         spec = spec.with_metadata(class_names, preprocessing)
-    return TABLE[fmt].write(sd, _destination(dst, fmt), spec)[0]
+    return _write(sd, fmt, _destination(dst, fmt), spec)[0]
+
+
+def _write(sd: StateDict, fmt: str, dst: Path, spec: ArchSpec | None) -> tuple[Path, list[str]]:
+    """The format's writer; a model the format cannot hold (ConvMAE for HF, timm, MindFormers) is refused."""
+    if spec is not None and spec.family not in TABLE[fmt].families:
+        raise ConversionError(f"the {fmt} format holds {' / '.join(TABLE[fmt].families)} models only, not "
+                              f"{spec.family}; ConvMAE converts to maekit, official and passl", dst)
+    return TABLE[fmt].write(sd, dst, spec)
 
 
 @dataclass
@@ -230,7 +238,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
     ck = read_checkpoint(src, fmt_in, model, keep_linprobe=fmt_out in _LOSSLESS_HEADS, **overrides)
     cfg, sd = ck.config, ck.state_dict
     spec = arch_spec(cfg.model_name, cfg.model_args).with_metadata(cfg.class_names, ck.preprocessing)
-    written, write_notes = TABLE[fmt_out].write(sd, out, spec)
+    written, write_notes = _write(sd, fmt_out, out, spec)
     n_params = sum(t.numel() for t in sd.values() if t.is_floating_point())
     return ConversionReport(os.fspath(src), os.fspath(written), ck.format, fmt_out, cfg.model_name, cfg.model_args,
                             len(sd), n_params, ck.notes + write_notes)

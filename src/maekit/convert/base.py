@@ -93,6 +93,12 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
+def maekit_metadata(spec: Any) -> dict[str, str]:
+    """The safetensors metadata of maekit's files: the model (``spec``: an ArchSpec), read back as hints."""
+    return {"format": "pt", "maekit.model_name": spec.name,
+            "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
+
+
 def label_list(labels: Any) -> list[str] | None:
     """Labels as a list of strings: a list, or a dict by index (HF ``id2label``, timm ``label_names``);
     None for none (or ids that are not numbers: no usable order)."""

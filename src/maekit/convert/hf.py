@@ -156,10 +156,6 @@ def image_processor_config(spec) -> dict[str, Any]:
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple[Path, list[str]]:
     """A transformers folder: ``config.json`` + ``model.safetensors``."""
     notes: list[str] = []
-    if spec.family in ("convmae", "convvit"):
-        raise ConversionError(
-            "transformers has no ConvMAE model; ConvMAE converts to maekit, official and passl", dst
-        )
     if spec.family == "mae":
         arch = "ViTMAEForPreTraining" if any(k.startswith("decoder_") for k in sd) else "ViTMAEModel"
         if arch == "ViTMAEModel":

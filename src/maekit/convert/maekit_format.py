@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME
 from ..models.config import CONFIG_NAME, ModelConfig
 from ._util import atomic_write_dir, plain_tensors
-from .base import Format, Loaded, folder_of, read_json, read_json_config, read_processor_file
+from .base import Format, Loaded, folder_of, maekit_metadata, read_json, read_json_config, read_processor_file
 from .errors import ConversionError
 from .torchfile import read_safetensors
 
@@ -51,8 +51,7 @@ def write(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[s
         raise ConversionError("the maekit format needs a model name")
     tensors = plain_tensors(sd)
     cfg = ModelConfig(spec.name, dict(spec.args), list(spec.class_names) if spec.class_names else None)
-    meta = {"format": "pt", "maekit.model_name": cfg.model_name,
-            "maekit.model_args": json.dumps(cfg.model_args, sort_keys=True)}
+    meta = maekit_metadata(spec)
 
     def write_dir(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(cfg.to_json_string(), encoding="utf-8")

@@ -130,8 +130,6 @@ def write(
 
 
 def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
-    if spec is not None and spec.family in ("convmae", "convvit"):
-        raise ConversionError("the MindFormers format holds MAE / ViT models only (no ConvMAE)", dst)
     sd, note = fold_linprobe_head(sd)  # MindFormers' classifier head is one Linear
     return write(sd, dst), [note] if note else []
 

@@ -72,11 +72,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     **_numpy_globals(),
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("argparse", "Namespace"): argparse.Namespace,
-    ("builtins", "tuple"): tuple,
-    ("builtins", "list"): list,
-    ("builtins", "dict"): dict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    **{("builtins", t.__name__): t for t in (tuple, list, dict, set, frozenset)},
     ("builtins", "eval"): _paddle_eval,
 }
 

@@ -17,7 +17,6 @@ import torch
 from .errors import ConversionError
 
 PRETRAIN_FAMILIES = ("mae", "convmae")
-CLASSIFIER_FAMILIES = ("vit", "convvit")
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,6 @@ _FIELDS = ("family", "img_size", "patch_size", "in_chans", "embed_dim", "depth",
            "num_classes", "global_pool")
 
 
-def _key(args: dict[str, Any]) -> str:
-    return json.dumps(args, sort_keys=True, default=str)
-
-
 @lru_cache(maxsize=256)
 def _describe(name: str, args_json: str) -> ArchSpec:
     from ..models import create_model
@@ -106,7 +101,7 @@ def _describe(name: str, args_json: str) -> ArchSpec:
 
 def arch_spec(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
     """The :class:`ArchSpec` of ``create_model(name, **args)`` (built on the meta device, cached)."""
-    return _describe(name, _key(dict(args or {})))
+    return _describe(name, json.dumps(dict(args or {}), sort_keys=True, default=str))
 
 
 @lru_cache(maxsize=1)

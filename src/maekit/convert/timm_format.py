@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from ..fileio import atomic_write
 from . import timm_folder
 from ._util import describe_keys, fold_linprobe_head, plain_tensors
-from .base import Format, Loaded
+from .base import Format, Loaded, maekit_metadata
 from .errors import ConversionError
 from .torchfile import read_safetensors, safetensors_keys
 
@@ -59,29 +59,20 @@ def read(path: str | os.PathLike) -> Loaded:
     folder = timm_folder.folder_of(Path(path))
     if folder is not None:
         loaded = timm_folder.read_folder(folder, None if Path(path).is_dir() else Path(path))
-        sd, meta = loaded.state_dict, {}
     else:
         sd, meta = read_safetensors(path)
-    bad = [k for k in sd if not _VIT_KEY.match(k)]
+        loaded = Loaded(sd, metadata_hints(meta), [])
+    bad = [k for k in loaded.state_dict if not _VIT_KEY.match(k)]
     if bad:
-        raise ConversionError(
-            "not a plain ViT (timm) state dict that MAE models can use; unsupported weights: "
-            + describe_keys(bad),
-            path,
-        )
-    return loaded if folder is not None else Loaded(sd, metadata_hints(meta), [])
+        raise ConversionError("not a plain ViT (timm) state dict that MAE models can use; unsupported "
+                              "weights: " + describe_keys(bad), path)
+    return loaded
 
 
 def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The part of ``sd`` that a timm ViT holds."""
-    notes: list[str] = []
-    if spec is not None and spec.family in ("convmae", "convvit"):
-        raise ConversionError(
-            "timm has no ConvMAE / ConvViT model; ConvMAE converts to maekit, official and passl"
-        )
     out, note = fold_linprobe_head(sd)
-    if note:
-        notes.append(note)
+    notes = [note] if note else []
     dropped = [k for k in out if k.startswith(("decoder_", "mask_token"))]
     if dropped:
         out = {k: v for k, v in out.items() if k not in dropped}
@@ -99,11 +90,7 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
         folder, folder_notes = timm_folder.write_folder(tensors, Path(dst), spec)
         return folder, notes + folder_notes
     tensors = plain_tensors(tensors)
-    meta = {"format": "pt"}
-    if spec is not None:
-        meta.update(
-            {"maekit.model_name": spec.name, "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
-        )
+    meta = {"format": "pt"} if spec is None else maekit_metadata(spec)
     return atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes
 
 
