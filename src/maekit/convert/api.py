@@ -19,7 +19,7 @@ from .detect import detect_format
 from .formats import TABLE, format_for_suffix, get_format
 from .errors import ConversionError
 from .fit import check_fit, fit_state_dict
-from .infer import family_of, infer_model
+from .infer import SOFT_ARGS, family_of, infer_model
 from .spec import ArchSpec, arch_spec
 
 _LOSSLESS_HEADS = ("maekit", "official", "passl")  # formats that keep a linear-probe BatchNorm head
@@ -82,7 +82,7 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
     else:  # the model's own shape; only what the file states beyond the weights is carried over
         args = {}
         arch = preset.arch()
-        for key in ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps"):
+        for key in SOFT_ARGS:
             value = hints.get(key)
             if value is not None and arch.get(key) is not None and value != arch[key]:
                 args[key] = value

@@ -10,14 +10,14 @@ from typing import Any
 
 from .api import convert
 from .errors import ConversionError
+from .infer import SOFT_ARGS
 
 
 def run_convert(cfg: Any) -> int:
     """Convert ``cfg.src`` to ``cfg.dst`` and print the report (unless ``cfg.quiet``). Failures raise:
     the CLI's error boundary (:mod:`maekit.errors`) makes them one line, exit 2 for a bad file or
     option, 1 for the network, as for every command."""
-    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in ("num_heads", "decoder_num_heads", "norm_pix_loss",
-                                                               "layer_norm_eps") if getattr(cfg, k) is not None}
+    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in SOFT_ARGS if getattr(cfg, k) is not None}
     if cfg.img_size:
         if len(cfg.img_size) > 2:
             raise ConversionError("--img_size takes H or H W")

@@ -121,17 +121,12 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
         cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
         cfg["label2id"] = {name: i for i, name in enumerate(names)}
     else:
-        cfg.update(
-            {
-                "decoder_hidden_size": spec.decoder_embed_dim,
-                "decoder_num_hidden_layers": spec.decoder_depth,
-                "decoder_num_attention_heads": spec.decoder_num_heads,
-                "decoder_intermediate_size": int(round(spec.decoder_embed_dim * spec.mlp_ratio)),
-                # the encoder-only export is for features: transformers' ViTMAEModel then keeps every patch
-                "mask_ratio": 0.75 if arch == "ViTMAEForPreTraining" else 0.0,
-                "norm_pix_loss": bool(spec.norm_pix_loss),
-            }
-        )
+        cfg.update(decoder_hidden_size=spec.decoder_embed_dim, decoder_num_hidden_layers=spec.decoder_depth,
+                   decoder_num_attention_heads=spec.decoder_num_heads,
+                   decoder_intermediate_size=int(round(spec.decoder_embed_dim * spec.mlp_ratio)),
+                   # the encoder-only export is for features: transformers' ViTMAEModel then keeps every patch
+                   mask_ratio=0.75 if arch == "ViTMAEForPreTraining" else 0.0,
+                   norm_pix_loss=bool(spec.norm_pix_loss))
     return cfg
 
 
@@ -162,30 +157,21 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple
             notes.append("no decoder weights: written as ViTMAEModel (encoder only)")
     else:
         if "fc_norm.weight" in sd:
-            raise ConversionError(
-                "transformers' ViTForImageClassification classifies the cls token; this "
-                "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
-                "cannot express. Export it --to timm instead (transformers.pipeline runs timm folders "
-                "through its TimmWrapper), or fine-tune with --cls_token",
-                dst,
-            )
+            raise ConversionError("transformers' ViTForImageClassification classifies the cls token; this "
+                                  "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
+                                  "cannot express. Export it --to timm instead (transformers.pipeline runs timm "
+                                  "folders through its TimmWrapper), or fine-tune with --cls_token", dst)
         if "head.weight" not in sd:
-            raise ConversionError(
-                "a ViT classifier without a head has no ViTForImageClassification form", dst
-            )
+            raise ConversionError("a ViT classifier without a head has no ViTForImageClassification form", dst)
         arch = "ViTForImageClassification"
-    if spec.family == "mae" and not isinstance(spec.mlp_ratio, (int, float)):
-        raise ConversionError(f"unsupported mlp_ratio {spec.mlp_ratio}", dst)
     tensors = plain_tensors(to_hf(sd, arch, dst))
-    dtype = next(iter(tensors.values())).dtype
-    cfg = build_config(spec, arch, dtype)
-
-    proc = image_processor_config(spec)
+    files = {"config.json": build_config(spec, arch, next(iter(tensors.values())).dtype),
+             PROCESSOR_NAME: image_processor_config(spec)}
 
     def write_dir(tmp: Path) -> None:
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        (tmp / PROCESSOR_NAME).write_text(json.dumps(proc, indent=2, sort_keys=True) + "\n")
+        for name, data in files.items():
+            (tmp / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     return atomic_write_dir(dst, write_dir), notes
 

@@ -35,24 +35,16 @@ from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
 _ARCH = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "mlp_ratio", "decoder_embed_dim", "decoder_depth",
          "num_classes", "global_pool")
 SOFT_ARGS = ("num_heads", "decoder_num_heads", "norm_pix_loss", "layer_norm_eps")
-__all__ = ["SOFT_ARGS", "family_of", "grid_from_pos_embed", "infer_model", "weight_facts"]
 
 
 def family_of(sd: Mapping[str, torch.Tensor]) -> str:
     """'mae', 'vit', 'convmae' or 'convvit' from the key names (D.2, D.3)."""
-    keys = set(sd)
-    if "patch_embed1.proj.weight" in keys:
-        conv = True
-    elif "patch_embed.proj.weight" in keys:
-        conv = False
-    else:
-        raise ConversionError(
-            "these weights are not an MAE / ViT / ConvMAE state dict (no "
-            "'patch_embed.proj.weight' or 'patch_embed1.proj.weight'); keys: " + describe_keys(sorted(keys))
-        )
-    pretrain = any(k.startswith(DECODER_PREFIXES + FUSION_PREFIXES) for k in keys) or not any(
-        k.startswith(HEAD_PREFIXES) for k in keys
-    )
+    conv = "patch_embed1.proj.weight" in sd
+    if not conv and "patch_embed.proj.weight" not in sd:
+        raise ConversionError("these weights are not an MAE / ViT / ConvMAE state dict (no 'patch_embed.proj.weight' "
+                              "or 'patch_embed1.proj.weight'); keys: " + describe_keys(sorted(sd)))
+    pretrain = (any(k.startswith(DECODER_PREFIXES + FUSION_PREFIXES) for k in sd)
+                or not any(k.startswith(HEAD_PREFIXES) for k in sd))
     return ("convmae" if pretrain else "convvit") if conv else ("mae" if pretrain else "vit")
 
 
@@ -183,11 +175,8 @@ def _pick_heads(width: int, family: str, decoder: bool, given: Any, source: str 
 
 def _candidate_cost(facts: dict[str, Any], spec: ArchSpec) -> int:
     arch = spec.arch()
-    cost = 0
-    for k in _ARCH:
-        if facts.get(k) is not None and not _same(k, facts[k], arch[k]):
-            cost += 3 if k in ("embed_dim", "decoder_embed_dim") else 1
-    return cost
+    return sum(3 if k in ("embed_dim", "decoder_embed_dim") else 1
+               for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k]))
 
 
 def _trusted(state_dict, hints: dict, overrides: dict, notes: list[str]):
@@ -218,21 +207,17 @@ def _pick_preset(facts: dict, family: str, name_hint: str | None) -> tuple[str, 
             hinted = None
         if hinted is not None and hinted.family == family:
             return name_hint, hinted
-    cands = presets(family)
-    if not cands:
-        raise ConversionError(f"no registered model of family {family!r}")
-    return min(cands, key=lambda c: _candidate_cost(facts, c[1]))
+    return min(presets(family), key=lambda c: _candidate_cost(facts, c[1]))
 
 
 def _settle_img_size(facts: dict, overrides: dict, hints: dict, name: str, preset: ArchSpec,
                      notes: list[str]) -> None:
     """A forced or hinted image size settles what the weights leave open (a non-square grid)."""
-    if "img_size" in overrides:
-        forced = overrides.pop("img_size")
-        facts["img_size"] = tuple(forced) if isinstance(forced, (list, tuple)) else (forced, forced)
-    elif facts.get("img_size") is None and hints.get("img_size") is not None:
-        hs = hints["img_size"]
-        facts["img_size"] = tuple(hs) if isinstance(hs, (list, tuple)) else (hs, hs)
+    size = overrides.pop("img_size", None)
+    if size is None and facts.get("img_size") is None:
+        size = hints.get("img_size")
+    if size is not None:
+        facts["img_size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     if facts.get("img_size") is None and facts.get("grid_tokens") is not None:
         raise ConversionError(f"cannot tell the image size: the position table holds {facts['grid_tokens']} "
                               "patches, not a square grid; pass img_size=(H, W) (--img_size H W)")
@@ -275,13 +260,8 @@ def _soft_args(facts: dict, family: str, preset: ArchSpec, soft: dict, hints: di
     return args
 
 
-def infer_model(
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    hints: Mapping[str, Any] | None = None,
-    family: str | None = None,
-    **overrides: Any,
-) -> tuple[str, dict[str, Any], list[str]]:
+def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, Any] | None = None,
+                **overrides: Any) -> tuple[str, dict[str, Any], list[str]]:
     """The registered model that ``state_dict`` (official names) fits.
 
     Args:
@@ -289,9 +269,6 @@ def infer_model(
         hints: what the file itself says: ``model_name`` and ``model_args`` (maekit folders),
             or loose facts ``num_heads``, ``decoder_num_heads``, ``norm_pix_loss``,
             ``layer_norm_eps``, ``img_size`` (HF configs, training-checkpoint ``args``).
-        family: build a model of this family ('mae', 'vit', 'convmae', 'convvit') even if the
-            weights are of the sibling one (an MAE encoder for a ViT classifier...); the
-            classifier head / decoder shape then come from the preset.
         **overrides: constructor arguments that win over everything (``num_heads=16``...).
 
     Returns:
@@ -303,16 +280,11 @@ def infer_model(
     """
     hints = dict(hints or {})
     notes: list[str] = []
-    own_family = family_of(state_dict)
-    family = family or own_family
-    if {family, own_family} not in ({"mae", "vit"}, {"convmae", "convvit"}, {family}):
-        raise ConversionError(f"weights of a {own_family} model cannot make a {family} model")
+    family = family_of(state_dict)
     trusted = _trusted(state_dict, hints, overrides, notes)
     if trusted is not None:
         return trusted[0], trusted[1], notes
     facts = weight_facts(state_dict, family)
-    if family != own_family:  # head / decoder shape from the preset
-        facts.update(num_classes=None, global_pool=None, decoder_embed_dim=None, decoder_depth=None)
     name, preset = _pick_preset(facts, family, hints.get("model_name"))
     soft = {k: overrides.pop(k) for k in list(overrides) if k in SOFT_ARGS}
     _settle_img_size(facts, overrides, hints, name, preset, notes)
