@@ -25,13 +25,6 @@ def count_blocks(keys: Iterable[str], prefix: str) -> int:
     return len(idx)
 
 
-def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
-    """Drop ``prefix`` from every key when *all* keys carry it (``module.`` of DDP)."""
-    if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix) :]: v for k, v in sd.items()}
-    return dict(sd)
-
-
 def describe_keys(keys: Iterable[str], limit: int = 6) -> str:
     keys = list(keys)
     shown = ", ".join(keys[:limit])

@@ -99,11 +99,8 @@ def safe_unpickle(data: bytes, path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "not allowed" in msg or "eval" in msg:
-            raise ConversionError(
-                f"refused to load: {msg}; a PASSL file holds only NumPy arrays and "
-                "containers, and maekit never runs code from a file",
-                path,
-            ) from e
+            raise ConversionError(f"refused to load: {msg}; a PASSL file holds only NumPy arrays and "
+                                  "containers, and maekit never runs code from a file", path) from e
         raise ConversionError(f"truncated or corrupted pickle ({msg})", path) from e
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
         raise ConversionError(f"truncated or corrupted pickle ({type(e).__name__}: {e})", path) from e
@@ -127,6 +124,15 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True, order="C"))
 
 
+_BN = {".running_mean": "._mean", ".running_var": "._variance"}  # BatchNorm statistics: official -> Paddle
+_BN_BACK = {v: k for k, v in _BN.items()}
+
+
+def _resuffix(key: str, table: dict[str, str]) -> str:
+    """``key`` with the first suffix of ``table`` it ends with replaced."""
+    return next((key[: -len(a)] + b for a, b in table.items() if key.endswith(a)), key)
+
+
 def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Paddle names / layouts -> official names / layouts."""
     sd: dict[str, torch.Tensor] = {}
@@ -135,14 +141,7 @@ def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tupl
         if name == STRUCTURED_KEY:
             continue
         a = _to_array(str(name), value, path)
-        if a.ndim == 2:
-            a = a.T
-        key = str(name)
-        if key.endswith("._mean"):
-            key = key[: -len("._mean")] + ".running_mean"
-        elif key.endswith("._variance"):
-            key = key[: -len("._variance")] + ".running_var"
-        sd[key] = _to_tensor(a)
+        sd[_resuffix(str(name), _BN_BACK)] = _to_tensor(a.T if a.ndim == 2 else a)
     for mean_key in [k for k in sd if k.endswith(".running_mean")]:
         bn = mean_key[: -len(".running_mean")]
         w, b = sd.get(f"{bn}.weight"), sd.get(f"{bn}.bias")
@@ -160,10 +159,7 @@ def to_paddle(sd: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     for key, t in plain_tensors(sd).items():
         if key.endswith(".num_batches_tracked"):
             continue
-        if key.endswith(".running_mean"):
-            key = key[: -len(".running_mean")] + "._mean"
-        elif key.endswith(".running_var"):
-            key = key[: -len(".running_var")] + "._variance"
+        key = _resuffix(key, _BN)
         a = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
         out[key] = np.ascontiguousarray(a.T) if a.ndim == 2 else a
     for bn in sorted(bns):  # Paddle BatchNorm1D(weight_attr=False, bias_attr=False) still stores them
@@ -200,11 +196,8 @@ def read(path: str | os.PathLike) -> Loaded:
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
     """``.pdparams``: plain state dict + ``StructuredToParameterName@@``; ``.pd``: ``{'model': ...}``."""
     arrays = to_paddle(sd)
-    if Path(dst).suffix == ".pd":
-        obj: Any = {"model": arrays}
-    else:
-        obj = dict(arrays)
-        obj[STRUCTURED_KEY] = {k: k for k in arrays}
+    pd = Path(dst).suffix == ".pd"
+    obj = {"model": arrays} if pd else {**arrays, STRUCTURED_KEY: {k: k for k in arrays}}
     return atomic_write(dst, lambda tmp: tmp.write_bytes(pickle.dumps(obj, protocol=4))), []
 
 

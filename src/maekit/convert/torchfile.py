@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..fileio import safe_torch_load
-from ._util import StateDict, describe_keys, strip_prefix
+from ._util import StateDict, describe_keys
 from .errors import ConversionError
 
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -42,17 +42,11 @@ def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         why = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
-        hint = (
-            ""
-            if _is_torch_file(path)
-            else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl."
-        )
-        raise ConversionError(
-            "refused to load: the file asks to unpickle something other than tensors, "
-            f"containers and argparse.Namespace, and maekit never runs code from a file "
-            f"({why.strip()}).{hint}",
-            path,
-        ) from e
+        hint = ("" if _is_torch_file(path)
+                else " This is no torch.save file; a PaddlePaddle pickle reads with --from passl.")
+        raise ConversionError("refused to load: the file asks to unpickle something other than tensors, "
+                              "containers and argparse.Namespace, and maekit never runs code from a file "
+                              f"({why.strip()}).{hint}", path) from e
     except (EOFError, zipfile.BadZipFile) as e:
         raise ConversionError(f"truncated or corrupted PyTorch file ({type(e).__name__}: {e})", path) from e
     except RuntimeError as e:
@@ -105,7 +99,8 @@ def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDic
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ConversionError("not a state dict: entries that are not tensors: " + describe_keys(bad), path)
-    sd = strip_prefix(sd, "module.")
+    if all(str(k).startswith("module.") for k in sd):  # DDP's prefix, on every key
+        return {str(k)[len("module."):]: v for k, v in sd.items()}
     return {str(k): v for k, v in sd.items()}
 
 
@@ -122,11 +117,8 @@ def unpack_checkpoint(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dic
         if isinstance(extra.get("class_names"), (list, tuple)):
             hints["class_names"] = [str(c) for c in extra["class_names"]]
     if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
-        notes.append(
-            f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
-            if "optimizer" in obj
-            else f"checkpoint of epoch {obj['epoch']}"
-        )
+        notes.append(f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
+                     if "optimizer" in obj else f"checkpoint of epoch {obj['epoch']}")
     return find_state_dict(obj, path), hints, notes
 
 
