@@ -16,7 +16,7 @@ from ..models.config import ModelConfig
 from ._util import StateDict
 from .base import Loaded
 from .detect import detect_format
-from .formats import TABLE, format_for_suffix, get_format
+from .formats import TABLE, get_format
 from .errors import ConversionError
 from .fit import check_fit, fit_state_dict
 from .infer import SOFT_ARGS, family_of, infer_model
@@ -123,9 +123,9 @@ def _config_file(path: str | os.PathLike) -> Path:
 def format_for_destination(dst: str | os.PathLike) -> str:
     """The format a destination path implies (its suffix; a folder or no suffix -> maekit)."""
     p = Path(dst)
-    fmt = format_for_suffix(p.suffix)
+    fmt = next((f.name for f in TABLE.values() if p.suffix.lower() in f.suffixes), None)
     if fmt is not None:
-        return fmt.name
+        return fmt
     if p.is_dir() or not p.suffix:
         return "maekit"
     raise ConversionError(f"cannot tell the output format from the suffix {p.suffix!r}; pass --to FORMAT", dst)
@@ -161,7 +161,7 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
         The path written. Files and folders appear complete or not at all.
     """
     fmt = get_format(format).name
-    sd = {k: v for k, v in state_dict.items()}
+    sd = dict(state_dict)
     spec: ArchSpec | None = None
     if model_name:
         spec = arch_spec(model_name, config or {})
@@ -230,12 +230,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, from_format: str | N
         ConversionError: bad input, weights that fit no model (or not ``model``), or a model the
             output format cannot hold. Nothing is written then.
     """
-    fmt_in = get_format(from_format).name if from_format else detect_format(src)
     fmt_out = get_format(to_format).name if to_format else format_for_destination(dst)
     out = _destination(dst, fmt_out)
     if out.exists() and Path(src).exists() and os.path.samefile(src, out):
         raise ConversionError("source and destination are the same", out)
-    ck = read_checkpoint(src, fmt_in, model, keep_linprobe=fmt_out in _LOSSLESS_HEADS, **overrides)
+    ck = read_checkpoint(src, from_format, model, keep_linprobe=fmt_out in _LOSSLESS_HEADS, **overrides)
     cfg, sd = ck.config, ck.state_dict
     spec = arch_spec(cfg.model_name, cfg.model_args).with_metadata(cfg.class_names, ck.preprocessing)
     written, write_notes = _write(sd, fmt_out, out, spec)

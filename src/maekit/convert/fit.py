@@ -36,6 +36,10 @@ def _part(key: str, family: str) -> str:
     return "encoder"
 
 
+def _unfit(spec: ArchSpec, why: str) -> ConversionError:
+    return ConversionError(f"the weights do not fit model {spec.name} {spec.args}: {why}")
+
+
 def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str], list[str]]:
     """Compare ``sd`` with the model's state dict.
 
@@ -45,20 +49,16 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str]
     Raises:
         ConversionError: a shared key has another shape, or an encoder weight is missing.
     """
-    bad = [
-        f"{k} {tuple(sd[k].shape)} (model: {s})" for k, s in spec.shapes.items() if k in sd and tuple(sd[k].shape) != s
-    ]
+    bad = [f"{k} {tuple(sd[k].shape)} (model: {s})" for k, s in spec.shapes.items()
+           if k in sd and tuple(sd[k].shape) != s]
     if bad:
-        raise ConversionError(
-            f"the weights do not fit model {spec.name} {spec.args}: "
-            f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}"
-        )
+        raise _unfit(spec, f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}")
     missing = [k for k in spec.shapes if k not in sd]
     unexpected = [k for k in sd if k not in spec.shapes]
     soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
     hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
     if hard:
-        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: missing " + describe_keys(hard))
+        raise _unfit(spec, "missing " + describe_keys(hard))
     return missing, unexpected
 
 
@@ -85,8 +85,7 @@ def _drop_foreign(out: StateDict, spec: ArchSpec, unexpected: list[str], notes: 
     dropped = [k for k in unexpected if _part(k, fam) in foreign]
     other = [k for k in unexpected if k not in dropped]
     if other:
-        raise ConversionError(f"the weights do not fit model {spec.name} {spec.args}: unexpected "
-                              + describe_keys(other))
+        raise _unfit(spec, "unexpected " + describe_keys(other))
     for k in dropped:
         out.pop(k)
     if dropped:

@@ -25,8 +25,3 @@ def get_format(name: str) -> Format:
         if key == fmt.name or key in fmt.aliases:
             return fmt
     raise ConversionError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
-
-
-def format_for_suffix(suffix: str) -> Format | None:
-    """The file format an output suffix implies (``.pth`` -> official...), None for none."""
-    return next((f for f in TABLE.values() if suffix.lower() in f.suffixes), None)

@@ -50,7 +50,7 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
 
 
 def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
-    """(field number, wire type, value) where LEN values are (start, stop) offsets."""
+    """(field number, wire type, value) where LEN and fixed-size values are (start, stop) offsets."""
     while pos < end:
         key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7
@@ -59,20 +59,14 @@ def _fields(buf, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
         if wire == 0:
             value, pos = _varint(buf, pos, end)
             yield field, wire, value
-        elif wire == 2:
-            n, pos = _varint(buf, pos, end)
-            if pos + n > end:
-                raise _Corrupt(f"a field of {n} bytes runs past the end of its message")
-            yield field, wire, (pos, pos + n)
-            pos += n
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise _Corrupt("truncated fixed-size field")
-            yield field, wire, bytes(buf[pos : pos + size])
-            pos += size
-        else:
+            continue
+        if wire not in (1, 2, 5):
             raise _Corrupt(f"unsupported wire type {wire}")
+        n, pos = _varint(buf, pos, end) if wire == 2 else (8 if wire == 1 else 4, pos)
+        if pos + n > end:
+            raise _Corrupt(f"a field of {n} bytes runs past the end of its message")
+        yield field, wire, (pos, pos + n)
+        pos += n
 
 
 def _enc_varint(n: int) -> bytes:
@@ -165,10 +159,8 @@ def _assemble(buf, tag: str, e: dict, dtype: torch.dtype) -> torch.Tensor:
     numel = math.prod(e["dims"])
     itemsize = torch.empty((), dtype=dtype).element_size()
     if len(data) != numel * itemsize:
-        raise _Corrupt(
-            f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
-            f"{e['type']} ({numel * itemsize} expected)"
-        )
+        raise _Corrupt(f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
+                       f"{e['type']} ({numel * itemsize} expected)")
     t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
     return t.reshape(e["dims"])
 
