@@ -134,7 +134,7 @@ def format_for_destination(dst: str | os.PathLike) -> str:
 def _destination(dst: str | os.PathLike, fmt: str) -> Path:
     p, folder = Path(dst), TABLE[fmt].folder
     if not folder and p.is_dir():
-        return p / TABLE[fmt].default_file
+        return p / ("model" + TABLE[fmt].suffixes[0])  # a file format given an existing folder
     if folder and p.exists() and not p.is_dir() and p.suffix.lower() not in TABLE[fmt].suffixes:
         raise ConversionError(f"the {fmt} format is a folder, but this path is an existing file", p)
     return p

@@ -65,10 +65,9 @@ class Format:
     families: tuple[str, ...] = ("mae", "vit", "convmae", "convvit")
     aliases: tuple[str, ...] = ()
 
-    @property
-    def default_file(self) -> str | None:
-        """The file name written into an existing folder given as a file format's destination."""
-        return None if self.folder else "model" + self.suffixes[0]
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # of a transformers or timm folder
 
 
 def folder_of(path: str | os.PathLike) -> Path:

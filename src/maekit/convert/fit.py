@@ -97,7 +97,7 @@ def _drop_foreign(out: StateDict, spec: ArchSpec, unexpected: list[str], notes: 
 def _fill_fixed_tables(out: StateDict, spec: ArchSpec, missing: list[str], notes: list[str]) -> None:
     """A pretraining model's absent sin-cos tables (the decoder's only when the decoder is there)."""
     has_decoder = any(m.startswith("decoder_") for m in out)
-    grid = (spec.img_size[0] // _stride(spec), spec.img_size[1] // _stride(spec))
+    grid = (spec.img_size[0] // spec.stride, spec.img_size[1] // spec.stride)
     dtype = next(iter(out.values())).dtype if out else torch.float32
     for k in FIXED_TABLES:
         if k in missing and (k == "pos_embed" or has_decoder):
@@ -135,7 +135,3 @@ def fit_state_dict(
     notes += [_MISSING_NOTES[p] for p in shown if p in parts]
     return out, notes
 
-
-def _stride(spec: ArchSpec) -> int:
-    p = spec.patch_size
-    return p[0] * p[1] * p[2] if isinstance(p, tuple) else p

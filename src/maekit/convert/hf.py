@@ -29,14 +29,13 @@ from safetensors.torch import save_file
 
 from ..models.base import PROCESSOR_NAME
 from ._util import atomic_write_dir, plain_tensors
-from .base import (Format, Loaded, folder_of, label_list, read_json, read_json_config, read_processor_file,
-                   size_arg)
+from .base import (WEIGHT_FILES, Format, Loaded, folder_of, label_list, read_json, read_json_config,
+                   read_processor_file, size_arg)
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
 from .torchfile import is_torch_head, load_weights, safetensors_keys, torch_load, unpack_checkpoint
 
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_SINGLE = ("model.safetensors", "pytorch_model.bin")
 
 
 # ------------------------------------------------------------------------------ files
@@ -52,7 +51,7 @@ def _weight_files(folder: Path) -> list[Path]:
             if bad:
                 raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", index)
             return [folder / n for n in names]
-    for single in (folder / n for n in _SINGLE):
+    for single in (folder / n for n in WEIGHT_FILES):
         if single.is_file():
             return [single]
     raise ConversionError("no model.safetensors or pytorch_model.bin in this folder", folder)
@@ -200,7 +199,7 @@ def sniff(path: Path, head: bytes) -> bool:
         return False
     if any((path / n).is_file() for n in _INDEXES):
         return True
-    for name in _SINGLE:
+    for name in WEIGHT_FILES:
         if (path / name).is_file():
             with open(path / name, "rb") as f:
                 return _hf_weights_file(path / name, f.read(4096))

@@ -28,7 +28,7 @@ from ._util import count_blocks, describe_keys
 from .errors import ConversionError
 from .base import size_arg
 from .fit import DECODER_PREFIXES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit
-from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets
+from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets, stride_of
 
 
 # Arguments that weights determine, and those they cannot.
@@ -112,11 +112,8 @@ def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
     conv = family in ("convmae", "convvit")
     f: dict[str, Any] = dict.fromkeys(_ARCH)
     f.update(_conv_facts(sd, keys) if conv else _vit_facts(sd, keys))
-    if conv:
-        p = f["patch_size"]
-        stride, width, cls_row = p[0] * p[1] * p[2], f["embed_dim"][2], False
-    else:
-        stride, width, cls_row = f["patch_size"], f["embed_dim"], True
+    stride, cls_row = stride_of(f["patch_size"]), not conv
+    width = f["embed_dim"][2] if conv else f["embed_dim"]
     pos = sd.get("pos_embed")
     if pos is not None:
         if pos.ndim != 3 or pos.shape[-1] != width:

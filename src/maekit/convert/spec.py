@@ -8,6 +8,7 @@ architecture numbers) and the shape of every state-dict entry. The format writer
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -69,6 +70,11 @@ class ArchSpec:
         return {**pre, **(self.preprocessing or {})}
 
     @property
+    def stride(self) -> int:
+        """Pixels per token side: the patch size (the product of the three stage strides for ConvMAE)."""
+        return stride_of(self.patch_size)
+
+    @property
     def width(self) -> int:
         """Width of the attention blocks (stage 3 for ConvMAE)."""
         return self.embed_dim[-1] if isinstance(self.embed_dim, tuple) else self.embed_dim
@@ -76,6 +82,11 @@ class ArchSpec:
     def arch(self) -> dict[str, Any]:
         """The architecture numbers as a flat dict (keys of the constructor arguments)."""
         return {k: getattr(self, k) for k in _FIELDS[1:]}
+
+
+def stride_of(patch_size: Any) -> int:
+    """Pixels per token side of a patch size (an int, or ConvMAE's three stage strides)."""
+    return math.prod(patch_size) if isinstance(patch_size, tuple) else patch_size
 
 
 _FIELDS = ("family", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",

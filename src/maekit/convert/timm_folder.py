@@ -25,11 +25,10 @@ from typing import Any
 import torch
 
 from ._util import atomic_write_dir
-from .base import Loaded, label_list, preprocessing_hint, read_json_config, size_arg
+from .base import WEIGHT_FILES, Loaded, label_list, preprocessing_hint, read_json_config, size_arg
 from .errors import ConversionError
 from .torchfile import load_weights
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # (width, heads) -> the timm architecture of that shape; the other arguments are passed too.
 _TIMM_ARCH = {(192, 3): "vit_tiny_patch16_224", (384, 6): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
               (1024, 16): "vit_large_patch16_224", (1280, 16): "vit_huge_patch14_224"}
