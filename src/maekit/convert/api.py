@@ -108,16 +108,11 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: s
     try:
         name, args, notes, spec = resolve_model(loaded.state_dict, loaded.hints, model, **overrides)
     except ConversionError as e:  # name the file whose weights or recorded arguments are refused
-        raise e if e.path else ConversionError(e.problem, _config_file(path)) from e
+        cfg_file = Path(path) / "config.json"  # a folder's records the model
+        raise e if e.path else ConversionError(e.problem, cfg_file if cfg_file.is_file() else path) from e
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=keep_linprobe)
     return LoadedCheckpoint(ModelConfig(name, args, loaded.hints.get("class_names")), os.fspath(path), sd,
                             loaded.hints.get("preprocessing"), fmt, loaded.notes + notes + fit_notes)
-
-
-def _config_file(path: str | os.PathLike) -> Path:
-    """The file that records a model: a folder's ``config.json``, else the file itself."""
-    p = Path(path)
-    return p / "config.json" if (p / "config.json").is_file() else p
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:

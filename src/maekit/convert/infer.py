@@ -48,27 +48,20 @@ def family_of(sd: Mapping[str, torch.Tensor]) -> str:
     return ("convmae" if pretrain else "convvit") if conv else ("mae" if pretrain else "vit")
 
 
-def _factor_pairs(n: int) -> list[tuple[int, int]]:
-    s = math.isqrt(n)
-    pairs = [(s, s)] if s * s == n else []
-    pairs += [(a, n // a) for a in range(1, n + 1) if n % a == 0 and a != n // a]
-    return pairs
-
-
 def grid_from_pos_embed(pos: torch.Tensor, cls_row: bool, fixed: bool) -> tuple[int, int] | None:
     """Patch grid (Gh, Gw) of a position table (1, [1+] L, D), or None when it cannot be told."""
     length = pos.shape[1] - int(cls_row)
     if length <= 0:
         return None
-    pairs = _factor_pairs(length)
-    if fixed and pos.shape[-1] % 4 == 0 and pos.device.type != "meta":
-        table = pos[0].float()
-        for gh, gw in pairs:
-            ref = get_2d_sincos_pos_embed(pos.shape[-1], (gh, gw), cls_row)
-            if torch.allclose(table, ref, atol=1e-4):
-                return gh, gw
     side = math.isqrt(length)
-    return (side, side) if side * side == length else None
+    square = (side, side) if side * side == length else None
+    if fixed and pos.shape[-1] % 4 == 0 and pos.device.type != "meta":  # the sin-cos table tells any grid
+        pairs = [(a, length // a) for a in range(1, length + 1) if length % a == 0 and a != length // a]
+        for gh, gw in ([square] if square else []) + pairs:
+            ref = get_2d_sincos_pos_embed(pos.shape[-1], (gh, gw), cls_row)
+            if torch.allclose(pos[0].float(), ref, atol=1e-4):
+                return gh, gw
+    return square
 
 
 def _conv_facts(sd: Mapping[str, torch.Tensor], keys: list[str]) -> dict[str, Any]:

@@ -72,10 +72,6 @@ _NAMES = NameMap({
                 for w in ("attn.proj", "mlp.fc1", "mlp.fc2")])
 
 
-def _is_bookkeeping(name: str) -> bool:
-    return name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)
-
-
 def _read_name(name: str) -> str:
     """The official converter's names (decoder ones with ``vit.`` too, ``sincos_pos_embedding``) as ours."""
     if name.startswith("vit.") and name[4:].startswith(("decoder_", "mask_tokens")):
@@ -83,18 +79,14 @@ def _read_name(name: str) -> str:
     return "vit.pos_embed" if name in ("sincos_pos_embedding", "vit.sincos_pos_embedding") else name
 
 
-def from_mindformers(
-    entries: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
-) -> tuple[dict, list[str]]:
+def from_mindformers(entries: Mapping[str, torch.Tensor],
+                     path: str | os.PathLike = "") -> tuple[dict, list[str]]:
     """MindFormers names / layouts -> (official-name state dict, notes on the entries skipped)."""
-    ignored = [name for name in entries if _is_bookkeeping(name)]
+    ignored = [name for name in entries if name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)]
     sd, unknown = _NAMES.to_official({_read_name(n): t for n, t in entries.items() if n not in ignored}, path)
     if not sd:
-        raise ConversionError(
-            "no MindFormers MAE / ViT parameter in this checkpoint; entries: "
-            + describe_keys(sorted(entries)),
-            path,
-        )
+        raise ConversionError("no MindFormers MAE / ViT parameter in this checkpoint; entries: "
+                              + describe_keys(sorted(entries)), path)
     notes = []
     if ignored:
         notes.append(f"skipped {len(ignored)} optimizer / bookkeeping entries ({describe_keys(ignored, 3)})")
@@ -103,17 +95,13 @@ def from_mindformers(
     return sd, notes
 
 
-def to_mindformers(
-    sd: Mapping[str, torch.Tensor], path: str | os.PathLike = ""
-) -> list[tuple[str, torch.Tensor]]:
+def to_mindformers(sd: Mapping[str, torch.Tensor],
+                   path: str | os.PathLike = "") -> list[tuple[str, torch.Tensor]]:
     """Official names / layouts -> MindFormers (encoder and decoder)."""
     out, bad = _NAMES.to_foreign(plain_tensors(sd))
     if bad:
-        raise ConversionError(
-            "the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
-            + describe_keys(bad),
-            path,
-        )
+        raise ConversionError("the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
+                              + describe_keys(bad), path)
     return list(out.items())
 
 
@@ -123,9 +111,8 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(sd, {}, notes + more)
 
 
-def write(
-    sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None, slice_bytes: int = SLICE_BYTES
-) -> Path:
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None,
+          slice_bytes: int = SLICE_BYTES) -> Path:
     return write_entries(to_mindformers(sd, dst), dst, slice_bytes)
 
 

@@ -118,12 +118,6 @@ def _to_array(name: str, value: Any, path: str | os.PathLike) -> np.ndarray:
     return value
 
 
-def _to_tensor(a: np.ndarray) -> torch.Tensor:
-    if a.dtype == np.uint16:  # Paddle keeps bfloat16 as uint16 bits
-        return torch.from_numpy(np.array(a, copy=True, order="C").view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.array(a, copy=True, order="C"))
-
-
 _BN = {".running_mean": "._mean", ".running_var": "._variance"}  # BatchNorm statistics: official -> Paddle
 _BN_BACK = {v: k for k, v in _BN.items()}
 
@@ -141,7 +135,10 @@ def from_paddle(arrays: Mapping[str, Any], path: str | os.PathLike = "") -> tupl
         if name == STRUCTURED_KEY:
             continue
         a = _to_array(str(name), value, path)
-        sd[_resuffix(str(name), _BN_BACK)] = _to_tensor(a.T if a.ndim == 2 else a)
+        a = np.array(a.T if a.ndim == 2 else a, copy=True, order="C")
+        # Paddle keeps bfloat16 as uint16 bits
+        t = torch.from_numpy(a.view(np.int16) if a.dtype == np.uint16 else a)
+        sd[_resuffix(str(name), _BN_BACK)] = t.view(torch.bfloat16) if a.dtype == np.uint16 else t
     for mean_key in [k for k in sd if k.endswith(".running_mean")]:
         bn = mean_key[: -len(".running_mean")]
         w, b = sd.get(f"{bn}.weight"), sd.get(f"{bn}.bias")
