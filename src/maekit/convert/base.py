@@ -68,6 +68,7 @@ class Format:
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # of a transformers or timm folder
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def folder_of(path: str | os.PathLike) -> Path:

@@ -23,11 +23,11 @@ import os
 import zipfile
 from pathlib import Path
 
+from .base import SHARD_INDEXES, WEIGHT_FILES
 from .errors import ConversionError
 from .formats import TABLE
 
-_FOLDER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                 "pytorch_model.bin.index.json")
+_FOLDER_FILES = ("config.json", *WEIGHT_FILES, *SHARD_INDEXES)
 
 
 def _folder_format(folder: Path) -> str | None:

@@ -29,34 +29,15 @@ from safetensors.torch import save_file
 
 from ..models.base import PROCESSOR_NAME
 from ._util import atomic_write_dir, plain_tensors
-from .base import (WEIGHT_FILES, Format, Loaded, folder_of, label_list, read_json, read_json_config,
+from .base import (SHARD_INDEXES, WEIGHT_FILES, Format, Loaded, folder_of, label_list, read_json_config,
                    read_processor_file, size_arg)
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
-from .torchfile import is_torch_head, load_weights, safetensors_keys, torch_load, unpack_checkpoint
+from .torchfile import is_torch_head, load_folder_weights, safetensors_keys, torch_load, unpack_checkpoint
 
-_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 # ------------------------------------------------------------------------------ files
-def _weight_files(folder: Path) -> list[Path]:
-    for index in (folder / n for n in _INDEXES):
-        if index.is_file():
-            try:
-                names = list(dict.fromkeys(read_json(index)["weight_map"].values()))
-            except (TypeError, KeyError, AttributeError) as e:
-                raise ConversionError(f"unreadable shard index ({e})", index) from e
-            # Shards are files of this folder: an index must not point elsewhere ('../x', '/x').
-            bad = [n for n in names if not isinstance(n, str) or not n or Path(n).name != n]
-            if bad:
-                raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", index)
-            return [folder / n for n in names]
-    for single in (folder / n for n in WEIGHT_FILES):
-        if single.is_file():
-            return [single]
-    raise ConversionError("no model.safetensors or pytorch_model.bin in this folder", folder)
-
-
 _HINTS = {"num_attention_heads": "num_heads", "decoder_num_attention_heads": "decoder_num_heads",
           "layer_norm_eps": "layer_norm_eps", "norm_pix_loss": "norm_pix_loss", "image_size": "img_size"}
 
@@ -80,10 +61,8 @@ def read(path: str | os.PathLike) -> Loaded:
     p = Path(path)
     folder = folder_of(p)
     cfg = read_json_config(folder)
-    files = (
-        [p] if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else _weight_files(folder)
-    )
-    sd, notes = from_hf({k: t for f in files for k, t in load_weights(f).items()}, folder)
+    weights = p if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else None
+    sd, notes = from_hf(load_folder_weights(folder, weights), folder)
     hints = config_hints(cfg)
     if (pre := read_processor_file(folder)) is not None:
         hints["preprocessing"] = pre
@@ -197,7 +176,7 @@ def sniff(path: Path, head: bytes) -> bool:
         return True
     if "model_name" in cfg:
         return False
-    if any((path / n).is_file() for n in _INDEXES):
+    if any((path / n).is_file() for n in SHARD_INDEXES):
         return True
     for name in WEIGHT_FILES:
         if (path / name).is_file():

@@ -27,7 +27,7 @@ import torch
 from ._util import atomic_write_dir
 from .base import WEIGHT_FILES, Loaded, label_list, preprocessing_hint, read_json_config, size_arg
 from .errors import ConversionError
-from .torchfile import load_weights
+from .torchfile import load_folder_weights
 
 # (width, heads) -> the timm architecture of that shape; the other arguments are passed too.
 _TIMM_ARCH = {(192, 3): "vit_tiny_patch16_224", (384, 6): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
@@ -69,14 +69,7 @@ def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
     """A timm folder (or its ``weights`` file): official-name weights plus the config's hints."""
-    cfg = timm_config(folder)
-    if cfg is None:
-        raise ConversionError("not a timm folder (no config.json naming an 'architecture')", folder)
-    if weights is None:
-        weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
-        if weights is None:
-            raise ConversionError(f"no {' or '.join(WEIGHT_FILES)} in this timm folder", folder)
-    return Loaded(load_weights(weights), _hints(cfg), [])
+    return Loaded(load_folder_weights(folder, weights), _hints(read_json_config(folder)), [])
 
 
 def _timm_args(spec) -> dict[str, Any]:

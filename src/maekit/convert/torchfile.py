@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..fileio import safe_torch_load
 from ._util import StateDict, describe_keys
+from .base import SHARD_INDEXES, WEIGHT_FILES, read_json
 from .errors import ConversionError
 
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -154,3 +155,28 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         if isinstance(e, FileNotFoundError):
             raise ConversionError("no such file", path) from e
         raise ConversionError(f"truncated or corrupted safetensors file ({e})", path) from e
+
+
+def load_folder_weights(folder: Path, weights: Path | None = None) -> StateDict:
+    """The tensors of a transformers / timm folder: its shard index's files, its one weights file, or
+    ``weights`` (one file of it)."""
+    files = [weights] if weights is not None else _weight_files(folder)
+    return {k: t for f in files for k, t in load_weights(f).items()}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    for index in (folder / n for n in SHARD_INDEXES):
+        if index.is_file():
+            try:
+                names = list(dict.fromkeys(read_json(index)["weight_map"].values()))
+            except (TypeError, KeyError, AttributeError) as e:
+                raise ConversionError(f"unreadable shard index ({e})", index) from e
+            # Shards are files of this folder: an index must not point elsewhere ('../x', '/x').
+            bad = [n for n in names if not isinstance(n, str) or not n or Path(n).name != n]
+            if bad:
+                raise ConversionError(f"shard index names files outside the folder: {bad[:3]}", index)
+            return [folder / n for n in names]
+    for single in (folder / n for n in WEIGHT_FILES):
+        if single.is_file():
+            return [single]
+    raise ConversionError("no model.safetensors or pytorch_model.bin in this folder", folder)
