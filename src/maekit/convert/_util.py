@@ -92,6 +92,10 @@ class NameMap:
                      for j, n in enumerate(f if isinstance(f, tuple) else (f,))}
         self.transposed = set(transposed)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is one of the framework's names in this table."""
+        return _template(name)[0] in self.back
+
     def _layout(self, template: str, t: torch.Tensor) -> torch.Tensor:
         return t.t().contiguous() if template in self.transposed and t.ndim == 2 else t
 

@@ -30,10 +30,6 @@ from .formats import TABLE
 _FOLDER_FILES = ("config.json", *WEIGHT_FILES, *SHARD_INDEXES)
 
 
-def _folder_format(folder: Path) -> str | None:
-    return next((f.name for f in TABLE.values() if f.folder and f.sniff(folder, b"")), None)
-
-
 def _check_zip(p: Path) -> None:
     """A ZIP must be a whole ``torch.save`` archive (the messages name what is wrong)."""
     try:
@@ -50,16 +46,14 @@ def detect_format(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
         raise ConversionError("no such file or folder", p)
-    if p.is_dir():
-        fmt = _folder_format(p)
-        if fmt is None:
-            raise ConversionError("cannot tell the format of this folder: no config.json with 'model_name' "
-                                  "(maekit) or 'model_type' (Hugging Face), and no HF weights", p)
+    in_folder = p.name in _FOLDER_FILES and (p.parent / "config.json").is_file()  # a file of a model folder
+    folder = p if p.is_dir() else p.parent if in_folder else None
+    fmt = folder and next((f.name for f in TABLE.values() if f.folder and f.sniff(folder, b"")), None)
+    if fmt:
         return fmt
-    if p.name in _FOLDER_FILES and (p.parent / "config.json").is_file():
-        fmt = _folder_format(p.parent)
-        if fmt is not None:
-            return fmt
+    if p.is_dir():
+        raise ConversionError("cannot tell the format of this folder: no config.json with 'model_name' "
+                              "(maekit) or 'model_type' (Hugging Face), and no HF weights", p)
     if p.stat().st_size == 0:
         raise ConversionError("empty file", p)
     with open(p, "rb") as f:

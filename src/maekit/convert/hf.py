@@ -51,8 +51,6 @@ def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     labels = label_list(cfg.get("id2label"))
     if labels and labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' default names
         h["class_names"] = labels
-    if cfg.get("hidden_act", "gelu") != "gelu":
-        h["warning"] = f"hidden_act={cfg['hidden_act']!r} (maekit uses exact GELU)"
     return h
 
 
@@ -66,8 +64,8 @@ def read(path: str | os.PathLike) -> Loaded:
     hints = config_hints(cfg)
     if (pre := read_processor_file(folder)) is not None:
         hints["preprocessing"] = pre
-    if "warning" in hints:
-        notes.append(hints.pop("warning"))
+    if cfg.get("hidden_act", "gelu") != "gelu":
+        notes.append(f"hidden_act={cfg['hidden_act']!r} (maekit uses exact GELU)")
     if cfg.get("model_type") == "vit" and "head.weight" in sd and "norm.weight" not in sd:
         notes.append("HF ViT without final layernorm")
     return Loaded(sd, hints, notes)

@@ -16,15 +16,6 @@ import torch
 from ._util import NameMap, describe_keys, prefixed
 from .errors import ConversionError
 
-_HF_PREFIXES = ("vit.embeddings.", "vit.encoder.layer.", "vit.layers.", "embeddings.patch_embeddings.", "encoder.layer.",
-                "decoder.decoder_layers.", "decoder.decoder_encoder.", "classifier.", "vit.layernorm.")
-
-
-def looks_hf(keys: Iterable[str]) -> bool:
-    """Whether parameter names are transformers' (and not the official ones)."""
-    return any(k.startswith(_HF_PREFIXES) for k in keys)
-
-
 _LAYER = {  # official block sub-name -> HF (hub) sub-name ({p}: weight / bias; a tuple: the split qkv)
     "norm1.{p}": "layernorm_before.{p}",
     "norm2.{p}": "layernorm_after.{p}",
@@ -72,6 +63,11 @@ def _normalise(name: str) -> str:
     for pat, rep in _NORMALISE:
         name = pat.sub(rep, name)
     return name
+
+
+def looks_hf(keys: Iterable[str]) -> bool:
+    """Whether parameter names are transformers' (and not the official ones)."""
+    return any(_READ.knows(_normalise(k)) for k in keys)
 
 
 def to_hf(sd: Mapping[str, torch.Tensor], arch: str, path: str | os.PathLike = "") -> dict[str, torch.Tensor]:
