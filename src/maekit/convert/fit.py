@@ -114,9 +114,8 @@ _MISSING_NOTES = {
 }
 
 
-def fit_state_dict(
-    sd: Mapping[str, torch.Tensor], spec: ArchSpec, *, keep_linprobe: bool = True
-) -> tuple[StateDict, list[str]]:
+def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ArchSpec, *,
+                   keep_linprobe: bool = True) -> tuple[StateDict, list[str]]:
     """Make ``sd`` match ``spec``: fill missing fixed sin-cos tables, drop the parts the model
     has not (decoder / fusion convs of a classifier, head of a pretraining model), and keep or
     fold a linear-probe head. Anything else that does not fit raises ConversionError.

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..models.config import jsonable
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .errors import ConversionError
@@ -124,11 +125,7 @@ def _as_arg(key: str, value: Any) -> Any:
     """Spec value -> constructor argument (JSON friendly)."""
     if key == "img_size":
         return size_arg(value)
-    if key == "global_pool":
-        return value == "avg"
-    if isinstance(value, tuple):
-        return [v for v in value]
-    return value
+    return value == "avg" if key == "global_pool" else jsonable(value)
 
 
 def _same(key: str, a: Any, b: Any) -> bool:

@@ -156,11 +156,10 @@ def _assemble(buf, tag: str, e: dict, dtype: torch.dtype) -> torch.Tensor:
     if any(d < 0 for d in e["dims"]):
         raise _Corrupt(f"tensor {tag!r} has negative dims {e['dims']}")
     data = bytearray().join(bytes(buf[s:t]) for s, t in e["chunks"])
-    numel = math.prod(e["dims"])
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    if len(data) != numel * itemsize:
+    nbytes = math.prod(e["dims"]) * dtype.itemsize
+    if len(data) != nbytes:
         raise _Corrupt(f"tensor {tag!r} has {len(data)} bytes of content for dims {e['dims']} of "
-                       f"{e['type']} ({numel * itemsize} expected)")
+                       f"{e['type']} ({nbytes} expected)")
     t = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
     return t.reshape(e["dims"])
 
@@ -185,19 +184,15 @@ def _parse(buf, size: int, path) -> tuple[dict[str, torch.Tensor], list[str]]:
         entry["chunks"].append(content)
     if skipped_maps:
         notes.append("skipped map tensors: " + describe_keys(skipped_maps))
-    out: dict[str, torch.Tensor] = {}
+    out = {tag: _assemble(buf, tag, e, DTYPES[e["type"]]) for tag, e in parts.items() if e["type"] in DTYPES}
     other = [f"{tag} ({e['type']})" for tag, e in parts.items() if e["type"] not in DTYPES]
-    for tag, e in parts.items():
-        if e["type"] in DTYPES:
-            out[tag] = _assemble(buf, tag, e, DTYPES[e["type"]])
     if other:
         notes.append("skipped entries of non-tensor types: " + describe_keys(other))
     return out, notes
 
 
-def write_entries(
-    entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLike, slice_bytes: int = SLICE_BYTES
-) -> Path:
+def write_entries(entries: list[tuple[str, torch.Tensor]], dst: str | os.PathLike,
+                  slice_bytes: int = SLICE_BYTES) -> Path:
     """Write ``[(tag, tensor)]`` as MindSpore does: one Checkpoint message per slice."""
 
     def field(number: int, size: int) -> bytes:  # the key and length of a LEN field

@@ -38,7 +38,7 @@ from ..fileio import atomic_write
 from ._util import describe_keys, plain_tensors
 from .base import Format, Loaded
 from .errors import ConversionError
-from .torchfile import args_hints
+from .torchfile import checkpoint_facts
 
 STRUCTURED_KEY = "StructuredToParameterName@@"
 
@@ -172,15 +172,8 @@ def read(path: str | os.PathLike) -> Loaded:
     except OSError as e:
         raise ConversionError(f"cannot read ({e.strerror or e})", path) from e
     obj = safe_unpickle(data, path)
-    hints, notes = {}, []
-    if isinstance(obj, Mapping) and "args" in obj:
-        hints = args_hints(obj["args"])
-        hints["source"] = "the PASSL checkpoint's args"
-    arrays = obj
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        arrays = obj["model"]
-        if "optimizer" in obj:
-            notes.append("training checkpoint: optimizer / scaler state ignored")
+    hints, notes = checkpoint_facts(obj)
+    arrays = obj["model"] if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) else obj
     if not isinstance(arrays, Mapping) or not [k for k in arrays if k != STRUCTURED_KEY]:
         raise ConversionError("no state dict found (expected a dict of arrays, or one under 'model')", path)
     bad = [str(k) for k in arrays if not isinstance(k, str)]

@@ -66,19 +66,32 @@ def _is_torch_file(path: str | os.PathLike) -> bool:
         return True
 
 
-def args_hints(args: Any) -> dict[str, Any]:
-    if isinstance(args, argparse.Namespace):
-        args = vars(args)
-    if not isinstance(args, Mapping):
-        return {}
-    hints: dict[str, Any] = {"source": "the checkpoint's args"}
-    if isinstance(args.get("model"), str):
-        hints["model_name"] = args["model"]
-    if isinstance(args.get("norm_pix_loss"), bool):
-        hints["norm_pix_loss"] = args["norm_pix_loss"]
-    if isinstance(args.get("input_size"), int):
-        hints["img_size"] = args["input_size"]
-    return hints
+# the reference scripts' args -> (hint, type)
+_ARGS = {"model": ("model_name", str), "norm_pix_loss": ("norm_pix_loss", bool),
+         "input_size": ("img_size", int)}
+
+
+def checkpoint_facts(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    """(hints, notes) of what a training checkpoint (torch or PASSL) records beside its weights: its
+    ``args`` (the reference scripts': model, norm_pix_loss, input_size), maekit's ``extra`` (the exact
+    model and labels), its epoch and optimizer."""
+    if not isinstance(obj, Mapping):
+        return {}, []
+    args = vars(obj["args"]) if isinstance(obj.get("args"), argparse.Namespace) else obj.get("args")
+    hints: dict[str, Any] = {}
+    if isinstance(args, Mapping):
+        hints["source"] = "the checkpoint's args"
+        hints.update((dst, args[k]) for k, (dst, kind) in _ARGS.items() if isinstance(args.get(k), kind))
+    extra = obj.get("extra")
+    if isinstance(extra, Mapping):  # a maekit training checkpoint records its exact model and labels
+        if isinstance(extra.get("model_name"), str) and isinstance(extra.get("model_args"), Mapping):
+            hints.update(model_name=extra["model_name"], model_args=dict(extra["model_args"]))
+        if isinstance(extra.get("class_names"), (list, tuple)):
+            hints["class_names"] = [str(c) for c in extra["class_names"]]
+    epoch = f" of epoch {obj['epoch']}" if isinstance(obj.get("epoch"), int) else ""
+    if "optimizer" in obj:
+        return hints, [f"training checkpoint{epoch}; optimizer / scaler state ignored"]
+    return hints, [f"checkpoint{epoch}"] if epoch else []
 
 
 def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDict:
@@ -107,20 +120,7 @@ def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDic
 
 def unpack_checkpoint(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
     """The model weights inside a loaded checkpoint object, plus hints and notes."""
-    hints: dict[str, Any] = {}
-    notes: list[str] = []
-    if isinstance(obj, Mapping) and "args" in obj:
-        hints = args_hints(obj["args"])
-    extra = obj.get("extra") if isinstance(obj, Mapping) else None
-    if isinstance(extra, Mapping):  # a maekit training checkpoint records its exact model and labels
-        if isinstance(extra.get("model_name"), str) and isinstance(extra.get("model_args"), Mapping):
-            hints.update(model_name=extra["model_name"], model_args=dict(extra["model_args"]))
-        if isinstance(extra.get("class_names"), (list, tuple)):
-            hints["class_names"] = [str(c) for c in extra["class_names"]]
-    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), int):
-        notes.append(f"training checkpoint of epoch {obj['epoch']}; optimizer / scaler state ignored"
-                     if "optimizer" in obj else f"checkpoint of epoch {obj['epoch']}")
-    return find_state_dict(obj, path), hints, notes
+    return find_state_dict(obj, path), *checkpoint_facts(obj)
 
 
 def safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
