@@ -92,10 +92,9 @@ def build_config(spec, arch: str, dtype: torch.dtype) -> dict[str, Any]:
         "dtype": str(dtype).replace("torch.", ""),
     }
     if arch == "ViTForImageClassification":
-        n = spec.num_classes or 0
-        names = list(spec.class_names) if spec.class_names else [f"LABEL_{i}" for i in range(n)]
-        cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
-        cfg["label2id"] = {name: i for i, name in enumerate(names)}
+        names = list(spec.class_names or [f"LABEL_{i}" for i in range(spec.num_classes or 0)])
+        cfg["id2label"] = {str(i): n for i, n in enumerate(names)}
+        cfg["label2id"] = {n: i for i, n in enumerate(names)}
     else:
         cfg.update(decoder_hidden_size=spec.decoder_embed_dim, decoder_num_hidden_layers=spec.decoder_depth,
                    decoder_num_attention_heads=spec.decoder_num_heads,

@@ -16,10 +16,11 @@ import torch
 from ._util import NameMap, describe_keys, prefixed
 from .errors import ConversionError
 
+_QKV = {"q": "query", "k": "key", "v": "value"}  # transformers 5's q_proj... -> the hub's query...
 _LAYER = {  # official block sub-name -> HF (hub) sub-name ({p}: weight / bias; a tuple: the split qkv)
     "norm1.{p}": "layernorm_before.{p}",
     "norm2.{p}": "layernorm_after.{p}",
-    "attn.qkv.{p}": tuple(f"attention.attention.{n}.{{p}}" for n in ("query", "key", "value")),
+    "attn.qkv.{p}": tuple(f"attention.attention.{n}.{{p}}" for n in _QKV.values()),
     "attn.proj.{p}": "attention.output.dense.{p}",
     "mlp.fc1.{p}": "intermediate.dense.{p}",
     "mlp.fc2.{p}": "output.dense.{p}",
@@ -48,9 +49,7 @@ _READ = NameMap({**prefixed(_ENCODER, "", "vit."), **_DECODER, **_HEAD})  # name
 _NORMALISE = [
     (re.compile(r"^decoder\.decoder_encoder\.layer\."), "decoder.decoder_layers."),
     (re.compile(r"^(vit\.)?layers\."), r"\1encoder.layer."),
-    (re.compile(r"\.attention\.q_proj\."), ".attention.attention.query."),
-    (re.compile(r"\.attention\.k_proj\."), ".attention.attention.key."),
-    (re.compile(r"\.attention\.v_proj\."), ".attention.attention.value."),
+    (re.compile(r"\.attention\.([qkv])_proj\."), lambda m: f".attention.attention.{_QKV[m[1]]}."),
     (re.compile(r"\.attention\.o_proj\."), ".attention.output.dense."),
     (re.compile(r"\.mlp\.fc1\."), ".intermediate.dense."),
     (re.compile(r"\.mlp\.fc2\."), ".output.dense."),

@@ -36,19 +36,14 @@ _TIMM_ARCH = {(192, 3): "vit_tiny_patch16_224", (384, 6): "vit_small_patch16_224
 
 def timm_config(folder: Path) -> dict[str, Any] | None:
     """The folder's ``config.json`` when it is timm's (it names an ``architecture``), else None."""
-    if not folder.is_dir():
-        return None
     cfg = read_json_config(folder)
     return cfg if isinstance(cfg.get("architecture"), str) else None
 
 
 def folder_of(path: Path) -> Path | None:
     """The timm folder ``path`` is, or whose weights file it is; None for anything else."""
-    if path.is_dir():
-        return path if timm_config(path) is not None else None
-    if path.name in WEIGHT_FILES and timm_config(path.parent) is not None:
-        return path.parent
-    return None
+    folder = path if path.is_dir() else path.parent if path.name in WEIGHT_FILES else None
+    return folder if folder is not None and timm_config(folder) is not None else None
 
 
 def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
