@@ -125,20 +125,18 @@ def image_processor_config(spec) -> dict[str, Any]:
 
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec) -> tuple[Path, list[str]]:
     """A transformers folder: ``config.json`` + ``model.safetensors``."""
-    notes: list[str] = []
     if spec.family == "mae":
         arch = "ViTMAEForPreTraining" if any(k.startswith("decoder_") for k in sd) else "ViTMAEModel"
-        if arch == "ViTMAEModel":
-            notes.append("no decoder weights: written as ViTMAEModel (encoder only)")
+    elif "fc_norm.weight" in sd:
+        raise ConversionError("transformers' ViTForImageClassification classifies the cls token; this "
+                              "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
+                              "cannot express. Export it --to timm instead (transformers.pipeline runs timm "
+                              "folders through its TimmWrapper), or fine-tune with --cls_token", dst)
+    elif "head.weight" not in sd:
+        raise ConversionError("a ViT classifier without a head has no ViTForImageClassification form", dst)
     else:
-        if "fc_norm.weight" in sd:
-            raise ConversionError("transformers' ViTForImageClassification classifies the cls token; this "
-                                  "classifier averages the patch tokens (fc_norm, global_pool=True), which it "
-                                  "cannot express. Export it --to timm instead (transformers.pipeline runs timm "
-                                  "folders through its TimmWrapper), or fine-tune with --cls_token", dst)
-        if "head.weight" not in sd:
-            raise ConversionError("a ViT classifier without a head has no ViTForImageClassification form", dst)
         arch = "ViTForImageClassification"
+    notes = ["no decoder weights: written as ViTMAEModel (encoder only)"] if arch == "ViTMAEModel" else []
     tensors = plain_tensors(to_hf(sd, arch, dst))
     files = {"config.json": build_config(spec, arch, next(iter(tensors.values())).dtype),
              PROCESSOR_NAME: image_processor_config(spec)}

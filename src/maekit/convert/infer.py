@@ -17,6 +17,7 @@ reported in the notes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -187,12 +188,8 @@ def _pick_preset(facts: dict, family: str, name_hint: str | None) -> tuple[str, 
     """The named model when it is of the family, else the registered preset closest to the facts."""
     from ..models import is_model
 
-    if name_hint and is_model(name_hint):
-        try:
-            hinted = arch_spec(name_hint)
-        except ConversionError:
-            hinted = None
-        if hinted is not None and hinted.family == family:
+    with contextlib.suppress(ConversionError):  # a named model of another kind: the closest preset
+        if name_hint and is_model(name_hint) and (hinted := arch_spec(name_hint)).family == family:
             return name_hint, hinted
     return min(presets(family), key=lambda c: _candidate_cost(facts, c[1]))
 

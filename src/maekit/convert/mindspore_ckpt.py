@@ -85,14 +85,10 @@ def looks_like_ckpt(head: bytes) -> bool:
     """Whether the first bytes of a file read as ``0x0a len (0x0a taglen tag ...)``: a Checkpoint
     whose first value has a UTF-8 ``tag`` (how ``detect_format`` recognises MindSpore files)."""
     try:
-        if head[0] != 0x0A:
-            return False
         _, i = _varint(head, 1, len(head))
-        if head[i] != 0x0A:
-            return False
         n, j = _varint(head, i + 1, len(head))
         tag = head[j : j + n]
-        return 0 < n <= 1024 and (len(tag) < n or bool(tag.decode("utf-8")))
+        return head[0] == head[i] == 0x0A and 0 < n <= 1024 and (len(tag) < n or bool(tag.decode("utf-8")))
     except (IndexError, UnicodeDecodeError, _Corrupt):
         return False
 

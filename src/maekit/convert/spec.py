@@ -119,12 +119,11 @@ def arch_spec(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
 def _presets() -> tuple[tuple[str, ArchSpec], ...]:
     from ..models import canonical_name, list_models
 
-    names = list_models()
+    names = set(list_models())
     out = []
     for canonical in list_models(include_aliases=False):
-        aliases = [n for n in names if canonical_name(n) == canonical]
         short = canonical.replace("_dec512d8b", "")
-        friendly = short if short in aliases else canonical
+        friendly = short if short in names and canonical_name(short) == canonical else canonical
         try:
             out.append((friendly, arch_spec(friendly)))
         except ConversionError:  # a model kind this module does not know: not a candidate
