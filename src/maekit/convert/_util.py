@@ -1,4 +1,5 @@
-"""Small shared helpers of the converters: key bookkeeping and the linear-probe head fold.
+"""Small shared helpers of the converters: key bookkeeping, the linear-probe head fold and
+:class:`NameMap`, the one renamer between the official names and a framework's (HF, MindFormers).
 
 File writes (atomic files and folders, safetensors-ready tensors) live in :mod:`maekit.fileio`."""
 

@@ -10,7 +10,8 @@ Written by timm itself: a genuine timm ``VisionTransformer`` of the same shape t
 (num_classes, input size, pooling, mean / std, crop), so the export gives the same outputs in timm.
 A pretraining model exports its encoder with ``num_classes=0``, like timm's own ``.mae`` weights.
 
-Read: the weights (``model.safetensors``, else ``pytorch_model.bin``) under the official names,
+Read: the weights (``model.safetensors``, else ``pytorch_model.bin``, or the files of a shard
+index) under the official names,
 and as hints the input size, ``num_heads`` and labels the config states.
 """
 

@@ -3,8 +3,10 @@
 ``torch_load`` unpickles nothing but tensors, plain containers and ``argparse.Namespace``
 (:func:`maekit.fileio.safe_torch_load`); ``find_state_dict`` / ``unpack_checkpoint`` find the
 weights inside whatever a checkpoint holds (official ``{'model': ...}``, maekit training
-checkpoints with their ``extra``, DDP ``module.`` prefixes); ``read_safetensors`` and
-``safetensors_keys`` read a safetensors file or only its header.
+checkpoints with their ``extra``, DDP ``module.`` prefixes) and ``checkpoint_facts`` what it
+records beside them; ``read_safetensors`` and ``safetensors_keys`` read a safetensors file or only
+its header; ``load_weights`` / ``load_folder_weights`` read a weights file / a transformers or timm
+folder's weights (shard index, ``model.safetensors`` or ``pytorch_model.bin``).
 """
 
 from __future__ import annotations
