@@ -27,8 +27,8 @@ import torch
 from ..models.config import jsonable
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
-from .errors import ConversionError
 from .base import size_arg
+from .errors import ConversionError
 from .fit import DECODER_PREFIXES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit
 from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets, stride_of
 
