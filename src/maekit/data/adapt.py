@@ -39,7 +39,6 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 
 from .datasets import UNLABELLED_TARGET
-from .hf_datasets import detect_columns, is_hf_dataset_object
 from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed
 from .seeding import MASK_STREAM, sample_seed, seeded_rngs
 
@@ -112,17 +111,13 @@ class ItemConverter:
         return self.input_size is not None and tuple(image.shape) == (self.in_chans, *self.input_size)
 
     def _transform(self, image: Any) -> Any:
-        if isinstance(image, (str, os.PathLike)):
-            return load_transformed(image, self.in_chans, self.transform)
         if isinstance(image, dict) and ("bytes" in image or "path" in image):  # HF undecoded Image feature
             image = image["bytes"] if image.get("bytes") is not None else image["path"]
-            if isinstance(image, str):
-                return load_transformed(image, self.in_chans, self.transform)
         if isinstance(image, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(image))
-            if not getattr(self.transform, "lazy_decode", False):
-                image.load()
-        elif isinstance(image, torch.Tensor):
+            return load_transformed(io.BytesIO(image), self.in_chans, self.transform, name="in a dataset item")
+        if isinstance(image, (str, os.PathLike)):
+            return load_transformed(image, self.in_chans, self.transform)
+        if isinstance(image, torch.Tensor):
             image = TF.to_pil_image(image if image.ndim == 3 else image.unsqueeze(0))
         elif isinstance(image, np.ndarray):
             image = Image.fromarray(image)
@@ -206,6 +201,8 @@ def as_dataset(source: Any, *, transform: Callable[[Any], Any] | None, in_chans:
     Raises:
         TypeError: ``source`` is neither; ValueError: an iterable without ``len()``.
     """
+    from .hf_datasets import detect_columns, is_hf_dataset_object
+
     if is_hf_dataset_object(source) and image_key is None:  # columns by feature type (Image, ClassLabel)
         image_key, found_label = detect_columns(source.features, None, label_key, labelled=False,
                                                 required=False)

@@ -15,7 +15,7 @@ named ``label`` / ``labels``). ``image_column`` / ``label_column`` override the 
 ambiguous or missing column is an error naming the columns. Splits: ``split`` when given, else
 ``train`` for training and the first of ``validation``, ``val``, ``test`` for evaluation.
 
-Any ``datasets.Dataset`` object (e.g. handed to the Trainer) goes through :func:`wrap_hf_dataset`.
+Any ``datasets.Dataset`` object (e.g. handed to the Trainer) goes through :class:`HFImageDataset`.
 Items are ``(transform(image), target)`` like the folder datasets (target -1 when unlabelled),
 or ``None`` for an image that cannot be decoded (warned, then dropped and counted by the loader).
 """
@@ -28,11 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
-from .images import UndecodableImageWarning, convert_image, mode_for_chans
+from .adapt import ItemConverter
+from .images import _DECODE_ERRORS, UndecodableImageWarning, mode_for_chans
 
 HF_PREFIX = "hf:"
 _IMAGE_NAMES = ("image", "img", "images", "pixel_values")
@@ -159,7 +158,7 @@ class HFImageDataset(Dataset):
         image, label = detect_columns(data.features, image_column, label_column, labelled=labelled)
         self.image_column, self.label_column = image, (label if labelled else None)
         self.data = data.select_columns([c for c in (image, self.label_column) if c is not None])
-        self.transform, self.in_chans = transform, in_chans
+        self.convert = ItemConverter(transform, in_chans=in_chans)  # PIL, bytes, path or HWC uint8 cells
         if self.label_column is not None:
             feature = data.features[self.label_column]
             self.targets = [int(t) for t in self.data[self.label_column]]
@@ -174,45 +173,16 @@ class HFImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         try:
-            row = self.data[int(index)]
-            img = _as_pil(row[self.image_column])
-            img = convert_image(img, self.in_chans)
-        except (OSError, ValueError, SyntaxError, EOFError, TypeError, Image.DecompressionBombError) as err:
+            row = self.data[int(index)]  # datasets decodes the image cell here
+        except _DECODE_ERRORS as err:
             warnings.warn(f"skipping undecodable image at row {index} of the Hugging Face dataset: "
                           f"{type(err).__name__}: {err}", UndecodableImageWarning, stacklevel=2)
             return None
-        target = int(row[self.label_column]) if self.label_column is not None else -1
-        return (self.transform(img) if self.transform is not None else img), target
+        return self.convert((row[self.image_column], row.get(self.label_column)))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(rows={len(self)}, image_column={self.image_column!r}, "
                 f"label_column={self.label_column!r})")
-
-
-def _as_pil(value: Any) -> Image.Image:
-    """The image cell as PIL: decoded ``Image`` features are PIL already; arrays are HWC uint8."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict) and value.get("bytes") is not None:  # Image(decode=False)
-        import io
-
-        with Image.open(io.BytesIO(value["bytes"])) as img:
-            img.load()
-            return img.copy()
-    if isinstance(value, dict) and value.get("path"):
-        with Image.open(value["path"]) as img:
-            img.load()
-            return img.copy()
-    arr = np.asarray(value)
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-        raise TypeError(f"image cell of type {type(value).__name__} is not an image "
-                        "(PIL, bytes or HWC uint8)")
-    return Image.fromarray(arr)
-
-
-def wrap_hf_dataset(data: Any, **kwargs: Any) -> HFImageDataset:
-    """:class:`HFImageDataset` over any ``datasets.Dataset`` object (keyword arguments as the class)."""
-    return HFImageDataset(data, **kwargs)
 
 
 def is_hf_dataset_object(obj: Any) -> bool:

@@ -139,45 +139,28 @@ def load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image:
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def _warn_undecodable(path: str | os.PathLike, err: BaseException) -> None:
-    warnings.warn(
-        f"skipping undecodable image {os.fspath(path)}: {type(err).__name__}: {err}",
-        UndecodableImageWarning,
-        stacklevel=3,
-    )
+def load_transformed(path, in_chans: int = 3, transform=None, name: str | None = None):
+    """``transform(load_image(path, in_chans))``, or None for an undecodable file, after an
+    :class:`UndecodableImageWarning` naming it, so a bad file never ends a run.
 
-
-def load_transformed(path: str | os.PathLike, in_chans: int = 3, transform=None):
-    """``transform(load_image(path, in_chans))``, or None (warned) for an undecodable file.
-
-    A transform with ``lazy_decode = True`` (crop-aware reduced decoding) receives the image
-    from ``Image.open`` before anything is decoded and decodes it itself; its decoding errors
-    are caught the same way.
+    ``path`` is a file path or a file-like object (encoded bytes), which ``name`` then names in
+    the warning. A transform with ``lazy_decode = True`` (crop-aware reduced decoding) receives
+    the image from ``Image.open`` before anything is decoded and decodes it itself; its decoding
+    errors are caught the same way.
     """
-    if getattr(transform, "lazy_decode", False):
-        try:
+    try:
+        if getattr(transform, "lazy_decode", False):
             with Image.open(path) as img:
                 return transform(img)
-        except _DECODE_ERRORS as err:
-            _warn_undecodable(path, err)
-            return None
-    img = try_load_image(path, in_chans)
-    if img is None or transform is None:
-        return img
-    return transform(img)
-
-
-def try_load_image(path: str | os.PathLike, in_chans: int = 3) -> Image.Image | None:
-    """:func:`load_image`, but warn (:class:`UndecodableImageWarning`, naming the file) and
-    return None when the file cannot be decoded. Used by the datasets so a bad file never
-    ends a run."""
-    try:
-        return load_image(path, in_chans)
+        img = load_image(path, in_chans)
     except _DECODE_ERRORS as err:
         # OSError covers UnidentifiedImageError and truncated data; ValueError unsupported
         # modes; SyntaxError/EOFError come from some PIL plugins on malformed headers.
-        _warn_undecodable(path, err)
+        said = str(err).replace(repr(path), name) if name else str(err)  # PIL names a buffer by its repr
+        warnings.warn(f"skipping undecodable image {name or os.fspath(path)}: {type(err).__name__}: {said}",
+                      UndecodableImageWarning, stacklevel=2)
         return None
+    return img if transform is None else transform(img)
 
 
 class SymlinkLoopWarning(UserWarning):

@@ -31,10 +31,9 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .images import UndecodableImageWarning, load_image, mode_for_chans
+from .images import UndecodableImageWarning, load_transformed, mode_for_chans
 from .seeding import MASK_STREAM, sample_seed, seeded_rngs
 from .shards import IMAGE_MEMBER_EXTS, ShardIndex, resolve_shards, webdataset_module
 
@@ -214,14 +213,6 @@ class ShardDataset(IterableDataset):
             warnings.warn(f"skipping shard sample {where}: no image member ({'/'.join(IMAGE_MEMBER_EXTS)})",
                           UndecodableImageWarning, stacklevel=2)
             return None
-        data = io.BytesIO(sample[ext])
-        try:
-            img = load_image(data, self.in_chans)
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-            said = str(err).replace(repr(data), f"{where}.{ext}")  # PIL names the in-memory buffer
-            warnings.warn(f"skipping undecodable image {where}.{ext}: {type(err).__name__}: {said}",
-                          UndecodableImageWarning, stacklevel=2)
-            return None
         target = -1
         if self.labelled and "cls" in sample:
             try:
@@ -230,7 +221,8 @@ class ShardDataset(IterableDataset):
                 warnings.warn(f"skipping shard sample {where}: .cls is not an integer",
                               UndecodableImageWarning, stacklevel=2)
                 return None
-        return (self.transform(img) if self.transform is not None else img), target
+        img = load_transformed(io.BytesIO(sample[ext]), self.in_chans, self.transform, name=f"{where}.{ext}")
+        return None if img is None else (img, target)
 
     def in_memory(self) -> "ShardSamples":
         """Every labelled sample of one ordered pass, decoded and transformed, as a map-style dataset
