@@ -114,7 +114,8 @@ class ItemConverter:
         if isinstance(image, dict) and ("bytes" in image or "path" in image):  # HF undecoded Image feature
             image = image["bytes"] if image.get("bytes") is not None else image["path"]
         if isinstance(image, (bytes, bytearray, memoryview)):
-            return load_transformed(io.BytesIO(image), self.in_chans, self.transform, name="in a dataset item")
+            return load_transformed(io.BytesIO(image), self.in_chans, self.transform,
+                                    name="in a dataset item")
         if isinstance(image, (str, os.PathLike)):
             return load_transformed(image, self.in_chans, self.transform)
         if isinstance(image, torch.Tensor):

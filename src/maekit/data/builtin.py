@@ -18,11 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .datasets import UNLABELLED_TARGET
+from .datasets import UNLABELLED_TARGET, check_split
 from .images import convert_image, mode_for_chans
 from .transforms import to_size
 
@@ -51,16 +50,6 @@ def _digits_arrays(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return big, labels
 
 
-def digits_split_indices(split: str) -> np.ndarray:
-    """Sorted indices into ``load_digits()`` of the fixed ``'train'`` or ``'test'``/``'val'`` split."""
-    perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
-    if split == "train":
-        return np.sort(perm[DIGITS_TEST_SIZE:])
-    if split in ("test", "val"):
-        return np.sort(perm[:DIGITS_TEST_SIZE])
-    raise ValueError(f"builtin:digits split must be 'train', 'val' or 'test', got {split!r}")
-
-
 class DigitsDataset(Dataset):
     """``builtin:digits`` as PIL images (module docstring for the data and split).
 
@@ -86,8 +75,9 @@ class DigitsDataset(Dataset):
         labelled: bool = True,
     ) -> None:
         mode_for_chans(in_chans)
-        self.split = "val" if split == "test" else split
-        self.indices = digits_split_indices(split)
+        self.split = check_split(split)
+        perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
+        self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])
         self.size = to_size(size)
         self.transform = transform
         self.in_chans = in_chans
@@ -109,12 +99,6 @@ class DigitsDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, self.targets[index]
-
-    def as_tensor(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whole split without transform: (N, 1, H, W) float in [0, 1] and (N,) int64 targets."""
-        images, _ = _digits_arrays(self.size)
-        x = torch.from_numpy(images[self.indices].astype(np.float32) / 255.0).unsqueeze(1)
-        return x, torch.tensor(self.targets, dtype=torch.int64)
 
     def __repr__(self) -> str:
         return (

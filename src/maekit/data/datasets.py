@@ -121,9 +121,8 @@ class ImageClassFolder(DatasetFolder):
         root = _check_dir(Path(root), "class folder root")
         self.in_chans = in_chans
         try:
-            super().__init__(
-                str(root), loader=_unused_loader, transform=transform, is_valid_file=is_image_file
-            )
+            # no loader: __getitem__ loads the images itself (load_transformed)
+            super().__init__(str(root), loader=None, transform=transform, is_valid_file=is_image_file)
         except FileNotFoundError as err:
             # torchvision's messages omit the root; ours name it and the expected layout.
             raise FileNotFoundError(
@@ -155,15 +154,14 @@ class ImageClassFolder(DatasetFolder):
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
         img = load_transformed(path, self.in_chans, self.transform)
-        if img is None:
-            return None
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
+        return None if img is None else (img, target)
 
 
-def _unused_loader(path: str) -> Any:  # pragma: no cover - __getitem__ is overridden
-    raise RuntimeError("ImageClassFolder loads images itself")
+def check_split(split: str) -> str:
+    """``'train'`` or ``'val'`` (``'test'`` is accepted as ``'val'``); ValueError otherwise."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    return "val" if split == "test" else split
 
 
 def resolve_split_dir(
@@ -187,10 +185,7 @@ def resolve_split_dir(
     Raises:
         ValueError: unknown ``split``. FileNotFoundError: the split folder is missing.
     """
-    if split == "test":
-        split = "val"
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    split = check_split(split)
     explicit = train_split if split == "train" else val_split
     path = Path(data_path) / (explicit if explicit is not None else split)
     if not path.is_dir():

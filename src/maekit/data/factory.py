@@ -10,10 +10,10 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from .builtin import BUILTIN_DATASETS, BUILTIN_PREFIX, DIGITS_DEFAULT_SIZE, DigitsDataset
-from .datasets import ImageClassFolder, UnlabeledImageFolder, resolve_split_dir
+from .builtin import BUILTIN_DATASETS, BUILTIN_PREFIX, DigitsDataset
+from .datasets import ImageClassFolder, UnlabeledImageFolder, check_split, resolve_split_dir
 from .hf_datasets import is_hf_source
-from .shards import is_shard_source
+from .shards import is_shard_source, resolve_shards
 
 
 def is_builtin(data_path: str | os.PathLike | None) -> bool:
@@ -30,13 +30,11 @@ def resolve_dataset(
     in_chans: int = 3,
     train_split: str | os.PathLike | None = None,
     val_split: str | os.PathLike | None = None,
-    builtin_size: int | tuple[int, int] = DIGITS_DEFAULT_SIZE,
     **source_options: Any,
 ) -> Dataset:
     """The dataset behind ``data_path`` for one split.
 
-    - ``'builtin:digits'``: :class:`DigitsDataset` (``split`` 'train' or 'val'/'test';
-      images of ``builtin_size``).
+    - ``'builtin:digits'``: :class:`DigitsDataset` (``split`` 'train' or 'val'/'test'; 32x32 images).
     - labelled folders: :class:`ImageClassFolder` on :func:`resolve_split_dir`
       (``data_path/train``, ``data_path/val``, or ``train_split`` / ``val_split``).
     - unlabelled folders (pretraining), ``split='train'``: ``train_split`` if given, else
@@ -54,10 +52,7 @@ def resolve_dataset(
         ValueError: unknown builtin name or split. FileNotFoundError: missing folder, no
         images, empty class folder (the message names the path).
     """
-    if split == "test":
-        split = "val"
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    split = check_split(split)
     if is_hf_source(data_path) or is_shard_source(data_path):
         return _source_dataset(data_path, split, labelled=labelled, transform=transform, in_chans=in_chans,
                                **source_options)
@@ -68,9 +63,7 @@ def resolve_dataset(
                 f"unknown built-in dataset {data_path!r}; available: "
                 + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
             )
-        return DigitsDataset(
-            split, transform=transform, in_chans=in_chans, size=builtin_size, labelled=labelled
-        )
+        return DigitsDataset(split, transform=transform, in_chans=in_chans, labelled=labelled)
     if labelled:
         root = resolve_split_dir(data_path, split, train_split=train_split, val_split=val_split)
         return ImageClassFolder(root, transform=transform, in_chans=in_chans)
@@ -101,17 +94,17 @@ def source_options(cfg: Any, split: str = "train") -> dict[str, Any]:
     }
 
 
-def _source_dataset(data_path: Any, split: str, *, labelled: bool, transform: Any, in_chans: int,
-                    image_column: str | None = None, label_column: str | None = None,
-                    split_name: str | None = None, num_samples: int | None = None, seed: int = 0) -> Dataset:
-    """Tar shards or a Hugging Face dataset (the modules are imported only when used)."""
+def _source_dataset(data_path: Any, split: str, *, image_column: str | None = None,
+                    label_column: str | None = None, split_name: str | None = None,
+                    num_samples: int | None = None, seed: int = 0, **kwargs: Any) -> Dataset:
+    """Tar shards or a Hugging Face dataset (the modules are imported only when used); ``kwargs``:
+    ``labelled``, ``transform``, ``in_chans``."""
     if is_hf_source(data_path):
-        from .hf_datasets import hf_dataset
+        from .hf_datasets import HFImageDataset, load_hf, pick_split
 
-        return hf_dataset(data_path, split, split_name=split_name, image_column=image_column,
-                          label_column=label_column, labelled=labelled, transform=transform,
-                          in_chans=in_chans)
-    from .shard_dataset import shard_dataset
+        data = pick_split(load_hf(os.fspath(data_path)), split, split_name)
+        return HFImageDataset(data, image_column=image_column, label_column=label_column, **kwargs)
+    from .shard_dataset import ShardDataset
 
-    return shard_dataset(data_path, split, num_samples=num_samples if split == "train" else None,
-                         labelled=labelled, transform=transform, in_chans=in_chans, seed=seed)
+    index = resolve_shards(data_path, split, num_samples=num_samples if split == "train" else None)
+    return ShardDataset(index, train=split == "train", seed=seed, **kwargs)

@@ -22,7 +22,6 @@ or ``None`` for an image that cannot be decoded (warned, then dropped and counte
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -188,10 +187,3 @@ class HFImageDataset(Dataset):
 def is_hf_dataset_object(obj: Any) -> bool:
     """True for a ``datasets.Dataset`` (checked by module name, so ``datasets`` is not imported)."""
     return type(obj).__module__.startswith("datasets.") and hasattr(obj, "features")
-
-
-def hf_dataset(data_path: str | os.PathLike, split: str = "train", *, split_name: str | None = None,
-               **kwargs: Any) -> HFImageDataset:
-    """:class:`HFImageDataset` for one split (``'train'`` or ``'val'``) of an ``hf:`` source."""
-    data = pick_split(load_hf(os.fspath(data_path)), split, split_name)
-    return HFImageDataset(data, **kwargs)

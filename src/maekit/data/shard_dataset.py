@@ -23,7 +23,6 @@ corrupt file.
 from __future__ import annotations
 
 import io
-import os
 import random
 import warnings
 import zlib
@@ -35,7 +34,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .images import UndecodableImageWarning, load_transformed, mode_for_chans
 from .seeding import MASK_STREAM, sample_seed, seeded_rngs
-from .shards import IMAGE_MEMBER_EXTS, ShardIndex, resolve_shards, webdataset_module
+from .shards import IMAGE_MEMBER_EXTS, ShardIndex, webdataset_module
 
 
 def plan_slot(num_shards: int, world: int, rank: int, workers: int,
@@ -287,10 +286,3 @@ def _warn_and_continue(exn: Exception) -> bool:
     warnings.warn(f"skipping unreadable shard data: {type(exn).__name__}: {exn}", UndecodableImageWarning,
                   stacklevel=2)
     return True
-
-
-def shard_dataset(data_path: str | os.PathLike, split: str = "train", *, num_samples: int | None = None,
-                  **kwargs: Any) -> ShardDataset:
-    """:class:`ShardDataset` for one split (``'train'`` or ``'val'``) of a shard source."""
-    index = resolve_shards(data_path, split, num_samples=num_samples)
-    return ShardDataset(index, train=split == "train", **kwargs)

@@ -24,7 +24,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from .images import find_images
+from .datasets import ImageClassFolder
+from .images import find_images, is_image_file
 from .shards import webdataset_module, write_index
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -33,26 +34,15 @@ SHARD_PATTERN = "shard-%06d.tar"
 def _layout(src: Path, labelled: bool | None) -> tuple[list[Path], list[int] | None, list[str] | None]:
     """(image files, their class indices or None, class names or None) of one folder."""
     classes = sorted(e.name for e in os.scandir(src) if e.is_dir() and not e.name.startswith("."))
-    loose = find_images_flat(src)
+    loose = any(p.is_file() and is_image_file(p.name) for p in src.iterdir())  # images beside the folders
     class_layout = bool(classes) and not loose
     if labelled and not class_layout:
         raise ValueError(f"{str(src)!r} is not a class-folder layout ({src}/<class>/<images>); "
                          "shard it unlabelled (drop --labelled)")
     if labelled is False or not class_layout:
         return find_images(src), None, None
-    files, targets = [], []
-    for idx, name in enumerate(classes):
-        found = find_images(src / name)
-        files += found
-        targets += [idx] * len(found)
-    return files, targets, classes
-
-
-def find_images_flat(folder: Path) -> list[Path]:
-    """Images directly inside ``folder`` (not in sub-folders)."""
-    from .images import is_image_file
-
-    return [p for p in folder.iterdir() if p.is_file() and is_image_file(p.name)]
+    samples = ImageClassFolder.make_dataset(src, {c: i for i, c in enumerate(classes)}, allow_empty=True)
+    return [Path(p) for p, _ in samples], [i for _, i in samples], classes
 
 
 def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None = None, seed: int = 0,
