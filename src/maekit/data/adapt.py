@@ -40,7 +40,7 @@ from torchvision.transforms import functional as TF
 
 from .datasets import UNLABELLED_TARGET
 from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed
-from .seeding import MASK_STREAM, sample_seed, seeded_rngs
+from .seeding import seeded_item
 
 IMAGE_KEYS = ("image", "img", "pixel_values", "jpg", "jpeg", "png", "webp")
 LABEL_KEYS = ("label", "labels", "cls", "target", "class")
@@ -179,9 +179,7 @@ class StreamDataset(IterableDataset):
         stride = self.world_size * workers
         first = self.rank + self.world_size * worker
         for pos, item in zip(range(first, end, stride), itertools.islice(self.source, first, end, stride)):
-            with seeded_rngs(sample_seed(self.seed, self.epoch, pos)):
-                out = self.convert(item)
-            yield None if out is None else (*out, sample_seed(self.seed, self.epoch, pos, MASK_STREAM))
+            yield seeded_item(lambda: self.convert(item), self.seed, self.epoch, pos)
 
 
 def as_dataset(source: Any, *, transform: Callable[[Any], Any] | None, in_chans: int = 3,

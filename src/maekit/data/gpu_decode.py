@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from torchvision import transforms
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from .images import convert_image, mode_for_chans
+from .decode import RandomResizedCropDecode
+from .images import convert_image
 
 
 @dataclass
@@ -39,27 +38,17 @@ class EncodedCrop:
     in_chans: int
 
 
-class GpuDecodeCrop:
+class GpuDecodeCrop(RandomResizedCropDecode):
     """Worker side of ``--decode gpu``: RandomResizedCrop + RandomHorizontalFlip drawn here,
     applied on the device (module docstring). Returns an :class:`EncodedCrop` for JPEGs, else the
     finished (in_chans, H, W) uint8 crop decoded on the CPU.
 
-    Args:
-        size: output (H, W); scale, ratio: as torchvision's RandomResizedCrop;
-        in_chans: 1 or 3 for the GPU path (others decode on the CPU);
-        crop_class: whose ``get_params(img, scale, ratio)`` draws the box.
+    Args: as :class:`~maekit.data.decode.RandomResizedCropDecode` (the dataset hands over the
+    opened, undecoded file); ``in_chans`` 1 or 3 for the GPU path (others decode on the CPU).
     """
 
-    lazy_decode = True  # the dataset hands over the opened, undecoded file
-
-    def __init__(self, size: tuple[int, int], scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), *, in_chans: int = 3,
-                 crop_class: type = transforms.RandomResizedCrop) -> None:
-        mode_for_chans(in_chans)
-        self.size, self.scale, self.ratio, self.in_chans, self.crop_class = size, scale, ratio, in_chans, crop_class
-
     def __call__(self, img: Image.Image) -> EncodedCrop | torch.Tensor:
-        box = self.crop_class.get_params(img, list(self.scale), list(self.ratio))
+        box = self.get_params(img)
         flip = bool(torch.rand(1) < 0.5)  # same order of draws as RandomResizedCrop -> RandomHorizontalFlip
         fp = getattr(img, "fp", None)
         if img.format == "JPEG" and img.mode in ("RGB", "L") and self.in_chans in (1, 3) and fp is not None:
@@ -71,11 +60,8 @@ class GpuDecodeCrop:
                 data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
                 return EncodedCrop(data, tuple(int(v) for v in box), flip, tuple(self.size), self.in_chans)
         out = TF.resized_crop(convert_image(img, self.in_chans), *box, list(self.size),
-                              interpolation=InterpolationMode.BICUBIC)
+                              interpolation=self.interpolation)
         return TF.pil_to_tensor(TF.hflip(out) if flip else out)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, scale={self.scale}, in_chans={self.in_chans})"
 
 
 class EncodedBatch:

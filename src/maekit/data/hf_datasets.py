@@ -98,11 +98,18 @@ def pick_split(data: Any, split: str, split_name: str | None = None) -> Any:
                      "choose one with --split")
 
 
-def _pick(columns: list[str], typed: list[str], names: tuple[str, ...], what: str, flag: str) -> str | None:
+def _pick(features: Any, pool: list[str], given: str | None, kind: type, names: tuple[str, ...], what: str,
+          flag: str) -> str | None:
+    """``given`` (checked to be a column), else the only column of ``pool`` of feature type ``kind``,
+    else the only one with a usual name; None when there is none."""
+    if given is not None:
+        if given not in features:
+            raise ValueError(f"{flag} {given!r} is not a column of this dataset; columns: {list(features)}")
+        return given
+    typed = [c for c in pool if isinstance(features[c], kind)]
     if len(typed) == 1:
         return typed[0]
-    pool = typed or columns
-    named = [c for c in pool if c.lower() in names]
+    named = [c for c in typed or pool if c.lower() in names]
     if len(named) == 1:
         return named[0]
     if typed:
@@ -118,20 +125,13 @@ def detect_columns(features: Any, image_column: str | None = None, label_column:
     """
     ds = _datasets()
     columns = list(features)
-    for given, flag in ((image_column, "--image_column"), (label_column, "--label_column")):
-        if given is not None and given not in columns:
-            raise ValueError(f"{flag} {given!r} is not a column of this dataset; columns: {columns}")
-    image = image_column or _pick(columns, [c for c in columns if isinstance(features[c], ds.Image)],
-                                  _IMAGE_NAMES, "image", "--image_column")
+    image = _pick(features, columns, image_column, ds.Image, _IMAGE_NAMES, "image", "--image_column")
     if image is None and not required:
         return None, label_column
     if image is None:
         raise ValueError(f"no image column found among {columns}; name it with --image_column")
-    label = label_column
-    if label is None:
-        others = [c for c in columns if c != image]
-        label = _pick(others, [c for c in others if isinstance(features[c], ds.ClassLabel)],
-                      _LABEL_NAMES, "label", "--label_column")
+    others = [c for c in columns if c != image]
+    label = _pick(features, others, label_column, ds.ClassLabel, _LABEL_NAMES, "label", "--label_column")
     if labelled and label is None:
         raise ValueError(f"no label column found among {columns}; name it with --label_column")
     return image, label

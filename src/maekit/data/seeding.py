@@ -19,7 +19,7 @@ augmentation and mask wherever it is processed).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,6 +73,15 @@ def seeded_rngs(seed: int) -> Iterator[None]:
             np.random.set_state(states[2])
 
 
+def seeded_item(make: Callable[[], Any], seed: int, epoch: int, index: int) -> Any:
+    """``make()`` (an ``(image, target)`` item or None) run under :func:`seeded_rngs` with
+    ``sample_seed(seed, epoch, index)``, as ``(image, target, mask_seed)`` where ``mask_seed =
+    sample_seed(seed, epoch, index, MASK_STREAM)``; None stays None."""
+    with seeded_rngs(sample_seed(seed, epoch, index)):
+        item = make()
+    return None if item is None else (*item[:2], sample_seed(seed, epoch, index, MASK_STREAM))
+
+
 class SeededSampler(DistributedSampler):
     """``DistributedSampler`` (same shuffling and sharding) yielding ``(index, epoch)`` keys for
     :class:`SeededDataset`; call ``set_epoch`` every epoch as usual."""
@@ -104,11 +113,7 @@ class SeededDataset(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         index, epoch = key
-        with seeded_rngs(sample_seed(self.seed, epoch, index)):
-            item = self.dataset[index]
-        if item is None:
-            return None
-        return (*item[:2], sample_seed(self.seed, epoch, index, MASK_STREAM))
+        return seeded_item(lambda: self.dataset[index], self.seed, epoch, index)
 
     def __getattr__(self, name: str) -> Any:
         # Not "dataset" itself (unset while unpickling) nor dunders: the DataLoader fetcher would

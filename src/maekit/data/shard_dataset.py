@@ -33,7 +33,7 @@ from typing import Any
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .images import UndecodableImageWarning, load_transformed, mode_for_chans
-from .seeding import MASK_STREAM, sample_seed, seeded_rngs
+from .seeding import seeded_item
 from .shards import IMAGE_MEMBER_EXTS, ShardIndex, webdataset_module
 
 
@@ -201,9 +201,7 @@ class ShardDataset(IterableDataset):
         # A sample's identity: its shard and key (and the pass, when an epoch reads its shards twice).
         index = zlib.crc32(f"{sample.get('__url__')}\0{sample.get('__key__')}".encode()) \
             + (int(sample.get("__pass__", 0)) << 32)
-        with seeded_rngs(sample_seed(self.sample_seeds, epoch, index)):
-            item = self._item(sample)
-        return None if item is None else (*item, sample_seed(self.sample_seeds, epoch, index, MASK_STREAM))
+        return seeded_item(lambda: self._item(sample), self.sample_seeds, epoch, index)
 
     def _item(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
         where = f"{sample.get('__url__')}:{sample.get('__key__')}"

@@ -217,8 +217,25 @@ def build_finetune_transform(
     (LA/RGBA): RandAugment and colour jitter do not support alpha, so they are left out with
     a warning; crop, flip and random erasing still apply.
     """
-    return guard_posterize(_finetune_transform(input_size, in_chans, mean, std, auto_augment, color_jitter,
-                                               re_prob, re_mode, re_count, interpolation))
+    mode_for_chans(in_chans)
+    mean, std = resolve_mean_std(in_chans, mean, std)
+    common = {"input_size": to_size(input_size), "is_training": True, "interpolation": interpolation,
+              "re_prob": re_prob, "re_mode": re_mode, "re_count": re_count}
+    if in_chans == 3:
+        return guard_posterize(transforms.Compose([ConvertImage(3), create_transform(
+            auto_augment=auto_augment, color_jitter=color_jitter, mean=mean, std=std, **common)]))
+    # The final stage (ToTensor, Normalize, RandomErasing) with this channel count's mean/std.
+    primary, _, final = create_transform(auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True,
+                                         **common)
+    if in_chans == 1:
+        primary, secondary, _ = create_transform(auto_augment=auto_augment, color_jitter=color_jitter,
+                                                 mean=mean * 3, std=std * 3, separate=True, **common)
+        return guard_posterize(transforms.Compose([ConvertImage(3), primary, secondary, ConvertImage(1), final]))
+    if auto_augment or color_jitter:
+        warnings.warn(f"in_chans={in_chans}: auto_augment={auto_augment!r} and color_jitter={color_jitter!r} "
+                      "need RGB images and are not applied (crop, flip and random erasing are)",
+                      UserWarning, stacklevel=2)
+    return transforms.Compose([ConvertImage(in_chans), primary, final])  # no RandAugment: nothing to guard
 
 
 def _clamped_bits(level_fn):
@@ -243,29 +260,6 @@ def guard_posterize(transform):
             if "Posterize" in getattr(op, "name", "") and not getattr(op, "_maekit_guarded", False):
                 op.level_fn, op._maekit_guarded = _clamped_bits(op.level_fn), True
     return transform
-
-
-def _finetune_transform(input_size, in_chans, mean, std, auto_augment, color_jitter, re_prob, re_mode, re_count,
-                        interpolation):
-    mode_for_chans(in_chans)
-    mean, std = resolve_mean_std(in_chans, mean, std)
-    common = {"input_size": to_size(input_size), "is_training": True, "interpolation": interpolation,
-              "re_prob": re_prob, "re_mode": re_mode, "re_count": re_count}
-    if in_chans == 3:
-        return transforms.Compose([ConvertImage(3), create_transform(
-            auto_augment=auto_augment, color_jitter=color_jitter, mean=mean, std=std, **common)])
-    # The final stage (ToTensor, Normalize, RandomErasing) with this channel count's mean/std.
-    primary, _, final = create_transform(auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True,
-                                         **common)
-    if in_chans == 1:
-        primary, secondary, _ = create_transform(auto_augment=auto_augment, color_jitter=color_jitter,
-                                                 mean=mean * 3, std=std * 3, separate=True, **common)
-        return transforms.Compose([ConvertImage(3), primary, secondary, ConvertImage(1), final])
-    if auto_augment or color_jitter:
-        warnings.warn(f"in_chans={in_chans}: auto_augment={auto_augment!r} and color_jitter={color_jitter!r} "
-                      "need RGB images and are not applied (crop, flip and random erasing are)",
-                      UserWarning, stacklevel=2)
-    return transforms.Compose([ConvertImage(in_chans), primary, final])
 
 
 def build_eval_transform(
