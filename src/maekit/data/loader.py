@@ -31,6 +31,7 @@ twice in the metrics (warned).
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import os
 import signal
@@ -67,19 +68,19 @@ def collate_skip_none(batch: Sequence[Any]) -> Batch:
     skipped = len(batch) - len(good)
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped)
-    encoded = collate_encoded([item[0] for item in good])  # --decode gpu: decoded on the device
-    if encoded is not None:
-        targets = default_collate([item[1] for item in good])
-    else:
-        images, targets = default_collate([item[:2] for item in good])
-    images = encoded if encoded is not None else images
-    targets = torch.as_tensor(targets, dtype=torch.int64)
+    images = collate_encoded([item[0] for item in good])  # --decode gpu: decoded on the device
+    if images is None:
+        images = default_collate([item[0] for item in good])
+    targets = torch.as_tensor(default_collate([item[1] for item in good]), dtype=torch.int64)
     seeds = torch.tensor([item[2] for item in good], dtype=torch.int64) if len(good[0]) > 2 else None
     return Batch(images, targets, skipped, seeds)
 
 
-def dist_info() -> tuple[int, int]:
-    """(world_size, rank) of the initialised default process group, else (1, 0)."""
+def dist_info(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
+    """(world_size, rank): ``num_replicas`` and ``rank`` (default 0) when given (tests, custom
+    launchers), else those of the initialised default process group, else (1, 0)."""
+    if num_replicas is not None:
+        return num_replicas, rank or 0
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -101,9 +102,7 @@ def build_sampler(
     ``seeded``: a training sampler yields ``(index, epoch)`` keys for a
     :class:`~maekit.data.seeding.SeededDataset` (same shuffling and sharding).
     """
-    world, this_rank = dist_info()
-    if num_replicas is not None:
-        world, this_rank = num_replicas, (rank if rank is not None else 0)
+    world, this_rank = dist_info(num_replicas, rank)
     if train:
         cls = SeededSampler if seeded else DistributedSampler
         return cls(dataset, num_replicas=world, rank=this_rank, shuffle=True, seed=seed)
@@ -132,21 +131,16 @@ def default_num_workers(local_world_size: int | None = None, cap: int = 10) -> i
     return max(0, min(cap, cpus // max(1, local) - 1))
 
 
-class _WorkerInit:
+def _worker_init(user_fn: Callable[[int], None] | None, worker_id: int) -> None:
     """``worker_init_fn``: workers ignore SIGTERM / SIGINT, so a signal sent to the whole process
     group (``timeout``, ``kill -- -PGID``, SLURM) reaches the main process, which owns shutdown
     and finishes its checkpoint, instead of killing the workers under it. torch seeds each
     worker's ``torch`` / ``random`` / NumPy RNGs from the loader's base seed + worker id; samples
     drawn through a SeededDataset reseed per sample anyway. Then ``user_fn`` runs, if any."""
-
-    def __init__(self, user_fn: Callable[[int], None] | None = None) -> None:
-        self.user_fn = user_fn
-
-    def __call__(self, worker_id: int) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if self.user_fn is not None:
-            self.user_fn(worker_id)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if user_fn is not None:
+        user_fn(worker_id)
 
 
 # Multi-process iterators of maekit's loaders and their worker processes, stopped at interpreter
@@ -157,7 +151,7 @@ _LIVE_WORKERS: weakref.WeakSet = weakref.WeakSet()
 
 class WorkerDataLoader(DataLoader):
     """The DataLoader maekit builds: its multi-process iterators are recorded so that their workers,
-    which ignore SIGTERM (:class:`_WorkerInit`), are shut down when the interpreter exits."""
+    which ignore SIGTERM (:func:`_worker_init`), are shut down when the interpreter exits."""
 
     def _get_iterator(self):
         it = super()._get_iterator()
@@ -294,16 +288,13 @@ def build_loader(
         # start afresh each epoch to see it.
         persistent_workers=num_workers > 0 and not iterable,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
-        worker_init_fn=_WorkerInit(worker_init_fn) if num_workers > 0 else None,
+        worker_init_fn=functools.partial(_worker_init, worker_init_fn) if num_workers > 0 else None,
     )
     return DeviceLoader(loader, device if device is not None else "cpu", mean, std)
 
 
 def set_epoch(loader: DataLoader | DeviceLoader, epoch: int) -> None:
     """Reshuffle a training loader for ``epoch`` (no-op for sequential samplers)."""
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    dataset = getattr(loader, "dataset", None)
-    if hasattr(dataset, "set_epoch"):  # iterable datasets that reshuffle themselves
-        dataset.set_epoch(epoch)
+    for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+        if hasattr(part, "set_epoch"):  # the sampler; an iterable dataset that reshuffles itself
+            part.set_epoch(epoch)

@@ -120,11 +120,9 @@ class ShardDataset(IterableDataset):
             self._first_epoch = self.epoch
 
     def _world(self) -> tuple[int, int]:
-        if self._replicas is not None:
-            return self._replicas, self._rank or 0
         from .loader import dist_info
 
-        return dist_info()
+        return dist_info(self._replicas, self._rank)
 
     def _rank_quota(self) -> int:
         world, _ = self._world()
@@ -145,15 +143,12 @@ class ShardDataset(IterableDataset):
         self._iters += 1
         shards, stride, offset = plan_slot(len(self.urls), world if self.train else 1,
                                            rank if self.train else 0, workers, worker)
+        quota = None
         if self.train:  # a new deal of shards to ranks every epoch, the same on every rank
             deal = list(range(len(self.urls)))
             random.Random(hash((self.seed, epoch, -1))).shuffle(deal)
             shards = [deal[i] for i in shards]
-        if self.train:
-            batches = self._rank_quota() // self.batch_size
-            quota = _split_quota(batches, workers, worker) * self.batch_size
-        else:
-            quota = None
+            quota = _split_quota(self._rank_quota() // self.batch_size, workers, worker) * self.batch_size
         rng = random.Random(hash((self.seed, epoch, rank, worker)))
         for sample in islice(self._samples(shards, epoch, stride, offset, rng), quota):
             yield self._decode(sample, epoch)
