@@ -28,7 +28,8 @@ UNLABELLED_TARGET = -1
 _EXT_LIST = "/".join(e[1:] for e in IMG_EXTENSIONS)
 
 
-def _check_dir(path: Path, what: str) -> Path:
+def check_dir(path: Path, what: str) -> Path:
+    """``path``, checked to be an existing folder (FileNotFoundError naming it as ``what`` otherwise)."""
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     if not path.is_dir():
@@ -68,7 +69,7 @@ class UnlabeledImageFolder(Dataset):
         split: str | None = "train",
     ) -> None:
         mode_for_chans(in_chans)  # validate now, not once per file
-        root = _check_dir(Path(root), "image folder")
+        root = check_dir(Path(root), "image folder")
         if split and (root / split).is_dir():
             root = root / split
         self.root = root
@@ -118,7 +119,7 @@ class ImageClassFolder(DatasetFolder):
         in_chans: int = 3,
     ) -> None:
         mode_for_chans(in_chans)
-        root = _check_dir(Path(root), "class folder root")
+        root = check_dir(Path(root), "class folder root")
         self.in_chans = in_chans
         try:
             # no loader: __getitem__ loads the images itself (load_transformed)

@@ -37,6 +37,7 @@ IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".t
 """Lower-case suffixes recognised as images (matched case-insensitively)."""
 
 _MODE_FOR_CHANS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_8BIT_MODE = {"PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "1": "L", "La": "LA"}  # modes PIL converts as they are
 
 
 class UndecodableImageWarning(UserWarning):
@@ -93,11 +94,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if mode == "P":
         # Going through RGBA keeps the transparent index explicit (and avoids PIL's warning).
         return img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if mode in ("PA", "RGBa", "RGBX"):
-        return img.convert("RGBA" if mode != "RGBX" else "RGB")
-    if mode in ("1", "La"):
-        return img.convert("L" if mode == "1" else "LA")
-    return img
+    return img.convert(_8BIT_MODE[mode]) if mode in _8BIT_MODE else img
 
 
 def convert_image(img: Image.Image, in_chans: int = 3) -> Image.Image:

@@ -201,18 +201,14 @@ class ShardDataset(IterableDataset):
     def _item(self, sample: dict[str, Any]) -> tuple[Any, int] | None:
         where = f"{sample.get('__url__')}:{sample.get('__key__')}"
         ext = next((e for e in IMAGE_MEMBER_EXTS if e in sample), None)
-        if ext is None:
-            warnings.warn(f"skipping shard sample {where}: no image member ({'/'.join(IMAGE_MEMBER_EXTS)})",
-                          UndecodableImageWarning, stacklevel=2)
+        try:
+            target = int(sample["cls"]) if self.labelled and "cls" in sample else -1
+        except ValueError:
+            target = None
+        if ext is None or target is None:
+            what = ".cls is not an integer" if ext else f"no image member ({'/'.join(IMAGE_MEMBER_EXTS)})"
+            warnings.warn(f"skipping shard sample {where}: {what}", UndecodableImageWarning, stacklevel=2)
             return None
-        target = -1
-        if self.labelled and "cls" in sample:
-            try:
-                target = int(sample["cls"].decode().strip())
-            except ValueError:
-                warnings.warn(f"skipping shard sample {where}: .cls is not an integer",
-                              UndecodableImageWarning, stacklevel=2)
-                return None
         img = load_transformed(io.BytesIO(sample[ext]), self.in_chans, self.transform, name=f"{where}.{ext}")
         return None if img is None else (img, target)
 

@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from .datasets import ImageClassFolder
+from .datasets import ImageClassFolder, check_dir
 from .images import find_images, is_image_file
 from .shards import webdataset_module, write_index
 
@@ -61,9 +61,7 @@ def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None 
     order = list(range(len(files)))
     random.Random(seed).shuffle(order)
     dst.mkdir(parents=True, exist_ok=True)
-    names: list[str] = []
-    counts: list[int] = []
-    corrupt: list[str] = []
+    names, counts, corrupt = [], [], []  # shard names, their sample counts, files PIL cannot parse
     wds = webdataset_module()
     try:
         with wds.ShardWriter(str(dst / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0,
@@ -122,12 +120,9 @@ def write_shards(src: str | os.PathLike, dst: str | os.PathLike, *, shard_size: 
     src, dst = Path(src), Path(dst)
     if shard_size < 1:
         raise ValueError(f"--shard_size must be >= 1, got {shard_size}")
-    if not src.is_dir():
-        raise FileNotFoundError(f"source folder {str(src)!r} does not exist")
+    check_dir(src, "source folder")
     if dst.exists() and any(p.name.endswith(".tar") or p.name == "shards.json" for p in dst.rglob("*")):
         raise ValueError(f"{str(dst)!r} already holds shards; choose an empty or new folder")
-    splits = [s for s in ("train", "val") if (src / s).is_dir()]
-    if splits:
-        return [write_split(src / s, dst / s, shard_size=shard_size, labelled=labelled, seed=seed,
-                            progress=progress) for s in splits]
-    return [write_split(src, dst, shard_size=shard_size, labelled=labelled, seed=seed, progress=progress)]
+    pairs = [(src / s, dst / s) for s in ("train", "val") if (src / s).is_dir()] or [(src, dst)]
+    return [write_split(a, b, shard_size=shard_size, labelled=labelled, seed=seed, progress=progress)
+            for a, b in pairs]

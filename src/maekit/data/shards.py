@@ -64,13 +64,10 @@ def is_shard_source(data_path: Any) -> bool:
     s = os.fspath(data_path)
     if s.startswith(("hf:", "builtin:")):
         return False
-    first = s.split("::")[0]
-    if first.endswith(SHARD_SUFFIXES) or first.endswith(INDEX_NAME):
+    # the first shard, pattern (after its last brace) or index named
+    if s.split("::")[0].split("}")[-1].endswith((*SHARD_SUFFIXES, INDEX_NAME)):
         return True
-    if "{" in first and first.split("}")[-1].endswith(SHARD_SUFFIXES):
-        return True
-    path = Path(s)
-    return path.is_dir() and _is_shard_folder(path)
+    return Path(s).is_dir() and _is_shard_folder(Path(s))
 
 
 def _is_shard_folder(path: Path) -> bool:
