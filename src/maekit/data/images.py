@@ -76,12 +76,15 @@ def mode_for_chans(in_chans: int) -> str:
 def _to_8bit(img: Image.Image) -> Image.Image:
     """Bring high-bit-depth, float, palette and bilevel images to an 8-bit mode."""
     mode = img.mode
-    if mode == "I" or mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64)
+    if mode == "P":
+        # Going through RGBA keeps the transparent index explicit (and avoids PIL's warning).
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode not in ("F", "I") and not mode.startswith("I;16"):
+        return img.convert(_8BIT_MODE[mode]) if mode in _8BIT_MODE else img
+    arr = np.asarray(img).astype(np.float64)
+    if mode != "F":  # 16-bit data
         arr = np.clip(arr, 0, 65535) / 257.0
-        return Image.fromarray(np.rint(arr).astype(np.uint8))
-    if mode == "F":
-        arr = np.asarray(img).astype(np.float64)
+    else:
         arr = np.where(np.isfinite(arr), arr, 0.0)
         lo, hi = float(arr.min()), float(arr.max())
         if lo >= 0.0 and hi <= 1.0:
@@ -90,11 +93,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
             arr = (arr - lo) * (255.0 / (hi - lo))
         else:
             arr = np.zeros_like(arr)
-        return Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8))
-    if mode == "P":
-        # Going through RGBA keeps the transparent index explicit (and avoids PIL's warning).
-        return img.convert("RGBA" if "transparency" in img.info else "RGB")
-    return img.convert(_8BIT_MODE[mode]) if mode in _8BIT_MODE else img
+    return Image.fromarray(np.rint(np.clip(arr, 0, 255)).astype(np.uint8))
 
 
 def convert_image(img: Image.Image, in_chans: int = 3) -> Image.Image:
@@ -175,9 +174,8 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     file system's listing order.
     """
     root = Path(root)
-    found: list[Path] = []
+    found: dict[str, Path] = {}  # real path -> the first path listed for it
     seen_dirs = {os.path.realpath(root)}
-    seen_files: set[str] = set()
     skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         keep = []
@@ -189,13 +187,8 @@ def find_images(root: str | os.PathLike) -> list[Path]:
                 seen_dirs.add(real)
                 keep.append(d)
         dirnames[:] = keep
-        for f in filenames:
-            if not is_image_file(f):
-                continue
-            real = os.path.realpath(os.path.join(dirpath, f))
-            if real not in seen_files:
-                seen_files.add(real)
-                found.append(Path(dirpath) / f)
+        for f in filter(is_image_file, filenames):
+            found.setdefault(os.path.realpath(os.path.join(dirpath, f)), Path(dirpath) / f)
     if skipped:
         shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(
@@ -204,4 +197,4 @@ def find_images(root: str | os.PathLike) -> list[Path]:
             SymlinkLoopWarning,
             stacklevel=2,
         )
-    return sorted(found, key=lambda p: p.relative_to(root).parts)
+    return sorted(found.values(), key=lambda p: p.relative_to(root).parts)

@@ -107,14 +107,11 @@ def build_sampler(
         cls = SeededSampler if seeded else DistributedSampler
         return cls(dataset, num_replicas=world, rank=this_rank, shuffle=True, seed=seed)
     if dist_eval:
-        if len(dataset) % world:  # type: ignore[arg-type]
-            warnings.warn(
-                f"dist_eval with {len(dataset)} samples on {world} ranks: the sampler repeats "  # type: ignore[arg-type]
-                f"{world - len(dataset) % world} sample(s) to even out the shards, "  # type: ignore[arg-type]
-                "which slightly changes the metrics",
-                UserWarning,
-                stacklevel=3,
-            )
+        n = len(dataset)  # type: ignore[arg-type]
+        if n % world:
+            warnings.warn(f"dist_eval with {n} samples on {world} ranks: the sampler repeats {world - n % world} "
+                          "sample(s) to even out the shards, which slightly changes the metrics",
+                          UserWarning, stacklevel=3)
         return DistributedSampler(dataset, num_replicas=world, rank=this_rank, shuffle=False)
     return SequentialSampler(dataset)
 

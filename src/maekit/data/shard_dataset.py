@@ -54,10 +54,6 @@ def plan_slot(num_shards: int, world: int, rank: int, workers: int,
     return shards, stride, offset
 
 
-def _split_quota(total: int, parts: int, part: int) -> int:
-    return total // parts + (1 if part < total % parts else 0)
-
-
 class ShardDataset(IterableDataset):
     """Samples of tar shards as ``(transform(image), target)`` items (or ``None`` for a corrupt one).
 
@@ -148,7 +144,8 @@ class ShardDataset(IterableDataset):
             deal = list(range(len(self.urls)))
             random.Random(hash((self.seed, epoch, -1))).shuffle(deal)
             shards = [deal[i] for i in shards]
-            quota = _split_quota(self._rank_quota() // self.batch_size, workers, worker) * self.batch_size
+            batches = self._rank_quota() // self.batch_size  # this rank's, shared out over its workers
+            quota = (batches // workers + (1 if worker < batches % workers else 0)) * self.batch_size
         rng = random.Random(hash((self.seed, epoch, rank, worker)))
         for sample in islice(self._samples(shards, epoch, stride, offset, rng), quota):
             yield self._decode(sample, epoch)
