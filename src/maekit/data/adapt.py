@@ -97,7 +97,8 @@ class ItemConverter:
             return None
         image, label = self.split(item)
         target = UNLABELLED_TARGET if label is None else int(label)
-        if isinstance(image, torch.Tensor) and image.is_floating_point() and self._is_model_input(image):
+        if (isinstance(image, torch.Tensor) and image.is_floating_point() and self.input_size is not None
+                and tuple(image.shape) == (self.in_chans, *self.input_size)):  # already the model's input
             return image, target
         try:
             out = self._transform(image)
@@ -106,9 +107,6 @@ class ItemConverter:
                           UndecodableImageWarning, stacklevel=2)
             return None
         return None if out is None else (out, target)
-
-    def _is_model_input(self, image: torch.Tensor) -> bool:
-        return self.input_size is not None and tuple(image.shape) == (self.in_chans, *self.input_size)
 
     def _transform(self, image: Any) -> Any:
         if isinstance(image, dict) and ("bytes" in image or "path" in image):  # HF undecoded Image feature

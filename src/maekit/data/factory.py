@@ -64,12 +64,11 @@ def resolve_dataset(
                 + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
             )
         return DigitsDataset(split, transform=transform, in_chans=in_chans, labelled=labelled)
-    if labelled:
-        root = resolve_split_dir(data_path, split, train_split=train_split, val_split=val_split)
-        return ImageClassFolder(root, transform=transform, in_chans=in_chans)
-    if split == "train" and train_split is None:
+    if not labelled and split == "train" and train_split is None:
         return UnlabeledImageFolder(Path(data_path), transform=transform, in_chans=in_chans, split="train")
     root = resolve_split_dir(data_path, split, train_split=train_split, val_split=val_split)
+    if labelled:
+        return ImageClassFolder(root, transform=transform, in_chans=in_chans)
     return UnlabeledImageFolder(root, transform=transform, in_chans=in_chans, split=None)
 
 

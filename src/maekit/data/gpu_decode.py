@@ -82,10 +82,7 @@ class EncodedBatch:
         resized, flipped; the fallback crops copied into their places."""
         device = torch.device(device)
         jpeg = [i for i, it in enumerate(self.items) if isinstance(it, EncodedCrop)]
-        out: list[torch.Tensor | None] = [None] * len(self.items)
-        for i, it in enumerate(self.items):
-            if i not in jpeg:
-                out[i] = it.to(device, non_blocking=True)
+        out = [None if isinstance(it, EncodedCrop) else it.to(device, non_blocking=True) for it in self.items]
         if jpeg:
             chans = {self.items[i].in_chans for i in jpeg}
             mode = ImageReadMode.GRAY if chans == {1} else ImageReadMode.RGB

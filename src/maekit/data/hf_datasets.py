@@ -89,12 +89,11 @@ def pick_split(data: Any, split: str, split_name: str | None = None) -> Any:
             return data
         raise ValueError("this Hugging Face dataset has no splits, so there is no evaluation split; "
                          "save it as a DatasetDict with a validation split")
-    names = list(data.keys())
     wanted = [split_name] if split_name else (["train"] if split == "train" else list(_EVAL_SPLITS))
     for name in wanted:
         if name in data:
             return data[name]
-    raise ValueError(f"the Hugging Face dataset has splits {names}, none of {wanted}; "
+    raise ValueError(f"the Hugging Face dataset has splits {list(data.keys())}, none of {wanted}; "
                      "choose one with --split")
 
 

@@ -37,7 +37,8 @@ IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".t
 """Lower-case suffixes recognised as images (matched case-insensitively)."""
 
 _MODE_FOR_CHANS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-_8BIT_MODE = {"PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "1": "L", "La": "LA"}  # modes PIL converts as they are
+# 8-bit modes PIL converts as they are (see _to_8bit)
+_8BIT_MODE = {"PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "1": "L", "La": "LA"}
 
 
 class UndecodableImageWarning(UserWarning):

@@ -109,9 +109,9 @@ def build_sampler(
     if dist_eval:
         n = len(dataset)  # type: ignore[arg-type]
         if n % world:
-            warnings.warn(f"dist_eval with {n} samples on {world} ranks: the sampler repeats {world - n % world} "
-                          "sample(s) to even out the shards, which slightly changes the metrics",
-                          UserWarning, stacklevel=3)
+            warnings.warn(f"dist_eval with {n} samples on {world} ranks: the sampler repeats "
+                          f"{world - n % world} sample(s) to even out the shards, which slightly changes "
+                          "the metrics", UserWarning, stacklevel=3)
         return DistributedSampler(dataset, num_replicas=world, rank=this_rank, shuffle=False)
     return SequentialSampler(dataset)
 

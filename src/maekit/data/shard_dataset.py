@@ -80,7 +80,7 @@ class ShardDataset(IterableDataset):
         mode_for_chans(in_chans)
         webdataset_module()
         self.urls = list(index.urls)
-        self.counts = list(index.counts) if index.counts is not None else None
+        self.counts = list(index.counts or [None] * len(self.urls))  # None: unknown (remote shards)
         self.num_samples = int(index.num_samples or 0)
         self.classes = index.classes
         if self.classes is not None:
@@ -163,8 +163,8 @@ class ShardDataset(IterableDataset):
             if self.train:
                 random.Random(hash((self.seed, epoch, cycle))).shuffle(order)
             before = next(counter)
-            counts = self.counts or [None] * len(self.urls)
-            raw = ({**s, "__pass__": cycle} for i in order for s in _shard_samples(self.urls[i], counts[i]))
+            raw = ({**s, "__pass__": cycle} for i in order
+                   for s in _shard_samples(self.urls[i], self.counts[i]))
             mine = (s for s in raw if next(counter) % stride == offset)
             if self.train and self.shuffle_buffer > 1:
                 mine = shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(mine)

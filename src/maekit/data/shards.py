@@ -258,10 +258,10 @@ def _split_folder(folder: Path, split: str, s: str) -> Path:
 def _sibling_index(index: ShardIndex) -> ShardIndex:
     """Counts and classes from a ``shards.json`` next to local shards, when it lists all of them."""
     folders = {os.path.dirname(u) for u in index.urls if not _is_url(u)}
-    if len(folders) != 1 or not os.path.isfile(os.path.join(folders.pop() or ".", INDEX_NAME)):
+    path = os.path.join(folders.pop() or ".", INDEX_NAME) if len(folders) == 1 else ""
+    if not os.path.isfile(path):
         return index
-    folder = os.path.dirname(index.urls[0])
-    listed = read_index(os.path.join(folder or ".", INDEX_NAME))
+    listed = read_index(path)
     by_name = {os.path.basename(u): c for u, c in zip(listed.urls, listed.counts or [])}
     if not all(os.path.basename(u) in by_name for u in index.urls):
         return index

@@ -225,12 +225,13 @@ def build_finetune_transform(
         return guard_posterize(transforms.Compose([ConvertImage(3), create_transform(
             auto_augment=auto_augment, color_jitter=color_jitter, mean=mean, std=std, **common)]))
     # The final stage (ToTensor, Normalize, RandomErasing) with this channel count's mean/std.
-    primary, _, final = create_transform(auto_augment=None, color_jitter=None, mean=mean, std=std, separate=True,
-                                         **common)
+    primary, _, final = create_transform(auto_augment=None, color_jitter=None, mean=mean, std=std,
+                                         separate=True, **common)
     if in_chans == 1:
         primary, secondary, _ = create_transform(auto_augment=auto_augment, color_jitter=color_jitter,
                                                  mean=mean * 3, std=std * 3, separate=True, **common)
-        return guard_posterize(transforms.Compose([ConvertImage(3), primary, secondary, ConvertImage(1), final]))
+        steps = [ConvertImage(3), primary, secondary, ConvertImage(1), final]
+        return guard_posterize(transforms.Compose(steps))
     if auto_augment or color_jitter:
         warnings.warn(f"in_chans={in_chans}: auto_augment={auto_augment!r} and color_jitter={color_jitter!r} "
                       "need RGB images and are not applied (crop, flip and random erasing are)",
