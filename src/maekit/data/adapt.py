@@ -86,8 +86,8 @@ class ItemConverter:
                 self._keys = (image_key, _pick(keys, LABEL_KEYS, self.label_key, "label"))
             image_key, label_key = self._keys
             return item[image_key], (item.get(label_key) if label_key else None)
-        if isinstance(item, (tuple, list)) and not isinstance(item, str):
-            if len(item) == 0 or len(item) > 2:
+        if isinstance(item, (tuple, list)):
+            if len(item) not in (1, 2):
                 raise ValueError(f"dataset items are sequences of {len(item)} values; expected (image, label)")
             return item[0], (item[1] if len(item) == 2 else None)
         return item, None

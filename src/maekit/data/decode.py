@@ -21,16 +21,13 @@ resample).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 from .images import convert_image, mode_for_chans
 
-Size = int | Sequence[int]
-_PIL_RESAMPLE = {InterpolationMode.BICUBIC: Image.BICUBIC, InterpolationMode.BILINEAR: Image.BILINEAR}
 
 
 def reduction_factor(crop_hw: tuple[float, float], out_hw: tuple[int, int]) -> int:
@@ -66,8 +63,8 @@ def decode_crop(img: Image.Image, box: tuple[int, int, int, int], size: tuple[in
     img.load()
     sx, sy = img.size[0] / full_w, img.size[1] / full_h
     img = convert_image(img, in_chans)
-    resample = _PIL_RESAMPLE.get(interpolation, Image.BICUBIC)
-    return img.resize((size[1], size[0]), resample, box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+    region = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)  # the box on the decoded image
+    return img.resize((size[1], size[0]), TF.pil_modes_mapping[interpolation], box=region)
 
 
 class RandomResizedCropDecode:
