@@ -31,8 +31,8 @@ from .shards import webdataset_module, write_index
 SHARD_PATTERN = "shard-%06d.tar"
 
 
-def _layout(src: Path, labelled: bool | None) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    """(image files, their class indices or None, class names or None) of one folder."""
+def _layout(src: Path, labelled: bool | None) -> tuple[list[tuple[Path, int | None]], list[str] | None]:
+    """([(image file, class index or None)], class names or None) of one folder."""
     classes = sorted(e.name for e in os.scandir(src) if e.is_dir() and not e.name.startswith("."))
     loose = any(p.is_file() and is_image_file(p.name) for p in src.iterdir())  # images beside the folders
     class_layout = bool(classes) and not loose
@@ -40,9 +40,9 @@ def _layout(src: Path, labelled: bool | None) -> tuple[list[Path], list[int] | N
         raise ValueError(f"{str(src)!r} is not a class-folder layout ({src}/<class>/<images>); "
                          "shard it unlabelled (drop --labelled)")
     if labelled is False or not class_layout:
-        return find_images(src), None, None
+        return [(p, None) for p in find_images(src)], None
     samples = ImageClassFolder.make_dataset(src, {c: i for i, c in enumerate(classes)}, allow_empty=True)
-    return [Path(p) for p, _ in samples], [i for _, i in samples], classes
+    return [(Path(p), i) for p, i in samples], classes
 
 
 def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None = None, seed: int = 0,
@@ -55,32 +55,30 @@ def write_split(src: Path, dst: Path, *, shard_size: int, labelled: bool | None 
     Returns:
         ``{"dst", "shards", "samples", "classes", "corrupt"}``.
     """
-    files, targets, classes = _layout(src, labelled)
-    if not files:
+    samples, classes = _layout(src, labelled)
+    if not samples:
         raise FileNotFoundError(f"no image files found under {str(src)!r}")
-    order = list(range(len(files)))
-    random.Random(seed).shuffle(order)
+    random.Random(seed).shuffle(samples)
     dst.mkdir(parents=True, exist_ok=True)
     names, counts, corrupt = [], [], []  # shard names, their sample counts, files PIL cannot parse
     wds = webdataset_module()
     try:
         with wds.ShardWriter(str(dst / SHARD_PATTERN), maxcount=shard_size, maxsize=float("inf"), verbose=0,
                              post=lambda fname: names.append(os.path.basename(fname))) as sink:
-            for done, i in enumerate(order, 1):
-                path = files[i]
+            for done, (path, target) in enumerate(samples, 1):
                 data = path.read_bytes()
                 if not _decodes(data):  # stored, it would only be skipped at every epoch
                     corrupt.append(str(path))
                     continue
                 sample = {"__key__": f"{done - 1:09d}", path.suffix[1:].lower(): data}
-                if targets is not None:
-                    sample["cls"] = str(targets[i]).encode()
+                if target is not None:
+                    sample["cls"] = str(target).encode()
                 sink.write(sample)
                 if sink.count == 1:  # a new shard began
                     counts.append(0)
                 counts[-1] += 1
                 if progress is not None:
-                    progress(done, len(files))
+                    progress(done, len(samples))
         if not counts:
             raise FileNotFoundError(f"no decodable image under {str(src)!r} ({len(corrupt)} corrupt files)")
         write_index(dst, names, counts, classes)
