@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .adapt import ItemConverter
 from .datasets import UNLABELLED_TARGET, check_split
-from .images import convert_image, mode_for_chans
+from .images import mode_for_chans
 from .transforms import to_size
 
 BUILTIN_PREFIX = "builtin:"
@@ -79,7 +80,7 @@ class DigitsDataset(Dataset):
         perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
         self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])
         self.size = to_size(size)
-        self.transform = transform
+        self.convert = ItemConverter(transform, in_chans=in_chans)
         self.in_chans = in_chans
         self.labelled = labelled
         self.root = f"{BUILTIN_PREFIX}digits"
@@ -95,10 +96,7 @@ class DigitsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         images, _ = _digits_arrays(self.size)
-        img = convert_image(Image.fromarray(images[self.indices[index]]), self.in_chans)
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, self.targets[index]
+        return self.convert((images[self.indices[index]], self.targets[index]))
 
     def __repr__(self) -> str:
         return (

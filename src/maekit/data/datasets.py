@@ -85,8 +85,9 @@ class UnlabeledImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        img = load_transformed(self.files[index], self.in_chans, self.transform)
-        return None if img is None else (img, UNLABELLED_TARGET)
+        path, target = self.samples[index]
+        img = load_transformed(path, self.in_chans, self.transform)
+        return None if img is None else (img, target)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, images={len(self)}, in_chans={self.in_chans})"
@@ -152,10 +153,7 @@ class ImageClassFolder(DatasetFolder):
                                     f"Supported extensions are: {', '.join(IMG_EXTENSIONS)}")
         return samples
 
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        path, target = self.samples[index]
-        img = load_transformed(path, self.in_chans, self.transform)
-        return None if img is None else (img, target)
+    __getitem__ = UnlabeledImageFolder.__getitem__  # the same loading (None for an undecodable file)
 
 
 def check_split(split: str) -> str:
