@@ -40,7 +40,7 @@ from torchvision.transforms import functional as TF
 
 from .datasets import UNLABELLED_TARGET
 from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed
-from .seeding import seeded_item
+from .seeding import DatasetView, seeded_item
 
 IMAGE_KEYS = ("image", "img", "pixel_values", "jpg", "jpeg", "png", "webp")
 LABEL_KEYS = ("label", "labels", "cls", "target", "class")
@@ -128,22 +128,14 @@ class ItemConverter:
         return self.transform(image) if self.transform is not None else image
 
 
-class MapDataset(Dataset):
+class MapDataset(DatasetView):
     """A map-style user dataset with maekit's item conversion (:class:`ItemConverter`)."""
 
-    def __init__(self, source: Any, convert: ItemConverter) -> None:
-        self.source, self.convert = source, convert
-
-    def __len__(self) -> int:
-        return len(self.source)
+    def __init__(self, dataset: Any, convert: ItemConverter) -> None:
+        self.dataset, self.convert = dataset, convert
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        return self.convert(self.source[index])
-
-    def __getattr__(self, name: str) -> Any:  # classes, features... of the user's dataset
-        if name in ("source", "convert") or name.startswith("__"):  # not __getitems__ (bypasses convert)
-            raise AttributeError(name)
-        return getattr(self.source, name)
+        return self.convert(self.dataset[index])
 
 
 class StreamDataset(IterableDataset):

@@ -27,10 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
 from .adapt import ItemConverter
 from .images import _DECODE_ERRORS, UndecodableImageWarning, mode_for_chans
+from .seeding import DatasetView
 
 HF_PREFIX = "hf:"
 _IMAGE_NAMES = ("image", "img", "images", "pixel_values")
@@ -136,7 +135,7 @@ def detect_columns(features: Any, image_column: str | None = None, label_column:
     return image, label
 
 
-class HFImageDataset(Dataset):
+class HFImageDataset(DatasetView):
     """A ``datasets.Dataset`` of images as maekit items ``(transform(image), target)``.
 
     Args:
@@ -146,7 +145,8 @@ class HFImageDataset(Dataset):
         transform: applied to the converted PIL image; ``in_chans``: its channels.
 
     Attributes: ``classes`` (ClassLabel names, or the sorted distinct label values as strings),
-    ``class_to_idx``, ``targets``.
+    ``class_to_idx``, ``targets``; ``dataset``, the rows (image and label columns only), whose
+    other attributes (``features``...) are reachable through this one.
     """
 
     def __init__(self, data: Any, *, image_column: str | None = None, label_column: str | None = None,
@@ -155,23 +155,20 @@ class HFImageDataset(Dataset):
         mode_for_chans(in_chans)
         image, label = detect_columns(data.features, image_column, label_column, labelled=labelled)
         self.image_column, self.label_column = image, (label if labelled else None)
-        self.data = data.select_columns([c for c in (image, self.label_column) if c is not None])
+        self.dataset = data.select_columns([c for c in (image, self.label_column) if c is not None])
         self.convert = ItemConverter(transform, in_chans=in_chans)  # PIL, bytes, path or HWC uint8 cells
         if self.label_column is not None:
             feature = data.features[self.label_column]
-            self.targets = [int(t) for t in self.data[self.label_column]]
+            self.targets = [int(t) for t in self.dataset[self.label_column]]
             names = getattr(feature, "names", None)
             self.classes = list(names) if names else [str(i) for i in range(max(self.targets) + 1)]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         else:
-            self.targets = [-1] * len(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
+            self.targets = [-1] * len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         try:
-            row = self.data[int(index)]  # datasets decodes the image cell here
+            row = self.dataset[int(index)]  # datasets decodes the image cell here
         except _DECODE_ERRORS as err:
             warnings.warn(f"skipping undecodable image at row {index} of the Hugging Face dataset: "
                           f"{type(err).__name__}: {err}", UndecodableImageWarning, stacklevel=2)

@@ -91,7 +91,24 @@ class SeededSampler(DistributedSampler):
         return ((int(i), epoch) for i in super().__iter__())
 
 
-class SeededDataset(Dataset):
+class DatasetView(Dataset):
+    """A map-style dataset over ``self.dataset``: its length and its other attributes (``classes``,
+    ``samples``, ``features``...) are the wrapped dataset's."""
+
+    dataset: Any
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        # Not "dataset" itself (unset while unpickling) nor dunders: the DataLoader fetcher would
+        # find the wrapped dataset's __getitems__ and bypass this wrapper.
+        if name == "dataset" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class SeededDataset(DatasetView):
     """A map-style dataset whose randomness is a function of ``(seed, epoch, index)``.
 
     ``ds[(index, epoch)]`` -> the wrapped item (``(image, target)`` or None) computed under
@@ -106,21 +123,11 @@ class SeededDataset(Dataset):
         self.dataset = dataset
         self.seed = int(seed)
 
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
     def __getitem__(self, key: Any) -> Any:
         if not isinstance(key, tuple):
             return self.dataset[key]
         index, epoch = key
         return seeded_item(lambda: self.dataset[index], self.seed, epoch, index)
-
-    def __getattr__(self, name: str) -> Any:
-        # Not "dataset" itself (unset while unpickling) nor dunders: the DataLoader fetcher would
-        # find the wrapped dataset's __getitems__ and bypass this wrapper.
-        if name == "dataset" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __repr__(self) -> str:
         return f"SeededDataset({self.dataset!r}, seed={self.seed})"
