@@ -269,7 +269,6 @@ def build_loader(
     if num_workers is None:
         num_workers = default_num_workers()
     drop_last = train if drop_last is None else drop_last
-    iterable = isinstance(dataset, IterableDataset)
     dataset, sampler = _dataset_and_sampler(dataset, batch_size=batch_size, train=train, drop_last=drop_last,
                                             seed=seed, seeded=train and per_sample_seeds, dist_eval=dist_eval,
                                             num_replicas=num_replicas, rank=rank)
@@ -281,9 +280,9 @@ def build_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         drop_last=drop_last,
         collate_fn=collate_skip_none,
-        # An iterable dataset learns its epoch through set_epoch in this process: its workers must
-        # start afresh each epoch to see it.
-        persistent_workers=num_workers > 0 and not iterable,
+        # An iterable dataset (no sampler) learns its epoch through set_epoch in this process: its
+        # workers must start afresh each epoch to see it.
+        persistent_workers=num_workers > 0 and sampler is not None,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
         worker_init_fn=functools.partial(_worker_init, worker_init_fn) if num_workers > 0 else None,
     )

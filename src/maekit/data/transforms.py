@@ -154,10 +154,9 @@ def _crop_flip(input_size: Size, in_chans: int, mean, std, scale, no_rejection: 
     (``uint8``: PILToTensor), decoded as the flags say."""
     size = to_size(input_size)
     cls = RandomResizedCropNoRejection if no_rejection else transforms.RandomResizedCrop
-    if gpu_decode:  # crop, flip and uint8 conversion happen on the device (gpu_decode.py)
-        steps = [GpuDecodeCrop(size, scale, in_chans=in_chans, crop_class=cls)]
-    elif fast_decode:
-        steps = [RandomResizedCropDecode(size, scale, in_chans=in_chans, crop_class=cls)]
+    if gpu_decode or fast_decode:  # gpu: crop, flip and uint8 conversion happen on the device
+        crop = GpuDecodeCrop if gpu_decode else RandomResizedCropDecode
+        steps = [crop(size, scale, in_chans=in_chans, crop_class=cls)]
     else:
         steps = [ConvertImage(in_chans), cls(size, scale=scale, interpolation=InterpolationMode.BICUBIC)]
     if not gpu_decode:
