@@ -39,7 +39,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 
 from .datasets import UNLABELLED_TARGET
-from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed
+from .images import _DECODE_ERRORS, UndecodableImageWarning, convert_image, load_transformed, mode_for_chans
 from .seeding import DatasetView, seeded_item
 
 IMAGE_KEYS = ("image", "img", "pixel_values", "jpg", "jpeg", "png", "webp")
@@ -70,6 +70,7 @@ class ItemConverter:
     def __init__(self, transform: Callable[[Any], Any] | None, *, in_chans: int = 3,
                  input_size: tuple[int, int] | None = None, image_key: str | None = None,
                  label_key: str | None = None) -> None:
+        mode_for_chans(in_chans)  # checked now, not at the first item
         self.transform, self.in_chans, self.input_size = transform, in_chans, input_size
         self.image_key, self.label_key = image_key, label_key
         self._keys: tuple[str, str | None] | None = None

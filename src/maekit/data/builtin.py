@@ -23,7 +23,6 @@ from torch.utils.data import Dataset
 
 from .adapt import ItemConverter
 from .datasets import UNLABELLED_TARGET, check_split
-from .images import mode_for_chans
 from .transforms import to_size
 
 BUILTIN_PREFIX = "builtin:"
@@ -75,7 +74,6 @@ class DigitsDataset(Dataset):
         size: int | tuple[int, int] = DIGITS_DEFAULT_SIZE,
         labelled: bool = True,
     ) -> None:
-        mode_for_chans(in_chans)
         self.split = check_split(split)
         perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
         self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])

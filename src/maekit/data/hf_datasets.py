@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapt import ItemConverter
-from .images import _DECODE_ERRORS, UndecodableImageWarning, mode_for_chans
+from .images import _DECODE_ERRORS, UndecodableImageWarning
 from .seeding import DatasetView
 
 HF_PREFIX = "hf:"
@@ -152,7 +152,6 @@ class HFImageDataset(DatasetView):
     def __init__(self, data: Any, *, image_column: str | None = None, label_column: str | None = None,
                  labelled: bool = True, transform: Callable[[Any], Any] | None = None,
                  in_chans: int = 3) -> None:
-        mode_for_chans(in_chans)
         image, label = detect_columns(data.features, image_column, label_column, labelled=labelled)
         self.image_column, self.label_column = image, (label if labelled else None)
         self.dataset = data.select_columns([c for c in (image, self.label_column) if c is not None])

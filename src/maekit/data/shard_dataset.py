@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from .images import UndecodableImageWarning, load_transformed, mode_for_chans
-from .seeding import seeded_item
+from .seeding import DatasetView, seeded_item
 from .shards import IMAGE_MEMBER_EXTS, ShardIndex, webdataset_module
 
 
@@ -225,18 +225,15 @@ class ShardDataset(IterableDataset):
                 f"train={self.train}, in_chans={self.in_chans})")
 
 
-class ShardSamples(Dataset):
+class ShardSamples(DatasetView):
     """``(image, target)`` items held in memory (:meth:`ShardDataset.in_memory`)."""
 
     def __init__(self, items: list[tuple[Any, int]], classes: list[str] | None):
-        self.items, self.classes = items, classes
+        self.dataset, self.classes = items, classes
         self.targets = [int(t) for _, t in items]
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        return self.items[index]
+        return self.dataset[index]
 
 
 def _shard_samples(url: str, expected: int | None = None) -> Iterator[dict[str, Any]]:
