@@ -65,15 +65,9 @@ class DigitsDataset(Dataset):
     (positions in ``load_digits()``).
     """
 
-    def __init__(
-        self,
-        split: str = "train",
-        *,
-        transform: Callable[[Any], Any] | None = None,
-        in_chans: int = 3,
-        size: int | tuple[int, int] = DIGITS_DEFAULT_SIZE,
-        labelled: bool = True,
-    ) -> None:
+    def __init__(self, split: str = "train", *, transform: Callable[[Any], Any] | None = None,
+                 in_chans: int = 3, size: int | tuple[int, int] = DIGITS_DEFAULT_SIZE,
+                 labelled: bool = True) -> None:
         self.split = check_split(split)
         perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
         self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])

@@ -60,14 +60,8 @@ class UnlabeledImageFolder(Dataset):
             (extensions jpg/jpeg/png/bmp/webp/tif/tiff, any case).
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        *,
-        transform: Callable[[Any], Any] | None = None,
-        in_chans: int = 3,
-        split: str | None = "train",
-    ) -> None:
+    def __init__(self, root: str | os.PathLike, *, transform: Callable[[Any], Any] | None = None,
+                 in_chans: int = 3, split: str | None = "train") -> None:
         mode_for_chans(in_chans)  # validate now, not once per file
         root = check_dir(Path(root), "image folder")
         if split and (root / split).is_dir():
@@ -112,13 +106,8 @@ class ImageClassFolder(DatasetFolder):
             without any image file (all such classes are named).
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        *,
-        transform: Callable[[Any], Any] | None = None,
-        in_chans: int = 3,
-    ) -> None:
+    def __init__(self, root: str | os.PathLike, *, transform: Callable[[Any], Any] | None = None,
+                 in_chans: int = 3) -> None:
         mode_for_chans(in_chans)
         root = check_dir(Path(root), "class folder root")
         self.in_chans = in_chans
@@ -163,13 +152,9 @@ def check_split(split: str) -> str:
     return "val" if split == "test" else split
 
 
-def resolve_split_dir(
-    data_path: str | os.PathLike,
-    split: str = "train",
-    *,
-    train_split: str | os.PathLike | None = None,
-    val_split: str | os.PathLike | None = None,
-) -> Path:
+def resolve_split_dir(data_path: str | os.PathLike, split: str = "train", *,
+                      train_split: str | os.PathLike | None = None,
+                      val_split: str | os.PathLike | None = None) -> Path:
     """Folder of one split: ``data_path/train`` or ``data_path/val`` (the reference layout),
     or the explicit ``train_split`` / ``val_split`` (a name under ``data_path`` or an
     absolute path).

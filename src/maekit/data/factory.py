@@ -21,17 +21,10 @@ def is_builtin(data_path: str | os.PathLike | None) -> bool:
     return isinstance(data_path, str) and data_path.lower().startswith(BUILTIN_PREFIX)
 
 
-def resolve_dataset(
-    data_path: str | os.PathLike,
-    split: str = "train",
-    *,
-    labelled: bool = True,
-    transform: Callable[[Any], Any] | None = None,
-    in_chans: int = 3,
-    train_split: str | os.PathLike | None = None,
-    val_split: str | os.PathLike | None = None,
-    **source_options: Any,
-) -> Dataset:
+def resolve_dataset(data_path: str | os.PathLike, split: str = "train", *, labelled: bool = True,
+                    transform: Callable[[Any], Any] | None = None, in_chans: int = 3,
+                    train_split: str | os.PathLike | None = None, val_split: str | os.PathLike | None = None,
+                    **source_options: Any) -> Dataset:
     """The dataset behind ``data_path`` for one split.
 
     - ``'builtin:digits'``: :class:`DigitsDataset` (``split`` 'train' or 'val'/'test'; 32x32 images).

@@ -86,16 +86,8 @@ def dist_info(num_replicas: int | None = None, rank: int | None = None) -> tuple
     return 1, 0
 
 
-def build_sampler(
-    dataset: Dataset,
-    *,
-    train: bool,
-    seed: int = 0,
-    dist_eval: bool = False,
-    num_replicas: int | None = None,
-    rank: int | None = None,
-    seeded: bool = False,
-) -> Sampler:
+def build_sampler(dataset: Dataset, *, train: bool, seed: int = 0, dist_eval: bool = False,
+                  num_replicas: int | None = None, rank: int | None = None, seeded: bool = False) -> Sampler:
     """The sampler :func:`build_loader` uses (see the module docstring).
 
     ``num_replicas`` / ``rank`` override the process group (tests, or custom launchers).
@@ -214,25 +206,12 @@ def _dataset_and_sampler(dataset, *, batch_size: int, train: bool, drop_last: bo
     return dataset, sampler
 
 
-def build_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    train: bool,
-    num_workers: int | None = 0,
-    pin_memory: bool = True,
-    drop_last: bool | None = None,
-    seed: int = 0,
-    dist_eval: bool = False,
-    num_replicas: int | None = None,
-    rank: int | None = None,
-    device: torch.device | str | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    per_sample_seeds: bool = True,
-    prefetch_factor: int = 4,
-    worker_init_fn: Callable[[int], None] | None = None,
-) -> DeviceLoader:
+def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers: int | None = 0,
+                 pin_memory: bool = True, drop_last: bool | None = None, seed: int = 0,
+                 dist_eval: bool = False, num_replicas: int | None = None, rank: int | None = None,
+                 device: torch.device | str | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, per_sample_seeds: bool = True, prefetch_factor: int = 4,
+                 worker_init_fn: Callable[[int], None] | None = None) -> DeviceLoader:
     """A loader yielding ``(images, targets, num_skipped)`` (module docstring).
 
     Args:

@@ -51,11 +51,9 @@ def to_size(input_size: Size) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def resolve_mean_std(
-    in_chans: int = 3,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def resolve_mean_std(in_chans: int = 3, mean: float | Sequence[float] | None = None,
+                     std: float | Sequence[float] | None = None
+                     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel normalisation constants (module docstring for the defaults).
 
     Raises:
@@ -167,17 +165,11 @@ def _crop_flip(input_size: Size, in_chans: int, mean, std, scale, no_rejection: 
     return out
 
 
-def build_pretrain_transform(
-    input_size: Size = 224,
-    *,
-    in_chans: int = 3,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    scale: tuple[float, float] = (0.2, 1.0),
-    uint8: bool = False,
-    fast_decode: bool = False,
-    gpu_decode: bool = False,
-) -> transforms.Compose:
+def build_pretrain_transform(input_size: Size = 224, *, in_chans: int = 3,
+                             mean: float | Sequence[float] | None = None,
+                             std: float | Sequence[float] | None = None,
+                             scale: tuple[float, float] = (0.2, 1.0), uint8: bool = False,
+                             fast_decode: bool = False, gpu_decode: bool = False) -> transforms.Compose:
     """MAE pretraining (docs/REFERENCE_RECIPES.md C.2): RandomResizedCrop(input_size, scale=(0.2, 1),
     bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize. Returns (in_chans, H, W) float.
 
@@ -191,19 +183,12 @@ def build_pretrain_transform(
     return _crop_flip(input_size, in_chans, mean, std, scale, False, uint8, fast_decode, gpu_decode)
 
 
-def build_finetune_transform(
-    input_size: Size = 224,
-    *,
-    in_chans: int = 3,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    auto_augment: str | None = DEFAULT_AUTO_AUGMENT,
-    color_jitter: float | None = None,
-    re_prob: float = 0.25,
-    re_mode: str = "pixel",
-    re_count: int = 1,
-    interpolation: str = "bicubic",
-) -> transforms.Compose:
+def build_finetune_transform(input_size: Size = 224, *, in_chans: int = 3,
+                             mean: float | Sequence[float] | None = None,
+                             std: float | Sequence[float] | None = None,
+                             auto_augment: str | None = DEFAULT_AUTO_AUGMENT,
+                             color_jitter: float | None = None, re_prob: float = 0.25, re_mode: str = "pixel",
+                             re_count: int = 1, interpolation: str = "bicubic") -> transforms.Compose:
     """Fine-tuning train transform (docs/REFERENCE_RECIPES.md C.3): timm ``create_transform(is_training=True)``
     = RandomResizedCrop(scale 0.08-1, bicubic) -> flip -> RandAugment (``auto_augment``) or
     ColorJitter -> ToTensor -> Normalize -> RandomErasing(``re_prob``, ``re_mode``, ``re_count``).
@@ -262,15 +247,10 @@ def guard_posterize(transform):
     return transform
 
 
-def build_eval_transform(
-    input_size: Size = 224,
-    *,
-    in_chans: int = 3,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    crop_pct: float | None = None,
-    uint8: bool = False,
-) -> transforms.Compose:
+def build_eval_transform(input_size: Size = 224, *, in_chans: int = 3,
+                         mean: float | Sequence[float] | None = None,
+                         std: float | Sequence[float] | None = None, crop_pct: float | None = None,
+                         uint8: bool = False) -> transforms.Compose:
     """Evaluation / validation (docs/REFERENCE_RECIPES.md C.3, also the linear-probe val transform):
     Resize(int(input_size / crop_pct), bicubic; shorter side) -> CenterCrop(input_size) ->
     ToTensor -> Normalize, with ``crop_pct`` = :func:`default_crop_pct` (224 -> 256 -> 224;
@@ -299,16 +279,10 @@ def eval_geometry(input_size: Size, crop_pct: float | None = None, whole: bool =
     return [resize, transforms.CenterCrop((h, w))]
 
 
-def build_linprobe_transform(
-    input_size: Size = 224,
-    *,
-    in_chans: int = 3,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    uint8: bool = False,
-    fast_decode: bool = False,
-    gpu_decode: bool = False,
-) -> transforms.Compose:
+def build_linprobe_transform(input_size: Size = 224, *, in_chans: int = 3,
+                             mean: float | Sequence[float] | None = None,
+                             std: float | Sequence[float] | None = None, uint8: bool = False,
+                             fast_decode: bool = False, gpu_decode: bool = False) -> transforms.Compose:
     """Linear-probe train transform (docs/REFERENCE_RECIPES.md C.4): :class:`RandomResizedCropNoRejection`
     (input_size, bicubic, scale 0.08-1) -> RandomHorizontalFlip -> ToTensor -> Normalize.
     Use :func:`build_eval_transform` for its validation data. ``uint8``, ``fast_decode`` and
