@@ -24,9 +24,9 @@ Deviations from the reference (behaviour at 224 px, 3 channels is unchanged unle
   (the overall stride, split as ``[P // 4, 2, 2]``). ``mlp_ratio`` may be a number (all stages).
   The fusion convs use kernel = stride = the stage-to-token factor (``p2*p3`` and ``p3``),
   which is the reference's hard-coded 4 and 2 for ``[4, 2, 2]``.
-* ``forward`` takes ``noise=`` and returns ``MAEOutput`` (unpacks as ``loss, pred, mask``);
-  ``mask_ratio=0`` gives a finite loss (``masking.masked_mse_loss``). ``forward_features``
-  (unmasked encoder tokens) is new.
+* ``forward`` (:class:`~.masking.PretrainingMixin`'s, as MAE's) takes ``noise=`` and returns
+  ``MAEOutput`` (unpacks as ``loss, pred, mask``); masking nothing gives a finite loss
+  (``masking.masked_mse_loss``). ``forward_features`` (unmasked encoder tokens) is new.
 * Attention runs through ``F.scaled_dot_product_attention`` (same maths, fp32 round-off).
 * ``ConvViT`` mirrors timm's ``VisionTransformer`` interface: ``forward_features`` returns the
   token sequence (N, L, D) (``norm`` applied when ``global_pool='token'``) and pooling happens in
@@ -52,18 +52,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from .convmae_layers import (CONV_NORM_EPS, CBlock, CMlp, ConvPatchEmbed, VisibleMap, _regroup, build_encoder,
-                             resolve_geometry, upsample_mask)
 from .base import MaekitModel, stem_blocks_matcher
-from .layers import Block, GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
-from .mae import check_images
-from .masking import PretrainingMixin, gather_tokens, patchify, random_masking_indices
-from .pos_embed import get_2d_sincos_pos_embed
+from .convmae_layers import VisibleMap, _regroup, build_encoder, upsample_mask
+from .layers import GradCheckpointMixin, layer_norm, run_blocks
+from .masking import PretrainingMixin, check_images, gather_tokens, patchify
 from .vit import pool_name
-
-# Re-exported: the building blocks used to live here.
-__all__ = ["CONV_NORM_EPS", "CBlock", "CMlp", "ConvPatchEmbed", "ConvViT", "MaskedAutoencoderConvViT", "VisibleMap",
-           "resolve_geometry", "upsample_mask"]
 
 
 _CONV_STEM = r"^pos_embed|^patch_embed|^blocks1\.|^blocks2\."
@@ -105,23 +98,12 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
                        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, layer_norm_eps=layer_norm_eps,
                        fusion=True)
         norm_layer = layer_norm(layer_norm_eps)
-        dim = self.embed_dim
-        self.norm = norm_layer(dim)
+        self.norm = norm_layer(self.embed_dim)
         self.norm_pix_loss = norm_pix_loss
         self.sparse_stages = sparse_stages
-
-        self.decoder_embed = nn.Linear(dim, decoder_embed_dim, bias=True)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, decoder_embed_dim),
-                                              requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([
-            Block(decoder_embed_dim, decoder_num_heads, self.mlp_ratios[0], qkv_bias=True,
-                  norm_layer=norm_layer)
-            for _ in range(decoder_depth)
-        ])
-        self.decoder_norm = norm_layer(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size**2 * in_chans, bias=True)
-        self.initialize_weights()
+        self._build_decoder(self.embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads,
+                            self.mlp_ratios[0], norm_layer)
+        self.initialize_weights(self.patch_embed3.proj, [self.mask_token])
 
     family = "convmae"
 
@@ -132,18 +114,6 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
         return stem_blocks_matcher(_CONV_STEM, r"^blocks3\.(\d+)", coarse)
 
     architecture = _stage_architecture
-
-    # ------------------------------------------------------------------ init
-    def initialize_weights(self) -> None:
-        """Reference init (A.8): sin-cos tables, xavier on ``patch_embed3.proj`` only, mask token
-        normal(.02), Linear xavier / 0, every LayerNorm 1 / 0; other convs keep PyTorch's init."""
-        self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.grid_size)[None])
-        self.decoder_pos_embed.data.copy_(
-            get_2d_sincos_pos_embed(self.decoder_pos_embed.shape[-1], self.grid_size)[None])
-        w = self.patch_embed3.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(init_mae_weights)
 
     # ------------------------------------------------------------- patches
     def stage_masks(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,42 +155,20 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
         pos = gather_tokens(self.pos_embed.expand(n, -1, -1), ids_keep)
         return self.patch_embed4(x) + pos, s1, s2
 
-    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
-        """Encode the visible tokens.
-
-        Returns:
-            latent (N, len_keep, D) in ascending-noise order (no cls token), mask (N, L) with
-            1 = removed, ids_restore (N, L).
-        """
-        check_images(imgs, self.in_chans, self.img_size)
-        ids_keep, mask, ids_restore = random_masking_indices(
-            imgs.shape[0], self.num_patches, mask_ratio, noise, device=imgs.device)
-        if self.sparse_stages:
+    def _encode(self, imgs: torch.Tensor, ids_keep: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Stages 1-3, fusion and norm on all tokens (spatial order), or with the (N, L) ``mask`` on
+        the visible tokens ``ids_keep`` (N, K) (in its order): (N, K, D)."""
+        if ids_keep is None:
+            x, s1, s2 = self._dense_stages(imgs)
+        elif self.sparse_stages:
             x, s1, s2 = self._sparse_stages(imgs, ids_keep)
         else:
             m1, m2 = self.stage_masks(mask)
-            x, s1, s2 = self._dense_stages(imgs, 1 - m1, 1 - m2)
-            x, s1, s2 = (gather_tokens(t, ids_keep) for t in (x, s1, s2))
-        x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
-        x = x + s1 + s2
-        return self.norm(x), mask, ids_restore
-
-    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """Encoder on all tokens, no masking: (N, L, D) in spatial order, fusion and norm applied."""
-        check_images(imgs, self.in_chans, self.img_size)
-        x, s1, s2 = self._dense_stages(imgs)
+            x, s1, s2 = (gather_tokens(t, ids_keep) for t in self._dense_stages(imgs, 1 - m1, 1 - m2))
         x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
         return self.norm(x + s1 + s2)
 
-    # ------------------------------------------------------------- decoder
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """(N, len_keep, D) -> pred (N, L, 16*16*C) for all patches (no cls token)."""
-        x = self.decoder_embed(latent)
-        n_mask = ids_restore.shape[1] - x.shape[1]
-        mask_tokens = self.mask_token.to(x.dtype).expand(x.shape[0], n_mask, -1)
-        x = gather_tokens(torch.cat([x, mask_tokens], dim=1), ids_restore) + self.decoder_pos_embed
-        x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
-        return self.decoder_pred(self.decoder_norm(x))
 
 # ---------------------------------------------------------------------------- classifier
 

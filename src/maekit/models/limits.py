@@ -30,7 +30,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
 }
 FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "mlp_ratio": (1e-3, 256.0), "drop_rate": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
-    "layer_norm_eps": (0.0, 1.0), "mask_ratio": (0.0, 1.0),
+    "layer_norm_eps": (0.0, 1.0),
 }
 
 

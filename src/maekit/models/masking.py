@@ -1,11 +1,28 @@
-"""Patchify / unpatchify and per-sample random masking (docs/REFERENCE_RECIPES.md B.1, B.2).
-
-Shared by MAE and ConvMAE; pure tensor functions with no module state.
+"""Patchify / unpatchify, per-sample random masking and the loss (docs/REFERENCE_RECIPES.md B.1, B.2,
+B.4), and what the MAE and ConvMAE pretraining models share (:class:`PretrainingMixin`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
+
+from .layers import Block, init_mae_weights, run_blocks
+from .pos_embed import get_2d_sincos_pos_embed
+
+
+def check_images(imgs: torch.Tensor, in_chans: int, img_size: tuple[int, int]) -> None:
+    """Raise a ValueError that names expected and given shapes when images do not fit the model."""
+    if imgs.ndim != 4:
+        raise ValueError(f"expected images of shape (N, {in_chans}, {img_size[0]}, {img_size[1]}), "
+                         f"got a tensor of shape {tuple(imgs.shape)}")
+    if imgs.shape[1] != in_chans:
+        raise ValueError(f"the model takes {in_chans}-channel images, got {imgs.shape[1]} channels "
+                         f"(shape {tuple(imgs.shape)})")
+    if tuple(imgs.shape[2:]) != tuple(img_size):
+        raise ValueError(f"the model takes {img_size[0]}x{img_size[1]} images, got "
+                         f"{imgs.shape[2]}x{imgs.shape[3]}; resize them or build the model with "
+                         f"img_size=({imgs.shape[2]}, {imgs.shape[3]})")
 
 
 def patchify(imgs: torch.Tensor, patch_size: int | tuple[int, int]) -> torch.Tensor:
@@ -133,43 +150,26 @@ def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, dim=1, index=ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def random_masking(
-    x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample random masking of a token sequence (official ``random_masking``).
-
-    Args:
-        x: (N, L, D) tokens.
-        mask_ratio: fraction removed.
-        noise: optional (N, L).
-
-    Returns:
-        x_masked (N, len_keep, D), mask (N, L), ids_restore (N, L).
-    """
-    n, length, _ = x.shape
-    ids_keep, mask, ids_restore = random_masking_indices(n, length, mask_ratio, noise, device=x.device)
-    return gather_tokens(x, ids_keep), mask.to(x.dtype) if x.is_floating_point() else mask, ids_restore
-
-
-def masked_mse_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool
-) -> torch.Tensor:
+def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix_loss: bool,
+                    dim: int | None = None) -> torch.Tensor:
     """Reconstruction loss of the references (docs/REFERENCE_RECIPES.md B.4).
 
     Args:
         pred, target: (N, L, P) predicted and true patch vectors.
         mask: (N, L), 1 = removed.
         norm_pix_loss: normalise each target patch by its mean and unbiased variance (+1e-6).
+        dim: None for the loss of the batch; 1 for each sample's.
 
     Returns:
-        Scalar: mean squared error over removed patches. With no removed patch
+        Scalar (``dim=1``: (N,)): mean squared error over removed patches. With no removed patch
         (mask_ratio 0) the loss is the mean over all patches instead of 0/0 = NaN.
     """
     per_patch = ((pred.float() - loss_target(target, norm_pix_loss).float()) ** 2).mean(dim=-1)
     mask = mask.float()
-    removed = mask.sum()
+    removed = mask.sum(dim=dim)
     # torch.where instead of an `if` keeps the function free of host syncs (and compile-friendly).
-    return torch.where(removed > 0, (per_patch * mask).sum() / removed.clamp_min(1.0), per_patch.mean())
+    masked_mean = (per_patch * mask).sum(dim=dim) / removed.clamp_min(1.0)
+    return torch.where(removed > 0, masked_mean, per_patch.mean(dim=dim))
 
 
 def loss_target(target: torch.Tensor, norm_pix_loss: bool) -> torch.Tensor:
@@ -182,8 +182,41 @@ def loss_target(target: torch.Tensor, norm_pix_loss: bool) -> torch.Tensor:
 
 
 class PretrainingMixin:
-    """What MAE and ConvMAE pretraining models share: patches of ``patch_size`` on ``grid_size``,
-    the loss, and ``forward`` = ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``."""
+    """What MAE and ConvMAE pretraining models share: the light ViT decoder, its initialisation, patches
+    of ``patch_size`` on ``grid_size``, the loss, and ``forward`` = ``forward_encoder`` ->
+    ``forward_decoder`` -> ``forward_loss``. A model sets ``num_prefix_tokens`` (MAE: its cls token,
+    ConvMAE: none) and ``_encode(imgs, ids_keep=None, mask=None)``, its encoder on all patches or on
+    the visible ones, returning (N, prefix + tokens, D)."""
+
+    num_prefix_tokens = 0
+
+    def _build_decoder(self, embed_dim: int, decoder_embed_dim: int, decoder_depth: int,
+                       decoder_num_heads: int, mlp_ratio: float, norm_layer) -> None:
+        """The decoder modules under the official names, after the encoder's (the reference order)."""
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        # Fixed sin-cos table: in the state dict (official key) but never trained.
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_prefix_tokens + self.num_patches, decoder_embed_dim), requires_grad=False)
+        self.decoder_blocks = nn.ModuleList([
+            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+            for _ in range(decoder_depth)
+        ])
+        self.decoder_norm = norm_layer(decoder_embed_dim)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size**2 * self.in_chans, bias=True)
+
+    def initialize_weights(self, patch_proj: nn.Conv2d, tokens: list[nn.Parameter]) -> None:
+        """Reference init, in its order (docs/REFERENCE_RECIPES.md A.5, A.8): sin-cos tables (a zero
+        cls row when the model has one), xavier on ``patch_proj`` as a Linear of fan-in C*p*p,
+        normal(.02) ``tokens``, then Linear xavier / 0 and LayerNorm 1 / 0; other convs keep PyTorch's."""
+        for table in (self.pos_embed, self.decoder_pos_embed):
+            rows = get_2d_sincos_pos_embed(table.shape[-1], self.grid_size, self.num_prefix_tokens > 0)
+            table.data.copy_(rows[None])
+        w = patch_proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for token in tokens:
+            nn.init.normal_(token, std=0.02)
+        self.apply(init_mae_weights)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, L, p*p*C) in the reference element order."""
@@ -192,6 +225,39 @@ class PretrainingMixin:
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, L, p*p*C) -> (N, C, H, W)."""
         return unpatchify(x, self.patch_size, self.grid_size, self.in_chans)
+
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
+        """Encode the visible patches (ConvMAE: stage-3 tokens; the mask is drawn on that grid).
+
+        Returns:
+            latent (N, prefix + len_keep, D) (MAE: the cls token first; the visible tokens in
+            ascending-noise order), mask (N, L) with 1 = removed, ids_restore (N, L).
+        """
+        check_images(imgs, self.in_chans, self.img_size)
+        ids_keep, mask, ids_restore = random_masking_indices(imgs.shape[0], self.num_patches, mask_ratio,
+                                                             noise, device=imgs.device)
+        return self._encode(imgs, ids_keep, mask), mask, ids_restore
+
+    def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Encoder on all patches, no masking.
+
+        Returns:
+            (N, prefix + L, D): normalised tokens (MAE: the cls token first) in spatial (row-major)
+            order (ConvMAE: fusion applied).
+        """
+        check_images(imgs, self.in_chans, self.img_size)
+        return self._encode(imgs)
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """(N, prefix + len_keep, D) -> pred (N, L, p*p*C) for all patches (prefix tokens dropped)."""
+        p = self.num_prefix_tokens
+        x = self.decoder_embed(latent)
+        n_mask = ids_restore.shape[1] + p - x.shape[1]
+        mask_tokens = self.mask_token.to(x.dtype).expand(x.shape[0], n_mask, -1)
+        x_ = gather_tokens(torch.cat([x[:, p:, :], mask_tokens], dim=1), ids_restore)  # back to spatial order
+        x = torch.cat([x[:, :p, :], x_], dim=1) + self.decoder_pos_embed
+        x = run_blocks(self.decoder_blocks, x, checkpoint=self.grad_checkpointing)
+        return self.decoder_pred(self.decoder_norm(x))[:, p:, :]
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error over removed patches (norm-pix targets if configured): a scalar."""

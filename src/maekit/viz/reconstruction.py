@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from ..models.masking import loss_target
+from ..models.masking import masked_mse_loss
 
 from ..data.transforms import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from ..data.transforms import IMAGENET_DEFAULT_STD as IMAGENET_STD
@@ -61,14 +61,11 @@ def reconstruct(model: torch.nn.Module, imgs: torch.Tensor, *, mask_ratio: float
     """
     out = model(imgs, mask_ratio=mask_ratio, noise=noise)
     target = model.patchify(imgs)
-    pred = out.pred.float()
-    if getattr(model, "norm_pix_loss", False):
-        pred = denormalize_patches(pred, target)
+    norm_pix = getattr(model, "norm_pix_loss", False)
+    pred = denormalize_patches(out.pred.float(), target) if norm_pix else out.pred.float()
     recon = model.unpatchify(pred)
     mask = model.unpatchify(out.mask.float().unsqueeze(-1).expand(-1, -1, pred.shape[-1]))
-    per_patch = ((out.pred.float() - loss_target(target, getattr(model, "norm_pix_loss", False))) ** 2).mean(-1)
-    removed = out.mask.float().sum(1).clamp_min(1.0)
-    loss = torch.where(out.mask.sum(1) > 0, (per_patch * out.mask).sum(1) / removed, per_patch.mean(1))
+    loss = masked_mse_loss(out.pred, target, out.mask, norm_pix, dim=1)
     masked = imgs * (1 - mask)
     return ReconstructionPanels(imgs, masked, recon, masked + recon * mask, mask, loss)
 
