@@ -38,7 +38,6 @@ from .limits import check_param_memory
 WEIGHTS_NAME = "model.safetensors"
 PROCESSOR_NAME = "preprocessor_config.json"
 PRETRAINING_FAMILIES = ("mae", "convmae")
-FAMILIES = ("mae", "convmae", "vit", "convvit")
 
 # ImageNet statistics for RGB; their channel means for any other channel count. The same rule as
 # maekit.data.transforms.resolve_mean_std (the data package may not be imported by the models).
@@ -236,10 +235,22 @@ class MaekitModel:
                           card_extra=card_extra)
 
 
-def stem_blocks_matcher(stem: str, blocks: str, coarse: bool) -> dict[str, Any]:
-    """A timm ``group_matcher`` dict: ``stem`` -> layer 0, block ``k`` of ``blocks`` -> k + 1, every
-    other parameter -> the last layer (the reference layer ids, docs/REFERENCE_RECIPES.md C.3/C.6)."""
-    return dict(stem=stem, blocks=blocks if coarse else [(blocks, None)])
+def layer_groups(stem: str, blocks: str):
+    """A timm ``group_matcher(self, coarse=False)`` method for a model class: its dict sends the
+    parameters matching ``stem`` to layer 0, block ``k`` of ``blocks`` to k + 1 and every other one
+    to the last layer (the reference layer ids, docs/REFERENCE_RECIPES.md C.3/C.6; timm's own ViT
+    matcher puts ``norm`` with the last block, which the reference does not)."""
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=stem, blocks=blocks if coarse else [(blocks, None)])
+
+    return group_matcher
+
+
+# ViT and MAE: cls_token, pos_embed, patch_embed -> 0, blocks.k -> k + 1, norm / fc_norm / head (the
+# decoder) -> last.
+VIT_GROUPS = layer_groups(r"^cls_token|^pos_embed|^patch_embed", r"^blocks\.(\d+)")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

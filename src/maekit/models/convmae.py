@@ -47,19 +47,23 @@ The building blocks, and why ``sparse_stages=True`` is exact and faster, are in
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from .base import MaekitModel, stem_blocks_matcher
+from .base import MaekitModel, layer_groups
 from .convmae_layers import VisibleMap, _regroup, build_encoder, upsample_mask
-from .layers import GradCheckpointMixin, layer_norm, run_blocks
+from .layers import GradCheckpointMixin, init_mae_weights, layer_norm, run_blocks
 from .masking import PretrainingMixin, check_images, gather_tokens, patchify
 from .vit import pool_name
 
 
-_CONV_STEM = r"^pos_embed|^patch_embed|^blocks1\.|^blocks2\."
+# The reference ConvMAE layer ids (C.6, with timm's param_groups_layer_decay): patch_embed*, blocks1,
+# blocks2, pos_embed -> 0, blocks3.k -> k + 1, norm / fc_norm / head -> last.
+_CONV_GROUPS = layer_groups(r"^pos_embed|^patch_embed|^blocks1\.|^blocks2\.", r"^blocks3\.(\d+)")
 
 
 def _stage_architecture(model) -> dict:
@@ -107,11 +111,7 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
 
     family = "convmae"
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """timm parameter grouping with the ConvViT layer ids (stages 1-2 -> 0, ``blocks3.k`` -> k + 1,
-        the rest, decoder included, -> last; docs/REFERENCE_RECIPES.md C.6)."""
-        return stem_blocks_matcher(_CONV_STEM, r"^blocks3\.(\d+)", coarse)
+    group_matcher = _CONV_GROUPS  # the decoder goes with the last layer
 
     architecture = _stage_architecture
 
@@ -212,27 +212,14 @@ class ConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Reference classifier init: Linear trunc-normal(.02) / 0, LayerNorm 1 / 0, convs PyTorch's."""
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    # Reference classifier init: Linear trunc-normal(.02) / 0, LayerNorm 1 / 0, convs PyTorch's.
+    _init_weights = staticmethod(partial(init_mae_weights, linear_init=partial(trunc_normal_, std=0.02)))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """timm parameter grouping. With ``timm.optim.param_groups_layer_decay`` it gives the
-        reference ConvMAE layer ids (C.6): ``patch_embed*``, ``blocks1``, ``blocks2``,
-        ``pos_embed`` -> 0, ``blocks3.k`` -> k+1, ``norm`` / ``fc_norm`` / ``head`` -> last."""
-        return stem_blocks_matcher(_CONV_STEM, r"^blocks3\.(\d+)", coarse)
+    group_matcher = _CONV_GROUPS
 
     def get_classifier(self) -> nn.Module:
         return self.head

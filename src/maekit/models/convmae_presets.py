@@ -13,6 +13,7 @@ Every argument can be overridden (``img_size``, ``in_chans``, ``depth=[1, 1, 2]`
 from __future__ import annotations
 
 from .convmae import ConvViT, MaskedAutoencoderConvViT
+from .mae_presets import PAPER_DECODER, SMALL_DECODER
 from .registry import register_model
 
 _BASE = dict(patch_size=[4, 2, 2], embed_dim=[256, 384, 768], depth=[2, 2, 11], num_heads=12,
@@ -24,15 +25,13 @@ _SMALL = dict(patch_size=[4, 2, 2], embed_dim=[128, 256, 384], depth=[2, 2, 11],
 @register_model
 def convmae_convvit_small_patch16(**kw) -> MaskedAutoencoderConvViT:
     """ConvMAE-S: widths 128/256/384, depths 2/2/11, 6 heads; decoder 256 wide, 4 blocks, 8 heads."""
-    return MaskedAutoencoderConvViT(**{**_SMALL, "decoder_embed_dim": 256, "decoder_depth": 4,
-                                       "decoder_num_heads": 8, **kw})
+    return MaskedAutoencoderConvViT(**{**_SMALL, **SMALL_DECODER, **kw})
 
 
 @register_model(aliases=("convmae_convvit_base_patch16",))
 def convmae_convvit_base_patch16_dec512d8b(**kw) -> MaskedAutoencoderConvViT:
     """ConvMAE-B (paper): widths 256/384/768, depths 2/2/11, 12 heads; decoder 512 / 8 blocks / 16 heads."""
-    return MaskedAutoencoderConvViT(**{**_BASE, "decoder_embed_dim": 512, "decoder_depth": 8,
-                                       "decoder_num_heads": 16, **kw})
+    return MaskedAutoencoderConvViT(**{**_BASE, **PAPER_DECODER, **kw})
 
 
 @register_model

@@ -62,10 +62,11 @@ def run_blocks(blocks, x: torch.Tensor, *args, checkpoint: bool = False) -> torc
     return x
 
 
-def init_mae_weights(module: nn.Module) -> None:
-    """Reference init for Linear (xavier-uniform, zero bias) and LayerNorm (1, 0)."""
+def init_mae_weights(module: nn.Module, linear_init=nn.init.xavier_uniform_) -> None:
+    """Reference init for Linear (``linear_init``: xavier-uniform in the MAE models, trunc-normal .02
+    in the ConvViT classifier; zero bias) and LayerNorm (1, 0)."""
     if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
+        linear_init(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 
-from .base import MaekitModel, stem_blocks_matcher
+from .base import VIT_GROUPS, MaekitModel
 from .layers import Block, GradCheckpointMixin, layer_norm, run_blocks
 from .masking import PretrainingMixin, gather_tokens
 from .pos_embed import _as_hw
@@ -62,11 +62,7 @@ class MaskedAutoencoderViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, n
     family = "mae"
     num_prefix_tokens = 1  # the cls token
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """timm parameter grouping: ``cls_token`` / ``pos_embed`` / ``patch_embed`` -> 0, ``blocks.k``
-        -> k + 1, the rest (``norm``, the decoder) -> last (docs/REFERENCE_RECIPES.md C.3)."""
-        return stem_blocks_matcher(r"^cls_token|^pos_embed|^patch_embed", r"^blocks\.(\d+)", coarse)
+    group_matcher = VIT_GROUPS  # the decoder goes with the last layer
 
     @property
     def num_patches(self) -> int:

@@ -12,11 +12,13 @@ from .mae import MaskedAutoencoderViT
 from .registry import register_model
 from .vit import ENCODER_PRESETS
 
-_PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
+# The decoders of the paper models and of the small presets (ConvMAE's too).
+PAPER_DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
+SMALL_DECODER = dict(decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8)
 
 
 def _mae(encoder: str, decoder: dict, overrides: dict) -> MaskedAutoencoderViT:
-    return MaskedAutoencoderViT(**{"mlp_ratio": 4.0, **ENCODER_PRESETS[encoder], **decoder, **overrides})
+    return MaskedAutoencoderViT(**{**ENCODER_PRESETS[encoder], **decoder, **overrides})
 
 
 @register_model
@@ -28,22 +30,22 @@ def mae_vit_tiny_patch16(**kw) -> MaskedAutoencoderViT:
 @register_model
 def mae_vit_small_patch16(**kw) -> MaskedAutoencoderViT:
     """MAE with a ViT-S/16 encoder and a 256-wide, 4-block decoder."""
-    return _mae("small", dict(decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8), kw)
+    return _mae("small", SMALL_DECODER, kw)
 
 
 @register_model(aliases=("mae_vit_base_patch16", "mae_vit_base_p16"))
 def mae_vit_base_patch16_dec512d8b(**kw) -> MaskedAutoencoderViT:
     """MAE-B/16: ViT-B encoder, 512-wide 8-block decoder (paper)."""
-    return _mae("base", _PAPER_DECODER, kw)
+    return _mae("base", PAPER_DECODER, kw)
 
 
 @register_model(aliases=("mae_vit_large_patch16",))
 def mae_vit_large_patch16_dec512d8b(**kw) -> MaskedAutoencoderViT:
     """MAE-L/16: ViT-L encoder, 512-wide 8-block decoder (paper)."""
-    return _mae("large", _PAPER_DECODER, kw)
+    return _mae("large", PAPER_DECODER, kw)
 
 
 @register_model(aliases=("mae_vit_huge_patch14",))
 def mae_vit_huge_patch14_dec512d8b(**kw) -> MaskedAutoencoderViT:
     """MAE-H/14: ViT-H encoder, 512-wide 8-block decoder (paper)."""
-    return _mae("huge", _PAPER_DECODER, kw)
+    return _mae("huge", PAPER_DECODER, kw)

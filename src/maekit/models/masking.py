@@ -164,21 +164,15 @@ def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
         Scalar (``dim=1``: (N,)): mean squared error over removed patches. With no removed patch
         (mask_ratio 0) the loss is the mean over all patches instead of 0/0 = NaN.
     """
-    per_patch = ((pred.float() - loss_target(target, norm_pix_loss).float()) ** 2).mean(dim=-1)
+    if norm_pix_loss:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
     mask = mask.float()
     removed = mask.sum(dim=dim)
     # torch.where instead of an `if` keeps the function free of host syncs (and compile-friendly).
     masked_mean = (per_patch * mask).sum(dim=dim) / removed.clamp_min(1.0)
     return torch.where(removed > 0, masked_mean, per_patch.mean(dim=dim))
-
-
-def loss_target(target: torch.Tensor, norm_pix_loss: bool) -> torch.Tensor:
-    """(N, L, P) patches -> the loss target: as they are, or each patch normalised by its mean and
-    unbiased variance (+1e-6) when ``norm_pix_loss``."""
-    if not norm_pix_loss:
-        return target
-    mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-    return (target - mean) / (var + 1.0e-6) ** 0.5
 
 
 class PretrainingMixin:

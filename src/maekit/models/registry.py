@@ -20,7 +20,6 @@ from .config import ModelConfig, other_kind_args
 from .limits import check_model_args
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DEFAULTS: dict[str, dict[str, Any]] = {}
 _ALIASES: dict[str, str] = {}
 
 

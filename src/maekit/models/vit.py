@@ -19,7 +19,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models import VisionTransformer as TimmVisionTransformer
 
-from .base import MaekitModel, stem_blocks_matcher
+from .base import VIT_GROUPS, MaekitModel
 from .registry import register_model
 
 
@@ -71,16 +71,7 @@ class VisionTransformer(MaekitModel, TimmVisionTransformer):
     def grid_size(self) -> tuple[int, int]:
         return tuple(int(s) for s in self.patch_embed.grid_size)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """The reference layer ids (docs/REFERENCE_RECIPES.md C.3): ``cls_token``, ``pos_embed``,
-        ``patch_embed`` -> 0, ``blocks.k`` -> k + 1, ``norm`` / ``fc_norm`` / ``head`` -> depth + 1.
-        (timm's own matcher puts ``norm`` with the last block, which the reference does not.)"""
-        return stem_blocks_matcher(r"^cls_token|^pos_embed|^patch_embed", r"^blocks\.(\d+)", coarse)
-
-
-def _vit(defaults: dict, overrides: dict) -> VisionTransformer:
-    return VisionTransformer(**{**defaults, **overrides})
+    group_matcher = VIT_GROUPS  # the reference layer ids (docs/REFERENCE_RECIPES.md C.3)
 
 
 _TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
@@ -93,31 +84,31 @@ _HUGE = dict(patch_size=14, embed_dim=1280, depth=32, num_heads=16)
 @register_model(aliases=("maevit_tiny_patch16",))
 def vit_tiny_patch16(**kw) -> VisionTransformer:
     """ViT-Ti/16 (192 wide, 12 blocks, 3 heads)."""
-    return _vit(_TINY, kw)
+    return VisionTransformer(**{**_TINY, **kw})
 
 
 @register_model(aliases=("maevit_small_patch16",))
 def vit_small_patch16(**kw) -> VisionTransformer:
     """ViT-S/16 (384 wide, 12 blocks, 6 heads)."""
-    return _vit(_SMALL, kw)
+    return VisionTransformer(**{**_SMALL, **kw})
 
 
 @register_model(aliases=("maevit_base_patch16", "vit_base_p16"))
 def vit_base_patch16(**kw) -> VisionTransformer:
     """ViT-B/16 (768 wide, 12 blocks, 12 heads)."""
-    return _vit(_BASE, kw)
+    return VisionTransformer(**{**_BASE, **kw})
 
 
 @register_model(aliases=("maevit_large_patch16",))
 def vit_large_patch16(**kw) -> VisionTransformer:
     """ViT-L/16 (1024 wide, 24 blocks, 16 heads)."""
-    return _vit(_LARGE, kw)
+    return VisionTransformer(**{**_LARGE, **kw})
 
 
 @register_model(aliases=("maevit_huge_patch14",))
 def vit_huge_patch14(**kw) -> VisionTransformer:
     """ViT-H/14 (1280 wide, 32 blocks, 16 heads)."""
-    return _vit(_HUGE, kw)
+    return VisionTransformer(**{**_HUGE, **kw})
 
 
 ENCODER_PRESETS = {"tiny": _TINY, "small": _SMALL, "base": _BASE, "large": _LARGE, "huge": _HUGE}
