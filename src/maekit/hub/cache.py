@@ -64,48 +64,35 @@ def base_url(override: str | None = None) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def entry_url(entry: WeightsEntry, base: str | None = None) -> str:
-    return entry.url or base_url(base) + entry.path
-
-
-def entry_cache_path(entry: WeightsEntry) -> Path:
-    return cache_dir() / "weights" / entry.path
-
-
 def url_cache_path(url: str) -> Path:
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     return cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
 
 
 # ---------------------------------------------------------------------------- checksums
-def file_digests(path: str | os.PathLike) -> tuple[str, str]:
-    """(md5, sha256) hex digests of a file."""
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
-
-
-def verify_file(path: str | os.PathLike, *, sha256: str | None = None, md5_prefix: str | None = None,
-                what: str = "") -> bool:
-    """Check a file against a full sha256 and/or an md5 prefix.
+def verify_file(path: Path, what: str, *, sha256: str | None = None, md5_prefix: str | None = None) -> bool:
+    """Check a file against a full sha256 and/or an md5 prefix (``what`` names it in the message).
 
     Returns:
         True when a checksum was checked, False when none is known (nothing to check).
 
     Raises:
-        ChecksumError: a mismatch (the file is left in place; callers delete it).
+        ChecksumError: a mismatch (the file is deleted).
     """
     if not sha256 and not md5_prefix:
         return False
-    md5, sha = file_digests(path)
-    label = what or os.fspath(path)
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            md5.update(chunk)
+            sha.update(chunk)
+    md5, sha = md5.hexdigest(), sha.hexdigest()
     if sha256 and sha.lower() != sha256.lower():
-        raise ChecksumError(f"{label}: sha256 {sha} does not match the published {sha256}")
+        path.unlink()
+        raise ChecksumError(f"{what}: sha256 {sha} does not match the published {sha256}")
     if md5_prefix and not md5.lower().startswith(md5_prefix.lower()):
-        raise ChecksumError(f"{label}: md5 {md5} does not start with the published prefix {md5_prefix}")
+        path.unlink()
+        raise ChecksumError(f"{what}: md5 {md5} does not start with the published prefix {md5_prefix}")
     return True
 
 
@@ -133,14 +120,18 @@ def _unavailable(url: str, dest: Path, reason: str) -> WeightsUnavailableError:
     )
 
 
+def _request(url: str) -> urllib.request.Request:
+    from .. import __version__
+
+    return urllib.request.Request(url, headers={"User-Agent": f"maekit/{__version__}"})
+
+
 def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     """Append the rest of ``url`` to ``part`` (HTTP Range when ``part`` is not empty)."""
     from tqdm.auto import tqdm
 
-    from .. import __version__
-
     start = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": f"maekit/{__version__}"})
+    request = _request(url)
     if start:
         request.add_header("Range", f"bytes={start}-")
     try:
@@ -186,13 +177,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(dest):
         if dest.is_file():  # placed by hand, or by another process while we waited
-            if not marker.exists():
-                try:
-                    if verify_file(dest, sha256=sha256, md5_prefix=md5_prefix, what=str(dest)):
-                        marker.write_text("ok\n")
-                except ChecksumError:
-                    dest.unlink()
-                    raise
+            if not marker.exists() and verify_file(dest, str(dest), sha256=sha256, md5_prefix=md5_prefix):
+                marker.write_text("ok\n")
             return dest
         if is_offline():
             raise _unavailable(url, dest, "MAEKIT_OFFLINE is set")
@@ -201,11 +187,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
             _transfer(url, part, progress=progress, timeout=timeout)
         except (urllib.error.URLError, OSError) as e:
             raise _unavailable(url, dest, f"downloading failed ({e})") from e
-        try:
-            checked = verify_file(part, sha256=sha256, md5_prefix=md5_prefix, what=url)
-        except ChecksumError:
-            part.unlink()
-            raise
+        checked = verify_file(part, url, sha256=sha256, md5_prefix=md5_prefix)
         if not checked:
             warnings.warn(f"{url}: no published checksum; only the transfer length was checked", stacklevel=2)
         os.replace(part, dest)
@@ -217,29 +199,24 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
 
 def fetch_weights(entry: WeightsEntry, *, base: str | None = None, progress: bool = True) -> Path:
     """The local path of a table entry's file, downloaded into the cache if needed."""
-    return download(entry_url(entry, base), entry_cache_path(entry), sha256=entry.sha256,
-                    md5_prefix=entry.md5_prefix, progress=progress)
+    return download(entry.url or base_url(base) + entry.path, cache_dir() / "weights" / entry.path,
+                    sha256=entry.sha256, md5_prefix=entry.md5_prefix, progress=progress)
 
 
 def fetch_url(url: str, *, progress: bool = True) -> Path:
     """The local path of any http(s) URL, downloaded into the cache if needed (the table's
     checksum applies when the URL is one of its files)."""
     entry = entry_for_url(url)
-    if entry is not None:
-        return download(url, url_cache_path(url), sha256=entry.sha256, md5_prefix=entry.md5_prefix,
-                        progress=progress)
-    return download(url, url_cache_path(url), progress=progress)
+    sums = {} if entry is None else dict(sha256=entry.sha256, md5_prefix=entry.md5_prefix)
+    return download(url, url_cache_path(url), progress=progress, **sums)
 
 
 def read_url_bytes(url: str, *, timeout: float = 30.0) -> bytes:
     """The body of a small URL (an image), honouring ``MAEKIT_OFFLINE``; errors name the URL."""
     if is_offline():
         raise WeightsUnavailableError(f"cannot read {url}: MAEKIT_OFFLINE is set")
-    from .. import __version__
-
-    request = urllib.request.Request(url, headers={"User-Agent": f"maekit/{__version__}"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
             return response.read()
     except (urllib.error.URLError, OSError) as e:
         raise FileNotFoundError(f"cannot read {url}: {e}") from e

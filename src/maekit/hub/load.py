@@ -63,9 +63,12 @@ class DecoderNotLoadedWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------- sources
-def _looks_like_path(text: str) -> bool:
-    return (os.sep in text or "/" in text or text.startswith("~")
-            or text.lower().endswith(remote.CHECKPOINT_SUFFIXES))
+def _lookup(text: str) -> table.WeightsEntry | None:
+    """The published weights of a name (:func:`maekit.hub.table.lookup`), for a source that is no path."""
+    try:
+        return table.lookup(text)
+    except ValueError as e:
+        raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
 
 
 def local_source(source: str | os.PathLike, *, names: bool = False, base_url: str | None = None,
@@ -94,14 +97,13 @@ def local_source(source: str | os.PathLike, *, names: bool = False, base_url: st
             raise FileNotFoundError(f"no such file or folder: {text} (and as a Hub id: {e})") from e
     if path.exists():
         return path
-    if _looks_like_path(text) and not is_model(table.split_name(text)[0]):
+    path_like = os.sep in text or "/" in text or text.startswith("~") or text.lower().endswith(
+        remote.CHECKPOINT_SUFFIXES)
+    if path_like and not is_model(table.split_name(text)[0]):
         raise FileNotFoundError(f"no such file or folder: {text}")
     if not names:
         return None
-    try:
-        entry = table.lookup(text)
-    except ValueError as e:
-        raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
+    entry = _lookup(text)
     if entry is None:
         raise ValueError(f"{text} has no published weights ({', '.join(table.list_pretrained())} have)")
     return cache.fetch_weights(entry, base=base_url, progress=progress)
@@ -124,10 +126,7 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
     local = local_source(text, progress=progress)
     if local is not None:
         return _read_path(local, text, model_name, stated or {})
-    try:
-        entry = table.lookup(text)
-    except ValueError as e:
-        raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
+    entry = _lookup(text)
     if entry is None:
         if weights and download:
             log.info("%s has no published weights: built with random weights", text)
@@ -244,8 +243,7 @@ def _read_weights(source: Any, label: str | None) -> tuple[dict[str, torch.Tenso
     if isinstance(source, Mapping):
         return find_state_dict(source), label or "weights"
     text = os.fspath(source)
-    local = Path(text).expanduser() if Path(text).expanduser().exists() else local_source(text, names=True)
-    return dict(load_state_dict(local)), label or text
+    return dict(load_state_dict(local_source(text, names=True))), label or text
 
 
 def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
@@ -298,19 +296,15 @@ def _account(model: nn.Module, sd: dict, own: dict, result: Any, report: LoadRep
     report.ignored += list(result.unexpected_keys)
 
 
-def _check_encoder(report: LoadReport) -> None:
-    """A classifier needs the whole encoder from its source (its head may start fresh)."""
-    not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
-    if not report.loaded or not_head:
-        raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
-                         f"({len(report.loaded)} tensors matched; missing {_summ(not_head or report.random)}). "
-                         "Is it a checkpoint of another architecture or size?")
-
-
 def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
-    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error."""
+    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error: a
+    classifier needs the whole encoder (its head may start fresh)."""
     if not model.is_pretraining:
-        _check_encoder(report)
+        not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
+        if not report.loaded or not_head:
+            raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
+                             f"({len(report.loaded)} tensors matched; missing {_summ(not_head or report.random)}). "
+                             "Is it a checkpoint of another architecture or size?")
         return
     decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
     other = [k for k in report.random if k not in decoder and k not in sd]

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import RuntimeFailure, UsageError
+from ..errors import RuntimeFailure, UsageError, first_line
 from ..models.base import MaekitModel, unwrap
 
 log = logging.getLogger("maekit.hub")
@@ -227,7 +227,7 @@ def hub_failure(e: BaseException, repo_id: str) -> RuntimeFailure | None:
 
     if isinstance(e, HfHubHTTPError):
         status = getattr(e.response, "status_code", None)
-        said = ((getattr(e, "server_message", None) or str(e)).strip().splitlines() or ["no message"])[0]
+        said = first_line(e if not getattr(e, "server_message", None) else RuntimeError(e.server_message))
         if status in (401, 403):
             return RuntimeFailure(f"the Hub refused the token for {repo_id} (HTTP {status}: {said}); set "
                                   "HF_TOKEN or run `hf auth login` with a token that has write access")

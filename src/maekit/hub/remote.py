@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import first_line
+
 PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm:"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -105,7 +107,7 @@ def unreachable(e: BaseException, what: str) -> str | None:
     if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
         said = f"no answer within {hub_timeout():g} s"
     else:
-        said = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}"
+        said = f"{type(e).__name__}: {first_line(e)}"
     return (f"{what}: cannot reach the Hub at {constants.ENDPOINT} ({said}); check the connection or HF_ENDPOINT, "
             "raise HF_HUB_DOWNLOAD_TIMEOUT for a slow network, or set HF_HUB_OFFLINE=1 to use the cache only")
 
@@ -152,9 +154,9 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
         if silent_host():
             raise FileNotFoundError(f"{unreachable(TimeoutError(), name)}; or pass a local folder") from e
         raise FileNotFoundError(f"{name} is not in the Hugging Face cache and cannot be downloaded "
-                                f"({str(e).splitlines()[0]}); check the connection, or pass a local folder") from e
+                                f"({first_line(e)}); check the connection, or pass a local folder") from e
     except HfHubHTTPError as e:
-        raise FileNotFoundError(f"hf-hub:{repo_id}: {str(e).splitlines()[0]}") from e
+        raise FileNotFoundError(f"hf-hub:{repo_id}: {first_line(e)}") from e
 
 
 def _snapshot(repo_id: str, revision: str | None, *, cached_only: bool) -> Path:
