@@ -16,7 +16,6 @@ be reached.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from torch import nn
 
 from ..errors import RuntimeFailure, UsageError, first_line
 from ..models.base import MaekitModel, unwrap
+from ..viz.plots import read_log
 
 log = logging.getLogger("maekit.hub")
 RUN_FILES = ("config.yaml", "log.txt")
@@ -95,19 +95,6 @@ def is_run_dir(folder: str | os.PathLike) -> bool:
     return any((Path(folder) / name).is_file() for name in RUN_FILES)
 
 
-def _records(log: Path) -> list[dict[str, Any]]:
-    """The JSON records of ``log.txt`` (lines that are not a JSON object are skipped)."""
-    out = []
-    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
 def metrics_rows(records: list[dict[str, Any]], best_key: str = BEST_KEY) -> dict[str, Any]:
     """Card rows from per-epoch records: the last record, plus ``best <best_key>`` with its epoch."""
     rows: dict[str, Any] = dict(records[-1]) if records else {}
@@ -127,7 +114,7 @@ def run_card_sections(run_dir: str | os.PathLike | None) -> dict[str, Any]:
         raise FileNotFoundError(f"run folder {run} does not exist (it should hold config.yaml and log.txt)")
     config = run / "config.yaml"
     return {"training_config": config.read_text(encoding="utf-8") if config.is_file() else None,
-            "metrics": metrics_rows(_records(run / "log.txt")) or None}
+            "metrics": metrics_rows(read_log(log) if (log := run / "log.txt").is_file() else []) or None}
 
 
 def _maekit_model(model: nn.Module) -> MaekitModel:

@@ -81,6 +81,11 @@ _TABLE: dict[tuple[str, str], WeightsEntry] = {}
 _DEFAULT_TAG: dict[str, str] = {}
 
 
+def _key(name: str) -> tuple[str, str]:
+    arch, tag = name.rsplit(".", 1)
+    return canonical_name(arch), tag
+
+
 def register_weights(entry: WeightsEntry, *, default: bool | None = None) -> WeightsEntry:
     """Add an entry, keyed by the canonical model name and the tag after the last dot.
 
@@ -91,36 +96,33 @@ def register_weights(entry: WeightsEntry, *, default: bool | None = None) -> Wei
     """
     if "." not in entry.name:
         raise ValueError(f"weights name {entry.name!r} must be '<model>.<tag>'")
-    arch, tag = entry.name.rsplit(".", 1)
-    key = (canonical_name(arch), tag)
+    key = _key(entry.name)
     _TABLE[key] = entry
     if default or (default is None and key[0] not in _DEFAULT_TAG):
-        _DEFAULT_TAG[key[0]] = tag
+        _DEFAULT_TAG[key[0]] = key[1]
     return entry
 
 
 def unregister_weights(name: str) -> None:
     """Remove ``<model>.<tag>`` (and its default-tag role)."""
-    arch, tag = name.rsplit(".", 1)
-    key = (canonical_name(arch), tag)
+    key = _key(name)
     _TABLE.pop(key, None)
-    if _DEFAULT_TAG.get(key[0]) == tag:
+    if _DEFAULT_TAG.get(key[0]) == key[1]:
         del _DEFAULT_TAG[key[0]]
 
 
 def _official() -> None:
     """The official MAE files of docs/REFERENCE_RECIPES.md D.1 (md5 prefixes as published there)."""
-    sizes = {"base": ("mae_vit_base_patch16", "vit_base_patch16"),
-             "large": ("mae_vit_large_patch16", "vit_large_patch16"),
-             "huge": ("mae_vit_huge_patch14", "vit_huge_patch14")}
-    md5_pretrain = {"base": "8cad7c", "large": "b8b06e", "huge": "9bdbb0"}
-    md5_finetuned = {"base": "1b25e9", "large": "51f550", "huge": "2541f2"}
     norm_pix, pixel = {"norm_pix_loss": True}, {"norm_pix_loss": False}
-    for size, (mae, vit) in sizes.items():
+    # size, MAE model, classifier, md5 prefixes of the pretrain and fine-tuned files
+    for size, mae, vit, md5_pretrain, md5_finetuned in (
+            ("base", "mae_vit_base_patch16", "vit_base_patch16", "8cad7c", "1b25e9"),
+            ("large", "mae_vit_large_patch16", "vit_large_patch16", "b8b06e", "51f550"),
+            ("huge", "mae_vit_huge_patch14", "vit_huge_patch14", "9bdbb0", "2541f2")):
         s = size[0].upper()
         pre = f"pretrain/mae_pretrain_vit_{size}.pth"
         entries = [
-            (WeightsEntry(f"{mae}.pretrain", mae, pre, "encoder", norm_pix, md5_pretrain[size],
+            (WeightsEntry(f"{mae}.pretrain", mae, pre, "encoder", norm_pix, md5_pretrain,
                           description=f"MAE-{s} pretrained 1600 ep, encoder only (random decoder), "
                                       "norm-pix target"), True),
             (WeightsEntry(f"{mae}.full", mae, f"pretrain/mae_pretrain_vit_{size}_full.pth", "full", norm_pix,
@@ -128,9 +130,9 @@ def _official() -> None:
             (WeightsEntry(f"{mae}.visualize", mae, f"visualize/mae_visualize_vit_{size}.pth", "full", pixel,
                           description=f"MAE-{s} encoder + decoder, pixel target (demo weights)"), False),
             (WeightsEntry(f"{vit}.finetuned", vit, f"finetune/mae_finetuned_vit_{size}.pth", "classifier",
-                          {"num_classes": 1000}, md5_finetuned[size],
+                          {"num_classes": 1000}, md5_finetuned,
                           description=f"ViT-{s} fine-tuned on ImageNet-1k"), True),
-            (WeightsEntry(f"{vit}.pretrain", vit, pre, "encoder", {}, md5_pretrain[size],
+            (WeightsEntry(f"{vit}.pretrain", vit, pre, "encoder", {}, md5_pretrain,
                           description=f"ViT-{s} with the MAE pretrain encoder, head re-initialised"), False),
         ]
         for entry, default in entries:

@@ -23,7 +23,6 @@ imported only when pushing).
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_write_dir, plain_tensors
 from .config import CONFIG_NAME, ModelConfig
 from .limits import check_param_memory
 
@@ -166,20 +164,11 @@ class MaekitModel:
         Returns:
             The folder.
         """
-        cfg = self.config
-        tensors = plain_tensors(self.state_dict())
-        meta = {"format": "pt", "maekit.model_name": cfg.model_name,
-                "maekit.model_args": json.dumps(cfg.model_args, sort_keys=True)}
+        from ..convert.maekit_format import write  # the one writer of the layout (maekit convert too)
+
+        labels = {k: v for k, v in self.config.to_dict().items() if k not in ("model_name", "model_args")}
         pre = processor.to_dict() if processor is not None else self.preprocessor_config()
-
-        def write(tmp: Path) -> None:
-            from safetensors.torch import save_file
-
-            (tmp / CONFIG_NAME).write_text(cfg.to_json_string(), encoding="utf-8")
-            save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
-            (tmp / PROCESSOR_NAME).write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
-
-        return atomic_write_dir(save_directory, write)
+        return write(self.state_dict(), save_directory, self.model_name, self.model_args, labels, pre)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, device: Any = None) -> Any:

@@ -20,15 +20,13 @@ from typing import Any
 
 from ..errors import ConfigError
 
-# key -> (smallest, largest) allowed value of each entry
-INT_BOUNDS: dict[str, tuple[int, int]] = {
+# key -> (smallest, largest) allowed value of each entry; int bounds: the value must be a whole number
+BOUNDS: dict[str, tuple[float, float]] = {
     "depth": (1, 1024), "decoder_depth": (1, 1024),
     "embed_dim": (1, 65536), "decoder_embed_dim": (1, 65536),
     "num_heads": (1, 4096), "decoder_num_heads": (1, 4096),
     "img_size": (1, 65536), "patch_size": (1, 65536),
     "in_chans": (1, 4096), "num_classes": (0, 10_000_000),
-}
-FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "mlp_ratio": (1e-3, 256.0), "drop_rate": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
     "layer_norm_eps": (0.0, 1.0),
 }
@@ -38,11 +36,14 @@ def _entries(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _check_int(name: str, key: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+def _check(name: str, key: str, v: Any) -> Any:
+    lo, hi = BOUNDS[key]
+    whole = isinstance(lo, int)
+    if whole and isinstance(v, float) and math.isfinite(v) and v.is_integer():
         v = int(v)  # JSON / YAML write 1e3 as a float; its value is what counts
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{name}: {key} must be a whole number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or (
+            isinstance(v, float) and not math.isfinite(v)):
+        raise ConfigError(f"{name}: {key} must be {'a whole number' if whole else 'a number'}, got {v!r}")
     if not lo <= v <= hi:
         raise ConfigError(f"{name}: {key} = {v} is out of range; it must be between {lo} and {hi}")
     return v
@@ -60,17 +61,9 @@ def check_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(args)
     for key, value in args.items():
-        if key in INT_BOUNDS:
-            lo, hi = INT_BOUNDS[key]
-            fixed = [_check_int(name, key, v, lo, hi) for v in _entries(value)]
+        if key in BOUNDS:
+            fixed = [_check(name, key, v) for v in _entries(value)]
             out[key] = type(value)(fixed) if isinstance(value, (list, tuple)) else fixed[0]
-        elif key in FLOAT_BOUNDS:
-            lo, hi = FLOAT_BOUNDS[key]
-            for v in _entries(value):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ConfigError(f"{name}: {key} must be a number, got {v!r}")
-                if not lo <= v <= hi:
-                    raise ConfigError(f"{name}: {key} = {v} is out of range; it must be between {lo} and {hi}")
     _check_patch_fits(name, out)
     return out
 

@@ -8,9 +8,16 @@ from typing import Iterable, Sequence
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
-    """Parse a maekit/official ``log.txt`` into a list of dicts (blank lines ignored)."""
+    """Parse a maekit/official ``log.txt`` into a list of dicts (blank lines, and lines that are not
+    a JSON object, such as one cut short by a crash, are skipped)."""
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in records if isinstance(r, dict)]
 
 
 def plot_curves(records: Iterable[dict], out_png: str | os.PathLike, *,
