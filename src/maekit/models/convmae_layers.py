@@ -47,7 +47,7 @@ def _triple(value, name: str, cast=int) -> list:
     return [cast(v) for v in value]
 
 
-def resolve_geometry(img_size, patch_size) -> tuple[tuple[int, int], list[int], list[tuple[int, int]]]:
+def resolve_geometry(img_size, patch_size) -> tuple[tuple[int, int], list[int], tuple[int, int]]:
     """Normalise the reference's size arguments.
 
     Args:
@@ -56,7 +56,7 @@ def resolve_geometry(img_size, patch_size) -> tuple[tuple[int, int], list[int], 
         patch_size: the 3-list of stage strides ``[4, 2, 2]`` or an int P (``[P // 4, 2, 2]``).
 
     Returns:
-        (H, W), [p1, p2, p3], [stage-1 map, stage-2 map, stage-3 grid] sizes as (h, w).
+        (H, W), [p1, p2, p3], the stage-3 grid (h, w).
     """
     if isinstance(patch_size, int):
         if patch_size < 4 or patch_size % 4:
@@ -81,11 +81,7 @@ def resolve_geometry(img_size, patch_size) -> tuple[tuple[int, int], list[int], 
     if hw[0] % stride or hw[1] % stride:
         raise ValueError(f"img_size {hw[0]}x{hw[1]} is not divisible by the overall stride {stride} "
                          f"(patch_size {patches})")
-    maps, f = [], 1
-    for p in patches:
-        f *= p
-        maps.append((hw[0] // f, hw[1] // f))
-    return hw, patches, maps
+    return hw, patches, (hw[0] // stride, hw[1] // stride)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -97,12 +93,8 @@ def _norm_channels(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class ConvPatchEmbed(nn.Module):
     """Reference ``PatchEmbed`` of ConvMAE: strided conv -> LayerNorm (eps 1e-5) -> GELU; NCHW out."""
 
-    def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
         super().__init__()
-        self.img_size = img_size
-        self.patch_size = (patch_size, patch_size)
-        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim, eps=CONV_NORM_EPS)
         self.act = nn.GELU()
@@ -117,7 +109,8 @@ class ConvPatchEmbed(nn.Module):
 
 
 class CMlp(nn.Module):
-    """Conv MLP: 1x1 conv, GELU, 1x1 conv (keys ``fc1``, ``fc2``)."""
+    """Conv MLP: 1x1 conv, GELU, 1x1 conv (keys ``fc1``, ``fc2``), run as Linear layers on channel-last
+    data: (..., C) -> (..., C)."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0):
         super().__init__()
@@ -127,9 +120,6 @@ class CMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-    def forward_rows(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)))
         return self.drop(F.linear(x, self.fc2.weight.flatten(1), self.fc2.bias))
 
@@ -185,7 +175,7 @@ class CBlock(nn.Module):
         y = F.linear(self.norm1(x), self.conv1.weight.view(c, c), self.conv1.bias)
         y = F.linear(depthwise(y), self.conv2.weight.view(c, c), self.conv2.bias)
         x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp.forward_rows(self.norm2(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class VisibleMap:
@@ -235,7 +225,7 @@ def build_encoder(model: nn.Module, *, img_size, patch_size, in_chans, embed_dim
                    mlp_ratio, layer_norm_eps, fusion: bool, drop: float = 0.0, drop_path_rate: float = 0.0,
                    pos_embed_trainable: bool = False) -> None:
     """Create the shared encoder modules on ``model`` in the reference order."""
-    hw, patches, maps = resolve_geometry(img_size, patch_size)
+    hw, patches, grid = resolve_geometry(img_size, patch_size)
     dims, depths = _triple(embed_dim, "embed_dim"), _triple(depth, "depth")
     ratios = _triple(mlp_ratio, "mlp_ratio", float)
     if not isinstance(num_heads, int):
@@ -243,17 +233,17 @@ def build_encoder(model: nn.Module, *, img_size, patch_size, in_chans, embed_dim
     model.img_size, model.in_chans = hw, in_chans
     model.stage_patch_sizes, model.embed_dims, model.depths, model.mlp_ratios = patches, dims, depths, ratios
     model.patch_size = patches[0] * patches[1] * patches[2]
-    model.grid_size = maps[2]
+    model.grid_size = grid
     model.embed_dim = model.num_features = dims[2]
-    model.patch_embed1 = ConvPatchEmbed(hw, patches[0], in_chans, dims[0])
-    model.patch_embed2 = ConvPatchEmbed(maps[0], patches[1], dims[0], dims[1])
-    model.patch_embed3 = ConvPatchEmbed(maps[1], patches[2], dims[1], dims[2])
+    model.patch_embed1 = ConvPatchEmbed(patches[0], in_chans, dims[0])
+    model.patch_embed2 = ConvPatchEmbed(patches[1], dims[0], dims[1])
+    model.patch_embed3 = ConvPatchEmbed(patches[2], dims[1], dims[2])
     model.patch_embed4 = nn.Linear(dims[2], dims[2])
     if fusion:
         f1, f2 = patches[1] * patches[2], patches[2]
         model.stage1_output_decode = nn.Conv2d(dims[0], dims[2], f1, stride=f1)
         model.stage2_output_decode = nn.Conv2d(dims[1], dims[2], f2, stride=f2)
-    model.num_patches = num_patches = maps[2][0] * maps[2][1]
+    model.num_patches = num_patches = grid[0] * grid[1]
     model.pos_embed = nn.Parameter(torch.zeros(1, num_patches, dims[2]), requires_grad=pos_embed_trainable)
     dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
     model.blocks1 = nn.ModuleList([CBlock(dims[0], ratios[0], drop, dpr[i]) for i in range(depths[0])])
