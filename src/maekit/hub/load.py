@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
+from ..convert._util import describe_keys
 from ..convert.api import LoadedCheckpoint
 from ..convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
 from ..models import canonical_name, classifier_config, create_model, is_model
@@ -217,9 +218,6 @@ class LoadReport:
             out.append(f"{head}classifier head re-initialised")
         return out
 
-    def __str__(self) -> str:
-        return "; ".join(self.lines())
-
 
 def _groups(keys: list[str]) -> str:
     """``['blocks.0.x', 'blocks.1.y', 'norm.weight']`` -> ``'blocks (2), norm'``: modules, blocks counted."""
@@ -230,8 +228,8 @@ def _groups(keys: list[str]) -> str:
     return ", ".join(f"{name} ({len(ids)})" if ids != {""} else name for name, ids in seen.items()) or "nothing"
 
 
-def _summ(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "") or "none"
+def _keys(keys: list[str], limit: int = 6) -> str:
+    return describe_keys(keys, limit) or "none"
 
 
 def _read_weights(source: Any, label: str | None) -> tuple[dict[str, torch.Tensor], str]:
@@ -303,7 +301,7 @@ def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport,
         not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
         if not report.loaded or not_head:
             raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
-                             f"({len(report.loaded)} tensors matched; missing {_summ(not_head or report.random)}). "
+                             f"({len(report.loaded)} tensors matched; missing {_keys(not_head or report.random)}). "
                              "Is it a checkpoint of another architecture or size?")
         return
     decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
@@ -311,8 +309,8 @@ def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport,
     missing = other + decoder if require_decoder else other
     if missing or result.unexpected_keys:
         hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and require_decoder else ""
-        raise ValueError(f"{report.source}: weights do not fit {model.model_name}{hint}: missing {_summ(missing)}; "
-                         f"unexpected {_summ(list(result.unexpected_keys))}")
+        raise ValueError(f"{report.source}: weights do not fit {model.model_name}{hint}: missing {_keys(missing)}; "
+                         f"unexpected {_keys(list(result.unexpected_keys))}")
 
 
 def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None, head_init_std: float = 2e-5,
@@ -346,7 +344,7 @@ def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:
-        raise ValueError(f"{label}: weights do not fit {model.model_name}: {_summ(bad, 8)}")
+        raise ValueError(f"{label}: weights do not fit {model.model_name}: {_keys(bad, 8)}")
     result = model.load_state_dict(sd, strict=False)
     _account(model, sd, own, result, report)
     _check_complete(model, sd, result, report, require_decoder)
@@ -371,7 +369,7 @@ def _warn_random_parts(model: nn.Module, sd: dict, report: LoadReport) -> None:
     label, name = report.source, model.model_name
     unexpected = [k for k in report.ignored if not k.startswith("head.")]
     if not model.is_pretraining and unexpected and any(k.startswith("head.") for k in sd):
-        raise ValueError(f"{label}: weights do not fit {name}: unexpected {_summ(unexpected)}")
+        raise ValueError(f"{label}: weights do not fit {name}: unexpected {_keys(unexpected)}")
     if report.head_reinitialised:
         warnings.warn(f"{label}: no classification head for this model in the weights; the head of {name} is "
                       "randomly initialised (fine-tune it before classifying)", UserWarning, stacklevel=4)

@@ -83,10 +83,7 @@ class ModelConfig:
         if not isinstance(data, dict) or not isinstance(data.get("model_name"), str):
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"a maekit config needs a 'model_name' string; got {keys}")
-        args = data.get("model_args") or {}
-        if not isinstance(args, dict):
-            raise ValueError("'model_args' of a maekit config must be an object")
-        return cls(data["model_name"], dict(args), data.get("class_names"), data.get("weights"))
+        return cls(data["model_name"], data.get("model_args") or {}, data.get("class_names"), data.get("weights"))
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
