@@ -74,6 +74,15 @@ def _stage_architecture(model) -> dict:
     return arch
 
 
+def _conv_stages(model, x: torch.Tensor, vis1=None, vis2=None):
+    """The stage-1 embedding (N, C1, h, w) through stages 1-2 (``vis1`` / ``vis2``: visible maps of the
+    masked convolution) and the stage-3 embedding. Returns the stage-3 tokens (N, L, D) with pos, in
+    spatial order, and the stage-1 and stage-2 maps."""
+    f1 = run_blocks(model.blocks1, x, vis1, checkpoint=model.grad_checkpointing)
+    f2 = run_blocks(model.blocks2, model.patch_embed2(f1), vis2, checkpoint=model.grad_checkpointing)
+    return model.patch_embed4(model.patch_embed3(f2).flatten(2).transpose(1, 2)) + model.pos_embed, f1, f2
+
+
 # ---------------------------------------------------------------------------- pretraining
 class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, nn.Module):
     """ConvMAE pretraining model (official ``MaskedAutoencoderConvViT``).
@@ -125,15 +134,9 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
     def _dense_stages(self, imgs: torch.Tensor, vis1=None, vis2=None):
         """Stages 1-3 on the full maps. Returns stage-3 tokens (with pos), stage-1 and stage-2
         fusion tokens, all (N, L, D) in spatial order."""
-        x = self.patch_embed1(imgs)
-        x = run_blocks(self.blocks1, x, vis1, checkpoint=self.grad_checkpointing)
-        s1 = self.stage1_output_decode(x).flatten(2).transpose(1, 2)
-        x = self.patch_embed2(x)
-        x = run_blocks(self.blocks2, x, vis2, checkpoint=self.grad_checkpointing)
-        s2 = self.stage2_output_decode(x).flatten(2).transpose(1, 2)
-        x = self.patch_embed3(x).flatten(2).transpose(1, 2)
-        x = self.patch_embed4(x) + self.pos_embed
-        return x, s1, s2
+        x, f1, f2 = _conv_stages(self, self.patch_embed1(imgs), vis1, vis2)
+        fused = (self.stage1_output_decode(f1), self.stage2_output_decode(f2))
+        return (x, *(f.flatten(2).transpose(1, 2) for f in fused))
 
     def _sparse_stages(self, imgs: torch.Tensor, ids_keep: torch.Tensor):
         """Stages 1-3 on the visible positions only. Returns (N, K, D) tensors in ``ids_keep`` order."""
@@ -237,14 +240,8 @@ class ConvViT(MaekitModel, GradCheckpointMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> tokens (N, L, D) in spatial order (``norm`` applied for token pooling)."""
         check_images(x, self.in_chans, self.img_size)
-        x = self.pos_drop(self.patch_embed1(x))
-        x = run_blocks(self.blocks1, x, checkpoint=self.grad_checkpointing)
-        x = self.patch_embed2(x)
-        x = run_blocks(self.blocks2, x, checkpoint=self.grad_checkpointing)
-        x = self.patch_embed3(x).flatten(2).transpose(1, 2)
-        x = self.patch_embed4(x) + self.pos_embed
-        x = run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing)
-        return self.norm(x)
+        x = _conv_stages(self, self.pos_drop(self.patch_embed1(x)))[0]
+        return self.norm(run_blocks(self.blocks3, x, checkpoint=self.grad_checkpointing))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the tokens (mean -> ``fc_norm``, or token 0), then ``head`` unless ``pre_logits``."""
