@@ -87,7 +87,6 @@ def random_masking_indices(
     mask_ratio: float,
     noise: torch.Tensor | None = None,
     device: torch.device | None = None,
-    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the per-sample random mask of the references.
 
@@ -98,7 +97,7 @@ def random_masking_indices(
         length: L tokens per sample.
         mask_ratio: fraction removed, in [0, 1).
         noise: optional (N, L) noise that fixes the mask; drawn from U[0, 1) otherwise.
-        generator: optional torch.Generator for the noise.
+        device: where a drawn noise (and the outputs) go.
 
     Returns:
         ids_keep (N, len_keep) in ascending-noise order, mask (N, L) float with 0 = keep and
@@ -108,7 +107,7 @@ def random_masking_indices(
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
     len_keep = int(length * (1 - mask_ratio))
     if noise is None:
-        noise = torch.rand(batch, length, device=device, generator=generator)
+        noise = torch.rand(batch, length, device=device)
     elif tuple(noise.shape) != (batch, length):
         raise ValueError(f"noise must have shape (N, L) = ({batch}, {length}), got {tuple(noise.shape)}")
     ids_shuffle = torch.argsort(noise, dim=1)
