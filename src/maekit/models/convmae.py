@@ -141,22 +141,20 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
     def _sparse_stages(self, imgs: torch.Tensor, ids_keep: torch.Tensor):
         """Stages 1-3 on the visible positions only. Returns (N, K, D) tensors in ``ids_keep`` order."""
         n, k = ids_keep.shape
-        p1, p2, p3 = self.stage_patch_sizes
-        b1, b2 = p2 * p3, p3
-        pix = gather_tokens(patchify(imgs, self.patch_size), ids_keep).reshape(n, k * self.patch_size**2, -1)
-        x = self.patch_embed1.forward_rows(_regroup(pix, k, self.patch_size, p1))
-        vmap = VisibleMap(ids_keep, self.grid_size, b1)
-        x = run_blocks([b.forward_rows for b in self.blocks1], x, vmap, checkpoint=self.grad_checkpointing)
-        w = self.stage1_output_decode
-        s1 = F.linear(_regroup(x, k, b1, b1), w.weight.flatten(1), w.bias)
-        x = self.patch_embed2.forward_rows(_regroup(x, k, b1, p2))
-        vmap = VisibleMap(ids_keep, self.grid_size, b2)
-        x = run_blocks([b.forward_rows for b in self.blocks2], x, vmap, checkpoint=self.grad_checkpointing)
-        w = self.stage2_output_decode
-        s2 = F.linear(_regroup(x, k, b2, b2), w.weight.flatten(1), w.bias)
-        x = self.patch_embed3.forward_rows(_regroup(x, k, b2, p3))
+        _, p2, p3 = self.stage_patch_sizes
+        # x: rows of (visible token, row, column) of a block of side ``side`` per token
+        x = gather_tokens(patchify(imgs, self.patch_size), ids_keep).reshape(n, k * self.patch_size**2, -1)
+        side, fused = self.patch_size, []
+        for embed, blocks, decode, b in ((self.patch_embed1, self.blocks1, self.stage1_output_decode, p2 * p3),
+                                         (self.patch_embed2, self.blocks2, self.stage2_output_decode, p3)):
+            x = embed.forward_rows(_regroup(x, k, side, side // b))
+            vmap = VisibleMap(ids_keep, self.grid_size, b)
+            x = run_blocks([blk.forward_rows for blk in blocks], x, vmap, checkpoint=self.grad_checkpointing)
+            fused.append(F.linear(_regroup(x, k, b, b), decode.weight.flatten(1), decode.bias))
+            side = b
+        x = self.patch_embed3.forward_rows(_regroup(x, k, side, p3))
         pos = gather_tokens(self.pos_embed.expand(n, -1, -1), ids_keep)
-        return self.patch_embed4(x) + pos, s1, s2
+        return (self.patch_embed4(x) + pos, *fused)
 
     def _encode(self, imgs: torch.Tensor, ids_keep: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
