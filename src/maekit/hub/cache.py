@@ -106,11 +106,8 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
         return
     with open(lock, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed, however the block ends
+        yield
 
 
 def _unavailable(url: str, dest: Path, reason: str) -> WeightsUnavailableError:

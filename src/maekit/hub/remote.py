@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -40,8 +40,6 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pdparams", ".pd", ".saf
 # operation, then a one-line error naming the endpoint and the variable that sets the wait.
 _SILENT_FOR = 120.0  # seconds a host that timed out is considered silent (requests to it fail at once)
 _silent: dict[str, float] = {}
-_installed = threading.Lock()
-_done = False
 
 
 def hub_timeout() -> float:
@@ -63,38 +61,34 @@ def silent_host(url: str | None = None) -> bool:
     return seen is not None and time.monotonic() - seen < _SILENT_FOR
 
 
+@functools.cache
 def bound_hub_session() -> None:
     """Make huggingface_hub's HTTP session time out (once per process; see the comment above)."""
-    global _done
-    with _installed:
-        if _done:
-            return
-        import httpx2
-        from huggingface_hub import set_client_factory
-        from huggingface_hub.utils._http import hf_request_event_hook
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import hf_request_event_hook
 
-        class HubUnreachable(httpx2.TransportError, TimeoutError):
-            """A request to a host that went silent: not retried (not a ``NetworkError``)."""
+    class HubUnreachable(httpx2.TransportError, TimeoutError):
+        """A request to a host that went silent: not retried (not a ``NetworkError``)."""
 
-        class BoundedClient(httpx2.Client):
-            def send(self, request, **kwargs):
-                host = request.url.netloc.decode("ascii", "replace")
-                wait = hub_timeout()
-                if silent_host(f"http://{host}"):
-                    raise HubUnreachable(f"{host} did not answer within {wait:g} s", request=request)
-                given = request.extensions.get("timeout") or {}
-                request.extensions["timeout"] = {k: given.get(k) or wait for k in ("connect", "read", "write", "pool")}
-                try:
-                    return super().send(request, **kwargs)
-                except (httpx2.TimeoutException, httpx2.ConnectError):
-                    _silent[host] = time.monotonic()
-                    raise
+    class BoundedClient(httpx2.Client):
+        def send(self, request, **kwargs):
+            host = request.url.netloc.decode("ascii", "replace")
+            wait = hub_timeout()
+            if silent_host(f"http://{host}"):
+                raise HubUnreachable(f"{host} did not answer within {wait:g} s", request=request)
+            given = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {k: given.get(k) or wait for k in ("connect", "read", "write", "pool")}
+            try:
+                return super().send(request, **kwargs)
+            except (httpx2.TimeoutException, httpx2.ConnectError):
+                _silent[host] = time.monotonic()
+                raise
 
-        def factory():  # huggingface_hub's default_client_factory, bounded
-            return BoundedClient(event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True)
+    def factory():  # huggingface_hub's default_client_factory, bounded
+        return BoundedClient(event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True)
 
-        set_client_factory(factory)
-        _done = True
+    set_client_factory(factory)
 
 
 def unreachable(e: BaseException, what: str) -> str | None:

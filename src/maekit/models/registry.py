@@ -48,7 +48,10 @@ def list_models(pattern: str | None = None, include_aliases: bool = True) -> lis
 
 def canonical_name(name: str) -> str:
     """The primary name behind an alias (``maevit_base_patch16`` -> ``vit_base_patch16``)."""
-    _check_known(name)
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (maekit.list_models() lists all {len(_MODELS)} names)")
     return _ALIASES.get(name, name)
 
 
@@ -85,13 +88,6 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def _check_known(name: str) -> None:
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (maekit.list_models() lists all {len(_MODELS)} names)")
-
-
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model.
 
@@ -103,7 +99,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     Returns:
         The model; ``model.config`` records the canonical name and ``overrides``.
     """
-    _check_known(name)
+    canon = canonical_name(name)
     overrides = check_model_args(name, overrides)  # before anything is allocated: depth 1e9, patch_size 0 ...
     fn = _MODELS[name]
     try:
@@ -112,5 +108,5 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         params = [p for p in inspect.signature(fn).parameters if p != "kwargs"]
         raise ValueError(f"cannot build {name!r} with {sorted(overrides)}: {e}"
                          + (f" (accepted: {params})" if params else "")) from e
-    model.config = ModelConfig(canonical_name(name), dict(overrides))
+    model.config = ModelConfig(canon, dict(overrides))
     return model
