@@ -54,13 +54,10 @@ def get_2d_sincos_pos_embed(
     if embed_dim % 4:
         raise ValueError(f"embed_dim must be divisible by 4 for a 2-D sin-cos table, got {embed_dim}")
     gh, gw = _as_hw(grid_size)
-    rows = torch.arange(gh, dtype=torch.float64)
-    cols = torch.arange(gw, dtype=torch.float64)
     # 'xy' indexing: grid_x[i, j] = j (column), grid_y[i, j] = i (row); the x code comes first.
-    grid_x, grid_y = torch.meshgrid(cols, rows, indexing="xy")
-    emb_x = get_1d_sincos_pos_embed(embed_dim // 2, grid_x)
-    emb_y = get_1d_sincos_pos_embed(embed_dim // 2, grid_y)
-    emb = torch.cat([emb_x, emb_y], dim=1)
+    cols, rows = (torch.arange(n, dtype=torch.float64) for n in (gw, gh))
+    grids = torch.meshgrid(cols, rows, indexing="xy")
+    emb = torch.cat([get_1d_sincos_pos_embed(embed_dim // 2, g) for g in grids], dim=1)
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb], dim=0)
     return emb.float()

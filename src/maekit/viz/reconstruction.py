@@ -88,9 +88,7 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
 def panels_grid(panels: ReconstructionPanels, *, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD, padding: int = 2) -> Image.Image:
     """One row per image: original | masked | reconstruction | reconstruction + visible."""
-    rows = []
-    for i in range(panels.original.shape[0]):
-        for t in (panels.original, panels.masked, panels.reconstruction, panels.pasted):
-            rows.append(to_pixels(t[i : i + 1].float(), mean, std)[0])
+    rows = [to_pixels(t[i : i + 1].float(), mean, std)[0] for i in range(panels.original.shape[0])
+            for t in (panels.original, panels.masked, panels.reconstruction, panels.pasted)]
     grid = make_grid(torch.stack(rows), nrow=4, padding=padding, pad_value=1.0)
     return tensor_to_pil(grid if rows[0].shape[0] != 1 else grid[:1])
