@@ -110,12 +110,9 @@ class MaskedAutoencoderConvViT(PretrainingMixin, MaekitModel, GradCheckpointMixi
         build_encoder(self, img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, layer_norm_eps=layer_norm_eps,
                        fusion=True)
-        norm_layer = layer_norm(layer_norm_eps)
-        self.norm = norm_layer(self.embed_dim)
-        self.norm_pix_loss = norm_pix_loss
         self.sparse_stages = sparse_stages
         self._build_decoder(self.embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads,
-                            self.mlp_ratios[0], norm_layer)
+                            self.mlp_ratios[0], layer_norm(layer_norm_eps), norm_pix_loss)
         self.initialize_weights(self.patch_embed3.proj, [self.mask_token])
 
     family = "convmae"

@@ -39,7 +39,6 @@ class MaskedAutoencoderViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, n
         super().__init__()
         self.img_size = _as_hw(img_size)
         self.in_chans = in_chans
-        self.norm_pix_loss = norm_pix_loss
         norm_layer = layer_norm(layer_norm_eps)
 
         if self.img_size[0] % patch_size or self.img_size[1] % patch_size:
@@ -47,26 +46,21 @@ class MaskedAutoencoderViT(PretrainingMixin, MaekitModel, GradCheckpointMixin, n
         self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim)  # timm's: conv, (N, L, D)
         self.patch_size = patch_size
         self.grid_size = self.patch_embed.grid_size
+        self.num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # Fixed sin-cos table: in the state dict (official key) but never trained.
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(
             [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer) for _ in range(depth)]
         )
-        self.norm = norm_layer(embed_dim)
-
         self._build_decoder(embed_dim, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio,
-                            norm_layer)
+                            norm_layer, norm_pix_loss)
         self.initialize_weights(self.patch_embed.proj, [self.cls_token, self.mask_token])
 
     family = "mae"
     num_prefix_tokens = 1  # the cls token
 
     group_matcher = VIT_GROUPS  # the decoder goes with the last layer
-
-    @property
-    def num_patches(self) -> int:
-        return self.patch_embed.num_patches
 
     def _encode(self, imgs: torch.Tensor, ids_keep: torch.Tensor | None = None, mask=None) -> torch.Tensor:
         """The patches (those of ``ids_keep`` (N, K), in its order, when given) with the cls token in

@@ -184,8 +184,11 @@ class PretrainingMixin:
     num_prefix_tokens = 0
 
     def _build_decoder(self, embed_dim: int, decoder_embed_dim: int, decoder_depth: int,
-                       decoder_num_heads: int, mlp_ratio: float, norm_layer) -> None:
-        """The decoder modules under the official names, after the encoder's (the reference order)."""
+                       decoder_num_heads: int, mlp_ratio: float, norm_layer, norm_pix_loss: bool) -> None:
+        """The encoder's final ``norm`` and the decoder modules under the official names, after the
+        encoder's blocks (the reference order)."""
+        self.norm_pix_loss = norm_pix_loss
+        self.norm = norm_layer(embed_dim)
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         # Fixed sin-cos table: in the state dict (official key) but never trained.
