@@ -12,14 +12,11 @@ facts and the reference layer-decay grouping.
 
 from __future__ import annotations
 
-from functools import partial
-
-import torch
-import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models import VisionTransformer as TimmVisionTransformer
 
 from .base import VIT_GROUPS, MaekitModel
+from .layers import layer_norm
 from .registry import register_model
 
 
@@ -53,7 +50,7 @@ class VisionTransformer(MaekitModel, TimmVisionTransformer):
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
             global_pool=pool_name(global_pool), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, qkv_bias=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-            norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps),
+            norm_layer=layer_norm(layer_norm_eps),
         )
         # timm 0.3.2 (the reference) initialises the cls token like pos_embed: trunc-normal std .02.
         trunc_normal_(self.cls_token, std=0.02)
