@@ -294,15 +294,19 @@ def _account(model: nn.Module, sd: dict, own: dict, result: Any, report: LoadRep
     report.ignored += list(result.unexpected_keys)
 
 
+def _check_encoder(report: LoadReport) -> None:
+    """A classifier needs the whole encoder from its source (its head may start fresh)."""
+    not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
+    if not report.loaded or not_head:
+        raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
+                         f"({len(report.loaded)} tensors matched; missing {_keys(not_head or report.random)}). "
+                         "Is it a checkpoint of another architecture or size?")
+
+
 def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
-    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error: a
-    classifier needs the whole encoder (its head may start fresh)."""
+    """Anything the model needs and the source has not (beyond its head, or a decoder) is an error."""
     if not model.is_pretraining:
-        not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
-        if not report.loaded or not_head:
-            raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
-                             f"({len(report.loaded)} tensors matched; missing {_keys(not_head or report.random)}). "
-                             "Is it a checkpoint of another architecture or size?")
+        _check_encoder(report)
         return
     decoder = [k for k in report.random if k.startswith(_PRETRAIN_ONLY)]
     other = [k for k in report.random if k not in decoder and k not in sd]

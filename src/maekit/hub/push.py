@@ -105,6 +105,18 @@ def metrics_rows(records: list[dict[str, Any]], best_key: str = BEST_KEY) -> dic
     return rows
 
 
+def run_card_sections(run_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``training_config`` and ``metrics`` of a run folder, as :meth:`MaekitModel.push_to_hub` takes them."""
+    if run_dir is None:
+        return {}
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist (it should hold config.yaml and log.txt)")
+    config, log_txt = run / "config.yaml", run / "log.txt"
+    return {"training_config": config.read_text(encoding="utf-8") if config.is_file() else None,
+            "metrics": metrics_rows(read_log(log_txt)) if log_txt.is_file() else None}
+
+
 def _maekit_model(model: nn.Module) -> MaekitModel:
     model = unwrap(model)
     if not isinstance(model, MaekitModel):
@@ -128,13 +140,8 @@ def model_card(model: nn.Module, run_dir: str | os.PathLike | None = None, repo_
         extra: more sections, ``title -> Markdown``, appended in order.
     """
     model = _maekit_model(model)
-    if run_dir is not None:  # what a run folder adds, unless given
-        run = Path(run_dir)
-        if not run.is_dir():
-            raise FileNotFoundError(f"run folder {run} does not exist (it should hold config.yaml and log.txt)")
-        config, log_txt = run / "config.yaml", run / "log.txt"
-        training_config = training_config or (config.read_text(encoding="utf-8") if config.is_file() else None)
-        metrics = metrics or (metrics_rows(read_log(log_txt)) if log_txt.is_file() else None)
+    run = run_card_sections(run_dir)
+    training_config, metrics = training_config or run.get("training_config"), metrics or run.get("metrics")
     cfg = model.config
     task = "image-feature-extraction" if model.is_pretraining else "image-classification"
     repo = repo_id or "REPO_ID"
