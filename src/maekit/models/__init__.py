@@ -1,7 +1,6 @@
 """Models: registry, MAE / ConvMAE pretraining models and classifiers. torch + timm only."""
 
-from . import mae_presets, vit  # noqa: F401  (registers the presets)
-from . import convmae_presets  # noqa: F401  (registers the ConvMAE presets)
+from . import convmae_presets, mae_presets, vit  # noqa: F401  (registers the presets)
 from .mae import MaskedAutoencoderViT
 from .masking import patchify, random_masking_indices, unpatchify
 from .outputs import MAEOutput

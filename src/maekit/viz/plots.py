@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 
@@ -11,12 +13,9 @@ def read_log(path: str | os.PathLike) -> list[dict]:
     """Parse a maekit/official ``log.txt`` into a list of dicts (blank lines, and lines that are not
     a JSON object, such as one cut short by a crash, are skipped)."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
     return [r for r in records if isinstance(r, dict)]
 
 
