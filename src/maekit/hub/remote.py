@@ -101,7 +101,7 @@ def unreachable(e: BaseException, what: str) -> str | None:
     if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
         said = f"no answer within {hub_timeout():g} s"
     else:
-        said = f"{type(e).__name__}: {first_line(e)}"
+        said = f"{type(e).__name__}: {first_line(e) if str(e).strip() else 'no answer'}"
     return (f"{what}: cannot reach the Hub at {constants.ENDPOINT} ({said}); check the connection or HF_ENDPOINT, "
             "raise HF_HUB_DOWNLOAD_TIMEOUT for a slow network, or set HF_HUB_OFFLINE=1 to use the cache only")
 
