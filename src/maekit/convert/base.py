@@ -93,10 +93,10 @@ def read_json_config(folder: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def maekit_metadata(spec: Any) -> dict[str, str]:
-    """The safetensors metadata of maekit's files: the model (``spec``: an ArchSpec), read back as hints."""
-    return {"format": "pt", "maekit.model_name": spec.name,
-            "maekit.model_args": json.dumps(spec.args, sort_keys=True)}
+def maekit_metadata(model_name: str, model_args: Mapping[str, Any]) -> dict[str, str]:
+    """The safetensors metadata of maekit's files: the model's name and arguments, read back as hints."""
+    return {"format": "pt", "maekit.model_name": model_name,
+            "maekit.model_args": json.dumps(dict(model_args), sort_keys=True)}
 
 
 def label_list(labels: Any) -> list[str] | None:

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -44,21 +45,28 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(read_safetensors(weights)[0], hints, [])
 
 
-def write(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
-    """The folder ``model.save_pretrained`` writes, atomically: config.json (+ labels), the weights
-    and the model's ``preprocessor_config.json`` (with the source's normalisation when it records one)."""
-    if spec is None:
-        raise ConversionError("the maekit format needs a model name")
+def write_folder(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, cfg: ModelConfig,
+                 processor: Mapping[str, Any]) -> Path:
+    """The folder ``model.save_pretrained`` writes, atomically (a temporary folder renamed into
+    place): ``cfg`` as config.json, the weights, and ``processor`` as preprocessor_config.json."""
     tensors = plain_tensors(sd)
-    cfg = ModelConfig(spec.name, dict(spec.args), list(spec.class_names) if spec.class_names else None)
-    meta = maekit_metadata(spec)
+    meta = maekit_metadata(cfg.model_name, cfg.model_args)
 
     def write_dir(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(cfg.to_json_string(), encoding="utf-8")
         save_file(tensors, tmp / WEIGHTS_NAME, metadata=meta)
-        (tmp / PROCESSOR_NAME).write_text(json.dumps(spec.preprocessor(), indent=2) + "\n", encoding="utf-8")
+        (tmp / PROCESSOR_NAME).write_text(json.dumps(dict(processor), indent=2) + "\n", encoding="utf-8")
 
-    return atomic_write_dir(dst, write_dir), []
+    return atomic_write_dir(dst, write_dir)
+
+
+def write(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
+    """``maekit convert --to maekit``: the folder of :func:`write_folder`, labels and the source's
+    normalisation included when it records them."""
+    if spec is None:
+        raise ConversionError("the maekit format needs a model name")
+    cfg = ModelConfig(spec.name, dict(spec.args), list(spec.class_names) if spec.class_names else None)
+    return write_folder(sd, dst, cfg, spec.preprocessor()), []
 
 
 FORMAT = Format("maekit", (), folder=True, read=read, write=write,

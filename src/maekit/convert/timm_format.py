@@ -90,7 +90,7 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> 
         folder, folder_notes = timm_folder.write_folder(tensors, Path(dst), spec)
         return folder, notes + folder_notes
     tensors = plain_tensors(tensors)
-    meta = {"format": "pt"} if spec is None else maekit_metadata(spec)
+    meta = {"format": "pt"} if spec is None else maekit_metadata(spec.name, spec.args)
     return atomic_write(dst, lambda tmp: save_file(tensors, tmp, metadata=meta)), notes
 
 

@@ -164,11 +164,10 @@ class MaekitModel:
         Returns:
             The folder.
         """
-        from ..convert.maekit_format import write  # the one writer of the layout (maekit convert too)
+        from ..convert.maekit_format import write_folder  # the one writer of the layout (maekit convert too)
 
-        labels = {k: v for k, v in self.config.to_dict().items() if k not in ("model_name", "model_args")}
         pre = processor.to_dict() if processor is not None else self.preprocessor_config()
-        return write(self.state_dict(), save_directory, self.model_name, self.model_args, labels, pre)
+        return write_folder(self.state_dict(), save_directory, self.config, pre)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, device: Any = None) -> Any:
