@@ -45,7 +45,7 @@ def read(path: str | os.PathLike) -> Loaded:
     return Loaded(read_safetensors(weights)[0], hints, [])
 
 
-def write_folder(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, cfg: ModelConfig,
+def write_model_folder(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, cfg: ModelConfig,
                  processor: Mapping[str, Any]) -> Path:
     """The folder ``model.save_pretrained`` writes, atomically (a temporary folder renamed into
     place): ``cfg`` as config.json, the weights, and ``processor`` as preprocessor_config.json."""
@@ -61,12 +61,12 @@ def write_folder(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, cfg: Mo
 
 
 def write(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
-    """``maekit convert --to maekit``: the folder of :func:`write_folder`, labels and the source's
+    """``maekit convert --to maekit``: the folder of :func:`write_model_folder`, labels and the source's
     normalisation included when it records them."""
     if spec is None:
         raise ConversionError("the maekit format needs a model name")
     cfg = ModelConfig(spec.name, dict(spec.args), list(spec.class_names) if spec.class_names else None)
-    return write_folder(sd, dst, cfg, spec.preprocessor()), []
+    return write_model_folder(sd, dst, cfg, spec.preprocessor()), []
 
 
 FORMAT = Format("maekit", (), folder=True, read=read, write=write,

@@ -164,10 +164,10 @@ class MaekitModel:
         Returns:
             The folder.
         """
-        from ..convert.maekit_format import write_folder  # the one writer of the layout (maekit convert too)
+        from ..convert.maekit_format import write_model_folder  # the one writer of the layout (maekit convert too)
 
         pre = processor.to_dict() if processor is not None else self.preprocessor_config()
-        return write_folder(self.state_dict(), save_directory, self.config, pre)
+        return write_model_folder(self.state_dict(), save_directory, self.config, pre)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, device: Any = None) -> Any:
