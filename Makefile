@@ -25,8 +25,12 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(TEST_STAMP)
 
+# Three workers, a test file each at a time (a file's tests share their module fixtures; the blocks
+# of one docs page run in order): on 2 cores the waits of one (subprocess start-up, loopback
+# servers, timeouts) overlap the work of another. `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 3
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -107,6 +107,9 @@ class LoopbackHub:
         monkeypatch.setenv("HF_HUB_CACHE", str(cache_dir))
         monkeypatch.setenv("HF_TOKEN", self.token)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        # This server answers: a starved test process (parallel workers on 2 cores) must not read as a
+        # silent Hub (maekit's default bound is 10 s; test_failures checks that bound on a silent one).
+        monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "60")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

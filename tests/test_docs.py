@@ -306,7 +306,8 @@ class Page:
             if self.hub is None:
                 self.hub = LoopbackHub().__enter__()
             env.pop("HF_HUB_OFFLINE"), env.pop("MAEKIT_OFFLINE")
-            env.update(HF_ENDPOINT=self.hub.url, HF_TOKEN=self.hub.token, HF_HUB_CACHE=str(self.dir / "hub_cache"))
+            env.update(HF_ENDPOINT=self.hub.url, HF_TOKEN=self.hub.token, HF_HUB_CACHE=str(self.dir / "hub_cache"),
+                       HF_HUB_DOWNLOAD_TIMEOUT="60")  # the loopback Hub answers: a starved process is not a silent Hub
             hc.ENDPOINT, hc.HF_HUB_OFFLINE, hc.HF_HUB_CACHE = self.hub.url, False, env["HF_HUB_CACHE"]
             hc.HUGGINGFACE_CO_URL_TEMPLATE = self.hub.url + "/{repo_id}/resolve/{revision}/{filename}"
             hc.HF_TOKEN_PATH = str(self.dir / "no-token-file")
