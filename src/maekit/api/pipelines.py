@@ -132,15 +132,16 @@ class Pipeline:
                                                                             resize_mode=self.resize_mode)
         self.batch_size = int(batch_size)
         self.defaults = defaults
-        self._check_model()
+        self._check_model(self.model)
 
     def _refuse_unknown(self, given: dict, also: list[str]) -> None:
         if unknown := sorted(set(given) - set(self.call_params) - set(also)):
             raise ValueError(f"{self.task}: unknown argument(s) {unknown}; accepted: "
                              f"{sorted(self.call_params) + also}")
 
-    def _check_model(self) -> None:
-        pass
+    @staticmethod
+    def _check_model(model: nn.Module) -> None:
+        """Refuse (ValueError) a model the task cannot run; also what the Trainer checks."""
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         self._refuse_unknown(kwargs, ["batch_size"])
@@ -179,9 +180,10 @@ class MaskedImageModelingPipeline(Pipeline):
     resize_mode = "resize"  # the whole image, as the official demo
     call_params = ("mask_ratio", "seed", "output_dir")
 
-    def _check_model(self) -> None:
-        if not is_pretraining_model(self.model):
-            name = getattr(self.model, "model_name", type(self.model).__name__)
+    @staticmethod
+    def _check_model(model: nn.Module) -> None:
+        if not is_pretraining_model(model):
+            name = getattr(model, "model_name", type(model).__name__)
             raise ValueError(f"masked_image_modeling needs a pretraining model (mae_* / convmae_*); {name} "
                              "is a classifier: use the image_classification or image_feature_extraction task")
 
@@ -241,13 +243,17 @@ class ImageClassificationPipeline(Pipeline):
     task = "image_classification"
     call_params = ("top_k",)
 
-    def _check_model(self) -> None:
-        if is_pretraining_model(self.model) or int(getattr(self.model, "num_classes", 0) or 0) <= 0:
-            name = getattr(self.model, "model_name", type(self.model).__name__)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.labels = class_names(self.model)  # once: the 1000 ImageNet names take ~0.1 s
+
+    @staticmethod
+    def _check_model(model: nn.Module) -> None:
+        if is_pretraining_model(model) or int(getattr(model, "num_classes", 0) or 0) <= 0:
+            name = getattr(model, "model_name", type(model).__name__)
             raise ValueError(f"image_classification needs a classifier with a head; {name} has none "
                              "(a pretraining model or num_classes=0): use image_feature_extraction, or "
                              "fine-tune it")
-        self.labels = class_names(self.model)
 
     def _run(self, pixel_values, items, offset, state, *, top_k: int = 5) -> list:
         k = int(top_k)

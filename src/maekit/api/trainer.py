@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import warnings
@@ -30,7 +29,7 @@ from ..tasks.arguments import TRAINER_ONLY, TrainingArguments
 from ..tasks.config import EvalConfig, FinetuneConfig, PredictConfig, PretrainConfig
 from ..tasks.validate import ConfigMixin
 from .config import MAEConfig
-from .pipelines import normalize_task
+from .pipelines import _PIPELINES, normalize_task
 
 TASKS = ("masked_image_modeling", "image_classification")
 
@@ -287,13 +286,7 @@ class Trainer:
                 else:
                     self._model = self._load(DEFAULT_MODELS[self.task] if src is None else src)
             model = self._model
-        pretraining = is_pretraining_model(model)
-        if self.mim and not pretraining:
-            raise ValueError(f"masked_image_modeling needs a pretraining model; {model.model_name} is a "
-                             "classifier")
-        if not self.mim and pretraining:
-            raise ValueError(f"image_classification needs a classifier; {model.model_name} is a pretraining "
-                             "model (fine-tune it first: trainer.finetune(finetune_checkpoint=...))")
+        _PIPELINES[self.task]._check_model(model)
         return model
 
     def _load(self, source: Any) -> nn.Module:
@@ -371,17 +364,15 @@ class Trainer:
     def _write_predictions(self, inputs: Any, results: Any) -> None:
         """``output_dir/<task>_result.json`` (rank 0): per input its name and loss + files or predictions."""
         from ..engine.distributed import get_rank
+        from ..tasks.common import write_json
 
-        if get_rank() != 0:
-            return
         items, outs = (inputs, results) if isinstance(inputs, list) else ([inputs], [results])
         rows = [{"input": os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"input{i}",
                  **({"loss": res["loss"], "files": res.get("files", {})} if self.mim else
                     {"predictions": res})} for i, (item, res) in enumerate(zip(items, outs, strict=False))]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"{self.task}_result.json"
-        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        logging.getLogger("maekit.api").info("output result is saved at: %s", path)
+        path = write_json(str(self.output_dir), f"{self.task}_result.json", rows, rank=get_rank())
+        if path:
+            logging.getLogger("maekit.api").info("output result is saved at: %s", path)
 
     def __repr__(self) -> str:
         model = getattr(self.model_source, "model_name", self.model_source)

@@ -97,9 +97,9 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def write_json(output_dir: str | None, name: str, result: dict[str, Any], *, rank: int) -> str | None:
-    """``output_dir/name`` (eval.json, knn.json); its path, or None on ranks other than 0 and when
-    ``output_dir`` is not set."""
+def write_json(output_dir: str | None, name: str, result: Any, *, rank: int) -> str | None:
+    """``result`` written as ``output_dir/name`` (eval.json, knn.json, <task>_result.json); its path, or
+    None on ranks other than 0 and when ``output_dir`` is not set."""
     if not output_dir or rank != 0:
         return None
     os.makedirs(output_dir, exist_ok=True)
