@@ -157,27 +157,25 @@ class Trainer:
         return (cfg if arch is None else self._with_arch(cfg, arch)), train_ds, eval_ds
 
     def _data(self, opts: dict[str, Any], *, train: bool) -> tuple[Any, Any]:
-        """(train Dataset or None, evaluation Dataset or None) of ``train_dataset`` / ``eval_dataset``
-        (folder, ``builtin:...`` or torch Dataset); a folder sets ``opts``' ``data_path``, ``train_split``
-        or ``val_split``. ``train``: for training (masked image modeling then needs no evaluation set);
-        else for evaluation only."""
-        train_ds, root, class_dir = _train_data(self.train_dataset, opts, mim=self.mim, train=train)
-        if train and root is None:
+        """(train set, evaluation set) for the task function: ``train_dataset`` / ``eval_dataset`` as
+        given (folder, ``builtin:...`` or torch Dataset; :func:`maekit.tasks.common.task_dataset`
+        reads them), None where not needed. ``opts['data_path']`` becomes the training set (a folder's
+        ``val/`` or ``builtin:``'s test split is the evaluation set when none is given). ``train``: for
+        training (masked image modeling then needs no evaluation set); else for evaluation only."""
+        tr, ev = self.train_dataset, self.eval_dataset
+        if train and tr is None:
             raise ValueError("give train_dataset (a folder, 'builtin:digits' or a torch Dataset) to train")
-        eval_ds, ev = None, self.eval_dataset
-        if not train or not self.mim:  # the evaluation set
-            if _is_dataset(ev):
-                eval_ds = ev
-            elif ev is not None:
-                mixed = train and train_ds is None and root is not None  # training from a folder
-                root = _eval_folder(os.fspath(ev), root, opts, mixed=mixed)
-            elif not (opts.get("val_split") or _has_val(root, train_ds is None and not class_dir)):
-                what = "evaluates after every epoch" if train else "evaluates"
-                raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' "
-                                 "or a torch Dataset), or a train folder with train/ and val/")
-        if root is not None:
-            opts["data_path"] = root
-        return train_ds, eval_ds
+        if isinstance(tr, (str, os.PathLike)):
+            opts["data_path"] = os.fspath(tr)
+        elif train:
+            opts["data_path"] = f"<{type(tr).__name__} of {len(tr)} items>"
+        root, needs_eval = opts.get("data_path"), not train or not self.mim
+        has_val = root is not None and (is_builtin(root) or (Path(root) / "val").is_dir())
+        if needs_eval and ev is None and not (opts.get("val_split") or has_val):
+            what = "evaluates after every epoch" if train else "evaluates"
+            raise ValueError(f"{self.task} {what}: give eval_dataset (a folder, 'builtin:digits' "
+                             "or a torch Dataset), or a train folder with train/ and val/")
+        return (tr if train else None), (ev if needs_eval else None)
 
     def _with_arch(self, cfg: Any, config: Any) -> Any:
         """``cfg`` with the model name, shape and ``model_args`` of ``config`` where it sets none
@@ -379,49 +377,6 @@ class Trainer:
         if not isinstance(model, str):
             model = type(model).__name__
         return f"Trainer(task={self.task!r}, model={model!r}, output_dir={str(self.output_dir)!r})"
-
-
-def _is_dataset(obj: Any) -> bool:
-    """A torch Dataset (or anything indexable with a length), as opposed to a folder name."""
-    return (not isinstance(obj, (str, os.PathLike, bytes)) and hasattr(obj, "__getitem__")
-            and hasattr(obj, "__len__"))
-
-
-def _train_data(tr: Any, opts: dict[str, Any], *, mim: bool, train: bool) -> tuple[Any, str | None, bool]:
-    """(train Dataset or None, data root, whether ``tr`` is a folder of class folders) for
-    ``train_dataset`` ``tr``; such a folder sets ``opts['train_split']``."""
-    if _is_dataset(tr) and train:
-        return tr, f"<{type(tr).__name__} of {len(tr)} items>", False
-    if tr is None or _is_dataset(tr):
-        return None, opts.get("data_path"), False
-    root = os.fspath(tr)
-    # classification from a folder of class folders (not a root with train/ and val/)
-    class_dir = not mim and not is_builtin(root) and not (Path(root) / "train").is_dir()
-    if class_dir and train:
-        opts["train_split"] = os.path.abspath(root)
-    return None, root, class_dir
-
-
-def _has_val(root: str | None, folder: bool) -> bool:
-    """Whether the training root has a validation split (``builtin:``, or a ``val/`` folder)."""
-    return root is not None and folder and (is_builtin(root) or (Path(root) / "val").is_dir())
-
-
-def _eval_folder(ev: str, root: str | None, opts: dict[str, Any], *, mixed: bool) -> str | None:
-    """The data root with ``eval_dataset`` ``ev`` (a folder sets ``opts['val_split']``); ``mixed``:
-    training from the folder ``root`` (it must be the same kind)."""
-    mixed = mixed and root != ev
-    if is_builtin(ev):
-        if mixed:
-            raise ValueError(f"train_dataset {root!r} is a folder but eval_dataset is {ev!r}; "
-                             "give the evaluation set as a folder or a torch Dataset")
-        return ev
-    if mixed and is_builtin(root):
-        raise ValueError(f"train_dataset is {root!r} but eval_dataset is a folder; give "
-                         "both as folders, or the training set as a torch Dataset")
-    sub = Path(ev) / "val"
-    opts["val_split"] = os.path.abspath(sub if sub.is_dir() else ev)
-    return root if mixed else ev
 
 
 __all__ = ["TASKS", "Trainer"]

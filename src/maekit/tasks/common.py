@@ -113,16 +113,21 @@ def task_dataset(cfg: Any, split: str, given: Any = None, *, transform: Any, in_
                  labelled: bool, dist: DistInfo | None = None) -> Any:
     """The ``split`` ('train' / 'val') dataset of a task, items transformed by ``transform``:
     ``given`` (any dataset object, :func:`maekit.data.as_dataset`; ``dist`` splits an iterable train
-    set over the ranks), else the one ``cfg.data_path`` (with ``train_split`` / ``val_split`` and the
+    set over the ranks; or a folder, its ``<split>/`` subfolder when it has one, ``builtin:``, ``hf:``
+    or tar shards), else the one ``cfg.data_path`` (with ``train_split`` / ``val_split`` and the
     tar-shard / ``hf:`` options) holds."""
     from ..data import as_dataset, resolve_dataset
     from ..data.factory import source_options
 
-    if given is not None:
+    if given is not None and not isinstance(given, (str, os.PathLike)):
         ranks = {} if dist is None else {"seed": cfg.seed, "world_size": dist.world_size, "rank": dist.rank}
         return as_dataset(given, transform=transform, in_chans=in_chans, input_size=img_size, **ranks)
+    root = cfg.data_path if given is None else os.fspath(given)
     splits = {"train_split": getattr(cfg, "train_split", None), "val_split": getattr(cfg, "val_split", None)}
-    return resolve_dataset(cfg.data_path, split, labelled=labelled, transform=transform, in_chans=in_chans,
+    if given is not None:  # the folder given for this split
+        sub = os.path.join(root, split)
+        splits[f"{split}_split"] = sub if os.path.isdir(sub) else root
+    return resolve_dataset(root, split, labelled=labelled, transform=transform, in_chans=in_chans,
                            **splits, **source_options(cfg, split))
 
 
