@@ -183,10 +183,8 @@ class Trainer:
         from ..tasks.arch_from_source import apply_source_arch, arch_of
 
         arch = arch_of(config, pretraining=self.mim)
-        norm_pix = arch["model_args"].pop("norm_pix_loss", None)
-        arch["model_args"].pop("sparse_stages", None)  # an execution choice, not part of the weights
-        if norm_pix is not None and not cfg.is_given("norm_pix_loss"):
-            cfg = cfg.replace(norm_pix_loss=bool(norm_pix))
+        if arch["norm_pix_loss"] is not None and not cfg.is_given("norm_pix_loss"):
+            cfg = cfg.replace(norm_pix_loss=bool(arch["norm_pix_loss"]))
         return apply_source_arch(cfg, arch, source=config.model_name, flag="Trainer(model=...)")
 
     def _model_options(self, weights: Any) -> tuple[dict[str, Any], nn.Module | None, Any]:

@@ -68,9 +68,11 @@ def arch_of(recorded: Any, *, pretraining: bool) -> dict[str, Any]:
     model of the wanted kind: ``model`` (its registered name: ``mae_vit_base_patch16`` ->
     ``vit_base_patch16``), ``input_size`` (``[S]`` or ``[H, W]``), ``patch_size`` (None for ConvMAE,
     whose stage strides travel in ``model_args``), ``in_chans``, ``global_pool`` (a classifier
-    source's pooling; None otherwise) and ``model_args`` (depth, embed_dim, decoder ...). A
-    classifier's own arguments (``num_classes``: the data's; ``drop_path_rate``: the run's) are not
-    carried over."""
+    source's pooling; None otherwise), ``model_args`` (depth, embed_dim, decoder ...) and
+    ``norm_pix_loss`` (the loss target a pretraining source records, a task option: None when it
+    records none). A classifier's own arguments (``num_classes``: the data's; ``drop_path_rate``:
+    the run's) and ``sparse_stages`` (an execution choice, not part of the weights) are not carried
+    over."""
     from ..convert.spec import arch_spec
     from ..models import classifier_name
     from ..models.config import other_kind_args
@@ -78,6 +80,8 @@ def arch_of(recorded: Any, *, pretraining: bool) -> dict[str, Any]:
     spec = arch_spec(recorded.model_name, recorded.model_args)
     args = {k: v for k, v in other_kind_args(recorded.model_args, classifier=True, decoder=not pretraining).items()
             if k not in _SHAPE_ARGS}
+    norm_pix = args.pop("norm_pix_loss", None)
+    args.pop("sparse_stages", None)
     patch = spec.patch_size if isinstance(spec.patch_size, int) else None
     if patch is None and "patch_size" in recorded.model_args:  # ConvMAE stage strides
         args["patch_size"] = recorded.model_args["patch_size"]
@@ -85,7 +89,7 @@ def arch_of(recorded: Any, *, pretraining: bool) -> dict[str, Any]:
     target = pretraining_name(recorded.model_name) if pretraining else classifier_name(recorded.model_name)
     pool = None if pretraining or spec.global_pool is None else spec.global_pool == "avg"
     return dict(model=target, input_size=[h] if h == w else [h, w], patch_size=patch, in_chans=int(spec.in_chans),
-                global_pool=pool, model_args=args)
+                global_pool=pool, model_args=args, norm_pix_loss=norm_pix)
 
 
 def _sizes(value: Any) -> list[int]:

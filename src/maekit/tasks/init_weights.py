@@ -32,8 +32,7 @@ def init_pretrain_model(cfg: Any, build: Callable[[Any], nn.Module]) -> tuple[nn
     # read once: config and weights (the run's model_args give what the weights cannot show: num_heads ...)
     resolved = read_source(lambda s: resolve(s, weights=True, stated=cfg.model_args), source, "--init")
     arch = arch_of(resolved.config, pretraining=True)
-    recorded_npl = arch["model_args"].pop("norm_pix_loss", None)
-    arch["model_args"].pop("sparse_stages", None)  # an execution choice, not part of the weights
+    recorded_npl = arch["norm_pix_loss"]
     cfg = apply_source_arch(cfg, arch, source=source, flag="--init")
     if recorded_npl is not None and bool(recorded_npl) != cfg.norm_pix_loss:
         if cfg.norm_pix_loss:  # explicitly asked: the loss target is the run's choice
