@@ -80,7 +80,8 @@ class Trainer:
             raise ValueError(f"args must be TrainingArguments, a dict, a task config or a YAML path; got "
                              f"{type(args).__name__}")
         self.args = args
-        self.model_source = model if model is not None else model_name  # None: the task's default
+        model = model if model is not None else model_name  # None: the task's default
+        self.model_source = MAEConfig.from_dict(dict(model)) if isinstance(model, Mapping) else model
         self.task = self._infer_task(task, self.model_source)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -192,7 +193,6 @@ class Trainer:
         task config takes): ``weights`` (the checkpoint given to train() / finetune()) starts the
         run in the Trainer's architecture; without it the model's own weights do."""
         src, key = self.model_source, "init" if self.mim else "finetune"
-        src = MAEConfig.from_dict(dict(src)) if isinstance(src, Mapping) else src
         opts: dict[str, Any] = {} if weights is None else {key: os.fspath(weights)}
         if isinstance(src, nn.Module):
             return opts, (src if weights is None else None), src.config
@@ -252,7 +252,7 @@ class Trainer:
         """
         checkpoint = self._checkpoint_arg(finetune_checkpoint)
         src = self.model_source if self.model_source is not None else DEFAULT_MODELS[self.task]
-        if checkpoint is None and isinstance(src, (MAEConfig, Mapping)):
+        if checkpoint is None and isinstance(src, MAEConfig):
             raise ValueError("finetune() needs finetune_checkpoint: the Trainer's model is a config (no weights)")
         if checkpoint is None and isinstance(src, str) and is_model(src):  # its published weights
             from ..hub import lookup
@@ -266,22 +266,17 @@ class Trainer:
     def _inference_model(self, checkpoint: Any = None) -> nn.Module:
         """The model to evaluate / predict with: ``checkpoint``'s, the trained one, or the one given."""
         checkpoint = self._checkpoint_arg(checkpoint)
-        if checkpoint is not None:
-            model = self._load(checkpoint)
-        else:
-            if self._model is None:
-                src = self.checkpoint if self.checkpoint is not None else self.model_source
-                if isinstance(src, nn.Module):
-                    self._model = src
-                elif isinstance(src, (MAEConfig, Mapping)):
-                    from .modeling import AutoModel
+        if checkpoint is None and self._model is None:
+            src = self.checkpoint if self.checkpoint is not None else self.model_source
+            if isinstance(src, MAEConfig):
+                from .modeling import AutoModel
 
-                    warnings.warn("the Trainer's model is a config: random weights (train it first)",
-                                  UserWarning, stacklevel=3)
-                    self._model = AutoModel.from_config(src)
-                else:
-                    self._model = self._load(DEFAULT_MODELS[self.task] if src is None else src)
-            model = self._model
+                warnings.warn("the Trainer's model is a config: random weights (train it first)",
+                              UserWarning, stacklevel=3)
+                self._model = AutoModel.from_config(src)
+            else:  # a module as it is (load_model returns it)
+                self._model = self._load(DEFAULT_MODELS[self.task] if src is None else src)
+        model = self._model if checkpoint is None else self._load(checkpoint)
         _PIPELINES[self.task]._check_model(model)
         return model
 
