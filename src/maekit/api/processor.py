@@ -144,9 +144,9 @@ class ImageProcessor:
         self.image_mean, self.image_std = resolve_mean_std(self.num_channels, image_mean, image_std)
         self.resize_mode = resize_mode
         self.crop_pct = float(crop_pct) if crop_pct is not None else default_crop_pct(self.size)
-        if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        self._pil_transform = transforms.Compose([*self._geometry(), transforms.ToTensor(),
+        whole = resize_mode == "resize"  # eval_geometry checks crop_pct
+        self._geometry = transforms.Compose(eval_geometry(self.size, self.crop_pct, whole=whole))
+        self._pil_transform = transforms.Compose([self._geometry, transforms.ToTensor(),
                                                   transforms.Normalize(self.image_mean, self.image_std)])
 
     # ------------------------------------------------------------------ construction
@@ -203,13 +203,8 @@ class ImageProcessor:
         return f"{type(self).__name__} {json.dumps(self.to_dict(), indent=2)}"
 
     # ------------------------------------------------------------------ transforms
-    def _geometry(self) -> list:
-        return eval_geometry(self.size, self.crop_pct, whole=self.resize_mode == "resize")
-
     def _tensor_transform(self, t: torch.Tensor) -> torch.Tensor:
-        t = _convert_channels(t, self.num_channels)
-        for op in self._geometry():
-            t = op(t)
+        t = self._geometry(_convert_channels(t, self.num_channels))
         return TF.normalize(t.clamp(0.0, 1.0), list(self.image_mean), list(self.image_std))
 
     # ------------------------------------------------------------------ inputs

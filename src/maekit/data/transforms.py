@@ -265,13 +265,14 @@ def build_eval_transform(input_size: Size = 224, *, in_chans: int = 3,
 
 def eval_geometry(input_size: Size, crop_pct: float | None = None, whole: bool = False) -> list:
     """The resize + centre crop of :func:`build_eval_transform` (PIL images or (C, H, W) tensors);
-    ``whole=True``: a plain bicubic resize to (H, W), the whole image kept (the reconstruction demo's)."""
+    ``whole=True``: a plain bicubic resize to (H, W), the whole image kept (the reconstruction demo's;
+    ``crop_pct`` is still checked)."""
     h, w = to_size(input_size)
-    if whole:
-        return [transforms.Resize((h, w), interpolation=InterpolationMode.BICUBIC)]
     crop_pct = default_crop_pct((h, w)) if crop_pct is None else crop_pct
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if whole:
+        return [transforms.Resize((h, w), interpolation=InterpolationMode.BICUBIC)]
     if h == w:
         resize = transforms.Resize(int(h / crop_pct), interpolation=InterpolationMode.BICUBIC)
     else:

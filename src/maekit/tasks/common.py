@@ -126,7 +126,7 @@ def task_dataset(cfg: Any, split: str, given: Any = None, *, transform: Any, in_
     splits = {"train_split": getattr(cfg, "train_split", None), "val_split": getattr(cfg, "val_split", None)}
     if given is not None:  # the folder given for this split
         sub = os.path.join(root, split)
-        splits[f"{split}_split"] = sub if os.path.isdir(sub) else root
+        splits[f"{split}_split"] = os.path.abspath(sub if os.path.isdir(sub) else root)
     return resolve_dataset(root, split, labelled=labelled, transform=transform, in_chans=in_chans,
                            **splits, **source_options(cfg, split))
 
