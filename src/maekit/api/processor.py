@@ -252,8 +252,6 @@ class ImageProcessor:
     def to_pil(self, pixel_values: torch.Tensor) -> list[Image.Image]:
         """(N, C, H, W) normalised -> PIL images ('L' for 1 channel, 'RGB' for 3; alpha is not shown)."""
         pix = to_pixels(pixel_values.float(), self.image_mean, self.image_std)  # Normalize undone: [0, 1]
-        if pix.shape[1] == 2:
-            pix = pix[:, :1]
         return [tensor_to_pil(x) for x in pix]
 
 

@@ -78,9 +78,10 @@ def to_pixels(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [0, 1] -> PIL image ('L' for one channel, 'RGB' for three)."""
+    """(C, H, W) in [0, 1] -> PIL image ('L' for one or two channels, 'RGB' for three or four: an
+    alpha channel is not shown)."""
     arr = (x.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    if arr.shape[0] == 1:
+    if arr.shape[0] in (1, 2):
         return Image.fromarray(arr[0].numpy(), mode="L")
     return Image.fromarray(arr[:3].permute(1, 2, 0).numpy(), mode="RGB")
 
