@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hub.table import list_pretrained
-from ..models import canonical_name
+from ..models import canonical_name, is_pretraining_model
 from ..models.config import CONFIG_NAME, ModelConfig, jsonable
 
 FIELD_ALIASES: dict[str, str] = {  # Hugging Face / MindFormers name -> ours (the official one)
@@ -76,18 +76,18 @@ class MAEConfig(ModelConfig):
         """Every resolved architecture field (overrides applied), as the model states it
         (``model.architecture()``), with the task; the model's record
         (:func:`maekit.convert.arch_spec`: built once on the meta device, no memory, no init)."""
-        from ..convert.spec import PRETRAIN_FAMILIES, arch_spec
+        from ..convert.spec import arch_spec
 
         spec = arch_spec(self.model_name, self.model_args)
         arch = {k: jsonable(v) for k, v in spec.architecture.items() if k != "family"}
         h, w = arch["img_size"]
         arch["img_size"] = h if h == w else [h, w]
-        return {"task": _TASK_MIM if spec.family in PRETRAIN_FAMILIES else _TASK_CLS, **arch}
+        return {"task": self.task, **arch}
 
     @property
     def task(self) -> str:
         """``'masked_image_modeling'`` (pretraining models) or ``'image_classification'``."""
-        return self.architecture()["task"]
+        return _TASK_MIM if is_pretraining_model(self.model_name) else _TASK_CLS
 
     def __getattr__(self, name: str) -> Any:  # only for names that are not fields
         if name.startswith("_"):
