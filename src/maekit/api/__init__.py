@@ -11,20 +11,17 @@
 
 from ..compat.mindformers import MindFormersRun, RunConfigWarning, load_run_config  # run YAML: Trainer args
 from .config import AutoConfig, MAEConfig
-from ..hub.cache import ChecksumError, WeightsUnavailableError, cache_dir, download
 from .modeling import AutoModel, DecoderNotLoadedWarning, from_pretrained, save_pretrained
 from .pipelines import (ImageClassificationPipeline, ImageFeatureExtractionPipeline,
                         MaskedImageModelingPipeline, Pipeline, pipeline)
 from .processor import AutoImageProcessor, ImageProcessor
 from .trainer import Trainer
 from ..tasks.arguments import TrainingArguments
-from ..hub.table import WeightsEntry, list_pretrained, register_weights
+from ..hub.table import list_pretrained  # maekit.list_pretrained
 
 __all__ = [
-    "AutoConfig", "AutoImageProcessor", "AutoModel", "ChecksumError", "DecoderNotLoadedWarning",
+    "AutoConfig", "AutoImageProcessor", "AutoModel", "DecoderNotLoadedWarning",
     "ImageClassificationPipeline", "ImageFeatureExtractionPipeline", "ImageProcessor", "MAEConfig",
     "MaskedImageModelingPipeline", "MindFormersRun", "Pipeline", "RunConfigWarning", "Trainer", "TrainingArguments",
-    "WeightsEntry", "WeightsUnavailableError", "cache_dir",
-    "download", "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "register_weights",
-    "save_pretrained",
+    "from_pretrained", "list_pretrained", "load_run_config", "pipeline", "save_pretrained",
 ]
