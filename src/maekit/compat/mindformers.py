@@ -18,7 +18,7 @@ the task, only the values listed below are read from ``transforms``):
 ====================================================  =============================================
 YAML                                                  maekit
 ====================================================  =============================================
-``_COPY`` rows (seed, runner_config.epochs ...)        the option named there, as it is
+``_COPY`` keys (seed, runner_config.epochs ...)        the option of that name or alias, as it is
 run_mode                                              train | finetune | eval | predict
 load_checkpoint                                       the run mode's checkpoint (train: starting
                                                       weights; finetune: required; eval / predict:
@@ -176,17 +176,17 @@ def load_run_config(config: str | os.PathLike | Mapping[str, Any] = DEFAULT_CONF
 
 def _run_keys(top: Section, where: str) -> tuple[str, str | None, bool | str]:
     """(run_mode, load_checkpoint or None, resume_training: False, True or a path)."""
-    run_mode = top.get("run_mode", "str", "train")
+    run_mode = top.get("run_mode", str, "train")
     if run_mode not in RUN_MODES:
         raise ValueError(f"{where}: run_mode must be one of {', '.join(RUN_MODES)}; got {run_mode!r}")
     load_checkpoint = top.get("load_checkpoint", "any")
     if load_checkpoint in (False, ""):
         load_checkpoint = None
     elif load_checkpoint is not None:
-        load_checkpoint = convert_value(load_checkpoint, "str", "load_checkpoint")
+        load_checkpoint = convert_value(load_checkpoint, str, "load_checkpoint")
     resume = top.get("resume_training", "any", False)
     if resume not in (True, False, None, ""):
-        resume = convert_value(resume, "str", "resume_training")
+        resume = convert_value(resume, str, "resume_training")
     return run_mode, load_checkpoint, resume or False
 
 
@@ -194,12 +194,12 @@ def _task_and_model(top: Section, where: str) -> tuple[str, str | None, Section]
     """(task, trainer.model_name or None, the ``model`` section): ``trainer.type`` checked against
     ``model.arch.type``."""
     trainer = top.section("trainer")
-    task_text = trainer.get("type", "str")
-    model_name = trainer.get("model_name", "str")
+    task_text = trainer.get("type", str)
+    model_name = trainer.get("model_name", str)
     trainer.warn_unknown()
     model = top.section("model")
     arch = model.section("arch")
-    arch_type = arch.get("type", "str")
+    arch_type = arch.get("type", str)
     arch.warn_unknown()
     arch_task = _ARCH_TASKS.get(arch_type.lower()) if arch_type else None
     if arch_type and arch_task is None:
@@ -244,7 +244,7 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
     """``model.model_config`` -> shape / loss options and ``model_args`` (architecture overrides);
     returns (model name, default checkpoint)."""
     mc = model.section("model_config")
-    default_checkpoint = mc.get("checkpoint_name_or_path", "str") or None
+    default_checkpoint = mc.get("checkpoint_name_or_path", str) or None
     model_size = mc.get("image_size", "size")
     model_size = mc.get("img_size", "size") if model_size is None else model_size
     if model_size is not None or image_size is not None:
@@ -255,7 +255,7 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
 
     arch_values = {official_field(k): mc.get(k, "any") for k in list(mc.data) if official_field(k) in _ARCH_ARGS
                    and k in mc}
-    intermediate = mc.get("intermediate_size", "int")
+    intermediate = mc.get("intermediate_size", int)
     mc.warn_unknown()
     model.warn_unknown()
     if model_name is None and default_checkpoint is not None:
@@ -278,7 +278,7 @@ def _map_mask_ratio(mc: Section, fields: dict[str, Any], task: str) -> None:
         if "mask_ratio" in fields and fields["mask_ratio"] != mc.data["mask_ratio"]:
             _warn(f"model.model_config.mask_ratio {mc.data['mask_ratio']} and train_dataset.mask_policy.mask_ratio "
                   f"{fields['mask_ratio']} differ; using {mc.data['mask_ratio']}")
-        fields["mask_ratio"] = mc.get("mask_ratio", "float")
+        fields["mask_ratio"] = mc.get("mask_ratio", float)
     if task != "masked_image_modeling":
         fields.pop("mask_ratio", None)
         fields.pop("norm_pix_loss", None)
@@ -365,16 +365,14 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
 
 def _named_architecture(name: str, task: str, fields: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """(the model's name for the task, its architecture with the YAML's patch size / channels)."""
-    import torch
-
-    from ..models import classifier_name, create_model
+    from ..convert.spec import arch_spec
+    from ..models import classifier_name
 
     shape = {k: fields[k] for k in ("patch_size", "in_chans") if fields.get(k) is not None}
     try:
         if task == "image_classification":
             name = classifier_name(name)
-        with torch.device("meta"):  # the named model's architecture: no memory, no init
-            return name, create_model(name, **shape).architecture()
+        return name, arch_spec(name, shape).architecture  # built once on the meta device (cached)
     except ValueError as e:
         raise ValueError(f"{where}: trainer.model_name: {e}") from None
 

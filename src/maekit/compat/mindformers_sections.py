@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..tasks.config import ALIASES
 from .run_yaml import Section, convert_value, option_type
 from .run_yaml import config_warning as _warn
 
@@ -17,36 +18,35 @@ _DEVICES = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "auto": "auto"}  # cont
 TASK_BETAS = {"masked_image_modeling": (0.9, 0.95), "image_classification": (0.9, 0.999)}
 
 
-# The one table of keys copied as they are: (section, YAML key, task option, kind). The keys that
-# need more (datasets, architecture ...) are mapped by the functions of this module and maekit.compat.mindformers.
-_COPY: tuple[tuple[str, str, str], ...] = (
-    ("", "seed", "seed"), ("", "output_dir", "output_dir"),
-    ("runner_config", "epochs", "epochs"), ("runner_config", "batch_size", "batch_size"),
-    ("runner_config", "num_classes", "nb_classes"), ("runner_config", "gradient_accumulation_steps", "accum_iter"),
-    ("model_config", "patch_size", "patch_size"), ("model_config", "num_channels", "in_chans"),
-    ("model_config", "in_chans", "in_chans"), ("model_config", "norm_pix_loss", "norm_pix_loss"),
-    ("model_config", "norm_pixel_loss", "norm_pix_loss"), ("model_config", "drop_path_rate", "drop_path"),
-    ("model_config", "use_mean_pooling", "global_pool"), ("model_config", "num_labels", "nb_classes"),
-    ("model_config", "num_classes", "nb_classes"),
-    ("lr_schedule", "lr_end", "min_lr"), ("lr_schedule", "warmup_epochs", "warmup_epochs"),
-    ("optimizer", "weight_decay", "weight_decay"),
-    ("mixup_op", "mixup_alpha", "mixup"), ("mixup_op", "cutmix_alpha", "cutmix"), ("mixup_op", "prob", "mixup_prob"),
-    ("mixup_op", "switch_prob", "mixup_switch_prob"), ("mixup_op", "label_smoothing", "smoothing"),
-    ("mixup_op", "mode", "mixup_mode"), ("mixup_op", "cutmix_minmax", "cutmix_minmax"),
-)
+# The keys copied as they are, by section: each sets the task option of its name or of its alias
+# (maekit.tasks.config.ALIASES: num_classes -> nb_classes ...), else of _OWN_NAMES (MindFormers'
+# names no other dialect uses). The keys that need more (datasets, architecture ...) are mapped by
+# the functions of this module and maekit.compat.mindformers.
+_COPY: dict[str, tuple[str, ...]] = {
+    "": ("seed", "output_dir"),
+    "runner_config": ("epochs", "batch_size", "num_classes", "gradient_accumulation_steps"),
+    "model_config": ("patch_size", "num_channels", "in_chans", "norm_pix_loss", "norm_pixel_loss", "drop_path_rate",
+                     "use_mean_pooling", "num_labels", "num_classes"),
+    "lr_schedule": ("lr_end", "warmup_epochs"),
+    "optimizer": ("weight_decay",),
+    "mixup_op": ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "label_smoothing", "mode", "cutmix_minmax"),
+}
+_OWN_NAMES = {"use_mean_pooling": "global_pool", "prob": "mixup_prob", "switch_prob": "mixup_switch_prob",
+              "mode": "mixup_mode"}
 
 
 def copy_keys(section: Section, name: str, fields: dict[str, Any]) -> None:
-    """The ``_COPY`` rows of one section, each read as its option's type."""
-    for where, key, option in _COPY:
-        if where == name and (value := section.get(key, option_type(option))) is not None:
+    """The ``_COPY`` keys of one section, each read as its option's type."""
+    for key in _COPY[name]:
+        option = _OWN_NAMES.get(key) or ALIASES.get(key, key)
+        if (value := section.get(key, option_type(option))) is not None:
             fields[option] = value
 
 
 def map_device(top: Section, fields: dict[str, Any]) -> None:
     """``context.device_target`` -> ``device`` (Ascend and others: auto, with a warning)."""
     context = top.section("context")
-    target = context.get("device_target", "str")
+    target = context.get("device_target", str)
     if target is not None:
         fields["device"] = _DEVICES.get(target.lower(), "auto")
         if target.lower() not in _DEVICES:
@@ -56,31 +56,31 @@ def map_device(top: Section, fields: dict[str, Any]) -> None:
 
 def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str) -> None:
     """``lr_schedule``, ``lr_scale`` and layer decay -> blr / lr, min_lr, warmup_epochs, layer_decay."""
-    lr_scale = top.get("lr_scale", "bool", False)
-    lr_scale_factor = top.get("lr_scale_factor", "float", 256.0)
+    lr_scale = top.get("lr_scale", bool, False)
+    lr_scale_factor = top.get("lr_scale_factor", float, 256.0)
     sched = top.section("lr_schedule")
-    stype = sched.get("type", "str")
+    stype = sched.get("type", str)
     if stype is not None and stype.lower().replace("_", "") not in _SCHEDULES:
         raise ValueError(f"{where}: lr_schedule.type {stype!r} is not available; maekit trains with linear "
                          "warmup then half-cosine decay (type: cosine)")
-    lr = sched.get("learning_rate", "float")
+    lr = sched.get("learning_rate", float)
     if lr is not None:
         if lr_scale:
             fields["blr"] = lr * 256.0 / lr_scale_factor
         else:
             fields["lr"] = lr
     copy_keys(sched, "lr_schedule", fields)
-    if sched.get("warmup_lr_init", "float", 0.0):
+    if sched.get("warmup_lr_init", float, 0.0):
         _warn("lr_schedule.warmup_lr_init is not supported: the warmup starts at 0")
     for key in ("warmup_steps", "warmup_ratio"):
-        if sched.get(key, "float"):
+        if sched.get(key, float):
             raise ValueError(f"{where}: lr_schedule.{key} is not supported; give warmup_epochs")
     total = sched.data.get("total_steps")
     if total not in (None, -1):
         _warn("lr_schedule.total_steps is ignored: the schedule spans runner_config.epochs")
     sched.warn_unknown()
-    layer_scale = top.get("layer_scale", "bool", None)
-    layer_decay = top.get("layer_decay", "float")
+    layer_scale = top.get("layer_scale", bool, None)
+    layer_decay = top.get("layer_decay", float)
     if not mim:
         if layer_scale is False:
             fields["layer_decay"] = 1.0
@@ -91,14 +91,14 @@ def map_schedule(top: Section, fields: dict[str, Any], *, mim: bool, where: str)
 def map_optimizer(top: Section, fields: dict[str, Any], *, task: str, where: str) -> None:
     """``optimizer`` -> weight_decay; the type must be AdamW, other betas / eps only warn."""
     opt = top.section("optimizer")
-    otype = opt.get("type", "str")
+    otype = opt.get("type", str)
     if otype is not None and otype.lower().replace("_", "") not in _OPTIMIZERS:
         raise ValueError(f"{where}: optimizer.type {otype!r} is not available; maekit uses AdamW "
                          "(type: adamw)")
     copy_keys(opt, "optimizer", fields)
     betas = TASK_BETAS[task]
     for key, want in (("beta1", betas[0]), ("beta2", betas[1]), ("eps", 1e-8)):
-        value = opt.get(key, "float")
+        value = opt.get(key, float)
         if value is not None and abs(value - want) > 1e-12:
             _warn(f"optimizer.{key} {value} differs from the {task} recipe's {want}, which maekit uses")
     opt.warn_unknown()
@@ -122,10 +122,10 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
         return None, None
     ds = top.section(key)
     dataset_dir = _map_loader(ds, key, fields, train=train)
-    batch = ds.get("batch_size", "int")
+    batch = ds.get("batch_size", int)
     if train and batch is not None and "batch_size" not in fields:
         fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
-    mean_std = _map_transforms(ds.get("transforms", "list") or [], key, fields, sizes, train=train)
+    mean_std = _map_transforms(ds.get("transforms", list) or [], key, fields, sizes, train=train)
     if "mixup_op" in ds:
         if train:
             map_mixup(ds.section("mixup_op"), fields)
@@ -141,10 +141,10 @@ def _map_loader(ds: Section, key: str, fields: dict[str, Any], *, train: bool) -
     ltype = loader.data.get("type")
     if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
         _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")
-    dataset_dir = loader.get("dataset_dir", "str")
-    workers = loader.get("num_parallel_workers", "int")
+    dataset_dir = loader.get("dataset_dir", str)
+    workers = loader.get("num_parallel_workers", int)
     loader.warn_unknown()
-    ds_workers = ds.get("num_parallel_workers", "int")
+    ds_workers = ds.get("num_parallel_workers", int)
     workers = ds_workers if workers is None else workers
     if train and workers is not None:
         fields["num_workers"] = workers
@@ -181,8 +181,8 @@ def _map_transforms(transforms: list, key: str, fields: dict[str, Any], sizes: l
 
 def _normalize(t: Mapping, here: str) -> tuple[list[float], list[float]]:
     """A Normalize transform's (mean, std) in 0-1 units."""
-    mean = convert_value(t.get("mean"), "floats", f"{here}.mean")
-    std = convert_value(t.get("std"), "floats", f"{here}.std")
+    mean = convert_value(t.get("mean"), list[float], f"{here}.mean")
+    std = convert_value(t.get("std"), list[float], f"{here}.std")
     if max(mean) > 1.0 or max(std) > 1.0:  # MindSpore normalises 0-255 pixels
         mean, std = [m / 255.0 for m in mean], [s / 255.0 for s in std]
     if len(mean) == 3 and abs(mean[1] - 118.575 / 255) < 1e-6 and abs(std[1] - 62.22 / 255) < 1e-6:

@@ -50,13 +50,6 @@ def read_run_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     return read_yaml(resolved, expect="a run config: a mapping of sections"), resolved
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def parse_options(options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     """``--options`` items (``runner_config.epochs=1``; values read as YAML) -> ``{dotted key: value}``;
     a mapping is taken as it is."""
@@ -66,8 +59,11 @@ def parse_options(options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     for item in options:
         if "=" not in item:
             raise ValueError(f"--options takes key=value pairs, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+        key, text = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            out[key.strip()] = text
     return out
 
 
@@ -166,9 +162,6 @@ class Section:
             config_warning(f"{self.where or 'run config'}: unknown key(s) {unknown} ignored")
 
 
-_KINDS = {"bool": bool, "int": int, "float": float, "str": str, "floats": list[float]}
-
-
 def option_type(option: str) -> Any:
     """The type of task option ``option`` (pretraining's, else fine-tuning's): what a YAML key that
     sets it is read as, so that each option's type is written once, in :mod:`maekit.tasks.config`."""
@@ -179,26 +172,21 @@ def option_type(option: str) -> Any:
 
 
 def convert_value(value: Any, kind: Any, where: str) -> Any:
-    """``value`` of the run YAML as ``kind``: a type (:func:`option_type`) or a name in ``_KINDS``
-    (the task configs' type check, :func:`maekit.tasks.validate.to_type`); also ``any``, ``list`` and
-    ``size`` (S, [S], [H, W]: one number when square)."""
+    """``value`` of the run YAML as ``kind``: a type (:func:`option_type`, ``str``, ``list[float]`` ...:
+    the task configs' type check, :func:`maekit.tasks.validate.to_type`); also ``any`` and ``size``
+    (S, [S], [H, W]: one number when square)."""
     from ..tasks.validate import to_type
 
     if kind == "any":
-        return value
-    if kind == "list":
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: expected list, got {value!r}")
         return value
     if kind == "size":
         sizes = to_type(list[int], where, value)
         if len(sizes) not in (1, 2):
             raise ValueError(f"{where}: expected one or two sizes, got {value!r}")
         return sizes[0] if len(sizes) == 1 or sizes[0] == sizes[1] else sizes
-    hint = _KINDS[kind] if isinstance(kind, str) else kind
-    if str in (hint, *typing.get_args(hint)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if str in (kind, *typing.get_args(kind)) and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # a name or path that YAML read as a number
-    return to_type(hint, where, value)
+    return to_type(kind, where, value)
 
 
 __all__ = ["DEFAULT_CONFIG", "RunConfigWarning", "Section", "apply_options", "check_options_take_effect",
