@@ -95,10 +95,7 @@ _IGNORED_TOP = {
     "autotune_per_step", "profile", "profile_start_step", "profile_stop_step", "init_start_profile",
     "profile_communication", "profile_memory", "src_strategy_path_or_dir", "auto_trans_ckpt",
     "only_save_strategy", "remote_save_url", "use_parallel", "micro_batch_interleave_num", "do_eval",
-    "eval_step_interval", "eval_epoch_interval", "local_rank", "device_num", "moe", "use_past",
-    "lr_scale", "lr_scale_factor", "layer_scale", "layer_decay", "run_mode", "seed", "output_dir",
-    "load_checkpoint", "resume_training", "context", "trainer", "runner_config", "train_dataset",
-    "eval_dataset", "model", "lr_schedule", "optimizer", "processor", "mixup_op",
+    "eval_step_interval", "eval_epoch_interval", "local_rank", "device_num", "moe", "use_past", "mixup_op",
 }
 _IGNORED_DATASET = {
     "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
@@ -331,12 +328,13 @@ def _task_config(cls: type, fields: dict[str, Any], task: str, where: str) -> An
 
 
 def _map_maekit_fields(top: Section, fields: dict[str, Any], cls: type) -> None:
-    """Top-level keys named like options of the task (``amp: none``...); then the keys nothing read
-    (but the ignored ones, ``_IGNORED_KEYS``) are warned about."""
+    """Top-level keys named like options of the task (``amp: none``...) that no mapping above read
+    (not MindFormers' own sections and keys); then the keys nothing read (but the ignored ones,
+    ``_IGNORED_KEYS``) are warned about."""
     names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")}
     for key in list(top.data):
         name = ALIASES.get(key, key)
-        if name in names and key not in _IGNORED_TOP:  # not MindFormers' own sections and keys
+        if name in names and key not in top.used:
             fields[name] = top.get(key, "any")  # the task config checks the type
     top.warn_unknown()
 
@@ -354,7 +352,6 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
         if key not in current:
             _warn(f"model.model_config: {key} does not apply to {name}; ignored")
             continue
-        value = convert_value(value, "any", key)
         if value != current[key]:
             overrides[key] = value
     hidden = overrides.get("embed_dim", current.get("embed_dim"))
