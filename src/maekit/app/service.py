@@ -11,6 +11,7 @@ server turns them into JSON.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -80,11 +81,6 @@ def _model_id(source: str, taken: set[str]) -> str:
     return name
 
 
-def _grid_size(model: nn.Module) -> tuple[int, int] | None:
-    grid = getattr(model, "grid_size", None)  # every maekit model has one; a plain module may not
-    return (int(grid[0]), int(grid[1])) if grid is not None else None
-
-
 @dataclass
 class ModelSlot:
     """One loaded model, its pipelines (built once) and the lock that lets one forward run at a time."""
@@ -105,13 +101,12 @@ class ModelSlot:
 
     def __post_init__(self) -> None:
         # Built once, from the module, as the commands build theirs (maekit.tasks.predict), so the
-        # outputs are equal to `maekit visualize` / `maekit predict`.
-        classifier = int(getattr(self.model, "num_classes", 0) or 0) > 0
-        tasks = ["masked_image_modeling"] if self.pretraining else (["image_classification"] if classifier
-                                                                    else [])
-        if _grid_size(self.model) is not None:
-            tasks.append("image_feature_extraction")
-        self.pipes = {task: pipeline(task, self.model) for task in tasks}
+        # outputs are equal to `maekit visualize` / `maekit predict`. Which tasks the model can do is
+        # the pipelines' own check (a ValueError: reconstruction needs a pretraining model,
+        # classification a head); every maekit model has a patch grid, so features always.
+        for task in _VIEW_OF_TASK:
+            with contextlib.suppress(ValueError):
+                self.pipes[task] = pipeline(task, self.model)
 
     def info(self) -> dict[str, Any]:
         """What ``GET /api/models`` shows for this model."""
@@ -127,7 +122,7 @@ class ModelSlot:
             "img_size": list(m.img_size),
             "patch_size": list(patch) if isinstance(patch, (tuple, list)) else int(patch),
             "in_chans": int(m.in_chans),
-            "grid_size": _grid_size(m),
+            "grid_size": [int(g) for g in m.grid_size],
             "norm_pix_loss": bool(getattr(self.model, "norm_pix_loss", False)) if self.pretraining else None,
             "num_classes": None if self.pretraining else num_classes,
             "views": [_VIEW_OF_TASK[t] for t in self.pipes],
@@ -289,7 +284,7 @@ def features_view(slot: ModelSlot, img: Image.Image) -> dict[str, Any]:
     pipe = slot.pipes["image_feature_extraction"]
     pixel_values = pipe.image_processor.preprocess(image)
     shown = pipe.image_processor.to_pil(pixel_values)[0].convert("RGB")
-    grid = _grid_size(slot.model)  # not None: the registry offers this view only then
+    grid = tuple(slot.model.grid_size)
     colours = feature_pca(tokens, grid)
     pca = Image.fromarray((colours.permute(1, 2, 0) * 255).round().byte().numpy(), mode="RGB")
     pca = pca.resize(shown.size, Image.Resampling.NEAREST)

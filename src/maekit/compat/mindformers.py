@@ -81,7 +81,6 @@ from .run_yaml import config_warning as _warn
 
 DEFAULT_MODELS = {"masked_image_modeling": "mae_vit_base_p16", "image_classification": "vit_base_p16"}
 """MindFormers' model names, the Trainer's default per task."""
-TASK_CONFIGS = {"masked_image_modeling": PretrainConfig, "image_classification": FinetuneConfig}
 
 _ARCH_TASKS = {
     "vitmaeforpretraining": "masked_image_modeling",
@@ -304,7 +303,7 @@ def map_run_config(data: Mapping[str, Any], source: str | None = None, read: set
     map_schedule(top, fields, mim=task == "masked_image_modeling", where=where)
     map_optimizer(top, fields, task=task, where=where)
     map_processor(top, sizes_seen)
-    cls = TASK_CONFIGS[task]
+    cls = PretrainConfig if task == "masked_image_modeling" else FinetuneConfig
     _map_maekit_fields(top, fields, cls)
     check_sizes(fields.get("input_size"), sizes_seen)
     return MindFormersRun(run_mode=run_mode, task=task, model=model_name, args=_task_config(cls, fields, task, where),
