@@ -29,7 +29,7 @@ def run_app(cfg: Any) -> int:
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server import LOOPBACK, create_app
     except ImportError as e:
         sock.close()
         raise ImportError(f"this needs the app extra ({e.name} is missing): pip install 'maekit[app]'",
@@ -38,7 +38,7 @@ def run_app(cfg: Any) -> int:
 
     limits = Limits(max_upload_bytes=int(cfg.max_upload_mb * 2**20), max_pixels=int(cfg.max_pixels),
                     max_side=int(cfg.max_side))
-    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    loopback = cfg.host in LOOPBACK
     registry = ModelRegistry.load(cfg.model, download=not cfg.no_download, device=inference_device(cfg.device))
     app = create_app(registry, limits, loopback_only=loopback)
     port = sock.getsockname()[1]

@@ -46,7 +46,7 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'",
     "X-Content-Type-Options": "nosniff",
 }
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Guard:
@@ -63,7 +63,7 @@ class Guard:
             headers = dict(scope["headers"])
             message = None
             host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0].strip("[]")
-            if self.loopback_only and host and host not in _LOOPBACK:
+            if self.loopback_only and host and host not in LOOPBACK:
                 message = 403, (f"this server only answers requests addressed to 127.0.0.1 or localhost, "
                                 f"not {host!r} (start it with --host 0.0.0.0 to serve the network)")
             if message is None and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
@@ -138,6 +138,13 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *,
     return app
 
 
+def _sample(name: str) -> Path:
+    """The bundled photo ``name`` (only names of ``SAMPLES``: no path from a client is opened)."""
+    if name not in SAMPLES:
+        raise AppError(404, f"no sample {name!r}; available: {', '.join(SAMPLES)}")
+    return SAMPLES[name]
+
+
 async def _read_image(image: UploadFile | None, sample: str | None, limits: Limits):
     """The uploaded file or the named sample, decoded (:func:`service.decode_image`) off the event loop."""
     if image is not None and sample:
@@ -146,9 +153,7 @@ async def _read_image(image: UploadFile | None, sample: str | None, limits: Limi
         raise AppError(400, f"no image: send a multipart file field 'image', or 'sample' with one of "
                             f"{', '.join(SAMPLES)}")
     if sample:
-        if sample not in SAMPLES:
-            raise AppError(404, f"no sample {sample!r}; available: {', '.join(SAMPLES)}")
-        data = SAMPLES[sample].read_bytes()
+        data = _sample(sample).read_bytes()
     else:
         data = await image.read(limits.max_upload_bytes + 1)
         if len(data) > limits.max_upload_bytes:
@@ -172,9 +177,7 @@ def _add_files(app: FastAPI, registry: ModelRegistry) -> None:
 
     @app.get("/samples/{name}")
     def sample_file(name: str) -> Response:
-        if name not in SAMPLES:
-            raise AppError(404, f"no sample {name!r}; available: {', '.join(SAMPLES)}")
-        return FileResponse(SAMPLES[name], media_type="image/jpeg")
+        return FileResponse(_sample(name), media_type="image/jpeg")
 
     @app.get("/api/samples")
     def samples() -> list[dict[str, str]]:
