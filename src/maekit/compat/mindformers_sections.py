@@ -116,10 +116,7 @@ def map_processor(top: Section, sizes_seen: list[tuple[str, Any]]) -> None:
 
 
 def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, train: bool):
-    """(dataset_dir, (mean, std) or None) of ``train_dataset`` / ``eval_dataset``."""
-    if key not in top:
-        top.used.add(key)
-        return None, None
+    """(dataset_dir, (mean, std) or None) of ``train_dataset`` / ``eval_dataset`` (both None when absent)."""
     ds = top.section(key)
     dataset_dir = _map_loader(ds, key, fields, train=train)
     batch = ds.get("batch_size", int)
@@ -199,17 +196,13 @@ def map_mixup(section: Section, fields: dict[str, Any]) -> None:
 
 
 def check_sizes(size: Any, seen: list[tuple[str, Any]]) -> None:
-    if size is None or not seen:
-        return
-    want = [size, size] if isinstance(size, int) else list(size)
-    stale = []
-    for where, value in seen:
-        got = ([value, value] if isinstance(value, int)
-               else list(value) if isinstance(value, (list, tuple)) else None)
-        if got is not None and len(got) == 1:
-            got = got * 2
-        if got != want:
-            stale.append(f"{where}={value}")
-    if stale:
+    """A warning naming the sizes ``seen`` ((where, value): crops, masks, the processor) that differ
+    from the image size ``size`` (S, [S] and [S, S] are the same size)."""
+    def height_width(value: Any) -> list | None:
+        hw = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
+        return hw * 2 if hw is not None and len(hw) == 1 else hw
+
+    stale = [f"{where}={value}" for where, value in seen if height_width(value) != height_width(size)]
+    if size is not None and stale:
         _warn(f"the image size is {size} (model.model_config.image_size); these sizes differ and are not "
               f"used: {', '.join(stale)} (maekit's transforms and masks follow the model)")
