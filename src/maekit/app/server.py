@@ -99,10 +99,6 @@ def _too_large(limits: Limits) -> str:
 
 
 def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
-    @app.exception_handler(AppError)
-    async def app_error(request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
@@ -111,8 +107,8 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:
-        # maekit's convention: a ValueError is a user mistake with a readable message.
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        # maekit's convention: a ValueError is a user mistake with a readable message (AppError: its status).
+        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 400))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -28,11 +28,10 @@ from ..api.pipelines import Pipeline, pipeline
 from ..data.images import _DECODE_ERRORS, convert_image, mode_for_chans
 from ..hub import load_model
 
-RECONSTRUCTION_PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 
-
-class AppError(Exception):
-    """A mistake in a request: ``status`` (4xx) and a message for the user."""
+class AppError(ValueError):
+    """A mistake in a request: ``status`` (4xx) and a message for the user (a ``ValueError``: maekit's
+    user mistake, answered as one by the server, with its own status)."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
