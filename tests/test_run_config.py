@@ -57,6 +57,10 @@ def test_mae_yaml_fixes_the_reference_bugs():
     assert (a.mask_ratio, a.norm_pix_loss, a.input_size, a.patch_size, a.weight_decay) == (0.75, True, [224], 16, 0.05)
     assert rc.train_dataset == "imageNet-1k/train" and a.model_args == {}
     assert type(a).__name__ == "PretrainConfig" and a.output_dir == "./output" and a.is_given("batch_size")
+    assert rc.default_checkpoint is None  # checkpoint_name_or_path is the model's name: its published weights
+    for weights in ("mae_vit_base_p16.pretrain", "run/checkpoint-last.pth"):  # tagged names and paths are weights
+        option = f"model.model_config.checkpoint_name_or_path={weights}"
+        assert load_run_config(MAE_YAML, [option]).default_checkpoint == weights
 
 
 def test_vit_yaml_maps_the_finetune_recipe():

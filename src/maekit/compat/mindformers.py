@@ -140,6 +140,10 @@ class MindFormersRun:
             image classification) of the options the YAML sets (``args.typed``), architecture
             overrides in ``args.model_args``; the datasets, checkpoints and model are kept apart
             because their meaning depends on the run mode.
+        default_checkpoint: ``model.model_config.checkpoint_name_or_path`` when it is a path or a
+            tagged name: the eval / predict weights when no ``load_checkpoint`` is given (a bare
+            model name is None: its published weights, which the Trainer uses anyway, and stays
+            right when ``trainer.model_name`` was changed).
     """
 
     run_mode: str
@@ -254,12 +258,14 @@ def _map_model_config(model: Section, fields: dict[str, Any], *, image_size: Any
     intermediate = mc.get("intermediate_size", int)
     mc.warn_unknown()
     model.warn_unknown()
-    if model_name is None and default_checkpoint is not None:
+    if default_checkpoint is not None:
         from ..hub import split_name
         from ..models import is_model
 
-        if is_model(split_name(default_checkpoint)[0]):
+        if model_name is None and is_model(split_name(default_checkpoint)[0]):
             model_name = split_name(default_checkpoint)[0]
+        if is_model(default_checkpoint):  # a bare name: its published weights, the Trainer's anyway
+            default_checkpoint = None
     overrides = _architecture_overrides(model_name, task, arch_values, intermediate, fields, where)
     if overrides:
         fields["model_args"] = overrides

@@ -56,18 +56,8 @@ def _train(trainer: Any, rc: Any, args: Any) -> None:
         print(f"checkpoint: {trainer.checkpoint}")
 
 
-def _weights(rc: Any) -> str | None:
-    """eval / predict: ``load_checkpoint``, else ``model_config.checkpoint_name_or_path`` when it is a
-    path or a tagged name (a bare model name means its published weights, which the Trainer uses
-    anyway, and stays right when ``trainer.model_name`` was changed)."""
-    from ..models import is_model
-
-    name = rc.default_checkpoint
-    return rc.load_checkpoint or (None if not name or is_model(name) else name)
-
-
 def _evaluate(trainer: Any, rc: Any, args: Any) -> None:
-    metrics = trainer.evaluate(eval_checkpoint=_weights(rc))
+    metrics = trainer.evaluate(eval_checkpoint=rc.load_checkpoint or rc.default_checkpoint)
     if rc.task == "image_classification":
         print(f"Top1 Accuracy = {metrics['test_acc1']:.2f}%  "
               f"Top5 Accuracy = {metrics['test_acc5']:.2f}%  loss = {metrics['test_loss']:.4f}")
@@ -82,7 +72,8 @@ def _predict(trainer: Any, rc: Any, args: Any) -> None:
     if not args.predict_data:
         raise ValueError("--run_mode predict needs --predict_data (image files, folders or URLs)")
     inputs = expand_inputs(list(args.predict_data))
-    results = trainer.predict(input_data=inputs, predict_checkpoint=_weights(rc), batch_size=args.predict_batch_size)
+    results = trainer.predict(input_data=inputs, predict_checkpoint=rc.load_checkpoint or rc.default_checkpoint,
+                              batch_size=args.predict_batch_size)
     for item, res in zip(inputs, results, strict=True):
         if rc.task == "masked_image_modeling":
             print(f"{item}: loss {res['loss']:.4f} -> {', '.join(res.get('files', {}).values())}")

@@ -25,11 +25,12 @@ TASK_BETAS = {"masked_image_modeling": (0.9, 0.95), "image_classification": (0.9
 _COPY: dict[str, tuple[str, ...]] = {
     "": ("seed", "output_dir"),
     "runner_config": ("epochs", "batch_size", "num_classes", "gradient_accumulation_steps"),
-    "model_config": ("patch_size", "num_channels", "in_chans", "norm_pix_loss", "norm_pixel_loss", "drop_path_rate",
-                     "use_mean_pooling", "num_labels", "num_classes"),
+    "model_config": ("patch_size", "num_channels", "in_chans", "norm_pix_loss", "norm_pixel_loss",
+                     "drop_path_rate", "use_mean_pooling", "num_labels", "num_classes"),
     "lr_schedule": ("lr_end", "warmup_epochs"),
     "optimizer": ("weight_decay",),
-    "mixup_op": ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "label_smoothing", "mode", "cutmix_minmax"),
+    "mixup_op": ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "label_smoothing", "mode",
+                 "cutmix_minmax"),
 }
 _OWN_NAMES = {"use_mean_pooling": "global_pool", "prob": "mixup_prob", "switch_prob": "mixup_switch_prob",
               "mode": "mixup_mode"}
