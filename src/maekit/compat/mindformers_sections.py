@@ -124,11 +124,15 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
     if train and batch is not None and "batch_size" not in fields:
         fields["batch_size"] = batch  # runner_config.batch_size wins, as in MindFormers
     mean_std = _map_transforms(ds.get("transforms", list) or [], key, fields, sizes, train=train)
-    if "mixup_op" in ds:
-        if train:
-            map_mixup(ds.section("mixup_op"), fields)
-        else:
-            ds.used.add("mixup_op")
+    if train and "mixup_op" in ds:
+        map_mixup(ds.section("mixup_op"), fields)
+    ds.used.add("mixup_op")  # the eval set's is ignored
+    mask = ds.section("mask_policy")  # mask ratio (train set; model_config's wins), mask size
+    if train and "mask_ratio" in mask:
+        fields["mask_ratio"] = mask.get("mask_ratio", option_type("mask_ratio"))
+    if "input_size" in mask:
+        sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
+    mask.warn_unknown()
     ds.warn_unknown()
     return dataset_dir, mean_std
 
