@@ -341,15 +341,14 @@ def _architecture_overrides(model_name: str | None, task: str, values: dict[str,
     """Constructor overrides for architecture fields that differ from the named model's."""
     if not values and intermediate is None:
         return {}
+    from ..models.config import other_kind_args
+
     name, current = _named_architecture(model_name or DEFAULT_MODELS[task], task, fields, where)
     overrides: dict[str, Any] = {}
-    for key, value in values.items():
-        if task == "image_classification" and key.startswith("decoder_"):
-            continue
+    for key, value in other_kind_args(values, decoder=task == "image_classification").items():
         if key not in current:
             _warn(f"model.model_config: {key} does not apply to {name}; ignored")
-            continue
-        if value != current[key]:
+        elif value != current[key]:
             overrides[key] = value
     hidden = overrides.get("embed_dim", current.get("embed_dim"))
     if intermediate is not None and isinstance(hidden, int) and hidden and abs(intermediate / hidden - 4.0) > 1e-9:
