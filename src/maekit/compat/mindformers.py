@@ -75,7 +75,7 @@ from ..tasks.config import ALIASES, FinetuneConfig, PretrainConfig
 from .mindformers_sections import (TASK_BETAS, check_sizes, copy_keys, map_dataset, map_device, map_mixup,
                                    map_optimizer, map_processor, map_schedule)
 from .run_yaml import (DEFAULT_CONFIG, RUN_MODES, RunConfigWarning, Section, apply_options,
-                       check_options_take_effect, convert_value, parse_options, read_run_yaml,
+                       check_options_take_effect, convert_value, option_type, parse_options, read_run_yaml,
                        resolve_run_config_path)
 from .run_yaml import config_warning as _warn
 
@@ -100,6 +100,7 @@ _IGNORED_DATASET = {
     "seed", "input_columns", "output_columns", "column_order", "python_multiprocessing", "drop_remainder",
     "repeat", "numa_enable", "prefetch_size", "type", "do_eval", "auto_tune", "filepath_prefix",
     "autotune_per_step", "profile", "tokenizer", "text_transforms", "eval_interval", "eval_offset",
+    "mask_policy",  # read with the model's mask ratio (_map_datasets)
 }
 # The one table of the keys of each section (by name) that nothing reads and no warning names:
 # MindSpore / Ascend settings maekit has no counterpart for, or values maekit takes from the model.
@@ -228,6 +229,13 @@ def _map_datasets(top: Section, fields: dict[str, Any], sizes: list) -> tuple[st
               "for both")
     if "mixup_op" in top:
         map_mixup(top.section("mixup_op"), fields)
+    for key in ("train_dataset", "eval_dataset"):  # mask ratio (train set; model_config's wins), mask size
+        mask = top.section(key).section("mask_policy")
+        if key == "train_dataset" and "mask_ratio" in mask:
+            fields["mask_ratio"] = mask.get("mask_ratio", option_type("mask_ratio"))
+        if "input_size" in mask:
+            sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
+        mask.warn_unknown()
     return train_dir, eval_dir
 
 

@@ -127,12 +127,6 @@ def map_dataset(top: Section, key: str, fields: dict[str, Any], sizes: list, *, 
     if train and "mixup_op" in ds:
         map_mixup(ds.section("mixup_op"), fields)
     ds.used.add("mixup_op")  # the eval set's is ignored
-    mask = ds.section("mask_policy")  # mask ratio (train set; model_config's wins), mask size
-    if train and "mask_ratio" in mask:
-        fields["mask_ratio"] = mask.get("mask_ratio", option_type("mask_ratio"))
-    if "input_size" in mask:
-        sizes.append((f"{key}.mask_policy.input_size", mask.data["input_size"]))
-    mask.warn_unknown()
     ds.warn_unknown()
     return dataset_dir, mean_std
 
