@@ -14,6 +14,7 @@ from typing import Any
 
 from .run_yaml import parse_options
 
+
 def yaml_options(cfg: Any) -> dict[str, Any]:
     """``{dotted YAML key: value}`` of ``--options`` and of the flags (``--epochs 1`` ->
     ``runner_config.epochs: 1``; a flag wins); a bare ``--resume_training`` (or ``auto``) is
