@@ -154,7 +154,7 @@ class Section:
         value = self.data.get(key)
         if value is None:
             return default
-        return convert_value(value, kind, f"{self.where}.{key}" if self.where else key)
+        return convert_value(value, kind, self._path(key))
 
     def warn_unknown(self) -> None:
         unknown = sorted(str(k) for k in self.data if k not in self.used)
