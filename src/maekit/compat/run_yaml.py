@@ -148,7 +148,7 @@ class Section:
     def _path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
-    def get(self, key: str, kind: str, default: Any = None) -> Any:
+    def get(self, key: str, kind: Any, default: Any = None) -> Any:
         self.used.add(key)
         self.read.add(self._path(key))
         value = self.data.get(key)
