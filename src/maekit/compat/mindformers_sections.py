@@ -138,10 +138,8 @@ def _map_loader(ds: Section, key: str, fields: dict[str, Any], *, train: bool) -
     if ltype and str(ltype) not in ("ImageFolderDataset", "ImageFolder"):
         _warn(f"{key}.data_loader.type {ltype!r}: maekit reads image folders (or builtin:digits)")
     dataset_dir = loader.get("dataset_dir", str)
-    workers = loader.get("num_parallel_workers", int)
+    workers = loader.get("num_parallel_workers", int, ds.get("num_parallel_workers", int))
     loader.warn_unknown()
-    ds_workers = ds.get("num_parallel_workers", int)
-    workers = ds_workers if workers is None else workers
     if train and workers is not None:
         fields["num_workers"] = workers
     return dataset_dir
