@@ -180,6 +180,17 @@ def test_a_loss_rising_by_orders_of_magnitude_keeps_the_last_good_checkpoint(tmp
                            {"epoch": 4, "train_loss": 0.5}]) == [0, 1, 4]
 
 
+def test_overwrite_removes_the_earlier_runs_good_checkpoint(tmp_path):
+    # A new run with --overwrite must not advise resuming from the earlier run's checkpoint-good.pth.
+    for name in ("checkpoint-last.pth", "checkpoint-good.pth", "checkpoint-0.pth"):
+        torch.save({"model": {}}, tmp_path / name)
+    with pytest.raises(TrainingDiverged) as info:
+        augmented_runner(tmp_path, lambda model, batch: (masked_step(model, batch)[0] * math.nan, 4),
+                         overwrite=True).fit()
+    assert not list(tmp_path.glob("checkpoint*.pth"))
+    assert "checkpoint-good.pth" not in str(info.value) and "no checkpoint was written" in str(info.value)
+
+
 def test_a_new_run_does_not_append_to_an_old_log_without_checkpoints(tmp_path):
     (tmp_path / "log.txt").write_text('{"epoch": 0, "train_loss": 99.0}\n{"epoch": 1, "train_loss": 98.0}\n')
     augmented_runner(tmp_path, masked_step, epochs=1).fit()

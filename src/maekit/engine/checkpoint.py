@@ -26,6 +26,8 @@ logger = logging.getLogger("maekit.engine")
 
 LAST_NAME = "checkpoint-last.pth"
 BEST_NAME = "checkpoint-best.pth"
+# Every checkpoint file a run writes: checkpoint-{N,last,best,good}.pth and ConvMAE's checkpoint.pth
+CHECKPOINT_RE = re.compile(r"checkpoint(-(\d+|last|best|good))?\.pth")
 
 
 # Temporary names of fileio.temp_sibling: ".{name}.XXXXXXXX.{kind}.tmp".
@@ -147,8 +149,8 @@ def checkpoint_candidates(output_dir: str | os.PathLike) -> list[Path]:
     if not d.is_dir():
         return []
     found = [d / LAST_NAME] if (d / LAST_NAME).is_file() else []
-    numbered = [(int(m.group(1)), p) for p in d.iterdir()
-                if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name)) and p.is_file()]
+    numbered = [(int(m.group(2)), p) for p in d.iterdir()
+                if (m := CHECKPOINT_RE.fullmatch(p.name)) and (m.group(2) or "").isdigit() and p.is_file()]
     found += [p for _, p in sorted(numbered, reverse=True)]
     return found + ([d / "checkpoint.pth"] if (d / "checkpoint.pth").is_file() else [])
 

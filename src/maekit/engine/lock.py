@@ -13,18 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError, write_failure
+from .checkpoint import CHECKPOINT_RE, remove_orphan_temps
+from .distributed import sum_over_ranks
 
 logger = logging.getLogger("maekit.engine")
 
 LOCK_NAME = ".maekit.lock"
-CHECKPOINT_RE = re.compile(r"checkpoint(-(\d+|last|best))?\.pth")
 
 
 def _process_start(pid: int) -> str | None:
@@ -166,9 +166,6 @@ def take_output_dir(lock: RunLock, output_dir: str | os.PathLike | None, *, resu
 
     Collective: every rank calls it and all raise together, so no rank waits for a failed one.
     """
-    from .checkpoint import remove_orphan_temps
-    from .distributed import sum_over_ranks
-
     error: Exception | None = None
     try:
         if is_main:
