@@ -164,12 +164,13 @@ def atomic_write_dir(dst: str | os.PathLike, write: Callable[[Path], None]) -> P
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy_file)
+        shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy_file)
     else:
-        _link_or_copy_file(src, dst)
+        link_or_copy_file(src, dst)
 
 
-def _link_or_copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def link_or_copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` a hard link to the file ``src``; a copy where the filesystem has no hard links."""
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError:  # a filesystem without hard links

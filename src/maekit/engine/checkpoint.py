@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, MaekitError, UsageError, first_line, write_failure
-from ..fileio import atomic_write, fsync_dir, safe_torch_load, temp_sibling
+from ..fileio import atomic_write, link_or_copy_file, safe_torch_load
 
 logger = logging.getLogger("maekit.engine")
 
@@ -79,16 +78,7 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
     A hard link stays valid when ``src`` is later replaced, because replacing makes a new inode.
     """
-    src, dst = Path(src), Path(dst)
-    tmp = temp_sibling(dst, "link")
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
-    except OSError:  # no hard links here (another filesystem, FAT, some network mounts): copy
-        tmp.unlink(missing_ok=True)
-        atomic_write(dst, lambda t: shutil.copyfile(src, t))
-    return dst
+    return atomic_write(dst, lambda tmp: link_or_copy_file(src, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -109,7 +109,9 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         torch_dist.init_process_group(backend=backend, init_method="env://", world_size=world, rank=rank)
     control_group()
-    barrier()
+    # without device_ids NCCL guesses the GPU from the rank and warns
+    nccl = torch_dist.get_backend() == "nccl"
+    torch_dist.barrier(device_ids=[torch.cuda.current_device()] if nccl else None)
     return DistInfo(rank=rank, world_size=world, local_rank=local, distributed=True, device=dev)
 
 
@@ -127,12 +129,6 @@ def get_world_size() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
-
-
-def barrier() -> None:
-    if is_dist():  # without device_ids NCCL guesses the GPU from the rank and warns
-        nccl = torch_dist.get_backend() == "nccl"
-        torch_dist.barrier(device_ids=[torch.cuda.current_device()] if nccl else None)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
