@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .checkpoint import capture_rng_state, restore_rng_state
 from .distributed import all_gather_objects, get_rank, get_world_size
-from .metrics import autocast_context
+from .metrics import autocast_context, eval_mode
 
 
 def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -49,15 +49,11 @@ def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode, no grad, RNG state restored afterwards; each module's train flag is put back."""
-    flags = [(m, m.training) for m in model.modules()]
     rng = capture_rng_state()
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             yield model
     finally:
-        for m, flag in flags:
-            m.training = flag
         restore_rng_state(rng)
 
 

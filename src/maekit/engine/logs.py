@@ -143,19 +143,10 @@ def save_config(output_dir: str | os.PathLike | None, config: dict[str, Any], *,
     if path.is_file():
         _archive_config(path, config, keys)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(_yaml_safe(to_plain(config)), sort_keys=False), encoding="utf-8")
+    # safe_dump rejects tuples and tensors (configs should hold no tensors, but do not crash): as lists
+    plain = json.loads(json.dumps(to_plain(config), default=torch.Tensor.tolist))
+    path.write_text(yaml.safe_dump(plain, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _yaml_safe(obj: Any) -> Any:
-    # safe_dump rejects tensors and tuples; configs should not contain them, but do not crash.
-    if isinstance(obj, dict):
-        return {k: _yaml_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_yaml_safe(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
 
 
 def _archive_config(current: Path, new_config: dict, keys: Iterable[str] | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -25,6 +26,19 @@ def autocast_context(device: torch.device | str, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no grad inside; each module's train flag is put back afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def _real_samples_on_rank(loader) -> int | None:
@@ -44,7 +58,6 @@ def _logits(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader,
@@ -63,24 +76,22 @@ def evaluate(
         ``{'acc1', 'acc5', 'loss', 'n'}`` (``n`` = number of samples counted, over all ranks).
     """
     criterion = criterion or nn.CrossEntropyLoss()
-    was_training = model.training
-    model.eval()
     limit = _real_samples_on_rank(loader)
     sums, pos = [0.0] * 4, 0  # samples, loss, acc1, acc5 (each weighted by the samples)
-    for images, targets, num_skipped, *_ in loader:
-        b = images.shape[0]
-        keep = b if limit is None else max(0, min(b, limit - pos))
-        pos += b + int(num_skipped)
-        if keep == 0:
-            continue
-        images = images[:keep].to(device, non_blocking=True)
-        targets = targets[:keep].to(device, non_blocking=True)
-        with autocast_context(device, autocast_dtype):
-            logits = _logits(model(images))
-            loss = criterion(logits, targets)
-        acc1, acc5 = accuracy(logits.float(), targets, topk=(1, 5))
-        sums = [s + v * keep for s, v in zip(sums, (1.0, loss.item(), acc1.item(), acc5.item()))]
-    model.train(was_training)
+    with eval_mode(model):
+        for images, targets, num_skipped, *_ in loader:
+            b = images.shape[0]
+            keep = b if limit is None else max(0, min(b, limit - pos))
+            pos += b + int(num_skipped)
+            if keep == 0:
+                continue
+            images = images[:keep].to(device, non_blocking=True)
+            targets = targets[:keep].to(device, non_blocking=True)
+            with autocast_context(device, autocast_dtype):
+                logits = _logits(model(images))
+                loss = criterion(logits, targets)
+            acc1, acc5 = accuracy(logits.float(), targets, topk=(1, 5))
+            sums = [s + v * keep for s, v in zip(sums, (1.0, loss.item(), acc1.item(), acc5.item()))]
     count, loss_sum, acc1_sum, acc5_sum = sum_over_ranks(sums)
     n = max(count, 1.0)
     stats = {"acc1": acc1_sum / n, "acc5": acc5_sum / n, "loss": loss_sum / n, "n": int(count)}

@@ -25,7 +25,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..data import MASK_STREAM, build_eval_transform, resolve_mean_std, sample_seed
-from ..engine.metrics import autocast_context
+from ..engine.metrics import autocast_context, eval_mode
 from .common import start_run, task_dataset, task_loader, write_json
 from .config import MaskOptions, PretrainConfig
 from .pretrain import make_pretrain_step, pretrain_model
@@ -47,7 +47,6 @@ class EvalMaskSeeds(Dataset):
         return None if item is None else (*item[:2], sample_seed(self.seed, 0, index, MASK_STREAM))
 
 
-@torch.no_grad()
 def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | str, seed: int = 0,
                             options: MaskOptions | None = None,
                             autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
@@ -66,24 +65,22 @@ def evaluate_reconstruction(model: nn.Module, loader, *, device: torch.device | 
     step = make_pretrain_step(options or MaskOptions(), int(model.num_patches))  # the training step's forward
     generator = torch.Generator().manual_seed(int(seed))
     noise = torch.rand(len(loader.dataset), int(model.num_patches), generator=generator)
-    was_training = model.training
-    model.eval()
     pos, n, loss_sum = 0, 0, 0.0
-    for batch in loader:
-        images, num_skipped = batch[0], batch[2]
-        b = images.shape[0]
-        rows = noise[pos:pos + b]
-        pos += b + int(num_skipped)
-        if b == 0:
-            continue
-        images = images.to(device, non_blocking=True)
-        # EvalMaskSeeds: each image's own mask, whatever was skipped; else the rows of the table
-        with autocast_context(device, autocast_dtype):
-            loss, _ = step(model, (images, *batch[1:]), rows.to(images.device))
-        # every image has the same number of removed patches, so the batch mean weighs images equally
-        loss_sum += float(loss.float()) * b
-        n += b
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in loader:
+            images, num_skipped = batch[0], batch[2]
+            b = images.shape[0]
+            rows = noise[pos:pos + b]
+            pos += b + int(num_skipped)
+            if b == 0:
+                continue
+            images = images.to(device, non_blocking=True)
+            # EvalMaskSeeds: each image's own mask, whatever was skipped; else the rows of the table
+            with autocast_context(device, autocast_dtype):
+                loss, _ = step(model, (images, *batch[1:]), rows.to(images.device))
+            # every image has the same number of removed patches, so the batch mean weighs images equally
+            loss_sum += float(loss.float()) * b
+            n += b
     if n == 0:
         raise ValueError("the evaluation set has no readable image")
     return {"loss": loss_sum / n, "n": n}
