@@ -89,11 +89,12 @@ class RunLock:
         except (OSError, ValueError, KeyError, TypeError):
             return {}, -1, "?"
 
-    def check_not_held_elsewhere(self) -> None:
-        """Raise :class:`RunFolderError` when a live process (or one on another host) holds the lock."""
+    def check_not_held_elsewhere(self) -> tuple[dict, int, str] | None:
+        """Raise :class:`RunFolderError` when a live process (or one on another host) holds the lock;
+        else return :meth:`owner` (None: not locked)."""
         held = self.owner()
         if held is None:
-            return
+            return None
         owner, pid, host = held
         here = host == socket.gethostname()
         if here and pid > 0 and pid != os.getpid() and _alive(pid, owner.get("start")):
@@ -105,10 +106,10 @@ class RunLock:
                 f"--output_dir {self.path.parent} is locked by PID {pid} on host {host} "
                 f"(since {owner.get('since', '?')}), which cannot be checked from here; if that run has "
                 f"ended, delete {self.path} and start again")
+        return held
 
     def _take_over_or_refuse(self) -> None:
-        self.check_not_held_elsewhere()
-        held = self.owner()
+        held = self.check_not_held_elsewhere()
         if held is None:
             return  # released meanwhile: try again
         if held[1] != os.getpid():  # this process's own leftover (an earlier fit that raised) needs no message
@@ -160,16 +161,17 @@ def check_output_dir(output_dir: str | os.PathLike | None, *, resume: object, ov
     check_fresh_run(output_dir, resume=resume, overwrite=overwrite, remove=False)
 
 
-def take_output_dir(lock: RunLock, output_dir: str | os.PathLike | None, *, resume: Any, overwrite: bool,
-                    is_main: bool) -> None:
+def take_output_dir(output_dir: str | os.PathLike | None, *, resume: Any, overwrite: bool,
+                    is_main: bool) -> RunLock:
     """Lock ``output_dir`` (rank 0), refuse to clobber an earlier run, drop orphan temporary files.
+    Returns the lock (held on rank 0; the caller releases it).
 
     Collective: every rank calls it and all raise together, so no rank waits for a failed one.
     """
+    lock = RunLock(output_dir if is_main else None)
     error: Exception | None = None
     try:
-        if is_main:
-            lock.acquire()
+        lock.acquire()
         check_fresh_run(output_dir, resume=resume, overwrite=overwrite, remove=is_main)
         if is_main and output_dir:
             for p in remove_orphan_temps(output_dir):
@@ -179,3 +181,4 @@ def take_output_dir(lock: RunLock, output_dir: str | os.PathLike | None, *, resu
     if sum_over_ranks([float(error is not None)])[0]:
         lock.release()
         raise error if error is not None else RunFolderError(f"another rank could not use --output_dir {output_dir}")
+    return lock

@@ -45,10 +45,6 @@ def setup_logging(rank: int = 0, level: int = logging.INFO, stream: str = "stdou
     root.propagate = False
 
 
-def _fmt_seconds(s: float) -> str:
-    return str(datetime.timedelta(seconds=int(max(s, 0))))
-
-
 class Progress:
     """Per-step progress of one epoch on rank 0.
 
@@ -79,9 +75,10 @@ class Progress:
             return
         if (step - self.start) % self.log_every == 0 or step == self.total - 1:
             done = step + 1 - self.start
-            eta = (time.perf_counter() - self.t0) / done * (self.total - step - 1)
+            left = (time.perf_counter() - self.t0) / done * (self.total - step - 1)
+            eta = datetime.timedelta(seconds=int(left))
             width = len(str(self.total))
-            msg = (f"Epoch: [{self.epoch}]  [{step:>{width}}/{self.total}]  eta: {_fmt_seconds(eta)}  "
+            msg = (f"Epoch: [{self.epoch}]  [{step:>{width}}/{self.total}]  eta: {eta}  "
                    f"lr: {lr:.6f}  loss: {loss:.4f} ({loss_avg:.4f})  img/s: {images_per_sec:.1f}")
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 msg += f"  max mem: {torch.cuda.max_memory_allocated() / 2**20:.0f}"

@@ -38,7 +38,7 @@ from .checkpoint import (BEST_NAME, LAST_NAME, capture_rng_state, check_resume_a
                          describe_mismatch, load_checkpoint, load_newest_checkpoint, restore_rng_state,
                          save_checkpoint, to_plain)
 from .distributed import DistInfo, all_gather_objects, apply_thread_policy, sum_over_ranks
-from .lock import RunLock, take_output_dir
+from .lock import take_output_dir
 from .logs import JsonLogWriter, save_config
 from .loop import EpochStats, StepFn, TrainingInterrupted, check_batches, check_epoch_data, train_one_epoch
 from .monitors import MonitorContext, load_monitor_states, monitor_states, run_monitors
@@ -123,7 +123,6 @@ class Runner:
         _check_settings(clip_grad=clip_grad, epochs=epochs, accum_iter=accum_iter)
         self.overwrite = bool(self.config.get("overwrite")) if overwrite is None else bool(overwrite)
         self.resumed_from: Path | None = None
-        self.lock = RunLock(self.output_dir if self.is_main else None)
         self.monitors, self.reporter = list(monitors or []), reporter
         self.resume_keys = resume_keys
 
@@ -151,8 +150,8 @@ class Runner:
             UsageError / RunFolderError / DataError: settings, data or run folder that would make
                 the run a silent no-op (``engine.schedule``, ``engine.loop``, ``engine.lock``).
         """
-        take_output_dir(self.lock, self.output_dir, resume=self.resume, overwrite=self.overwrite,
-                        is_main=self.is_main)
+        self.lock = take_output_dir(self.output_dir, resume=self.resume, overwrite=self.overwrite,
+                                    is_main=self.is_main)
         try:
             return self._fit()
         except TrainingDiverged as e:
