@@ -105,20 +105,18 @@ def run_task(command: str, cfg: Any, **objects: Any) -> Any:
 def exit_code_of_run(command: str, job: Callable[[], object]) -> int:
     """Run a training job and turn the engine's stop conditions into exit codes.
 
-    SIGTERM / SIGINT (state saved): 128 + signal; a non-finite loss: 1; success: 0. The process
-    group is torn down in every case.
+    SIGTERM / SIGINT (state saved): 128 + signal; success: 0. A divergence (non-finite loss) and the
+    other expected failures are the one error boundary's (:func:`maekit.errors.handle_cli_error`:
+    exit 1 with its message). The process group is torn down in every case.
     """
     from .engine.distributed import cleanup
-    from .engine.loop import NonFiniteLossError, TrainingInterrupted
+    from .engine.loop import TrainingInterrupted
 
     try:
         job()
     except TrainingInterrupted as e:
         print(f"maekit {command}: {e}", file=sys.stderr)
         return e.exit_code
-    except NonFiniteLossError as e:
-        print(f"maekit {command}: error: {e}", file=sys.stderr)
-        return 1
     finally:
         cleanup()
     return 0
