@@ -19,14 +19,6 @@ from .aliases import ALIASES
 from .validate import ConfigError, _kind, field_types, resolve_keys
 
 
-def _floats(text: str) -> list[float]:
-    """``0.5`` or ``0.485,0.456,0.406`` -> a list of floats (the official mean / std spelling)."""
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-
-
 def _help(f: dataclasses.Field, default: Any) -> str:
     text = f.metadata.get("help", "")
     if isinstance(default, bool):
@@ -38,13 +30,15 @@ def _help(f: dataclasses.Field, default: Any) -> str:
 
 
 def _value_kwargs(hint: Any) -> dict[str, Any]:
-    """How argparse reads a value of type ``hint`` (a bool is a store_true flag)."""
+    """How argparse reads a value of type ``hint`` (a bool is a store_true flag). A list of floats is one
+    text, ``0.5`` or ``0.485,0.456,0.406`` (the official mean / std spelling), which the config's type
+    check (:func:`maekit.tasks.validate.to_type`) splits and converts, as it does a YAML value."""
     base, _ = _kind(hint)
     origin = typing.get_origin(base)
     if base is bool:
         return {"action": "store_true"}
     if origin is list and typing.get_args(base)[0] is float:
-        return {"type": _floats}
+        return {}
     if origin is list:
         return {"nargs": "+", "type": typing.get_args(base)[0]}
     return {"type": base}
