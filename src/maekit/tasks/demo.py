@@ -20,15 +20,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import DIGITS_TRAIN_SIZE, DigitsDataset, build_eval_transform, resolve_mean_std
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
-from ..errors import CheckpointError
+from ..data import DIGITS_TRAIN_SIZE, resolve_mean_std
+from ..engine.checkpoint import save_checkpoint
 from ..models import classifier_name
 from ..viz import plot_curves, read_log
 from .classify import run_linprobe
 from .config import DemoConfig, KnnConfig, LinprobeConfig, PretrainConfig
 from .knn import knn_evaluate
-from .monitoring import SHORT_RUN_NOTE, reconstruction_grid
+from .monitoring import SHORT_RUN_NOTE, fixed_images, reconstruction_grid
 from .pretrain import pretrain_model, run_pretrain
 
 log = logging.getLogger("maekit.tasks")
@@ -64,25 +63,12 @@ def linprobe_config(cfg: DemoConfig, checkpoint: Path, out: Path) -> LinprobeCon
                           global_pool=True, output_dir=str(out), save_every=0, overwrite=True, **_common(cfg))
 
 
-def _pretraining_done(folder: Path, epochs: int) -> bool:
-    """True when ``folder`` holds the last epoch's checkpoint (a finished earlier demo)."""
-    last = folder / "checkpoint-last.pth"
-    if not last.is_file():
-        return False
-    try:
-        return int(load_checkpoint(last).get("epoch", -1)) >= epochs - 1
-    except (OSError, ValueError, RuntimeError, CheckpointError):  # unreadable: let --resume auto fall back and say why
-        return False
-
-
-def save_reconstructions(cfg: PretrainConfig, model: torch.nn.Module, out_png: Path, n: int = 8) -> float:
-    """Reconstruction grid of the first ``n`` test digits (the official demo's mask seed, 2); returns
-    their mean loss over removed patches."""
-    size = cfg.input_size[0]
-    test = DigitsDataset("test", transform=build_eval_transform(size, crop_pct=1.0), size=size)
-    noise = torch.rand(n, model.num_patches, generator=torch.Generator().manual_seed(2))
-    mean, std = resolve_mean_std(3)
-    images = torch.stack([test[i][0] for i in range(n)])
+def save_reconstructions(cfg: PretrainConfig, model: torch.nn.Module, out_png: Path) -> float:
+    """Reconstruction grid of the pretraining monitor's fixed images (the first test digits) with the
+    official demo's mask seed, 2; returns their mean loss over removed patches."""
+    mean, std = resolve_mean_std(model.in_chans)
+    images = fixed_images(cfg, img_size=model.img_size, in_chans=model.in_chans, mean=mean, std=std)
+    noise = torch.rand(len(images), model.num_patches, generator=torch.Generator().manual_seed(2))
     grid, loss = reconstruction_grid(model, images, noise, cfg, mean=mean, std=std)
     grid.save(out_png)
     return loss
@@ -125,10 +111,9 @@ def run_demo(args: DemoConfig) -> int:
     # with its identity, as every maekit checkpoint: the probe reads its architecture, nothing assumed
     save_checkpoint(out / "untrained.pth", {"model": init.state_dict(), "extra": {
         "model_name": init.model_name, "model_args": dict(init.model_args)}})
-    # 2. pretrain (resumable: a second `maekit demo` continues where a killed one stopped, and
-    #    skips a finished pretraining: the Runner refuses a run with no epoch left to train)
-    done = _pretraining_done(out / "pretrain", args.epochs)
-    last = {} if done else run_pretrain(pcfg)
+    # 2. pretrain (--resume auto: a second `maekit demo` continues where a killed one stopped, and
+    #    the Runner finds a finished pretraining complete and trains nothing)
+    last = run_pretrain(pcfg)
     ckpt = out / "pretrain" / "checkpoint-last.pth"
     # 3. probes
     pre = run_linprobe(linprobe_config(args, ckpt, out / "probe_pretrained"))
