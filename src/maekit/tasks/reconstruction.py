@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..data import MASK_STREAM, build_eval_transform, resolve_mean_std, sample_seed
+from ..data.seeding import DatasetView
 from ..engine.metrics import autocast_context, eval_mode
 from .common import start_run, task_dataset, task_loader, write_json
 from .config import MaskOptions, PretrainConfig
@@ -33,14 +34,11 @@ from .pretrain import make_pretrain_step, pretrain_model
 log = logging.getLogger("maekit.tasks")
 
 
-class EvalMaskSeeds(Dataset):
+class EvalMaskSeeds(DatasetView):
     """``dataset`` whose items also carry the mask seed of their index (module docstring)."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed = dataset, int(seed)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
         item = self.dataset[index]
