@@ -174,6 +174,18 @@ class KnnOptions:
 
 
 @dataclass
+class DecodeOptions:
+    """The decoding of the training JPEGs (pretrain, linprobe: the tasks whose crops a JPEG decoder can take)."""
+
+    fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding: draw the crop box first, decode at 1/2, 1/4 or "
+                            "1/8 scale when the crop stays at least the input size (several times faster on large "
+                            "photos; pixels differ slightly from a full decode, PSNR above 35 dB)")
+    decode: str = opt("cpu", "where training JPEGs are decoded: cpu (workers), or gpu (workers send file bytes "
+                      "and the crop/flip they drew; nvJPEG decodes the batch and crops on the device; "
+                      "non-JPEG files fall back to the CPU)", choices=("cpu", "gpu"))
+
+
+@dataclass
 class ScheduleOptions:
     batch_size: int = opt(64, "images per process per step", min=1)
     epochs: int = opt(400, "training epochs", min=0)
@@ -188,8 +200,8 @@ class ScheduleOptions:
 
 # ----------------------------------------------------------------------------- task configs
 @dataclass
-class PretrainConfig(ConfigMixin, KnnOptions, MaskOptions, ModelOptions, ScheduleOptions, DataOptions,
-                     RunOptions):
+class PretrainConfig(ConfigMixin, DecodeOptions, KnnOptions, MaskOptions, ModelOptions, ScheduleOptions,
+                     DataOptions, RunOptions):
     """maekit pretrain: MAE / ConvMAE pretraining (docs/REFERENCE_RECIPES.md C.2)."""
 
     ignored: ClassVar[dict[str, bool]] = _DIST_FLAGS
@@ -204,12 +216,6 @@ class PretrainConfig(ConfigMixin, KnnOptions, MaskOptions, ModelOptions, Schedul
     sparse_stages: bool = opt(False, "ConvMAE: run stages 1-2 on visible positions only (exact; faster)")
     augment: str = opt("reference", "reference: RandomResizedCrop(scale 0.2-1) + flip; flip: resize + flip; "
                        "none: resize only (for text or some medical images)", choices=("reference", "flip", "none"))
-    fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding: draw the crop box first, decode at 1/2, 1/4 or "
-                            "1/8 scale when the crop stays at least the input size (several times faster on large "
-                            "photos; pixels differ slightly from a full decode, PSNR above 35 dB)")
-    decode: str = opt("cpu", "where training JPEGs are decoded: cpu (workers), or gpu (workers send file bytes "
-                      "and the crop/flip they drew; nvJPEG decodes the batch and crops on the device; "
-                      "non-JPEG files fall back to the CPU)", choices=("cpu", "gpu"))
     save_every: int | None = opt(20, "write checkpoint-{epoch}.pth every N epochs", min=0)
     knn_data_path: str | None = opt(None, "labelled images (class folders, train/ + val/ root, builtin:digits) "
                                     "for the weighted k-NN monitor (knn_top1 / knn_top5 in log.txt)")
@@ -258,7 +264,7 @@ class FinetuneConfig(_ClassifyOptions):
 
 
 @dataclass
-class LinprobeConfig(_ClassifyOptions):
+class LinprobeConfig(DecodeOptions, _ClassifyOptions):
     """maekit linprobe: LARS and a BatchNorm head on a frozen encoder (docs/REFERENCE_RECIPES.md C.4)."""
 
     batch_size: int = opt(512, "images per process per step", min=1)
@@ -267,9 +273,6 @@ class LinprobeConfig(_ClassifyOptions):
     blr: float = opt(0.1, "base lr: lr = blr * effective batch / 256", min=0)
     warmup_epochs: float = opt(10, "linear warm-up epochs", min=0)
     global_pool: bool = opt(False, "mean-pool patch tokens", off="--cls_token", off_help="use the cls token")
-    fast_decode: bool = opt(False, "crop-aware reduced JPEG decoding of the training crops (see maekit pretrain -h)")
-    decode: str = opt("cpu", "where training JPEGs are decoded: cpu or gpu (see maekit pretrain -h)",
-                      choices=("cpu", "gpu"))
 
 
 @dataclass
