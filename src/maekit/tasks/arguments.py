@@ -73,10 +73,6 @@ class TrainingArguments:
         """The fields that are set (not ``None``)."""
         return {k: v for k, v in self.to_dict().items() if v is not None}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingArguments:
-        return cls(**data)
-
     def replace(self, **changes: Any) -> TrainingArguments:
         """A copy with some fields changed (aliases accepted)."""
         return type(self)(**{**self.to_dict(), **{ALIASES.get(k, k): v for k, v in changes.items()}})
