@@ -33,7 +33,7 @@ def measure(cfg: BenchConfig, *, progress: bool = False) -> dict:
     scaler = torch.amp.GradScaler(dev.type) if use_scaler else None
     opt = build_adamw(param_groups_weight_decay(net, 0.05), lr=1e-4)
     fwd = torch.compile(net) if cfg.compile else net
-    h, w = net.img_size if isinstance(net.img_size, tuple) else (net.img_size, net.img_size)
+    h, w = net.img_size
     x = torch.randn(cfg.batch_size, net.in_chans, h, w, device=dev)
     y = torch.randint(0, getattr(net, "num_classes", 1) or 1, (cfg.batch_size,), device=dev)
     if is_pretraining_model(cfg.model):
