@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from ..data import DIGITS_TRAIN_SIZE, resolve_mean_std
-from ..engine.checkpoint import save_checkpoint
 from ..models import classifier_name
 from ..viz import plot_curves, read_log
 from .classify import run_linprobe
@@ -56,8 +55,9 @@ def pretrain_config(cfg: DemoConfig, out: Path) -> PretrainConfig:
                                      "output_dir": str(out), "save_every": cfg.epochs, "resume": "auto"})
 
 
-def linprobe_config(cfg: DemoConfig, checkpoint: Path, out: Path) -> LinprobeConfig:
-    """A linear probe of ``checkpoint``'s encoder (mean-pooled, as the small model needs)."""
+def linprobe_config(cfg: DemoConfig, checkpoint: Path | str, out: Path) -> LinprobeConfig:
+    """A linear probe of ``checkpoint``'s encoder (mean-pooled, as the small model needs); ``""``: of the
+    model given to :func:`run_linprobe`."""
     return LinprobeConfig(model=classifier_name(cfg.model), **_shape(cfg), finetune=str(checkpoint),
                           epochs=cfg.probe_epochs, warmup_epochs=1, batch_size=cfg.probe_batch_size, blr=cfg.probe_blr,
                           global_pool=True, output_dir=str(out), save_every=0, overwrite=True, **_common(cfg))
@@ -108,16 +108,13 @@ def run_demo(args: DemoConfig) -> int:
     pcfg = pretrain_config(args, out / "pretrain")
     torch.manual_seed(args.seed)
     init = pretrain_model(pcfg)
-    # with its identity, as every maekit checkpoint: the probe reads its architecture, nothing assumed
-    save_checkpoint(out / "untrained.pth", {"model": init.state_dict(), "extra": {
-        "model_name": init.model_name, "model_args": dict(init.model_args)}})
     # 2. pretrain (--resume auto: a second `maekit demo` continues where a killed one stopped, and
     #    the Runner finds a finished pretraining complete and trains nothing)
     last = run_pretrain(pcfg)
     ckpt = out / "pretrain" / "checkpoint-last.pth"
     # 3. probes
     pre = run_linprobe(linprobe_config(args, ckpt, out / "probe_pretrained"))
-    rnd = run_linprobe(linprobe_config(args, out / "untrained.pth", out / "probe_untrained"))
+    rnd = run_linprobe(linprobe_config(args, "", out / "probe_untrained"), model=init)  # its encoder, in memory
     # 4. pictures and report
     records = read_log(out / "pretrain" / "log.txt")
     # every epoch's own time from the log, so a resumed demo reports the whole pretraining
