@@ -7,7 +7,7 @@ pretrain -h`` / ``maekit finetune -h``); the defaults, bounds, choices and help 
 :mod:`maekit.tasks.config`, and a set field is checked against them here. Only ``output_dir``
 (``./output``, as MindFormers) and ``download`` (the Trainer's own) have defaults of their own.
 Other spellings (``num_train_epochs``, ``learning_rate``, ``image_size``, ``num_labels``,
-``drop_path_rate`` ...) are the alias table's (``maekit.tasks.config.ALIASES``).
+``drop_path_rate`` ...) are the alias table's (``maekit.tasks.aliases.ALIASES``).
 
 The Trainer builds the task config from the fields that are set (``PretrainConfig.from_dict(args.given()
 | ...)``); a field the task does not have (a pretraining option for classification, ``mixup`` for
@@ -20,7 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ALIASES, FinetuneConfig, PretrainConfig
+from .aliases import ALIASES
+from .config import FinetuneConfig, PretrainConfig
 from .validate import ConfigError, check_value, field_types, resolve_keys
 
 TRAINER_ONLY = ("download",)
@@ -89,4 +90,4 @@ def _checked(name: str, value: Any) -> Any:
     return value[0] if name == "input_size" and len(value) == 1 else value
 
 
-__all__ = ["ALIASES", "TRAINER_ONLY", "TrainingArguments"]
+__all__ = ["TRAINER_ONLY", "TrainingArguments"]

@@ -15,9 +15,9 @@ HOW TO ADD AN OPTION (the whole job):
     only), ``hidden=True`` (accepted, not shown in ``-h``). Supported types: ``bool``, ``int``,
     ``float``, ``str``, ``X | None``, ``list[int]``, ``list[float]``, ``dict``. That is all: the
     flag, ``--config`` key, ``TrainingArguments`` field and ``maekit run --options`` key follow.
-    Another name for the same option goes into ``ALIASES`` (the one alias table), never into a
-    second field. Help text is plain text (no RST backticks) and does not repeat the default
-    (``-h`` appends it once).
+    Another name for the same option goes into ``ALIASES`` (:mod:`maekit.tasks.aliases`, the one alias
+    table), never into a second field. Help text is plain text (no RST backticks) and does not repeat
+    the default (``-h`` appends it once).
 
 Defaults are the reference's (docs/REFERENCE_RECIPES.md C.2 pretrain, C.3 fine-tune, C.4 linear
 probe). The same option has the same default in every command, except where the reference differs:
@@ -41,7 +41,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .aliases import ALIASES  # noqa: F401  (re-exported: the table of this module's options)
 from .validate import ConfigError, ConfigMixin
 
 
@@ -383,5 +382,5 @@ TASK_CONFIGS: dict[str, type] = {
 }
 
 
-__all__ = ["ALIASES", "BenchConfig", "ConfigError", "DemoConfig", "EvalConfig", "FinetuneConfig", "LinprobeConfig",
+__all__ = ["BenchConfig", "ConfigError", "DemoConfig", "EvalConfig", "FinetuneConfig", "LinprobeConfig",
            "PredictConfig", "PretrainConfig", "TASK_CONFIGS", "VisualizeConfig", "opt"]
