@@ -70,8 +70,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..tasks.aliases import ALIASES
 from ..tasks.arguments import TrainingArguments
-from ..tasks.config import ALIASES, FinetuneConfig, PretrainConfig
+from ..tasks.config import FinetuneConfig, PretrainConfig
 from .mindformers_sections import (TASK_BETAS, check_sizes, copy_keys, map_dataset, map_device, map_mixup,
                                    map_optimizer, map_processor, map_schedule)
 from .run_yaml import (DEFAULT_CONFIG, RUN_MODES, RunConfigWarning, Section, apply_options,
