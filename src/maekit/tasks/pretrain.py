@@ -29,8 +29,6 @@ def pretrain_transform(augment: str, img_size, *, in_chans: int, mean, std, uint
     if augment == "reference":
         return build_pretrain_transform(img_size, in_chans=in_chans, mean=mean, std=std, uint8=uint8,
                                         fast_decode=fast_decode, gpu_decode=gpu_decode)
-    if augment not in ("flip", "none"):
-        raise ValueError(f"unknown --augment {augment!r}; choose reference, flip or none")
     resize = build_eval_transform(img_size, in_chans=in_chans, mean=mean, std=std, crop_pct=1.0, uint8=uint8)
     return T.Compose([T.RandomHorizontalFlip(), resize]) if augment == "flip" else resize
 
