@@ -41,7 +41,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .validate import ConfigError, ConfigMixin
+from .validate import ConfigMixin
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -382,5 +382,5 @@ TASK_CONFIGS: dict[str, type] = {
 }
 
 
-__all__ = ["BenchConfig", "ConfigError", "DemoConfig", "EvalConfig", "FinetuneConfig", "LinprobeConfig",
+__all__ = ["BenchConfig", "DemoConfig", "EvalConfig", "FinetuneConfig", "LinprobeConfig",
            "PredictConfig", "PretrainConfig", "TASK_CONFIGS", "VisualizeConfig", "opt"]
