@@ -98,12 +98,8 @@ def cli_markdown() -> str:
 
     out = []
     for command, row in COMMANDS.items():
-        parser = command_parser(command)
-        summary = row.description
-        out += [f"## maekit {command}", "", summary[0].upper() + summary[1:] + ".", ""]
-        description = (parser.description or "").strip()
-        if description and not description.lower().startswith(summary.lower()):
-            out += [_cell(description), ""]
+        description = row.description  # the summary, then what more the command's -h says
+        out += [f"## maekit {command}", "", _cell(description[0].upper() + description[1:]), ""]
         out += ["| flag | aliases | type | default | help |", "|---|---|---|---|---|"]
         for row in flag_rows(command):
             flags = ", ".join(f"`{f}`" for f in row["flags"].split(", "))

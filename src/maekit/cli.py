@@ -3,8 +3,9 @@
 Usage: ``maekit <command> [options]`` or ``torchrun --nproc_per_node N -m maekit <command> ...``.
 
 :data:`COMMANDS` maps each command to its config class (:mod:`maekit.tasks.config`,
-:mod:`maekit.tasks.tool_config`: the options, defaults and help, once), a description and its
-runner (``"module:function"``, imported only to run, so parsing and ``-h`` import no torch).
+:mod:`maekit.tasks.tool_config`: the options, defaults and help, once; its docstring is the
+command's description, its first sentence the summary ``maekit -h`` lists) and its runner
+(``"module:function"``, imported only to run, so parsing and ``-h`` import no torch).
 ``build_parser(command)`` is the command's argparse parser (``--debug`` included); the docs'
 CLI reference is generated from the two.
 """
@@ -28,44 +29,38 @@ from .tasks import tool_config
 class Command(NamedTuple):
     """A row of :data:`COMMANDS`."""
 
-    config: type  # the options: a ConfigMixin dataclass
-    description: str
+    config: type  # the options: a ConfigMixin dataclass, its docstring "maekit <command>: <summary>. <more>"
     runner: str  # "module:function"; the function takes the config
     trains: bool = False  # a training job: returns its last record; signals and divergence become exit codes
 
+    @property
+    def description(self) -> str:
+        """The config's docstring after ``maekit <command>:`` (``maekit <command> -h``, the CLI reference)."""
+        return " ".join(self.config.__doc__.split()).split(": ", 1)[1]
+
+    @property
+    def summary(self) -> str:
+        """The description's first sentence (the command list of ``maekit -h``)."""
+        return self.description.split(". ")[0].removesuffix(".")
+
 
 COMMANDS: dict[str, Command] = {
-    "pretrain": Command(task_config.PretrainConfig, "MAE / ConvMAE pretraining on unlabelled images (official "
-                        "main_pretrain.py flags)", "maekit.tasks.pretrain:run_pretrain", trains=True),
-    "finetune": Command(task_config.FinetuneConfig, "fine-tune a pretrained encoder on class folders: layer decay, "
-                        "mixup, RandAugment (main_finetune.py flags)", "maekit.tasks.classify:run_finetune",
-                        trains=True),
-    "linprobe": Command(task_config.LinprobeConfig, "linear probe of a frozen pretrained encoder: LARS and a "
-                        "BatchNorm head (main_linprobe.py flags)", "maekit.tasks.classify:run_linprobe", trains=True),
-    "eval": Command(task_config.EvalConfig, "top-1 / top-5 of a classifier checkpoint or saved model on a "
-                    "validation set", "maekit.tasks.evaluate:run_eval", trains=True),
-    "predict": Command(task_config.PredictConfig, "classify images or reconstruct them, by model type",
-                       "maekit.tasks.predict:run_predict"),
-    "visualize": Command(task_config.VisualizeConfig, "reconstruction grid of one image",
-                         "maekit.tasks.predict:run_visualize"),
-    "convert": Command(tool_config.ConvertConfig, "convert weights between official, PASSL, MindFormers, HF, timm "
-                       "and maekit formats", "maekit.convert.cli:run_convert"),
-    "run": Command(tool_config.RunCommandConfig, "run a MindFormers-style YAML (train / finetune / eval / predict)",
-                   "maekit.compat.mindformers_cli:run_mindformers"),
-    "demo": Command(task_config.DemoConfig, "pretrain a small MAE on built-in digits, probe it, write pictures and "
-                    "a report", "maekit.tasks.demo:run_demo", trains=True),
-    "bench": Command(task_config.BenchConfig, "measure training throughput", "maekit.tasks.bench:run_bench"),
-    "knn": Command(task_config.KnnConfig, "weighted k-NN accuracy of a model's frozen features on labelled images",
-                   "maekit.tasks.knn:run_knn"),
-    "list-models": Command(tool_config.ListModelsConfig, "list registered model names", "maekit.cli:run_list_models"),
-    "shard": Command(tool_config.ShardConfig, "write an image folder into WebDataset tar shards (needs "
-                     "maekit[shards])", "maekit.cli:run_shard"),
-    "app": Command(tool_config.AppConfig, "local web page + HTTP API to look at models (needs maekit[app])",
-                   "maekit.app.cli:run_app"),
-    "push": Command(tool_config.PushConfig, "upload a model (+ a model card from its training run) to the Hugging "
-                    "Face Hub", "maekit.hub.push:run_push"),
-    "download": Command(tool_config.DownloadConfig, "fetch weights into the caches, for machines without network "
-                        "(names, hf-hub: ids, timm: names)", "maekit.cli:run_download"),
+    "pretrain": Command(task_config.PretrainConfig, "maekit.tasks.pretrain:run_pretrain", trains=True),
+    "finetune": Command(task_config.FinetuneConfig, "maekit.tasks.classify:run_finetune", trains=True),
+    "linprobe": Command(task_config.LinprobeConfig, "maekit.tasks.classify:run_linprobe", trains=True),
+    "eval": Command(task_config.EvalConfig, "maekit.tasks.evaluate:run_eval", trains=True),
+    "predict": Command(task_config.PredictConfig, "maekit.tasks.predict:run_predict"),
+    "visualize": Command(task_config.VisualizeConfig, "maekit.tasks.predict:run_visualize"),
+    "convert": Command(tool_config.ConvertConfig, "maekit.convert.cli:run_convert"),
+    "run": Command(tool_config.RunCommandConfig, "maekit.compat.mindformers_cli:run_mindformers"),
+    "demo": Command(task_config.DemoConfig, "maekit.tasks.demo:run_demo", trains=True),
+    "bench": Command(task_config.BenchConfig, "maekit.tasks.bench:run_bench"),
+    "knn": Command(task_config.KnnConfig, "maekit.tasks.knn:run_knn"),
+    "list-models": Command(tool_config.ListModelsConfig, "maekit.cli:run_list_models"),
+    "shard": Command(tool_config.ShardConfig, "maekit.cli:run_shard"),
+    "app": Command(tool_config.AppConfig, "maekit.app.cli:run_app"),
+    "push": Command(tool_config.PushConfig, "maekit.hub.push:run_push"),
+    "download": Command(tool_config.DownloadConfig, "maekit.cli:run_download"),
 }
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -73,13 +68,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     from .tasks.flags import parser_for
 
     cmd = COMMANDS[command]
-    return parser_for(cmd.config, prog=f"maekit {command}", description=_describe(cmd))
-
-
-def _describe(cmd: Command) -> str:
-    """The config class's docstring (its first line is ``maekit <command>: ...``) or the table's text."""
-    doc = " ".join((cmd.config.__doc__ or "").split())
-    return doc.split(": ", 1)[1] if doc.startswith("maekit ") and ": " in doc else cmd.description
+    return parser_for(cmd.config, prog=f"maekit {command}", description=cmd.description)
 
 
 def parse(command: str, argv: Sequence[str]) -> Any:
@@ -187,7 +176,7 @@ def run_download(cfg: tool_config.DownloadConfig) -> int:
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: maekit <command> [options]   (maekit <command> -h for its options)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {cmd.description}" for name, cmd in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in COMMANDS.items()]
     return "\n".join(lines)
 
 

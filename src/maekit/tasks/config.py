@@ -201,7 +201,8 @@ class ScheduleOptions:
 @dataclass
 class PretrainConfig(ConfigMixin, DecodeOptions, KnnOptions, MaskOptions, ModelOptions, ScheduleOptions,
                      DataOptions, RunOptions):
-    """maekit pretrain: MAE / ConvMAE pretraining (docs/REFERENCE_RECIPES.md C.2)."""
+    """maekit pretrain: MAE / ConvMAE pretraining on unlabelled images (official main_pretrain.py flags). The
+    reference recipe is docs/REFERENCE_RECIPES.md C.2."""
 
     ignored: ClassVar[dict[str, bool]] = _DIST_FLAGS
 
@@ -238,7 +239,8 @@ class _ClassifyOptions(ConfigMixin, ModelOptions, ScheduleOptions, DataOptions, 
 
 @dataclass
 class FinetuneConfig(_ClassifyOptions):
-    """maekit finetune: layer decay, mixup, RandAugment (docs/REFERENCE_RECIPES.md C.3)."""
+    """maekit finetune: fine-tune a pretrained encoder on class folders: layer decay, mixup, RandAugment
+    (main_finetune.py flags). The reference recipe is docs/REFERENCE_RECIPES.md C.3."""
 
     ignored: ClassVar[dict[str, bool]] = {**_DIST_FLAGS, "resplit": False}
 
@@ -264,7 +266,8 @@ class FinetuneConfig(_ClassifyOptions):
 
 @dataclass
 class LinprobeConfig(DecodeOptions, _ClassifyOptions):
-    """maekit linprobe: LARS and a BatchNorm head on a frozen encoder (docs/REFERENCE_RECIPES.md C.4)."""
+    """maekit linprobe: linear probe of a frozen pretrained encoder: LARS and a BatchNorm head
+    (main_linprobe.py flags). The reference recipe is docs/REFERENCE_RECIPES.md C.4."""
 
     batch_size: int = opt(512, "images per process per step", min=1)
     epochs: int = opt(90, "training epochs", min=0)
@@ -276,7 +279,7 @@ class LinprobeConfig(DecodeOptions, _ClassifyOptions):
 
 @dataclass
 class EvalConfig(ConfigMixin, ModelOptions, DataOptions, DeviceOptions):
-    """maekit eval: top-1 / top-5 of a classifier checkpoint or saved model."""
+    """maekit eval: top-1 / top-5 of a classifier checkpoint or saved model on a validation set."""
 
     # the fine-tune command line's pooling flags: the checkpoint records the pooling
     ignored: ClassVar[dict[str, bool]] = {"global_pool": False, "cls_token": False}
@@ -300,7 +303,8 @@ class _InferenceOptions(ConfigMixin, MaskOptions, ModelOptions):
 
 @dataclass
 class PredictConfig(_InferenceOptions):
-    """maekit predict: classify images (classifiers) or reconstruct them (pretraining models)."""
+    """maekit predict: classify images or reconstruct them, by model type. Classifiers give their top
+    classes, pretraining models (mae_* / convmae_*) their reconstructions."""
 
     input: list[str] = opt([], "image files, folders of images, or URLs", required=True, metavar="IMAGE")
     task: str = opt("auto", "auto (by model type), image_classification, masked_image_modeling or "
@@ -314,7 +318,8 @@ class PredictConfig(_InferenceOptions):
 
 @dataclass
 class VisualizeConfig(_InferenceOptions):
-    """maekit visualize: four-panel reconstruction of one image, as the official demo."""
+    """maekit visualize: reconstruction grid of one image. Four panels, as the official demo: original,
+    masked, reconstruction, reconstruction + visible patches."""
 
     image: str = opt("", "image file or URL", required=True)
     out: str | None = opt(None, "PNG to write (default <image name>_grid.png here)")
@@ -345,7 +350,8 @@ class DemoConfig(ConfigMixin, MaskOptions):
 
 @dataclass
 class BenchConfig(ConfigMixin, MaskOptions):
-    """maekit bench: training-step throughput of a registered model on random data."""
+    """maekit bench: measure training throughput. The training steps of a registered model on random
+    data, timed."""
 
     model: str = opt("mae_vit_base_patch16", "registered model name")
     input_size: list[int] = opt([224], "image size: S or H W", min=1, metavar="S")

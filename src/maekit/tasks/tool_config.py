@@ -27,7 +27,7 @@ class _ToolOptions(ConfigMixin):
 
 @dataclass
 class ConvertConfig(_ToolOptions):
-    """maekit convert: convert weights between formats (official, PASSL, MindFormers, HF, timm, maekit).
+    """maekit convert: convert weights between official, PASSL, MindFormers, HF, timm and maekit formats.
     The input format is detected from the content and the model shape from the weights; what the
     weights cannot tell (head counts, norm_pix_loss) comes from the matching preset or the flags, and
     is printed."""
@@ -81,7 +81,8 @@ class ShardConfig(_ToolOptions):
 
 @dataclass
 class DownloadConfig(_ToolOptions):
-    """maekit download: fetch weights into the caches, for machines without network. Each goes where
+    """maekit download: fetch weights into the caches, for machines without network (names, hf-hub: ids,
+    timm: names). Each goes where
     maekit.load_model looks for it (maekit's cache, the Hugging Face cache, timm's), so a later run with
     MAEKIT_OFFLINE=1 / HF_HUB_OFFLINE=1 (a compute node without network) finds it there."""
 
@@ -91,15 +92,15 @@ class DownloadConfig(_ToolOptions):
 
 @dataclass
 class ListModelsConfig(_ToolOptions):
-    """maekit list-models: list the registered model names."""
+    """maekit list-models: list registered model names."""
 
     pattern: str | None = opt(None, "shell pattern, e.g. 'mae_*'", positional=True, nargs="?")
 
 
 @dataclass
 class AppConfig(_ToolOptions):
-    """maekit app: serve a local web page (and HTTP API) to look at models: reconstructions with a mask-ratio slider,
-    several models side by side, classifier top-5, PCA of patch features (needs maekit[app])."""
+    """maekit app: local web page + HTTP API to look at models (needs maekit[app]). Reconstructions with a
+    mask-ratio slider, several models side by side, classifier top-5, PCA of patch features."""
 
     model: list[str] = opt([], _LOAD_SOURCE + "; repeat to compare models", required=True, action="append",
                            metavar="SOURCE")
@@ -117,8 +118,8 @@ class AppConfig(_ToolOptions):
 
 @dataclass
 class RunCommandConfig(_ToolOptions):
-    """maekit run: run a MindFormers-style YAML (run_mindformer.py's interface): train, finetune, eval or predict
-    through maekit.Trainer. Each flag sets a key of the YAML (--epochs is runner_config.epochs); see
+    """maekit run: run a MindFormers-style YAML (train / finetune / eval / predict). The interface of
+    run_mindformer.py, through maekit.Trainer. Each flag sets a key of the YAML (--epochs is runner_config.epochs); see
     maekit.compat.mindformers for the mapping."""
 
     # yaml_key: the key of the run YAML a flag sets (maekit.compat.mindformers_cli.yaml_options)
