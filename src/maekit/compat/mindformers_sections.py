@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..tasks.config import ALIASES
+from ..tasks.aliases import ALIASES
 from .run_yaml import Section, convert_value, option_type
 from .run_yaml import config_warning as _warn
 
