@@ -92,14 +92,19 @@ def test_missing_file(tmp_path):
 def test_find_latest_checkpoint(tmp_path):
     assert find_latest_checkpoint(tmp_path) is None
     assert find_latest_checkpoint(tmp_path / "missing") is None
-    (tmp_path / "checkpoint.pth").write_bytes(b"x")
+    save_checkpoint(tmp_path / "checkpoint.pth", {"epoch": 0})
     assert find_latest_checkpoint(tmp_path).name == "checkpoint.pth"
     for n in (2, 10, 9):
-        (tmp_path / f"checkpoint-{n}.pth").write_bytes(b"x")
-    (tmp_path / "checkpoint-best.pth").write_bytes(b"x")
+        save_checkpoint(tmp_path / f"checkpoint-{n}.pth", {"epoch": n})
+    save_checkpoint(tmp_path / "checkpoint-best.pth", {"epoch": 2})
     assert find_latest_checkpoint(tmp_path).name == "checkpoint-10.pth"
-    (tmp_path / "checkpoint-last.pth").write_bytes(b"x")
+    save_checkpoint(tmp_path / "checkpoint-last.pth", {"epoch": 11})
     assert find_latest_checkpoint(tmp_path).name == "checkpoint-last.pth"
+    # a save cut short (full disk, kill) is passed over without loading, as --resume auto skips it:
+    # the architecture of a classification run is read from the same file the Runner resumes
+    last = tmp_path / "checkpoint-last.pth"
+    last.write_bytes(last.read_bytes()[:200])
+    assert find_latest_checkpoint(tmp_path).name == "checkpoint-10.pth"
 
 
 def test_rng_state_round_trip_through_weights_only(tmp_path):

@@ -225,6 +225,27 @@ def test_resume_auto_skips_truncated_checkpoint_and_removes_orphans(digit_folder
     assert torch.load(last, weights_only=True)["epoch"] == 2
 
 
+def test_finetune_resume_auto_skips_a_truncated_last_checkpoint(digit_folders, tmp_path, capsys):
+    """The architecture of a classifier run is read from the file --resume auto resumes: a cut-short
+    checkpoint-last.pth is passed over there too (it failed reading the architecture before)."""
+    cfg = tmp_path / "vit.yaml"
+    cfg.write_text("model: vit_tiny_patch16\ninput_size: 16\npatch_size: 8\n"
+                   "model_args: {depth: 1, embed_dim: 48, num_heads: 3}\n")
+    out = tmp_path / "out"
+    argv = ["finetune", "--config", cfg, "--data_path", digit_folders, "--output_dir", out, "--batch_size", "8",
+            "--warmup_epochs", "0", "--save_every", "1", *FAST]
+    assert run_cli(*argv, "--epochs", "2") == 0
+    last = out / "checkpoint-last.pth"
+    cut = last.read_bytes()[:1000]
+    last.unlink()  # a hard link of checkpoint-1.pth: a new file, cut short
+    last.write_bytes(cut)
+    capsys.readouterr()
+    assert run_cli(*argv, "--epochs", "3", "--resume", "auto") == 0
+    said = "".join(capsys.readouterr())
+    assert "skipping checkpoint-last.pth" in said and "skipping checkpoint-1.pth" not in said
+    assert epochs_logged(out) == [0, 1, 2]
+
+
 # ---------------------------------------------------------------------------- error boundary
 def _err(capsys) -> str:
     err = capsys.readouterr().err

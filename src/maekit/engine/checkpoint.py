@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -122,12 +123,13 @@ def describe_mismatch(own: dict, weights: dict, limit: int = 4) -> str:
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The file ``--resume auto`` picks in ``output_dir``.
+    """The file ``--resume auto`` picks in ``output_dir``, without loading it.
 
     ``checkpoint-last.pth``, else the highest ``checkpoint-N.pth``, else ConvMAE's rolling
-    ``checkpoint.pth``, else None.
+    ``checkpoint.pth``, else None; a file that is not a complete ``torch.save`` archive (a save
+    cut short by a full disk or a kill) is passed over, as :func:`load_newest_checkpoint` does.
     """
-    return next(iter(checkpoint_candidates(output_dir)), None)
+    return next((p for p in checkpoint_candidates(output_dir) if zipfile.is_zipfile(p)), None)
 
 
 def checkpoint_candidates(output_dir: str | os.PathLike) -> list[Path]:
