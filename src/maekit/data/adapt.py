@@ -130,13 +130,20 @@ class ItemConverter:
 
 
 class MapDataset(DatasetView):
-    """A map-style user dataset with maekit's item conversion (:class:`ItemConverter`)."""
+    """A map-style user dataset with maekit's item conversion (:class:`ItemConverter`); an item whose
+    image the dataset itself fails to decode (a Hugging Face ``Image`` cell) is skipped like a bad file."""
 
     def __init__(self, dataset: Any, convert: ItemConverter) -> None:
         self.dataset, self.convert = dataset, convert
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        return self.convert(self.dataset[index])
+        try:
+            item = self.dataset[int(index)]  # datasets decodes the image cell here
+        except _DECODE_ERRORS as err:
+            warnings.warn(f"skipping undecodable image at row {index} of the dataset: "
+                          f"{type(err).__name__}: {err}", UndecodableImageWarning, stacklevel=2)
+            return None
+        return self.convert(item)
 
 
 class StreamDataset(IterableDataset):

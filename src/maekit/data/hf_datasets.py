@@ -22,14 +22,11 @@ or ``None`` for an image that cannot be decoded (warned, then dropped and counte
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .adapt import ItemConverter
-from .images import _DECODE_ERRORS, UndecodableImageWarning
-from .seeding import DatasetView
+from .adapt import ItemConverter, MapDataset
 
 HF_PREFIX = "hf:"
 _IMAGE_NAMES = ("image", "img", "images", "pixel_values")
@@ -135,7 +132,7 @@ def detect_columns(features: Any, image_column: str | None = None, label_column:
     return image, label
 
 
-class HFImageDataset(DatasetView):
+class HFImageDataset(MapDataset):
     """A ``datasets.Dataset`` of images as maekit items ``(transform(image), target)``.
 
     Args:
@@ -154,8 +151,10 @@ class HFImageDataset(DatasetView):
                  in_chans: int = 3) -> None:
         image, label = detect_columns(data.features, image_column, label_column, labelled=labelled)
         self.image_column, self.label_column = image, (label if labelled else None)
-        self.dataset = data.select_columns([c for c in (image, self.label_column) if c is not None])
-        self.convert = ItemConverter(transform, in_chans=in_chans)  # PIL, bytes, path or HWC uint8 cells
+        # rows are {image: PIL, bytes, path or HWC uint8 cell, label: int} dicts
+        rows = data.select_columns([c for c in (image, self.label_column) if c is not None])
+        super().__init__(rows, ItemConverter(transform, in_chans=in_chans, image_key=image,
+                                             label_key=self.label_column))
         if self.label_column is not None:
             feature = data.features[self.label_column]
             self.targets = [int(t) for t in self.dataset[self.label_column]]
@@ -164,15 +163,6 @@ class HFImageDataset(DatasetView):
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         else:
             self.targets = [-1] * len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        try:
-            row = self.dataset[int(index)]  # datasets decodes the image cell here
-        except _DECODE_ERRORS as err:
-            warnings.warn(f"skipping undecodable image at row {index} of the Hugging Face dataset: "
-                          f"{type(err).__name__}: {err}", UndecodableImageWarning, stacklevel=2)
-            return None
-        return self.convert((row[self.image_column], row.get(self.label_column)))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(rows={len(self)}, image_column={self.image_column!r}, "
