@@ -35,12 +35,9 @@ _EVAL_SPLITS = ("validation", "val", "valid", "test")
 
 
 def _datasets():
-    try:
-        import datasets
-    except ImportError:  # optional extra
-        raise ImportError(
-            "hf: data paths need the datasets package: pip install 'maekit[hf]' (or pip install datasets)"
-        ) from None
+    """datasets, imported when first used (the optional ``hf`` extra: :func:`~.shards.webdataset_module`)."""
+    import datasets
+
     return datasets
 
 

@@ -44,12 +44,10 @@ _FILE_SCHEMES = ("http", "https", "gs")
 
 
 def webdataset_module():
-    try:
-        import webdataset
-    except ImportError:  # optional extra
-        raise ImportError(
-            "tar shards need the webdataset package: pip install 'maekit[shards]' (or pip install webdataset)"
-        ) from None
+    """webdataset, imported when first used (the optional ``shards`` extra; when it is missing,
+    :mod:`maekit.errors` turns the ImportError into its install command, as for every extra)."""
+    import webdataset
+
     return webdataset
 
 
