@@ -13,6 +13,7 @@ Explicit ``mean`` / ``std`` must have ``in_chans`` entries (a bare float is broa
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -223,11 +224,8 @@ def build_finetune_transform(input_size: Size = 224, *, in_chans: int = 3,
     return transforms.Compose([ConvertImage(in_chans), primary, final])  # no RandAugment: nothing to guard
 
 
-def _clamped_bits(level_fn):
-    def level_to_bits(*args, **kwargs):
-        return tuple(max(1, int(v)) for v in level_fn(*args, **kwargs))
-
-    return level_to_bits
+def _at_least_one_bit(level_fn, *args, **kwargs) -> tuple[int, ...]:
+    return tuple(max(1, int(v)) for v in level_fn(*args, **kwargs))
 
 
 def guard_posterize(transform):
@@ -242,8 +240,8 @@ def guard_posterize(transform):
         if hasattr(t, "transforms"):
             guard_posterize(t)
         for op in getattr(t, "ops", []):
-            if "Posterize" in getattr(op, "name", "") and not getattr(op, "_maekit_guarded", False):
-                op.level_fn, op._maekit_guarded = _clamped_bits(op.level_fn), True
+            if "Posterize" in getattr(op, "name", ""):  # a second guard would only clamp again
+                op.level_fn = functools.partial(_at_least_one_bit, op.level_fn)
     return transform
 
 
