@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
-from .adapt import ItemConverter
+from .adapt import ItemConverter, MapDataset
 from .datasets import UNLABELLED_TARGET, check_split
 from .transforms import to_size
 
@@ -50,7 +49,7 @@ def _digits_arrays(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return big, labels
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(MapDataset):
     """``builtin:digits`` as PIL images (module docstring for the data and split).
 
     Args:
@@ -72,23 +71,17 @@ class DigitsDataset(Dataset):
         perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(DIGITS_NUM_IMAGES)
         self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])
         self.size = to_size(size)
-        self.convert = ItemConverter(transform, in_chans=in_chans)
         self.in_chans = in_chans
         self.labelled = labelled
         self.root = f"{BUILTIN_PREFIX}digits"
         self.classes = [str(i) for i in range(10)]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        _, labels = _digits_arrays(self.size)
+        images, labels = _digits_arrays(self.size)
         self.targets = (
             [int(t) for t in labels[self.indices]] if labelled else [UNLABELLED_TARGET] * len(self.indices)
         )
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        images, _ = _digits_arrays(self.size)
-        return self.convert((images[self.indices[index]], self.targets[index]))
+        items = [(images[i], t) for i, t in zip(self.indices, self.targets)]  # views of the cached arrays
+        super().__init__(items, ItemConverter(transform, in_chans=in_chans))
 
     def __repr__(self) -> str:
         return (
