@@ -100,7 +100,3 @@ def _crop_flip(full: torch.Tensor, it: EncodedCrop) -> torch.Tensor:
     crop = crop.round_().clamp_(0, 255).to(torch.uint8)
     return crop.flip(-1) if it.flip else crop
 
-
-def collate_encoded(images: list) -> EncodedBatch | None:
-    """An :class:`EncodedBatch` when any item is an :class:`EncodedCrop`, else None."""
-    return EncodedBatch(list(images)) if any(isinstance(x, EncodedCrop) for x in images) else None

@@ -54,7 +54,7 @@ from torch.utils.data import (
 )
 
 from .device import Batch, DeviceLoader
-from .gpu_decode import collate_encoded
+from .gpu_decode import EncodedBatch, EncodedCrop
 from .seeding import SeededDataset, SeededSampler
 
 
@@ -68,9 +68,9 @@ def collate_skip_none(batch: Sequence[Any]) -> Batch:
     skipped = len(batch) - len(good)
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped)
-    images = collate_encoded([item[0] for item in good])  # --decode gpu: decoded on the device
-    if images is None:
-        images = default_collate([item[0] for item in good])
+    images = [item[0] for item in good]
+    encoded = any(isinstance(x, EncodedCrop) for x in images)  # --decode gpu: decoded on the device
+    images = EncodedBatch(images) if encoded else default_collate(images)
     targets = torch.as_tensor(default_collate([item[1] for item in good]), dtype=torch.int64)
     seeds = torch.tensor([item[2] for item in good], dtype=torch.int64) if len(good[0]) > 2 else None
     return Batch(images, targets, skipped, seeds)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .datasets import ImageClassFolder, check_dir
 from .images import find_images, is_image_file
-from .shards import webdataset_module, write_index
+from .shards import INDEX_NAME, webdataset_module, write_index
 
 SHARD_PATTERN = "shard-%06d.tar"
 
@@ -119,7 +119,7 @@ def write_shards(src: str | os.PathLike, dst: str | os.PathLike, *, shard_size: 
     if shard_size < 1:
         raise ValueError(f"--shard_size must be >= 1, got {shard_size}")
     check_dir(src, "source folder")
-    if dst.exists() and any(p.name.endswith(".tar") or p.name == "shards.json" for p in dst.rglob("*")):
+    if dst.exists() and any(p.name.endswith(".tar") or p.name == INDEX_NAME for p in dst.rglob("*")):
         raise ValueError(f"{str(dst)!r} already holds shards; choose an empty or new folder")
     pairs = [(src / s, dst / s) for s in ("train", "val") if (src / s).is_dir()] or [(src, dst)]
     return [write_split(a, b, shard_size=shard_size, labelled=labelled, seed=seed, progress=progress)
