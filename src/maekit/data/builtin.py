@@ -72,7 +72,6 @@ class DigitsDataset(MapDataset):
         self.indices = np.sort(perm[DIGITS_TEST_SIZE:] if self.split == "train" else perm[:DIGITS_TEST_SIZE])
         self.size = to_size(size)
         self.in_chans = in_chans
-        self.labelled = labelled
         self.root = f"{BUILTIN_PREFIX}digits"
         self.classes = [str(i) for i in range(10)]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}

@@ -22,8 +22,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import functional as TF
 
-from .decode import RandomResizedCropDecode
-from .images import convert_image
+from .decode import RandomResizedCropDecode, decode_crop
 
 
 @dataclass
@@ -41,7 +40,8 @@ class EncodedCrop:
 class GpuDecodeCrop(RandomResizedCropDecode):
     """Worker side of ``--decode gpu``: RandomResizedCrop + RandomHorizontalFlip drawn here,
     applied on the device (module docstring). Returns an :class:`EncodedCrop` for JPEGs, else the
-    finished (in_chans, H, W) uint8 crop decoded on the CPU.
+    finished (in_chans, H, W) uint8 crop decoded on the CPU (:func:`~maekit.data.decode.decode_crop`,
+    as ``--fast_decode`` decodes it).
 
     Args: as :class:`~maekit.data.decode.RandomResizedCropDecode` (the dataset hands over the
     opened, undecoded file); ``in_chans`` 1 or 3 for the GPU path (others decode on the CPU).
@@ -59,8 +59,7 @@ class GpuDecodeCrop(RandomResizedCropDecode):
             if raw.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
                 data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
                 return EncodedCrop(data, tuple(int(v) for v in box), flip, tuple(self.size), self.in_chans)
-        out = TF.resized_crop(convert_image(img, self.in_chans), *box, list(self.size),
-                              interpolation=self.interpolation)
+        out = decode_crop(img, box, self.size, in_chans=self.in_chans, interpolation=self.interpolation)
         return TF.pil_to_tensor(TF.hflip(out) if flip else out)
 
 
