@@ -33,7 +33,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import os
 import signal
 import threading
 import warnings
@@ -53,6 +52,7 @@ from torch.utils.data import (
     default_collate,
 )
 
+from ..tasks.config import default_num_workers  # the --num_workers default (a torch-free module)
 from .device import Batch, DeviceLoader
 from .gpu_decode import EncodedBatch, EncodedCrop
 from .seeding import SeededDataset, SeededSampler
@@ -106,18 +106,6 @@ def build_sampler(dataset: Dataset, *, train: bool, seed: int = 0, dist_eval: bo
                           "the metrics", UserWarning, stacklevel=3)
         return DistributedSampler(dataset, num_replicas=world, rank=this_rank, shuffle=False)
     return SequentialSampler(dataset)
-
-
-def default_num_workers(local_world_size: int | None = None, cap: int = 10) -> int:
-    """Worker processes per training process: the CPUs this process may use, shared by the
-    processes of this node (``LOCAL_WORLD_SIZE``), one left for the main process, at most
-    ``cap`` (the references' 10). 0 on a single-CPU machine."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        cpus = os.cpu_count() or 1
-    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(0, min(cap, cpus // max(1, local) - 1))
 
 
 def _worker_init(user_fn: Callable[[int], None] | None, worker_id: int) -> None:

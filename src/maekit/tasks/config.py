@@ -62,8 +62,11 @@ MASK_RATIO = 0.75  # the one place of the reference mask ratio (docs/REFERENCE_R
 _DIST_FLAGS = {"world_size": True, "local_rank": True, "dist_on_itp": False, "dist_url": True}
 
 
-def _default_num_workers() -> int:
-    # Same rule as maekit.data.default_num_workers (not imported: this module stays torch-free).
+def default_num_workers() -> int:
+    """Worker processes per training process: the CPUs this process may use, shared by the
+    processes of this node (``LOCAL_WORLD_SIZE``), one left for the main process, at most 10 (the
+    references'). 0 on a single-CPU machine. Public as ``maekit.data.default_num_workers``; it lives
+    here because this module stays torch-free."""
     # torchrun sets LOCAL_WORLD_SIZE before the process starts, so it is known here.
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
@@ -126,7 +129,7 @@ class DataOptions:
 @dataclass
 class DeviceOptions:
     device: str = opt("auto", "auto, cpu, cuda, cuda:N (PASSL's gpu means cuda)")
-    num_workers: int = opt(_default_num_workers(),
+    num_workers: int = opt(default_num_workers(),
                            "data loader worker processes per process (default: this node's CPUs shared by its "
                            "processes, one left for the main process, at most the reference's 10)", min=0)
     pin_mem: bool = opt(True, "pin host memory", off="--no_pin_mem", off_help="do not pin host memory")
