@@ -201,9 +201,8 @@ def as_dataset(source: Any, *, transform: Callable[[Any], Any] | None, in_chans:
     from .hf_datasets import detect_columns, is_hf_dataset_object
 
     if is_hf_dataset_object(source) and image_key is None:  # columns by feature type (Image, ClassLabel)
-        image_key, found_label = detect_columns(source.features, None, label_key, labelled=False,
-                                                required=False)
-        label_key = label_key or (found_label if image_key else None)
+        image_key, label_key = detect_columns(source.features, None, label_key, labelled=False,
+                                              required=False)
     convert = ItemConverter(transform, in_chans=in_chans, input_size=input_size, image_key=image_key,
                             label_key=label_key)
     if isinstance(source, IterableDataset) or (not hasattr(source, "__getitem__") and hasattr(source, "__iter__")):
