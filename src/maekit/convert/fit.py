@@ -12,10 +12,11 @@ from collections.abc import Mapping
 
 import torch
 
+from ..models.base import PRETRAINING_FAMILIES
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import StateDict, describe_keys, fold_linprobe_head
 from .errors import ConversionError
-from .spec import PRETRAIN_FAMILIES, ArchSpec
+from .spec import ArchSpec
 
 # Key families of the official state dicts (D.2, D.3).
 DECODER_PREFIXES = ("decoder_", "mask_token")
@@ -31,7 +32,7 @@ def _part(key: str, family: str) -> str:
         return "decoder"
     if key.startswith(FUSION_PREFIXES):
         return "fusion"
-    if key.startswith(HEAD_PREFIXES) or (family not in PRETRAIN_FAMILIES and key.startswith("norm.")):
+    if key.startswith(HEAD_PREFIXES) or (family not in PRETRAINING_FAMILIES and key.startswith("norm.")):
         return "head"
     return "encoder"
 
@@ -55,7 +56,7 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str]
         raise _unfit(spec, f"{len(bad)} shape mismatch(es): {describe_keys(bad, 4)}")
     missing = [k for k in spec.shapes if k not in sd]
     unexpected = [k for k in sd if k not in spec.shapes]
-    soft = FIXED_TABLES if spec.family in PRETRAIN_FAMILIES else ()
+    soft = FIXED_TABLES if spec.family in PRETRAINING_FAMILIES else ()
     hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
     if hard:
         raise _unfit(spec, "missing " + describe_keys(hard))
@@ -67,7 +68,7 @@ def _linprobe_head(out: StateDict, spec: ArchSpec, missing: list[str], unexpecte
     """A classifier's linear-probe head (``head.0`` BatchNorm1d, ``head.1`` Linear): kept as in the
     file (``keep``) or folded into one Linear ``head``."""
     linprobe = [k for k in unexpected if k.startswith(("head.0.", "head.1."))]
-    if not linprobe or spec.family in PRETRAIN_FAMILIES:
+    if not linprobe or spec.family in PRETRAINING_FAMILIES:
         return out, missing, unexpected
     if keep:
         notes.append("linear-probe head (head.0 = BatchNorm1d, head.1 = Linear) kept as in the file")
@@ -81,7 +82,7 @@ def _drop_foreign(out: StateDict, spec: ArchSpec, unexpected: list[str], notes: 
     """Drop the parts model ``spec`` has not (a classifier's decoder / fusion convs, a pretraining
     model's head); anything else unexpected is a ConversionError."""
     fam = spec.family
-    foreign = ("decoder", "fusion", "head") if fam not in PRETRAIN_FAMILIES else ("head",)
+    foreign = ("decoder", "fusion", "head") if fam not in PRETRAINING_FAMILIES else ("head",)
     dropped = [k for k in unexpected if _part(k, fam) in foreign]
     other = [k for k in unexpected if k not in dropped]
     if other:
@@ -126,7 +127,7 @@ def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ArchSpec, *,
     notes: list[str] = []
     out, missing, unexpected = _linprobe_head(dict(sd), spec, *check_fit(sd, spec), keep_linprobe, notes)
     _drop_foreign(out, spec, unexpected, notes)
-    pretraining = spec.family in PRETRAIN_FAMILIES
+    pretraining = spec.family in PRETRAINING_FAMILIES
     if pretraining:
         _fill_fixed_tables(out, spec, missing, notes)
     parts = {_part(k, spec.family) for k in missing}

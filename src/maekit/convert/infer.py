@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
+from ..models.base import PRETRAINING_FAMILIES
 from ..models.config import jsonable
 from ..models.pos_embed import get_2d_sincos_pos_embed
 from ._util import count_blocks, describe_keys
 from .base import size_arg
 from .errors import ConversionError
 from .fit import DECODER_PREFIXES, FUSION_PREFIXES, HEAD_PREFIXES, check_fit
-from .spec import PRETRAIN_FAMILIES, ArchSpec, arch_spec, presets, stride_of
+from .spec import ArchSpec, arch_spec, presets, stride_of
 
 
 # Arguments that weights determine, and those they cannot.
@@ -90,7 +91,7 @@ def _vit_facts(sd: Mapping[str, torch.Tensor], keys: list[str]) -> dict[str, Any
 
 def _part_facts(sd: Mapping[str, torch.Tensor], keys: list[str], family: str) -> dict[str, Any]:
     """Decoder width / depth of a pretraining model, or head size and pooling of a classifier."""
-    if family in PRETRAIN_FAMILIES:
+    if family in PRETRAINING_FAMILIES:
         dec = sd.get("decoder_embed.weight")
         width = int(dec.shape[0]) if dec is not None else (
             int(sd["mask_token"].shape[-1]) if "mask_token" in sd else None)
@@ -114,7 +115,7 @@ def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
         if pos.ndim != 3 or pos.shape[-1] != width:
             raise ConversionError(
                 f"pos_embed has shape {tuple(pos.shape)}; expected (1, L{'+1' if cls_row else ''}, {width})")
-        grid = grid_from_pos_embed(pos, cls_row, fixed=family in PRETRAIN_FAMILIES)
+        grid = grid_from_pos_embed(pos, cls_row, fixed=family in PRETRAINING_FAMILIES)
         f["grid_tokens"] = pos.shape[1] - int(cls_row)
         if grid is not None:
             f["img_size"] = (grid[0] * stride, grid[1] * stride)
@@ -224,7 +225,7 @@ def _soft_args(facts: dict, family: str, preset: ArchSpec, soft: dict, hints: di
     heads = _pick_heads(width, family, False, *given("num_heads"), "num_heads", notes)
     if heads != preset.num_heads:
         args["num_heads"] = heads
-    pretrain = family in PRETRAIN_FAMILIES
+    pretrain = family in PRETRAINING_FAMILIES
     if pretrain and facts.get("decoder_embed_dim") is not None:
         dheads = _pick_heads(facts["decoder_embed_dim"], family, True, *given("decoder_num_heads"),
                              "decoder_num_heads", notes)
@@ -275,7 +276,7 @@ def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, A
     arch = preset.arch()
     args = {k: _as_arg(k, facts[k]) for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k])}
     args.update(_soft_args(facts, family, preset, soft, hints, notes))
-    if family not in PRETRAIN_FAMILIES and facts.get("num_classes") == 0:
+    if family not in PRETRAINING_FAMILIES and facts.get("num_classes") == 0:
         notes.append("no classification head in the weights (num_classes=0: features out)")
     args.update(overrides)  # anything else the caller asked for (drop_path_rate, ...)
 

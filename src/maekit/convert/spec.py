@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
+from ..models.base import PRETRAINING_FAMILIES, default_preprocessing
 from .errors import ConversionError
-
-PRETRAIN_FAMILIES = ("mae", "convmae")
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,7 @@ class ArchSpec:
 
     def preprocessor(self) -> dict[str, Any]:
         """The model's preprocessing (``maekit.models.base.default_preprocessing``) with this spec's."""
-        from ..models.base import default_preprocessing
-
-        pre = default_preprocessing(self.img_size, self.in_chans, self.family in PRETRAIN_FAMILIES)
+        pre = default_preprocessing(self.img_size, self.in_chans, self.family in PRETRAINING_FAMILIES)
         return {**pre, **(self.preprocessing or {})}
 
     @property
