@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import ModelConfig
-from ._util import StateDict
+from ._util import StateDict, fold_linprobe_head
 from .base import Loaded
 from .detect import detect_format
 from .formats import TABLE, get_format
@@ -173,11 +173,16 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
 
 
 def _write(sd: StateDict, fmt: str, dst: Path, spec: ArchSpec | None) -> tuple[Path, list[str]]:
-    """The format's writer; a model the format cannot hold (ConvMAE for HF, timm, MindFormers) is refused."""
+    """The format's writer; a model the format cannot hold (ConvMAE for HF, timm, MindFormers) is refused,
+    and a linear-probe head is folded into one Linear for the formats that have no other head."""
     if spec is not None and spec.family not in TABLE[fmt].families:
         raise ConversionError(f"the {fmt} format holds {' / '.join(TABLE[fmt].families)} models only, not "
                               f"{spec.family}; ConvMAE converts to maekit, official and passl", dst)
-    return TABLE[fmt].write(sd, dst, spec)
+    note = None
+    if fmt not in _LOSSLESS_HEADS:
+        sd, note = fold_linprobe_head(sd)
+    written, notes = TABLE[fmt].write(sd, dst, spec)
+    return written, [note] + notes if note else notes
 
 
 @dataclass

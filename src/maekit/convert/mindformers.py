@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ._util import NameMap, describe_keys, fold_linprobe_head, plain_tensors, prefixed
+from ._util import NameMap, describe_keys, plain_tensors, prefixed
 from .base import Format, Loaded
 from .errors import ConversionError
 from .mindspore_ckpt import SLICE_BYTES, looks_like_ckpt, read_entries, write_entries
@@ -116,10 +116,6 @@ def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None,
     return write_entries(to_mindformers(sd, dst), dst, slice_bytes)
 
 
-def _write_format(sd: Mapping[str, torch.Tensor], dst: Path, spec) -> tuple[Path, list[str]]:
-    sd, note = fold_linprobe_head(sd)  # MindFormers' classifier head is one Linear
-    return write(sd, dst), [note] if note else []
-
-
 FORMAT = Format("mindformers", (".ckpt",), folder=False, sniff=lambda p, head: looks_like_ckpt(head), read=read,
-                write=_write_format, families=("mae", "vit"), aliases=("mindspore", "ms"))
+                write=lambda sd, dst, spec: (write(sd, dst), []), families=("mae", "vit"),
+                aliases=("mindspore", "ms"))

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from ..fileio import atomic_write
 from . import timm_folder
-from ._util import describe_keys, fold_linprobe_head, plain_tensors
+from ._util import describe_keys, plain_tensors
 from .base import Format, Loaded, maekit_metadata
 from .errors import ConversionError
 from .torchfile import read_safetensors, safetensors_keys
@@ -69,23 +69,16 @@ def read(path: str | os.PathLike) -> Loaded:
     return loaded
 
 
-def export_state_dict(sd: Mapping[str, torch.Tensor], spec) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The part of ``sd`` that a timm ViT holds."""
-    out, note = fold_linprobe_head(sd)
-    notes = [note] if note else []
-    dropped = [k for k in out if k.startswith(("decoder_", "mask_token"))]
-    if dropped:
-        out = {k: v for k, v in out.items() if k not in dropped}
-        notes.append(f"encoder exported; {len(dropped)} decoder weights dropped (timm has no MAE decoder)")
-    bad = [k for k in out if not _VIT_KEY.match(k)]
+def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
+    """The part of ``sd`` (a linear-probe head already folded) that a timm ViT holds: a ``.safetensors``
+    destination gets the bare state dict; any other a timm folder."""
+    dropped = [k for k in sd if k.startswith(("decoder_", "mask_token"))]
+    tensors = {k: v for k, v in sd.items() if k not in dropped}
+    notes = ([f"encoder exported; {len(dropped)} decoder weights dropped (timm has no MAE decoder)"]
+             if dropped else [])
+    bad = [k for k in tensors if not _VIT_KEY.match(k)]
     if bad:
         raise ConversionError("timm's VisionTransformer has no place for: " + describe_keys(bad))
-    return out, notes
-
-
-def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None) -> tuple[Path, list[str]]:
-    """A ``.safetensors`` destination gets the bare state dict; any other a timm folder."""
-    tensors, notes = export_state_dict(sd, spec)
     if Path(dst).suffix.lower() != ".safetensors":
         folder, folder_notes = timm_folder.write_folder(tensors, Path(dst), spec)
         return folder, notes + folder_notes
