@@ -80,7 +80,7 @@ def resolve_model(sd: StateDict, hints: dict[str, Any] | None = None, model: str
     if hinted and "model_args" in hints and is_model(hinted) and canonical_name(hinted) == canonical_name(model):
         args = dict(hints["model_args"])
     else:  # the model's own shape; only what the file states beyond the weights is carried over
-        arch = preset.arch()
+        arch = preset.architecture
         args = {k: hints[k] for k in SOFT_ARGS
                 if None not in (hints.get(k), arch.get(k)) and hints[k] != arch[k]}
     args.update(overrides)

@@ -163,9 +163,9 @@ def _pick_heads(width: int, family: str, decoder: bool, given: Any, source: str 
 
 
 def _candidate_cost(facts: dict[str, Any], spec: ArchSpec) -> int:
-    arch = spec.arch()
+    arch = spec.architecture
     return sum(3 if k in ("embed_dim", "decoder_embed_dim") else 1
-               for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k]))
+               for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch.get(k)))
 
 
 def _trusted(state_dict, hints: dict, overrides: dict, notes: list[str]):
@@ -273,8 +273,9 @@ def infer_model(state_dict: Mapping[str, torch.Tensor], *, hints: Mapping[str, A
     name, preset = _pick_preset(facts, family, hints.get("model_name"))
     soft = {k: overrides.pop(k) for k in list(overrides) if k in SOFT_ARGS}
     _settle_img_size(facts, overrides, hints, name, preset, notes)
-    arch = preset.arch()
-    args = {k: _as_arg(k, facts[k]) for k in _ARCH if facts.get(k) is not None and not _same(k, facts[k], arch[k])}
+    arch = preset.architecture
+    args = {k: _as_arg(k, facts[k]) for k in _ARCH
+            if facts.get(k) is not None and not _same(k, facts[k], arch.get(k))}
     args.update(_soft_args(facts, family, preset, soft, hints, notes))
     if family not in PRETRAINING_FAMILIES and facts.get("num_classes") == 0:
         notes.append("no classification head in the weights (num_classes=0: features out)")

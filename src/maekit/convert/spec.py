@@ -18,37 +18,41 @@ import torch
 from ..models.base import PRETRAINING_FAMILIES, default_preprocessing
 from .errors import ConversionError
 
+# Architecture numbers of one kind of model only (a decoder's, a classifier's): None for the others.
+_PARTS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss", "num_classes", "global_pool")
+
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Architecture of a registered model (what a converter needs to know about it)."""
+    """Architecture of a registered model (what a converter needs to know about it).
+
+    The architecture numbers are attributes read from ``architecture`` (what the model states
+    about itself, ``model.architecture()``; None for what it has not): ``family`` ('mae' | 'vit' |
+    'convmae' | 'convvit'), ``img_size`` (H, W), ``patch_size`` (int, or ConvMAE's 3 stage strides),
+    ``in_chans``, ``embed_dim`` / ``depth`` / ``mlp_ratio`` (int / float, or tuples of 3),
+    ``num_heads``, ``layer_norm_eps``, ``decoder_embed_dim`` / ``decoder_depth`` /
+    ``decoder_num_heads``, ``norm_pix_loss`` (pretraining models), ``num_classes`` and
+    ``global_pool`` ('avg' | 'token'; classifiers).
+    """
 
     name: str
     args: dict[str, Any]
-    family: str  # 'mae' | 'vit' | 'convmae' | 'convvit'
-    img_size: tuple[int, int]
-    patch_size: Any  # int (ViT) or tuple of 3 stage strides (ConvMAE)
-    in_chans: int
-    embed_dim: Any  # int or tuple of 3
-    depth: Any  # int or tuple of 3
-    num_heads: int
-    mlp_ratio: Any  # float or tuple of 3
-    layer_norm_eps: float
-    decoder_embed_dim: int | None = None
-    decoder_depth: int | None = None
-    decoder_num_heads: int | None = None
-    norm_pix_loss: bool | None = None
-    num_classes: int | None = None
-    global_pool: str | None = None  # 'avg' | 'token'
+    # Everything the model states about itself (``model.architecture()``: every resolved constructor
+    # argument), also for the API's config view (``maekit.MAEConfig``).
+    architecture: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     # Not architecture, but what the writers put next to it: the label of each classifier output (HF
     # id2label, timm label_names, maekit class_names) and the normalisation / crop (HF
     # preprocessor_config.json, timm pretrained_cfg), when the source records them.
     class_names: tuple[str, ...] | None = field(default=None, compare=False)
     preprocessing: dict[str, Any] | None = field(default=None, compare=False, hash=False)
-    # Everything the model states about itself (``model.architecture()``: every resolved constructor
-    # argument), for the API's config view (``maekit.MAEConfig``).
-    architecture: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __getattr__(self, key: str) -> Any:
+        """An architecture number (``spec.embed_dim``...); None for a part the model has not."""
+        arch = self.__dict__.get("architecture", {})
+        if key not in arch and key not in _PARTS:
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+        return arch.get(key)
 
     def with_metadata(self, class_names: Any = None, preprocessing: dict[str, Any] | None = None) -> ArchSpec:
         """This spec with labels (kept only when they fit ``num_classes``) and ``preprocessing``
@@ -76,19 +80,10 @@ class ArchSpec:
         """Width of the attention blocks (stage 3 for ConvMAE)."""
         return self.embed_dim[-1] if isinstance(self.embed_dim, tuple) else self.embed_dim
 
-    def arch(self) -> dict[str, Any]:
-        """The architecture numbers as a flat dict (keys of the constructor arguments)."""
-        return {k: getattr(self, k) for k in _FIELDS[1:]}
-
 
 def stride_of(patch_size: Any) -> int:
     """Pixels per token side of a patch size (an int, or ConvMAE's three stage strides)."""
     return math.prod(patch_size) if isinstance(patch_size, tuple) else patch_size
-
-
-_FIELDS = ("family", "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-           "layer_norm_eps", "decoder_embed_dim", "decoder_depth", "decoder_num_heads", "norm_pix_loss",
-           "num_classes", "global_pool")
 
 
 @lru_cache(maxsize=256)
@@ -102,9 +97,8 @@ def _describe(name: str, args_json: str) -> ArchSpec:
     except ValueError as e:
         raise ConversionError(f"cannot build model {name!r} with {args}: {e}") from e
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    arch = model.architecture()  # the model says what it is (maekit.models.base.MaekitModel)
-    return ArchSpec(name=name, args=args, shapes=shapes, architecture=arch,
-                    **{k: arch[k] for k in _FIELDS if k in arch})
+    # the model says what it is (maekit.models.base.MaekitModel)
+    return ArchSpec(name=name, args=args, architecture=model.architecture(), shapes=shapes)
 
 
 def arch_spec(name: str, args: dict[str, Any] | None = None) -> ArchSpec:
