@@ -155,15 +155,11 @@ def save_state_dict(state_dict: StateDict, dst: str | os.PathLike, format: str, 
     fmt = get_format(format).name
     sd = dict(state_dict)
     spec: ArchSpec | None = None
-    if model_name:
-        spec = arch_spec(model_name, config or {})
-        check_fit(sd, spec)
-    elif fmt in ("maekit", "hf", "timm"):
+    if model_name or fmt in ("maekit", "hf", "timm"):
         try:
-            name, args, _ = infer_model(sd, **(config or {}))
-            spec = arch_spec(name, args)
+            spec = resolve_model(sd, None, model_name, **(config or {}))[3]
         except ConversionError:
-            if fmt != "timm":
+            if model_name or fmt != "timm":
                 raise
     if fmt != "official":  # nothing but the official format keeps arbitrary keys; fail early and clearly
         family_of(sd)
