@@ -109,7 +109,7 @@ def weight_facts(sd: Mapping[str, torch.Tensor], family: str) -> dict[str, Any]:
     f: dict[str, Any] = dict.fromkeys(_ARCH)
     f.update(_conv_facts(sd, keys) if conv else _vit_facts(sd, keys))
     stride, cls_row = stride_of(f["patch_size"]), not conv
-    width = f["embed_dim"][2] if conv else f["embed_dim"]
+    f["width"] = width = f["embed_dim"][2] if conv else f["embed_dim"]  # of the attention blocks
     pos = sd.get("pos_embed")
     if pos is not None:
         if pos.ndim != 3 or pos.shape[-1] != width:
@@ -221,8 +221,7 @@ def _soft_args(facts: dict, family: str, preset: ArchSpec, soft: dict, hints: di
         return None, None
 
     args: dict[str, Any] = {}
-    width = facts["embed_dim"][-1] if isinstance(facts["embed_dim"], tuple) else facts["embed_dim"]
-    heads = _pick_heads(width, family, False, *given("num_heads"), "num_heads", notes)
+    heads = _pick_heads(facts["width"], family, False, *given("num_heads"), "num_heads", notes)
     if heads != preset.num_heads:
         args["num_heads"] = heads
     pretrain = family in PRETRAINING_FAMILIES
