@@ -33,7 +33,7 @@ from .base import (SHARD_INDEXES, WEIGHT_FILES, Format, Loaded, folder_of, label
                    read_processor_file, size_arg)
 from .errors import ConversionError
 from .hf_names import from_hf, looks_hf, to_hf
-from .torchfile import is_torch_head, load_folder_weights, safetensors_keys, torch_load, unpack_checkpoint
+from .torchfile import find_state_dict, is_torch_head, load_folder_weights, safetensors_keys, torch_load
 
 
 
@@ -155,7 +155,7 @@ def _hf_weights_file(path: Path, head: bytes) -> bool:
         return looks_hf(keys)
     if is_torch_head(head) and path.name.startswith("pytorch_model"):  # transformers' torch.save
         try:
-            return looks_hf(unpack_checkpoint(torch_load(path, mmap=True), path)[0])
+            return looks_hf(find_state_dict(torch_load(path, mmap=True), path))
         except ConversionError:
             return False
     return False

@@ -79,20 +79,19 @@ def _read_name(name: str) -> str:
     return "vit.pos_embed" if name in ("sincos_pos_embedding", "vit.sincos_pos_embedding") else name
 
 
-def from_mindformers(entries: Mapping[str, torch.Tensor],
-                     path: str | os.PathLike = "") -> tuple[dict, list[str]]:
-    """MindFormers names / layouts -> (official-name state dict, notes on the entries skipped)."""
+def read(path: str | os.PathLike) -> Loaded:
+    """A ``.ckpt``: MindFormers names / layouts -> official ones, noting the entries skipped."""
+    entries, notes = read_entries(path)
     ignored = [name for name in entries if name in BOOKKEEPING or name.startswith(OPTIMIZER_PREFIXES)]
     sd, unknown = _NAMES.to_official({_read_name(n): t for n, t in entries.items() if n not in ignored}, path)
     if not sd:
         raise ConversionError("no MindFormers MAE / ViT parameter in this checkpoint; entries: "
                               + describe_keys(sorted(entries)), path)
-    notes = []
     if ignored:
         notes.append(f"skipped {len(ignored)} optimizer / bookkeeping entries ({describe_keys(ignored, 3)})")
     if unknown:
         notes.append(f"skipped {len(unknown)} unrecognised entries: {describe_keys(unknown)}")
-    return sd, notes
+    return Loaded(sd, {}, notes)
 
 
 def to_mindformers(sd: Mapping[str, torch.Tensor],
@@ -103,12 +102,6 @@ def to_mindformers(sd: Mapping[str, torch.Tensor],
         raise ConversionError("the MindFormers format holds MAE / ViT models only; no MindFormers name for: "
                               + describe_keys(bad), path)
     return list(out.items())
-
-
-def read(path: str | os.PathLike) -> Loaded:
-    entries, notes = read_entries(path)
-    sd, more = from_mindformers(entries, path)
-    return Loaded(sd, {}, notes + more)
 
 
 def write(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, spec=None,

@@ -19,11 +19,12 @@ from ..fileio import atomic_write
 from ._util import plain_tensors
 from .base import Format, Loaded
 from .hf_names import from_hf, looks_hf
-from .torchfile import is_torch_head, torch_load, unpack_checkpoint
+from .torchfile import checkpoint_facts, find_state_dict, is_torch_head, torch_load
 
 
 def read(path: str | os.PathLike) -> Loaded:
-    sd, hints, notes = unpack_checkpoint(torch_load(path), path)
+    obj = torch_load(path)
+    sd, (hints, notes) = find_state_dict(obj, path), checkpoint_facts(obj)
     if looks_hf(sd):  # a transformers state dict saved with torch.save
         sd, more = from_hf(sd, path)
         notes += ["Hugging Face parameter names, mapped to the official ones"] + more

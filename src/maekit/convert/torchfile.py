@@ -1,7 +1,7 @@
 """Reading torch and safetensors files safely: the helpers every format module shares.
 
 ``torch_load`` unpickles nothing but tensors, plain containers and ``argparse.Namespace``
-(:func:`maekit.fileio.safe_torch_load`); ``find_state_dict`` / ``unpack_checkpoint`` find the
+(:func:`maekit.fileio.safe_torch_load`); ``find_state_dict`` finds the
 weights inside whatever a checkpoint holds (official ``{'model': ...}``, maekit training
 checkpoints with their ``extra``, DDP ``module.`` prefixes) and ``checkpoint_facts`` what it
 records beside them; ``read_safetensors`` and ``safetensors_keys`` read a safetensors file or only
@@ -120,11 +120,6 @@ def find_state_dict(obj: Any, path: str | os.PathLike | None = None) -> StateDic
     return {str(k): v for k, v in sd.items()}
 
 
-def unpack_checkpoint(obj: Any, path: str | os.PathLike) -> tuple[StateDict, dict[str, Any], list[str]]:
-    """The model weights inside a loaded checkpoint object, plus hints and notes."""
-    return find_state_dict(obj, path), *checkpoint_facts(obj)
-
-
 def safetensors_keys(path: Path, head: bytes, size: int) -> list[str] | None:
     if len(head) < 9:
         return None
@@ -145,7 +140,7 @@ def load_weights(file: Path) -> StateDict:
     """The tensors of a ``.safetensors`` or (weights-only) PyTorch weights file."""
     if file.suffix == ".safetensors":
         return read_safetensors(file)[0]
-    return unpack_checkpoint(torch_load(file), file)[0]
+    return find_state_dict(torch_load(file), file)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
