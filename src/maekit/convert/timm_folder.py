@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from ._util import atomic_write_dir
-from .base import WEIGHT_FILES, Loaded, label_list, preprocessing_hint, read_json_config, size_arg
+from .base import label_list, preprocessing_hint, read_json_config, size_arg
 from .errors import ConversionError
-from .torchfile import load_folder_weights
 
 # (width, heads) -> the timm architecture of that shape; the other arguments are passed too.
 _TIMM_ARCH = {(192, 3): "vit_tiny_patch16_224", (384, 6): "vit_small_patch16_224", (768, 12): "vit_base_patch16_224",
@@ -41,13 +40,7 @@ def timm_config(folder: Path) -> dict[str, Any] | None:
     return cfg if isinstance(cfg.get("architecture"), str) else None
 
 
-def folder_of(path: Path) -> Path | None:
-    """The timm folder ``path`` is, or whose weights file it is; None for anything else."""
-    folder = path if path.is_dir() else path.parent if path.name in WEIGHT_FILES else None
-    return folder if folder is not None and timm_config(folder) is not None else None
-
-
-def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def timm_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What a timm ``config.json`` says beside the weights: heads, image size, preprocessing, labels."""
     args = cfg.get("model_args") if isinstance(cfg.get("model_args"), dict) else {}
     pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
@@ -61,11 +54,6 @@ def _hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if labels := label_list(cfg.get("label_names", pre.get("label_names"))):
         hints["class_names"] = labels
     return hints
-
-
-def read_folder(folder: Path, weights: Path | None = None) -> Loaded:
-    """A timm folder (or its ``weights`` file): official-name weights plus the config's hints."""
-    return Loaded(load_folder_weights(folder, weights), _hints(read_json_config(folder)), [])
 
 
 def _timm_args(spec) -> dict[str, Any]:

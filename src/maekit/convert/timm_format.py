@@ -34,9 +34,9 @@ from safetensors.torch import save_file
 from ..fileio import atomic_write
 from . import timm_folder
 from ._util import describe_keys, plain_tensors
-from .base import Format, Loaded, maekit_metadata
+from .base import WEIGHT_FILES, Format, Loaded, maekit_metadata
 from .errors import ConversionError
-from .torchfile import read_safetensors, safetensors_keys
+from .torchfile import load_folder_weights, read_safetensors, safetensors_keys
 
 _VIT_KEY = re.compile(
     r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|(norm|fc_norm|head)\.(weight|bias)"
@@ -56,9 +56,12 @@ def metadata_hints(meta: Mapping[str, str]) -> dict:
 
 def read(path: str | os.PathLike) -> Loaded:
     """A timm folder (:mod:`.timm_folder`) or one ``.safetensors`` file of a timm ViT's state dict."""
-    folder = timm_folder.folder_of(Path(path))
-    if folder is not None:
-        loaded = timm_folder.read_folder(folder, None if Path(path).is_dir() else Path(path))
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent if p.name in WEIGHT_FILES else None
+    cfg = None if folder is None else timm_folder.timm_config(folder)
+    if cfg is not None:  # a timm folder, or its weights file
+        sd = load_folder_weights(folder, None if p.is_dir() else p)
+        loaded = Loaded(sd, timm_folder.timm_hints(cfg), [])
     else:
         sd, meta = read_safetensors(path)
         loaded = Loaded(sd, metadata_hints(meta), [])
