@@ -42,18 +42,6 @@ _HINTS = {"num_attention_heads": "num_heads", "decoder_num_attention_heads": "de
           "layer_norm_eps": "layer_norm_eps", "norm_pix_loss": "norm_pix_loss", "image_size": "img_size"}
 
 
-def config_hints(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """HF config -> maekit model facts."""
-    if not cfg:
-        return {}
-    h: dict[str, Any] = {"source": "the HF config.json"}
-    h.update((dst, cfg[src]) for src, dst in _HINTS.items() if cfg.get(src) is not None)
-    labels = label_list(cfg.get("id2label"))
-    if labels and labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' default names
-        h["class_names"] = labels
-    return h
-
-
 def read(path: str | os.PathLike) -> Loaded:
     """A transformers folder, or one weights file of it (with its folder's config.json if any)."""
     p = Path(path)
@@ -61,7 +49,11 @@ def read(path: str | os.PathLike) -> Loaded:
     cfg = read_json_config(folder)
     weights = p if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") else None
     sd, notes = from_hf(load_folder_weights(folder, weights), folder)
-    hints = config_hints(cfg)
+    hints: dict[str, Any] = {"source": "the HF config.json"} if cfg else {}  # the config's model facts
+    hints.update((dst, cfg[src]) for src, dst in _HINTS.items() if cfg.get(src) is not None)
+    labels = label_list(cfg.get("id2label"))
+    if labels and labels != [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' default names
+        hints["class_names"] = labels
     if (pre := read_processor_file(folder)) is not None:
         hints["preprocessing"] = pre
     if cfg.get("hidden_act", "gelu") != "gelu":
