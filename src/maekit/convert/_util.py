@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from ..fileio import atomic_write_dir, plain_tensors  # noqa: F401  (re-exported for the format modules)
 from .errors import ConversionError
 
 StateDict = dict[str, torch.Tensor]

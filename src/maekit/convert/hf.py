@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..fileio import atomic_write_dir, plain_tensors
 from ..models.base import PROCESSOR_NAME
-from ._util import atomic_write_dir, plain_tensors
 from .base import (SHARD_INDEXES, WEIGHT_FILES, Format, Loaded, folder_of, label_list, read_json_config,
                    read_processor_file, size_arg)
 from .errors import ConversionError

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..fileio import atomic_write_dir, plain_tensors
 from ..models.base import PROCESSOR_NAME, WEIGHTS_NAME
 from ..models.config import CONFIG_NAME, ModelConfig
-from ._util import atomic_write_dir, plain_tensors
 from .base import Format, Loaded, folder_of, maekit_metadata, read_json, read_json_config, read_processor_file
 from .errors import ConversionError
 from .torchfile import read_safetensors

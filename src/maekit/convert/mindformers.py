@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from ._util import NameMap, describe_keys, plain_tensors, prefixed
+from ..fileio import plain_tensors
+from ._util import NameMap, describe_keys, prefixed
 from .base import Format, Loaded
 from .errors import ConversionError
 from .mindspore_ckpt import SLICE_BYTES, looks_like_ckpt, read_entries, write_entries

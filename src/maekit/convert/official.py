@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..fileio import atomic_write
-from ._util import plain_tensors
+from ..fileio import atomic_write, plain_tensors
 from .base import Format, Loaded
 from .hf_names import from_hf, looks_hf
 from .torchfile import checkpoint_facts, find_state_dict, is_torch_head, torch_load

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fileio import atomic_write
-from ._util import describe_keys, plain_tensors
+from ..fileio import atomic_write, plain_tensors
+from ._util import describe_keys
 from .base import Format, Loaded
 from .errors import ConversionError
 from .torchfile import checkpoint_facts

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ._util import atomic_write_dir
+from ..fileio import atomic_write_dir
 from .base import label_list, preprocessing_hint, read_json_config, size_arg
 from .errors import ConversionError
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, plain_tensors
 from . import timm_folder
-from ._util import describe_keys, plain_tensors
+from ._util import describe_keys
 from .base import WEIGHT_FILES, Format, Loaded, maekit_metadata
 from .errors import ConversionError
 from .torchfile import load_folder_weights, read_safetensors, safetensors_keys
