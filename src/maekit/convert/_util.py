@@ -27,7 +27,7 @@ def count_blocks(keys: Iterable[str], prefix: str) -> int:
 
 def describe_keys(keys: Iterable[str], limit: int = 6) -> str:
     keys = list(keys)
-    shown = ", ".join(keys[:limit])
+    shown = ", ".join(keys[:limit]) or "none"
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 

@@ -108,8 +108,9 @@ def read_checkpoint(path: str | os.PathLike, format: str | None = None, model: s
         cfg_file = Path(path) / "config.json"  # a folder's records the model
         raise e if e.path else ConversionError(e.problem, cfg_file if cfg_file.is_file() else path) from e
     sd, fit_notes = fit_state_dict(loaded.state_dict, spec, keep_linprobe=keep_linprobe)
-    return LoadedCheckpoint(ModelConfig(name, args, loaded.hints.get("class_names")), os.fspath(path), sd,
-                            loaded.hints.get("preprocessing"), fmt, loaded.notes + notes + fit_notes)
+    cfg = ModelConfig(name, args, loaded.hints.get("class_names"), loaded.hints.get("weights"))
+    return LoadedCheckpoint(cfg, os.fspath(path), sd, loaded.hints.get("preprocessing"), fmt,
+                            loaded.notes + notes + fit_notes)
 
 
 def format_for_destination(dst: str | os.PathLike) -> str:

@@ -37,9 +37,8 @@ def read(path: str | os.PathLike) -> Loaded:
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ConversionError(f"no {WEIGHTS_NAME}", folder)
-    hints = {"model_name": cfg.model_name, "model_args": cfg.model_args, "source": "the maekit config.json"}
-    if cfg.class_names:
-        hints["class_names"] = cfg.class_names
+    hints = {"model_name": cfg.model_name, "model_args": cfg.model_args, "source": "the maekit config.json",
+             "class_names": cfg.class_names or None, "weights": cfg.weights}
     if (pre := read_processor_file(folder)) is not None:
         hints["preprocessing"] = pre
     return Loaded(read_safetensors(weights)[0], hints, [])

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
@@ -52,7 +51,7 @@ from ..convert._util import describe_keys
 from ..convert.api import LoadedCheckpoint
 from ..convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
 from ..models import canonical_name, classifier_config, create_model, is_model
-from ..models.config import CONFIG_NAME, ModelConfig
+from ..models.config import ModelConfig
 from ..models.pos_embed import resize_pos_embed
 from . import cache, remote, table
 
@@ -72,8 +71,7 @@ def _lookup(text: str) -> table.WeightsEntry | None:
         raise ValueError(f"{e}; and there is no file or folder named {text!r}") from None
 
 
-def local_source(source: str | os.PathLike, *, names: bool = False, base_url: str | None = None,
-                 progress: bool = True) -> Path | None:
+def local_source(source: str | os.PathLike, *, names: bool = False, progress: bool = True) -> Path | None:
     """The local file or folder a source names, fetched into its cache when it is remote: a path,
     an http(s) URL, a Hub repository, a ``timm:`` name. A registered name gives None, or with
     ``names=True`` the file of its published weights (``mae_vit_base_patch16.visualize``).
@@ -107,7 +105,7 @@ def local_source(source: str | os.PathLike, *, names: bool = False, base_url: st
     entry = _lookup(text)
     if entry is None:
         raise ValueError(f"{text} has no published weights ({', '.join(table.list_pretrained())} have)")
-    return cache.fetch_weights(entry, base=base_url, progress=progress)
+    return cache.fetch_weights(entry, progress=progress)
 
 
 def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool = True,
@@ -122,12 +120,11 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
     """
     text = os.fspath(source)
     entry = table.entry_for_url(text) if cache.is_url(text) else None
-    if entry is not None and not weights:  # a published file: its model without downloading it
-        return LoadedCheckpoint(ModelConfig(entry.model_name, dict(entry.model_args), weights=entry.name), text)
-    local = local_source(text, progress=progress)
+    # a published file's model is told without downloading it
+    local = None if entry is not None and not weights else local_source(text, progress=progress)
     if local is not None:
         return _read_path(local, text, model_name, stated or {})
-    entry = _lookup(text)
+    entry = entry or _lookup(text)
     if entry is None:
         if weights and download:
             log.info("%s has no published weights: built with random weights", text)
@@ -141,17 +138,6 @@ def resolve(source: str | os.PathLike, *, weights: bool = True, download: bool =
     return LoadedCheckpoint(cfg, f"{entry.name} ({local})", dict(load_state_dict(local)))
 
 
-def _entry_for_filename(path: Path, model_name: str) -> table.WeightsEntry | None:
-    """The pretraining-model entry (it fixes ``norm_pix_loss``) of the same model whose
-    published file has this name."""
-    for entry_name in table.list_pretrained():
-        entry = table.lookup(entry_name)
-        if (entry is not None and entry.filename == path.name and "norm_pix_loss" in entry.model_args
-                and canonical_name(entry.model_name) == canonical_name(model_name)):
-            return entry
-    return None
-
-
 def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str, Any]) -> LoadedCheckpoint:
     """A checkpoint file or a folder of any format: weights fitted to the model they record or fit."""
     from ..convert import read_checkpoint
@@ -160,14 +146,16 @@ def _read_path(path: Path, label: str, model_name: str | None, stated: dict[str,
     loaded = read_checkpoint(path, model=model_name, **{k: v for k, v in stated.items() if k in SOFT_ARGS})
     cfg, notes = loaded.config, loaded.notes
     cfg.model_name = canonical_name(cfg.model_name)
-    entry = _entry_for_filename(path, cfg.model_name) if path.is_file() else None
-    if entry is not None and "norm_pix_loss" not in cfg.model_args:
+    # the published pretraining file of this model with this name: its entry fixes norm_pix_loss
+    same = [e for e in map(table.lookup, table.list_pretrained())
+            if path.is_file() and e.filename == path.name and "norm_pix_loss" in e.model_args
+            and canonical_name(e.model_name) == cfg.model_name]
+    if same and "norm_pix_loss" not in cfg.model_args:
+        entry = same[0]
         cfg.model_args["norm_pix_loss"] = entry.model_args["norm_pix_loss"]
         cfg.weights = entry.name
         notes.append(f"norm_pix_loss={entry.model_args['norm_pix_loss']}: the file is named like the "
                      f"published {entry.name}")
-    if path.is_dir() and loaded.format == "maekit":  # the name of the weights it was made from
-        cfg.weights = ModelConfig.from_json_file(path / CONFIG_NAME).weights or cfg.weights
     for note in notes:
         log.info("%s: %s", label, note)
     loaded.label = label
@@ -183,7 +171,6 @@ def load_config(source: str | os.PathLike, *, model_name: str | None = None,
 
 # ---------------------------------------------------------------------------- loading
 _PRETRAIN_ONLY = DECODER_PREFIXES + FUSION_PREFIXES  # parts a classifier has not
-_LINPROBE_HEAD = ("head.0.", "head.1.")  # BatchNorm1d + Linear of an official linear probe
 
 
 @dataclass
@@ -228,22 +215,6 @@ def _groups(keys: list[str]) -> str:
     return ", ".join(f"{name} ({len(ids)})" if ids != {""} else name for name, ids in seen.items()) or "nothing"
 
 
-def _keys(keys: list[str], limit: int = 6) -> str:
-    return describe_keys(keys, limit) or "none"
-
-
-def _read_weights(source: Any, label: str | None) -> tuple[dict[str, torch.Tensor], str]:
-    """(official-name state dict, label) of a state dict (possibly wrapped: ``{'model': ...}``, DDP
-    ``module.``) or of any file, folder, URL, Hub id or published weights name."""
-    from ..convert import load_state_dict
-    from ..convert.torchfile import find_state_dict
-
-    if isinstance(source, Mapping):
-        return find_state_dict(source), label or "weights"
-    text = os.fspath(source)
-    return dict(load_state_dict(local_source(text, names=True))), label or text
-
-
 def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
     """A classifier takes a source's encoder: its decoder is dropped, a head of another size (or a
     linear-probe head for a plain one) left out, a position table of another grid interpolated."""
@@ -252,7 +223,7 @@ def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, f
         if key.startswith(_PRETRAIN_ONLY):
             del sd[key]  # a pretraining source's decoder: not a classifier's part, not worth a line
         elif key.startswith("head.") and (key in own and own[key].shape != sd[key].shape
-                                          or plain_head and key.startswith(_LINPROBE_HEAD)):
+                                          or plain_head and key.startswith(("head.0.", "head.1."))):
             report.ignored.append(key)
             del sd[key]
     theirs, ours = sd.get("pos_embed"), own.get("pos_embed")
@@ -299,8 +270,9 @@ def _check_encoder(report: LoadReport) -> None:
     not_head = [k for k in report.random if not k.startswith(HEAD_PREFIXES)]
     if not report.loaded or not_head:
         raise ValueError(f"{report.source}: the checkpoint does not hold this model's encoder "
-                         f"({len(report.loaded)} tensors matched; missing {_keys(not_head or report.random)}). "
-                         "Is it a checkpoint of another architecture or size?")
+                         f"({len(report.loaded)} tensors matched; missing "
+                         f"{describe_keys(not_head or report.random)}). Is it a checkpoint of another "
+                         "architecture or size?")
 
 
 def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport, require_decoder: bool) -> None:
@@ -313,8 +285,8 @@ def _check_complete(model: nn.Module, sd: dict, result: Any, report: LoadReport,
     missing = other + decoder if require_decoder else other
     if missing or result.unexpected_keys:
         hint = " (an encoder-only file: reconstructions need the decoder)" if decoder and require_decoder else ""
-        raise ValueError(f"{report.source}: weights do not fit {model.model_name}{hint}: missing {_keys(missing)}; "
-                         f"unexpected {_keys(list(result.unexpected_keys))}")
+        raise ValueError(f"{report.source}: weights do not fit {model.model_name}{hint}: missing "
+                         f"{describe_keys(missing)}; unexpected {describe_keys(result.unexpected_keys)}")
 
 
 def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None, head_init_std: float = 2e-5,
@@ -341,30 +313,32 @@ def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None
         ValueError: shapes that do not fit, encoder weights missing, unexpected weights of a
             classifier or pretraining model, or a missing decoder with ``require_decoder``.
     """
-    sd, label = _read_weights(source, label)
+    from ..convert import load_state_dict
+    from ..convert.torchfile import find_state_dict
+
+    if isinstance(source, Mapping):  # possibly wrapped: {'model': ...}, DDP module.
+        sd, label = find_state_dict(source), label or "weights"
+    else:
+        sd, label = dict(load_state_dict(local_source(source, names=True))), label or os.fspath(source)
     own = model.state_dict()
     report = LoadReport(label, model.model_name)
     (_fit_pretraining if model.is_pretraining else _fit_classifier)(model, sd, own, report, for_training)
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:
-        raise ValueError(f"{label}: weights do not fit {model.model_name}: {_keys(bad, 8)}")
+        raise ValueError(f"{label}: weights do not fit {model.model_name}: {describe_keys(bad, 8)}")
     result = model.load_state_dict(sd, strict=False)
     _account(model, sd, own, result, report)
     _check_complete(model, sd, result, report, require_decoder)
     if not model.is_pretraining and any(k.startswith("head.") for k in report.random):
-        _reinit_head(model, head_init_std, report)
+        head = model.head[-1] if isinstance(model.head, nn.Sequential) else model.head
+        if isinstance(head, nn.Linear):
+            trunc_normal_(head.weight, std=head_init_std)
+            nn.init.zeros_(head.bias)
+            report.head_reinitialised = True
     if not for_training:
         _warn_random_parts(model, sd, report)
     return report
-
-
-def _reinit_head(model: nn.Module, std: float, report: LoadReport) -> None:
-    head = model.head[-1] if isinstance(model.head, nn.Sequential) else model.head
-    if isinstance(head, nn.Linear):
-        trunc_normal_(head.weight, std=std)
-        nn.init.zeros_(head.bias)
-        report.head_reinitialised = True
 
 
 def _warn_random_parts(model: nn.Module, sd: dict, report: LoadReport) -> None:
@@ -373,7 +347,7 @@ def _warn_random_parts(model: nn.Module, sd: dict, report: LoadReport) -> None:
     label, name = report.source, model.model_name
     unexpected = [k for k in report.ignored if not k.startswith("head.")]
     if not model.is_pretraining and unexpected and any(k.startswith("head.") for k in sd):
-        raise ValueError(f"{label}: weights do not fit {name}: unexpected {_keys(unexpected)}")
+        raise ValueError(f"{label}: weights do not fit {name}: unexpected {describe_keys(unexpected)}")
     if report.head_reinitialised:
         warnings.warn(f"{label}: no classification head for this model in the weights; the head of {name} is "
                       "randomly initialised (fine-tune it before classifying)", UserWarning, stacklevel=4)
@@ -406,7 +380,7 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
         The model in eval mode; ``model.config`` records its name, arguments, labels and weights.
     """
     if isinstance(source, nn.Module):
-        return source if device is None else source.to(device)
+        return source.to(device)  # device None: it stays where it is
     if num_classes is not None:
         overrides["num_classes"] = int(num_classes)
     src = resolve(source, weights=True, download=download, model_name=model_name, base_url=base_url,
@@ -419,10 +393,7 @@ def load_model(source: str | os.PathLike | nn.Module, *, num_classes: int | None
         cfg.class_names = None  # a new head: the stored labels no longer apply
     model = create_model(cfg.model_name, **cfg.model_args)
     model.config = cfg
-    if src.preprocessing is not None:
-        model.preprocessing = src.preprocessing
+    model.preprocessing = src.preprocessing
     if src.state_dict is not None:
         load_weights_into(model, src.state_dict, label=src.label)
-    if device is not None:
-        model.to(device)
-    return model.eval()
+    return model.to(device).eval()
