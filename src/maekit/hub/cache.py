@@ -58,17 +58,6 @@ def is_offline() -> bool:
     return os.environ.get("MAEKIT_OFFLINE", "").strip().lower() in _TRUE
 
 
-def base_url(override: str | None = None) -> str:
-    """The table's base URL: ``override``, else ``$MAEKIT_WEIGHTS_URL``, else the official one."""
-    url = override or os.environ.get("MAEKIT_WEIGHTS_URL") or DEFAULT_BASE_URL
-    return url if url.endswith("/") else url + "/"
-
-
-def url_cache_path(url: str) -> Path:
-    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-    return cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-
-
 # ---------------------------------------------------------------------------- checksums
 def verify_file(path: Path, what: str, *, sha256: str | None = None, md5_prefix: str | None = None) -> bool:
     """Check a file against a full sha256 and/or an md5 prefix (``what`` names it in the message).
@@ -195,8 +184,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, md
 
 
 def fetch_weights(entry: WeightsEntry, *, base: str | None = None, progress: bool = True) -> Path:
-    """The local path of a table entry's file, downloaded into the cache if needed."""
-    return download(entry.url or base_url(base) + entry.path, cache_dir() / "weights" / entry.path,
+    """The local path of a table entry's file, downloaded into the cache if needed; its URL is
+    ``entry.url``, else ``entry.path`` under ``base``, ``$MAEKIT_WEIGHTS_URL`` or the official base."""
+    base = base or os.environ.get("MAEKIT_WEIGHTS_URL") or DEFAULT_BASE_URL
+    return download(entry.url or base.rstrip("/") + "/" + entry.path, cache_dir() / "weights" / entry.path,
                     sha256=entry.sha256, md5_prefix=entry.md5_prefix, progress=progress)
 
 
@@ -205,7 +196,9 @@ def fetch_url(url: str, *, progress: bool = True) -> Path:
     checksum applies when the URL is one of its files)."""
     entry = entry_for_url(url)
     sums = {} if entry is None else dict(sha256=entry.sha256, md5_prefix=entry.md5_prefix)
-    return download(url, url_cache_path(url), progress=progress, **sums)
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    dest = cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    return download(url, dest, progress=progress, **sums)
 
 
 def read_url_bytes(url: str, *, timeout: float = 30.0) -> bytes:

@@ -33,8 +33,6 @@ from ..viz.plots import read_log
 
 log = logging.getLogger("maekit.hub")
 RUN_FILES = ("config.yaml", "log.txt")
-BEST_KEY = "test_acc1"
-DEFAULT_COMMIT_MESSAGE = "Upload maekit model"
 _MAX_LABELS = 50  # a card lists up to this many labels; config.json holds them all
 
 
@@ -95,7 +93,7 @@ def is_run_dir(folder: str | os.PathLike) -> bool:
     return any((Path(folder) / name).is_file() for name in RUN_FILES)
 
 
-def metrics_rows(records: list[dict[str, Any]], best_key: str = BEST_KEY) -> dict[str, Any]:
+def metrics_rows(records: list[dict[str, Any]], best_key: str = "test_acc1") -> dict[str, Any]:
     """Card rows from per-epoch records: the last record, plus ``best <best_key>`` with its epoch."""
     rows: dict[str, Any] = dict(records[-1]) if records else {}
     scored = [r for r in records if isinstance(r.get(best_key), (int, float))]
@@ -185,7 +183,7 @@ def push_to_hub(model: nn.Module, repo_id: str, *, run_dir: str | os.PathLike | 
     card = model_card(model, run_dir, repo_id, training_config=training_config, metrics=metrics, extra=card_extra)
     try:
         return _upload(model, repo_id, card, private=private, revision=revision, token=token,
-                       commit_message=commit_message or DEFAULT_COMMIT_MESSAGE)
+                       commit_message=commit_message or "Upload maekit model")
     except Exception as e:
         failure = hub_failure(e, repo_id)
         if failure is None:

@@ -64,17 +64,13 @@ def check_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
         if key in BOUNDS:
             fixed = [_check(name, key, v) for v in _entries(value)]
             out[key] = type(value)(fixed) if isinstance(value, (list, tuple)) else fixed[0]
-    _check_patch_fits(name, out)
+    if "img_size" in out and "patch_size" in out:
+        size = min(int(s) for s in _entries(out["img_size"]))
+        patch = math.prod(int(p) for p in _entries(out["patch_size"]))  # ConvMAE: stages multiply
+        if patch > size:
+            raise ConfigError(f"{name}: patch_size {out['patch_size']} is larger than img_size "
+                              f"{out['img_size']}")
     return out
-
-
-def _check_patch_fits(name: str, args: dict[str, Any]) -> None:
-    if "img_size" not in args or "patch_size" not in args:
-        return
-    size = min(int(s) for s in _entries(args["img_size"]))
-    patch = math.prod(int(p) for p in _entries(args["patch_size"]))  # ConvMAE: stages multiply
-    if patch > size:
-        raise ConfigError(f"{name}: patch_size {args['patch_size']} is larger than img_size {args['img_size']}")
 
 
 def estimate_params(arch: dict[str, Any]) -> int:
