@@ -179,20 +179,22 @@ class MaekitModel:
         Returns:
             The model, in eval mode.
         """
-        from safetensors.torch import load_file
-
+        from ..convert.maekit_format import read  # the one reader of the layout (load_model too)
         from .registry import create_model
 
         folder = Path(folder)
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} is not a maekit model folder (it needs {CONFIG_NAME} and "
                                     f"{WEIGHTS_NAME}); maekit.load_model reads other layouts")
-        cfg = ModelConfig.from_json_file(folder / CONFIG_NAME)
+        loaded = read(folder)
+        hints = loaded.hints
+        cfg = ModelConfig(hints["model_name"], hints["model_args"], hints["class_names"], hints["weights"])
         model = create_model(cfg.model_name, **cfg.model_args)
         if cls is not MaekitModel and not isinstance(model, cls):
             raise ValueError(f"{folder} holds a {type(model).__name__} ({cfg.model_name}), not a {cls.__name__}")
-        model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
+        model.load_state_dict(loaded.state_dict, strict=True)
         model.config = cfg
+        model.preprocessing = hints.get("preprocessing")
         if device is not None:
             model.to(device)
         return model.eval()

@@ -13,9 +13,7 @@ by ``create_model`` or a loader carries its config as ``model.config``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config.json"
@@ -87,14 +85,3 @@ class ModelConfig:
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> ModelConfig:
-        """Read ``config.json`` (a folder is read as its ``config.json``)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / CONFIG_NAME
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from e
