@@ -45,7 +45,7 @@ def read(path: str | os.PathLike) -> Loaded:
 
 
 def write_model_folder(sd: Mapping[str, torch.Tensor], dst: str | os.PathLike, cfg: ModelConfig,
-                 processor: Mapping[str, Any]) -> Path:
+                       processor: Mapping[str, Any]) -> Path:
     """The folder ``model.save_pretrained`` writes, atomically (a temporary folder renamed into
     place): ``cfg`` as config.json, the weights, and ``processor`` as preprocessor_config.json."""
     tensors = plain_tensors(sd)

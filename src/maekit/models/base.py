@@ -164,7 +164,8 @@ class MaekitModel:
         Returns:
             The folder.
         """
-        from ..convert.maekit_format import write_model_folder  # the one writer of the layout (maekit convert too)
+        # the one writer of the layout (maekit convert --to maekit too)
+        from ..convert.maekit_format import write_model_folder
 
         pre = processor.to_dict() if processor is not None else self.preprocessor_config()
         return write_model_folder(self.state_dict(), save_directory, self.config, pre)
