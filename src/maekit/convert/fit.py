@@ -8,7 +8,7 @@ linear-probe head. Every such step is reported in the notes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -25,7 +25,7 @@ HEAD_PREFIXES = ("head.", "fc_norm.")
 FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 
 
-def _part(key: str, family: str) -> str:
+def part_of(key: str, family: str) -> str:
     """'encoder', 'decoder', 'fusion' or 'head' (the final ``norm`` belongs to the head of a
     classifier, whose pooling decides between ``norm`` and ``fc_norm``)."""
     if key.startswith(DECODER_PREFIXES):
@@ -35,6 +35,15 @@ def _part(key: str, family: str) -> str:
     if key.startswith(HEAD_PREFIXES) or (family not in PRETRAINING_FAMILIES and key.startswith("norm.")):
         return "head"
     return "encoder"
+
+
+def foreign_keys(keys: Iterable[str], family: str) -> list[str]:
+    """The ``keys`` of parts a model of ``family`` has not, among keys it has no place for: a
+    classifier's decoder / fusion convs / head of another kind (a linear-probe head for a plain one,
+    the pooling norm it does not use), a pretraining model's head (``head``, ``fc_norm``).
+    The one rule of which parts belong to which kind of model (converter and loader)."""
+    foreign = ("head",) if family in PRETRAINING_FAMILIES else ("decoder", "fusion", "head")
+    return [k for k in keys if part_of(k, family) in foreign]
 
 
 def _unfit(spec: ArchSpec, why: str) -> ConversionError:
@@ -57,7 +66,7 @@ def check_fit(sd: Mapping[str, torch.Tensor], spec: ArchSpec) -> tuple[list[str]
     missing = [k for k in spec.shapes if k not in sd]
     unexpected = [k for k in sd if k not in spec.shapes]
     soft = FIXED_TABLES if spec.family in PRETRAINING_FAMILIES else ()
-    hard = [k for k in missing if _part(k, spec.family) == "encoder" and k not in soft]
+    hard = [k for k in missing if part_of(k, spec.family) == "encoder" and k not in soft]
     if hard:
         raise _unfit(spec, "missing " + describe_keys(hard))
     return missing, unexpected
@@ -81,16 +90,14 @@ def _linprobe_head(out: StateDict, spec: ArchSpec, missing: list[str], unexpecte
 def _drop_foreign(out: StateDict, spec: ArchSpec, unexpected: list[str], notes: list[str]) -> None:
     """Drop the parts model ``spec`` has not (a classifier's decoder / fusion convs, a pretraining
     model's head); anything else unexpected is a ConversionError."""
-    fam = spec.family
-    foreign = ("decoder", "fusion", "head") if fam not in PRETRAINING_FAMILIES else ("head",)
-    dropped = [k for k in unexpected if _part(k, fam) in foreign]
+    dropped = foreign_keys(unexpected, spec.family)
     other = [k for k in unexpected if k not in dropped]
     if other:
         raise _unfit(spec, "unexpected " + describe_keys(other))
     for k in dropped:
         out.pop(k)
     if dropped:
-        parts = "/".join(sorted({_part(k, fam) for k in dropped}))
+        parts = "/".join(sorted({part_of(k, spec.family) for k in dropped}))
         notes.append(f"dropped {len(dropped)} {parts} weight(s) that model {spec.name} has not: "
                      + describe_keys(dropped, 3))
 
@@ -130,7 +137,7 @@ def fit_state_dict(sd: Mapping[str, torch.Tensor], spec: ArchSpec, *,
     pretraining = spec.family in PRETRAINING_FAMILIES
     if pretraining:
         _fill_fixed_tables(out, spec, missing, notes)
-    parts = {_part(k, spec.family) for k in missing}
+    parts = {part_of(k, spec.family) for k in missing}
     shown = ("decoder", "fusion") if pretraining else ("decoder", "fusion", "head")
     notes += [_MISSING_NOTES[p] for p in shown if p in parts]
     return out, notes

@@ -49,7 +49,8 @@ from timm.layers import trunc_normal_
 
 from ..convert._util import describe_keys
 from ..convert.api import LoadedCheckpoint
-from ..convert.fit import DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES
+from ..convert.fit import (DECODER_PREFIXES, FIXED_TABLES, FUSION_PREFIXES, HEAD_PREFIXES, foreign_keys,
+                           part_of)
 from ..models import canonical_name, classifier_config, create_model, is_model
 from ..models.config import ModelConfig
 from ..models.pos_embed import resize_pos_embed
@@ -215,17 +216,24 @@ def _groups(keys: list[str]) -> str:
     return ", ".join(f"{name} ({len(ids)})" if ids != {""} else name for name, ids in seen.items()) or "nothing"
 
 
-def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
-    """A classifier takes a source's encoder: its decoder is dropped, a head of another size (or a
-    linear-probe head for a plain one) left out, a position table of another grid interpolated."""
-    plain_head = not isinstance(getattr(model, "head", None), nn.Sequential)
-    for key in list(sd):
-        if key.startswith(_PRETRAIN_ONLY):
-            del sd[key]  # a pretraining source's decoder: not a classifier's part, not worth a line
-        elif key.startswith("head.") and (key in own and own[key].shape != sd[key].shape
-                                          or plain_head and key.startswith(("head.0.", "head.1."))):
-            report.ignored.append(key)
-            del sd[key]
+def _drop_foreign(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
+    """Source tensors the model has no place for (:func:`maekit.convert.fit.foreign_keys`) are left
+    out: a classifier's decoder / fusion convs silently (not worth a line), a head part as ignored. A
+    pretraining model leaves a classifier's head out only to start a run (``--init``); else it is an
+    error (said by the caller)."""
+    if model.is_pretraining and not for_training:
+        return
+    dropped = foreign_keys([k for k in sd if k not in own], model.family)
+    report.ignored += sorted(k for k in dropped if part_of(k, model.family) == "head")
+    for key in dropped:
+        del sd[key]
+
+
+def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport) -> None:
+    """A classifier's head of another size is left out, a position table of another grid interpolated."""
+    for key in [k for k in sd if k.startswith("head.") and k in own and own[k].shape != sd[k].shape]:
+        report.ignored.append(key)
+        del sd[key]
     theirs, ours = sd.get("pos_embed"), own.get("pos_embed")
     if theirs is None or ours is None or theirs.shape == ours.shape or theirs.shape[-1] != ours.shape[-1]:
         return  # same grid, or another width (a shape mismatch, said by the caller)
@@ -238,18 +246,14 @@ def _fit_classifier(model: nn.Module, sd: dict, own: dict, report: LoadReport, f
     report.pos_embed_resized = ((side, side), grid)
 
 
-def _fit_pretraining(model: nn.Module, sd: dict, own: dict, report: LoadReport, for_training: bool) -> None:
-    """A pretraining model keeps its own fixed tables of another grid; to start training (``--init``)
-    it also takes a classifier's encoder (head and ``fc_norm`` left out, its own final norm kept)."""
+def _fit_pretraining(model: nn.Module, sd: dict, own: dict, report: LoadReport) -> None:
+    """A pretraining model keeps its own fixed tables of another grid; of a classifier's encoder
+    (``--init``; its head and ``fc_norm`` already left out) it keeps its own final norm."""
     for key in FIXED_TABLES:
         if key in sd and key in own and sd[key].shape != own[key].shape:
             del sd[key]
-    classifier_parts = [k for k in sd if k.startswith(HEAD_PREFIXES)]
-    if not (for_training and classifier_parts):
+    if not report.ignored:  # no classifier head was left out: the source is a pretraining one
         return
-    report.ignored += sorted(classifier_parts)
-    for key in classifier_parts:
-        del sd[key]
     for key in [k for k in own if k.startswith("norm.") and k not in sd]:
         sd[key] = own[key]  # a global-pool classifier has fc_norm instead: the model's own norm stays
         report.random.append(key)
@@ -322,7 +326,8 @@ def load_weights_into(model: nn.Module, source: Any, *, label: str | None = None
         sd, label = dict(load_state_dict(local_source(source, names=True))), label or os.fspath(source)
     own = model.state_dict()
     report = LoadReport(label, model.model_name)
-    (_fit_pretraining if model.is_pretraining else _fit_classifier)(model, sd, own, report, for_training)
+    _drop_foreign(model, sd, own, report, for_training)
+    (_fit_pretraining if model.is_pretraining else _fit_classifier)(model, sd, own, report)
     bad = [f"{k}: {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
            if k in own and own[k].shape != v.shape]
     if bad:
