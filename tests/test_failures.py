@@ -88,15 +88,17 @@ def _wait_for(proc: subprocess.Popen, needle: str, count: int = 1) -> list[str]:
 
 def test_group_sigterm_with_two_workers_saves_and_exits_143(digit_folders, tmp_path, tiny):
     out = tmp_path / "out"
-    argv = args(tiny, digit_folders / "unlabelled", out, "--num_workers", "2", epochs=2)
+    # batch 2: 32 steps an epoch, so the signal sent at step 2 lands in epoch 0 also when this test
+    # process is slow to read the line (parallel test workers; at batch 8 the epoch had ended once)
+    argv = args(tiny, digit_folders / "unlabelled", out, "--num_workers", "2", "--batch_size", "2", epochs=2)
     proc = _start(argv)
-    _wait_for(proc, "Epoch: [0]  [2/8]")
+    _wait_for(proc, "Epoch: [0]  [ 2/32]")
     os.killpg(proc.pid, signal.SIGTERM)  # main process and both DataLoader workers
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, rest[-3000:]
     assert "DataLoader worker" not in rest and not loop_tracebacks(rest), rest[-3000:]
     ckpt = torch.load(out / "checkpoint-last.pth", weights_only=True)
-    assert ckpt["epoch"] == -1 and 0 < ckpt["step_in_epoch"] < 8
+    assert ckpt["epoch"] == -1 and 0 < ckpt["step_in_epoch"] < 32
     assert not (out / ".maekit.lock").exists()
     assert run_cli(*argv, "--resume", "auto") == 0  # in-process: the signal was the other process's
     assert epochs_logged(out) == [0, 1]
