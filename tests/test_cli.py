@@ -12,7 +12,6 @@ import pytest
 from conftest import PY, python_env, run_cli
 from maekit import cli
 from maekit.tasks.config import TASK_CONFIGS
-from maekit.tasks.tool_config import ConvertConfig
 
 
 def test_official_and_passl_command_lines_parse_unchanged():
